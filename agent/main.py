@@ -1,0 +1,93 @@
+"""``fleetmon agent``: one collection (``--once``) or the long-running agent."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+import yaml
+
+from agent.config import AgentConfig, load_config
+from agent.errors import ConfigError
+from agent.output import FORMATS
+from agent.scheduler import EventBuffer, build_runners, collect_once, make_context
+from fleetmon import logs
+
+log = logging.getLogger("fleetmon.agent")
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    overrides: dict[str, Any] = {
+        "node": args.node,
+        "collectors": args.collector,
+        "data_dir": str(args.data_dir) if args.data_dir else None,
+        "sysfs_root": str(args.sysfs_root) if args.sysfs_root else None,
+        "procfs_root": str(args.procfs_root) if args.procfs_root else None,
+        "dev_root": str(args.dev_root) if args.dev_root else None,
+        "log_level": args.log_level,
+    }
+    cfg_path = args.config
+    raw_plugins: dict[str, Any] | None = None
+    if args.set:
+        raw_plugins = {}
+        if cfg_path is not None:
+            with contextlib.suppress(OSError, yaml.YAMLError):
+                raw_plugins = dict((yaml.safe_load(cfg_path.read_text()) or {}).get("plugins") or {})
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            plugin, dot, option = key.partition(".")
+            if not sep or not dot:
+                raise ConfigError(f"--set {item!r}: use PLUGIN.KEY=VALUE, e.g. simulated.gpus=8")
+            section = dict(raw_plugins.get(plugin) or {})
+            section[option] = yaml.safe_load(value)
+            raw_plugins[plugin] = section
+        overrides["plugins"] = raw_plugins
+    return load_config(cfg_path, overrides)
+
+
+def main(args: argparse.Namespace) -> int:
+    logs.setup(args.log_level or "warning")
+    try:
+        cfg = config_from_args(args)
+        logs.setup(cfg.log_level)
+        only = [p.strip() for p in args.plugins.split(",") if p.strip()] if args.plugins else None
+        if args.once:
+            return asyncio.run(_once(cfg, only, args.format))
+        from agent.service import run_agent
+
+        return asyncio.run(_run_until_signal(run_agent(cfg, only)))
+    except ConfigError as err:
+        log.error("config error: %s", err)
+        print(f"fleetmon agent: {err}", file=sys.stderr)
+        return 2
+
+
+async def _once(cfg: AgentConfig, only: list[str] | None, fmt: str) -> int:
+    events = EventBuffer()
+    ctx = make_context(cfg, events)
+    runners = build_runners(cfg, ctx, only)
+    try:
+        ts, col = await collect_once(runners, events)
+    finally:
+        for r in runners:
+            r.close()
+    node_labels = {**cfg.labels, "node": cfg.node}
+    sys.stdout.write(FORMATS[fmt](ts, col, node_labels))
+    sys.stdout.flush()
+    return 0
+
+
+async def _run_until_signal(coro: Any) -> int:
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return int(await task or 0)
+    except asyncio.CancelledError:
+        return 0

@@ -1,0 +1,131 @@
+"""The plugin contract (STYLE 3): discover, collect, close.
+
+A plugin is a class with a ``name``, a ``Config`` dataclass (its YAML section, validated by
+``agent.config.build``) and three methods:
+
+- ``discover()`` finds the hardware. It raises :class:`~agent.errors.PluginUnavailable` when the
+  node has none (no driver, no library, no permission): the agent disables the plugin with one
+  log line and goes on. It must not block for long; it runs off the event loop with a deadline.
+- ``collect()`` returns a :class:`~agent.model.Collection`. It runs in the plugin's own thread
+  with a deadline, so it may block on sysfs, ioctl or a vendor library. A coroutine function is
+  awaited on the loop instead (network sources such as Redfish).
+- ``close()`` releases what ``discover`` took. Safe to call twice and without ``discover``.
+
+Plugins that watch something continuously (NVML events, the kernel log) start their own thread
+in ``discover`` and push events through ``ctx.emit``; the scheduler drains them into the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from agent.model import Collection, Event, Sample
+
+
+@dataclass
+class GpuRef:
+    """What the GPU plugin knows of one device, so other plugins can name it."""
+
+    index: str
+    uuid: str = ""
+    model: str = ""
+    vendor: str = ""
+
+
+class NodeDirectory:
+    """Facts plugins share on one node (thread-safe).
+
+    The kernel-log reader maps a PCI address to the GPU index/uuid that the NVIDIA plugin
+    found, and both report XIDs: ``first_sighting`` lets the same XID seen twice within a
+    window count once.
+    """
+
+    def __init__(self, dedupe_window_s: float = 1.0) -> None:
+        self._lock = threading.Lock()
+        self._gpus_by_pci: dict[str, GpuRef] = {}
+        self._recent: dict[tuple[str, ...], float] = {}
+        self._window = dedupe_window_s
+
+    @staticmethod
+    def normalize_pci(addr: str) -> str:
+        """``00000000:3B:00.0`` / ``0000:3b:00.0`` / ``3b:00.0`` → ``0000:3b:00.0``."""
+        addr = addr.strip().lower()
+        parts = addr.split(":")
+        if len(parts) == 2:
+            parts.insert(0, "0000")
+        dom = parts[0][-4:].rjust(4, "0")
+        return ":".join([dom, *parts[1:]])
+
+    def register_gpu(self, pci: str, ref: GpuRef) -> None:
+        with self._lock:
+            self._gpus_by_pci[self.normalize_pci(pci)] = ref
+
+    def gpu_by_pci(self, pci: str) -> GpuRef | None:
+        with self._lock:
+            return self._gpus_by_pci.get(self.normalize_pci(pci))
+
+    def first_sighting(self, key: tuple[str, ...], ts: float) -> bool:
+        """True unless the same key was seen within the window around ``ts``."""
+        with self._lock:
+            last = self._recent.get(key)
+            self._recent[key] = ts
+            if len(self._recent) > 4096:
+                cutoff = ts - 60
+                self._recent = {k: v for k, v in self._recent.items() if v >= cutoff}
+            return last is None or abs(ts - last) > self._window
+
+
+@dataclass
+class PluginContext:
+    """What a plugin may use: injected roots (STYLE 5), its logger, the event sink."""
+
+    node: str
+    sysfs_root: Path = Path("/sys")
+    procfs_root: Path = Path("/proc")
+    dev_root: Path = Path("/dev")
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("fleetmon.agent"))
+    directory: NodeDirectory = field(default_factory=NodeDirectory)
+    emit: Callable[[Event], None] = lambda _e: None
+    emit_samples: Callable[[list[Sample]], None] = lambda _s: None
+
+    def sysfs(self, *parts: str) -> Path:
+        return self.sysfs_root.joinpath(*parts)
+
+    def procfs(self, *parts: str) -> Path:
+        return self.procfs_root.joinpath(*parts)
+
+    def dev(self, *parts: str) -> Path:
+        return self.dev_root.joinpath(*parts)
+
+
+@dataclass
+class NoConfig:
+    """For plugins without settings of their own."""
+
+
+class Plugin:
+    """Base class; subclasses set ``name`` and ``Config`` and override the three methods."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[Any]] = NoConfig
+    #: Default collection interval in seconds (overridable per plugin in the agent config).
+    default_interval: ClassVar[float] = 10.0
+
+    def __init__(self, ctx: PluginContext, config: Any) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.log = ctx.logger.getChild(self.name)
+
+    def discover(self) -> None:
+        """Find the hardware; raise PluginUnavailable when there is none."""
+
+    def collect(self) -> Collection:  # pragma: no cover - every plugin overrides it
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources; safe twice and without discover."""

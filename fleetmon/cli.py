@@ -1,0 +1,94 @@
+"""``fleetmon`` command: a thin dispatcher; each subcommand imports only its own side."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fleetmon import __version__, logs
+
+
+def _agent_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="agent YAML config")
+    p.add_argument("--once", action="store_true", help="print one collection and exit")
+    p.add_argument("--format", choices=("json", "prom", "influx"), default="json", help="output of --once")
+    p.add_argument("--plugins", help="comma-separated plugin names (overrides the config)")
+    p.add_argument("--node", help="node name (default: config, then hostname)")
+    p.add_argument("--collector", action="append", help="collector host:port (repeatable)")
+    p.add_argument("--data-dir", type=Path, help="where the WAL lives")
+    p.add_argument("--sysfs-root", type=Path, help="sysfs mount point (default /sys)")
+    p.add_argument("--procfs-root", type=Path, help="procfs mount point (default /proc)")
+    p.add_argument("--dev-root", type=Path, help="dev mount point (default /dev)")
+    p.add_argument("--set", action="append", default=[], metavar="PLUGIN.KEY=VALUE",
+                   help="override one plugin setting, e.g. simulated.gpus=8 (repeatable)")
+    p.add_argument("--log-level", help="debug, info, warning (default) or error")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleetmon", description="Hardware monitor for AI computing centers")
+    parser.add_argument("--version", action="version", version=f"fleetmon {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _agent_args(sub.add_parser("agent", help="run the node agent"))
+
+    c = sub.add_parser("collector", help="run the collector")
+    c.add_argument("--config", type=Path, help="collector YAML config")
+    c.add_argument("--listen", help="gRPC listen address host:port")
+    c.add_argument("--http", help="HTTP API/dashboard address host:port")
+    c.add_argument("--data-dir", type=Path)
+    c.add_argument("--rules", action="append", type=Path, help="rule file (repeatable)")
+    c.add_argument("--log-level")
+
+    d = sub.add_parser("demo", help="collector + a simulated fleet with scripted faults, on loopback")
+    d.add_argument("--nodes", type=int, default=4)
+    d.add_argument("--gpus", type=int, default=8)
+    d.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
+    d.add_argument("--data-dir", type=Path)
+    d.add_argument("--faults", type=Path, help="fault script for node 1 (default: the built-in demo script)")
+    d.add_argument("--rules", action="append", type=Path)
+    d.add_argument("--log-level")
+
+    q = sub.add_parser("query", help="read history from the embedded store")
+    q.add_argument("selector", help="e.g. 'gpu_temperature_celsius{node=\"n1\"}'")
+    q.add_argument("--since", default="10m")
+    q.add_argument("--until", default=None)
+    q.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    q.add_argument("--data-dir", type=Path, default=None)
+    q.add_argument("--limit", type=int, default=0)
+
+    r = sub.add_parser("rules", help="check or unit-test rule files")
+    rsub = r.add_subparsers(dest="rules_command", required=True)
+    rc = rsub.add_parser("check", help="validate rule files")
+    rc.add_argument("files", nargs="+", type=Path)
+    rt = rsub.add_parser("test", help="run promtool-format rule unit tests")
+    rt.add_argument("files", nargs="+", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "agent":
+        from agent.main import main as agent_main
+
+        return agent_main(args)
+    if args.command == "collector":
+        from collector.main import main as collector_main
+
+        return collector_main(args)
+    if args.command == "demo":
+        from collector.demo import main as demo_main
+
+        return demo_main(args)
+    if args.command == "query":
+        from collector.query import main as query_main
+
+        return query_main(args)
+    if args.command == "rules":
+        from alerts.cli import main as rules_main
+
+        return rules_main(args)
+    logs.setup()
+    print(f"unknown command {args.command}", file=sys.stderr)
+    return 2
