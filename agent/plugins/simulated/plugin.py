@@ -1,0 +1,299 @@
+"""Simulated node: plausible, slowly varying hardware values with DESIGN.md metric names.
+
+It goes through the same scheduler, wire and collector path as the real plugins; only the
+labels (``model`` says "simulated") tell it apart. Values are smooth functions of time with a
+per-node phase, so a fleet looks alive without random jumps that would trip rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.model import Collection, Event, Severity, counter, gauge, info
+from agent.plugin import Plugin
+from agent.plugins.simulated.faults import Fault, load_faults, parse_faults
+
+# GPU
+GPU_UP = gauge("gpu_up", "1 if the GPU answers its management library, 0 if lost")
+GPU_INFO = info("gpu_info", "GPU identity (value 1)")
+GPU_UTIL = gauge("gpu_utilization_ratio", "Share of time a kernel was running (0-1)")
+GPU_MEM_USED = gauge("gpu_memory_used_bytes", "Framebuffer memory used", "bytes")
+GPU_MEM_TOTAL = gauge("gpu_memory_total_bytes", "Framebuffer memory total", "bytes")
+GPU_TEMP = gauge("gpu_temperature_celsius", "GPU die temperature", "celsius")
+GPU_MEM_TEMP = gauge("gpu_memory_temperature_celsius", "HBM temperature", "celsius")
+GPU_POWER = gauge("gpu_power_watts", "Power draw", "watts")
+GPU_POWER_LIMIT = gauge("gpu_power_limit_watts", "Power management limit", "watts")
+GPU_ENERGY = counter("gpu_energy_joules_total", "Energy consumed since driver load", "joules")
+GPU_SM_CLOCK = gauge("gpu_sm_clock_hertz", "SM clock", "hertz")
+GPU_CLOCK_EVENT = gauge("gpu_clock_event_active", "1 while the clock-event (throttle) reason is active")
+GPU_ECC = counter("gpu_ecc_errors_total", "ECC errors")
+GPU_PCIE_GEN = gauge("gpu_pcie_link_generation", "Current PCIe link generation")
+GPU_PCIE_GEN_MAX = gauge("gpu_pcie_link_generation_max", "Maximum PCIe link generation")
+GPU_PCIE_WIDTH = gauge("gpu_pcie_link_width", "Current PCIe link width (lanes)")
+GPU_PCIE_WIDTH_MAX = gauge("gpu_pcie_link_width_max", "Maximum PCIe link width (lanes)")
+GPU_NVLINK_UP = gauge("gpu_nvlink_up", "1 if the NVLink is active")
+GPU_XID = counter("gpu_xid_errors_total", "XID errors reported by the driver")
+# InfiniBand
+IB_STATE = gauge("ib_port_state", "IB port logical state (4 = ACTIVE)", measurement="ib_port")
+IB_PHYS = gauge("ib_port_physical_state", "IB port physical state (5 = LinkUp)", measurement="ib_port")
+IB_RATE = gauge("ib_port_rate_bytes_per_second", "IB port rate", "bytes", measurement="ib_port")
+IB_SYMBOL = counter("ib_port_symbol_errors_total", "Symbol errors", measurement="ib_port")
+IB_DOWNED = counter("ib_port_link_downed_total", "Times the link went down", measurement="ib_port")
+IB_RECOVERY = counter("ib_port_link_error_recovery_total", "Link error recoveries", measurement="ib_port")
+IB_RCV_ERR = counter("ib_port_receive_errors_total", "Receive errors", measurement="ib_port")
+IB_XMIT_DISCARDS = counter("ib_port_transmit_discards_total", "Transmit discards", measurement="ib_port")
+IB_RX_BYTES = counter("ib_port_receive_bytes_total", "Bytes received", "bytes", measurement="ib_port")
+IB_TX_BYTES = counter("ib_port_transmit_bytes_total", "Bytes sent", "bytes", measurement="ib_port")
+# Optics
+OPT_TEMP = gauge("optical_temperature_celsius", "Module temperature", "celsius")
+OPT_VOLT = gauge("optical_voltage_volts", "Module supply voltage", "volts")
+OPT_BIAS = gauge("optical_tx_bias_amperes", "Laser bias current per lane", "amperes")
+OPT_TX = gauge("optical_tx_power_dbm", "Transmit optical power per lane", "dBm")
+OPT_RX = gauge("optical_rx_power_dbm", "Receive optical power per lane", "dBm")
+OPT_THRESHOLD = gauge("optical_threshold", "The module's own alarm/warning threshold, in the quantity's unit")
+OPT_LOS = gauge("optical_rx_los", "1 while the lane reports loss of signal")
+OPT_FAULT = gauge("optical_tx_fault", "1 while the lane reports a transmitter fault")
+# Power
+PSU_UP = gauge("psu_up", "1 if the power supply is healthy and delivering")
+PSU_IN = gauge("psu_input_power_watts", "PSU input power", "watts")
+PSU_REDUNDANCY = gauge("psu_redundancy_ok", "1 while the PSUs are redundant")
+NODE_POWER = gauge("node_power_watts", "Node power", "watts")
+NODE_CAP = gauge("node_power_cap_watts", "Node power cap", "watts")
+NODE_ENERGY = counter("node_energy_joules_total", "Node energy", "joules")
+UPS_ON_BATT = gauge("ups_on_battery", "1 while the UPS runs on battery")
+UPS_CHARGE = gauge("ups_battery_charge_ratio", "Battery charge (0-1)")
+UPS_RUNTIME = gauge("ups_battery_runtime_seconds", "Estimated runtime on battery", "seconds")
+UPS_LOAD = gauge("ups_load_ratio", "UPS load (0-1)")
+
+_MODEL = "NVIDIA H100 80GB HBM3 (simulated)"
+_CLOCK_REASONS = ("sw_power_cap", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown")
+# Module thresholds as a 400G SR4-class module states them (SFF-8636 page 03h style).
+_THRESHOLDS = {
+    ("temperature", "high_alarm"): 75.0, ("temperature", "high_warning"): 70.0,
+    ("temperature", "low_warning"): 0.0, ("temperature", "low_alarm"): -5.0,
+    ("voltage", "high_alarm"): 3.6, ("voltage", "high_warning"): 3.5,
+    ("voltage", "low_warning"): 3.1, ("voltage", "low_alarm"): 3.0,
+    ("tx_bias", "high_alarm"): 0.012, ("tx_bias", "high_warning"): 0.011,
+    ("tx_bias", "low_warning"): 0.004, ("tx_bias", "low_alarm"): 0.003,
+    ("tx_power", "high_alarm"): 5.0, ("tx_power", "high_warning"): 4.0,
+    ("tx_power", "low_warning"): -6.4, ("tx_power", "low_alarm"): -8.4,
+    ("rx_power", "high_alarm"): 5.0, ("rx_power", "high_warning"): 4.0,
+    ("rx_power", "low_warning"): -9.4, ("rx_power", "low_alarm"): -11.4,
+}
+# XIDs the simulator can raise, with the catalog's meaning (shared/xid-catalog.csv).
+_XID_SEVERITY = {79: Severity.CRITICAL, 48: Severity.CRITICAL, 94: Severity.WARNING, 13: Severity.WARNING}
+
+
+@dataclass
+class SimulatedConfig:
+    gpus: int = 8
+    ib_ports: int = 4
+    lanes: int = 4
+    psus: int = 2
+    ups: bool = True
+    #: Fault script: a YAML file, or the list inline.
+    faults_file: Path | None = None
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    #: Simulated seconds per real second (tests run faults faster).
+    time_scale: float = 1.0
+    seed: str = ""
+
+    def validate(self) -> None:
+        for name in ("gpus", "ib_ports", "lanes", "psus"):
+            if not 0 <= getattr(self, name) <= 1024:
+                raise ValueError(f"{name} must be between 0 and 1024")
+        if self.time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+
+
+class SimulatedPlugin(Plugin):
+    name = "simulated"
+    Config = SimulatedConfig
+    default_interval = 1.0
+    config: SimulatedConfig
+
+    def __init__(self, ctx: Any, config: SimulatedConfig) -> None:
+        super().__init__(ctx, config)
+        self.faults: list[Fault] = parse_faults(config.faults, "plugins.simulated.faults")
+        if config.faults_file is not None:
+            self.faults += load_faults(config.faults_file)
+        seed = config.seed or ctx.node
+        self._phase = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:4], "big") / 2**32 * 2 * math.pi
+        self._rng = random.Random(seed)
+        self._start = time.time()
+        self._last_t: float | None = None
+        self._energy = [self._rng.uniform(1e6, 5e6) for _ in range(config.gpus)]
+        self._node_energy = self._rng.uniform(1e8, 2e8)
+        self._fired: set[int] = set()
+        self._xids: dict[tuple[int, int], int] = {}
+        self._downed = [0] * config.ib_ports
+        self._ecc_uncorr = [0] * config.gpus
+        self._uuids = [
+            "GPU-" + hashlib.md5(f"{seed}/{i}".encode()).hexdigest()[:8] + "-sim" for i in range(config.gpus)
+        ]
+
+    def discover(self) -> None:
+        self._start = time.time()
+        if self.config.gpus == 0 and self.config.ib_ports == 0 and self.config.psus == 0 and not self.config.ups:
+            raise ConfigError("plugins.simulated: nothing to simulate (all counts are 0)")
+
+    def _wave(self, t: float, period: float, k: int) -> float:
+        return math.sin(2 * math.pi * t / period + self._phase + k * 0.7)
+
+    def _active(self, t: float, kind: str, **target: int) -> Fault | None:
+        for f in self.faults:
+            if f.kind == kind and f.active(t) and all(getattr(f, k) == v for k, v in target.items()):
+                return f
+        return None
+
+    def collect(self) -> Collection:
+        now = time.time()
+        t = (now - self._start) * self.config.time_scale
+        dt = 0.0 if self._last_t is None else max(0.0, t - self._last_t)
+        self._last_t = t
+        col = Collection()
+        self._fire_events(t, now, col)
+        total_gpu_power = self._gpus(t, dt, col)
+        self._ib(t, col)
+        self._power(t, dt, total_gpu_power, col)
+        return col
+
+    def _fire_events(self, t: float, now: float, col: Collection) -> None:
+        for i, f in enumerate(self.faults):
+            if i in self._fired or t < f.at:
+                continue
+            self._fired.add(i)
+            if f.kind == "xid":
+                key = (f.gpu, f.xid)
+                if key not in self._xids:
+                    # The counter existed at 0 before its first XID: say so a moment earlier,
+                    # so increase()/changes() see the step (a series born at 1 shows none).
+                    col.samples.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, now - 0.001))
+                self._xids[key] = self._xids.get(key, 0) + 1
+                col.events.append(Event(
+                    kind="gpu.xid", severity=_XID_SEVERITY.get(f.xid, Severity.WARNING),
+                    message=f"XID {f.xid} on GPU {f.gpu} (simulated)",
+                    labels=self._gpu_labels(f.gpu) | {"xid": str(f.xid)},
+                    action="drain the node and reset the GPU" if f.xid in (79, 48) else "inspect the application",
+                    ts=now,
+                ))
+            elif f.kind == "ecc_uncorrectable":
+                self._ecc_uncorr[f.gpu] += 1
+            elif f.kind == "link_down":
+                self._downed[f.port] += 1
+                col.events.append(Event(kind="ib.link_flap", severity=Severity.WARNING,
+                                        message=f"IB port mlx5_{f.port}/1 went down (simulated)",
+                                        labels={"device": f"mlx5_{f.port}", "port": "1"}, ts=now))
+            elif f.kind == "psu_fail":
+                col.events.append(Event(kind="psu.fault", severity=Severity.CRITICAL,
+                                        message=f"PSU {f.psu} failed (simulated)", labels={"psu": str(f.psu)},
+                                        action="replace the power supply", ts=now))
+
+    def _gpu_labels(self, i: int) -> dict[str, str]:
+        return {"gpu": str(i), "uuid": self._uuids[i] if 0 <= i < len(self._uuids) else "", "vendor": "nvidia",
+                "model": _MODEL}
+
+    def _gpus(self, t: float, dt: float, col: Collection) -> float:
+        total = 0.0
+        for i in range(self.config.gpus):
+            labels = self._gpu_labels(i)
+            lost = any(
+                f.kind == "xid" and f.xid == 79 and f.gpu == i and f.active(t) for f in self.faults
+            )
+            col.add(GPU_UP, 0 if lost else 1, labels)
+            col.add(GPU_INFO, 1, labels | {"driver": "550.54.15",
+                                           "cuda": "12.4", "serial": f"SIM{i:09d}"})
+            for (gpu, xid), n in self._xids.items():
+                if gpu == i:
+                    col.add(GPU_XID, n, labels | {"xid": str(xid)})
+            if lost:
+                continue  # a lost GPU answers nothing else
+            util = 0.75 + 0.2 * self._wave(t, 300, i)
+            hot = self._active(t, "gpu_temperature", gpu=i)
+            temp = hot.value if hot else 55 + 15 * util + 1.5 * self._wave(t, 120, i + 3)
+            power = 120 + 560 * util
+            self._energy[i] += power * dt
+            total += power
+            col.add(GPU_UTIL, round(util, 4), labels)
+            col.add(GPU_MEM_USED, int(80e9 * (0.5 + 0.3 * util)), labels)
+            col.add(GPU_MEM_TOTAL, 85899345920, labels)
+            col.add(GPU_TEMP, round(temp, 1), labels)
+            col.add(GPU_MEM_TEMP, round(temp + 4, 1), labels)
+            col.add(GPU_POWER, round(power, 2), labels)
+            col.add(GPU_POWER_LIMIT, 700, labels)
+            col.add(GPU_ENERGY, round(self._energy[i], 3), labels)
+            col.add(GPU_SM_CLOCK, (1410e6 if temp < 87 else 1155e6), labels)
+            for reason in _CLOCK_REASONS:
+                active = reason == "sw_thermal_slowdown" and temp >= 87
+                col.add(GPU_CLOCK_EVENT, int(active), labels | {"reason": reason})
+            for typ in ("correctable", "uncorrectable"):
+                n = self._ecc_uncorr[i] if typ == "uncorrectable" else 0
+                col.add(GPU_ECC, n, labels | {"type": typ, "scope": "volatile"})
+            col.add(GPU_PCIE_GEN, 5, labels)
+            col.add(GPU_PCIE_GEN_MAX, 5, labels)
+            col.add(GPU_PCIE_WIDTH, 16, labels)
+            col.add(GPU_PCIE_WIDTH_MAX, 16, labels)
+            for link in range(2):
+                col.add(GPU_NVLINK_UP, 1, labels | {"link": str(link)})
+        return total
+
+    def _ib(self, t: float, col: Collection) -> None:
+        for p in range(self.config.ib_ports):
+            dev = {"device": f"mlx5_{p}", "port": "1"}
+            down = self._active(t, "link_down", port=p)
+            col.add(IB_STATE, 1 if down else 4, dev)
+            col.add(IB_PHYS, 3 if down else 5, dev)
+            col.add(IB_RATE, 50e9, dev)  # 400 Gb/s NDR
+            col.add(IB_SYMBOL, 0, dev)
+            col.add(IB_DOWNED, self._downed[p], dev)
+            col.add(IB_RECOVERY, 0, dev)
+            col.add(IB_RCV_ERR, 0, dev)
+            col.add(IB_XMIT_DISCARDS, 0, dev)
+            traffic = int((t + 10_000) * 20e9 * (1 + 0.1 * p))
+            col.add(IB_RX_BYTES, traffic, dev)
+            col.add(IB_TX_BYTES, traffic + 1024 * p, dev)
+            iface = {"interface": f"ibp{p}s0"}
+            col.add(OPT_TEMP, round(45 + 3 * self._wave(t, 600, p), 2), iface)
+            col.add(OPT_VOLT, round(3.3 + 0.01 * self._wave(t, 900, p), 4), iface)
+            for (quantity, level), value in _THRESHOLDS.items():
+                col.add(OPT_THRESHOLD, value, iface | {"quantity": quantity, "level": level})
+            for lane in range(self.config.lanes):
+                labels = iface | {"lane": str(lane)}
+                sag = self._active(t, "rx_power", port=p, lane=lane)
+                rx = sag.value if sag else -1.5 + 0.3 * self._wave(t, 240, p * 8 + lane)
+                col.add(OPT_BIAS, round(0.0075 + 0.0003 * self._wave(t, 500, lane), 6), labels)
+                col.add(OPT_TX, round(0.8 + 0.2 * self._wave(t, 700, lane), 3), labels)
+                col.add(OPT_RX, round(rx, 3), labels)
+                col.add(OPT_LOS, 1 if down else 0, labels)
+                col.add(OPT_FAULT, 0, labels)
+
+    def _power(self, t: float, dt: float, gpu_power: float, col: Collection) -> None:
+        node_power = gpu_power + 900 + 50 * self._wave(t, 200, 99)
+        healthy = 0
+        for p in range(self.config.psus):
+            failed = self._active(t, "psu_fail", psu=p) is not None
+            healthy += 0 if failed else 1
+        for p in range(self.config.psus):
+            failed = self._active(t, "psu_fail", psu=p) is not None
+            col.add(PSU_UP, 0 if failed else 1, {"psu": str(p)})
+            col.add(PSU_IN, 0 if failed else round(node_power / max(healthy, 1) / 0.94, 1), {"psu": str(p)})
+        if self.config.psus:
+            col.add(PSU_REDUNDANCY, 1 if healthy == self.config.psus and healthy > 1 else 0, {"chassis": "0"})
+        self._node_energy += node_power * dt
+        col.add(NODE_POWER, round(node_power, 1), {"source": "psu"})
+        col.add(NODE_CAP, 10200)
+        col.add(NODE_ENERGY, round(self._node_energy, 1), {"source": "psu"})
+        if self.config.ups:
+            on_batt = self._active(t, "ups_on_battery") is not None
+            ups = {"ups": "ups0"}
+            col.add(UPS_ON_BATT, 1 if on_batt else 0, ups)
+            col.add(UPS_CHARGE, 0.8 if on_batt else 1.0, ups)
+            col.add(UPS_RUNTIME, 900 if on_batt else 2400, ups)
+            col.add(UPS_LOAD, round(0.45 + 0.05 * self._wave(t, 200, 98), 3), ups)
