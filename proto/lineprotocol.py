@@ -3,37 +3,90 @@
 It lives beside the fleetmon.v1 schema because the agent (``--format influx``) and the collector
 (its InfluxDB sinks) must write byte-identical lines, and ``proto`` is the one package they share.
 
-Escaping per the line-protocol reference: measurement escapes comma and space; tag keys, tag
-values and field keys escape comma, equals sign and space; string field values are double-quoted
-with backslash and double quote escaped. Newlines cannot be represented in names and are
-replaced by a space. Backslashes elsewhere are literal.
+Escaping follows the line-protocol reference ("Special characters"): the measurement escapes
+comma and space; tag keys, tag values and field keys escape comma, equals sign and space; string
+field values are double-quoted with backslash and double quote escaped. Line protocol cannot carry
+a newline in a name or a value ("Line protocol does not support the newline character \\n in tag
+or field values"), so CR and LF are replaced by a space.
+
+Backslashes are where servers disagree, so the encoder takes a ``dialect``:
+
+``influxdb1`` (default): InfluxDB 1.x's parser (``models/points.go``, also behind 1.8's
+    ``/api/v2/write``) keeps backslashes literal and only treats ``\\,`` ``\\=`` ``\\ `` as
+    escapes, so ``c\\d`` round-trips as written. It cannot represent a backslash at the end of
+    a name (it would escape the delimiter after it: the server refuses the whole request), nor,
+    in a measurement or field key, a backslash right before a comma, space or equals sign (the
+    measurement loses it; the field key makes the line unparsable). Tag keys and values do keep
+    ``a\\,b``. Those unrepresentable backslashes are dropped (``C:\\`` is written ``C:``), as
+    newlines are replaced, rather than losing the point; checked against influxd 1.6 in
+    ``tests/test_lineprotocol.py``.
+``influxdb2``: InfluxDB 2.x/3.x and VictoriaMetrics read two contiguous backslashes as one
+    literal backslash, so every backslash in a name is doubled, and any name round-trips.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
-_MEAS = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\ ", "\r": r"\ "})
-_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\ ", "\r": r"\ "})
+Dialect = Literal["influxdb1", "influxdb2"]
+DIALECTS: tuple[Dialect, ...] = ("influxdb1", "influxdb2")
+
+_NEWLINES = str.maketrans({"\n": " ", "\r": " "})
+_MEAS = str.maketrans({",": r"\,", " ": r"\ "})
+_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 
 
-def escape_measurement(name: str) -> str:
-    return name.translate(_MEAS)
+_V1_BEFORE_SPECIAL = re.compile(r"\\+(?=[ ,=]|$)")
 
 
-def escape_key(text: str) -> str:
-    """Tag keys, tag values and field keys."""
-    return text.translate(_KEY)
+def _prepare(text: str, dialect: Dialect, *, tag: bool) -> str:
+    text = text.translate(_NEWLINES)
+    if dialect == "influxdb2":
+        return text.replace("\\", "\\\\")
+    # influxdb1: drop the backslashes 1.x cannot carry (see module doc).
+    if tag:
+        return text.rstrip("\\")
+    return _V1_BEFORE_SPECIAL.sub("", text)
+
+
+def escape_measurement(name: str, dialect: Dialect = "influxdb1") -> str:
+    return _prepare(name, dialect, tag=False).translate(_MEAS)
+
+
+def escape_key(text: str, dialect: Dialect = "influxdb1") -> str:
+    """Tag keys and tag values."""
+    return _prepare(text, dialect, tag=True).translate(_KEY)
+
+
+def escape_field_key(text: str, dialect: Dialect = "influxdb1") -> str:
+    return _prepare(text, dialect, tag=False).translate(_KEY)
 
 
 def escape_string_field(text: str) -> str:
+    """A string field value, quoted. Both dialects unescape ``\\\\`` and ``\\"`` inside quotes."""
+    text = text.translate(_NEWLINES)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def format_float(value: float) -> str:
+def format_float(value: float) -> str | None:
     """A float field; ``None`` for NaN/±Inf, which line protocol cannot carry."""
-    return repr(float(value))
+    value = float(value)
+    if not math.isfinite(value):
+        return None
+    return repr(value)
+
+
+def _field_text(value: float | int | str | bool) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return format_float(value)  # None: NaN/Inf omitted (e.g. 0 mW as dBm)
+    return escape_string_field(str(value))
 
 
 def encode_line(
@@ -41,29 +94,38 @@ def encode_line(
     tags: Mapping[str, str],
     fields: Mapping[str, float | int | str | bool],
     ts_ns: int,
+    *,
+    dialect: Dialect = "influxdb1",
 ) -> str | None:
-    """One line, tags sorted (InfluxDB's recommendation); None when no field is representable."""
+    """One line, tags sorted (InfluxDB's recommendation); None when no field is representable.
+
+    Tags with an empty key or value are left out (line protocol has no empty tag value; an absent
+    tag reads back as empty in InfluxQL). A field whose key is empty after escaping is left out.
+    """
+    meas = escape_measurement(measurement, dialect)
+    if not meas:
+        return None
     parts = []
     for key, value in fields.items():
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, int):
-            text = f"{value}i"
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                continue  # line protocol has no NaN/Inf: omit the field (e.g. 0 mW as dBm)
-            text = repr(value)
-        else:
-            text = escape_string_field(str(value))
-        parts.append(f"{escape_key(key)}={text}")
+        text = _field_text(value)
+        ekey = escape_field_key(key, dialect)
+        if text is None or not ekey:
+            continue
+        parts.append(f"{ekey}={text}")
     if not parts:
         return None
-    tag_text = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v != "")
-    return f"{escape_measurement(measurement)}{tag_text} {','.join(parts)} {ts_ns}"
+    tag_parts = []
+    for key, value in sorted(tags.items()):
+        ekey, evalue = escape_key(key, dialect), escape_key(value, dialect)
+        if ekey and evalue:
+            tag_parts.append(f",{ekey}={evalue}")
+    return f"{meas}{''.join(tag_parts)} {','.join(parts)} {int(ts_ns)}"
 
 
 def encode_points(
     points: Iterable[tuple[str, Mapping[str, str], str, float, int]],
+    *,
+    dialect: Dialect = "influxdb1",
 ) -> list[str]:
     """Group (measurement, tags, field, value, ts_ns) so one device and instant share a line."""
     grouped: dict[tuple[str, tuple[tuple[str, str], ...], int], dict[str, float | int | str | bool]] = {}
@@ -72,7 +134,7 @@ def encode_points(
         grouped.setdefault(key, {})[field] = value
     lines = []
     for (measurement, tags, ts_ns), fields in grouped.items():
-        line = encode_line(measurement, dict(tags), fields, ts_ns)
+        line = encode_line(measurement, dict(tags), fields, ts_ns, dialect=dialect)
         if line is not None:
             lines.append(line)
     return lines

@@ -1,0 +1,220 @@
+"""InfluxDB v1 sink: line protocol POSTed to ``/write?db=&rp=&precision=ns``; InfluxQL for reads.
+
+Speaks to InfluxDB 1.x, to 3.x's v1 compatibility API and to VictoriaMetrics' ``/write``
+(set ``dialect: influxdb2`` for VictoriaMetrics and 2.x/3.x, whose parsers unescape backslashes;
+see :mod:`proto.lineprotocol`). InfluxDB 1.x answers 204 only after the points are in its WAL,
+so a returned ``write()`` means durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from collector.errors import ConfigError, SinkError
+from collector.storage.base import HealthSample, SinkBatch
+from collector.storage.retry import MAX_LINES, SinkHealth, batch_lines, chunk_lines, gzip_body, http_error
+from proto.lineprotocol import DIALECTS, Dialect
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InfluxV1Config:
+    url: str = ""
+    database: str = ""
+    retention_policy: str = ""
+    username: str | None = None
+    # Never logged, never in repr; prefer password_env so the YAML file holds no secret.
+    password: str | None = field(default=None, repr=False)
+    password_env: str | None = None
+    timeout: float = 10.0
+    gzip: bool = True
+    batch_size: int = MAX_LINES
+    create_database: bool = False
+    dialect: Dialect = "influxdb1"
+    name: str = "influxdb"
+
+    def validate(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        if not self.database:
+            raise ValueError("database is required (the InfluxDB database to write to)")
+        if not 1 <= self.batch_size <= MAX_LINES:
+            raise ValueError(f"batch_size must be 1..{MAX_LINES}, got {self.batch_size}")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds, got {self.timeout}")
+        if self.dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
+        if self.password_env and self.password:
+            raise ValueError("give password or password_env, not both")
+
+    def resolved_password(self) -> str | None:
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"sink {self.name}: environment variable {self.password_env} "
+                                  "(password_env) is not set")
+            return value
+        return self.password
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of an InfluxQL answer."""
+
+    name: str
+    tags: dict[str, str]
+    columns: list[str]
+    values: list[list[Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.values]
+
+
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier in double quotes (InfluxQL spec: identifiers)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(text: str) -> str:
+    """An InfluxQL string literal in single quotes."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class InfluxV1Sink:
+    Config = InfluxV1Config
+
+    def __init__(self, config: InfluxV1Config) -> None:
+        config.validate()
+        self.config = config
+        self.name = config.name
+        self._health = SinkHealth(config.name)
+        self._client: httpx.AsyncClient | None = None
+        self._db_ready = not config.create_database
+        self._base = config.url.rstrip("/")
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        auth = None
+        if self.config.username is not None:
+            auth = httpx.BasicAuth(self.config.username, self.config.resolved_password() or "")
+        self._client = httpx.AsyncClient(timeout=self.config.timeout, auth=auth,
+                                         headers={"User-Agent": "fleetmon-collector"})
+        # The server may be down now: the database is created before the first write instead,
+        # so a collector starts (and spools) while InfluxDB is away.
+        if not self._db_ready:
+            try:
+                await self._create_database()
+            except SinkError as err:
+                log.warning("%s; will retry before the first write", err)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def health(self) -> list[HealthSample]:
+        return self._health.samples()
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise SinkError(f"sink {self.name}: write before start()", retryable=False)
+        return self._client
+
+    async def _create_database(self) -> None:
+        await self.query(f"CREATE DATABASE {quote_ident(self.config.database)}", database=None)
+        self._db_ready = True
+
+    async def write(self, batch: SinkBatch) -> None:
+        self._health.attempt(batch)
+        started = time.monotonic()
+        lines = batch_lines(batch, self.config.dialect)
+        rejected: list[SinkError] = []
+        try:
+            if not self._db_ready:
+                await self._create_database()
+            for chunk in chunk_lines(lines, self.config.batch_size):
+                try:
+                    await self._post(chunk)
+                except SinkError as err:
+                    if err.retryable:
+                        raise
+                    # The other chunks may be fine: write them, then report the refusal.
+                    rejected.append(err)
+            if rejected:
+                first = rejected[0]
+                more = f" (and {len(rejected) - 1} more refused requests)" if len(rejected) > 1 else ""
+                raise SinkError(f"{first}{more}", retryable=False) from first
+        except SinkError as err:
+            self._health.failure(batch, err, time.monotonic() - started)
+            raise
+        self._health.success(batch, len(lines), time.monotonic() - started)
+
+    async def _post(self, chunk: str) -> None:
+        params = {"db": self.config.database, "precision": "ns"}
+        if self.config.retention_policy:
+            params["rp"] = self.config.retention_policy
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.config.gzip:
+            body = gzip_body(chunk)
+            headers["Content-Encoding"] = "gzip"
+        else:
+            body = chunk.encode("utf-8")
+        url = f"{self._base}/write"
+        self._health.requests += 1
+        try:
+            resp = await self._http().post(url, params=params, content=body, headers=headers)
+        except httpx.TimeoutException as err:
+            raise SinkError(f"sink {self.name}: {url} timed out after {self.config.timeout:g}s: "
+                            f"{type(err).__name__}", retryable=True) from err
+        except httpx.TransportError as err:
+            raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
+                            retryable=True) from err
+        if resp.status_code in (200, 204):
+            return
+        raise http_error(self.name, resp.status_code, headers=resp.headers, body=resp.content,
+                         chunk=chunk, url=url)
+
+    async def query(self, influxql: str, *, database: str | None = "", epoch: str = "ns") -> list[Series]:
+        """Run InfluxQL (one statement) and return its series; ``database=""`` means the
+        configured one, ``None`` none (for CREATE DATABASE / SHOW DATABASES). Times come back as
+        integers in ``epoch`` units."""
+        url = f"{self._base}/query"
+        data = {"q": influxql, "epoch": epoch}
+        db = self.config.database if database == "" else database
+        if db:
+            data["db"] = db
+        if self.config.retention_policy and db:
+            data["rp"] = self.config.retention_policy
+        try:
+            resp = await self._http().post(url, data=data)
+        except httpx.TimeoutException as err:
+            raise SinkError(f"sink {self.name}: query to {url} timed out", retryable=True) from err
+        except httpx.TransportError as err:
+            raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
+                            retryable=True) from err
+        if resp.status_code != 200:
+            raise http_error(self.name, resp.status_code, headers=resp.headers, body=resp.content,
+                             chunk="", url=url)
+        try:
+            doc = resp.json()
+        except ValueError as err:
+            raise SinkError(f"sink {self.name}: {url} answered non-JSON to {influxql!r}",
+                            retryable=False) from err
+        series: list[Series] = []
+        for result in doc.get("results", []):
+            if "error" in result:
+                raise SinkError(f"sink {self.name}: InfluxQL {influxql!r} failed: {result['error']}",
+                                retryable=False)
+            for s in result.get("series", []):
+                series.append(Series(name=s.get("name", ""), tags=dict(s.get("tags") or {}),
+                                     columns=list(s.get("columns", [])),
+                                     values=[list(v) for v in s.get("values", [])]))
+        return series

@@ -1,0 +1,168 @@
+"""InfluxDB v2 API sink (``/api/v2/write``, url/token/org/bucket) through ``influxdb-client``.
+
+The same API is served by InfluxDB 2.x, 3.x, 1.8+ (``token: "user:password"``, bucket
+``db/rp``) and VictoriaMetrics (token/org/bucket ignored).
+
+``influxdb-client``'s default batching WriteApi loses points silently: its background thread
+retries, then logs and drops a batch unless an error callback is wired (influxdb-client-python
+issues #80, #198, #332). This sink therefore uses only the *synchronous* WriteApi
+(``write_options=SYNCHRONOUS``), one chunk per call, in a worker thread so the event loop never
+blocks (urllib3 is blocking); every failure raises :class:`~collector.errors.SinkError`. The
+client's own retries are switched off (``retries=False``): retrying is the spool's job, with the
+back-off in :mod:`collector.storage.retry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3.exceptions
+from influxdb_client import InfluxDBClient, WritePrecision
+from influxdb_client.client.exceptions import InfluxDBError
+from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
+
+from collector.errors import ConfigError, SinkError
+from collector.storage.base import HealthSample, SinkBatch
+from collector.storage.retry import MAX_LINES, SinkHealth, batch_lines, chunk_lines, http_error
+from proto.lineprotocol import DIALECTS, Dialect
+
+
+@dataclass
+class InfluxV2Config:
+    url: str = ""
+    org: str = ""
+    bucket: str = ""
+    # Never logged, never in repr; prefer token_env so the YAML file holds no secret.
+    token: str | None = field(default=None, repr=False)
+    token_env: str | None = None
+    timeout: float = 10.0
+    gzip: bool = True
+    batch_size: int = MAX_LINES
+    # InfluxDB 2.x/3.x and VictoriaMetrics unescape "\\"; use influxdb1 against 1.8's v2 API.
+    dialect: Dialect = "influxdb2"
+    name: str = "influxdb2"
+
+    def validate(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        if not self.bucket:
+            raise ValueError("bucket is required (InfluxDB 1.8: database/retention_policy)")
+        if not 1 <= self.batch_size <= MAX_LINES:
+            raise ValueError(f"batch_size must be 1..{MAX_LINES}, got {self.batch_size}")
+        if self.timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds, got {self.timeout}")
+        if self.dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
+        if self.token_env and self.token:
+            raise ValueError("give token or token_env, not both")
+
+    def resolved_token(self) -> str:
+        if self.token_env:
+            value = os.environ.get(self.token_env)
+            if value is None:
+                raise ConfigError(f"sink {self.name}: environment variable {self.token_env} "
+                                  "(token_env) is not set")
+            return value
+        return self.token or ""
+
+
+class InfluxV2Sink:
+    Config = InfluxV2Config
+
+    def __init__(self, config: InfluxV2Config) -> None:
+        config.validate()
+        self.config = config
+        self.name = config.name
+        self._health = SinkHealth(config.name)
+        self._client: Any = None
+        self._write_api: Any = None
+        # The sync WriteApi is used from one worker thread at a time.
+        self._lock = threading.Lock()
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        # No network I/O here: a collector starts (and spools) while InfluxDB is away.
+        self._client = InfluxDBClient(
+            url=self.config.url, token=self.config.resolved_token(), org=self.config.org,
+            timeout=int(self.config.timeout * 1000),  # the client takes milliseconds
+            enable_gzip=self.config.gzip, retries=False,
+        )
+        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        api, self._write_api = self._write_api, None
+        if client is not None:
+            await asyncio.to_thread(self._close_sync, client, api)
+
+    @staticmethod
+    def _close_sync(client: Any, api: Any) -> None:
+        if api is not None:
+            api.close()
+        client.close()
+
+    def health(self) -> list[HealthSample]:
+        return self._health.samples()
+
+    async def write(self, batch: SinkBatch) -> None:
+        if self._write_api is None:
+            raise SinkError(f"sink {self.name}: write before start()", retryable=False)
+        self._health.attempt(batch)
+        started = time.monotonic()
+        lines = batch_lines(batch, self.config.dialect)
+        chunks = chunk_lines(lines, self.config.batch_size)
+        try:
+            await asyncio.to_thread(self._write_chunks, chunks)
+        except SinkError as err:
+            self._health.failure(batch, err, time.monotonic() - started)
+            raise
+        self._health.success(batch, len(lines), time.monotonic() - started)
+
+    def _write_chunks(self, chunks: list[str]) -> None:
+        rejected: list[SinkError] = []
+        with self._lock:
+            for chunk in chunks:
+                try:
+                    self._write_one(chunk)
+                except SinkError as err:
+                    if err.retryable:
+                        raise
+                    rejected.append(err)  # the other chunks may be fine: write them first
+        if rejected:
+            first = rejected[0]
+            more = f" (and {len(rejected) - 1} more refused requests)" if len(rejected) > 1 else ""
+            raise SinkError(f"{first}{more}", retryable=False) from first
+
+    def _write_one(self, chunk: str) -> None:
+        url = f"{self.config.url.rstrip('/')}/api/v2/write"
+        self._health.requests += 1
+        try:
+            self._write_api.write(bucket=self.config.bucket, org=self.config.org or None,
+                                  record=chunk, write_precision=WritePrecision.NS)
+        except ApiException as err:
+            if err.status is None:  # no answer at all
+                raise SinkError(f"sink {self.name}: no answer from {url}: {err}", retryable=True) from err
+            headers = {k: v for k, v in (err.headers or {}).items()} if err.headers else {}
+            raise http_error(self.name, int(err.status or 0), headers=headers, body=err.body,
+                             chunk=chunk, url=url) from err
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            # Connection refused/reset, timeouts: urllib3 raises these with retries=False.
+            raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
+                            retryable=True) from err
+        except InfluxDBError as err:
+            raise SinkError(f"sink {self.name}: {url}: {err}", retryable=True,
+                            retry_after=_seconds(err.retry_after)) from err
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

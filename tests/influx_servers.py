@@ -1,0 +1,179 @@
+"""Real InfluxDB 1.x and VictoriaMetrics for tests, benches and chaos tests.
+
+``start_influxd(tmp_path)`` / ``start_victoria_metrics(tmp_path)`` start the Debian binaries on
+free loopback ports with their data under ``tmp_path`` and return ``(Process, url)``; pass the
+same ``tmp_path`` and ``port`` again to restart a server on its old data (chaos tests). The
+pytest fixtures ``influxd`` and ``victoria_metrics`` (one server per test module) wrap them; a
+test module uses them with ``from tests.influx_servers import influxd, victoria_metrics``
+(``# noqa: F401``) or by listing this module in ``pytest_plugins``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services import Process, free_port, require_binary, wait_for_http
+
+INFLUXD_CONF = """\
+reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+
+[meta]
+  dir = "{root}/meta"
+
+[data]
+  dir = "{root}/data"
+  wal-dir = "{root}/wal"
+  query-log-enabled = false
+
+[http]
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+  max-body-size = 25000000
+
+[monitor]
+  store-enabled = false
+
+[continuous_queries]
+  enabled = false
+
+[subscriber]
+  enabled = false
+"""
+
+
+def start_influxd(tmp_path: Path, port: int | None = None) -> tuple[Process, str]:
+    """influxd 1.x with its meta/data/wal under ``tmp_path/influxd``; answers /ping when returned."""
+    binary = require_binary("influxd", "/usr/bin/influxd")
+    root = tmp_path / "influxd"
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    conf = root / "influxd.conf"
+    conf.write_text(INFLUXD_CONF.format(root=root, port=port, rpc_port=free_port()))
+    proc = Process([binary, "-config", str(conf)], root / "influxd.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/ping", timeout=30, proc=proc.proc)
+    except (TimeoutError, RuntimeError) as err:
+        proc.stop()
+        raise RuntimeError(f"influxd did not start: {err}\n{proc.log_text()[-2000:]}") from err
+    return proc, url
+
+
+def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Process, str]:
+    """VictoriaMetrics single-node with its data under ``tmp_path/victoria-metrics``."""
+    binary = require_binary("victoria-metrics", "/usr/bin/victoria-metrics")
+    root = tmp_path / "victoria-metrics"
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [
+        binary,
+        f"-storageDataPath={root / 'data'}",
+        f"-httpListenAddr=127.0.0.1:{port}",
+        # Test points carry timestamps near now; keep a year so nothing is refused as too old.
+        "-retentionPeriod=1y",
+        "-loggerLevel=WARN",
+    ]
+    proc = Process(argv, root / "victoria-metrics.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", timeout=30, proc=proc.proc, ok=lambda code: code == 200)
+    except (TimeoutError, RuntimeError) as err:
+        proc.stop()
+        raise RuntimeError(f"victoria-metrics did not start: {err}\n{proc.log_text()[-2000:]}") from err
+    return proc, url
+
+
+@dataclass
+class Server:
+    proc: Process
+    url: str
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def influxd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("influxd")
+    proc, url = start_influxd(root)
+    try:
+        yield Server(proc, url, root)
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    root = tmp_path_factory.mktemp("vm")
+    proc, url = start_victoria_metrics(root)
+    try:
+        yield Server(proc, url, root)
+    finally:
+        proc.stop()
+
+
+def _request(url: str, data: dict[str, str] | None = None, timeout: float = 10) -> bytes:
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    with urllib.request.urlopen(url, data=body, timeout=timeout) as resp:
+        return bytes(resp.read())
+
+
+def influx_create_database(url: str, database: str) -> None:
+    influx_query(url, f'CREATE DATABASE "{database}"')
+
+
+def influx_query(url: str, q: str, database: str | None = None) -> list[dict[str, Any]]:
+    """InfluxQL through plain HTTP (independent of the sink under test); series with ns times."""
+    data = {"q": q, "epoch": "ns"}
+    if database:
+        data["db"] = database
+    doc = json.loads(_request(f"{url}/query", data))
+    series: list[dict[str, Any]] = []
+    for result in doc.get("results", []):
+        if "error" in result:
+            raise RuntimeError(f"InfluxQL {q!r} failed: {result['error']}")
+        series.extend(result.get("series", []))
+    return series
+
+
+def influx_write(url: str, database: str, body: str) -> None:
+    """A raw line-protocol POST (the baseline the sinks are compared with)."""
+    req = urllib.request.Request(f"{url}/write?db={urllib.parse.quote(database)}&precision=ns",
+                                 data=body.encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        if resp.status != 204:
+            raise RuntimeError(f"influxd answered {resp.status}")
+
+
+def vm_flush(url: str) -> None:
+    """VictoriaMetrics buffers ingested rows for about a second; make them readable now."""
+    _request(f"{url}/internal/force_flush")
+
+
+def vm_export(url: str, match: str, *, series: int | None = None, samples: int | None = None,
+              timeout: float = 15.0) -> list[dict[str, Any]]:
+    """Every stored sample of the series matching ``match``, as VictoriaMetrics' JSON lines
+    (``metric``, ``values``, ``timestamps`` in ms). ``/api/v1/export`` is used rather than
+    ``/api/v1/query`` because queries hide the last 30 s (``-search.latencyOffset``).
+
+    Rows become visible a moment after the write was acknowledged, even after a force_flush, so
+    with ``series``/``samples`` this polls until at least that many are there (or the timeout).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        vm_flush(url)
+        raw = _request(f"{url}/api/v1/export", {"match[]": match, "start": "0"})
+        got = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+        enough = (series is None or len(got) >= series) and (
+            samples is None or sum(len(g["values"]) for g in got) >= samples)
+        if enough or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
