@@ -1,0 +1,285 @@
+"""NVIDIA GPUs through NVML: health telemetry per GPU, XID and other events from an NVML event set.
+
+Isolation (measured, see README "Why threads"): each GPU is collected on its own worker thread
+with a per-GPU deadline (``gpu_timeout``, below the plugin's own). A GPU whose call hangs is
+reported ``gpu_up 0`` with an event and skipped until the stuck call returns; the others report
+on time.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import ctypes
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import DeviceLost, PluginError, PluginUnavailable
+from agent.model import Collection, Event, Severity
+from agent.plugin import GpuRef, Plugin, PluginContext
+from agent.plugins.nvidia import metrics as m
+from agent.plugins.nvidia.device import Gpu, collect_gpu, discover_gpu
+from agent.plugins.nvidia.events import (
+    EVENT_DBE,
+    EVENT_FATAL_POISON,
+    EVENT_GPU_UNAVAILABLE,
+    EVENT_NONFATAL_POISON,
+    EVENT_ROW_REMAP,
+    EVENT_ROW_REMAP_FAILURE,
+    EVENT_XID,
+    EventWatcher,
+    NvmlEvent,
+)
+from agent.plugins.nvidia.nvml import Nvml, load_module, text
+from agent.plugins.nvidia.xid import XID_FALLEN_OFF_BUS, XidLedger, describe, ledger_for
+
+# Health events other than XIDs: (kind, severity, message, suggested action).
+_OTHER_EVENTS = {
+    EVENT_DBE: ("gpu.ecc_dbe", Severity.CRITICAL, "double-bit ECC error", "reboot_then_inspect"),
+    EVENT_ROW_REMAP: ("gpu.row_remap", Severity.WARNING, "memory row remapped; takes effect after reset", "reset_gpu"),
+    EVENT_ROW_REMAP_FAILURE: (
+        "gpu.row_remap_failure", Severity.CRITICAL, "memory row remap failed", "inspect_hardware"),
+    EVENT_NONFATAL_POISON: ("gpu.poison", Severity.WARNING, "non-fatal poison error", "restart_application"),
+    EVENT_FATAL_POISON: ("gpu.poison", Severity.CRITICAL, "fatal poison error", "reset_gpu"),
+    EVENT_GPU_UNAVAILABLE: ("gpu.unavailable", Severity.CRITICAL, "GPU unavailable", "reset_gpu"),
+}
+
+
+@dataclass
+class NvidiaConfig:
+    #: Import path of the NVML binding (nvidia-ml-py's ``pynvml``; tests use ``tests.fakenvml``).
+    library: str = "pynvml"
+    #: Seconds one GPU may take before it is reported unresponsive; keep it below the plugin timeout.
+    gpu_timeout: float = 3.0
+    #: Collect GPUs concurrently, one worker thread each (False: one after another).
+    parallel: bool = True
+    #: Listen to the NVML event set (XIDs) on a background thread.
+    events: bool = True
+    #: Milliseconds each nvmlEventSetWait blocks; bounds how long close() waits for the thread.
+    event_wait_ms: int = 500
+    #: PCIe TX/RX throughput (each costs a 20 ms sampling wait in the driver per GPU).
+    pcie_throughput: bool = True
+    #: Batch counters into nvmlDeviceGetFieldValues (False: one call per counter, for comparison).
+    field_values: bool = True
+
+    def validate(self) -> None:
+        if self.gpu_timeout <= 0:
+            raise ValueError("gpu_timeout must be positive (seconds)")
+        if not 10 <= self.event_wait_ms <= 10_000:
+            raise ValueError("event_wait_ms must be between 10 and 10000")
+
+
+@dataclass
+class _GpuState:
+    gpu: Gpu
+    busy: cf.Future[Collection] | None = None
+    down_reason: str = ""  # why gpu_up is 0; "" while it answers
+    announced: bool = False  # the outage's event was emitted (one event per outage)
+
+
+class NvidiaPlugin(Plugin):
+    name = "nvidia"
+    Config = NvidiaConfig
+    default_interval = 10.0
+    config: NvidiaConfig
+
+    def __init__(self, ctx: PluginContext, config: NvidiaConfig) -> None:
+        super().__init__(ctx, config)
+        self.nvml: Nvml | None = None
+        self.gpus: list[_GpuState] = []
+        self._by_handle: dict[Any, _GpuState] = {}
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._watcher: EventWatcher | None = None
+        self._ledger: XidLedger = ledger_for(ctx.directory)
+
+    # -- discover / close ------------------------------------------------------------------
+
+    def discover(self) -> None:
+        nvml = Nvml(load_module(self.config.library))
+        nvml.init()
+        self.nvml = nvml
+        try:
+            count = int(nvml.call("nvmlDeviceGetCount"))
+        except PluginError as err:
+            self.close()
+            raise PluginUnavailable(f"NVML cannot count GPUs: {err}") from err
+        if count == 0:
+            self.close()
+            raise PluginUnavailable("NVML found no NVIDIA GPU on this node")
+        driver = self._system_text("nvmlSystemGetDriverVersion")
+        cuda = self._cuda_version()
+        for index in range(count):
+            try:
+                gpu = discover_gpu(nvml, index, driver, cuda)
+                state = _GpuState(gpu)
+            except PluginError as err:  # lost at start: keep it visible as gpu_up 0
+                state = _GpuState(Gpu(index, None), down_reason=f"lost at discovery: {err}")
+                self.log.warning("GPU %d did not answer at discovery: %s", index, err)
+            self.gpus.append(state)
+            if state.gpu.handle is not None:
+                self._by_handle[_handle_key(state.gpu.handle)] = state
+            if state.gpu.pci:
+                self.ctx.directory.register_gpu(
+                    state.gpu.pci, GpuRef(str(index), state.gpu.uuid, state.gpu.model, "nvidia"))
+        self._ledger.claim(self.name)
+        if self.config.parallel and len(self.gpus) > 1:
+            self._pool = cf.ThreadPoolExecutor(max_workers=len(self.gpus), thread_name_prefix="fleetmon-nvidia-gpu")
+        if self.config.events:
+            handles = [s.gpu.handle for s in self.gpus if s.gpu.handle is not None]
+            self._watcher = EventWatcher(nvml, handles, self._on_event, self.config.event_wait_ms)
+            self._watcher.start()
+        self.log.info("NVML: %d GPU(s), driver %s, CUDA %s", count, driver or "?", cuda or "?")
+
+    def _system_text(self, fname: str) -> str:
+        assert self.nvml is not None
+        try:
+            return text(self.nvml.call(fname))
+        except PluginError:
+            return ""
+
+    def _cuda_version(self) -> str:
+        assert self.nvml is not None
+        try:
+            v = int(self.nvml.first([("nvmlSystemGetCudaDriverVersion_v2", (), {}),
+                                     ("nvmlSystemGetCudaDriverVersion", (), {})]))
+        except PluginError:
+            return ""
+        return f"{v // 1000}.{v % 1000 // 10}"  # NVML encodes 12.2 as 12020
+
+    def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._ledger.release(self.name)
+        if self.nvml is not None:
+            if not any(s.busy is not None and not s.busy.done() for s in self.gpus):
+                self.nvml.shutdown()  # never shut NVML down under a thread still inside it
+            self.nvml = None
+
+    # -- collect ---------------------------------------------------------------------------
+
+    def collect(self) -> Collection:
+        if self.nvml is None:
+            raise PluginError("nvidia plugin used before discover()")
+        col = Collection()
+        running: list[_GpuState] = []
+        for state in self.gpus:
+            gpu = state.gpu
+            if gpu.handle is None:
+                self._down(col, state, state.down_reason or "not found at discovery")
+                continue
+            if self._ledger.fallen(gpu.pci):
+                # XID 79 (NVML or kernel log): the GPU needs a reboot; asking it would only hang.
+                self._down(col, state, "fell off the bus (XID 79)")
+                continue
+            if state.busy is not None and not state.busy.done():
+                self._down(col, state, "a previous NVML call is still stuck")
+                continue
+            state.busy = self._submit(state)
+            running.append(state)
+        if running and self._pool is not None:
+            cf.wait([s.busy for s in running if s.busy is not None], timeout=self.config.gpu_timeout)
+        for state in running:
+            assert state.busy is not None
+            fut = state.busy
+            if not fut.done():
+                self._down(col, state, f"no answer within {self.config.gpu_timeout:g}s")
+                continue
+            err = fut.exception()
+            if err is None:
+                col.extend(fut.result())
+                self._up(col, state)
+            elif isinstance(err, DeviceLost):
+                self._down(col, state, f"NVML reports it lost: {err}")
+            elif isinstance(err, PluginError):
+                self._down(col, state, f"collection failed: {err}")
+            else:
+                raise err
+        self._xid_counters(col)
+        return col
+
+    def _submit(self, state: _GpuState) -> cf.Future[Collection]:
+        assert self.nvml is not None
+        nvml, gpu = self.nvml, state.gpu
+        use_fields, pcie = self.config.field_values, self.config.pcie_throughput
+        if self._pool is None:
+            fut: cf.Future[Collection] = cf.Future()
+            try:
+                fut.set_result(collect_gpu(nvml, gpu, use_fields, pcie))
+            except Exception as err:  # handed to the caller through the future, as the pool does
+                fut.set_exception(err)
+            return fut
+        return self._pool.submit(collect_gpu, nvml, gpu, use_fields, pcie)
+
+    def _up(self, col: Collection, state: _GpuState) -> None:
+        gpu = state.gpu
+        col.add(m.UP, 1.0, gpu.labels)
+        col.add(m.INFO, 1.0, {**gpu.labels, **gpu.info_labels})
+        if state.announced:
+            self.log.warning("GPU %d (%s) answers again", gpu.index, gpu.uuid)
+            col.events.append(Event("gpu.recovered", Severity.INFO, f"GPU {gpu.index} answers NVML again",
+                                    self._event_labels(gpu), "none"))
+            state.down_reason = ""
+            state.announced = False
+
+    def _down(self, col: Collection, state: _GpuState, reason: str) -> None:
+        gpu = state.gpu
+        col.add(m.UP, 0.0, gpu.labels if gpu.uuid else {"gpu": str(gpu.index), "vendor": "nvidia"})
+        if not state.announced:
+            self.log.warning("GPU %d (%s) down: %s", gpu.index, gpu.uuid or "?", reason)
+            col.events.append(Event("gpu.lost", Severity.CRITICAL, f"GPU {gpu.index} {gpu.pci}: {reason}".strip(),
+                                    self._event_labels(gpu), "reboot_then_inspect"))
+            state.announced = True
+        state.down_reason = state.down_reason or reason
+
+    def _event_labels(self, gpu: Gpu) -> dict[str, str]:
+        labels = {"gpu": str(gpu.index), "vendor": "nvidia"}
+        if gpu.uuid:
+            labels["uuid"] = gpu.uuid
+        if gpu.pci:
+            labels["pci"] = gpu.pci
+        return labels
+
+    def _xid_counters(self, col: Collection) -> None:
+        if not self._ledger.reports(self.name):
+            return
+        for (bus, xid), n in sorted(self._ledger.counts().items()):
+            col.add(m.XID, n, {**self._ledger.labels(bus), "xid": str(xid)})
+
+    # -- events (background thread) --------------------------------------------------------
+
+    def _on_event(self, ev: NvmlEvent) -> None:
+        state = self._by_handle.get(_handle_key(ev.handle))
+        gpu = state.gpu if state is not None else None
+        labels = self._event_labels(gpu) if gpu is not None else {"vendor": "nvidia"}
+        if ev.event_type & EVENT_XID:
+            self.handle_xid(gpu, ev.data, ev.ts, labels)
+            return
+        for bit, (kind, severity, what, action) in _OTHER_EVENTS.items():
+            if ev.event_type & bit:
+                where = f"GPU {gpu.index} {gpu.pci}" if gpu is not None else "a GPU"
+                self.ctx.emit(Event(kind, severity, f"{where}: {what}", labels, action, ev.ts))
+
+    def handle_xid(self, gpu: Gpu | None, xid: int, ts: float, labels: dict[str, str]) -> None:
+        """Count an XID the NVML event set reported; emit its event unless the kernel log was first."""
+        if gpu is None or not gpu.pci:
+            self.log.warning("XID %d from an NVML device this plugin does not know", xid)
+            return
+        if not self._ledger.record("nvml", gpu.pci, xid, ts):
+            return
+        entry = describe(xid)
+        message = f"XID {xid} ({entry.name}) on GPU {gpu.index} {gpu.pci}"
+        self.ctx.emit(Event("gpu.xid", entry.severity, message, {**labels, "xid": str(xid)}, entry.action, ts))
+        if xid == XID_FALLEN_OFF_BUS:
+            self.log.error("GPU %d (%s) fell off the bus (XID 79)", gpu.index, gpu.uuid)
+
+
+def _handle_key(handle: Any) -> Any:
+    """Event data carries a new ctypes pointer to the same device: compare addresses, not objects."""
+    try:
+        return ctypes.cast(handle, ctypes.c_void_p).value
+    except (TypeError, ctypes.ArgumentError):
+        return id(handle)
+
