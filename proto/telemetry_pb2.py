@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0ftelemetry.proto\x12\x0b\x66leetmon.v1\"_\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.fleetmon.v1.HelloH\x00\x12#\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x12.fleetmon.v1.BatchH\x00\x42\x05\n\x03msg\"c\n\x10\x43ollectorMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.fleetmon.v1.WelcomeH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.fleetmon.v1.AckH\x00\x42\x05\n\x03msg\"=\n\x0cPluginStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xe0\x01\n\x05Hello\x12\x0c\n\x04node\x18\x01 \x01(\t\x12.\n\x06labels\x18\x02 \x03(\x0b\x32\x1e.fleetmon.v1.Hello.LabelsEntry\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12*\n\x07plugins\x18\x04 \x03(\x0b\x32\x19.fleetmon.v1.PluginStatus\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\x12\x12\n\nsent_at_ms\x18\x06 \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x07Welcome\x12\x1d\n\x15last_durable_sequence\x18\x01 \x01(\x04\x12\x19\n\x11\x63ollector_version\x18\x02 \x01(\t\x12\x17\n\x0fmax_batch_bytes\x18\x03 \x01(\r\"\xe1\x01\n\tSeriesDef\x12\n\n\x02id\x18\x01 \x01(\r\x12\x13\n\x0bmeasurement\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x32\n\x06labels\x18\x04 \x03(\x0b\x32\".fleetmon.v1.SeriesDef.LabelsEntry\x12%\n\x04type\x18\x05 \x01(\x0e\x32\x17.fleetmon.v1.MetricType\x12\x0c\n\x04help\x18\x06 \x01(\t\x12\x0c\n\x04unit\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x42lock\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x12\n\nseries_ids\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x01(\x0c\"\xd4\x01\n\x05\x45vent\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12.\n\x06labels\x18\x03 \x03(\x0b\x32\x1e.fleetmon.v1.Event.LabelsEntry\x12\'\n\x08severity\x18\x04 \x01(\x0e\x32\x15.fleetmon.v1.Severity\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x89\x01\n\x05\x42\x61tch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x06series\x18\x02 \x03(\x0b\x32\x16.fleetmon.v1.SeriesDef\x12\"\n\x06\x62locks\x18\x03 \x03(\x0b\x32\x12.fleetmon.v1.Block\x12\"\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x12.fleetmon.v1.Event\"\x17\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04*.\n\nMetricType\x12\t\n\x05GAUGE\x10\x00\x12\x0b\n\x07\x43OUNTER\x10\x01\x12\x08\n\x04INFO\x10\x02*J\n\x08Severity\x12\x11\n\rSEVERITY_INFO\x10\x00\x12\x14\n\x10SEVERITY_WARNING\x10\x01\x12\x15\n\x11SEVERITY_CRITICAL\x10\x02\x32S\n\tTelemetry\x12\x46\n\x06Stream\x12\x19.fleetmon.v1.AgentMessage\x1a\x1d.fleetmon.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0ftelemetry.proto\x12\x0b\x66leetmon.v1\"_\n\x0c\x41gentMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.fleetmon.v1.HelloH\x00\x12#\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x12.fleetmon.v1.BatchH\x00\x42\x05\n\x03msg\"c\n\x10\x43ollectorMessage\x12\'\n\x07welcome\x18\x01 \x01(\x0b\x32\x14.fleetmon.v1.WelcomeH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.fleetmon.v1.AckH\x00\x42\x05\n\x03msg\"=\n\x0cPluginStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x89\x02\n\x05Hello\x12\x0c\n\x04node\x18\x01 \x01(\t\x12.\n\x06labels\x18\x02 \x03(\x0b\x32\x1e.fleetmon.v1.Hello.LabelsEntry\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12*\n\x07plugins\x18\x04 \x03(\x0b\x32\x19.fleetmon.v1.PluginStatus\x12\x13\n\x0binstance_id\x18\x05 \x01(\t\x12\x12\n\nsent_at_ms\x18\x06 \x01(\x03\x12\x0e\n\x06wal_id\x18\x07 \x01(\t\x12\x17\n\x0foldest_sequence\x18\x08 \x01(\x04\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\x07Welcome\x12\x1d\n\x15last_durable_sequence\x18\x01 \x01(\x04\x12\x19\n\x11\x63ollector_version\x18\x02 \x01(\t\x12\x17\n\x0fmax_batch_bytes\x18\x03 \x01(\r\"\xe1\x01\n\tSeriesDef\x12\n\n\x02id\x18\x01 \x01(\r\x12\x13\n\x0bmeasurement\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x32\n\x06labels\x18\x04 \x03(\x0b\x32\".fleetmon.v1.SeriesDef.LabelsEntry\x12%\n\x04type\x18\x05 \x01(\x0e\x32\x17.fleetmon.v1.MetricType\x12\x0c\n\x04help\x18\x06 \x01(\t\x12\x0c\n\x04unit\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x05\x42lock\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x12\n\nseries_ids\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x01(\x0c\"\xd4\x01\n\x05\x45vent\x12\x14\n\x0ctimestamp_ms\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12.\n\x06labels\x18\x03 \x03(\x0b\x32\x1e.fleetmon.v1.Event.LabelsEntry\x12\'\n\x08severity\x18\x04 \x01(\x0e\x32\x15.fleetmon.v1.Severity\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa2\x01\n\x05\x42\x61tch\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12&\n\x06series\x18\x02 \x03(\x0b\x32\x16.fleetmon.v1.SeriesDef\x12\"\n\x06\x62locks\x18\x03 \x03(\x0b\x32\x12.fleetmon.v1.Block\x12\"\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x12.fleetmon.v1.Event\x12\x17\n\x0foldest_sequence\x18\x05 \x01(\x04\"<\n\x03\x41\x63k\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x12\n\ncontiguous\x18\x02 \x01(\x04\x12\x0f\n\x07refused\x18\x03 \x01(\t*.\n\nMetricType\x12\t\n\x05GAUGE\x10\x00\x12\x0b\n\x07\x43OUNTER\x10\x01\x12\x08\n\x04INFO\x10\x02*J\n\x08Severity\x12\x11\n\rSEVERITY_INFO\x10\x00\x12\x14\n\x10SEVERITY_WARNING\x10\x01\x12\x15\n\x11SEVERITY_CRITICAL\x10\x02\x32S\n\tTelemetry\x12\x46\n\x06Stream\x12\x19.fleetmon.v1.AgentMessage\x1a\x1d.fleetmon.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SERIESDEF_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_EVENT_LABELSENTRY']._loaded_options = None
   _globals['_EVENT_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_METRICTYPE']._serialized_start=1289
-  _globals['_METRICTYPE']._serialized_end=1335
-  _globals['_SEVERITY']._serialized_start=1337
-  _globals['_SEVERITY']._serialized_end=1411
+  _globals['_METRICTYPE']._serialized_start=1392
+  _globals['_METRICTYPE']._serialized_end=1438
+  _globals['_SEVERITY']._serialized_start=1440
+  _globals['_SEVERITY']._serialized_end=1514
   _globals['_AGENTMESSAGE']._serialized_start=32
   _globals['_AGENTMESSAGE']._serialized_end=127
   _globals['_COLLECTORMESSAGE']._serialized_start=129
@@ -49,25 +49,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLUGINSTATUS']._serialized_start=230
   _globals['_PLUGINSTATUS']._serialized_end=291
   _globals['_HELLO']._serialized_start=294
-  _globals['_HELLO']._serialized_end=518
-  _globals['_HELLO_LABELSENTRY']._serialized_start=473
-  _globals['_HELLO_LABELSENTRY']._serialized_end=518
-  _globals['_WELCOME']._serialized_start=520
-  _globals['_WELCOME']._serialized_end=612
-  _globals['_SERIESDEF']._serialized_start=615
-  _globals['_SERIESDEF']._serialized_end=840
-  _globals['_SERIESDEF_LABELSENTRY']._serialized_start=473
-  _globals['_SERIESDEF_LABELSENTRY']._serialized_end=518
-  _globals['_BLOCK']._serialized_start=842
-  _globals['_BLOCK']._serialized_end=907
-  _globals['_EVENT']._serialized_start=910
-  _globals['_EVENT']._serialized_end=1122
-  _globals['_EVENT_LABELSENTRY']._serialized_start=473
-  _globals['_EVENT_LABELSENTRY']._serialized_end=518
-  _globals['_BATCH']._serialized_start=1125
-  _globals['_BATCH']._serialized_end=1262
-  _globals['_ACK']._serialized_start=1264
-  _globals['_ACK']._serialized_end=1287
-  _globals['_TELEMETRY']._serialized_start=1413
-  _globals['_TELEMETRY']._serialized_end=1496
+  _globals['_HELLO']._serialized_end=559
+  _globals['_HELLO_LABELSENTRY']._serialized_start=514
+  _globals['_HELLO_LABELSENTRY']._serialized_end=559
+  _globals['_WELCOME']._serialized_start=561
+  _globals['_WELCOME']._serialized_end=653
+  _globals['_SERIESDEF']._serialized_start=656
+  _globals['_SERIESDEF']._serialized_end=881
+  _globals['_SERIESDEF_LABELSENTRY']._serialized_start=514
+  _globals['_SERIESDEF_LABELSENTRY']._serialized_end=559
+  _globals['_BLOCK']._serialized_start=883
+  _globals['_BLOCK']._serialized_end=948
+  _globals['_EVENT']._serialized_start=951
+  _globals['_EVENT']._serialized_end=1163
+  _globals['_EVENT_LABELSENTRY']._serialized_start=514
+  _globals['_EVENT_LABELSENTRY']._serialized_end=559
+  _globals['_BATCH']._serialized_start=1166
+  _globals['_BATCH']._serialized_end=1328
+  _globals['_ACK']._serialized_start=1330
+  _globals['_ACK']._serialized_end=1390
+  _globals['_TELEMETRY']._serialized_start=1516
+  _globals['_TELEMETRY']._serialized_end=1599
 # @@protoc_insertion_point(module_scope)

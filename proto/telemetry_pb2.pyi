@@ -53,7 +53,7 @@ class PluginStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., enabled: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node", "labels", "agent_version", "plugins", "instance_id", "sent_at_ms")
+    __slots__ = ("node", "labels", "agent_version", "plugins", "instance_id", "sent_at_ms", "wal_id", "oldest_sequence")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -67,13 +67,17 @@ class Hello(_message.Message):
     PLUGINS_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     SENT_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    WAL_ID_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     node: str
     labels: _containers.ScalarMap[str, str]
     agent_version: str
     plugins: _containers.RepeatedCompositeFieldContainer[PluginStatus]
     instance_id: str
     sent_at_ms: int
-    def __init__(self, node: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_version: _Optional[str] = ..., plugins: _Optional[_Iterable[_Union[PluginStatus, _Mapping]]] = ..., instance_id: _Optional[str] = ..., sent_at_ms: _Optional[int] = ...) -> None: ...
+    wal_id: str
+    oldest_sequence: int
+    def __init__(self, node: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., agent_version: _Optional[str] = ..., plugins: _Optional[_Iterable[_Union[PluginStatus, _Mapping]]] = ..., instance_id: _Optional[str] = ..., sent_at_ms: _Optional[int] = ..., wal_id: _Optional[str] = ..., oldest_sequence: _Optional[int] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("last_durable_sequence", "collector_version", "max_batch_bytes")
@@ -144,19 +148,25 @@ class Event(_message.Message):
     def __init__(self, timestamp_ms: _Optional[int] = ..., kind: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., severity: _Optional[_Union[Severity, str]] = ..., message: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("sequence", "series", "blocks", "events")
+    __slots__ = ("sequence", "series", "blocks", "events", "oldest_sequence")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     SERIES_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    OLDEST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     series: _containers.RepeatedCompositeFieldContainer[SeriesDef]
     blocks: _containers.RepeatedCompositeFieldContainer[Block]
     events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, sequence: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesDef, _Mapping]]] = ..., blocks: _Optional[_Iterable[_Union[Block, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    oldest_sequence: int
+    def __init__(self, sequence: _Optional[int] = ..., series: _Optional[_Iterable[_Union[SeriesDef, _Mapping]]] = ..., blocks: _Optional[_Iterable[_Union[Block, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., oldest_sequence: _Optional[int] = ...) -> None: ...
 
 class Ack(_message.Message):
-    __slots__ = ("sequence",)
+    __slots__ = ("sequence", "contiguous", "refused")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CONTIGUOUS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     sequence: int
-    def __init__(self, sequence: _Optional[int] = ...) -> None: ...
+    contiguous: int
+    refused: str
+    def __init__(self, sequence: _Optional[int] = ..., contiguous: _Optional[int] = ..., refused: _Optional[str] = ...) -> None: ...

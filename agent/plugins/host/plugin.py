@@ -49,7 +49,7 @@ class HostPlugin(Plugin):
 
     def discover(self) -> None:
         # psutil reads procfs at a module-level path; honour --procfs-root (STYLE 5).
-        psutil.PROCFS_PATH = str(self.ctx.procfs_root)  # type: ignore[attr-defined]
+        psutil.PROCFS_PATH = str(self.ctx.procfs_root)
         psutil.cpu_times_percent(interval=None)  # prime the CPU delta
 
     def collect(self) -> Collection:

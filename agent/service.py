@@ -1,0 +1,131 @@
+"""The long-running agent: scheduler → batcher → WAL → transport."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from agent.codec import SeriesTable, build_batch
+from agent.config import AgentConfig
+from agent.model import Collection, Event, Metric, MetricType, Sample, Severity
+from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
+from agent.transport import Transport
+from agent.wal import Wal
+from proto import telemetry_pb2 as pb
+
+log = logging.getLogger("fleetmon.agent")
+
+WAL_BYTES = Metric("fleetmon_agent", "wal_bytes", MetricType.GAUGE, "Bytes of unacked batches in the WAL", "bytes")
+WAL_BATCHES = Metric("fleetmon_agent", "wal_batches", MetricType.GAUGE, "Unacked batches in the WAL")
+DROPPED = Metric("fleetmon_agent", "dropped_samples_total", MetricType.COUNTER,
+                 "Samples dropped because the WAL was full (oldest first)")
+SERIES = Metric("fleetmon_agent", "series", MetricType.GAUGE, "Series the agent has defined")
+CONNECTED = Metric("fleetmon_agent", "connected", MetricType.GAUGE, "1 while streaming to a collector")
+
+
+class Batcher:
+    """Collects plugin output and writes one batch per ``batch_interval`` to the WAL."""
+
+    def __init__(self, cfg: AgentConfig, wal: Wal, table: SeriesTable, transport: Transport | None) -> None:
+        self.cfg = cfg
+        self.wal = wal
+        self.table = table
+        self.transport = transport
+        self._pending: list[tuple[float, list[Sample]]] = []
+        self._events: list[Event] = []
+        self.batches = 0
+        self.samples = 0
+
+    async def sink(self, ts: float, col: Collection) -> None:
+        if col.samples:
+            self._pending.append((ts, col.samples))
+        self._events.extend(col.events)
+
+    def self_metrics(self) -> list[Sample]:
+        connected = self.transport.stats.connected if self.transport else False
+        return [
+            WAL_BYTES.sample(self.wal.bytes), WAL_BATCHES.sample(self.wal.count),
+            DROPPED.sample(self.wal.dropped_samples), SERIES.sample(len(self.table)),
+            CONNECTED.sample(1 if connected else 0),
+        ]
+
+    async def flush(self) -> int | None:
+        if not self._pending and not self._events:
+            return None
+        items, events = self._pending, self._events
+        self._pending, self._events = [], []
+        items.append((time.time(), self.self_metrics()))
+        batch, ids = build_batch(self.table, items, events)
+        new_defs = self.table.take_new()
+        n = sum(len(b.series_ids) for b in batch.blocks)
+        seq = await asyncio.to_thread(self.wal.append, batch, ids, new_defs, n, int(time.time() * 1000))
+        self.batches += 1
+        self.samples += n
+        if self.transport is not None:
+            self.transport.notify()
+        return seq
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.cfg.batch_interval
+        next_at = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += interval
+            try:
+                await self.flush()
+            except Exception as err:  # supervision boundary: a WAL error must not stop collection
+                log.error("node %s: could not write a batch to the WAL %s: %s", self.cfg.node, self.wal.path, err)
+
+
+def wal_path(cfg: AgentConfig) -> Path:
+    return cfg.wal.path if cfg.wal.path is not None else Path(cfg.data_dir) / "wal.sqlite"
+
+
+async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
+    events = EventBuffer()
+    ctx = make_context(cfg, events)
+    runners = build_runners(cfg, ctx, only)
+    wal = Wal(wal_path(cfg), cfg.wal.max_bytes)
+    table = SeriesTable()
+    table.load(wal.load_series())
+    scheduler: Scheduler | None = None
+
+    def plugin_status() -> list[pb.PluginStatus]:
+        if scheduler is None:
+            return []
+        return [pb.PluginStatus(name=s.name, enabled=s.enabled, detail=s.detail) for s in scheduler.status()]
+
+    def on_connected() -> None:
+        dropped = wal.take_unreported_drops()
+        if dropped:
+            events.push(Event(kind="agent.wal_dropped", severity=Severity.WARNING,
+                              message=f"{dropped} samples were dropped while the collector was unreachable "
+                                      f"(WAL full at {cfg.wal.max_bytes} bytes)",
+                              action="raise wal.max_bytes or restore the collector sooner"))
+
+    transport = Transport(cfg.node, dict(cfg.labels), cfg.collectors, wal, table,
+                          batch_interval=cfg.batch_interval, backfill_rate=cfg.wal.backfill_rate,
+                          plugin_status=plugin_status, on_connected=on_connected)
+    batcher = Batcher(cfg, wal, table, transport)
+    scheduler = Scheduler(runners, events, batcher.sink)
+    await scheduler.start()
+    log.info("node %s: agent started with plugins %s, WAL %s, collectors %s", cfg.node,
+             ",".join(r.name for r in runners if r.enabled), wal.path, ",".join(transport.order))
+    tasks = [asyncio.create_task(batcher.run(), name="batcher"), asyncio.create_task(transport.run(), name="transport")]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        await scheduler.stop()
+        with contextlib.suppress(Exception):
+            await batcher.flush()
+        wal.close()
+    return 0

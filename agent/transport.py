@@ -1,0 +1,249 @@
+"""gRPC client: one long-lived stream to a collector, fed from the WAL.
+
+- Collectors are ordered by rendezvous hash of the node id (DESIGN.md, Scale); the agent uses
+  the first that answers and fails over in order.
+- Reconnect with exponential back-off and jitter; one log line per outage, one on recovery.
+- After (re)connecting, new batches go first ("live"); the gap is backfilled oldest-first at
+  ``backfill_rate`` batches per batch interval. Only acks delete batches from the WAL.
+- Batches are sent as their WAL bytes plus the series definitions this stream has not seen
+  yet, concatenated (protobuf merges concatenated messages): no re-serialisation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from agent import __version__
+from agent.codec import SeriesTable
+from agent.wal import Wal, WalEntry
+from proto import telemetry_pb2 as pb
+
+log = logging.getLogger("fleetmon.agent.transport")
+
+METHOD = "/fleetmon.v1.Telemetry/Stream"
+_CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_send_message_length", 16 << 20),
+    ("grpc.max_receive_message_length", 4 << 20),
+    ("grpc.enable_retries", 0),
+]
+
+
+def rendezvous_order(node: str, collectors: list[str]) -> list[str]:
+    """Highest-random-weight order: each node picks its own first choice, stable under changes."""
+    def weight(addr: str) -> int:
+        return int.from_bytes(hashlib.sha256(f"{node}|{addr}".encode()).digest()[:8], "big")
+
+    return sorted(collectors, key=weight, reverse=True)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def frame_batch(batch_bytes: bytes) -> bytes:
+    """AgentMessage{batch = <bytes>} without building the message: field 2, length-delimited."""
+    return b"\x12" + _varint(len(batch_bytes)) + batch_bytes
+
+
+class StreamClosed(Exception):
+    """The collector ended the stream; the message carries its status."""
+
+
+@dataclass
+class TransportStats:
+    connected: bool = False
+    collector: str = ""
+    sent_batches: int = 0
+    acked_batches: int = 0
+    refused_batches: int = 0
+    reconnects: int = 0
+    last_ack_at: float = 0.0
+    outage_started: float | None = None
+    history: list[str] = field(default_factory=list)
+
+
+class Transport:
+    def __init__(self, node: str, labels: dict[str, str], collectors: list[str], wal: Wal, table: SeriesTable,
+                 *, batch_interval: float, backfill_rate: float,
+                 plugin_status: Callable[[], list[pb.PluginStatus]] = list,
+                 on_connected: Callable[[], None] = lambda: None,
+                 max_inflight: int = 256) -> None:
+        self.node = node
+        self.labels = labels
+        self.order = rendezvous_order(node, collectors)
+        self.wal = wal
+        self.table = table
+        self.batch_interval = batch_interval
+        self.backfill_rate = backfill_rate
+        self.plugin_status = plugin_status
+        self.on_connected = on_connected
+        self.max_inflight = max_inflight
+        self.stats = TransportStats()
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """A new batch is in the WAL."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        attempt = 0
+        while True:
+            for addr in self.order:
+                started = time.monotonic()
+                try:
+                    await self._session(addr)
+                except asyncio.CancelledError:
+                    raise
+                except (grpc.aio.AioRpcError, StreamClosed, OSError, TimeoutError) as err:
+                    self._lost(addr, _describe(err))
+                if time.monotonic() - started > 10:
+                    attempt = 0  # a session that lived resets the back-off
+            attempt += 1
+            delay = min(30.0, 0.5 * 2 ** min(attempt, 10))
+            await asyncio.sleep(delay / 2 + random.uniform(0, delay / 2))  # equal jitter
+
+    def _lost(self, addr: str, why: str) -> None:
+        was = self.stats.connected
+        self.stats.connected = False
+        if self.stats.outage_started is None:
+            self.stats.outage_started = time.time()
+            log.warning("node %s: collector %s unavailable (%s); buffering in the WAL and retrying with back-off",
+                        self.node, addr, why)
+        elif was:
+            log.warning("node %s: stream to collector %s ended (%s)", self.node, addr, why)
+        else:
+            log.debug("node %s: collector %s still unavailable: %s", self.node, addr, why)
+
+    def _hello(self) -> pb.Hello:
+        return pb.Hello(node=self.node, labels=self.labels, agent_version=__version__,
+                        plugins=self.plugin_status(), instance_id=_INSTANCE, sent_at_ms=int(time.time() * 1000),
+                        wal_id=self.wal.wal_id, oldest_sequence=self.wal.oldest())
+
+    async def _session(self, addr: str) -> None:
+        async with grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS) as channel:
+            stream = channel.stream_stream(METHOD, request_serializer=lambda b: b,
+                                           response_deserializer=pb.CollectorMessage.FromString)
+            call = stream()
+            await call.write(pb.AgentMessage(hello=self._hello()).SerializeToString())
+            first = await asyncio.wait_for(call.read(), 15)
+            if first is grpc.aio.EOF or not first.HasField("welcome"):
+                raise StreamClosed(await _status(call))
+            durable = first.welcome.last_durable_sequence
+            await asyncio.to_thread(self.wal.ack_upto, durable)
+            if self.stats.outage_started is not None:
+                log.warning("node %s: streaming to collector %s again after %.0fs", self.node, addr,
+                            time.time() - self.stats.outage_started)
+                self.stats.reconnects += 1
+            self.stats.outage_started = None
+            self.stats.connected, self.stats.collector = True, addr
+            self.on_connected()
+            await self._pump(call, durable)
+
+    async def _pump(self, call: grpc.aio.StreamStreamCall, durable: int) -> None:
+        defined: set[int] = set()
+        inflight: set[int] = set()
+        live_from = self.wal.newest()  # everything newer is live; older unacked is backfill
+        live_cursor = live_from
+        back_cursor = durable
+        tokens = 0.0
+        last = time.monotonic()
+        acks_done = asyncio.Event()
+        reader = asyncio.create_task(self._read_acks(call, inflight, acks_done))
+        try:
+            while True:
+                if reader.done():
+                    reader.result()
+                    raise StreamClosed(await _status(call))
+                room = self.max_inflight - len(inflight)
+                if room > 0:
+                    for e in await asyncio.to_thread(self.wal.read, live_cursor, self.wal.newest(), room):
+                        await self._send(call, e, defined, inflight)
+                        live_cursor = e.seq
+                now = time.monotonic()
+                tokens = min(self.backfill_rate, tokens + (now - last) / self.batch_interval * self.backfill_rate)
+                last = now
+                room = self.max_inflight - len(inflight)
+                if back_cursor < live_from and tokens >= 1 and room > 0:
+                    n = int(min(tokens, room))
+                    entries = await asyncio.to_thread(self.wal.read, back_cursor, live_from, n)
+                    if not entries:
+                        back_cursor = live_from
+                    for e in entries:
+                        await self._send(call, e, defined, inflight)
+                        back_cursor = e.seq
+                        tokens -= 1
+                self._wake.clear()
+                wait = 0.02 if back_cursor < live_from else 1.0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, StreamClosed):
+                await reader
+            call.cancel()
+
+    async def _send(self, call: grpc.aio.StreamStreamCall, e: WalEntry, defined: set[int],
+                    inflight: set[int]) -> None:
+        missing = [i for i in e.ids if i not in defined]
+        extra = pb.Batch(series=[self.table.definition(i) for i in missing], oldest_sequence=self.wal.oldest())
+        await call.write(frame_batch(e.body + extra.SerializeToString()))
+        defined.update(missing)
+        inflight.add(e.seq)
+        self.stats.sent_batches += 1
+
+    async def _read_acks(self, call: grpc.aio.StreamStreamCall, inflight: set[int], done: asyncio.Event) -> None:
+        while True:
+            msg = await call.read()
+            if msg is grpc.aio.EOF:
+                done.set()
+                return
+            if not msg.HasField("ack"):
+                continue
+            ack = msg.ack
+            if ack.refused:
+                self.stats.refused_batches += 1
+                log.error("node %s: collector refused batch %d: %s (dropped from the WAL)",
+                          self.node, ack.sequence, ack.refused)
+            await asyncio.to_thread(self.wal.ack, ack.sequence)
+            inflight.discard(ack.sequence)
+            self.stats.acked_batches += 1
+            self.stats.last_ack_at = time.time()
+            self._wake.set()
+
+
+async def _status(call: grpc.aio.StreamStreamCall) -> str:
+    try:
+        code = await asyncio.wait_for(call.code(), 2)
+        details = await asyncio.wait_for(call.details(), 2)
+    except (TimeoutError, grpc.aio.AioRpcError):
+        return "stream closed"
+    return f"{code.name}: {details}" if details else str(code.name)
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, grpc.aio.AioRpcError):
+        return f"{err.code().name}: {err.details()}"
+    return str(err) or type(err).__name__
+
+
+_INSTANCE = hashlib.sha256(f"{time.time_ns()}{random.random()}".encode()).hexdigest()[:16]

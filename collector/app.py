@@ -1,0 +1,190 @@
+"""The collector process: gRPC ingest, embedded store, alert engine, HTTP API, sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from alerts.model import Alert, EventNotice, NodeStatus, Notifier
+from collector.config import CollectorConfig
+from collector.errors import ConfigError
+from collector.ingest import Decoded, GroupWriter, Ingestor, StreamSession
+from collector.server import TelemetryService
+from collector.storage.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from alerts.engine import AlertEngine
+
+log = logging.getLogger("fleetmon.collector")
+
+_SEVERITY_NAMES = {0: "info", 1: "warning", 2: "critical"}
+
+
+class Collector:
+    def __init__(self, cfg: CollectorConfig) -> None:
+        self.cfg = cfg
+        self.store = SqliteStore(cfg.data_dir / "fleetmon.sqlite", cfg.retention)
+        self.writer = GroupWriter(self.store)
+        self.notifiers: list[Notifier] = []
+        self.engine: AlertEngine | None = None
+        if cfg.alerting.notifiers:
+            from alerts.errors import AlertsError
+            from alerts.notifiers import build_notifiers
+
+            try:
+                self.notifiers = build_notifiers(cfg.alerting.notifiers, "alerting.notifiers")
+            except AlertsError as err:
+                raise ConfigError(str(err)) from err
+        if cfg.alerting.rules:
+            from alerts.engine import AlertEngine
+
+            from alerts.errors import AlertsError
+
+            try:
+                self.engine = AlertEngine.from_files(
+                    cfg.alerting.rules, self.notifiers, external_labels=cfg.alerting.external_labels,
+                    resend_delay=cfg.alerting.resend_delay)
+            except AlertsError as err:
+                raise ConfigError(str(err)) from err
+        from collector.spool import Spool, build_sinks
+
+        self.sinks = build_sinks(cfg.sinks)
+        self.spool = Spool(self.store, self.sinks, cfg.spool_max_bytes) if self.sinks else None
+        engine = self.engine
+        self.ingestor = Ingestor(self.store, self.writer, cfg.limits,
+                                 wants=engine.wants if engine is not None else (lambda _n: False),
+                                 spool=self.spool is not None)
+        self.service = TelemetryService(self.ingestor, self._on_batch, self._on_node,
+                                        backpressure=self.spool.wait_for_room if self.spool else None)
+        self.transitions: deque[tuple[float, Alert]] = deque(maxlen=1000)
+        self._rate: deque[tuple[float, int]] = deque(maxlen=64)
+        self._server: grpc.aio.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._http: Any = None
+        self.grpc_port = 0
+        self.http_port = 0
+
+    # --- callbacks from the stream handler -----------------------------------------------
+    def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
+        if self.engine is not None:
+            ingest = self.engine.ingest
+            for info, ts, value in decoded.live:
+                ingest(info.name, info.labels, ts, value)
+        if decoded.events and self.notifiers:
+            node = session.node
+            for e in decoded.events:
+                notice = EventNotice(node=node.node, kind=e.kind, severity=_SEVERITY_NAMES.get(e.severity, "warning"),
+                                     message=e.message, ts=e.timestamp_ms / 1000,
+                                     labels={**dict(e.labels), **node.labels, "node": node.node}, action=e.action)
+                for n in self.notifiers:
+                    n.send_event(notice)
+
+    def _on_node(self, node: str, online: bool) -> None:
+        info = self.ingestor.nodes.get(node)
+        status = NodeStatus(node=node, online=online, ts=time.time(), labels=dict(info.labels) if info else {})
+        for n in self.notifiers:
+            n.send_node_status(status)
+
+    # --- life cycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.writer.start()
+        server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", self.cfg.limits.max_message_bytes),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ])
+        server.add_generic_rpc_handlers((self.service.handler(),))
+        self.grpc_port = server.add_insecure_port(self.cfg.listen)
+        if self.grpc_port == 0:
+            raise ConfigError(f"listen: cannot bind {self.cfg.listen}")
+        await server.start()
+        self._server = server
+        if self.engine is not None:
+            await self.engine.start()
+        else:
+            for n in self.notifiers:
+                await n.start()
+        if self.spool is not None:
+            await self.spool.start()
+        if self.cfg.http:
+            from collector.http import start_http
+
+            self._http, self.http_port = await start_http(self, self.cfg.http)
+        self._tasks = [asyncio.create_task(self._evaluate_loop(), name="evaluate"),
+                       asyncio.create_task(self._housekeeping(), name="housekeeping")]
+        log.info("collector listening on %s (gRPC) and %s (HTTP), store %s", self.grpc_port, self.http_port,
+                 self.store.path)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Graceful: stop taking streams, let in-flight batches commit, flush notifiers."""
+        if self._server is not None:
+            await self._server.stop(grace)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if self._http is not None:
+            await self._http.cleanup()
+        if self.spool is not None:
+            await self.spool.stop()
+        await self.writer.stop()
+        if self.engine is not None:
+            await self.engine.aclose()
+        else:
+            for n in self.notifiers:
+                await n.aclose()
+        self.store.close()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+
+    # --- periodic work -------------------------------------------------------------------
+    def node_up(self, now: float) -> dict[str, bool]:
+        return {n: (i.connected and now - i.last_batch_at < self.cfg.node_timeout)
+                for n, i in self.ingestor.nodes.items()}
+
+    async def _evaluate_loop(self) -> None:
+        interval = self.cfg.alerting.evaluation_interval
+        while True:
+            await asyncio.sleep(interval - (time.time() % interval))
+            now = time.time()
+            self._rate.append((now, self.ingestor.samples_total))
+            if self.engine is None:
+                continue
+            for node, up in self.node_up(now).items():
+                info = self.ingestor.nodes[node]
+                labels = {**info.labels, "node": node}
+                if self.engine.wants("fleetmon_node_up"):
+                    self.engine.ingest("fleetmon_node_up", labels, now, 1.0 if up else 0.0)
+                if self.engine.wants("fleetmon_node_clock_skew_seconds") and info.connected:
+                    self.engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
+            try:
+                for alert in self.engine.evaluate(now):
+                    self.transitions.append((now, alert))
+            except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
+                log.exception("rule evaluation failed: %s", err)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(300)
+            try:
+                n = await self.writer.run_in_thread(self.store.apply_retention)
+                if n:
+                    log.info("retention removed %d samples older than %.0fs", n, self.cfg.retention)
+            except Exception as err:  # supervision boundary
+                log.error("store %s: retention failed: %s", self.store.path, err)
+
+    def samples_per_second(self) -> float:
+        if len(self._rate) < 2:
+            return 0.0
+        recent = [r for r in self._rate if r[0] >= self._rate[-1][0] - 10] or list(self._rate)
+        (t0, s0), (t1, s1) = recent[0], self._rate[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0

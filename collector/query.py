@@ -1,0 +1,116 @@
+"""``fleetmon query``: read history from the embedded store with a PromQL-style selector."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collector.storage.sqlite import Matcher, StoreReader
+from fleetmon import logs
+from fleetmon.settings import parse_duration
+
+_NAME = re.compile(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*")
+_MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|\})')
+
+
+@dataclass
+class Selector:
+    name: str | None
+    matchers: list[Matcher]
+
+
+def _unquote(text: str) -> str:
+    return json.loads(f'"{text}"')
+
+
+def parse_selector(text: str) -> Selector:
+    """``name{label="v", other=~"re.*"}``; errors say where the selector went wrong."""
+    m = _NAME.match(text)
+    assert m is not None
+    name = m.group(1)
+    pos = m.end()
+    matchers: list[Matcher] = []
+    if pos < len(text):
+        if text[pos] != "{":
+            raise ValueError(f"selector {text!r}: expected '{{' at column {pos + 1}")
+        pos += 1
+        if text[pos:].strip() == "}":
+            pos = len(text)
+        while pos < len(text):
+            mm = _MATCHER.match(text, pos)
+            if mm is None:
+                raise ValueError(f"selector {text!r}: expected label=\"value\" at column {pos + 1}")
+            label, op, value = mm.group(1), mm.group(2), _unquote(mm.group(3))
+            if op in ("=~", "!~"):
+                try:
+                    re.compile(value)
+                except re.error as err:
+                    raise ValueError(f"selector {text!r}: bad regular expression {value!r}: {err}") from err
+            if label == "__name__" and op == "=":
+                name = value
+            else:
+                matchers.append(Matcher(label, op, value))
+            pos = mm.end()
+            if mm.group(4) == "}":
+                if text[pos:].strip():
+                    raise ValueError(f"selector {text!r}: unexpected text after '}}' at column {pos + 1}")
+                break
+        else:
+            raise ValueError(f"selector {text!r}: missing '}}'")
+    if not name and not any(mt.op in ("=", "=~") and mt.value for mt in matchers):
+        raise ValueError(f"selector {text!r}: give a metric name or at least one non-empty matcher")
+    return Selector(name, matchers)
+
+
+def run_query(reader: StoreReader, sel: Selector, since: float, until: float, limit: int = 0) -> list[dict[str, Any]]:
+    out = []
+    for s in reader.find_series(sel.name, sel.matchers):
+        points = reader.samples(s.id, int(since * 1000), int(until * 1000), limit)
+        if points:
+            out.append({"name": s.name, "labels": s.labels, "values": [[t / 1000, v] for t, v in points]})
+    return out
+
+
+def _fmt_labels(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def main(args: argparse.Namespace) -> int:
+    logs.setup("warning")
+    data_dir = args.data_dir or Path(".fleetmon/demo")
+    db = Path(data_dir) / "fleetmon.sqlite"
+    try:
+        sel = parse_selector(args.selector)
+        now = time.time()
+        since = now - parse_duration(args.since)
+        until = now - parse_duration(args.until) if args.until else now
+        reader = StoreReader(db)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"fleetmon query: {err}", file=sys.stderr)
+        return 2
+    rows = run_query(reader, sel, since, until, args.limit)
+    if args.format == "json":
+        for r in rows:
+            print(json.dumps(r))
+    elif args.format == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(["name", "labels", "time", "value"])
+        for r in rows:
+            for t, v in r["values"]:
+                w.writerow([r["name"], _fmt_labels(r["labels"]), f"{t:.3f}", v])
+    else:
+        for r in rows:
+            print(f"{r['name']}{_fmt_labels(r['labels'])}")
+            for t, v in r["values"]:
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+                print(f"  {stamp}.{int(t * 1000) % 1000:03d}  {v:g}")
+    if not rows:
+        print(f"no samples match {args.selector} in the last {args.since}", file=sys.stderr)
+    return 0
