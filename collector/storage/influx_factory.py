@@ -1,0 +1,93 @@
+"""Build an InfluxDB-family sink from its YAML section, with errors that name where and what.
+
+Kinds:
+
+``influxdb`` (alias ``influxdb_v1``)
+    :class:`~collector.storage.influx_v1.InfluxV1Sink`: ``/write?db=&rp=`` + InfluxQL. Keys:
+    url, database, retention_policy, username, password | password_env, timeout, gzip,
+    batch_size, create_database, dialect, name.
+``influxdb2`` (alias ``influxdb_v2``)
+    :class:`~collector.storage.influx_v2.InfluxV2Sink`: ``/api/v2/write`` through
+    influxdb-client. Keys: url, org, bucket, token | token_env, timeout, gzip, batch_size,
+    dialect, name.
+``victoriametrics``
+    The v2 sink with VictoriaMetrics' defaults (bucket/org/token are ignored by it; the
+    ``influxdb2`` dialect, which is how VictoriaMetrics reads backslashes). Keys as ``influxdb2``.
+
+``name`` (the ``sink`` label of the health metrics and the prefix of every error) defaults to
+the kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from collector.errors import ConfigError
+from collector.storage.base import Sink
+from collector.storage.influx_v1 import InfluxV1Config, InfluxV1Sink
+from collector.storage.influx_v2 import InfluxV2Config, InfluxV2Sink
+
+KINDS = ("influxdb", "influxdb_v1", "influxdb2", "influxdb_v2", "victoriametrics")
+
+
+def build_sink(kind: str, section: Mapping[str, Any], where: str) -> Sink:
+    """A started-nothing sink; the caller awaits ``start()``. Raises ConfigError naming ``where``."""
+    if kind in ("influxdb", "influxdb_v1"):
+        v1 = _build(InfluxV1Config, {"name": kind, **section}, where)
+        return _construct(InfluxV1Sink, v1, where)
+    if kind in ("influxdb2", "influxdb_v2"):
+        v2 = _build(InfluxV2Config, {"name": kind, **section}, where)
+        return _construct(InfluxV2Sink, v2, where)
+    if kind == "victoriametrics":
+        vm = _build(InfluxV2Config, {"name": kind, "bucket": "fleetmon", "dialect": "influxdb2", **section},
+                    where)
+        return _construct(InfluxV2Sink, vm, where)
+    raise ConfigError(f"{where}: unknown sink kind {kind!r}; InfluxDB-family kinds are {', '.join(KINDS)}")
+
+
+def _construct(cls: Any, config: Any, where: str) -> Sink:
+    try:
+        sink: Sink = cls(config)
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from err
+    return sink
+
+
+def _build(cls: type[Any], section: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(known))}")
+        values[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if typing.get_origin(t) is typing.Literal:
+            if value in typing.get_args(t):
+                return value
+            continue
+        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t in (str, bool) and isinstance(value, t):
+            return value
+    names = ", ".join(_type_name(t) for t in allowed)
+    raise ConfigError(f"{where}: expected {names}, got {value!r}")
+
+
+def _type_name(t: Any) -> str:
+    if typing.get_origin(t) is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(t))
+    return "null" if t is type(None) else getattr(t, "__name__", str(t))

@@ -1,0 +1,479 @@
+"""InfluxDB v1 and v2 sinks against real influxd 1.x and VictoriaMetrics, and a local HTTP stub
+for what a healthy server will not do on demand (429 + Retry-After, counting requests)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import gzip
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from collector.errors import ConfigError, SinkError
+from collector.storage.base import Point, SinkBatch, StoredEvent
+from collector.storage.influx_factory import build_sink
+from collector.storage.influx_v1 import InfluxV1Config, InfluxV1Sink
+from collector.storage.influx_v2 import InfluxV2Config, InfluxV2Sink
+from collector.storage.retry import Backoff, chunk_lines, parse_retry_after, write_with_retry
+from tests.influx_servers import (
+    Server,
+    influx_create_database,
+    influx_query,
+    influxd,
+    start_influxd,
+    victoria_metrics,
+    vm_export,
+)
+
+_ = (influxd, victoria_metrics)  # pytest fixtures used by name below
+
+NOW_MS = time.time_ns() // 1_000_000 // 1000 * 1000  # whole seconds: VictoriaMetrics keeps ms
+
+
+def _points(n_gpus: int = 4, instants: int = 3, node: str = "gpu-node-01") -> list[Point]:
+    pts = []
+    for t in range(instants):
+        ts = (NOW_MS + t * 1000) * 1_000_000
+        for g in range(n_gpus):
+            tags = tuple(sorted({"node": node, "gpu": str(g), "model": "NVIDIA H100 80GB HBM3"}.items()))
+            pts.append(Point("gpu", "temperature_celsius", tags, 40.0 + g + t / 4, ts))
+            pts.append(Point("gpu", "power_watts", tags, 300.5 + 10 * g - t, ts))
+    return pts
+
+
+def _events(node: str = "gpu-node-01") -> list[StoredEvent]:
+    return [StoredEvent(node=node, kind="gpu.xid", severity="critical",
+                        message='XID 79: GPU has fallen off the bus "0000:17:00.0"',
+                        action="drain the node and reseat the GPU",
+                        tags=(("gpu", "3"), ("xid", "79")), ts_ns=NOW_MS * 1_000_000)]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _write(sink: InfluxV1Sink | InfluxV2Sink, *batches: SinkBatch) -> None:
+    await sink.start()
+    try:
+        for b in batches:
+            await sink.write(b)
+    finally:
+        await sink.aclose()
+
+
+def _influx_rows(url: str, db: str, q: str) -> list[dict[str, Any]]:
+    rows = []
+    for s in influx_query(url, q, db):
+        for v in s["values"]:
+            rows.append(dict(zip(s["columns"], v, strict=True)))
+    return rows
+
+
+def _expected_influx_rows(points: list[Point]) -> list[dict[str, Any]]:
+    grouped: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for p in points:
+        row = grouped.setdefault((p.ts_ns, p.tags), {"time": p.ts_ns, **dict(p.tags)})
+        row[p.field] = p.value
+    return sorted(grouped.values(), key=lambda r: (r["time"], r["gpu"]))
+
+
+# --- line chunking, Retry-After, back-off: pure ---------------------------------------------
+
+def test_chunks_hold_at_most_5000_lines() -> None:
+    lines = [f"m v={i} {i}" for i in range(12_001)]
+    chunks = chunk_lines(lines)
+    assert [c.count("\n") for c in chunks] == [5000, 5000, 2001]
+    assert "".join(chunks) == "\n".join(lines) + "\n"
+    assert chunk_lines(lines[:5000]) == ["\n".join(lines[:5000]) + "\n"]
+    assert chunk_lines([]) == []
+
+
+def test_chunks_split_on_bytes_too() -> None:
+    lines = ["x" * 99] * 10  # 100 bytes each with the newline
+    assert [c.count("\n") for c in chunk_lines(lines, max_bytes=350)] == [3, 3, 3, 1]
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    assert parse_retry_after("7") == 7.0
+    now = 1_800_000_000.0
+    date = email.utils.formatdate(now + 42, usegmt=True)
+    assert parse_retry_after(date, now=now) == pytest.approx(42.0)
+    assert parse_retry_after(email.utils.formatdate(now - 5, usegmt=True), now=now) == 0.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_backoff_grows_caps_and_honours_retry_after() -> None:
+    b = Backoff(initial=0.5, maximum=8, jitter=False)
+    assert [b.delay(n) for n in (1, 2, 3, 4, 5, 6)] == [0.5, 1, 2, 4, 8, 8]
+    assert b.delay(1, retry_after=30) == 30
+    assert Backoff(retry_after_cap=60, jitter=False).delay(1, retry_after=3600) == 60
+    jittered = Backoff(initial=4, maximum=4)
+    assert all(2 <= jittered.delay(3) <= 4 for _ in range(50))
+
+
+# --- a local HTTP stub ----------------------------------------------------------------------
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        raw = gzip.decompress(self.body) if self.headers.get("Content-Encoding") == "gzip" else self.body
+        return raw.decode()
+
+
+@dataclass
+class Stub:
+    """Answers each request with the next queued (status, headers, body); 204 when none left."""
+
+    url: str = ""
+    replies: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+    seen: list[Seen] = field(default_factory=list)
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    state = Stub()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            state.seen.append(Seen("POST", self.path, dict(self.headers.items()), body))
+            status, headers, payload = state.replies.pop(0) if state.replies else (204, {}, b"")
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _sinks_for(url: str) -> list[InfluxV1Sink | InfluxV2Sink]:
+    return [InfluxV1Sink(InfluxV1Config(url=url, database="fleet", name="v1")),
+            InfluxV2Sink(InfluxV2Config(url=url, org="dc", bucket="fleet", token="tok", name="v2"))]
+
+
+@pytest.mark.parametrize("kind", ["v1", "v2"])
+def test_gzip_and_chunks_of_5000_lines(stub: Stub, kind: str) -> None:
+    sink = _sinks_for(stub.url)[0 if kind == "v1" else 1]
+    pts = [Point("gpu", "power_watts", (("gpu", str(i)),), float(i), 1_000) for i in range(12_000)]
+    run(_write(sink, SinkBatch(1, pts, [])))
+    assert [s.headers.get("Content-Encoding") for s in stub.seen] == ["gzip"] * 3
+    assert [s.text.count("\n") for s in stub.seen] == [5000, 5000, 2000]
+    assert stub.seen[0].text.splitlines()[7] == "gpu,gpu=7 power_watts=7.0 1000"
+    path = stub.seen[0].path
+    if kind == "v1":
+        assert path == "/write?db=fleet&precision=ns"
+    else:
+        assert path.startswith("/api/v2/write?") and "bucket=fleet" in path and "precision=ns" in path
+        assert stub.seen[0].headers["Authorization"] == "Token tok"
+    assert {h.name: h.value for h in sink.health()}["fleetmon_sink_written_points_total"] == 12_000
+
+
+def test_v1_basic_auth_password_from_env(stub: Stub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEETMON_TEST_INFLUX_PW", "s3cret")
+    cfg = InfluxV1Config(url=stub.url, database="fleet", username="writer",
+                         password_env="FLEETMON_TEST_INFLUX_PW", retention_policy="week", gzip=False)
+    assert "s3cret" not in repr(cfg)
+    run(_write(InfluxV1Sink(cfg), SinkBatch(1, _points(1, 1), [])))
+    seen = stub.seen[0]
+    assert seen.headers["Authorization"] == "Basic d3JpdGVyOnMzY3JldA=="  # writer:s3cret
+    assert seen.path == "/write?db=fleet&precision=ns&rp=week"
+    assert "Content-Encoding" not in seen.headers
+    monkeypatch.delenv("FLEETMON_TEST_INFLUX_PW")
+    with pytest.raises(ConfigError, match="FLEETMON_TEST_INFLUX_PW"):
+        run(InfluxV1Sink(cfg).start())
+
+
+@pytest.mark.parametrize("kind", ["v1", "v2"])
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_passed_to_the_spool(stub: Stub, kind: str, status: int) -> None:
+    stub.replies = [(status, {"Retry-After": "17"}, b'{"error":"slow down"}'),
+                    (status, {"Retry-After": email.utils.formatdate(time.time() + 120, usegmt=True)}, b"")]
+    sink = _sinks_for(stub.url)[0 if kind == "v1" else 1]
+    batch = SinkBatch(5, _points(1, 1), [])
+
+    async def go() -> list[SinkError]:
+        errs = []
+        await sink.start()
+        try:
+            for _ in range(3):
+                try:
+                    await sink.write(batch)
+                except SinkError as err:
+                    errs.append(err)
+        finally:
+            await sink.aclose()
+        return errs
+
+    first, second = run(go())
+    assert first.retryable and first.retry_after == 17.0
+    assert f"sink {kind}" in str(first) and str(status) in str(first)
+    assert second.retryable and second.retry_after is not None and 100 < second.retry_after <= 120
+    health = {h.name: h.value for h in sink.health()}
+    assert health["fleetmon_sink_failed_writes_total"] == 2
+    assert health["fleetmon_sink_retries_total"] == 2  # the 2nd and 3rd write of spool id 5
+    assert health["fleetmon_sink_written_points_total"] == 2
+    assert "fleetmon_sink_last_success_timestamp_seconds" in health
+
+
+def test_write_with_retry_sleeps_as_told_then_succeeds(stub: Stub) -> None:
+    stub.replies = [(503, {"Retry-After": "3"}, b""), (500, {}, b"oops")]
+    sink = _sinks_for(stub.url)[0]
+    slept: list[float] = []
+
+    async def fake_sleep(s: float) -> None:
+        slept.append(s)
+
+    async def go() -> None:
+        await sink.start()
+        try:
+            await write_with_retry(sink, SinkBatch(1, _points(1, 1), []), Backoff(initial=0.25, jitter=False),
+                                   sleep=fake_sleep)
+        finally:
+            await sink.aclose()
+
+    run(go())
+    assert slept == [3.0, 0.5]
+    assert len(stub.seen) == 3
+
+
+def test_non_retryable_errors_are_not_retried(stub: Stub) -> None:
+    stub.replies = [(401, {}, b'{"error":"authorization failed"}')]
+    sink = _sinks_for(stub.url)[1]
+
+    async def go() -> None:
+        await sink.start()
+        try:
+            await write_with_retry(sink, SinkBatch(1, _points(1, 1), []), sleep=asyncio.sleep)
+        finally:
+            await sink.aclose()
+
+    with pytest.raises(SinkError, match=r"sink v2: .*401 .*authorization failed.*credentials") as info:
+        run(go())
+    assert not info.value.retryable
+    assert len(stub.seen) == 1
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match=r"batch_size must be 1\.\.5000"):
+        InfluxV1Sink(InfluxV1Config(url="http://127.0.0.1:1", database="x", batch_size=10_000))
+    with pytest.raises(ValueError, match="database is required"):
+        InfluxV1Sink(InfluxV1Config(url="http://127.0.0.1:1"))
+    with pytest.raises(ValueError, match="dialect must be one of influxdb1, influxdb2"):
+        InfluxV2Sink(InfluxV2Config(url="http://127.0.0.1:1", bucket="b", dialect="v3"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"sinks\.influx: unknown key 'databse'"):
+        build_sink("influxdb", {"url": "http://127.0.0.1:1", "databse": "x"}, "sinks.influx")
+    with pytest.raises(ConfigError, match=r"sinks\.influx: unknown sink kind 'influxdb9'"):
+        build_sink("influxdb9", {}, "sinks.influx")
+
+
+# --- real influxd 1.x -------------------------------------------------------------------------
+
+@pytest.mark.services
+def test_v1_points_and_events_read_back_equal(influxd: Server) -> None:
+    pts, evs = _points(), _events()
+    sink = InfluxV1Sink(InfluxV1Config(url=influxd.url, database="readback", create_database=True))
+    run(_write(sink, SinkBatch(1, pts, evs)))
+    assert _influx_rows(influxd.url, "readback", "SELECT * FROM gpu") == _expected_influx_rows(pts)
+    assert _influx_rows(influxd.url, "readback", "SELECT * FROM event") == [{
+        "time": NOW_MS * 1_000_000, "node": "gpu-node-01", "kind": "gpu.xid", "severity": "critical",
+        "gpu": "3", "xid": "79", "message": evs[0].message, "action": evs[0].action,
+    }]
+    health = {h.name: h.value for h in sink.health()}
+    assert health["fleetmon_sink_written_points_total"] == len(pts)
+    assert health["fleetmon_sink_written_events_total"] == 1
+    assert health["fleetmon_sink_failed_writes_total"] == 0
+
+    async def read() -> Any:
+        await sink.start()
+        try:
+            return await sink.query("SELECT count(power_watts) FROM gpu GROUP BY gpu")
+        finally:
+            await sink.aclose()
+
+    series = run(read())
+    assert [(s.tags, s.rows()) for s in series] == [
+        ({"gpu": str(g)}, [{"time": 0, "count": 3}]) for g in range(4)]
+
+
+@pytest.mark.services
+def test_v1_same_batch_twice_stores_once(influxd: Server) -> None:
+    pts = _points(8, 5)
+    sink = InfluxV1Sink(InfluxV1Config(url=influxd.url, database="idem", create_database=True))
+    run(_write(sink, SinkBatch(1, pts, _events()), SinkBatch(1, pts, _events())))
+    assert _influx_rows(influxd.url, "idem", "SELECT count(*) FROM gpu") == [
+        {"time": 0, "count_power_watts": 40, "count_temperature_celsius": 40}]
+    assert _influx_rows(influxd.url, "idem", "SELECT count(message) FROM event") == [{"time": 0, "count": 1}]
+
+
+@pytest.mark.services
+def test_v1_missing_database_and_field_type_conflict(influxd: Server) -> None:
+    sink = InfluxV1Sink(InfluxV1Config(url=influxd.url, database="absent", name="hist"))
+    with pytest.raises(SinkError, match=r"sink hist: .*404 .*database not found.*create_database") as info:
+        run(_write(sink, SinkBatch(1, _points(1, 1), [])))
+    assert not info.value.retryable
+
+    # 'message' is a string field of the event measurement; a float under that name conflicts.
+    influx_create_database(influxd.url, "conflict")
+    sink = InfluxV1Sink(InfluxV1Config(url=influxd.url, database="conflict", batch_size=2, name="hist"))
+    run(_write(sink, SinkBatch(1, [], _events())))
+    bad = Point("event", "message", (("node", "n9"),), 1.0, NOW_MS * 1_000_000 + 1)
+    good = _points(2, 2)  # 4 lines (two fields a line); chunks: [g1 g2] [bad g3] [g4]
+    batch = SinkBatch(2, [*good[:4], bad, *good[4:]], [])
+    with pytest.raises(SinkError) as info:
+        run(_write(sink, batch))
+    err = info.value
+    assert not err.retryable
+    assert str(err).startswith("sink hist: ")
+    assert "field type conflict" in str(err)
+    assert f"first offending line: 'event,node=n9 message=1.0 {NOW_MS * 1_000_000 + 1}'" in str(err)
+    # Partial write: every other line, before and after the bad one, is stored.
+    assert len(_influx_rows(influxd.url, "conflict", "SELECT * FROM gpu")) == 4
+    assert len(_influx_rows(influxd.url, "conflict", "SELECT * FROM event")) == 1
+    health = {h.name: h.value for h in sink.health()}
+    assert health["fleetmon_sink_rejected_batches_total"] == 1
+
+
+@pytest.mark.services
+def test_v1_server_down_is_retryable_and_nothing_is_lost(tmp_path: Any) -> None:
+    proc, url = start_influxd(tmp_path)
+    port = int(url.rsplit(":", 1)[1])
+    sink = InfluxV1Sink(InfluxV1Config(url=url, database="outage", create_database=True, name="hist", timeout=2))
+    first, second = SinkBatch(1, _points(2, 1), []), SinkBatch(2, _points(2, 2, node="gpu-node-02"), [])
+
+    restarted: list[Any] = []
+
+    async def go() -> SinkError:
+        await sink.start()
+        try:
+            await sink.write(first)
+            proc.stop()
+            try:
+                await sink.write(second)
+            except SinkError as err:
+                caught = err
+            else:
+                raise AssertionError("write to a stopped influxd returned")
+            restarted.append(start_influxd(tmp_path, port=port)[0])  # same data dir and port
+            await write_with_retry(sink, second, Backoff(initial=0.1, maximum=0.5), max_attempts=50)
+            return caught
+        finally:
+            await sink.aclose()
+
+    try:
+        err = run(go())
+    finally:
+        proc.stop()
+        for p in restarted:
+            p.stop()
+    assert err.retryable and err.retry_after is None
+    assert f"sink hist: cannot reach {url}/write" in str(err)
+    # (restarted to read back)
+    proc3, url3 = start_influxd(tmp_path, port=port)
+    try:
+        rows = _influx_rows(url3, "outage", "SELECT count(power_watts) FROM gpu GROUP BY node")
+    finally:
+        proc3.stop()
+    assert rows == [{"time": 0, "count": 2}, {"time": 0, "count": 4}]
+    health = {h.name: h.value for h in sink.health()}
+    assert health["fleetmon_sink_retries_total"] >= 1
+    assert health["fleetmon_sink_written_points_total"] == len(first.points) + len(second.points)
+
+
+# --- VictoriaMetrics, both APIs -----------------------------------------------------------------
+
+def _vm_samples(url: str, match: str, series: int, samples: int) -> dict[tuple[Any, ...], float]:
+    got = vm_export(url, match, series=series, samples=samples)
+    out: dict[tuple[Any, ...], float] = {}
+    for g in got:
+        labels = tuple(sorted(g["metric"].items()))
+        for v, ts in zip(g["values"], g["timestamps"], strict=True):
+            out[labels, ts] = v
+    return out
+
+
+def _expected_vm(points: list[Point], extra: dict[str, str] | None = None) -> dict[tuple[Any, ...], float]:
+    out = {}
+    for p in points:
+        labels = tuple(sorted({**dict(p.tags), **(extra or {}), "__name__": p.name}.items()))
+        out[labels, p.ts_ns // 1_000_000] = p.value
+    return out
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("kind", ["v2", "v1"])
+def test_victoria_metrics_reads_back_equal_and_idempotent(victoria_metrics: Server, kind: str) -> None:
+    node = f"vm-{kind}"
+    pts = _points(node=node)
+    if kind == "v2":
+        sink: InfluxV1Sink | InfluxV2Sink = InfluxV2Sink(InfluxV2Config(url=victoria_metrics.url, bucket="ignored"))
+        extra = {}
+    else:
+        sink = InfluxV1Sink(InfluxV1Config(url=victoria_metrics.url, database="fleet", dialect="influxdb2"))
+        extra = {"db": "fleet"}  # VictoriaMetrics turns /write?db= into a label
+    run(_write(sink, SinkBatch(1, pts, []), SinkBatch(1, pts, [])))
+    got = _vm_samples(victoria_metrics.url, f'{{__name__=~"gpu_.*",node="{node}"}}', 8, 24)
+    assert got == _expected_vm(pts, extra)
+
+
+@pytest.mark.services
+def test_v2_server_down_is_retryable(tmp_path: Any) -> None:
+    sink = InfluxV2Sink(InfluxV2Config(url="http://127.0.0.1:9", bucket="b", name="vm", timeout=2))
+    with pytest.raises(SinkError, match=r"sink vm: cannot reach http://127.0.0.1:9/api/v2/write") as info:
+        run(_write(sink, SinkBatch(1, _points(1, 1), [])))
+    assert info.value.retryable
+    assert {h.name: h.value for h in sink.health()}["fleetmon_sink_failed_writes_total"] == 1
+
+
+@pytest.mark.services
+def test_v1_and_v2_sinks_at_once_store_the_same_points(influxd: Server, victoria_metrics: Server) -> None:
+    """The acceptance case: one batch to influxd (v1 /write) and VictoriaMetrics (v2 API)."""
+    pts = _points(6, 4, node="both")
+    v1 = build_sink("influxdb", {"url": influxd.url, "database": "both", "create_database": True},
+                    "sinks.history")
+    v2 = build_sink("influxdb2", {"url": victoria_metrics.url, "org": "dc", "bucket": "both"}, "sinks.vm")
+    batch = SinkBatch(7, pts, [])
+
+    async def go() -> None:
+        await asyncio.gather(v1.start(), v2.start())
+        try:
+            await asyncio.gather(v1.write(batch), v2.write(batch))
+        finally:
+            await asyncio.gather(v1.aclose(), v2.aclose())
+
+    run(go())
+    from_influx: dict[tuple[Any, ...], float] = {}
+    for row in _influx_rows(influxd.url, "both", "SELECT * FROM gpu"):
+        tags = {k: row[k] for k in ("gpu", "model", "node")}
+        for f in ("power_watts", "temperature_celsius"):
+            labels = tuple(sorted({**tags, "__name__": f"gpu_{f}"}.items()))
+            from_influx[labels, row["time"] // 1_000_000] = row[f]
+    from_vm = _vm_samples(victoria_metrics.url, '{__name__=~"gpu_.*",node="both"}', 12, 48)
+    assert len(from_influx) == len(pts) == 48
+    assert from_vm == from_influx
