@@ -120,7 +120,7 @@ class NvidiaPlugin(Plugin):
             if state.gpu.pci:
                 self.ctx.directory.register_gpu(
                     state.gpu.pci, GpuRef(str(index), state.gpu.uuid, state.gpu.model, "nvidia"))
-        self._ledger.claim(self.name)
+        self._ledger.claim(self.name, 0)
         if self.config.parallel and len(self.gpus) > 1:
             self._pool = cf.ThreadPoolExecutor(max_workers=len(self.gpus), thread_name_prefix="fleetmon-nvidia-gpu")
         if self.config.events:

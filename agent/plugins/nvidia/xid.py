@@ -85,7 +85,7 @@ class XidLedger:
         self._burst: dict[tuple[str, str, int], tuple[float, int]] = {}
         self._counts: Counter[tuple[str, int]] = Counter()
         self._fallen: set[str] = set()
-        self._reporters: list[str] = []
+        self._reporters: dict[str, int] = {}
 
     def record(self, source: str, pci: str, xid: int, ts: float) -> bool:
         """Count one sighting; True when it is new (not the other source's copy of one already counted)."""
@@ -111,21 +111,21 @@ class XidLedger:
             return bus_key(pci) in self._fallen
 
     # Both plugins could report gpu_xid_errors_total; two writers of one series would make it
-    # jump between their values, so exactly one does: the first registered (nvidia registers
-    # in discover, kmsg reports only when it is alone).
-    def claim(self, reporter: str) -> None:
+    # jump between their values, so exactly one does: the claimant with the lowest rank
+    # (nvidia 0, kmsg 1: the kernel-log reader reports XIDs only on nodes without the nvidia plugin).
+    def claim(self, reporter: str, rank: int) -> None:
         with self._lock:
-            if reporter not in self._reporters:
-                self._reporters.append(reporter)
+            self._reporters[reporter] = rank
 
     def release(self, reporter: str) -> None:
         with self._lock:
-            if reporter in self._reporters:
-                self._reporters.remove(reporter)
+            self._reporters.pop(reporter, None)
 
     def reports(self, reporter: str) -> bool:
         with self._lock:
-            return bool(self._reporters) and self._reporters[0] == reporter
+            if reporter not in self._reporters:
+                return False
+            return min(self._reporters.items(), key=lambda kv: (kv[1], kv[0]))[0] == reporter
 
     def labels(self, bus: str) -> dict[str, str]:
         """GPU labels for a bus the nvidia plugin registered, else the bus address itself."""
