@@ -1,0 +1,188 @@
+"""Evaluation of one rule group at one instant: recording rules write into the windows, alerting
+rules run the Prometheus 2.42 alert state machine (``rules/alerting.go``): a new result is
+pending, fires once it has been active for ``for``, keeps firing for ``keep_firing_for`` after
+the condition clears, and a resolved alert is kept ``resolved_retention`` for re-sending.
+
+Shared by the live ``AlertEngine`` and by ``fleetmon rules test``, so the unit tests exercise
+the same code the collector runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from alerts.errors import AlertsError, EvalError
+from alerts.model import Alert, AlertState
+from alerts.promql.evaluator import Evaluator, Vector
+from alerts.promql.labels import NAME, Labels, from_pairs
+from alerts.rulefile import AlertingRule, RecordingRule, Rule, RuleGroup
+from alerts.windows import Windows
+
+log = logging.getLogger("fleetmon.alerts")
+
+
+@dataclass
+class _Active:
+    alert: Alert
+    active_at_ms: int
+    resolved_at_ms: int | None = None
+    keep_firing_since_ms: int | None = None
+
+
+@dataclass
+class RuleState:
+    rule: Rule
+    last_error: str = ""
+    #: alerting rules: label fingerprint -> active alert (pending, firing, or resolved within retention)
+    active: dict[Labels, _Active] = field(default_factory=dict)
+    #: recording rules: output series of the previous evaluation (for stale markers)
+    previous: set[Labels] = field(default_factory=set)
+    #: newest sample timestamp (unix s) read by the last evaluation
+    newest_ts: float | None = None
+
+
+class GroupRunner:
+    def __init__(self, group: RuleGroup, windows: Windows, *,
+                 external_labels: Mapping[str, str] | None = None, external_url: str = "",
+                 resolved_retention_ms: int = 900_000) -> None:
+        self.group = group
+        self.windows = windows
+        self.external_labels = dict(external_labels or {})
+        self.external_url = external_url
+        self.resolved_retention_ms = resolved_retention_ms
+        self.states = [RuleState(r) for r in group.rules]
+
+    def eval(self, t_ms: int) -> list[Alert]:
+        """Evaluate every rule in order at ``t_ms``; returns alerts whose state changed."""
+        changed: list[Alert] = []
+        for st in self.states:
+            ev = Evaluator(self.windows, t_ms)
+            try:
+                vec = ev.eval_vector(st.rule.expr)
+                if isinstance(st.rule, RecordingRule):
+                    self._record(st, st.rule, vec, t_ms)
+                else:
+                    assert isinstance(st.rule, AlertingRule)
+                    changed.extend(self._alert(st, st.rule, vec, t_ms))
+                st.last_error = ""
+            except AlertsError as err:
+                if st.last_error != str(err):
+                    log.warning("rule %s (group %s, %s:%d) failed: %s", st.rule.name, self.group.name,
+                                st.rule.file, st.rule.line, err)
+                st.last_error = str(err)
+        return changed
+
+    # -- recording rules --------------------------------------------------------------------
+    def _record(self, st: RuleState, rule: RecordingRule, vec: Vector, t_ms: int) -> None:
+        extra = {k: t.text for k, t in rule.labels.items()}
+        out: list[tuple[Labels, float]] = []
+        for lb, v in vec:
+            d = dict(lb)
+            d[NAME] = rule.name
+            d.update(extra)
+            out.append((from_pairs(d.items()), v))
+        if len({lb for lb, _ in out}) != len(out):
+            raise EvalError("vector contains metrics with the same labelset after applying rule labels")
+        current: set[Labels] = set()
+        for lb, v in out:
+            current.add(lb)
+            self.windows.append(rule.name, lb, t_ms, v)
+        # A series the rule no longer returns gets a stale marker, as Prometheus's rule group
+        # does, so it vanishes at once instead of lingering for the 5-minute lookback.
+        for lb in st.previous - current:
+            self.windows.append(rule.name, lb, t_ms, None)
+        st.previous = current
+
+    # -- alerting rules ---------------------------------------------------------------------
+    def _alert(self, st: RuleState, rule: AlertingRule, vec: Vector, t_ms: int) -> list[Alert]:
+        t_s = t_ms / 1000
+        results: dict[Labels, tuple[dict[str, str], dict[str, str], float]] = {}
+        for lb, v in vec:
+            tmpl_labels = dict(lb)
+            d = {k: val for k, val in lb if k != NAME}
+
+            def expand(text_tmpl: object, v: float = v, tl: dict[str, str] = tmpl_labels) -> str:
+                from alerts.templates import Template
+
+                assert isinstance(text_tmpl, Template)
+                try:
+                    return text_tmpl.expand(tl, v, self.external_labels, self.external_url)
+                except AlertsError as err:
+                    return f"<error expanding template: {err}>"
+
+            for name, tmpl in rule.labels.items():
+                d[name] = expand(tmpl)
+            d["alertname"] = rule.name
+            key = from_pairs(d.items())
+            if key in results:
+                raise EvalError("vector contains metrics with the same labelset after applying alert labels")
+            annotations = {name: expand(tmpl) for name, tmpl in rule.annotations.items()}
+            results[key] = (dict(key), annotations, v)
+
+        changed: list[Alert] = []
+        newest_cache: list[float | None] = []
+
+        def newest() -> float | None:
+            # Only computed when an alert starts or fires: it walks the rule's series.
+            if not newest_cache:
+                newest_cache.append(self._newest(rule, t_ms))
+            return newest_cache[0]
+
+        for key, (labels, annotations, v) in results.items():
+            a = st.active.get(key)
+            if a is not None and a.alert.state != AlertState.RESOLVED:
+                a.alert.value = v
+                a.alert.annotations = annotations
+                continue
+            alert = Alert(labels=labels, annotations=annotations, state=AlertState.PENDING,
+                          active_at=t_s, value=v, source_ts=newest())
+            st.active[key] = _Active(alert, t_ms)
+            changed.append(alert)
+
+        for key in list(st.active):
+            a = st.active[key]
+            alert = a.alert
+            if key not in results:
+                keep_firing = False
+                if alert.state == AlertState.FIRING and rule.keep_firing_for_ms > 0:
+                    if a.keep_firing_since_ms is None:
+                        a.keep_firing_since_ms = t_ms
+                    if t_ms - a.keep_firing_since_ms < rule.keep_firing_for_ms:
+                        keep_firing = True
+                if alert.state == AlertState.PENDING or (
+                        a.resolved_at_ms is not None and t_ms - a.resolved_at_ms > self.resolved_retention_ms):
+                    del st.active[key]
+                if alert.state != AlertState.RESOLVED and not keep_firing:
+                    alert.state = AlertState.RESOLVED
+                    alert.resolved_at = t_s
+                    a.resolved_at_ms = t_ms
+                    changed.append(alert)
+                if not keep_firing:
+                    continue
+            else:
+                a.keep_firing_since_ms = None
+            if alert.state == AlertState.PENDING and t_ms - a.active_at_ms >= rule.for_ms:
+                alert.state = AlertState.FIRING
+                alert.fired_at = t_s
+                alert.source_ts = newest()
+                if not any(c is alert for c in changed):
+                    changed.append(alert)
+        return changed
+
+    def _newest(self, rule: Rule, t_ms: int) -> float | None:
+        newest = -1
+        for sel in rule.selectors:
+            for s in self.windows.select(sel):
+                ts = s.ts
+                if ts and ts[-1] > newest and ts[-1] <= t_ms:
+                    newest = ts[-1]
+        return newest / 1000 if newest >= 0 else None
+
+    def alerts(self) -> list[tuple[AlertingRule, Alert]]:
+        out: list[tuple[AlertingRule, Alert]] = []
+        for st in self.states:
+            if isinstance(st.rule, AlertingRule):
+                out.extend((st.rule, a.alert) for a in st.active.values())
+        return out

@@ -1,0 +1,160 @@
+"""Live windows: the recent samples of exactly the series the loaded rules select.
+
+A series whose metric name no rule selects is never stored (``wants`` is one set lookup), and
+each stored series keeps only the lookback the rules need: the longest range selector, or the
+5-minute instant-vector lookback, whichever is longer. Timestamps are integer milliseconds.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+
+from alerts.promql import ast
+from alerts.promql.evaluator import LOOKBACK_MS
+from alerts.promql.labels import NAME, Labels, Matcher, from_pairs
+
+# Trim a series only when its oldest sample is this far past the retention, so trimming is a
+# rare batched ``del list[:k]`` rather than a shift on every sample.
+_TRIM_SLACK_MS = 60_000
+
+
+class Series:
+    __slots__ = ("labels", "stale", "ts", "vals")
+
+    def __init__(self, labels: Labels) -> None:
+        self.labels = labels
+        self.ts: list[int] = []
+        self.vals: list[float | None] = []
+        self.stale = 0
+
+
+class Windows:
+    """Per-series sample windows, indexed by metric name; the ``SeriesSource`` the evaluator reads."""
+
+    def __init__(self, selectors: Iterable[ast.VectorSelector] = (), retention_ms: int = LOOKBACK_MS) -> None:
+        self.retention_ms = retention_ms
+        self._by_name: dict[str, dict[Labels, Series]] = {}
+        self._names: set[str] = set()
+        self._name_matchers: list[list[Matcher]] = []
+        self._name_cache: dict[str, bool] = {}
+        # id(selector) -> (generation, selector, series); the selector is kept so a recycled id
+        # of a freed selector can never hit.
+        self._select_cache: dict[int, tuple[int, ast.VectorSelector, list[Series]]] = {}
+        self.generation = 0  # bumped when a series is added or removed: invalidates select caches
+        for sel in selectors:
+            self.want(sel)
+
+    # -- what to keep -------------------------------------------------------------------------
+    def want(self, sel: ast.VectorSelector) -> None:
+        if sel.name:
+            self._names.add(sel.name)
+        else:
+            # A selector without a fixed name ({__name__=~"gpu_.*"}) wants every name its
+            # name matchers accept; wants() caches the answer per name.
+            self._name_matchers.append([m for m in sel.matchers if m.name == NAME])
+        self._name_cache.clear()
+
+    def wants(self, name: str) -> bool:
+        if name in self._names:
+            return True
+        if not self._name_matchers:
+            return False
+        hit = self._name_cache.get(name)
+        if hit is None:
+            hit = any(all(m.matches(name) for m in ms) for ms in self._name_matchers)
+            self._name_cache[name] = hit
+        return hit
+
+    # -- writing ------------------------------------------------------------------------------
+    def append(self, name: str, key: Labels, t: int, value: float | None) -> None:
+        """Add one sample (None = stale marker). ``key`` identifies the series within ``name``
+        (sorted label pairs, with or without ``__name__``). Out-of-order and duplicate timestamps
+        are dropped, as Prometheus's TSDB refuses them."""
+        by_labels = self._by_name.get(name)
+        if by_labels is None:
+            by_labels = self._by_name[name] = {}
+        s = by_labels.get(key)
+        if s is None:
+            d = dict(key)
+            d[NAME] = name
+            s = by_labels[key] = Series(from_pairs(d.items()))
+            self.generation += 1
+        ts = s.ts
+        if ts:
+            if t <= ts[-1]:
+                return
+            if ts[0] < t - self.retention_ms - _TRIM_SLACK_MS:
+                self._trim(s, t - self.retention_ms)
+        ts.append(t)
+        s.vals.append(value)
+        if value is None:
+            s.stale += 1
+
+    @staticmethod
+    def _trim(s: Series, cutoff: int) -> None:
+        k = bisect_left(s.ts, cutoff)
+        if k:
+            if s.stale:
+                s.stale -= sum(1 for v in s.vals[:k] if v is None)
+            del s.ts[:k]
+            del s.vals[:k]
+
+    def mark_stale(self, t: int, match: Mapping[str, str]) -> None:
+        """Append a stale marker at ``t`` to every live series whose labels include ``match``."""
+        items = match.items()
+        for by_labels in self._by_name.values():
+            for s in by_labels.values():
+                if s.vals and s.vals[-1] is not None and s.ts[-1] < t:
+                    d = dict(s.labels)
+                    if all(d.get(k, "") == v for k, v in items):
+                        s.ts.append(t)
+                        s.vals.append(None)
+                        s.stale += 1
+
+    def gc(self, now: int) -> int:
+        """Forget series with no sample within the retention; returns how many were dropped."""
+        cutoff = now - self.retention_ms
+        dropped = 0
+        for name in list(self._by_name):
+            by_labels = self._by_name[name]
+            for key in [k for k, s in by_labels.items() if not s.ts or s.ts[-1] < cutoff]:
+                del by_labels[key]
+                dropped += 1
+            if not by_labels:
+                del self._by_name[name]
+            else:
+                for s in by_labels.values():
+                    if s.ts[0] < cutoff - _TRIM_SLACK_MS:
+                        self._trim(s, cutoff)
+        if dropped:
+            self.generation += 1
+        return dropped
+
+    # -- reading ------------------------------------------------------------------------------
+    def select(self, sel: ast.VectorSelector) -> list[Series]:
+        cached = self._select_cache.get(id(sel))
+        if cached is not None and cached[0] == self.generation and cached[1] is sel:
+            return cached[2]
+        out: list[Series] = []
+        if sel.name:
+            candidates: Iterable[Series] = self._by_name.get(sel.name, {}).values()
+            matchers = [m for m in sel.matchers if not (m.name == NAME and m.op == "=")]
+        else:
+            candidates = (s for d in self._by_name.values() for s in d.values())
+            matchers = sel.matchers
+        for s in candidates:
+            d = dict(s.labels)
+            if all(m.matches(d.get(m.name, "")) for m in matchers):
+                out.append(s)
+        # Prometheus hands series to the engine sorted by label set; keeping that order makes
+        # float sums add up in the same order, hence bit-identical.
+        out.sort(key=lambda s: s.labels)
+        self._select_cache[id(sel)] = (self.generation, sel, out)
+        return out
+
+    def series_count(self) -> int:
+        return sum(len(d) for d in self._by_name.values())
+
+    def sample_count(self) -> int:
+        return sum(len(s.ts) for d in self._by_name.values() for s in d.values())
