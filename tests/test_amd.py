@@ -14,7 +14,7 @@ import pytest
 from agent.errors import CollectTimeout, PluginUnavailable
 from agent.model import Collection
 from agent.plugin import PluginContext
-from agent.plugins._accel import to_collection
+from agent.plugins.accel import to_collection
 from agent.plugins.amd import AmdPlugin
 from agent.plugins.amd.plugin import AmdConfig
 from agent.plugins.amd.rocm_smi import parse_rocm_smi

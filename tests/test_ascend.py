@@ -11,7 +11,7 @@ import pytest
 from agent.errors import PluginUnavailable
 from agent.model import Severity
 from agent.plugin import PluginContext
-from agent.plugins._accel import to_collection
+from agent.plugins.accel import to_collection
 from agent.plugins.ascend import AscendPlugin
 from agent.plugins.ascend.npu_smi import (
     ChipMapping,

@@ -10,7 +10,7 @@ import pytest
 
 from agent.errors import PluginUnavailable
 from agent.plugin import PluginContext
-from agent.plugins._accel import to_collection
+from agent.plugins.accel import to_collection
 from agent.plugins.hygon import HygonPlugin
 from agent.plugins.hygon.plugin import HygonConfig, hsa_labels, parse_hy_smi
 from agent.plugins.hygon.rocminfo import HsaAgent, parse_rocminfo

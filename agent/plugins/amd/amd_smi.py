@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from agent.plugins._accel import AccelReading, EccCount, pcie_generation
+from agent.plugins.accel import AccelReading, EccCount, pcie_generation
 from agent.toolrun import ToolOutputError
 
 _MIB = 1 << 20

@@ -14,7 +14,7 @@ import importlib
 from typing import Any
 
 from agent.errors import DeviceLost, PluginUnavailable
-from agent.plugins._accel import AccelReading, EccCount, pcie_generation
+from agent.plugins.accel import AccelReading, EccCount, pcie_generation
 
 _MIB = 1 << 20
 

@@ -1,7 +1,7 @@
 """AMD Instinct/Radeon GPUs: the ``amdsmi`` Python library, else ``amd-smi``, else ``rocm-smi``.
 
 Each source is a small reader (STYLE 4) that hands text or library answers to a pure parser and
-returns :class:`~agent.plugins._accel.AccelReading` per GPU; the plugin emits them with the shared
+returns :class:`~agent.plugins.accel.AccelReading` per GPU; the plugin emits them with the shared
 ``gpu_*`` vocabulary. ``source: auto`` tries them in that order at discover time and keeps the
 first that works, logging which one it took.
 """
@@ -14,7 +14,7 @@ from typing import Protocol
 from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection
 from agent.plugin import GpuRef, Plugin
-from agent.plugins._accel import AccelReading, to_collection
+from agent.plugins.accel import AccelReading, to_collection
 from agent.plugins.amd.amd_smi import parse_amd_smi_list, parse_amd_smi_metric
 from agent.plugins.amd.rocm_smi import parse_rocm_smi
 from agent.toolrun import Tool, ToolError

@@ -1,6 +1,6 @@
 """Parse ``rocm-smi --json`` (AMD) and ``hy-smi --json`` (Hygon DCU) into accelerator readings.
 
-Pure functions: text in, :class:`~agent.plugins._accel.AccelReading` out. Tests feed them the
+Pure functions: text in, :class:`~agent.plugins.accel.AccelReading` out. Tests feed them the
 captures in ``shared/fixtures/amd`` (rocm-smi 4.3 to 6.2.4) and ``shared/fixtures/hygon``.
 
 The JSON is one object per device (``card0``, ``card1``, ...) mapping rocm-smi's *display labels*
@@ -27,7 +27,7 @@ import re
 from typing import Any
 
 from agent.model import gauge
-from agent.plugins._accel import AccelReading, Extra, pcie_generation
+from agent.plugins.accel import AccelReading, Extra, pcie_generation
 from agent.toolrun import ToolOutputError
 
 AMD_CLOCK = gauge("amd_clock_hertz", "Other AMD clock domains (fclk, socclk, dcefclk)", "hertz")

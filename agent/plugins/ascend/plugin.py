@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection
 from agent.plugin import GpuRef, Plugin, PluginContext
-from agent.plugins._accel import to_collection
+from agent.plugins.accel import to_collection
 from agent.plugins.ascend.npu_smi import (
     ChipMapping,
     KvQuery,

@@ -15,7 +15,7 @@ Vocabulary choices for Ascend, documented in the README:
 from __future__ import annotations
 
 from agent.model import Event, Metric, Severity, counter, gauge
-from agent.plugins._accel import AccelReading, EccCount, Extra
+from agent.plugins.accel import AccelReading, EccCount, Extra
 from agent.plugins.ascend.npu_smi import ChipMapping, Health, InfoTable, KvQuery, TableChip
 from agent.toolrun import ToolOutputError
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection
 from agent.plugin import GpuRef, Plugin
-from agent.plugins._accel import AccelReading, to_collection
+from agent.plugins.accel import AccelReading, to_collection
 from agent.plugins.amd.rocm_smi import parse_rocm_smi
 from agent.plugins.hygon.rocminfo import HsaAgent, parse_rocminfo
 from agent.toolrun import Tool
