@@ -27,6 +27,14 @@ def pack_values(values: list[float]) -> bytes:
     return arr.tobytes()
 
 
+def unpack_values(data: bytes) -> list[float]:
+    arr = array.array("d")
+    arr.frombytes(data)
+    if sys.byteorder == "big":
+        arr.byteswap()
+    return arr.tolist()
+
+
 class SeriesTable:
     """Series key → small dense id, and the definitions to send for each id."""
 

@@ -72,6 +72,9 @@ class AgentConfig:
     wal: WalConfig = field(default_factory=WalConfig)
     log_level: str = "warning"
     plugins: dict[str, Any] = field(default_factory=lambda: {"host": {}})
+    #: Debugging/audit aid, off by default: append every batch written to the WAL as JSON lines
+    #: (sequence, name, labels, time, value) so delivery can be checked against the store.
+    audit_log: Path | None = None
 
     def validate(self) -> None:
         if not self.node:

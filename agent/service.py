@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from pathlib import Path
 
-from agent.codec import SeriesTable, build_batch
+from agent.codec import SeriesTable, build_batch, unpack_values
 from agent.config import AgentConfig
 from agent.model import Collection, Event, Metric, MetricType, Sample, Severity
 from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
@@ -62,11 +63,24 @@ class Batcher:
         new_defs = self.table.take_new()
         n = sum(len(b.series_ids) for b in batch.blocks)
         seq = await asyncio.to_thread(self.wal.append, batch, ids, new_defs, n, int(time.time() * 1000))
+        if self.cfg.audit_log is not None:
+            await asyncio.to_thread(self._audit, batch)
         self.batches += 1
         self.samples += n
         if self.transport is not None:
             self.transport.notify()
         return seq
+
+    def _audit(self, batch: pb.Batch) -> None:
+        assert self.cfg.audit_log is not None
+        lines = []
+        for block in batch.blocks:
+            for sid, value in zip(block.series_ids, unpack_values(block.values), strict=True):
+                d = self.table.definition(sid)
+                lines.append(json.dumps({"seq": batch.sequence, "name": f"{d.measurement}_{d.field}",
+                                         "labels": dict(d.labels), "ts_ms": block.timestamp_ms, "value": value}))
+        with open(self.cfg.audit_log, "a") as f:
+            f.write("\n".join(lines) + "\n")
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

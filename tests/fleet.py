@@ -1,0 +1,126 @@
+"""Start real fleetmon collector and agent processes for end-to-end and chaos tests."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.services import Process, free_port
+
+PY = [sys.executable, "-m", "fleetmon"]
+
+
+class CollectorProc:
+    def __init__(self, tmp: Path, *, rules: list[Path] | None = None, extra: dict[str, Any] | None = None,
+                 port: int | None = None, name: str = "collector") -> None:
+        self.tmp = tmp
+        self.port = port or free_port()
+        self.http_port = free_port()
+        self.data_dir = tmp / f"{name}-data"
+        cfg: dict[str, Any] = {
+            "listen": f"127.0.0.1:{self.port}", "http": f"127.0.0.1:{self.http_port}",
+            "data_dir": str(self.data_dir), "log_level": "info", "node_timeout": 5,
+            "alerting": {"rules": [str(r) for r in rules or []], "notifiers": {"log": {}}},
+        }
+        for key, value in (extra or {}).items():
+            if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+                cfg[key] = {**cfg[key], **value}
+            else:
+                cfg[key] = value
+        self.config = tmp / f"{name}.yml"
+        self.config.write_text(yaml.safe_dump(cfg))
+        self.log = tmp / f"{name}.log"
+        self.proc: Process | None = None
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, timeout: float = 30) -> CollectorProc:
+        mark = self.log.stat().st_size if self.log.exists() else 0
+        self.proc = Process([*PY, "collector", "--config", str(self.config)], self.log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.proc.alive():
+                raise RuntimeError(f"collector exited: {self.proc.log_text()[-2000:]}")
+            if "collector ready" in self.log.read_text(errors="replace")[mark:]:
+                return self
+            time.sleep(0.05)
+        raise TimeoutError(f"collector not ready: {self.proc.log_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.http + path, timeout=5) as resp:
+            return json.loads(resp.read())
+
+    def db(self) -> Path:
+        return self.data_dir / "fleetmon.sqlite"
+
+
+class AgentProc:
+    def __init__(self, tmp: Path, node: str, collectors: list[str], *, plugins: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.node = node
+        self.data_dir = tmp / f"agent-{node}"
+        self.audit = tmp / f"audit-{node}.jsonl"
+        cfg: dict[str, Any] = {
+            "node": node, "labels": {"cluster": "test", "rack": "r1"}, "collectors": collectors,
+            "data_dir": str(self.data_dir), "batch_interval": 0.5, "log_level": "info",
+            "audit_log": str(self.audit),
+            "plugins": plugins or {"simulated": {"interval": 0.5, "gpus": 2, "ib_ports": 1, "lanes": 2}},
+        }
+        cfg.update(extra or {})
+        self.config = tmp / f"agent-{node}.yml"
+        self.config.write_text(yaml.safe_dump(cfg))
+        self.log = tmp / f"agent-{node}.log"
+        self.proc: Process | None = None
+
+    def start(self) -> AgentProc:
+        self.proc = Process([*PY, "agent", "--config", str(self.config)], self.log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+
+    def audit_rows(self) -> list[dict[str, Any]]:
+        if not self.audit.exists():
+            return []
+        return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
+
+    def log_lines(self, pattern: str) -> list[str]:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return [ln for ln in text.splitlines() if re.search(pattern, ln)]
+
+
+def wait_until(pred: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

@@ -1,0 +1,250 @@
+"""Agent core: config validation, registry, scheduler deadlines, output formats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent import registry
+from agent.config import PluginSection, load_config
+from agent.errors import ConfigError, PluginError, PluginUnavailable
+from agent.model import Collection, Event, Severity, counter, gauge
+from agent.output import to_influx, to_json, to_prom
+from agent.plugin import NodeDirectory, Plugin, PluginContext
+from agent.scheduler import EventBuffer, PluginRunner, Scheduler, collect_once
+from tests.services import require_binary
+
+TEMP = gauge("gpu_temperature_celsius", "GPU temperature", "celsius")
+XID = counter("gpu_xid_errors_total", "XIDs")
+
+
+def write(tmp: Path, text: str) -> Path:
+    p = tmp / "agent.yml"
+    p.write_text(text)
+    return p
+
+
+# --- config ------------------------------------------------------------------------------
+def test_config_unknown_key_names_key_and_suggests_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "nodee: x\n"))
+    assert str(tmp_path / "agent.yml") in str(err.value)
+    assert "unknown key 'nodee'" in str(err.value)
+    assert "did you mean 'node'" in str(err.value)
+
+
+def test_config_bad_type_names_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"agent.yml.batch_interval: expected a number, got 'soon'"):
+        load_config(write(tmp_path, "batch_interval: soon\n"))
+
+
+def test_config_durations_sizes_and_labels(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "node: n1\nbatch_interval: 500ms\nwal: {max_bytes: 64MiB}\n"
+                                      "labels: {cluster: c1, rack: r7}\n"))
+    assert cfg.batch_interval == 0.5
+    assert cfg.wal.max_bytes == 64 << 20
+    assert cfg.labels == {"cluster": "c1", "rack": "r7"}
+    with pytest.raises(ConfigError, match="'node' is set by the top-level 'node' key"):
+        load_config(write(tmp_path, "labels: {node: x}\n"))
+    with pytest.raises(ConfigError, match="not a valid label name"):
+        load_config(write(tmp_path, "labels: {rack-1: x}\n"))
+
+
+def test_config_yaml_error_has_line_and_column(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"line 2 column \d+"):
+        load_config(write(tmp_path, "node: a\nlabels: {a: [}\n"))
+
+
+def test_plugin_section_errors(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "plugins: {simulated: {interval: -1}}\n"))
+    with pytest.raises(ConfigError, match=r"plugins.simulated.interval must be positive"):
+        cfg.plugin_sections({})
+
+
+# --- registry -----------------------------------------------------------------------------
+def test_registry_names_are_unique_and_load() -> None:
+    names = registry.builtin_names()
+    assert len(names) == len(set(names))
+    for name in names:
+        cls = registry.load(name)
+        assert cls.name == name
+
+
+def test_registry_unknown_plugin_lists_available() -> None:
+    with pytest.raises(ConfigError, match=r"unknown plugin 'nvidai'; available: .*nvidia"):
+        registry.load("nvidai")
+
+
+# --- scheduler ------------------------------------------------------------------------------
+@dataclass
+class _Cfg:
+    pass
+
+
+class _Fast(Plugin):
+    name = "fast"
+
+    def collect(self) -> Collection:
+        col = Collection()
+        col.add(TEMP, 50.0, {"gpu": "0"})
+        return col
+
+
+class _Hung(Plugin):
+    name = "hung"
+
+    def __init__(self, ctx: PluginContext, config: object) -> None:
+        super().__init__(ctx, config)
+        self.release = threading.Event()
+        self.calls = 0
+
+    def collect(self) -> Collection:
+        self.calls += 1
+        self.release.wait(10)
+        return Collection()
+
+
+class _Broken(Plugin):
+    name = "broken"
+
+    def discover(self) -> None:
+        raise PluginUnavailable("no such hardware on this node")
+
+
+class _Failing(Plugin):
+    name = "failing"
+
+    def collect(self) -> Collection:
+        raise PluginError("sensor read failed")
+
+
+def _runner(cls: type[Plugin], interval: float = 0.2, timeout: float = 0.15) -> PluginRunner:
+    ctx = PluginContext(node="t")
+    return PluginRunner(cls(ctx, _Cfg()), PluginSection(cls.name, interval, timeout, True, {}))
+
+
+def test_hung_plugin_never_delays_the_others() -> None:
+    fast, hung = _runner(_Fast), _runner(_Hung)
+    seen: dict[str, list[float]] = {"fast": [], "hung": []}
+
+    async def sink(ts: float, col: Collection) -> None:
+        for s in col.samples:
+            if s.name == "fleetmon_agent_plugin_success":
+                seen[s.labels["plugin"]].append(s.value)
+
+    async def main() -> None:
+        sched = Scheduler([fast, hung], EventBuffer(), sink)
+        await sched.start()
+        await asyncio.sleep(1.5)
+        await sched.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        assert isinstance(hung.plugin, _Hung)
+        hung.plugin.release.set()
+    # fast kept its 0.2 s cadence (about 7 runs in 1.5 s), all successful
+    assert len(seen["fast"]) >= 5
+    assert set(seen["fast"]) == {1.0}
+    # the hung plugin reported failure each cycle, and was not called again while stuck
+    assert seen["hung"] and set(seen["hung"]) == {0.0}
+    assert hung.plugin.calls == 1
+
+
+def test_unavailable_plugin_is_disabled_and_others_run() -> None:
+    runners = [_runner(_Broken), _runner(_Fast), _runner(_Failing)]
+    events = EventBuffer()
+    ts, col = asyncio.run(collect_once(runners, events))
+    assert not runners[0].enabled and "no such hardware" in runners[0].detail
+    names = {(s.name, s.labels.get("plugin")) for s in col.samples}
+    assert ("gpu_temperature_celsius", None) in names
+    success = {s.labels["plugin"]: s.value for s in col.samples if s.name == "fleetmon_agent_plugin_success"}
+    assert success == {"fast": 1.0, "failing": 0.0}
+    for r in runners:
+        r.close()
+        r.close()  # safe twice
+
+
+# --- output ---------------------------------------------------------------------------------
+def _collection() -> Collection:
+    col = Collection()
+    col.add(TEMP, 61.5, {"gpu": "0", "model": 'H100 "SXM"'})
+    col.add(TEMP, None, {"gpu": "1"})  # unsupported: omitted
+    col.add(XID, 2, {"gpu": "0", "xid": "79"})
+    col.add(gauge("optical_rx_power_dbm", "rx", "dBm"), float("-inf"), {"interface": "eth0", "lane": "0"})
+    col.events.append(Event("gpu.xid", Severity.CRITICAL, "XID 79", {"gpu": "0"}, "reset the GPU", ts=1000.5))
+    return col
+
+
+def test_json_output() -> None:
+    lines = [json.loads(x) for x in to_json(1000.0, _collection(), {"node": "n1"}).splitlines()]
+    assert lines[0] == {"name": "gpu_temperature_celsius", "labels": {"gpu": "0", "model": 'H100 "SXM"', "node": "n1"},
+                        "value": 61.5, "time": 1000.0}
+    assert len([x for x in lines if "name" in x]) == 3
+    assert lines[2]["value"] == "-Inf"
+    assert lines[3] == {"event": "gpu.xid", "severity": "critical", "message": "XID 79", "action": "reset the GPU",
+                        "labels": {"gpu": "0", "node": "n1"}, "time": 1000.5}
+
+
+def test_prom_output_passes_promtool() -> None:
+    promtool = require_binary("promtool")
+    text = to_prom(1000.0, _collection(), {"node": "n1"})
+    assert 'gpu_temperature_celsius{gpu="0",model="H100 \\"SXM\\"",node="n1"} 61.5' in text
+    assert 'optical_rx_power_dbm{interface="eth0",lane="0",node="n1"} -Inf' in text
+    assert "# TYPE gpu_xid_errors_total counter" in text
+    res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_influx_output_groups_fields_and_omits_inf() -> None:
+    text = to_influx(1000.0, _collection(), {"node": "n1"})
+    lines = text.splitlines()
+    assert 'gpu,gpu=0,model=H100\\ "SXM",node=n1 temperature_celsius=61.5 1000000000000' in lines
+    assert "gpu,gpu=0,node=n1,xid=79 xid_errors_total=2.0 1000000000000" in lines
+    assert not any(line.startswith("optical") for line in lines)  # -inf dBm has no line-protocol form
+    assert any(line.startswith("event,") and 'message="XID 79"' in line for line in lines)
+
+
+def test_node_directory_dedupes_within_a_second() -> None:
+    d = NodeDirectory()
+    d.register_gpu("00000000:3B:00.0", __import__("agent.plugin", fromlist=["GpuRef"]).GpuRef("3", "GPU-x"))
+    assert d.gpu_by_pci("0000:3b:00.0").index == "3"  # type: ignore[union-attr]
+    assert d.first_sighting(("xid", "GPU-x", "79"), 100.0)
+    assert not d.first_sighting(("xid", "GPU-x", "79"), 100.6)
+    assert d.first_sighting(("xid", "GPU-x", "79"), 102.0)
+
+
+def test_once_cli_prom_passes_promtool(fleetmon_cmd: list[str]) -> None:
+    promtool = require_binary("promtool")
+    out = subprocess.run([*fleetmon_cmd, "agent", "--once", "--format", "prom", "--plugins", "host,simulated"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "gpu_temperature_celsius{" in out.stdout and "node_memory_total_bytes{" in out.stdout
+    res = subprocess.run([promtool, "check", "metrics"], input=out.stdout, capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout == "" and res.stderr == "", res.stdout + res.stderr
+
+
+def test_once_cli_config_error_exit_2(fleetmon_cmd: list[str], tmp_path: Path) -> None:
+    cfg = write(tmp_path, "plugins: {simulated: {gpuz: 3}}\n")
+    out = subprocess.run([*fleetmon_cmd, "agent", "--once", "--config", str(cfg)], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2
+    assert "plugins.simulated: unknown key 'gpuz'; did you mean 'gpus'?" in out.stderr
+
+
+def test_set_override_and_time(fleetmon_cmd: list[str]) -> None:
+    t0 = time.time()
+    out = subprocess.run([*fleetmon_cmd, "agent", "--once", "--format", "json", "--plugins", "simulated",
+                          "--set", "simulated.gpus=3", "--node", "n9"], capture_output=True, text=True, timeout=60)
+    rows = [json.loads(x) for x in out.stdout.splitlines()]
+    gpus = {r["labels"]["gpu"] for r in rows if r.get("name") == "gpu_up"}
+    assert gpus == {"0", "1", "2"}
+    assert all(r["labels"]["node"] == "n9" for r in rows if "name" in r)
+    assert all(abs(r["time"] - t0) < 30 for r in rows if "name" in r)

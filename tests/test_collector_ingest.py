@@ -1,0 +1,195 @@
+"""Collector ingest over real gRPC: bad input gets a clear status, others keep streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from agent.codec import pack_values
+from agent.transport import METHOD
+from collector.app import Collector
+from collector.config import CollectorConfig, Limits, load_config
+from collector.errors import ConfigError
+from collector.storage.sqlite import StoreReader
+from proto import telemetry_pb2 as pb
+
+
+def _cfg(tmp: Path, **limits: Any) -> CollectorConfig:
+    cfg = CollectorConfig(listen="127.0.0.1:0", http="", data_dir=tmp)
+    cfg.alerting.notifiers = {}
+    cfg.limits = Limits(**limits)
+    return cfg
+
+
+def _hello(node: str, wal: str = "w1") -> bytes:
+    return pb.AgentMessage(hello=pb.Hello(node=node, labels={"cluster": "c"}, wal_id=wal)).SerializeToString()
+
+
+def _batch(seq: int, defs: list[tuple[int, str]], ids: list[int], values: list[float],
+           ts_ms: int | None = None) -> bytes:
+    b = pb.Batch(sequence=seq)
+    for sid, gpu in defs:
+        b.series.add(id=sid, measurement="gpu", field="temperature_celsius", labels={"gpu": gpu})
+    b.blocks.add(timestamp_ms=ts_ms or int(time.time() * 1000), series_ids=ids, values=pack_values(values))
+    return pb.AgentMessage(batch=b).SerializeToString()
+
+
+def run(tmp: Path, body: Callable[[Collector, Callable[[], Any]], Awaitable[None]], **limits: Any) -> None:
+    async def main() -> None:
+        c = Collector(_cfg(tmp, **limits))
+        await c.start()
+        channels = []
+
+        def open_stream() -> Any:
+            ch = grpc.aio.insecure_channel(f"127.0.0.1:{c.grpc_port}")
+            channels.append(ch)
+            return ch.stream_stream(METHOD, request_serializer=lambda b: b,
+                                    response_deserializer=pb.CollectorMessage.FromString)()
+
+        try:
+            await body(c, open_stream)
+        finally:
+            for ch in channels:
+                await ch.close()
+            await c.stop(grace=1)
+
+    asyncio.run(main())
+
+
+async def _status(call: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        while True:
+            msg = await call.read()
+            if msg is grpc.aio.EOF:
+                break
+    if err.value is None:  # pragma: no cover
+        return await call.code(), await call.details()
+    return err.value.code(), err.value.details() or ""
+
+
+async def _good_agent(open_stream: Callable[[], Any], node: str, seqs: range) -> list[pb.Ack]:
+    call = open_stream()
+    await call.write(_hello(node))
+    welcome = await call.read()
+    assert welcome.HasField("welcome")
+    acks = []
+    for seq in seqs:
+        defs = [(1, "0")] if seq == seqs[0] else []
+        await call.write(_batch(seq, defs, [1], [40.0 + seq]))
+        acks.append((await call.read()).ack)
+    await call.done_writing()
+    return acks
+
+
+def test_garbage_bytes_get_invalid_argument_and_others_go_on(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "fleetmon")
+
+    async def body(c: Collector, open_stream: Callable[[], Any]) -> None:
+        bad = open_stream()
+        await bad.write(b"\xff\xfe garbage \x00\x01")
+        code, details = await _status(bad)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "undecodable first message" in details
+        acks = await _good_agent(open_stream, "good", range(1, 4))
+        assert [(a.sequence, a.contiguous, a.refused) for a in acks] == [(1, 1, ""), (2, 2, ""), (3, 3, "")]
+
+    run(tmp_path, body)
+    assert any("refused stream from ipv4:127.0.0.1" in r.getMessage() for r in caplog.records)
+
+
+def test_empty_stream_and_batch_before_hello(tmp_path: Path) -> None:
+    async def body(c: Collector, open_stream: Callable[[], Any]) -> None:
+        empty = open_stream()
+        await empty.done_writing()
+        code, details = await _status(empty)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "empty stream" in details
+        early = open_stream()
+        await early.write(_batch(1, [(1, "0")], [1], [1.0]))
+        code, details = await _status(early)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "first message must be a Hello, got batch" in details
+        nameless = open_stream()
+        await nameless.write(pb.AgentMessage(hello=pb.Hello()).SerializeToString())
+        code, details = await _status(nameless)
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "has no node name" in details
+
+    run(tmp_path, body)
+
+
+def test_refused_batches_name_the_problem_and_stream_goes_on(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "fleetmon")
+    now_ms = int(time.time() * 1000)
+
+    async def body(c: Collector, open_stream: Callable[[], Any]) -> None:
+        call = open_stream()
+        await call.write(_hello("n1"))
+        assert (await call.read()).HasField("welcome")
+        cases = [
+            (_batch(1, [], [9], [1.0]), "series id 9, never defined on this stream"),
+            (_batch(2, [(1, "0")], [1], [float("nan")]), "value nan is not allowed"),
+            (_batch(3, [(2, "1")], [2], [1.0], ts_ms=now_ms + 3600_000), "3600s in the future"),
+            (_batch(4, [(3, "2")], [3, 3], [1.0]), "2 series ids but 8 value bytes"),
+        ]
+        bomb = pb.Batch(sequence=5)
+        bomb.series.add(id=4, measurement="gpu", field="x", labels={f"l{i}": "v" for i in range(40)})
+        cases.append((pb.AgentMessage(batch=bomb).SerializeToString(), "40 labels, more than 32 (label bomb?)"))
+        for raw, why in cases:
+            await call.write(raw)
+            ack = (await call.read()).ack
+            assert why in ack.refused
+        # the stream is still good: a valid batch is stored and acked
+        await call.write(_batch(6, [(5, "5")], [5], [55.0]))
+        ack = (await call.read()).ack
+        assert (ack.sequence, ack.refused, ack.contiguous) == (6, "", 6)
+        await call.done_writing()
+
+    run(tmp_path, body)
+    assert sum("node n1" in r.getMessage() and "refused batch" in r.getMessage() for r in caplog.records) == 5
+    reader = StoreReader(tmp_path / "fleetmon.sqlite")
+    assert reader.count_samples("n1") == 1
+
+
+def test_replay_is_idempotent_and_welcome_reports_durable(tmp_path: Path) -> None:
+    async def body(c: Collector, open_stream: Callable[[], Any]) -> None:
+        await _good_agent(open_stream, "n1", range(1, 6))
+        # reconnect: welcome says 5; replaying 4 and 5 stores nothing twice
+        call = open_stream()
+        await call.write(_hello("n1"))
+        assert (await call.read()).welcome.last_durable_sequence == 5
+        for seq in (4, 5):
+            await call.write(_batch(seq, [(1, "0")], [1], [40.0 + seq]))
+            assert (await call.read()).ack.sequence == seq
+        # live before backfill: 8 arrives before 6 and 7; contiguous advances only when the gap fills
+        acks = []
+        for seq in (8, 6, 7):
+            await call.write(_batch(seq, [], [1], [40.0 + seq]))
+            acks.append((await call.read()).ack)
+        assert [(a.sequence, a.contiguous) for a in acks] == [(8, 5), (6, 6), (7, 8)]
+        await call.done_writing()
+        # a new WAL (disk wiped) restarts the sequence
+        call = open_stream()
+        await call.write(_hello("n1", wal="w2"))
+        assert (await call.read()).welcome.last_durable_sequence == 0
+        await call.done_writing()
+        assert c.ingestor.duplicates_total == 2
+
+    run(tmp_path, body)
+    reader = StoreReader(tmp_path / "fleetmon.sqlite")
+    assert reader.count_samples("n1") == 8
+
+
+def test_collector_config_errors(tmp_path: Path) -> None:
+    p = tmp_path / "c.yml"
+    p.write_text("listen: 7700\n")
+    with pytest.raises(ConfigError, match="listen: '7700' must be host:port"):
+        load_config(p)
+    p.write_text("limits: {max_labelz: 3}\n")
+    with pytest.raises(ConfigError, match="limits: unknown key 'max_labelz'; did you mean 'max_labels'"):
+        load_config(p)
