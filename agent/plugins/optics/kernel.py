@@ -294,7 +294,10 @@ class ModuleReader:
                     return None
                 else:
                     raise EepromError(f"{ifname}: SIOCETHTOOL failed: {err.strerror}") from err
-        if self.source == "ethtool" or (self.source == "auto" and denied):
+        if self.source == "ethtool":
+            return ethtool_text.parse(self.run_ethtool(ifname))
+        if self.source == "auto" and denied:
+            # Direct reads were refused: the ethtool binary may hold the capability (setcap).
             try:
                 return ethtool_text.parse(self.run_ethtool(ifname))
             except EepromUnavailable as err:
