@@ -109,6 +109,24 @@ def render(catalog_csv: str) -> str:
             f"          description: {_quote(description)}",
             f"          runbook_action: {_quote(ACTIONS[action])}",
         ]
+    # XIDs the catalog does not know: the agent keeps them with severity warning (issue 3), so
+    # does the pack, with one rule matching every XID not listed above.
+    known = "|".join(row["xid"].strip() for row in rows)
+    out += [
+        "      - alert: GPUXidUncatalogued",
+        f"        expr: increase(gpu_xid_errors_total{{xid!~\"{known}\"}}[{WINDOW}]) > 0",
+        "        labels:",
+        "          severity: warning",
+        "        annotations:",
+        "          summary: " + _quote(
+            "XID {{ $labels.xid }} (not in the catalog) on {{ $labels.node }} GPU {{ $labels.gpu }}"),
+        "          description: " + _quote(
+            "The driver reported XID {{ $labels.xid }} on GPU {{ $labels.gpu }} of {{ $labels.node }} in the last "
+            f"{WINDOW}; fleetmon's XID catalog does not list it."),
+        "          runbook_action: " + _quote(
+            "Look the XID up in NVIDIA's XID catalog and read its kernel log line (journalctl -k | grep -i xid); "
+            "follow the action it names and ask for the XID to be added to fleetmon's catalog."),
+    ]
     return "\n".join(out) + "\n"
 
 

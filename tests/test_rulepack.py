@@ -1,0 +1,160 @@
+"""The default rule pack (alerts/rules/): its shape, its XID rules against the catalog, its
+promtool-format unit tests (tests/rulepack/) under Debian's promtool and under `fleetmon rules
+test`, and the example Alertmanager config's inhibition against a real Alertmanager."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from alerts.model import Alert, AlertState
+from alerts.notifiers import AlertmanagerConfig, AlertmanagerNotifier
+from alerts.rules import default_rule_files
+from alerts.rules.xid import render
+from tests.services import REPO, SHARED, Process, free_port, require_binary, wait_for_http
+
+RULEPACK_TESTS = sorted((REPO / "tests" / "rulepack").glob("*.yml"))
+SEVERITIES = {"critical", "warning", "info"}
+
+
+def load_rules() -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    for path in default_rule_files():
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                out.append((path, rule))
+    return out
+
+
+def test_pack_files() -> None:
+    assert [p.name for p in default_rule_files()] == ["gpu.yml", "gpu_xid.yml", "node.yml", "optics.yml",
+                                                      "power.yml"]
+
+
+def test_every_alert_has_severity_summary_description_and_runbook_action() -> None:
+    rules = load_rules()
+    assert len(rules) == 66
+    for path, rule in rules:
+        where = f"{path.name}: {rule.get('alert')}"
+        assert "alert" in rule, where  # the pack has no recording rules
+        assert rule["labels"]["severity"] in SEVERITIES, where
+        annotations = rule["annotations"]
+        for key in ("summary", "description", "runbook_action"):
+            assert len(annotations.get(key, "")) > 20, f"{where}: {key}"
+        assert "interval" not in rule, where
+
+
+def test_xid_rules_are_generated_from_the_catalog() -> None:
+    catalog = (SHARED / "xid-catalog.csv").read_text()
+    generated = render(catalog)
+    assert (REPO / "alerts" / "rules" / "gpu_xid.yml").read_text() == generated, (
+        "alerts/rules/gpu_xid.yml is stale: run python -m alerts.rules.xid ../shared/xid-catalog.csv")
+    rules = yaml.safe_load(generated)["groups"][0]["rules"]
+    by_xid = {r["expr"].split('"')[1]: r for r in rules if r["alert"] != "GPUXidUncatalogued"}
+    assert len(by_xid) == 27
+    assert by_xid["79"]["alert"] == "GPUXidCritical"
+    assert by_xid["79"]["labels"] == {"severity": "critical", "xid_name": "GPU has fallen off the bus",
+                                      "xid_action": "reboot_then_inspect"}
+    assert by_xid["13"]["alert"] == "GPUXidWarning"
+    assert by_xid["45"]["alert"] == "GPUXidInfo"
+    assert by_xid["154"]["labels"]["severity"] == "info"
+    assert sum(1 for r in by_xid.values() if r["alert"] == "GPUXidCritical") == 10
+
+
+def test_every_alert_is_unit_tested() -> None:
+    tested = set()
+    for path in RULEPACK_TESTS:
+        for t in yaml.safe_load(path.read_text())["tests"]:
+            for case in t.get("alert_rule_test", []):
+                if case.get("exp_alerts"):
+                    tested.add(case["alertname"])
+    names = {rule["alert"] for _, rule in load_rules()}
+    assert names - tested == set()
+
+
+@pytest.mark.services
+def test_promtool_checks_the_pack() -> None:
+    promtool = require_binary("promtool")
+    proc = subprocess.run([promtool, "check", "rules", *map(str, default_rule_files())],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.services
+def test_promtool_unit_tests_pass() -> None:
+    promtool = require_binary("promtool")
+    proc = subprocess.run([promtool, "test", "rules", *map(str, RULEPACK_TESTS)],
+                          capture_output=True, text=True, check=False, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("SUCCESS") == len(RULEPACK_TESTS) == 5
+
+
+def test_fleetmon_rules_test_passes() -> None:
+    if importlib.util.find_spec("alerts.cli") is None or importlib.util.find_spec("alerts.unittest") is None:
+        pytest.fail("`fleetmon rules test` is not available yet (alerts/cli.py, alerts/unittest.py missing): "
+                    "the rule pack's unit tests could not run under fleetmon's own engine")
+    proc = subprocess.run([sys.executable, "-m", "fleetmon", "rules", "test", *map(str, RULEPACK_TESTS)],
+                          capture_output=True, text=True, check=False, cwd=REPO, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.services
+def test_example_alertmanager_config_inhibits_a_silent_nodes_device_alerts(tmp_path: Path) -> None:
+    amtool = require_binary("amtool")
+    config = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+    check = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    binary = require_binary("prometheus-alertmanager", "/usr/bin/prometheus-alertmanager", "alertmanager")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = Process([binary, f"--config.file={config}", f"--storage.path={tmp_path / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="], tmp_path / "am.log")
+
+    def alert(name: str, node: str, severity: str, **labels: str) -> Alert:
+        return Alert(labels={"alertname": name, "node": node, "severity": severity, **labels},
+                     annotations={"summary": name}, state=AlertState.FIRING, active_at=time.time() - 60,
+                     value=1.0, fired_at=time.time() - 60)
+
+    async def scenario() -> dict[tuple[str, str], str]:
+        notifier = AlertmanagerNotifier(AlertmanagerConfig(urls=[url]))
+        await notifier.start()
+        notifier.send_alerts([
+            alert("NodeAgentSilent", "n1", "critical"),
+            alert("GPUOverTemperature", "n1", "critical", gpu="0"),
+            alert("OpticalRxPowerLow", "n1", "warning", interface="eth0", lane="1"),
+            alert("GPUXidInfo", "n1", "info", gpu="0", xid="154"),
+            alert("GPUOverTemperature", "n2", "critical", gpu="0"),
+        ])
+        states: dict[tuple[str, str], str] = {}
+        async with httpx.AsyncClient(timeout=5) as client:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                got = (await client.get(f"{url}/api/v2/alerts")).json()
+                states = {(a["labels"]["alertname"], a["labels"]["node"]): a["status"]["state"] for a in got}
+                if len(states) == 5 and "unprocessed" not in states.values():
+                    break
+                await asyncio.sleep(0.1)
+        await notifier.aclose()
+        return states
+
+    try:
+        wait_for_http(f"{url}/-/ready", proc=proc.proc, ok=lambda c: c == 200)
+        states = asyncio.run(scenario())
+    finally:
+        proc.stop()
+    assert states == {
+        ("NodeAgentSilent", "n1"): "active",
+        ("GPUOverTemperature", "n1"): "suppressed",  # inhibited: its node is silent
+        ("OpticalRxPowerLow", "n1"): "suppressed",
+        ("GPUXidInfo", "n1"): "active",  # info is not inhibited
+        ("GPUOverTemperature", "n2"): "active",  # another node
+    }
