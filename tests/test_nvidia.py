@@ -1,0 +1,393 @@
+"""nvidia plugin against the fake NVML built from real nvidia-smi recordings (tests/fakenvml)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tests.fakenvml as fake
+from agent.errors import PluginUnavailable
+from agent.model import Collection, Event, Severity
+from agent.plugin import PluginContext
+from agent.plugins.nvidia.plugin import NvidiaConfig, NvidiaPlugin
+from agent.plugins.nvidia.xid import parse_catalog
+from tests.services import REPO
+
+MIB = 1024 * 1024
+
+# Every family the issue asks for, as the fake 8-GPU node must print it.
+H100_FAMILIES = {
+    "gpu_up", "gpu_info",
+    "gpu_utilization_ratio", "gpu_memory_utilization_ratio", "gpu_encoder_utilization_ratio",
+    "gpu_decoder_utilization_ratio",
+    "gpu_memory_used_bytes", "gpu_memory_total_bytes", "gpu_memory_reserved_bytes",
+    "gpu_temperature_celsius", "gpu_memory_temperature_celsius", "gpu_temperature_slowdown_celsius",
+    "gpu_temperature_shutdown_celsius",
+    "gpu_power_watts", "gpu_power_limit_watts", "gpu_power_enforced_limit_watts", "gpu_energy_joules_total",
+    "gpu_sm_clock_hertz", "gpu_memory_clock_hertz", "gpu_graphics_clock_hertz",
+    "gpu_sm_clock_max_hertz", "gpu_memory_clock_max_hertz", "gpu_graphics_clock_max_hertz",
+    "gpu_performance_state", "gpu_clock_event_active",
+    "gpu_ecc_errors_total", "gpu_retired_pages_total", "gpu_retired_pages_pending",
+    "gpu_remapped_rows_total", "gpu_row_remap_pending", "gpu_row_remap_failed",
+    "gpu_pcie_link_generation", "gpu_pcie_link_width", "gpu_pcie_link_generation_max", "gpu_pcie_link_width_max",
+    "gpu_pcie_replay_total", "gpu_pcie_tx_bytes_per_second", "gpu_pcie_rx_bytes_per_second",
+    "gpu_nvlink_up", "gpu_nvlink_errors_total", "gpu_mig_mode", "gpu_mig_mode_pending",
+}
+
+
+class Harness:
+    def __init__(self, node: str, **options: object) -> None:
+        self.state = fake.reset(node)
+        self.events: list[Event] = []
+        self.ctx = PluginContext(node="test", emit=self.events.append)
+        self.plugin = NvidiaPlugin(self.ctx, NvidiaConfig(library="tests.fakenvml", event_wait_ms=20,
+                                                          **options))  # type: ignore[arg-type]
+
+    def value(self, col: Collection, name: str, **labels: str) -> float | None:
+        found = [s.value for s in col.samples
+                 if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+        assert len(found) <= 1, (name, labels, found)
+        return found[0] if found else None
+
+
+@pytest.fixture
+def harness() -> Iterator[list[Harness]]:
+    made: list[Harness] = []
+    yield made
+    for h in made:
+        for ev in h.state.hang.values():
+            ev.set()
+        h.plugin.close()
+
+
+def start(made: list[Harness], node: str, **options: object) -> Harness:
+    h = Harness(node, **options)
+    made.append(h)
+    h.plugin.discover()
+    return h
+
+
+def test_a100_values_from_the_recording(harness: list[Harness]) -> None:
+    h = start(harness, "a100")
+    col = h.plugin.collect()
+    v = h.value
+    gpu = {"gpu": "0", "uuid": "GPU-513536b6-7d19-9063-b049-1e69664bb298"}
+    assert v(col, "gpu_up", **gpu) == 1
+    assert v(col, "gpu_temperature_celsius", **gpu) == 27
+    assert v(col, "gpu_memory_temperature_celsius", **gpu) == 44
+    assert v(col, "gpu_temperature_slowdown_celsius", **gpu) == 89
+    assert v(col, "gpu_temperature_shutdown_celsius", **gpu) == 92
+    assert v(col, "gpu_power_watts", **gpu) == pytest.approx(67.03)
+    assert v(col, "gpu_power_limit_watts", **gpu) == 500
+    assert v(col, "gpu_memory_total_bytes", **gpu) == 81920 * MIB
+    assert v(col, "gpu_memory_used_bytes", **gpu) == 50 * MIB
+    assert v(col, "gpu_memory_reserved_bytes", **gpu) == 869 * MIB
+    assert v(col, "gpu_sm_clock_hertz", **gpu) == 1275e6
+    assert v(col, "gpu_sm_clock_max_hertz", **gpu) == 1410e6
+    assert v(col, "gpu_memory_clock_hertz", **gpu) == 1593e6
+    assert v(col, "gpu_pcie_link_generation", **gpu) == 4
+    assert v(col, "gpu_pcie_link_width_max", **gpu) == 16
+    assert v(col, "gpu_pcie_tx_bytes_per_second", **gpu) == 4000 * 1000
+    assert v(col, "gpu_performance_state", **gpu) == 0
+    assert v(col, "gpu_ecc_errors_total", type="uncorrectable", scope="aggregate") == 0
+    assert v(col, "gpu_clock_event_active", reason="gpu_idle") == 0
+    # MIG on: four instances of 19968 MiB with 12 MiB used, GPU instance ids 3..6.
+    assert v(col, "gpu_mig_mode", **gpu) == 1
+    for mig, gi in (("0", "3"), ("1", "4"), ("2", "5"), ("3", "6")):
+        assert v(col, "gpu_mig_memory_total_bytes", mig=mig, gpu_instance=gi, compute_instance="0") == 19968 * MIB
+        assert v(col, "gpu_mig_memory_used_bytes", mig=mig) == 12 * MIB
+    # N/A in the recording is omitted, never zero: utilization under MIG, fan, retired pages, remapping.
+    for absent in ("gpu_utilization_ratio", "gpu_fan_speed_ratio", "gpu_retired_pages_total",
+                   "gpu_remapped_rows_total", "gpu_energy_joules_total", "gpu_mig_utilization_ratio"):
+        assert v(col, absent) is None, absent
+    info = next(s for s in col.samples if s.name == "gpu_info")
+    assert info.labels["serial"] == "1650522003820"
+    assert info.labels["board_part"] == "692-2G506-0212-002"
+    assert info.labels["vbios"] == "92.00.36.00.02"
+    assert info.labels["driver"] == "535.54.03"
+    assert info.labels["cuda"] == "12.2"
+    assert info.labels["model"] == "NVIDIA A100-SXM4-80GB"
+
+
+def test_a10g_and_t4_values(harness: list[Harness]) -> None:
+    a10g = start(harness, "a10g")
+    col = a10g.plugin.collect()
+    v = a10g.value
+    assert v(col, "gpu_pcie_link_generation") == 1
+    assert v(col, "gpu_pcie_link_generation_max") == 4
+    assert v(col, "gpu_pcie_link_width") == 8
+    assert v(col, "gpu_fan_speed_ratio") == 0
+    assert v(col, "gpu_performance_state") == 8
+    assert v(col, "gpu_clock_event_active", reason="gpu_idle") == 1
+    assert v(col, "gpu_clock_event_active", reason="sw_power_cap") == 0
+    assert v(col, "gpu_remapped_rows_total", type="correctable") == 0
+    assert v(col, "gpu_row_remap_pending") == 0
+    assert v(col, "gpu_row_remap_failed") == 0
+    assert v(col, "gpu_power_watts") == pytest.approx(25.58)
+    assert v(col, "gpu_memory_clock_max_hertz") == 6251e6
+    assert v(col, "gpu_memory_temperature_celsius") is None
+    assert v(col, "gpu_mig_mode") is None  # A10G has no MIG: omitted
+    assert "board_part" not in next(s for s in col.samples if s.name == "gpu_info").labels
+    a10g.plugin.close()
+
+    t4 = start(harness, "t4")
+    col = t4.plugin.collect()
+    v = t4.value
+    assert v(col, "gpu_temperature_celsius") == 40
+    assert v(col, "gpu_memory_used_bytes") == 1032 * MIB
+    assert v(col, "gpu_power_enforced_limit_watts") == 70
+    assert v(col, "gpu_retired_pages_total", cause="single_bit") == 0
+    assert v(col, "gpu_retired_pages_pending") == 0
+    assert v(col, "gpu_remapped_rows_total", type="correctable") is None  # N/A on Turing
+    assert v(col, "gpu_utilization_ratio") == 0
+    assert v(col, "gpu_graphics_clock_max_hertz") == 1590e6
+
+
+def test_h100_node_prints_every_family(harness: list[Harness]) -> None:
+    h = start(harness, "h100x8")
+    col = h.plugin.collect()
+    names = {s.name for s in col.samples}
+    assert names == H100_FAMILIES
+    assert [h.value(col, "gpu_up", gpu=str(i)) for i in range(8)] == [1.0] * 8
+    assert h.value(col, "gpu_energy_joules_total", gpu="5") == pytest.approx(67.03 * 86400)
+    nvlinks = [s for s in col.samples if s.name == "gpu_nvlink_up" and s.labels["gpu"] == "0"]
+    assert len(nvlinks) == 18
+    errors = [s for s in col.samples if s.name == "gpu_nvlink_errors_total"]
+    assert len(errors) == 8 * 18 * 4
+    assert {s.labels["type"] for s in errors} == {"crc_flit", "crc_data", "replay", "recovery"}
+    assert all(s.labels["vendor"] == "nvidia" and s.labels["model"] == "NVIDIA H100 80GB HBM3" for s in col.samples)
+    # Static facts are read once: a second collection asks NVML only for what changes.
+    def cycle_calls() -> int:  # the event thread's waits are not part of a collection
+        return sum(n for name, n in h.state.calls.items() if not name.startswith("nvmlEventSetWait"))
+
+    before = cycle_calls()
+    h.plugin.collect()
+    assert h.state.calls["nvmlDeviceGetMaxClockInfo"] == 8 * 3
+    # Per GPU: 19 calls (20 less the fan, N/A in the recording, not asked twice) + 6 NVLinks past
+    # the 12 the field API covers x 4 error counters.
+    assert cycle_calls() - before == 8 * (19 + 6 * 4)
+
+
+def test_not_supported_per_metric_is_omitted_for_that_gpu_only(harness: list[Harness]) -> None:
+    h = start(harness, "h100x8")
+    h.state.not_supported.add((2, "nvmlDeviceGetPowerUsage"))
+    h.state.not_supported.add((2, "field:83"))  # energy field on GPU 2
+    col = h.plugin.collect()
+    assert h.value(col, "gpu_power_watts", gpu="2") is None
+    assert h.value(col, "gpu_energy_joules_total", gpu="2") is None
+    assert h.value(col, "gpu_power_watts", gpu="3") == pytest.approx(67.03)
+    assert h.value(col, "gpu_up", gpu="2") == 1
+    # Not asked again: a device that said "not supported" keeps saying it.
+    calls = h.state.calls["nvmlDeviceGetPowerUsage"]
+    h.plugin.collect()
+    assert h.state.calls["nvmlDeviceGetPowerUsage"] - calls == 7
+
+
+def test_function_not_found_falls_back_and_is_remembered(
+        harness: list[Harness], caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness("t4")
+    harness.append(h)
+    h.state.missing.update({"nvmlDeviceGetFieldValues", "nvmlDeviceGetCurrentClocksEventReasons",
+                            "nvmlDeviceGetPciInfo_v3"})
+    caplog.set_level("INFO", logger="fleetmon.agent.nvidia")
+    h.plugin.discover()
+    col = h.plugin.collect()
+    col2 = h.plugin.collect()
+    # Older symbols answer instead: throttle reasons, counters one call each, PCI info without _v3
+    # (the binding has no _v2 in the fake, so the plain name is the third candidate).
+    assert h.value(col2, "gpu_clock_event_active", reason="gpu_idle") == 0
+    assert h.value(col2, "gpu_ecc_errors_total", type="correctable", scope="volatile") == 0
+    assert h.value(col2, "gpu_retired_pages_total", cause="double_bit") == 0
+    info = next(s for s in col.samples if s.name == "gpu_info")
+    assert info.labels["pci"] == "00000000:00:1E.0"
+    assert h.state.calls["nvmlDeviceGetFieldValues"] == 1
+    assert h.state.calls["nvmlDeviceGetCurrentClocksEventReasons"] == 1
+    assert h.state.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] == 2
+    logged = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len([m for m in logged if "nvmlDeviceGetFieldValues" in m]) == 1
+    assert len([m for m in logged if "nvmlDeviceGetPciInfo_v2" in m]) == 1
+
+
+def test_gpu_lost_mid_run(harness: list[Harness]) -> None:
+    h = start(harness, "h100x8")
+    assert h.value(h.plugin.collect(), "gpu_up", gpu="3") == 1
+    h.state.lost.add(3)
+    col = h.plugin.collect()
+    assert h.value(col, "gpu_up", gpu="3") == 0
+    assert h.value(col, "gpu_temperature_celsius", gpu="3") is None
+    assert [h.value(col, "gpu_up", gpu=str(i)) for i in (0, 1, 2, 4, 5, 6, 7)] == [1.0] * 7
+    assert h.value(col, "gpu_temperature_celsius", gpu="4") == 27
+    [lost] = col.events
+    assert (lost.kind, lost.severity, lost.labels["gpu"]) == ("gpu.lost", Severity.CRITICAL, "3")
+    assert "GPU is lost" in lost.message
+    assert h.plugin.collect().events == []  # one event per outage
+    h.state.lost.discard(3)
+    col = h.plugin.collect()
+    assert h.value(col, "gpu_up", gpu="3") == 1
+    assert [e.kind for e in col.events] == ["gpu.recovered"]
+
+
+def test_hanging_gpu_is_bounded_and_others_report(harness: list[Harness]) -> None:
+    h = start(harness, "h100x8", gpu_timeout=0.3)
+    h.plugin.collect()
+    h.state.hang[5] = threading.Event()
+    t0 = time.monotonic()
+    col = h.plugin.collect()
+    assert time.monotonic() - t0 < 2.0
+    assert h.value(col, "gpu_up", gpu="5") == 0
+    assert h.value(col, "gpu_temperature_celsius", gpu="6") == 27
+    assert [e.kind for e in col.events] == ["gpu.lost"]
+    assert "no answer within 0.3s" in col.events[0].message
+    # Still stuck: skipped at once, no thread piles up behind it.
+    t0 = time.monotonic()
+    col = h.plugin.collect()
+    assert time.monotonic() - t0 < 1.0
+    assert h.value(col, "gpu_up", gpu="5") == 0
+    h.state.hang.pop(5).set()
+    deadline = time.monotonic() + 5
+    while h.plugin.gpus[5].busy is not None and not h.plugin.gpus[5].busy.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert h.value(h.plugin.collect(), "gpu_up", gpu="5") == 1
+
+
+def test_no_library_or_driver_disables_the_plugin() -> None:
+    state = fake.reset("t4")
+    state.init_error = fake.NVML_ERROR_LIBRARY_NOT_FOUND
+    plugin = NvidiaPlugin(PluginContext(node="t"), NvidiaConfig(library="tests.fakenvml"))
+    with pytest.raises(PluginUnavailable, match=r"libnvidia-ml\.so\.1 not found"):
+        plugin.discover()
+    plugin.close()
+    plugin.close()
+    missing = NvidiaPlugin(PluginContext(node="t"), NvidiaConfig(library="no_such_nvml_binding"))
+    with pytest.raises(PluginUnavailable, match="no_such_nvml_binding"):
+        missing.discover()
+    NvidiaPlugin(PluginContext(node="t"), NvidiaConfig()).close()  # without discover
+
+
+def wait_for(events: list[Event], n: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(events) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_xid_event_from_nvml(harness: list[Harness]) -> None:
+    h = start(harness, "h100x8")
+    fake.post_event(1, fake.nvmlEventTypeXidCriticalError, 13)
+    fake.post_event(2, fake.nvmlEventTypeXidCriticalError, 999)  # not in the catalog
+    wait_for(h.events, 2)
+    first, unknown = h.events
+    assert (first.kind, first.severity, first.action) == ("gpu.xid", Severity.WARNING, "check_application")
+    assert first.labels["gpu"] == "1" and first.labels["xid"] == "13"
+    assert first.labels["uuid"] == "GPU-513536b6-7d19-9063-b049-1e69664bb201"
+    assert unknown.severity is Severity.WARNING and unknown.labels["xid"] == "999"
+    col = h.plugin.collect()
+    assert h.value(col, "gpu_xid_errors_total", gpu="1", xid="13") == 1
+    assert h.value(col, "gpu_xid_errors_total", gpu="2", xid="999") == 1
+
+
+def test_xid_79_from_nvml_and_kernel_log_counts_once(harness: list[Harness], tmp_path: Path) -> None:
+    """Acceptance: NVML and the kernel log both report XID 79 → one count, one event, gpu_up 0."""
+    from agent.plugins.kmsg.plugin import KmsgConfig, KmsgPlugin
+
+    h = start(harness, "h100x8")
+    kernel_log = tmp_path / "kmsg"
+    kernel_log.write_text("")
+    kmsg = KmsgPlugin(h.ctx, KmsgConfig(path=str(kernel_log)))
+    kmsg.discover()
+    try:
+        fake.post_event(4, fake.nvmlEventTypeXidCriticalError, 79)
+        wait_for(h.events, 1)
+        now = datetime.datetime.now(datetime.timezone.utc)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
+        # GPU 4 of the fake HGX node is at PCI 0000:9a:00.0.
+        with kernel_log.open("a") as f:
+            f.write(f"{stamp} NVRM: Xid (PCI:0000:9a:00): 79, pid=0, name=<unknown>, "
+                    "GPU has fallen off the bus.\n")
+        kmsg.collect()
+        assert kmsg.xid_lines[("0000:9a:00", 79)] == 1
+        xid_events = [e for e in h.events if e.kind == "gpu.xid"]
+        assert len(xid_events) == 1
+        [ev] = xid_events
+        assert (ev.severity, ev.action, ev.labels["gpu"], ev.labels["xid"]) == (
+            Severity.CRITICAL, "reboot_then_inspect", "4", "79")
+        col = h.plugin.collect()
+        assert h.value(col, "gpu_xid_errors_total", gpu="4", xid="79") == 1
+        assert h.value(col, "gpu_up", gpu="4") == 0
+        assert h.value(col, "gpu_up", gpu="5") == 1
+        # The GPU that fell off the bus is not asked again (a call would only hang).
+        calls = h.state.calls["nvmlDeviceGetTemperature"]
+        h.plugin.collect()
+        assert h.state.calls["nvmlDeviceGetTemperature"] - calls == 7
+        # Only the nvidia plugin reports the shared counter (one writer per series).
+        assert [s for s in kmsg.collect().samples if s.name == "gpu_xid_errors_total"] == []
+        # A second XID 79 a few seconds later is a new one.
+        later = (now + datetime.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
+        with kernel_log.open("a") as f:
+            f.write(f"{later} NVRM: Xid (PCI:0000:9a:00): 79, pid=0, name=<unknown>, GPU has fallen off the bus.\n")
+        kmsg.collect()
+        assert h.value(h.plugin.collect(), "gpu_xid_errors_total", gpu="4", xid="79") == 2
+    finally:
+        kmsg.close()
+
+
+def test_shipped_catalog_is_the_projects_table(fixtures_dir: Path) -> None:
+    shared = (fixtures_dir.parent / "xid-catalog.csv").read_text()
+    shipped = (REPO / "agent/plugins/nvidia/xid_catalog.csv").read_text()
+    assert shipped == shared
+    table = parse_catalog(shipped)
+    assert (table[79].severity, table[79].action) == (Severity.CRITICAL, "reboot_then_inspect")
+    assert len(table) == 27
+
+
+def _run_cli(args: list[str], env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **env_extra, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "fleetmon", "agent", "--once", *args],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_once_against_the_fake_prints_every_family() -> None:
+    out = _run_cli(["--format", "json", "--plugins", "nvidia", "--set", "nvidia.library=tests.fakenvml"],
+                   {"FAKENVML_NODE": "h100x8"})
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    names = {r["name"] for r in rows if "name" in r}
+    assert names >= H100_FAMILIES
+    assert names - H100_FAMILIES == {"fleetmon_agent_plugin_duration_seconds", "fleetmon_agent_plugin_success",
+                                     "fleetmon_agent_plugin_samples"}
+
+
+def test_cli_prom_output_passes_promtool() -> None:
+    from tests.services import require_binary
+
+    promtool = require_binary("promtool")
+    out = _run_cli(["--format", "prom", "--plugins", "nvidia", "--set", "nvidia.library=tests.fakenvml"],
+                   {"FAKENVML_NODE": "a100"})
+    assert out.returncode == 0, out.stderr
+    check = subprocess.run([promtool, "check", "metrics"], input=out.stdout, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_cli_on_a_node_without_nvidia_gpu_exits_zero() -> None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        pass
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("this machine has a working NVIDIA driver")
+    out = _run_cli(["--format", "json", "--plugins", "nvidia"], {})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ""  # a disabled plugin prints nothing, not even self-metrics
+    lines = [line for line in out.stderr.splitlines() if "nvidia" in line]
+    assert len(lines) == 1 and "disabled" in lines[0] and "NVML" in lines[0]
