@@ -180,7 +180,9 @@ def test_last_will_and_reconnect(broker: int) -> None:
             # would: the broker publishes the will.
             client = notifier.broker._client
             assert client is not None
-            client._client.socket().shutdown(socket.SHUT_RDWR)
+            sock = client._client.socket()
+            assert isinstance(sock, socket.socket)
+            sock.shutdown(socket.SHUT_RDWR)
             await sub.wait_for("fleetmon/v1/collectors/col-2/status", lambda p: p["status"] == "offline")
             # The next publish notices, reconnects with back-off and goes online again.
             sub.messages.clear()
