@@ -372,7 +372,8 @@ def test_cli_prom_output_passes_promtool() -> None:
     out = _run_cli(["--format", "prom", "--plugins", "nvidia", "--set", "nvidia.library=tests.fakenvml"],
                    {"FAKENVML_NODE": "a100"})
     assert out.returncode == 0, out.stderr
-    check = subprocess.run([promtool, "check", "metrics"], input=out.stdout, capture_output=True, text=True, check=False)
+    check = subprocess.run([promtool, "check", "metrics"], input=out.stdout, capture_output=True, text=True,
+                           check=False)
     assert check.returncode == 0, check.stdout + check.stderr
 
 
