@@ -162,10 +162,10 @@ class NutClient:
     async def close(self) -> None:
         with contextlib.suppress(OSError, asyncio.TimeoutError):
             self.writer.write(b"LOGOUT\n")
-            await asyncio.wait_for(self.writer.drain(), 1)
+            await asyncio.wait_for(self.writer.drain(), 0.5)
         self.writer.close()
         with contextlib.suppress(OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(self.writer.wait_closed(), 1)
+            await asyncio.wait_for(self.writer.wait_closed(), 0.5)
 
 
 class NutSource(Source):
