@@ -9,6 +9,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,42 @@ def test_no_permission_is_one_line(tmp_path: Path) -> None:
     assert "no permission to read the module EEPROM" in lines[0] and "CAP_NET_ADMIN" in lines[0]
     assert 'net_mtu_bytes{interface="lo",node="n1"} 65536' in done.stdout
     assert 'net_up{interface="lo",node="n1"} 0' in done.stdout
+
+
+def test_eeprom_interval_and_ethtool_route_through_the_plugin(tmp_path: Path, fixtures_dir: Path) -> None:
+    """Counters every collection, EEPROM only when ``eeprom_interval`` has passed; the last
+    reading is emitted in between. Loopback stands in for a live interface (its address in
+    the tree matches the running kernel's)."""
+    from agent.plugin import PluginContext
+    from agent.plugins.optics import OpticsPlugin
+    from agent.plugins.optics.plugin import OpticsConfig
+
+    sysfs = tmp_path / "sys"
+    lo = sysfs / "class/net/lo"
+    lo.mkdir(parents=True)
+    (lo / "address").write_text("00:00:00:00:00:00\n")
+    (lo / "mtu").write_text("65536\n")
+    fixture = fixtures_dir / "ethtool-m/sfp-10g-sr-fs-i40e-dom.txt"
+    script = tmp_path / "ethtool"
+    script.write_text(f"#!/bin/sh\necho run >> {tmp_path}/runs\ncat {fixture}\n")
+    script.chmod(0o755)
+    config = OpticsConfig(physical_only=False, exclude_interfaces=[], eeprom="ethtool",
+                          ethtool_path=str(script), eeprom_interval=3600)
+    plugin = OpticsPlugin(PluginContext(node="t", sysfs_root=sysfs), config)
+    plugin.discover()
+    try:
+        first = plugin.collect()
+        second = plugin.collect()
+        assert (tmp_path / "runs").read_text().count("run") == 1
+        for col in (first, second):
+            values = {(s.name, s.labels.get("lane")): s.value for s in col.samples}
+            assert values[("optical_temperature_celsius", None)] == 39.18
+            assert values[("optical_tx_bias_amperes", "1")] == 6.090 / 1000
+            assert values[("net_mtu_bytes", None)] == 65536
+        plugin.config.eeprom_interval = 0.01
+        time.sleep(0.02)
+        plugin.collect()
+        assert (tmp_path / "runs").read_text().count("run") == 2
+    finally:
+        plugin.close()
+        plugin.close()

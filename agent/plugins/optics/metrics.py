@@ -127,17 +127,33 @@ def dynamic(field: str, help: str, unit: str = "", kind: str = "counter") -> Met
         return metric
 
 
+_by_counter: dict[str, tuple[Metric, int]] = {}
+_by_hw: dict[str, tuple[Metric, float]] = {}
+
+
 def ib_counter_metric(file: str) -> tuple[Metric, int]:
-    known = IB_COUNTERS.get(file)
-    if known is not None:
-        field, mult, help = known
-        return dynamic(field, help), mult
-    return dynamic(f"{file}_total", f"sysfs counters/{file}"), 1
+    """The family and multiplier of a ``counters/`` file (looked up once per file name)."""
+    found = _by_counter.get(file)
+    if found is None:
+        known = IB_COUNTERS.get(file)
+        if known is not None:
+            field, mult, help = known
+            found = dynamic(field, help), mult
+        else:
+            found = dynamic(f"{file}_total", f"sysfs counters/{file}"), 1
+        _by_counter[file] = found
+    return found
 
 
 def ib_hw_metric(file: str) -> tuple[Metric, float]:
-    gauge_spec = IB_HW_GAUGES.get(file)
-    if gauge_spec is not None:
-        field, help, unit, scale = gauge_spec
-        return dynamic(field, help, unit, kind="gauge"), scale
-    return dynamic(f"hw_{file}_total", f"Driver hw_counters/{file}"), 1
+    """The family and scale of a ``hw_counters/`` file (looked up once per file name)."""
+    found = _by_hw.get(file)
+    if found is None:
+        gauge_spec = IB_HW_GAUGES.get(file)
+        if gauge_spec is not None:
+            field, help, unit, scale = gauge_spec
+            found = dynamic(field, help, unit, kind="gauge"), scale
+        else:
+            found = dynamic(f"hw_{file}_total", f"Driver hw_counters/{file}"), 1.0
+        _by_hw[file] = found
+    return found
