@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -19,6 +18,7 @@ from agent.plugins.amd import AmdPlugin
 from agent.plugins.amd.plugin import AmdConfig
 from agent.plugins.amd.rocm_smi import parse_rocm_smi
 from agent.toolrun import ToolOutputError
+from tests.services import require_binary
 
 MIB = 1 << 20
 
@@ -300,8 +300,6 @@ def test_once_prom_output_passes_promtool(tmp_path: Path, fixtures_dir: Path, fl
         capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     assert 'gpu_memory_temperature_celsius{gpu="4",model="Arcturus GL-XL [Instinct MI100]"' in out
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not installed")
+    promtool = require_binary("promtool")
     check = subprocess.run([promtool, "check", "metrics"], input=out, capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr

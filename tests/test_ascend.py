@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from agent.plugins.ascend.npu_smi import (
 from agent.plugins.ascend.plugin import AscendConfig
 from agent.plugins.ascend.readings import board_samples, build_readings, health_events
 from agent.toolrun import ToolError, ToolOutputError
+from tests.services import require_binary
 
 MIB = 1 << 20
 INF_OLD = "ai-server_atlas-800-inference-server_model-3000_version-1.0.0-1.0.10"
@@ -325,3 +327,57 @@ def test_plugin_missing_npu_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_config_rejects_unknown_query() -> None:
     with pytest.raises(ValueError, match="'temp' is not one of common, usages, ecc"):
         AscendConfig(queries=["temp"]).validate()
+
+
+# `npu-smi info -t ecc -i 0` in the layout of Huawei's npu-smi reference (no capture in the fixtures).
+ECC_910 = """NPU ID                                   : 0
+Chip Count                               : 1
+
+DDR Single Bit Error Count               : 0
+DDR Double Bit Error Count               : 0
+DDR Single Bit Aggregate Total Err Cnt   : 0
+DDR Double Bit Aggregate Total Err Cnt   : 0
+DDR Single Bit Isolated Pages Count      : 0
+DDR Double Bit Isolated Pages Count      : 0
+HBM Single Bit Error Count               : 3
+HBM Double Bit Error Count               : 1
+HBM Single Bit Aggregate Total Err Cnt   : 12
+HBM Double Bit Aggregate Total Err Cnt   : 1
+HBM Single Bit Isolated Pages Count      : 2
+HBM Double Bit Isolated Pages Count      : 1
+Chip ID                                  : 0
+"""
+
+
+def test_ecc_query(fixtures_dir: Path) -> None:
+    table = parse_info_table(read(fixtures_dir, TRAIN_NEW + ".txt"))
+    ecc = parse_kv_query(ECC_910, source="npu-smi info -t ecc -i 0")
+    col = to_collection(build_readings(table, None, {0: [ecc]}))
+    got = {(s.labels["type"], s.labels["scope"], s.labels["block"]): s.value
+           for s in col.samples if s.name == "gpu_ecc_errors_total" and s.labels["gpu"] == "0"}
+    assert got == {
+        ("correctable", "volatile", "ddr"): 0, ("uncorrectable", "volatile", "ddr"): 0,
+        ("correctable", "aggregate", "ddr"): 0, ("uncorrectable", "aggregate", "ddr"): 0,
+        ("correctable", "volatile", "hbm"): 3, ("uncorrectable", "volatile", "hbm"): 1,
+        ("correctable", "aggregate", "hbm"): 12, ("uncorrectable", "aggregate", "hbm"): 1,
+    }
+    pages = {(s.labels["cause"], s.labels["memory"]): s.value for s in col.samples
+             if s.name == "gpu_retired_pages_total" and s.labels["gpu"] == "0"}
+    assert pages == {("single_bit", "ddr"): 0, ("double_bit", "ddr"): 0,
+                     ("single_bit", "hbm"): 2, ("double_bit", "hbm"): 1}
+    # Chips of other NPUs got no ECC query: no ECC series for them.
+    assert not [s for s in col.samples if s.name == "gpu_ecc_errors_total" and s.labels["gpu"] == "1"]
+
+
+def test_once_prom_output_passes_promtool(tmp_path: Path, fixtures_dir: Path, fleetmon_cmd: list[str]) -> None:
+    tool = fake_npu_smi(tmp_path, fixtures_dir, TRAIN_NEW + ".txt", TRAIN_NEW + "_mapping.txt")
+    out = subprocess.run(
+        [*fleetmon_cmd, "agent", "--once", "--format", "prom", "--plugins", "ascend", "--node", "n1",
+         "--set", f"ascend.npu_smi={tool}", "--set", "ascend.queries=[]"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    assert 'gpu_temperature_celsius{gpu="3",model="xxx",node="n1",vendor="huawei"} 39' in out
+    assert 'ascend_error_code_active{code="80E01801",gpu="7",model="xxx",node="n1",vendor="huawei"} 1' in out
+    promtool = require_binary("promtool")
+    check = subprocess.run([promtool, "check", "metrics"], input=out, capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -34,8 +34,8 @@ ENGINE_UTIL = gauge(
 BANDWIDTH_UTIL = gauge(
     "ascend_memory_bandwidth_utilization_ratio", "Memory bandwidth usage (memory: ddr, hbm)", "ratio"
 )
-HUGEPAGES_USED = gauge("ascend_hugepages_used", "Huge pages in use")
-HUGEPAGES_TOTAL = gauge("ascend_hugepages_total", "Huge pages reserved")
+HUGEPAGES_USED = gauge("ascend_hugepages_used_pages", "Huge pages in use", "pages")
+HUGEPAGES_TOTAL = gauge("ascend_hugepages_reserved_pages", "Huge pages reserved", "pages")
 ERROR_CODE_ACTIVE = gauge("ascend_error_code_active", "1 while npu-smi reports this error code on the chip")
 ISOLATED_PAGES = counter(
     "gpu_retired_pages_total", "Memory pages isolated (retired), by cause (single_bit, double_bit) and memory"
