@@ -229,7 +229,7 @@ def test_plugin_reads_through_rocm_smi(tmp_path: Path, fixtures_dir: Path) -> No
     capture = fixtures_dir / "amd" / "mi100_rocm602.json"
     # rocm-smi exits 2 when a query is unsupported yet prints the JSON: still a good read.
     tool = fake_tool(tmp_path, "rocm-smi",
-                     f'[ "$1 $2" = "--showallinfo --json" ] || exit 9\ncat "{capture}"\nexit 2\n')
+                     f'[ "$1 $#" = "--showid 19" ] || exit 9\ncat "{capture}"\nexit 2\n')
     plugin = make_plugin(source="rocm-smi", rocm_smi=str(tool))
     plugin.discover()
     col: Collection = plugin.collect()
@@ -269,7 +269,7 @@ def test_garbage_fails_one_cycle_not_the_plugin(tmp_path: Path, fixtures_dir: Pa
     plugin = make_plugin(source="rocm-smi", rocm_smi=str(tool))
     plugin.discover()
     state.touch()
-    with pytest.raises(ToolOutputError, match="rocm-smi --showallinfo --json: output is not JSON"):
+    with pytest.raises(ToolOutputError, match=r"rocm-smi --showid .* vram --json: output is not JSON"):
         plugin.collect()
     state.unlink()
     assert any(s.name == "gpu_up" for s in plugin.collect().samples)

@@ -22,7 +22,14 @@ from agent.toolrun import Tool, ToolError
 _SOURCES = ("auto", "amdsmi", "amd-smi", "rocm-smi")
 
 #: Fixed argument lists (issue 8: no shell, nothing built from strings).
-ROCM_SMI_ARGS = ("--showallinfo", "--json")
+# The queries whose labels rocm_smi.py reads (telegraf's amd_rocm_smi runs a superset of these,
+# and its captures are the test fixtures); --showallinfo would add slow ones (pids, topology,
+# firmware, retired pages) that the parser ignores.
+ROCM_SMI_ARGS = (
+    "--showid", "--showproductname", "--showserial", "--showuniqueid", "--showbus", "--showvbios",
+    "--showdriverversion", "--showtemp", "--showuse", "--showmemuse", "--showpower", "--showmaxpower",
+    "--showclocks", "--showfan", "--showvoltage", "--showreplaycount", "--showmeminfo", "vram", "--json",
+)
 AMD_SMI_METRIC_ARGS = ("metric", "--json")
 AMD_SMI_LIST_ARGS = ("list", "--json")
 
@@ -60,7 +67,7 @@ class RocmSmiSource:
         self.tool = tool
 
     def read(self) -> list[AccelReading]:
-        # rocm-smi exits non-zero when any one of the many queries in --showallinfo is unsupported
+        # rocm-smi exits non-zero when any one of its queries is unsupported
         # on the card, yet still prints the JSON for the rest: judge it by its output.
         result = self.tool.run(*ROCM_SMI_ARGS, ok_codes=range(256))
         if result.returncode != 0 and not result.stdout.strip():
