@@ -92,7 +92,10 @@ class PowerPlugin(Plugin):
             self._fail(src.name, f"{where}: no answer within {timeout:g}s (plugins.power.source_timeout)")
             return Collection(), False
         except PluginError as err:
-            self._fail(src.name, f"{where}: {err}")
+            # Network sources already name their BMC/upsd in the message: say it once.
+            text = str(err)
+            prefix = f"power source {src.name}" if src.target and src.target in text else where
+            self._fail(src.name, f"{prefix}: {text}")
             return Collection(), False
         except Exception as err:  # supervision boundary: one source never stops the others
             self.log.exception("%s crashed: %s", where, err)
