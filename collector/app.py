@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import contextlib
 import logging
 import time
@@ -148,7 +149,9 @@ class Collector:
 
     # --- periodic work -------------------------------------------------------------------
     def node_up(self, now: float) -> dict[str, bool]:
-        return {n: (i.connected and now - i.last_batch_at < self.cfg.node_timeout)
+        """Streaming, and a batch arrived within the node timeout (or it connected just now)."""
+        timeout = self.cfg.node_timeout
+        return {n: (i.connected and now - max(i.last_batch_at, i.connected_at) < timeout)
                 for n, i in self.ingestor.nodes.items()}
 
     async def _evaluate_loop(self) -> None:
@@ -168,7 +171,9 @@ class Collector:
                     self.engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
             try:
                 for alert in self.engine.evaluate(now):
-                    self.transitions.append((now, alert))
+                    # Snapshot: the engine keeps mutating its Alert objects as states move on.
+                    self.transitions.append((now, dataclasses.replace(
+                        alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
             except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
                 log.exception("rule evaluation failed: %s", err)
 

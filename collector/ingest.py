@@ -63,6 +63,7 @@ class NodeInfo:
     state: NodeState | None = None
     connected: bool = False
     last_batch_at: float = 0.0
+    connected_at: float = 0.0
     samples: int = 0
     batches: int = 0
     clock_skew: float = 0.0

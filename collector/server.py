@@ -98,6 +98,7 @@ class TelemetryService:
             node.state = state
             node.labels = labels
         node.connected = True
+        node.connected_at = time.time()
         node.agent_version = hello.agent_version
         node.plugins = [(p.name, p.enabled, p.detail) for p in hello.plugins]
         if hello.sent_at_ms:

@@ -32,7 +32,7 @@ def default_rules() -> list[Path]:
 
 
 def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as resp:
+    with urllib.request.urlopen(url, timeout=10) as resp:
         return json.loads(resp.read())
 
 
@@ -113,8 +113,8 @@ class Fleet:
                     since = max(since, t["time"])
                     elapsed = t["time"] - start
                     state = t["state"].upper()
-                    if state == "PENDING":
-                        continue
+                    if state == "PENDING" or (state == "RESOLVED" and not t.get("fired_at")):
+                        continue  # pending, or pending that cleared: never fired, nothing to say
                     note = t["annotations"].get("summary", "")
                     action = t["annotations"].get("runbook_action", "")
                     print(f"[{elapsed:5.0f}s] {state:8s} {_fmt_alert(t)} — {note}"
