@@ -176,6 +176,8 @@ def sff8636_pages() -> tuple[bytes, dict[int, bytes]]:
     puts(p0, 184, 2, "A0", base=128)
     put16(p0, 186, 850 * 20, base=128)
     puts(p0, 196, 16, "X3AB123", base=128)
+    p0[194 - 128] = 0x30  # options: Tx CDR LOL (bit 5) and Rx CDR LOL (bit 4) flags implemented
+    p0[195 - 128] = 0x0A  # options: Tx fault (bit 3) and Tx LOS (bit 1) implemented
     p0[220 - 128] = 0x0C  # average rx power, tx power supported
     p3 = page()
     for base, values in ((128, (75 * 256, -5 * 256, 70 * 256, 0)), (144, (35000, 31000, 34500, 31500)),
@@ -257,6 +259,8 @@ def cmis_pages() -> tuple[bytes, dict[int, bytes]]:
     p1 = page()
     put16(p1, 138, 1311 * 20, base=128)  # 0.05 nm units
     p1[159 - 128] = 0x03  # temperature and Vcc monitors
+    p1[157 - 128] = 0x05  # Tx fault and Tx CDR LOL flags implemented (no Tx LOS)
+    p1[158 - 128] = 0x06  # Rx LOS and Rx CDR LOL flags implemented
     p1[160 - 128] = 0x0F  # bias, tx power, rx power monitors; bias multiplier x2 (bits 4-3 = 01)
     p2 = page()
     for base, values in ((128, (80 * 256, -5 * 256, 75 * 256, 0)), (136, (34650, 31350, 34000, 32000)),
@@ -308,6 +312,21 @@ def test_cmis_per_lane() -> None:
     assert r.thresholds[("rx_power", "low_alarm")] == approx(0.02, abs=1e-12)
     assert len(r.thresholds) == 20
     assert plan_pages(lower) == [PageRequest(0x50, p, 128) for p in (0x00, 0x01, 0x02, 0x11)]
+
+
+def test_lane_flags_need_their_implemented_bits() -> None:
+    """A flag the module does not advertise is omitted, not reported as 'no fault'."""
+    lower, upper = sff8636_pages()
+    p0 = bytearray(upper[0])
+    p0[194 - 128] = p0[195 - 128] = 0
+    r = decode(EepromImage(lower=lower, upper={**upper, 0: bytes(p0)}))
+    assert [(ln.rx_los, ln.tx_fault, ln.rx_lol, ln.tx_lol) for ln in r.lanes] == [
+        (True, None, None, None), (False, None, None, None), (False, None, None, None), (False, None, None, None)]
+    lower, upper = cmis_pages()
+    p1 = bytearray(upper[1])
+    p1[157 - 128] = p1[158 - 128] = 0
+    r = decode(EepromImage(lower=lower, upper={**upper, 1: bytes(p1)}))
+    assert {(ln.rx_los, ln.tx_fault, ln.rx_lol, ln.tx_lol) for ln in r.lanes} == {(None, None, None, None)}
 
 
 def test_cmis_flat_memory_copper() -> None:

@@ -126,12 +126,13 @@ def test_per_channel_format() -> None:
         "\tTransmit avg optical power (Channel 1)    : 0.7794 mW / -1.08 dBm\n"
         "\tRcvr signal avg optical power (Channel 2) : 0.0000 mW / -inf dBm\n"
         "\tRx loss of signal                         : [ No, Yes ]\n"
+        "\tTx fault                                  : None\n"
         "\tLaser bias current high alarm   (Chan 2)  : On\n"
     )
     r = parse(text)
     assert (r.standard, r.type, r.module_state) == ("CMIS", "QSFP-DD", 3)
-    assert [(ln.lane, ln.tx_bias_a, ln.tx_power_mw, ln.rx_power_mw, ln.rx_los) for ln in r.lanes] == [
-        (1, 6.75 / 1000, 0.7794, None, False), (2, 6.8 / 1000, None, 0.0, True)]
+    assert [(ln.lane, ln.tx_bias_a, ln.tx_power_mw, ln.rx_power_mw, ln.rx_los, ln.tx_fault) for ln in r.lanes] == [
+        (1, 6.75 / 1000, 0.7794, None, False, False), (2, 6.8 / 1000, None, 0.0, True, False)]
     assert r.lanes[1].alarms == {("tx_bias", "high_alarm"): True}
 
 

@@ -100,14 +100,19 @@ def decode(lower: bytes, upper: dict[int, bytes]) -> ModuleReading:
     def bit(byte: int, n: int) -> bool:
         return bool(page11[byte - 128] >> n & 1)
 
+    # Page 01h byte 157: Tx flags implemented (bit 0 fault, bit 2 CDR LOL); byte 158: Rx flags
+    # implemented (bit 1 LOS, bit 2 CDR LOL). Without page 01h nothing says they are.
+    tx_flags, rx_flags = upper_at(p1, 157) or 0, upper_at(p1, 158) or 0
     for n in range(count):
-        lane = Lane(
-            lane=n + 1,
-            tx_fault=bit(TX_FAULT, n),
-            tx_lol=bit(TX_LOL, n),
-            rx_los=bit(RX_LOS, n),
-            rx_lol=bit(RX_LOL, n),
-        )
+        lane = Lane(lane=n + 1)
+        if tx_flags & 0x01:
+            lane.tx_fault = bit(TX_FAULT, n)
+        if tx_flags & 0x04:
+            lane.tx_lol = bit(TX_LOL, n)
+        if rx_flags & 0x02:
+            lane.rx_los = bit(RX_LOS, n)
+        if rx_flags & 0x04:
+            lane.rx_lol = bit(RX_LOL, n)
         if supported["tx_power"]:
             lane.tx_power_mw = u16(p11, TX_POWER - 128 + 2 * n) * POWER_LSB_MW
         if supported["tx_bias"]:

@@ -62,6 +62,7 @@ def parse(text: str) -> ModuleReading:
     standard = "SFF-8472" if ident == 0x03 else ("SFF-8636" if ident in (0x0C, 0x0D, 0x11) else "CMIS")
     r = ModuleReading(standard=standard, identifier=ident, type=identifier_name(ident))
     lanes: dict[int, Lane] = {}
+    none_flags: list[str] = []
 
     def lane(n: int) -> Lane:
         if n not in lanes:
@@ -92,6 +93,8 @@ def parse(text: str) -> ModuleReading:
             items = [v.strip().lower() for v in value.strip("[] ").split(",") if v.strip()]
             for n, item in enumerate(items, start=1):
                 setattr(lane(n), _LIST_FLAGS[key], item == "yes")
+        elif key in _LIST_FLAGS and value == "None":
+            none_flags.append(_LIST_FLAGS[key])  # no lane has it: applied to every lane below
         elif key.endswith("threshold"):
             _threshold(r, key, value)
         elif value in ("On", "Off"):
@@ -99,6 +102,9 @@ def parse(text: str) -> ModuleReading:
         else:
             _value(r, key, value, lane_no, lane)
     r.lanes = [lanes[n] for n in sorted(lanes)]
+    for flag in none_flags:
+        for ln in r.lanes:
+            setattr(ln, flag, False)
     return r
 
 

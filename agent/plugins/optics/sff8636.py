@@ -57,14 +57,20 @@ def decode(lower: bytes, upper: dict[int, bytes]) -> ModuleReading:
         for i, level in enumerate(LEVELS):
             r.alarms[(quantity, level)] = bool(lower[byte] >> (7 - i) & 1)
 
+    # Option values (table 6-22): byte 194 bit 4 Rx CDR LOL and bit 5 Tx CDR LOL flags
+    # implemented; byte 195 bit 3 Tx fault implemented. Rx LOS has no "implemented" bit; every
+    # optical module reports it, a copper cable has no light to lose.
+    opt3, opt4 = upper_at(p0, 194) or 0, upper_at(p0, 195) or 0
     for i in range(LANES):
-        lane = Lane(
-            lane=i + 1,
-            rx_los=bool(lower[3] >> i & 1),
-            tx_fault=bool(lower[4] >> i & 1),
-            rx_lol=bool(lower[5] >> i & 1),
-            tx_lol=bool(lower[5] >> (4 + i) & 1),
-        )
+        lane = Lane(lane=i + 1)
+        if not copper:
+            lane.rx_los = bool(lower[3] >> i & 1)
+        if opt4 & 0x08:
+            lane.tx_fault = bool(lower[4] >> i & 1)
+        if opt3 & 0x10:
+            lane.rx_lol = bool(lower[5] >> i & 1)
+        if opt3 & 0x20:
+            lane.tx_lol = bool(lower[5] >> (4 + i) & 1)
         if not copper:
             lane.rx_power_mw = u16(lower, 34 + 2 * i) * POWER_LSB_MW
             lane.tx_bias_a = u16(lower, 42 + 2 * i) * BIAS_LSB_A
