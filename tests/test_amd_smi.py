@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agent.errors import PluginUnavailable
 from agent.plugin import PluginContext
 from agent.plugins.accel import EccCount, to_collection
 from agent.plugins.amd import AmdPlugin
@@ -163,3 +166,82 @@ def test_plugin_prefers_amd_smi_over_rocm_smi(tmp_path: Path, monkeypatch: pytes
     assert xgmi.value == 2 and xgmi.labels["uuid"] == "4dff74a1-0000-1000-80ea-d1b9f1b0b1a5"
     assert plugin.ctx.directory.gpu_by_pci("0000:0c:00.0") is not None
     plugin.close()
+
+
+# --- the amdsmi choke point, with a stand-in module (the library and its GPUs are absent here) ---
+
+
+def fake_amdsmi(calls: list[str], fail_code: int | None = None) -> types.ModuleType:
+    m = types.ModuleType("amdsmi")
+
+    class AmdSmiLibraryException(Exception):
+        def __init__(self, code: int) -> None:
+            super().__init__(f"AMDSMI_STATUS {code}")
+            self.code = code
+
+        def get_error_code(self) -> int:
+            return self.code
+
+    def unsupported(*_a: object) -> None:
+        raise AmdSmiLibraryException(2)
+
+    def temp(h: str, kind: int, metric: int) -> int:
+        calls.append(f"temp{kind}")
+        if kind == 0:
+            raise AmdSmiLibraryException(2)  # MI300: no edge sensor -> AMDSMI_STATUS_NOT_SUPPORTED
+        return {1: 70, 2: 55}[kind]
+
+    def ecc(h: str) -> dict[str, int]:
+        if fail_code is not None:
+            raise AmdSmiLibraryException(fail_code)
+        return {"correctable_count": 2, "uncorrectable_count": 0}
+
+    m.AmdSmiLibraryException = AmdSmiLibraryException  # type: ignore[attr-defined]
+    m.amdsmi_wrapper = types.SimpleNamespace(AMDSMI_STATUS_NOT_SUPPORTED=2)  # type: ignore[attr-defined]
+    m.AmdSmiTemperatureType = types.SimpleNamespace(EDGE=0, HOTSPOT=1, VRAM=2)  # type: ignore[attr-defined]
+    m.AmdSmiTemperatureMetric = types.SimpleNamespace(CURRENT=0)  # type: ignore[attr-defined]
+    m.AmdSmiClkType = types.SimpleNamespace(GFX=0, MEM=1)  # type: ignore[attr-defined]
+    m.amdsmi_init = lambda: calls.append("init")  # type: ignore[attr-defined]
+    m.amdsmi_shut_down = lambda: calls.append("shut_down")  # type: ignore[attr-defined]
+    m.amdsmi_get_processor_handles = lambda: ["h0"]  # type: ignore[attr-defined]
+    m.amdsmi_get_gpu_device_uuid = lambda h: "4dff74a1"  # type: ignore[attr-defined]
+    m.amdsmi_get_gpu_device_bdf = lambda h: "0000:0c:00.0"  # type: ignore[attr-defined]
+    m.amdsmi_get_gpu_asic_info = lambda h: {"market_name": "AMD Instinct MI300X"}  # type: ignore[attr-defined]
+    m.amdsmi_get_gpu_activity = lambda h: {"gfx_activity": 50, "umc_activity": 10}  # type: ignore[attr-defined]
+    m.amdsmi_get_gpu_vram_usage = lambda h: {"vram_total": 196592, "vram_used": 283}  # type: ignore[attr-defined]
+    m.amdsmi_get_temp_metric = temp  # type: ignore[attr-defined]
+    m.amdsmi_get_power_info = lambda h: {"current_socket_power": 650}  # type: ignore[attr-defined]
+    m.amdsmi_get_energy_count = unsupported  # type: ignore[attr-defined]
+    m.amdsmi_get_clock_info = lambda h, clk: {"clk": 2100 if clk == 0 else 1300}  # type: ignore[attr-defined]
+    m.amdsmi_get_gpu_total_ecc_count = ecc  # type: ignore[attr-defined]
+    m.amdsmi_get_pcie_info = unsupported  # type: ignore[attr-defined]
+    return m
+
+
+def test_amdsmi_library_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setitem(sys.modules, "amdsmi", fake_amdsmi(calls))
+    plugin = AmdPlugin(PluginContext(node="n1"), AmdConfig(source="amdsmi"))
+    plugin.discover()
+    for _ in range(2):
+        col = plugin.collect()
+    got = {s.name: s.value for s in col.samples if s.name.startswith("gpu_") and s.name != "gpu_ecc_errors_total"}
+    assert got == {
+        "gpu_up": 1.0, "gpu_info": 1.0, "gpu_utilization_ratio": 0.5, "gpu_memory_utilization_ratio": 0.1,
+        "gpu_memory_used_bytes": 283 * MIB, "gpu_memory_total_bytes": 196592 * MIB,
+        "gpu_temperature_celsius": 70.0, "gpu_junction_temperature_celsius": 70.0,
+        "gpu_memory_temperature_celsius": 55.0, "gpu_power_watts": 650.0,
+        "gpu_sm_clock_hertz": 2100e6, "gpu_memory_clock_hertz": 1300e6,
+    }
+    # discover + 2 collections = 3 reads; the unsupported edge sensor was asked only once.
+    assert calls.count("temp0") == 1 and calls.count("temp1") == 3
+    plugin.close()
+    assert calls[-1] == "shut_down"
+
+
+def test_amdsmi_library_error_is_device_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "amdsmi", fake_amdsmi([], fail_code=10))
+    plugin = AmdPlugin(PluginContext(node="n1"), AmdConfig(source="amdsmi"))
+    with pytest.raises(PluginUnavailable, match=r"amdsmi amdsmi_get_gpu_total_ecc_count on GPU 0 failed: "
+                                                r"AMDSMI_STATUS 10"):
+        plugin.discover()

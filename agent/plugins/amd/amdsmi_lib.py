@@ -22,7 +22,8 @@ _MIB = 1 << 20
 class AmdSmiLib:
     def __init__(self, module: Any) -> None:
         self.m = module
-        self._unsupported: set[tuple[int, str]] = set()
+        # (device, function, arguments): one sensor being absent says nothing about the others.
+        self._unsupported: set[tuple[int, str, tuple[Any, ...]]] = set()
 
     @classmethod
     def load(cls) -> AmdSmiLib:
@@ -37,7 +38,8 @@ class AmdSmiLib:
         return cls(module)
 
     def call(self, dev: int, handle: Any, fn: str, *args: Any) -> Any:
-        if (dev, fn) in self._unsupported:
+        key = (dev, fn, tuple(str(a) for a in args))
+        if key in self._unsupported:
             return None
         try:
             return getattr(self.m, fn)(handle, *args)
@@ -45,7 +47,7 @@ class AmdSmiLib:
             code = getattr(err, "get_error_code", lambda: None)()
             not_supported = getattr(getattr(self.m, "amdsmi_wrapper", None), "AMDSMI_STATUS_NOT_SUPPORTED", 2)
             if code == not_supported:
-                self._unsupported.add((dev, fn))
+                self._unsupported.add(key)
                 return None
             raise DeviceLost(f"amdsmi {fn} on GPU {dev} failed: {err}") from err
 
@@ -137,7 +139,11 @@ class AmdSmiLibSource:
 
     def __init__(self, lib: AmdSmiLib) -> None:
         self.lib = lib
-        self.handles = list(lib.m.amdsmi_get_processor_handles())
+        try:
+            self.handles = list(lib.m.amdsmi_get_processor_handles())
+        except lib.m.AmdSmiLibraryException as err:
+            lib.close()
+            raise PluginUnavailable(f"amdsmi lists no GPUs: {err}") from err
 
     @classmethod
     def open(cls) -> AmdSmiLibSource:
