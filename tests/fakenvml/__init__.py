@@ -29,6 +29,7 @@ import functools
 import os
 import queue
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,6 +80,11 @@ class FakeState:
     calls: Counter[str] = field(default_factory=Counter)
     events: queue.Queue[tuple[Device, int, int]] = field(default_factory=queue.Queue)
     registered: dict[int, int] = field(default_factory=dict)  # id(device) -> event mask
+    #: Simulated driver time per call (seconds slept, GIL released, as ctypes releases it around
+    #: the real ioctl); benchmarks use it to show what per-GPU threads overlap.
+    latency_s: float = 0.0
+    #: CPU seconds spent inside the fake's functions (benchmarks subtract it to get fleetmon's own cost).
+    seconds_inside: float = 0.0
 
 
 state = FakeState()
@@ -145,6 +151,9 @@ def post_event(index: int, event_type: int, data: int) -> None:
 
 # -- the API -----------------------------------------------------------------------------------
 
+_TIMING_LOCK = threading.Lock()
+
+
 def _api(fn: Callable[..., Any]) -> Callable[..., Any]:
     name = fn.__name__
 
@@ -152,22 +161,33 @@ def _api(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         st = state
         st.calls[name] += 1
-        if name in st.missing:
-            _raise(_pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
-        if not st.initialized and name not in ("nvmlInit", "nvmlInitWithFlags"):
-            _raise(_pynvml.NVML_ERROR_UNINITIALIZED)
-        dev = args[0] if args and isinstance(args[0], (Device, MigDevice)) else None
-        if dev is not None:
-            gpu = dev if isinstance(dev, Device) else dev.parent
-            if gpu.index in st.hang:
-                st.hang[gpu.index].wait(HANG_CAP_S)
-            if gpu.index in st.lost:
-                _raise(_pynvml.NVML_ERROR_GPU_IS_LOST)
-            if (gpu.index, name) in st.not_supported or (None, name) in st.not_supported:
-                _raise(_pynvml.NVML_ERROR_NOT_SUPPORTED)
-        return fn(*args, **kwargs)
+        t0 = time.thread_time()  # CPU of this thread: GIL waits under concurrency do not count
+        try:
+            return _checked(st, name, fn, args, kwargs)
+        finally:
+            with _TIMING_LOCK:
+                st.seconds_inside += time.thread_time() - t0
 
     return wrapper
+
+
+def _checked(st: FakeState, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if st.latency_s and not name.startswith("nvmlEventSetWait"):
+        time.sleep(st.latency_s)
+    if name in st.missing:
+        _raise(_pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+    if not st.initialized and name not in ("nvmlInit", "nvmlInitWithFlags"):
+        _raise(_pynvml.NVML_ERROR_UNINITIALIZED)
+    dev = args[0] if args and isinstance(args[0], (Device, MigDevice)) else None
+    if dev is not None:
+        gpu = dev if isinstance(dev, Device) else dev.parent
+        if gpu.index in st.hang:
+            st.hang[gpu.index].wait(HANG_CAP_S)
+        if gpu.index in st.lost:
+            _raise(_pynvml.NVML_ERROR_GPU_IS_LOST)
+        if (gpu.index, name) in st.not_supported or (None, name) in st.not_supported:
+            _raise(_pynvml.NVML_ERROR_NOT_SUPPORTED)
+    return fn(*args, **kwargs)
 
 
 def _need(value: Any) -> Any:

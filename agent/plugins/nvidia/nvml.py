@@ -9,8 +9,10 @@ nvidia-smi answers), so the mapping code below is the code the tests run.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
+import struct
 import threading
 from collections.abc import Sequence
 from types import ModuleType
@@ -145,10 +147,9 @@ class Nvml:
         """
         values = self.call("nvmlDeviceGetFieldValues", handle, list(ids))
         out: dict[Any, float] = {}
-        for key, fv in zip(ids, values, strict=True):
-            ret = int(fv.nvmlReturn)
+        for key, (ret, value) in zip(ids, _decode_fields(values), strict=True):
             if ret == 0:
-                out[key] = _field_value(fv)
+                out[key] = value
             elif ret == _GPU_IS_LOST:
                 raise DeviceLost(f"nvmlDeviceGetFieldValues: field {key}: GPU is lost")
         return out
@@ -210,11 +211,39 @@ def _code(err: BaseException) -> int:
 
 # nvml.h ``nvmlValueType_t``: which member of the value union holds the answer.
 _VALUE_MEMBER = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+_VALUE_FORMAT = {0: "<d", 1: "<I", 2: "<Q", 3: "<Q", 4: "<q", 5: "<i", 6: "<H"}
+# nvml.h ``nvmlFieldValue_t`` on 64-bit Linux: fieldId u32, scopeId u32, timestamp s64,
+# latencyUsec s64, valueType u32, nvmlReturn u32, value (8-byte union): 40 bytes.
+_FIELD_SIZE, _OFF_TYPE, _OFF_RETURN, _OFF_VALUE = 40, 24, 28, 32
 
 
-def _field_value(fv: Any) -> float:
-    member = _VALUE_MEMBER.get(int(fv.valueType), "ullVal")
-    return float(getattr(fv.value, member))
+def _decode_fields(values: Any) -> list[tuple[int, float]]:
+    """(return code, value) per entry.
+
+    pynvml's structures decode every attribute access in Python (``_PrintableStructure``), about
+    1 µs each; reading the array's bytes once is ~10x cheaper per entry. The layout is checked
+    against the binding's own ctypes description and the slow path is kept for anything else.
+    """
+    try:
+        cls = type(values[0])
+        fast = (ctypes.sizeof(cls) == _FIELD_SIZE and cls.valueType.offset == _OFF_TYPE
+                and cls.nvmlReturn.offset == _OFF_RETURN and cls.value.offset == _OFF_VALUE)
+        raw = bytes(memoryview(values).cast("B")) if fast else b""
+    except (AttributeError, TypeError, IndexError, ValueError):
+        fast = False
+    if not fast:
+        out = []
+        for fv in values:
+            member = _VALUE_MEMBER.get(int(fv.valueType), "ullVal")
+            out.append((int(fv.nvmlReturn), float(getattr(fv.value, member))))
+        return out
+    decoded = []
+    for vtype, ret, base in (
+        (*struct.unpack_from("<II", raw, i + _OFF_TYPE), i) for i in range(0, len(raw), _FIELD_SIZE)
+    ):
+        value = struct.unpack_from(_VALUE_FORMAT.get(vtype, "<Q"), raw, base + _OFF_VALUE)[0] if ret == 0 else 0
+        decoded.append((ret, float(value)))
+    return decoded
 
 
 def text(value: Any) -> str:
