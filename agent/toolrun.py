@@ -83,9 +83,10 @@ class Tool:
         self.timeout = timeout
         self.config_key = config_key
         self._search_path = search_path
-        # Vendor tools localise numbers and headings; the parsers expect the C locale.
-        base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C"}
-        self.env = {**base, **(env or {})}
+        # The agent's environment is kept: npu-smi and hy-smi find their driver libraries through
+        # LD_LIBRARY_PATH set by the vendor's profile script. Vendor tools localise numbers and
+        # headings; the parsers expect the C locale.
+        self.env = {**os.environ, "LC_ALL": "C", "LANG": "C", **(env or {})}
         self.binary = ""
 
     def resolve(self) -> str:

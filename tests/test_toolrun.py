@@ -33,9 +33,11 @@ def test_runs_with_fixed_argv_and_no_shell(tmp_path: Path) -> None:
     assert not any((Path.cwd() / n).exists() for n in ("pwned", "pwned2", "pwned3"))
 
 
-def test_runs_in_c_locale(tmp_path: Path) -> None:
-    env = script(tmp_path, "env-smi", 'printf "%s %s\\n" "$LC_ALL" "$LANG"\n')
-    assert Tool("env-smi", env, timeout=5).run().stdout == "C C\n"
+def test_runs_in_c_locale_with_the_agent_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/usr/local/Ascend/driver/lib64")
+    monkeypatch.setenv("LC_ALL", "zh_CN.UTF-8")
+    env = script(tmp_path, "env-smi", 'printf "%s %s %s\\n" "$LC_ALL" "$LANG" "$LD_LIBRARY_PATH"\n')
+    assert Tool("env-smi", env, timeout=5).run().stdout == "C C /usr/local/Ascend/driver/lib64\n"
 
 
 def test_deadline_kills_the_tool_and_what_it_forked(tmp_path: Path) -> None:
