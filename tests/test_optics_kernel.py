@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.plugins.optics import kernel
-from agent.plugins.optics.eeprom import LOWER, PageRequest
+from agent.plugins.optics.eeprom import LOWER, PageRequest, plan_pages
 from agent.plugins.optics.ethtool_text import parse
 from agent.plugins.optics.kernel import (
     EepromUnavailable,
@@ -79,6 +79,19 @@ def test_live_kernel_without_module() -> None:
         with pytest.raises(OSError) as missing:
             nl.read("fleetmon-none0", LOWER)
         assert missing.value.errno == errno.ENODEV
+        # Every page the decoders ask for passes the kernel's request validation (it reaches the
+        # driver, which has no module: EOPNOTSUPP); a malformed one is refused with the reason.
+        from tests.test_optics_eeprom import cmis_pages, sff8472_internal, sff8636_pages
+
+        for lower in (cmis_pages()[0], sff8636_pages()[0], sff8472_internal().lower):
+            for req in plan_pages(lower):
+                with pytest.raises(OSError) as page_err:
+                    nl.read("lo", req)
+                assert page_err.value.errno == errno.EOPNOTSUPP, req
+        with pytest.raises(OSError) as bad:
+            nl.read("lo", PageRequest(0x50, 1, 0))
+        assert bad.value.errno == errno.EINVAL
+        assert "lower half page" in str(bad.value) or "Invalid argument" in str(bad.value)
     finally:
         nl.close()
     reader = ModuleReader()
