@@ -89,6 +89,18 @@ def _field_text(value: float | int | str | bool) -> str | None:
     return escape_string_field(str(value))
 
 
+def _series_prefix(measurement: str, tags: Iterable[tuple[str, str]], dialect: Dialect) -> str | None:
+    meas = escape_measurement(measurement, dialect)
+    if not meas:
+        return None
+    tag_parts = []
+    for key, value in sorted(tags):
+        ekey, evalue = escape_key(key, dialect), escape_key(value, dialect)
+        if ekey and evalue:
+            tag_parts.append(f",{ekey}={evalue}")
+    return meas + "".join(tag_parts)
+
+
 def encode_line(
     measurement: str,
     tags: Mapping[str, str],
@@ -102,8 +114,8 @@ def encode_line(
     Tags with an empty key or value are left out (line protocol has no empty tag value; an absent
     tag reads back as empty in InfluxQL). A field whose key is empty after escaping is left out.
     """
-    meas = escape_measurement(measurement, dialect)
-    if not meas:
+    prefix = _series_prefix(measurement, tags.items(), dialect)
+    if prefix is None:
         return None
     parts = []
     for key, value in fields.items():
@@ -114,12 +126,67 @@ def encode_line(
         parts.append(f"{ekey}={text}")
     if not parts:
         return None
-    tag_parts = []
-    for key, value in sorted(tags.items()):
-        ekey, evalue = escape_key(key, dialect), escape_key(value, dialect)
-        if ekey and evalue:
-            tag_parts.append(f",{ekey}={evalue}")
-    return f"{meas}{''.join(tag_parts)} {','.join(parts)} {int(ts_ns)}"
+    return f"{prefix} {','.join(parts)} {int(ts_ns)}"
+
+
+class LineEncoder:
+    """:func:`encode_line` for many lines of the same series, with the escaped series prefix
+    (measurement + sorted tags) and field keys remembered: a fleet writes the same series every
+    interval, and escaping dominated the sink's cost (``bench/bench_influx.py``). Output is
+    byte-identical to :func:`encode_line`. The caches are dropped when they reach ``max_cache``
+    entries, so label churn cannot grow them without bound."""
+
+    def __init__(self, dialect: Dialect = "influxdb1", max_cache: int = 200_000) -> None:
+        self.dialect = dialect
+        self.max_cache = max_cache
+        self._prefixes: dict[tuple[str, tuple[tuple[str, str], ...]], str | None] = {}
+        self._fields: dict[str, str] = {}
+
+    def prefix(self, measurement: str, tags: tuple[tuple[str, str], ...]) -> str | None:
+        key = (measurement, tags)
+        try:
+            return self._prefixes[key]
+        except KeyError:
+            pass
+        if len(self._prefixes) >= self.max_cache:
+            self._prefixes.clear()
+        prefix = self._prefixes[key] = _series_prefix(measurement, tags, self.dialect)
+        return prefix
+
+    def field_key(self, key: str) -> str:
+        try:
+            return self._fields[key]
+        except KeyError:
+            pass
+        if len(self._fields) >= self.max_cache:
+            self._fields.clear()
+        ekey = self._fields[key] = escape_field_key(key, self.dialect)
+        return ekey
+
+    def line(self, measurement: str, tags: tuple[tuple[str, str], ...],
+             fields: Mapping[str, float | int | str | bool], ts_ns: int) -> str | None:
+        prefix = self.prefix(measurement, tags)
+        if prefix is None:
+            return None
+        known = self._fields
+        isfinite = math.isfinite
+        parts = []
+        for key, value in fields.items():
+            ekey = known.get(key)
+            if ekey is None:
+                ekey = self.field_key(key)
+            if not ekey:
+                continue
+            if type(value) is float:  # the common case first: plain floats
+                if isfinite(value):
+                    parts.append(f"{ekey}={value!r}")
+            else:
+                text = _field_text(value)
+                if text is not None:
+                    parts.append(f"{ekey}={text}")
+        if not parts:
+            return None
+        return f"{prefix} {','.join(parts)} {int(ts_ns)}"
 
 
 def encode_points(
@@ -132,9 +199,10 @@ def encode_points(
     for measurement, tags, field, value, ts_ns in points:
         key = (measurement, tuple(sorted(tags.items())), ts_ns)
         grouped.setdefault(key, {})[field] = value
+    encoder = LineEncoder(dialect)
     lines = []
     for (measurement, tags, ts_ns), fields in grouped.items():
-        line = encode_line(measurement, dict(tags), fields, ts_ns, dialect=dialect)
+        line = encoder.line(measurement, tags, fields, ts_ns)
         if line is not None:
             lines.append(line)
     return lines

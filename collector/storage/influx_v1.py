@@ -8,6 +8,7 @@ so a returned ``write()`` means durable.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ import httpx
 from collector.errors import ConfigError, SinkError
 from collector.storage.base import HealthSample, SinkBatch
 from collector.storage.retry import MAX_LINES, SinkHealth, batch_lines, chunk_lines, gzip_body, http_error
-from proto.lineprotocol import DIALECTS, Dialect
+from proto.lineprotocol import DIALECTS, Dialect, LineEncoder
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class InfluxV1Sink:
         self.config = config
         self.name = config.name
         self._health = SinkHealth(config.name)
+        self._encoder = LineEncoder(config.dialect)
         self._client: httpx.AsyncClient | None = None
         self._db_ready = not config.create_database
         self._base = config.url.rstrip("/")
@@ -135,14 +137,15 @@ class InfluxV1Sink:
     async def write(self, batch: SinkBatch) -> None:
         self._health.attempt(batch)
         started = time.monotonic()
-        lines = batch_lines(batch, self.config.dialect)
         rejected: list[SinkError] = []
         try:
             if not self._db_ready:
                 await self._create_database()
-            for chunk in chunk_lines(lines, self.config.batch_size):
+            # Encoding and gzip are CPU work: off the event loop (a 5,000-line chunk is ~10 ms).
+            n_lines, chunks = await asyncio.to_thread(self._prepare, batch)
+            for text, body in chunks:
                 try:
-                    await self._post(chunk)
+                    await self._post(text, body)
                 except SinkError as err:
                     if err.retryable:
                         raise
@@ -155,18 +158,21 @@ class InfluxV1Sink:
         except SinkError as err:
             self._health.failure(batch, err, time.monotonic() - started)
             raise
-        self._health.success(batch, len(lines), time.monotonic() - started)
+        self._health.success(batch, n_lines, time.monotonic() - started)
 
-    async def _post(self, chunk: str) -> None:
+    def _prepare(self, batch: SinkBatch) -> tuple[int, list[tuple[str, bytes]]]:
+        lines = batch_lines(batch, encoder=self._encoder)
+        chunks = chunk_lines(lines, self.config.batch_size)
+        encode = gzip_body if self.config.gzip else (lambda text: text.encode("utf-8"))
+        return len(lines), [(text, encode(text)) for text in chunks]
+
+    async def _post(self, chunk: str, body: bytes) -> None:
         params = {"db": self.config.database, "precision": "ns"}
         if self.config.retention_policy:
             params["rp"] = self.config.retention_policy
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if self.config.gzip:
-            body = gzip_body(chunk)
             headers["Content-Encoding"] = "gzip"
-        else:
-            body = chunk.encode("utf-8")
         url = f"{self._base}/write"
         self._health.requests += 1
         try:

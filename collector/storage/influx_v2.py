@@ -5,11 +5,17 @@ The same API is served by InfluxDB 2.x, 3.x, 1.8+ (``token: "user:password"``, b
 
 ``influxdb-client``'s default batching WriteApi loses points silently: its background thread
 retries, then logs and drops a batch unless an error callback is wired (influxdb-client-python
-issues #80, #198, #332). This sink therefore uses only the *synchronous* WriteApi
-(``write_options=SYNCHRONOUS``), one chunk per call, in a worker thread so the event loop never
-blocks (urllib3 is blocking); every failure raises :class:`~collector.errors.SinkError`. The
-client's own retries are switched off (``retries=False``): retrying is the spool's job, with the
-back-off in :mod:`collector.storage.retry`.
+issues #80, #198, #332). This sink therefore never batches inside the client: it calls the
+client's synchronous write call (``WriteService.post_write``, which the SYNCHRONOUS WriteApi
+wraps) once per chunk, in a worker thread so the event loop never blocks (urllib3 is blocking),
+and every failure raises :class:`~collector.errors.SinkError`. The client's own retries are
+switched off (``retries=False``): retrying is the spool's job, with the back-off in
+:mod:`collector.storage.retry`.
+
+Why ``post_write`` rather than ``WriteApi.write``: the WriteApi compresses with gzip level 9
+(``enable_gzip``), which cost more than half the sink's time in ``bench/bench_influx.py``; the
+sink compresses at level 1 itself and passes ``content_encoding="gzip"``, which ``WriteApi.write``
+cannot forward.
 """
 
 from __future__ import annotations
@@ -24,13 +30,13 @@ from typing import Any
 import urllib3.exceptions
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.exceptions import InfluxDBError
-from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
+from influxdb_client.service.write_service import WriteService
 
 from collector.errors import ConfigError, SinkError
 from collector.storage.base import HealthSample, SinkBatch
-from collector.storage.retry import MAX_LINES, SinkHealth, batch_lines, chunk_lines, http_error
-from proto.lineprotocol import DIALECTS, Dialect
+from collector.storage.retry import MAX_LINES, SinkHealth, batch_lines, chunk_lines, gzip_body, http_error
+from proto.lineprotocol import DIALECTS, Dialect, LineEncoder
 
 
 @dataclass
@@ -80,9 +86,10 @@ class InfluxV2Sink:
         self.config = config
         self.name = config.name
         self._health = SinkHealth(config.name)
+        self._encoder = LineEncoder(config.dialect)
         self._client: Any = None
-        self._write_api: Any = None
-        # The sync WriteApi is used from one worker thread at a time.
+        self._service: Any = None
+        # One write at a time goes through the client (urllib3 pool, health counters).
         self._lock = threading.Lock()
 
     async def start(self) -> None:
@@ -92,43 +99,38 @@ class InfluxV2Sink:
         self._client = InfluxDBClient(
             url=self.config.url, token=self.config.resolved_token(), org=self.config.org,
             timeout=int(self.config.timeout * 1000),  # the client takes milliseconds
-            enable_gzip=self.config.gzip, retries=False,
+            enable_gzip=False,  # compressed here, at level 1 (module doc)
+            retries=False,
         )
-        self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
+        self._service = WriteService(self._client.api_client)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
-        api, self._write_api = self._write_api, None
+        self._service = None
         if client is not None:
-            await asyncio.to_thread(self._close_sync, client, api)
-
-    @staticmethod
-    def _close_sync(client: Any, api: Any) -> None:
-        if api is not None:
-            api.close()
-        client.close()
+            await asyncio.to_thread(client.close)
 
     def health(self) -> list[HealthSample]:
         return self._health.samples()
 
     async def write(self, batch: SinkBatch) -> None:
-        if self._write_api is None:
+        if self._service is None:
             raise SinkError(f"sink {self.name}: write before start()", retryable=False)
         self._health.attempt(batch)
         started = time.monotonic()
-        lines = batch_lines(batch, self.config.dialect)
-        chunks = chunk_lines(lines, self.config.batch_size)
         try:
-            await asyncio.to_thread(self._write_chunks, chunks)
+            n_lines = await asyncio.to_thread(self._write_sync, batch)
         except SinkError as err:
             self._health.failure(batch, err, time.monotonic() - started)
             raise
-        self._health.success(batch, len(lines), time.monotonic() - started)
+        self._health.success(batch, n_lines, time.monotonic() - started)
 
-    def _write_chunks(self, chunks: list[str]) -> None:
+    def _write_sync(self, batch: SinkBatch) -> int:
+        """Encode, chunk, compress and send, all off the event loop; returns the line count."""
+        lines = batch_lines(batch, encoder=self._encoder)
         rejected: list[SinkError] = []
         with self._lock:
-            for chunk in chunks:
+            for chunk in chunk_lines(lines, self.config.batch_size):
                 try:
                     self._write_one(chunk)
                 except SinkError as err:
@@ -139,13 +141,20 @@ class InfluxV2Sink:
             first = rejected[0]
             more = f" (and {len(rejected) - 1} more refused requests)" if len(rejected) > 1 else ""
             raise SinkError(f"{first}{more}", retryable=False) from first
+        return len(lines)
 
     def _write_one(self, chunk: str) -> None:
         url = f"{self.config.url.rstrip('/')}/api/v2/write"
         self._health.requests += 1
         try:
-            self._write_api.write(bucket=self.config.bucket, org=self.config.org or None,
-                                  record=chunk, write_precision=WritePrecision.NS)
+            if self.config.gzip:
+                self._service.post_write(org=self.config.org, bucket=self.config.bucket, body=gzip_body(chunk),
+                                         precision=WritePrecision.NS, content_encoding="gzip",
+                                         content_type="text/plain; charset=utf-8")
+            else:
+                self._service.post_write(org=self.config.org, bucket=self.config.bucket,
+                                         body=chunk.encode("utf-8"), precision=WritePrecision.NS,
+                                         content_type="text/plain; charset=utf-8")
         except ApiException as err:
             if err.status is None:  # no answer at all
                 raise SinkError(f"sink {self.name}: no answer from {url}: {err}", retryable=True) from err
