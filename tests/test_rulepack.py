@@ -158,3 +158,86 @@ def test_example_alertmanager_config_inhibits_a_silent_nodes_device_alerts(tmp_p
         ("GPUXidInfo", "n1"): "active",  # info is not inhibited
         ("GPUOverTemperature", "n2"): "active",  # another node
     }
+
+
+def run_simulated_fleet(monkeypatch: pytest.MonkeyPatch, n_nodes: int, seconds: int,
+                        faults: dict[int, list[dict[str, Any]]] | None = None,
+                        ) -> tuple[list[tuple[float, AlertState, dict[str, str]]], int, Any]:
+    """Feed ``n_nodes`` simulated nodes (agent/plugins/simulated, on a fake clock, one collection
+    every 10 s) into an AlertEngine with the whole pack; return every state change as
+    (seconds since start, new state, labels), snapshotted when it happened (the engine updates
+    its Alert objects in place)."""
+    import types
+
+    import agent.plugins.simulated.plugin as sim
+    from agent.plugin import PluginContext
+    from alerts.engine import AlertEngine
+
+    clock = [1_764_370_000.0]
+    monkeypatch.setattr(sim, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    plugins = []
+    for i in range(n_nodes):
+        node = f"gpu-b-{i:03d}"
+        p = sim.SimulatedPlugin(PluginContext(node=node), sim.SimulatedConfig(faults=(faults or {}).get(i, [])))
+        p.discover()
+        plugins.append((node, p))
+    engine = AlertEngine.from_files(default_rule_files())
+    t0 = clock[0]
+    changed: list[tuple[float, AlertState, dict[str, str]]] = []
+    ingested = 0
+    for step in range(0, seconds + 1, 10):
+        now = clock[0] = t0 + step
+        for node, p in plugins:
+            engine.ingest("fleetmon_node_up", {"node": node}, now, 1.0)
+            engine.ingest("fleetmon_node_clock_skew_seconds", {"node": node}, now, 0.01)
+            for s in p.collect().samples:
+                if engine.wants(s.name):
+                    engine.ingest(s.name, {**s.labels, "node": node}, s.ts if s.ts is not None else now, s.value)
+                    ingested += 1
+        changed += [(step, a.state, dict(a.labels)) for a in engine.evaluate(now)]
+    return changed, ingested, engine
+
+
+@pytest.mark.slow
+def test_healthy_simulated_fleet_raises_no_alert(monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 healthy simulated nodes, 10 simulated minutes, the whole pack: not even a pending alert."""
+    changed, ingested, engine = run_simulated_fleet(monkeypatch, 20, 600)
+    assert ingested > 50_000  # the fleet really fed the rules (GPU, IB, optics, PSU, UPS series)
+    assert changed == [] and engine.active() == []
+
+
+@pytest.mark.slow
+def test_each_scripted_fault_raises_its_alert(monkeypatch: pytest.MonkeyPatch) -> None:
+    faults: dict[int, list[dict[str, Any]]] = {
+        1: [{"at": "60s", "for": "4m", "kind": "gpu_temperature", "gpu": 3, "value": 92}],
+        2: [{"at": "60s", "for": "2m", "kind": "xid", "gpu": 5, "xid": 79}],
+        3: [{"at": "60s", "kind": "psu_fail", "psu": 1}],
+        4: [{"at": "60s", "kind": "rx_power", "port": 1, "lane": 2, "value": -13.5}],
+        5: [{"at": "60s", "kind": "link_down", "port": 0}],
+        6: [{"at": "60s", "kind": "ecc_uncorrectable", "gpu": 1}],
+        7: [{"at": "60s", "kind": "ups_on_battery"}],
+    }
+    changed, _, _ = run_simulated_fleet(monkeypatch, 8, 420, faults)
+    fired = [(t, labels["alertname"], labels["node"], labels.get("gpu") or labels.get("psu")
+              or labels.get("interface") or labels.get("device") or "")
+             for t, state, labels in changed if state is AlertState.FIRING]
+    # `for: 30s` fires at the third evaluation past the fault (10 s cadence), `for: 1m` at the
+    # seventh; rules without `for` at once. Every fault kind raises its alert, on its node only.
+    assert fired == [
+        (60, "GPUUncorrectableECC", "gpu-b-006", "1"),
+        (60, "GPUXidCritical", "gpu-b-002", "5"),
+        (60, "IBLinkDowned", "gpu-b-005", "mlx5_0"),
+        (90, "GPULost", "gpu-b-002", "5"),
+        *[(90, "OpticalRxLossOfSignal", "gpu-b-005", "ibp0s0")] * 4,  # all four lanes dark
+        (90, "UPSOnBattery", "gpu-b-007", ""),
+        (120, "GPUOverTemperature", "gpu-b-001", "3"),
+        (120, "GPUMemoryOverTemperature", "gpu-b-001", "3"),
+        (120, "GPUThermalSlowdown", "gpu-b-001", "3"),
+        (120, "OpticalRxPowerLowAlarm", "gpu-b-004", "ibp1s0"),  # -13.5 dBm on lane 2
+        (120, "PSUDown", "gpu-b-003", "1"),
+        (120, "PSURedundancyLost", "gpu-b-003", ""),
+    ]
+    resolved = [(t, labels["alertname"]) for t, state, labels in changed if state is AlertState.RESOLVED]
+    # GPU 5 is back at 180 s; the 4-minute heat ends at 300 s.
+    assert resolved == [(180, "GPULost"), (300, "GPUOverTemperature"), (300, "GPUMemoryOverTemperature"),
+                        (300, "GPUThermalSlowdown")]
