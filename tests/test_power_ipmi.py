@@ -215,6 +215,16 @@ def test_real_ipmitool_lanplus_to_ipmi_sim(
     assert [r.getMessage() for r in caplog.records if "dcmi" in r.getMessage()] == dcmi_lines  # asked once
     assert all(PASSWORD not in r.getMessage() for r in caplog.records)
 
+    # sdr_types: only the PSU status sensors (`sdr type "Power Supply"`), not the analog one.
+    typed = ipmi_plugin(bmc, tmp_path, sdr_types=["Power Supply"], dcmi=False)
+    typed.discover()
+    got, _ = collect(typed)
+    assert got == {
+        key("psu_present", **ps1): 1.0, key("psu_up", **ps1): 1.0,
+        key("psu_present", **ps2): 1.0, key("psu_up", **ps2): 0.0,
+        key("power_source_up", source="ipmi"): 1.0,
+    }
+
 
 def test_wrong_password_and_deadline(
         bmc: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:

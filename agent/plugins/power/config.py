@@ -30,6 +30,9 @@ class IpmiConfig:
     ipmitool: str = "ipmitool"
     dcmi: bool = True
     sdr: bool = True
+    #: Empty: ``sdr elist`` (every sensor). Else ``sdr type <T>`` for each, e.g. ["Power Supply",
+    #: "Current", "Voltage"]: far fewer requests on a BMC with hundreds of sensors.
+    sdr_types: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if not 0 < self.port < 65536:

@@ -220,12 +220,19 @@ class IpmiSource(Source):
                               f"{_last_line(stderr) or 'no message'}{hint}")
         return out.decode(errors="replace")
 
+    async def _sdr(self) -> str:
+        if not self.cfg.sdr_types:
+            return await self.run("sdr", "elist")
+        # One ipmitool run per type, one after the other: a BMC serves sessions slowly and
+        # parallel ones compete; `sdr type` prints the same five columns as `sdr elist`.
+        return "\n".join([await self.run("sdr", "type", t) for t in self.cfg.sdr_types])
+
     async def collect(self, col: Collection, now: float) -> None:
         jobs: dict[str, asyncio.Task[str]] = {}
         if self.cfg.dcmi and "dcmi" not in self._unsupported:
             jobs["dcmi"] = asyncio.ensure_future(self.run("dcmi", "power", "reading"))
         if self.cfg.sdr:
-            jobs["sdr"] = asyncio.ensure_future(self.run("sdr", "elist"))
+            jobs["sdr"] = asyncio.ensure_future(self._sdr())
         if not jobs:
             return
         try:
