@@ -68,6 +68,8 @@ def test_parse_reply_data_and_errors() -> None:
 
 def test_live_kernel_without_module() -> None:
     """This host's loopback has no module: the kernel answers EOPNOTSUPP, the reader None."""
+    if os.geteuid() != 0:
+        pytest.skip("without CAP_NET_ADMIN the kernel refuses EEPROM requests before looking at them")
     try:
         nl = Netlink()
     except EepromUnavailable as err:
@@ -96,8 +98,7 @@ def test_live_kernel_without_module() -> None:
         nl.close()
     reader = ModuleReader()
     try:
-        if os.geteuid() == 0:
-            assert reader.read("lo") is None
+        assert reader.read("lo") is None
     finally:
         reader.close()
         reader.close()
@@ -154,6 +155,8 @@ def test_no_permission_is_one_line(tmp_path: Path) -> None:
          "--set", "optics.physical_only=false", "--set", "optics.exclude_interfaces=[]"],
         capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
     )
+    if prefix and done.returncode != 0 and "setpriv" in done.stderr:
+        pytest.skip(f"setpriv cannot drop CAP_NET_ADMIN here: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, lines
