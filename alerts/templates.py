@@ -6,7 +6,7 @@ operands ``$labels.x``, ``$value``, ``$externalLabels.x``, ``$externalURL``, ``.
 ``humanize1024``, ``humanizePercentage``, ``humanizeDuration``, ``printf``, ``toUpper``,
 ``toLower``, ``index``. Anything else (``if``, ``range``, ``with``, ``query``, variables ...) is
 refused when the rule file is loaded, naming the construct. Output follows Go: a missing label
-prints ``<no value>``, floats print like ``%v`` (``1e+06``), as Prometheus 2.42 does.
+prints as an empty string (``missingkey=zero``), floats print like ``%v`` (``1e+06``), as Prometheus 2.42 does.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ _ACTION_TOKEN = re.compile(
     re.VERBOSE,
 )
 
+_DATA_FIELDS = frozenset({"Labels", "ExternalLabels", "ExternalURL", "Value"})
 # Prometheus prepends these definitions to every alert template.
 _PREDEFINED = frozenset({"labels", "value", "externalLabels", "externalURL", ""})
 
@@ -206,7 +207,11 @@ def _operand(kind: str, text: str, at: int) -> _Operand:
             raise ParseError(f"undefined variable \"${parts[0]}\" in template", at)
         return _Ref(parts[0], tuple(parts[1:]))
     if kind == "field":
-        return _Ref(None, tuple(p for p in text.split(".") if p))
+        path = tuple(p for p in text.split(".") if p)
+        if path and path[0] not in _DATA_FIELDS:
+            raise ParseError(f"template: unknown field .{path[0]} (alert data has "
+                             f"{', '.join('.' + f for f in sorted(_DATA_FIELDS))})", at)
+        return _Ref(None, path)
     if kind == "ident":
         if text in ("true", "false"):
             return _Lit(text == "true")
@@ -257,11 +262,16 @@ def _eval_operand(op: _Operand, data: dict[str, Any]) -> Any:
         return _call(op.name, [])
     path = (_VAR_ROOT[op.var] if op.var is not None else ()) + op.path
     cur: Any = data
-    for part in path:
-        if isinstance(cur, dict):
-            cur = cur.get(part, MISSING)
-        else:
+    for depth, part in enumerate(path):
+        if not isinstance(cur, dict):
             raise TemplateError(f"template: can't evaluate field {part} in type {_go_type(cur)}")
+        if depth == 0:
+            if part not in cur:
+                raise TemplateError(f"template: can't evaluate field {part} in the alert data")
+            cur = cur[part]
+        else:
+            # Prometheus expands with missingkey=zero: a label the series lacks prints as "".
+            cur = cur.get(part, "")
     return cur
 
 
