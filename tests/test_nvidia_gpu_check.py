@@ -1,0 +1,60 @@
+"""bench/gpu_check.py's parsing and comparison, fed the fake T4 (the script itself needs a real GPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from types import ModuleType
+
+import tests.fakenvml as fake
+from agent.output import to_json
+from agent.plugin import PluginContext
+from agent.plugins.nvidia.plugin import NvidiaConfig, NvidiaPlugin
+from tests.services import REPO
+
+# nvidia-smi --query-gpu=uuid,temperature.gpu,power.draw,memory.total,clocks.sm --format=csv, with the
+# T4 recording's values (tesla-t4.xml).
+T4_CSV = """uuid, temperature.gpu, power.draw [W], memory.total [MiB], clocks.sm [MHz]
+GPU-d37e67a5-91dd-3774-a5cb-99096249601a, 40, 26.78 W, 15360 MiB, 585 MHz
+"""
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_check"] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def t4_rows() -> list[dict[str, object]]:
+    fake.reset("t4")
+    plugin = NvidiaPlugin(PluginContext(node="t"), NvidiaConfig(library="tests.fakenvml", events=False))
+    plugin.discover()
+    try:
+        col = plugin.collect()
+    finally:
+        plugin.close()
+    return [json.loads(line) for line in to_json(0.0, col, {"node": "t"}).splitlines()]
+
+
+def test_parse_smi_csv() -> None:
+    gc = load_script()
+    [gpu] = gc.parse_smi_csv(T4_CSV)
+    assert (gpu.uuid, gpu.temperature, gpu.power, gpu.memory_total_mib, gpu.sm_clock_mhz) == (
+        "GPU-d37e67a5-91dd-3774-a5cb-99096249601a", 40.0, 26.78, 15360.0, 585.0)
+    [na] = gc.parse_smi_csv(T4_CSV.replace("26.78 W", "[N/A]"))
+    assert na.power is None
+
+
+def test_compare_passes_on_agreement_and_flags_drift() -> None:
+    gc = load_script()
+    smi = gc.parse_smi_csv(T4_CSV)
+    lines = gc.compare(t4_rows(), smi, smi)
+    assert [line for line in lines if line.startswith("FAIL")] == []
+    assert sum(line.startswith("ok ") for line in lines) == 3
+    hot = gc.parse_smi_csv(T4_CSV.replace(", 40,", ", 43,").replace("26.78 W", "30.00 W"))
+    fails = [line for line in gc.compare(t4_rows(), hot, hot) if line.startswith("FAIL")]
+    assert len(fails) == 2 and "temperature" in fails[0] and "power" in fails[1]
