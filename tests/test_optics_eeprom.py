@@ -259,6 +259,7 @@ def cmis_pages() -> tuple[bytes, dict[int, bytes]]:
     p1 = page()
     put16(p1, 138, 1311 * 20, base=128)  # 0.05 nm units
     p1[159 - 128] = 0x03  # temperature and Vcc monitors
+    p1[176 - 128] = 0x01  # application 1 (8 media lanes) starts on lane 1
     p1[157 - 128] = 0x05  # Tx fault and Tx CDR LOL flags implemented (no Tx LOS)
     p1[158 - 128] = 0x06  # Rx LOS and Rx CDR LOL flags implemented
     p1[160 - 128] = 0x0F  # bias, tx power, rx power monitors; bias multiplier x2 (bits 4-3 = 01)
@@ -327,6 +328,28 @@ def test_lane_flags_need_their_implemented_bits() -> None:
     p1[157 - 128] = p1[158 - 128] = 0
     r = decode(EepromImage(lower=lower, upper={**upper, 1: bytes(p1)}))
     assert {(ln.rx_los, ln.tx_fault, ln.rx_lol, ln.tx_lol) for ln in r.lanes} == {(None, None, None, None)}
+
+
+def test_cmis_media_lanes_from_applications() -> None:
+    lower, upper = cmis_pages()
+    lo, p1 = bytearray(lower), bytearray(upper[1])
+    # Twin-port 2x400G: one 4-lane application, instances may start on lane 1 or 5.
+    lo[88], p1[176 - 128] = 0x44, 0x11
+    assert cmis.media_lanes(bytes(lo), bytes(p1)) == list(range(1, 9))
+    # A single 4-lane application in an 8-lane OSFP: lanes 5-8 are not reported.
+    p1[176 - 128] = 0x01
+    assert cmis.media_lanes(bytes(lo), bytes(p1)) == [1, 2, 3, 4]
+    r = decode(EepromImage(lower=bytes(lo), upper={**upper, 1: bytes(p1)}))
+    assert [ln.lane for ln in r.lanes] == [1, 2, 3, 4]
+    # A second application (byte 90-93) adds lanes; 0xFF ends the list.
+    lo[90], lo[91], lo[92], p1[177 - 128] = 0x11, 0x0A, 0x11, 0x80  # 1 lane starting on lane 8
+    assert cmis.media_lanes(bytes(lo), bytes(p1)) == [1, 2, 3, 4, 8]
+    lo[90] = 0xFF
+    assert cmis.media_lanes(bytes(lo), bytes(p1)) == [1, 2, 3, 4]
+    # Without page 01h: the form factor's lane count (OSFP: 8; QSFP with CMIS: 4).
+    assert cmis.media_lanes(bytes(lo), None) == list(range(1, 9))
+    lo[0] = 0x1E
+    assert cmis.media_lanes(bytes(lo), None) == [1, 2, 3, 4]
 
 
 def test_cmis_flat_memory_copper() -> None:

@@ -91,9 +91,7 @@ def decode(lower: bytes, upper: dict[int, bytes]) -> ModuleReading:
                 r.thresholds[(quantity, level)] = value
     if p11 is None or len(p11) < 128:
         return r
-    # Byte 88 bits 3-0: media lane count of the first advertised application (table 8-13).
-    count = lower[88] & 0x0F
-    count = count if 1 <= count <= 8 else 8
+    lanes = media_lanes(lower, p1)
 
     page11: bytes = p11
 
@@ -103,7 +101,7 @@ def decode(lower: bytes, upper: dict[int, bytes]) -> ModuleReading:
     # Page 01h byte 157: Tx flags implemented (bit 0 fault, bit 2 CDR LOL); byte 158: Rx flags
     # implemented (bit 1 LOS, bit 2 CDR LOL). Without page 01h nothing says they are.
     tx_flags, rx_flags = upper_at(p1, 157) or 0, upper_at(p1, 158) or 0
-    for n in range(count):
+    for n in (lane_no - 1 for lane_no in lanes):
         lane = Lane(lane=n + 1)
         if tx_flags & 0x01:
             lane.tx_fault = bit(TX_FAULT, n)
@@ -125,6 +123,37 @@ def decode(lower: bytes, upper: dict[int, bytes]) -> ModuleReading:
                     lane.alarms[(quantity, level)] = bit(base + j, n)
         r.lanes.append(lane)
     return r
+
+
+#: Media lanes of each form factor (SFF-8024 identifier), when the module advertises nothing better.
+FORM_FACTOR_LANES = {0x18: 8, 0x19: 8, 0x1A: 2, 0x1B: 2, 0x1E: 4, 0x1F: 2, 0x20: 1}
+
+
+def media_lanes(lower: bytes, p1: bytes | None) -> list[int]:
+    """The media lanes (1-8, bank 0) that some advertised application uses.
+
+    An application descriptor (lower page bytes 86-117, table 8-23: 4 bytes each, a host
+    interface ID of 0xFF ends the list) gives its media lane count in byte +2 bits 3-0; page 01h
+    bytes 176-183 (MediaLaneAssignmentOptions) say on which lanes an instance may start. A
+    twin-port 2x400G module advertises 4 lanes starting on lane 1 or 5: lanes 1-8. Unused lanes
+    of a 4-lane module in an 8-lane form factor are left out, so their zero readings never
+    look like a dark fibre.
+    """
+    limit = FORM_FACTOR_LANES.get(lower[0], 8)
+    if p1 is None or len(p1) < 128:
+        return list(range(1, limit + 1))
+    used: set[int] = set()
+    for app in range(8):
+        base = 86 + 4 * app
+        if lower[base] in (0x00, 0xFF):
+            break
+        count = lower[base + 2] & 0x0F
+        starts = p1[176 - 128 + app]
+        for start in range(8):
+            if count and starts >> start & 1:
+                used.update(range(start + 1, min(start + count, 8) + 1))
+    lanes = sorted(n for n in used if n <= limit)
+    return lanes or list(range(1, limit + 1))
 
 
 def state_name(state: int) -> str:
