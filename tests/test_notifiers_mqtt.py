@@ -23,13 +23,17 @@ from tests.services import Process, free_port, require_binary, wait_for_port
 pytestmark = pytest.mark.services
 
 
-def start_mosquitto(tmp: Path, port: int, extra: str = "allow_anonymous true\n") -> Process:
+def start_mosquitto(tmp: Path, port: int, extra: str = "allow_anonymous true\n", listener: bool = True) -> Process:
+    """Mosquitto with ``extra`` config lines; ``listener=False`` when ``extra`` opens ``port`` itself."""
     binary = require_binary("mosquitto", "/usr/sbin/mosquitto")
     tmp.mkdir(parents=True, exist_ok=True)
     conf = tmp / "mosquitto.conf"
     # ``user root``: the broker would otherwise drop to the mosquitto user, which cannot read
     # the test's private tmp dir (password file, certificates).
-    conf.write_text(f"user root\npersistence false\nlog_dest stderr\nlistener {port} 127.0.0.1\n{extra}")
+    head = "user root\nlog_dest stderr\n"
+    if listener:
+        head += f"persistence false\nlistener {port} 127.0.0.1\n"
+    conf.write_text(head + extra)
     proc = Process([binary, "-c", str(conf)], tmp / "mosquitto.log")
     try:
         wait_for_port(port, proc=proc.proc)
@@ -229,10 +233,10 @@ def test_password_file(tmp_path: Path) -> None:
         proc.stop()
 
 
-def test_tls_with_ca_file(tmp_path: Path) -> None:
+def make_pki(d: Path) -> Path:
+    """A throw-away CA and a server certificate for 127.0.0.1 (EC keys: fast to make)."""
     openssl = require_binary("openssl")
-    d = tmp_path / "pki"
-    d.mkdir()
+    d.mkdir(parents=True)
 
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
@@ -244,6 +248,11 @@ def test_tls_with_ca_file(tmp_path: Path) -> None:
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
         "-out", "server.crt", "-days", "1", "-extfile", "san.ext")
+    return d
+
+
+def test_tls_with_ca_file(tmp_path: Path) -> None:
+    d = make_pki(tmp_path / "pki")
     port = free_port()
     proc = start_mosquitto(tmp_path / "broker", port, (
         f"allow_anonymous true\ncafile {d / 'ca.crt'}\ncertfile {d / 'server.crt'}\nkeyfile {d / 'server.key'}\n"))
@@ -284,3 +293,55 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
                              "mqtt": {"host": "127.0.0.1"}, "webhook": {"url": "http://127.0.0.1:8080/hook"}},
                             "c.yml: notifiers")
     assert [n.name for n in built] == ["log", "alertmanager", "mqtt", "webhook"]
+
+
+def test_example_broker_config(tmp_path: Path, repo_root: Path) -> None:
+    """deploy/mosquitto/: TLS for the collector, accounts, the ACL (consumers read, never write)."""
+    passwd = require_binary("mosquitto_passwd")
+    pki = make_pki(tmp_path / "pki")
+    pwfile = tmp_path / "passwd"
+    subprocess.run([passwd, "-c", "-b", str(pwfile), "fleetmon-collector-a", "c-secret"], check=True)
+    subprocess.run([passwd, "-b", str(pwfile), "fleetmon-dashboard", "d-secret"], check=True)
+    tls_port, plain_port = free_port(), free_port()
+    conf = (repo_root / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    for old, new in {
+        "listener 8883\n": f"listener {tls_port} 127.0.0.1\n",
+        "listener 1883 127.0.0.1\n": f"listener {plain_port} 127.0.0.1\n",
+        "/etc/mosquitto/certs/": f"{pki}/",
+        "/var/lib/mosquitto/": f"{tmp_path}/",
+        "/etc/mosquitto/passwd": str(pwfile),
+        "/etc/mosquitto/fleetmon.acl": str(repo_root / "deploy" / "mosquitto" / "fleetmon.acl"),
+    }.items():
+        assert old in conf, old
+        conf = conf.replace(old, new)
+    proc = start_mosquitto(tmp_path / "broker", plain_port, conf, listener=False)
+    topic = "fleetmon/v1/alerts/gpu-a-001/GPUOverTemperature"
+
+    async def scenario() -> None:
+        collector = MqttNotifier(MqttConfig(host="127.0.0.1", port=tls_port, tls=True, ca_file=str(pki / "ca.crt"),
+                                            username="fleetmon-collector-a", password="c-secret",
+                                            client_id="fleetmon-collector-a"))
+        await collector.start()
+        collector.send_alerts([alert(AlertState.FIRING, "3")])
+        await _wait_sent(collector, 1)
+        # A consumer may read, but its publish on fleetmon's topics is dropped by the ACL.
+        async with aiomqtt.Client("127.0.0.1", plain_port, username="fleetmon-dashboard",
+                                  password="d-secret") as dashboard:
+            await dashboard.publish(topic, b'{"state": "resolved"}', qos=1, retain=True)
+        async with Subscriber(plain_port, username="fleetmon-dashboard", password="d-secret") as sub:
+            got = await sub.wait_for(topic)
+            assert got["state"] == "firing"
+            await sub.wait_for("fleetmon/v1/collectors/fleetmon-collector-a/status",
+                               lambda p: p["status"] == "online")
+            await asyncio.sleep(0.2)
+            assert [p["state"] for p, _ in sub.on(topic) if p is not None] == ["firing"]
+        # No anonymous access.
+        with pytest.raises(aiomqtt.MqttError):
+            async with aiomqtt.Client("127.0.0.1", plain_port):
+                pass
+        await collector.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        proc.stop()
