@@ -237,7 +237,7 @@ def test_retry_after_is_passed_to_the_spool(stub: Stub, kind: str, status: int) 
     assert second.retryable and second.retry_after is not None and 100 < second.retry_after <= 120
     health = {h.name: h.value for h in sink.health()}
     assert health["fleetmon_sink_failed_writes_total"] == 2
-    assert health["fleetmon_sink_retries_total"] == 2  # the 2nd and 3rd write of spool id 5
+    assert health["fleetmon_sink_retries_total"] == 2  # the 2nd and 3rd write, each after a failure
     assert health["fleetmon_sink_written_points_total"] == 2
     assert "fleetmon_sink_last_success_timestamp_seconds" in health
 
@@ -278,6 +278,17 @@ def test_non_retryable_errors_are_not_retried(stub: Stub) -> None:
         run(go())
     assert not info.value.retryable
     assert len(stub.seen) == 1
+
+
+def test_name_set_after_build_labels_health_and_errors(stub: Stub) -> None:
+    """The spool names a sink after its config key (``sink.name = "history"``)."""
+    stub.replies = [(500, {}, b"boom")]
+    sink = build_sink("influxdb_v2", {"url": stub.url, "bucket": "b"}, "sinks.history")
+    assert sink.name == "influxdb_v2"
+    sink.name = "history"
+    with pytest.raises(SinkError, match=r"^sink history: .*500"):
+        run(_write(sink, SinkBatch(1, _points(1, 1), [])))  # type: ignore[arg-type]
+    assert {h.labels for h in sink.health()} == {(("sink", "history"),)}
 
 
 def test_config_is_validated() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from proto.lineprotocol import (
     Dialect,
+    LineEncoder,
     encode_line,
     encode_points,
     escape_field_key,
@@ -92,6 +93,17 @@ def test_encode_points_groups_fields_of_one_series_and_instant() -> None:
         "gpu,gpu=1 power_watts=250.0 10",
         "gpu,gpu=0 power_watts=301.0 20",
     ]
+
+
+@pytest.mark.parametrize("dialect", ["influxdb1", "influxdb2"])
+def test_cached_encoder_matches_encode_line(dialect: Dialect) -> None:
+    encoder = LineEncoder(dialect, max_cache=3)  # small: the cache is dropped and refilled on the way
+    for i, s in enumerate(CASES * 2):
+        tags = tuple(sorted({f"k {s}": f"v {s}", "gpu": str(i % 3), "empty": ""}.items()))
+        fields: dict[str, float | int | str | bool] = {f"f {s}": i / 3, "n": i, "ok": i % 2 == 0, "s": s,
+                                                         "nan": float("nan")}
+        assert encoder.line(f"m {s}", tags, fields, i) == encode_line(f"m {s}", dict(tags), fields, i,
+                                                                       dialect=dialect)
 
 
 def _expected_v1(text: str, *, tag: bool) -> str:

@@ -32,6 +32,7 @@ from collector.storage.influx_v1 import InfluxV1Config, InfluxV1Sink
 from collector.storage.influx_v2 import InfluxV2Config, InfluxV2Sink
 
 KINDS = ("influxdb", "influxdb_v1", "influxdb2", "influxdb_v2", "victoriametrics")
+SINK_TYPES = KINDS
 
 
 def build_sink(kind: str, section: Mapping[str, Any], where: str) -> Sink:

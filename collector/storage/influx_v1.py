@@ -94,7 +94,6 @@ class InfluxV1Sink:
     def __init__(self, config: InfluxV1Config) -> None:
         config.validate()
         self.config = config
-        self.name = config.name
         self._health = SinkHealth(config.name)
         self._encoder = LineEncoder(config.dialect)
         self._client: httpx.AsyncClient | None = None
@@ -121,6 +120,15 @@ class InfluxV1Sink:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+    @property
+    def name(self) -> str:
+        """The ``sink`` label of the health metrics and the prefix of every error message."""
+        return self._health.sink
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._health.sink = value
 
     def health(self) -> list[HealthSample]:
         return self._health.samples()

@@ -84,7 +84,6 @@ class InfluxV2Sink:
     def __init__(self, config: InfluxV2Config) -> None:
         config.validate()
         self.config = config
-        self.name = config.name
         self._health = SinkHealth(config.name)
         self._encoder = LineEncoder(config.dialect)
         self._client: Any = None
@@ -109,6 +108,15 @@ class InfluxV2Sink:
         self._service = None
         if client is not None:
             await asyncio.to_thread(client.close)
+
+    @property
+    def name(self) -> str:
+        """The ``sink`` label of the health metrics and the prefix of every error message."""
+        return self._health.sink
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._health.sink = value
 
     def health(self) -> list[HealthSample]:
         return self._health.samples()

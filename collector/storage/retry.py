@@ -206,8 +206,9 @@ def http_error(sink: str, status: int, *, headers: Mapping[str, str] | None, bod
 class SinkHealth:
     """A sink's own metrics (``fleetmon_sink_*{sink=…}``).
 
-    ``retries_total`` counts writes of a batch that already failed once at this sink, so the sink
-    knows it without the spool telling it.
+    ``retries_total`` counts writes made while the previous write to this sink failed retryably,
+    so the sink knows it without the spool telling it (the spool may merge more rows into the
+    batch it retries, so spool ids do not identify a retry).
     """
 
     def __init__(self, sink: str) -> None:
@@ -221,14 +222,14 @@ class SinkHealth:
         self.retries = 0
         self.last_duration: float | None = None
         self.last_success: float | None = None
-        self._failed_ids: set[int] = set()
+        self._failing = False
 
     def attempt(self, batch: SinkBatch) -> None:
-        if batch.spool_id in self._failed_ids:
+        if self._failing:
             self.retries += 1
 
     def success(self, batch: SinkBatch, lines: int, duration: float) -> None:
-        self._failed_ids.discard(batch.spool_id)
+        self._failing = False
         self.written_points += len(batch.points)
         self.written_events += len(batch.events)
         self.written_lines += lines
@@ -238,12 +239,8 @@ class SinkHealth:
     def failure(self, batch: SinkBatch, err: SinkError, duration: float) -> None:
         self.failed_writes += 1
         self.last_duration = duration
-        if err.retryable:
-            if len(self._failed_ids) > 10_000:  # a spool that gave up on old ids must not grow this
-                self._failed_ids.clear()
-            self._failed_ids.add(batch.spool_id)
-        else:
-            self._failed_ids.discard(batch.spool_id)
+        self._failing = err.retryable
+        if not err.retryable:
             self.rejected_batches += 1
 
     def samples(self) -> list[HealthSample]:
