@@ -208,7 +208,8 @@ def test_real_ipmitool_lanplus_to_ipmi_sim(
         key("psu_up", **ps2): 0.0,  # "Presence detected, Failure detected"
         key("power_source_up", source="ipmi"): 1.0,
     }
-    assert [(e.kind, e.labels["psu"]) for e in col.events] == [("power.psu_fault", "PS2 Status")]
+    assert [(e.kind, e.labels["psu"], e.severity.name) for e in col.events] == [
+        ("power.psu_fault", "PS2 Status", "CRITICAL")]
     dcmi_lines = [r.getMessage() for r in caplog.records if "dcmi" in r.getMessage()]
     assert len(dcmi_lines) == 1 and "does not implement it" in dcmi_lines[0]
     collect(plugin)

@@ -204,7 +204,9 @@ def test_dmtf_mockup_over_http_with_session(redfish_dir: Path, tmp_path: Path) -
             key("psu_up", **bay2): 0.0,
             key("power_source_up", source="redfish"): 1.0,
         }
-        assert [(e.kind, e.labels["psu"]) for e in col.events] == [("power.psu_fault", "Bay2")]
+        # bay 2 was never seen holding a PSU: a warning, not a critical event
+        assert [(e.kind, e.labels["psu"], e.severity.name) for e in col.events] == [
+            ("power.psu_fault", "Bay2", "WARNING")]
         # the deprecated Power resource was not fetched: both newer ones exist
         assert ("GET", "/redfish/v1/Chassis/1U/Power") not in state.requests
         got2, col2 = collect(plugin)

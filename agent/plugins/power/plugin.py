@@ -113,20 +113,27 @@ class PowerPlugin(Plugin):
         self._failing[name] = message
 
     def _psu_events(self, col: Collection) -> None:
+        present = {tuple(sorted(s.labels.items())): s.value for s in col.samples if s.metric is m.PSU_PRESENT}
         for s in col.samples:
             if s.metric is not m.PSU_UP:
                 continue
             key = tuple(sorted(s.labels.items()))
             before = self._psu_up.get(key)
             self._psu_up[key] = s.value
-            if s.value == 0 and before != 0:
-                col.events.append(Event(
-                    "power.psu_fault", Severity.CRITICAL,
-                    f"PSU {s.labels.get('psu', '?')} ({s.labels.get('source', '?')}) is absent, disabled or failed",
-                    dict(s.labels),
-                    action="Check the PSU's LEDs and input feed; reseat or replace the PSU; "
-                           "the node runs without PSU redundancy until then",
-                ))
+            if s.value != 0 or before == 0:
+                continue
+            psu, src = s.labels.get("psu", "?"), s.labels.get("source", "?")
+            if present.get(key) == 0:
+                # An empty bay: a lost PSU if it held one before, else maybe a one-PSU build.
+                severity = Severity.CRITICAL if before == 1 else Severity.WARNING
+                message = f"PSU bay {psu} ({src}) is empty"
+                action = "If this node should have a PSU there, insert one; until then it has no PSU redundancy"
+            else:
+                severity = Severity.CRITICAL
+                message = f"PSU {psu} ({src}) is disabled or failed"
+                action = ("Check the PSU's LEDs and input feed; reseat or replace the PSU; "
+                          "the node runs without PSU redundancy until then")
+            col.events.append(Event("power.psu_fault", severity, message, dict(s.labels), action=action))
 
     def close(self) -> None:
         sources, self.sources = self.sources, []
