@@ -46,13 +46,14 @@ class RuleState:
 class GroupRunner:
     def __init__(self, group: RuleGroup, windows: Windows, *,
                  external_labels: Mapping[str, str] | None = None, external_url: str = "",
-                 resolved_retention_ms: int = 900_000) -> None:
+                 resolved_retention_ms: int = 900_000, log_errors: bool = True) -> None:
         self.group = group
         self.windows = windows
         self.external_labels = dict(external_labels or {})
         self.external_url = external_url
         self.resolved_retention_ms = resolved_retention_ms
         self.states = [RuleState(r) for r in group.rules]
+        self.log_errors = log_errors
 
     def eval(self, t_ms: int) -> list[Alert]:
         """Evaluate every rule in order at ``t_ms``; returns alerts whose state changed."""
@@ -68,7 +69,7 @@ class GroupRunner:
                     changed.extend(self._alert(st, st.rule, vec, t_ms))
                 st.last_error = ""
             except AlertsError as err:
-                if st.last_error != str(err):
+                if self.log_errors and st.last_error != str(err):
                     log.warning("rule %s (group %s, %s:%d) failed: %s", st.rule.name, self.group.name,
                                 st.rule.file, st.rule.line, err)
                 st.last_error = str(err)

@@ -26,7 +26,7 @@ from alerts.errors import AlertsError, ParseError, UnitTestError
 from alerts.group import GroupRunner
 from alerts.model import AlertState
 from alerts.promql.evaluator import Evaluator
-from alerts.promql.labels import NAME, Labels, from_pairs, render, render_series
+from alerts.promql.labels import NAME, Labels, from_pairs, go_quote, render
 from alerts.promql.lexer import EOF, IDENT, OP, STRING, format_duration_ms, parse_duration_ms, tokenize
 from alerts.promql.parser import parse
 from alerts.rulefile import AlertingRule, RuleGroup, load_file
@@ -160,7 +160,8 @@ class _TestGroup:
                 if v is False:
                     continue
                 windows.append(name, labels, i * interval_ms, v)  # type: ignore[arg-type]
-        runners = [GroupRunner(g, windows, external_labels={str(k): str(v) for k, v in ext.items()})
+        runners = [GroupRunner(g, windows, external_labels={str(k): str(v) for k, v in ext.items()},
+                               log_errors=False)
                    for g in self.rule_groups]
 
         alert_tests = spec.get("alert_rule_test") or []
@@ -227,7 +228,7 @@ class _TestGroup:
     def _check_expr(self, pt: dict[str, Any], t: int, windows: Windows) -> list[str]:
         pt = _check_keys(pt, ("expr", "eval_time", "exp_samples"), "promql_expr_test item")
         expr_text = str(pt.get("expr", ""))
-        where = f"    expr: {expr_text!r}, time: {format_duration_ms(t)}"
+        where = f"    expr: {go_quote(expr_text)}, time: {format_duration_ms(t)}"
         try:
             expr = parse(expr_text)
             got = Evaluator(windows, t).eval_vector(expr)
