@@ -15,7 +15,7 @@ import pytest
 
 from alerts.model import Alert, AlertState, EventNotice, NodeStatus
 from alerts.notifiers import LogConfig, LogNotifier, WebhookConfig, WebhookNotifier
-from alerts.notifiers.base import BoundedQueue
+from alerts.notifiers.base import BoundedQueue, QueueWorker
 
 
 class Hook:
@@ -157,3 +157,29 @@ def test_log_notifier_writes_one_json_line_each(caplog: pytest.LogCaptureFixture
     assert tag == "alert" and "\n" not in payload
     assert json.loads(payload)["alertname"] == "GPULost"
     assert json.loads(records[1][1].partition(" ")[2])["kind"] == "ib.link_flap"
+
+
+def test_worker_survives_an_unexpected_error(caplog: pytest.LogCaptureFixture) -> None:
+    class Flaky(QueueWorker[str]):
+        def __init__(self) -> None:
+            super().__init__("test", "flaky")
+            self.got: list[str] = []
+
+        async def deliver(self, batch: list[str]) -> None:
+            if batch == ["boom"]:
+                raise RuntimeError("a bug in a notifier")
+            self.got += batch
+
+    async def scenario() -> Flaky:
+        w = Flaky()
+        await w.start()
+        w.put("boom")
+        w.put("ok")
+        await w.aclose()
+        return w
+
+    w = asyncio.run(scenario())
+    assert w.got == ["ok"]
+    h = w.health()
+    assert (h.sent, h.failed, h.last_error) == (1, 1, "RuntimeError: a bug in a notifier")
+    assert "unexpected error delivering to flaky" in caplog.text

@@ -253,6 +253,13 @@ class QueueWorker(Generic[T]):
                 self._inflight = 0
                 self.queue.put_back(entries)
                 raise
+            except Exception as err:  # supervision boundary: a bug must not kill the worker for good
+                self._inflight = 0
+                self.failed += len(batch)
+                self.last_error = f"{type(err).__name__}: {err}"
+                log.exception("notifier %s: unexpected error delivering to %s; %d entries dropped",
+                              self.notifier, self.target, len(batch))
+                continue
             self._inflight = 0
             attempts = 0
             self.backoff.reset()

@@ -118,12 +118,19 @@ class _Broker(QueueWorker[_Msg]):
 
     async def deliver(self, batch: list[_Msg]) -> None:
         client = self._client or await self._connect()
-        try:
-            await asyncio.gather(*(client.publish(m.topic, m.payload, qos=self.cfg.qos, retain=m.retain)
-                                   for m in batch))
-        except aiomqtt.MqttError as err:
+        # All publishes of the batch are in flight together (one PUBACK round trip, not one per
+        # message); every result is collected so no failure is left unretrieved.
+        results = await asyncio.gather(
+            *(client.publish(m.topic, m.payload, qos=self.cfg.qos, retain=m.retain) for m in batch),
+            return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for r in errors:
+            if not isinstance(r, aiomqtt.MqttError):
+                raise r
+        if errors:
             await self._drop_client()
-            raise DeliveryError(f"publish to {self.target}: {err}") from err
+            # At least once: the whole batch is retried, including messages that got through.
+            raise DeliveryError(f"publish to {self.target}: {errors[0]}") from errors[0]
 
     async def on_close(self) -> None:
         if self._client is not None:
