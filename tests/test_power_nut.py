@@ -57,6 +57,7 @@ def test_parse_vars_and_ups(fixtures_dir: Path) -> None:
 class Upsd:
     port: int
     data_file: Path
+    driver: Process
 
 
 def _nut_env(tmp: Path) -> dict[str, str]:
@@ -78,7 +79,7 @@ def upsd(tmp_path: Path, fixtures_dir: Path) -> Iterator[Upsd]:
         # a .dev file when it changes, dummy-ups(8)).
         f'[ups1]\n  driver = dummy-ups\n  port = {data}\n  pollinterval = 1\n  desc = "fleetmon test"\n'
     )
-    (tmp_path / "upsd.conf").write_text(f"LISTEN 127.0.0.1 {port}\nMAXAGE 15\n")
+    (tmp_path / "upsd.conf").write_text(f"LISTEN 127.0.0.1 {port}\nMAXAGE 5\n")
     (tmp_path / "upsd.users").write_text("")
     for name in ("ups.conf", "upsd.conf", "upsd.users"):
         (tmp_path / name).chmod(0o600)
@@ -94,7 +95,7 @@ def upsd(tmp_path: Path, fixtures_dir: Path) -> Iterator[Upsd]:
             time.sleep(0.05)
         srv = Process([daemon, "-F", *user], tmp_path / "upsd.log", env=env, cwd=tmp_path)
         wait_for_port(port, 15, srv.proc)
-        yield Upsd(port, data)
+        yield Upsd(port, data, drv)
     finally:
         if srv is not None:
             srv.stop()
@@ -179,3 +180,21 @@ def test_unknown_ups_and_dead_upsd_fail_cleanly(upsd: Upsd, tmp_path: Path, capl
     assert collect(dead) == {key("power_source_up", source="nut"): 0.0}
     assert time.monotonic() - started < 3.0
     assert any("cannot connect" in r.getMessage() for r in caplog.records)
+
+
+def test_driver_gone_is_ups_down_not_source_down(
+        upsd: Upsd, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    plugin = nut_plugin(upsd.port, tmp_path)
+    plugin.discover()
+    assert wait_until_up(plugin)[key("ups_up", ups="ups1")] == 1.0
+    upsd.driver.stop()  # the UPS's driver dies (USB cable pulled, driver crash)
+    deadline = time.monotonic() + 20
+    while True:
+        got = collect(plugin)
+        if got.get(key("ups_up", ups="ups1")) == 0.0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    # upsd answers ERR DATA-STALE or DRIVER-NOT-CONNECTED: the UPS is down, upsd is fine
+    assert got == {key("ups_up", ups="ups1"): 0.0, key("power_source_up", source="nut"): 1.0}
+    lines = [r.getMessage() for r in caplog.records if "ERR" in r.getMessage()]
+    assert len(lines) == 1 and ("DATA-STALE" in lines[0] or "DRIVER-NOT-CONNECTED" in lines[0])
