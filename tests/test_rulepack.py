@@ -105,6 +105,11 @@ def test_fleetmon_rules_test_passes() -> None:
     proc = subprocess.run([sys.executable, "-m", "fleetmon", "rules", "test", *map(str, RULEPACK_TESTS)],
                           capture_output=True, text=True, check=False, cwd=REPO, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("SUCCESS") == len(RULEPACK_TESTS)
+    check = subprocess.run([sys.executable, "-m", "fleetmon", "rules", "check", *map(str, default_rule_files())],
+                           capture_output=True, text=True, check=False, cwd=REPO, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.count("SUCCESS") == len(default_rule_files())
 
 
 @pytest.mark.services
