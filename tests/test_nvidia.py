@@ -392,3 +392,32 @@ def test_cli_on_a_node_without_nvidia_gpu_exits_zero() -> None:
     assert out.stdout == ""  # a disabled plugin prints nothing, not even self-metrics
     lines = [line for line in out.stderr.splitlines() if "nvidia" in line]
     assert len(lines) == 1 and "disabled" in lines[0] and "NVML" in lines[0]
+
+
+def test_xid_79_kernel_log_first_then_nvml(harness: list[Harness], tmp_path: Path) -> None:
+    from agent.plugins.kmsg.plugin import KmsgConfig, KmsgPlugin
+
+    h = start(harness, "h100x8")
+    kernel_log = tmp_path / "kmsg"
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
+    kernel_log.write_text(f"{stamp} NVRM: Xid (PCI:0000:18:00): 79, pid=0, name=<unknown>, fell off the bus\n")
+    kmsg = KmsgPlugin(h.ctx, KmsgConfig(path=str(kernel_log), from_start=True))
+    kmsg.discover()
+    try:
+        kmsg.collect()
+        [ev] = h.events
+        assert (ev.kind, ev.severity, ev.action, ev.labels["gpu"]) == ("gpu.xid", Severity.CRITICAL,
+                                                                       "reboot_then_inspect", "0")
+        assert ev.labels["uuid"] == "GPU-513536b6-7d19-9063-b049-1e69664bb200"
+        # GPU 0 is gone before NVML's copy arrives: the next collection already reports it down.
+        col = h.plugin.collect()
+        assert h.value(col, "gpu_up", gpu="0") == 0
+        fake.post_event(0, fake.nvmlEventTypeXidCriticalError, 79)
+        deadline = time.monotonic() + 5
+        while not fake.state.events.empty() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # the watcher handles the event it just took
+        assert [e.kind for e in h.events] == ["gpu.xid"]
+        assert h.value(h.plugin.collect(), "gpu_xid_errors_total", gpu="0", xid="79") == 1
+    finally:
+        kmsg.close()

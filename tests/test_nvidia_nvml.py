@@ -109,3 +109,17 @@ def test_field_decoding_fast_path_equals_the_bindings_own_reading() -> None:
     slow = [(int(fv.nvmlReturn), float(getattr(fv.value, nvml_mod._VALUE_MEMBER[int(fv.valueType)])))
             for fv in values[:4]]
     assert decoded[:4] == slow
+
+
+def test_every_metric_is_in_a_readme() -> None:
+    from agent.model import Metric
+    from agent.plugins.kmsg import plugin as kmsg_plugin
+    from agent.plugins.nvidia import metrics
+    from tests.services import REPO
+
+    for module, readme in ((metrics, "agent/plugins/nvidia/README.md"), (kmsg_plugin, "agent/plugins/kmsg/README.md")):
+        text = (REPO / readme).read_text()
+        declared = [v for v in vars(module).values() if isinstance(v, Metric)]
+        assert declared
+        missing = [m.name for m in declared if f"`{m.name}`" not in text]
+        assert missing == [], f"{readme} lacks {missing}"
