@@ -192,15 +192,16 @@ class RedfishSource(Source):
         self.cfg = cfg
         self.timeout = timeout
         parts = urlsplit(cfg.url)
-        self._origin = f"{parts.scheme}://{parts.netloc}"
+        host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else (parts.hostname or "")
+        self._origin = f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
         self._token: str | None = None
         self._session_uri: str | None = None
 
     @property
     def target(self) -> str:
-        # netloc without any user:password@ someone may have put in the URL.
-        return f"BMC {urlsplit(self.cfg.url).hostname or self.cfg.url}" + (
-            f":{urlsplit(self.cfg.url).port}" if urlsplit(self.cfg.url).port else "")
+        # host[:port] only: never a user:password@ someone may have put in the URL.
+        parts = urlsplit(self.cfg.url)
+        return f"BMC {parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
 
     def absent_reason(self) -> str | None:
         if not self.cfg.url:
