@@ -173,6 +173,8 @@ def test_parsers_on_mockup_documents(redfish_dir: Path) -> None:
     assert redundancy_ok({"Status": {"State": "UnavailableOffline", "Health": "OK"}}) is False
     assert redundancy_ok({"Status": {"State": "Enabled", "Health": "OK"}}) is True
     assert redundancy_ok({}) is None
+    bare = parse_power_supply({"Id": "PSU9"}, None)  # no Status: up/present are not guessed
+    assert (bare.present, bare.up, bare.health) == (None, None, None)
 
 
 def test_dmtf_mockup_over_http_with_session(redfish_dir: Path, tmp_path: Path) -> None:

@@ -46,8 +46,8 @@ _UP_STATES = ("Enabled", "StandbySpare")
 @dataclass
 class PsuReading:
     psu: str
-    present: bool
-    up: bool
+    present: bool | None
+    up: bool | None
     health: int | None = None
     input_w: float | None = None
     output_w: float | None = None
@@ -84,8 +84,11 @@ def _status(doc: dict[str, Any]) -> tuple[str | None, str | None]:
     return (state if isinstance(state, str) else None), (health if isinstance(health, str) else None)
 
 
-def _psu_state(doc: dict[str, Any]) -> tuple[bool, bool, int | None]:
+def _psu_state(doc: dict[str, Any]) -> tuple[bool | None, bool | None, int | None]:
+    """(present, up, health); None where the BMC gives no Status at all (not guessed)."""
     state, health = _status(doc)
+    if state is None and health is None:
+        return None, None, None
     present = state != "Absent"
     up = present and (state is None or state in _UP_STATES) and health != "Critical"
     return present, up, HEALTH.get(health) if health else None
@@ -349,8 +352,8 @@ class RedfishSource(Source):
                 col.add(m.PSU_REDUNDANCY_OK, value, {"chassis": ch.chassis, "group": str(i)})
             for p in ch.psus:
                 labels = {"psu": p.psu, "chassis": ch.chassis, "source": "redfish"}
-                col.add(m.PSU_PRESENT, 1 if p.present else 0, labels)
-                col.add(m.PSU_UP, 1 if p.up else 0, labels)
+                col.add(m.PSU_PRESENT, None if p.present is None else float(p.present), labels)
+                col.add(m.PSU_UP, None if p.up is None else float(p.up), labels)
                 col.add(m.PSU_HEALTH, p.health, labels)
                 col.add(m.PSU_INPUT_POWER, p.input_w, labels)
                 col.add(m.PSU_OUTPUT_POWER, p.output_w, labels)
