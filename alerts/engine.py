@@ -55,6 +55,9 @@ class AlertEngine:
         return self.windows.wants(name)
 
     def ingest(self, name: str, labels: Mapping[str, str], ts: float, value: float) -> None:
+        # Guard against callers that skip wants(): a series no rule reads must cost no memory.
+        if not self.windows.wants(name):
+            return
         self.windows.append(name, tuple(sorted(labels.items())), round(ts * 1000), float(value))
 
     def mark_stale(self, labels_match: Mapping[str, str], ts: float | None = None) -> None:

@@ -202,7 +202,8 @@ class Parser:
                 if self.tok.kind != DURATION:
                     raise self.error(f"unexpected {self.describe(self.tok)} in range, expected duration")
                 dur = self.advance()
-                if self.at_op(":"):
+                if self.at_op(":") or (self.tok.kind == IDENT and self.tok.text.startswith(":")):
+                    # The lexer reads ":1m" as an identifier (metric names may hold colons).
                     raise ParseError("subqueries ([range:resolution]) are not supported by fleetmon", start)
                 self.expect_op("]", "range")
                 if not isinstance(expr, ast.VectorSelector):
