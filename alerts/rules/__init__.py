@@ -1,7 +1,7 @@
 """fleetmon's default rule pack: Prometheus rule files for failing GPUs, optics, power and nodes.
 
-The files ship as package data; ``default_rule_files()`` lists them for the collector
-(``rules: [default]``) and for ``fleetmon rules check``. ``gpu_xid.yml`` is generated from the XID
+The files ship as package data; ``default_rule_files()`` lists them (for the collector's
+``AlertEngine.from_files`` and for ``fleetmon rules check``). ``gpu_xid.yml`` is generated from the XID
 catalog by ``python -m alerts.rules.xid CATALOG.csv`` (see ``alerts/rules/xid.py``); the others are
 written by hand. What each rule needs from the agents is listed in ``alerts/rules/README.md``.
 """
