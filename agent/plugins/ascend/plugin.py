@@ -49,7 +49,10 @@ class AscendConfig:
 class AscendPlugin(Plugin):
     name = "ascend"
     Config = AscendConfig
-    default_interval = 10.0
+    # npu-smi is slow (each run loads the DCMI library; ~0.1-1 s): a cycle runs 1 + cards x queries
+    # commands in sequence, e.g. 17 on an 8-card node. 30 s leaves the default deadline (0.8 x
+    # interval) room; `queries: []` with a 10 s interval reads the table alone.
+    default_interval = 30.0
     config: AscendConfig
 
     def __init__(self, ctx: PluginContext, config: AscendConfig) -> None:
