@@ -77,3 +77,13 @@ def test_hung_bmc_and_upsd_cost_one_source_deadline_not_the_collection(
     assert len(lines) == 2, lines
     assert lines[0].startswith("power source nut (upsd 127.0.0.1:") and "no answer within 1s" in lines[0]
     assert lines[1].startswith("power source redfish (BMC 127.0.0.1:") and "no answer within 1s" in lines[1]
+
+
+def test_every_metric_is_in_the_readme(repo_root: Path) -> None:
+    from agent.model import Metric
+    from agent.plugins.power import metrics
+
+    text = (repo_root / "agent" / "plugins" / "power" / "README.md").read_text()
+    declared = [v for v in vars(metrics).values() if isinstance(v, Metric)]
+    assert len(declared) > 40
+    assert [d.name for d in declared if f"`{d.name}`" not in text] == []
