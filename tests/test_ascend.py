@@ -301,6 +301,17 @@ def test_plugin_cycle_with_events(tmp_path: Path, fixtures_dir: Path) -> None:
     second = plugin.collect()
     assert second.events == []
     assert len([s for s in second.samples if s.name == "ascend_error_code_active"]) == 4
+    counts = {(s.labels["gpu"], s.labels["code"]): s.value for s in second.samples
+              if s.name == "ascend_error_events_total"}
+    assert counts == {("3", "80CB8009"): 1, ("3", "80E01801"): 1, ("7", "80CB8009"): 1, ("7", "80E01801"): 1}
+    # The codes clear (health query shows none), then come back: announced again, counted twice.
+    (tmp_path / "health.txt").write_text(" Health Status : Warning\n Error Code : NA\n Error Information : NA\n")
+    cleared = plugin.collect()
+    assert cleared.events == [] and not [s for s in cleared.samples if s.name == "ascend_error_code_active"]
+    (tmp_path / "health.txt").write_text(HEALTH_WARNING)
+    again = plugin.collect()
+    assert len(again.events) == 4
+    assert {s.value for s in again.samples if s.name == "ascend_error_events_total"} == {2.0}
     calls = (tmp_path / "calls").read_text().splitlines()
     assert calls[:2] == ["info", "info -m"]
     assert "info -t health -i 3 -c 0" in calls and "info -t health -i 0 -c 0" not in calls

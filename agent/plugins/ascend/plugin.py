@@ -23,7 +23,13 @@ from agent.plugins.ascend.npu_smi import (
     parse_kv_query,
     parse_mapping,
 )
-from agent.plugins.ascend.readings import ERROR_CODE_ACTIVE, board_samples, build_readings, health_events
+from agent.plugins.ascend.readings import (
+    ERROR_CODE_ACTIVE,
+    ERROR_EVENTS,
+    board_samples,
+    build_readings,
+    health_events,
+)
 from agent.toolrun import Tool
 
 _QUERIES = ("common", "usages", "ecc")
@@ -60,6 +66,7 @@ class AscendPlugin(Plugin):
         self._tool: Tool | None = None
         self._mapping: list[ChipMapping] = []
         self._active_codes: set[tuple[str, str]] = set()
+        self._appearances: dict[tuple[tuple[str, str], ...], int] = {}
 
     def discover(self) -> None:
         tool = Tool("npu-smi", self.config.npu_smi, timeout=self.config.tool_timeout,
@@ -109,8 +116,13 @@ class AscendPlugin(Plugin):
                 col.add(ERROR_CODE_ACTIVE, 1.0, {**r.labels(), "code": code})
                 if (r.index, code) not in self._active_codes:
                     col.events.append(ev)
+                    key = tuple(sorted({**r.labels(), "code": code}.items()))
+                    self._appearances[key] = self._appearances.get(key, 0) + 1
         # A code that went away is not an event of its own: its gauge stops being reported.
         self._active_codes = active
+        # Each event also counts in a series (DESIGN.md, Events), so history sees them as numbers.
+        for key, count in self._appearances.items():
+            col.add(ERROR_EVENTS, float(count), dict(key))
         return col
 
     def close(self) -> None:

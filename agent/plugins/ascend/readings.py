@@ -37,6 +37,9 @@ BANDWIDTH_UTIL = gauge(
 HUGEPAGES_USED = gauge("ascend_hugepages_used_pages", "Huge pages in use", "pages")
 HUGEPAGES_TOTAL = gauge("ascend_hugepages_reserved_pages", "Huge pages reserved", "pages")
 ERROR_CODE_ACTIVE = gauge("ascend_error_code_active", "1 while npu-smi reports this error code on the chip")
+ERROR_EVENTS = counter(
+    "ascend_error_events_total", "npu.error events: times this error code appeared on the chip since the agent started"
+)
 ISOLATED_PAGES = counter(
     "gpu_retired_pages_total", "Memory pages isolated (retired), by cause (single_bit, double_bit) and memory"
 )
