@@ -98,11 +98,12 @@ class PowerPlugin(Plugin):
             self._fail(src.name, f"{prefix}: {text}")
             return Collection(), False
         except Exception as err:  # supervision boundary: one source never stops the others
-            self.log.exception("%s crashed: %s", where, err)
+            if self._failing.get(src.name) != repr(err):
+                self.log.exception("%s crashed: %s", where, err)
             self._failing[src.name] = repr(err)
             return Collection(), False
         if self._failing.pop(src.name, None) is not None:
-            self.log.warning("%s recovered", where)
+            self.log.info("%s recovered", where)
         return sub, True
 
     def _fail(self, name: str, message: str) -> None:
