@@ -191,7 +191,7 @@ def test_vocabulary_and_health(fixtures_dir: Path) -> None:
     [info] = [s for s in col.samples if s.name == "gpu_info" and s.labels["gpu"] == "7"]
     assert info.labels == {
         "gpu": "7", "vendor": "huawei", "model": "xxx", "kind": "NPU", "npu_id": "7", "chip_id": "0",
-        "pci_bus": "0000:02:00.0", "chip_name": "Ascend 910A", "health": "Warning", "tool_version": "24.1.RC2",
+        "pci_bus": "0000:02:00.0", "chip_name": "Ascend 910A", "tool_version": "24.1.RC2",
     }
     # Alarm/Critical or an unknown state: not serving.
     text = read(fixtures_dir, TRAIN_NEW + ".txt").replace("| Warning       | 206.9", "| Critical      | 206.9")

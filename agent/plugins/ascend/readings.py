@@ -112,8 +112,9 @@ def build_readings(
         )
         r.info = {
             "npu_id": str(c.npu_id), "chip_id": str(c.chip_id), "pci_bus": c.bus_id,
-            "chip_name": names.get((c.npu_id, c.chip_id), ""), "health": c.health,
-            "tool_version": table.tool_version,
+            "chip_name": names.get((c.npu_id, c.chip_id), ""), "tool_version": table.tool_version,
+            # Not the health word: a label that changes with state would start a new info series
+            # each time; ascend_health_code carries it.
         }
         if code is not None:
             r.extra.append(Extra(HEALTH_CODE, float(code)))
