@@ -53,8 +53,8 @@ class Harness:
                                                           **options))  # type: ignore[arg-type]
 
     def value(self, col: Collection, name: str, **labels: str) -> float | None:
-        found = [s.value for s in col.samples
-                 if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+        found = [s.value for s in col.samples  # ts set: the 0 that precedes a new counter series
+                 if s.name == name and s.ts is None and all(s.labels.get(k) == v for k, v in labels.items())]
         assert len(found) <= 1, (name, labels, found)
         return found[0] if found else None
 
@@ -292,6 +292,12 @@ def test_xid_event_from_nvml(harness: list[Harness]) -> None:
     col = h.plugin.collect()
     assert h.value(col, "gpu_xid_errors_total", gpu="1", xid="13") == 1
     assert h.value(col, "gpu_xid_errors_total", gpu="2", xid="999") == 1
+    # Each new series is preceded once by a 0 stamped before its first XID (rule pack: increase()).
+    [zero] = [s for s in col.samples if s.name == "gpu_xid_errors_total" and s.ts is not None
+              and s.labels["gpu"] == "1"]
+    assert zero.value == 0 and zero.ts is not None and zero.ts < first.ts
+    again = h.plugin.collect()
+    assert [s for s in again.samples if s.ts is not None] == []
 
 
 def test_xid_79_from_nvml_and_kernel_log_counts_once(harness: list[Harness], tmp_path: Path) -> None:

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.errors import PluginUnavailable
-from agent.model import Collection, Event, Severity, counter
+from agent.model import Collection, Event, Metric, Severity, counter
 from agent.plugin import Plugin, PluginContext
 from agent.plugins.kmsg.parse import Aer, Malformed, ModuleEvent, Record, SXid, Xid, classify, parse_line
 from agent.plugins.nvidia import metrics as gpu_metrics
-from agent.plugins.nvidia.xid import describe, ledger_for
+from agent.plugins.nvidia.xid import add_appearing_counter, describe, ledger_for
 
 RECORDS = counter("kmsg_records_total", "Kernel log records read")
 MALFORMED = counter("kmsg_malformed_lines_total", "Kernel log lines in no known framing (skipped)")
@@ -137,6 +137,8 @@ class KmsgPlugin(Plugin):
         self.aer: Counter[tuple[str, str]] = Counter()
         self.modules: Counter[tuple[str, int, str]] = Counter()
         self.xid_lines: Counter[tuple[str, int]] = Counter()  # every Xid line, before de-duplication
+        self._first: dict[tuple[object, ...], float] = {}  # first sighting per counter key
+        self._reported: set[tuple[str, ...]] = set()
 
     def discover(self) -> None:
         path = Path(self.config.path) if self.config.path else self.ctx.dev("kmsg")
@@ -204,6 +206,7 @@ class KmsgPlugin(Plugin):
             self._xid(finding, ts)
         elif isinstance(finding, SXid):
             self.sxid[(finding.device, finding.sxid)] += 1
+            self._first.setdefault(("sxid", finding.device, finding.sxid), ts)
             severity = Severity.CRITICAL if finding.fatal else Severity.WARNING
             kind = "fatal" if finding.fatal else "non-fatal" if finding.fatal is False else ""
             self.ctx.emit(Event("nvswitch.sxid", severity,
@@ -212,6 +215,7 @@ class KmsgPlugin(Plugin):
                                 "reset_nvswitch_fabric" if finding.fatal else "monitor", ts))
         elif isinstance(finding, Aer):
             self.aer[(finding.device, finding.severity)] += 1
+            self._first.setdefault(("aer", finding.device, finding.severity), ts)
             # Corrected AER errors are counted only: they are frequent and harmless one by one;
             # rules watch their rate.
             if finding.severity != "corrected":
@@ -222,6 +226,7 @@ class KmsgPlugin(Plugin):
                                     "inspect_hardware" if finding.severity == "fatal" else "monitor", ts))
         elif isinstance(finding, ModuleEvent):
             self.modules[(finding.device, finding.module, finding.status)] += 1
+            self._first.setdefault(("module", finding.device, finding.module, finding.status), ts)
             severity = {"plugged": Severity.INFO, "unplugged": Severity.WARNING}.get(finding.status, Severity.CRITICAL)
             detail = f": {finding.detail}" if finding.detail else ""
             self.ctx.emit(Event("net.module", severity,
@@ -241,19 +246,27 @@ class KmsgPlugin(Plugin):
                             labels, entry.action, ts))
 
     def collect(self) -> Collection:
+        started = time.time()
         self.drain()
         col = Collection()
+        seen = self._reported
+
+        def appearing(metric: Metric, n: float, labels: dict[str, str], key: tuple[object, ...]) -> None:
+            add_appearing_counter(col, metric, n, labels, first_ts=self._first[key], started=started, seen=seen)
+
         with self._lock:
             col.add(RECORDS, self.records)
             col.add(MALFORMED, self.malformed)
             col.add(OVERRUNS, self.reader.overruns if self.reader is not None else 0)
             for (device, sxid), n in sorted(self.sxid.items()):
-                col.add(SXID, n, {"device": device, "sxid": str(sxid)})
+                appearing(SXID, n, {"device": device, "sxid": str(sxid)}, ("sxid", device, sxid))
             for (device, severity), n in sorted(self.aer.items()):
-                col.add(AER, n, {"device": device, "severity": severity})
+                appearing(AER, n, {"device": device, "severity": severity}, ("aer", device, severity))
             for (device, module, status), n in sorted(self.modules.items()):
-                col.add(MODULE, n, {"device": device, "module": str(module), "status": status})
+                appearing(MODULE, n, {"device": device, "module": str(module), "status": status},
+                          ("module", device, module, status))
         if self._ledger.reports(self.name):
-            for (bus, xid), n in sorted(self._ledger.counts().items()):
-                col.add(gpu_metrics.XID, n, {**self._ledger.labels(bus), "xid": str(xid)})
+            for (bus, xid), (n, first_ts) in sorted(self._ledger.counts().items()):
+                add_appearing_counter(col, gpu_metrics.XID, n, {**self._ledger.labels(bus), "xid": str(xid)},
+                                      first_ts=first_ts, started=started, seen=seen)
         return col

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import ctypes
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from agent.plugins.nvidia.events import (
     NvmlEvent,
 )
 from agent.plugins.nvidia.nvml import Nvml, load_module, text
-from agent.plugins.nvidia.xid import XID_FALLEN_OFF_BUS, XidLedger, describe, ledger_for
+from agent.plugins.nvidia.xid import XID_FALLEN_OFF_BUS, XidLedger, add_appearing_counter, describe, ledger_for
 
 # Health events other than XIDs: (kind, severity, message, suggested action).
 _OTHER_EVENTS = {
@@ -90,6 +91,7 @@ class NvidiaPlugin(Plugin):
         self._pool: cf.ThreadPoolExecutor | None = None
         self._watcher: EventWatcher | None = None
         self._ledger: XidLedger = ledger_for(ctx.directory)
+        self._reported: set[tuple[str, ...]] = set()
 
     # -- discover / close ------------------------------------------------------------------
 
@@ -163,6 +165,7 @@ class NvidiaPlugin(Plugin):
     def collect(self) -> Collection:
         if self.nvml is None:
             raise PluginError("nvidia plugin used before discover()")
+        started = time.time()
         col = Collection()
         running: list[_GpuState] = []
         for state in self.gpus:
@@ -197,7 +200,7 @@ class NvidiaPlugin(Plugin):
                 self._down(col, state, f"collection failed: {err}")
             else:
                 raise err
-        self._xid_counters(col)
+        self._xid_counters(col, started)
         return col
 
     def _submit(self, state: _GpuState) -> cf.Future[Collection]:
@@ -242,11 +245,12 @@ class NvidiaPlugin(Plugin):
             labels["pci"] = gpu.pci
         return labels
 
-    def _xid_counters(self, col: Collection) -> None:
+    def _xid_counters(self, col: Collection, started: float) -> None:
         if not self._ledger.reports(self.name):
             return
-        for (bus, xid), n in sorted(self._ledger.counts().items()):
-            col.add(m.XID, n, {**self._ledger.labels(bus), "xid": str(xid)})
+        for (bus, xid), (n, first_ts) in sorted(self._ledger.counts().items()):
+            add_appearing_counter(col, m.XID, n, {**self._ledger.labels(bus), "xid": str(xid)},
+                                  first_ts=first_ts, started=started, seen=self._reported)
 
     # -- events (background thread) --------------------------------------------------------
 

@@ -23,12 +23,13 @@ from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 
-from agent.model import Severity
+from agent.model import Collection, Metric, Severity
 from agent.plugin import NodeDirectory
 
 #: XID 79: "GPU has fallen off the bus" (catalog); the GPU answers nothing until a reboot.
 XID_FALLEN_OFF_BUS = 79
 _DEFAULT_WINDOW_S = 1.0
+_ZERO_MAX_AGE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class XidLedger:
         self._lock = threading.Lock()
         self._burst: dict[tuple[str, str, int], tuple[float, int]] = {}
         self._counts: Counter[tuple[str, int]] = Counter()
+        self._first: dict[tuple[str, int], float] = {}
         self._fallen: set[str] = set()
         self._reporters: dict[str, int] = {}
 
@@ -98,13 +100,15 @@ class XidLedger:
         with self._lock:
             if first:
                 self._counts[(bus, xid)] += 1
+                self._first.setdefault((bus, xid), ts)
             if xid == XID_FALLEN_OFF_BUS:
                 self._fallen.add(bus)
         return first
 
-    def counts(self) -> dict[tuple[str, int], int]:
+    def counts(self) -> dict[tuple[str, int], tuple[int, float]]:
+        """(count, time of the first sighting) per (bus, xid)."""
         with self._lock:
-            return dict(self._counts)
+            return {key: (n, self._first[key]) for key, n in self._counts.items()}
 
     def fallen(self, pci: str) -> bool:
         with self._lock:
@@ -146,3 +150,22 @@ def ledger_for(directory: NodeDirectory) -> XidLedger:
         if ledger is None:
             ledger = _LEDGERS[directory] = XidLedger(directory, getattr(directory, "_window", _DEFAULT_WINDOW_S))
         return ledger
+
+
+def add_appearing_counter(col: Collection, metric: Metric, value: float, labels: dict[str, str], *,
+                          first_ts: float, started: float, seen: set[tuple[str, ...]]) -> None:
+    """Add a counter series that did not exist before its first event, preceded once by a 0.
+
+    ``increase()`` needs two samples in its window, so a series born at 1 would hide its first
+    XID from the rule pack (alerts/rules/README.md, "Counters that appear"). The 0 is stamped just
+    before the first sighting and at least a second before this collection, so it always sorts
+    before the collection's own samples; never more than a minute before it, so a replayed old
+    log does not send timestamps the collector refuses as far from now.
+    """
+    key = (metric.name, *sorted(labels.items(), key=lambda kv: kv[0]))
+    flat = tuple(str(part) for part in key)
+    if flat not in seen:
+        seen.add(flat)
+        zero_ts = max(started - _ZERO_MAX_AGE_S, min(first_ts, started - 1.0)) - 0.001
+        col.samples.append(metric.sample(0.0, labels, zero_ts))
+    col.add(metric, value, labels)
