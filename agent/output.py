@@ -46,7 +46,7 @@ def _prom_value(v: float) -> str:
         return "NaN"
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
-    if v == int(v) and abs(v) < 1e15:
+    if v == int(v) and abs(v) < 2**53:  # exact as an integer (byte counters pass 1e15)
         return str(int(v))
     return repr(v)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -44,7 +44,6 @@ class Collector:
                 raise ConfigError(str(err)) from err
         if cfg.alerting.rules:
             from alerts.engine import AlertEngine
-
             from alerts.errors import AlertsError
 
             try:

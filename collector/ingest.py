@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,9 +178,7 @@ class Ingestor:
         node = session.node
         if batch.sequence == 0:
             raise IngestError("batch has no sequence number")
-        node_labels = {**node.labels, "node": node.node}
-        for d in batch.series:
-            self._define(session, d, node_labels)
+        self.define(session, batch.series)
         lo = (now - self.limits.max_past_seconds) * 1000
         hi = (now + self.limits.max_future_seconds) * 1000
         rows: list[tuple[int, int, float]] = []
@@ -209,6 +207,7 @@ class Ingestor:
                 if info.alert:
                     live.append((info, ts_s, value))
         events = []
+        node_labels = {**node.labels, "node": node.node}
         for e in batch.events:
             if not e.kind or len(e.kind) > 128:
                 raise IngestError("event without a valid kind")
@@ -220,24 +219,32 @@ class Ingestor:
                          spool_body=encode_spool(rows, events) if self.spool else None)
         return Decoded(item, live, list(batch.events), len(rows))
 
-    def _define(self, session: StreamSession, d: pb.SeriesDef, node_labels: dict[str, str]) -> None:
+    def define(self, session: StreamSession, defs: Sequence[pb.SeriesDef]) -> None:
+        """Check and register a batch's series definitions (one store transaction for new ones)."""
+        if not defs:
+            return
         node = session.node.node
-        if not d.measurement or not d.field:
-            raise IngestError(f"series id {d.id} has no measurement or field")
-        if len(d.labels) > self.limits.max_labels:
-            raise IngestError(f"series {d.measurement}_{d.field} has {len(d.labels)} labels, more than "
-                              f"{self.limits.max_labels} (label bomb?)")
-        for k, v in d.labels.items():
-            if not _label_name_ok(k):
-                raise IngestError(f"series {d.measurement}_{d.field}: label name {k!r} is not valid")
-            if len(v.encode()) > self.limits.max_label_value_bytes:
-                raise IngestError(f"series {d.measurement}_{d.field}: label {k} is longer than "
-                                  f"{self.limits.max_label_value_bytes} bytes")
-        if d.id not in session.series and len(session.series) >= self.limits.max_series_per_node:
+        node_labels = {**session.node.labels, "node": node}
+        checked = []
+        new = sum(1 for d in defs if d.id not in session.series)
+        if len(session.series) + new > self.limits.max_series_per_node:
             raise IngestError(f"node {node} defined more than {self.limits.max_series_per_node} series "
                               "(label bomb?); raise limits.max_series_per_node if this is real")
-        name = f"{d.measurement}_{d.field}"
-        labels = {**dict(d.labels), **node_labels}
-        sid = self.store.series_id(node, name, d.measurement, d.field, labels, int(d.type), d.help)
-        session.series[d.id] = SeriesInfo(sid, name, d.measurement, d.field, labels, d.type == pb.COUNTER,
-                                          self.wants(name))
+        for d in defs:
+            if not d.measurement or not d.field:
+                raise IngestError(f"series id {d.id} has no measurement or field")
+            if len(d.labels) > self.limits.max_labels:
+                raise IngestError(f"series {d.measurement}_{d.field} has {len(d.labels)} labels, more than "
+                                  f"{self.limits.max_labels} (label bomb?)")
+            for k, v in d.labels.items():
+                if not _label_name_ok(k):
+                    raise IngestError(f"series {d.measurement}_{d.field}: label name {k!r} is not valid")
+                if len(v.encode()) > self.limits.max_label_value_bytes:
+                    raise IngestError(f"series {d.measurement}_{d.field}: label {k} is longer than "
+                                      f"{self.limits.max_label_value_bytes} bytes")
+            name = f"{d.measurement}_{d.field}"
+            checked.append((name, d.measurement, d.field, {**dict(d.labels), **node_labels}, int(d.type), d.help))
+        sids = self.store.series_ids(node, checked)
+        for d, sid, (name, measurement, field_, labels, _t, _h) in zip(defs, sids, checked, strict=True):
+            session.series[d.id] = SeriesInfo(sid, name, measurement, field_, labels, d.type == pb.COUNTER,
+                                              self.wants(name))

@@ -7,6 +7,7 @@ naming the peer, instead of grpc's generic deserialization failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -152,12 +153,8 @@ class TelemetryService:
             if seq and state.has(seq):
                 self.ingestor.duplicates_total += 1
                 # Still learn its definitions: later batches on this stream may use them.
-                try:
-                    node_labels = {**node.labels, "node": node.node}
-                    for d in batch.series:
-                        self.ingestor._define(session, d, node_labels)
-                except IngestError:
-                    pass
+                with contextlib.suppress(IngestError):
+                    self.ingestor.define(session, batch.series)
                 return pb.Ack(sequence=seq, contiguous=state.contiguous)
             try:
                 decoded = self.ingestor.decode(session, batch, time.time())

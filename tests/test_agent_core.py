@@ -161,7 +161,7 @@ def test_hung_plugin_never_delays_the_others() -> None:
 def test_unavailable_plugin_is_disabled_and_others_run() -> None:
     runners = [_runner(_Broken), _runner(_Fast), _runner(_Failing)]
     events = EventBuffer()
-    ts, col = asyncio.run(collect_once(runners, events))
+    _ts, col = asyncio.run(collect_once(runners, events))
     assert not runners[0].enabled and "no such hardware" in runners[0].detail
     names = {(s.name, s.labels.get("plugin")) for s in col.samples}
     assert ("gpu_temperature_celsius", None) in names

@@ -144,8 +144,11 @@ def test_refused_batches_name_the_problem_and_stream_goes_on(tmp_path: Path,
             await call.write(raw)
             ack = (await call.read()).ack
             assert why in ack.refused
-        # the stream is still good: a valid batch is stored and acked
-        await call.write(_batch(6, [(5, "5")], [5], [55.0]))
+        # the stream is still good: a valid batch (with an event) is stored and acked
+        good = pb.AgentMessage.FromString(_batch(6, [(5, "5")], [5], [55.0]))
+        good.batch.events.add(timestamp_ms=now_ms, kind="gpu.xid", labels={"gpu": "5", "xid": "79"},
+                              severity=pb.SEVERITY_CRITICAL, message="XID 79", action="reset")
+        await call.write(good.SerializeToString())
         ack = (await call.read()).ack
         assert (ack.sequence, ack.refused, ack.contiguous) == (6, "", 6)
         await call.done_writing()
@@ -154,6 +157,9 @@ def test_refused_batches_name_the_problem_and_stream_goes_on(tmp_path: Path,
     assert sum("node n1" in r.getMessage() and "refused batch" in r.getMessage() for r in caplog.records) == 5
     reader = StoreReader(tmp_path / "fleetmon.sqlite")
     assert reader.count_samples("n1") == 1
+    (event,) = reader.events(0)
+    assert event["kind"] == "gpu.xid" and event["severity"] == "critical" and event["node"] == "n1"
+    assert event["labels"] == {"cluster": "c", "gpu": "5", "node": "n1", "xid": "79"}
 
 
 def test_replay_is_idempotent_and_welcome_reports_durable(tmp_path: Path) -> None:

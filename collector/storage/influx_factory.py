@@ -11,8 +11,12 @@ Kinds:
     influxdb-client. Keys: url, org, bucket, token | token_env, timeout, gzip, batch_size,
     dialect, name.
 ``victoriametrics``
-    The v2 sink with VictoriaMetrics' defaults (bucket/org/token are ignored by it; the
-    ``influxdb2`` dialect, which is how VictoriaMetrics reads backslashes). Keys as ``influxdb2``.
+    The v2 sink with VictoriaMetrics' defaults: bucket/org/token are ignored by it; the
+    ``influxdb2`` dialect, which is how VictoriaMetrics reads backslashes; ``events: false``,
+    since it keeps string fields only as 0-valued series. Keys as ``influxdb2``.
+
+Both also take ``events`` (write events to measurement ``event``, default true), ``tls_ca``
+(PEM bundle of a private CA) and ``tls_verify``.
 
 ``name`` (the ``sink`` label of the health metrics and the prefix of every error) defaults to
 the kind.
@@ -44,8 +48,8 @@ def build_sink(kind: str, section: Mapping[str, Any], where: str) -> Sink:
         v2 = _build(InfluxV2Config, {"name": kind, **section}, where)
         return _construct(InfluxV2Sink, v2, where)
     if kind == "victoriametrics":
-        vm = _build(InfluxV2Config, {"name": kind, "bucket": "fleetmon", "dialect": "influxdb2", **section},
-                    where)
+        preset = {"name": kind, "bucket": "fleetmon", "dialect": "influxdb2", "events": False}
+        vm = _build(InfluxV2Config, {**preset, **section}, where)
         return _construct(InfluxV2Sink, vm, where)
     raise ConfigError(f"{where}: unknown sink kind {kind!r}; InfluxDB-family kinds are {', '.join(KINDS)}")
 

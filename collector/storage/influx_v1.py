@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,12 @@ class InfluxV1Config:
     batch_size: int = MAX_LINES
     create_database: bool = False
     dialect: Dialect = "influxdb1"
+    # Events go to measurement "event" (tags node, kind, severity + labels; fields message,
+    # action). VictoriaMetrics cannot store strings, so its preset turns this off.
+    events: bool = True
+    # TLS: a CA bundle (PEM) for a private CA, or verification off (tls_verify: false, tests only).
+    tls_ca: str | None = None
+    tls_verify: bool = True
     name: str = "influxdb"
 
     def validate(self) -> None:
@@ -48,6 +55,8 @@ class InfluxV1Config:
             raise ValueError("database is required (the InfluxDB database to write to)")
         if not 1 <= self.batch_size <= MAX_LINES:
             raise ValueError(f"batch_size must be 1..{MAX_LINES}, got {self.batch_size}")
+        if self.tls_ca is not None and not os.path.isfile(self.tls_ca):
+            raise ValueError(f"tls_ca: no such file {self.tls_ca!r}")
         if self.timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {self.timeout}")
         if self.dialect not in DIALECTS:
@@ -106,7 +115,10 @@ class InfluxV1Sink:
         auth = None
         if self.config.username is not None:
             auth = httpx.BasicAuth(self.config.username, self.config.resolved_password() or "")
-        self._client = httpx.AsyncClient(timeout=self.config.timeout, auth=auth,
+        verify: bool | ssl.SSLContext = self.config.tls_verify
+        if self.config.tls_ca and self.config.tls_verify:
+            verify = ssl.create_default_context(cafile=self.config.tls_ca)
+        self._client = httpx.AsyncClient(timeout=self.config.timeout, auth=auth, verify=verify,
                                          headers={"User-Agent": "fleetmon-collector"})
         # The server may be down now: the database is created before the first write instead,
         # so a collector starts (and spools) while InfluxDB is away.
@@ -169,7 +181,7 @@ class InfluxV1Sink:
         self._health.success(batch, n_lines, time.monotonic() - started)
 
     def _prepare(self, batch: SinkBatch) -> tuple[int, list[tuple[str, bytes]]]:
-        lines = batch_lines(batch, encoder=self._encoder)
+        lines = batch_lines(batch, encoder=self._encoder, events=self.config.events)
         chunks = chunk_lines(lines, self.config.batch_size)
         encode = gzip_body if self.config.gzip else (lambda text: text.encode("utf-8"))
         return len(lines), [(text, encode(text)) for text in chunks]

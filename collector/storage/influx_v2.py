@@ -52,6 +52,12 @@ class InfluxV2Config:
     batch_size: int = MAX_LINES
     # InfluxDB 2.x/3.x and VictoriaMetrics unescape "\\"; use influxdb1 against 1.8's v2 API.
     dialect: Dialect = "influxdb2"
+    # Events go to measurement "event" (tags node, kind, severity + labels; fields message,
+    # action). VictoriaMetrics cannot store strings, so its preset turns this off.
+    events: bool = True
+    # TLS: a CA bundle (PEM) for a private CA, or verification off (tls_verify: false, tests only).
+    tls_ca: str | None = None
+    tls_verify: bool = True
     name: str = "influxdb2"
 
     def validate(self) -> None:
@@ -61,6 +67,8 @@ class InfluxV2Config:
             raise ValueError("bucket is required (InfluxDB 1.8: database/retention_policy)")
         if not 1 <= self.batch_size <= MAX_LINES:
             raise ValueError(f"batch_size must be 1..{MAX_LINES}, got {self.batch_size}")
+        if self.tls_ca is not None and not os.path.isfile(self.tls_ca):
+            raise ValueError(f"tls_ca: no such file {self.tls_ca!r}")
         if self.timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {self.timeout}")
         if self.dialect not in DIALECTS:
@@ -99,7 +107,7 @@ class InfluxV2Sink:
             url=self.config.url, token=self.config.resolved_token(), org=self.config.org,
             timeout=int(self.config.timeout * 1000),  # the client takes milliseconds
             enable_gzip=False,  # compressed here, at level 1 (module doc)
-            retries=False,
+            retries=False, verify_ssl=self.config.tls_verify, ssl_ca_cert=self.config.tls_ca,
         )
         self._service = WriteService(self._client.api_client)
 
@@ -135,7 +143,7 @@ class InfluxV2Sink:
 
     def _write_sync(self, batch: SinkBatch) -> int:
         """Encode, chunk, compress and send, all off the event loop; returns the line count."""
-        lines = batch_lines(batch, encoder=self._encoder)
+        lines = batch_lines(batch, encoder=self._encoder, events=self.config.events)
         rejected: list[SinkError] = []
         with self._lock:
             for chunk in chunk_lines(lines, self.config.batch_size):
@@ -164,8 +172,10 @@ class InfluxV2Sink:
                                          body=chunk.encode("utf-8"), precision=WritePrecision.NS,
                                          content_type="text/plain; charset=utf-8")
         except ApiException as err:
-            if err.status is None:  # no answer at all
-                raise SinkError(f"sink {self.name}: no answer from {url}: {err}", retryable=True) from err
+            if not err.status:
+                # No HTTP answer: the client reports TLS failures as status 0 with the reason.
+                reason = " ".join(str(err.reason or err).split())
+                raise SinkError(f"sink {self.name}: cannot reach {url}: {reason}", retryable=True) from err
             headers = {k: v for k, v in (err.headers or {}).items()} if err.headers else {}
             raise http_error(self.name, int(err.status or 0), headers=headers, body=err.body,
                              chunk=chunk, url=url) from err

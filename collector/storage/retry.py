@@ -41,7 +41,8 @@ MAX_BYTES = 8 * 1024 * 1024
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-def batch_lines(batch: SinkBatch, dialect: Dialect = "influxdb1", encoder: LineEncoder | None = None) -> list[str]:
+def batch_lines(batch: SinkBatch, dialect: Dialect = "influxdb1", encoder: LineEncoder | None = None,
+                *, events: bool = True) -> list[str]:
     """The batch as line protocol: points grouped per series and instant, then events.
 
     Values are always written as floats: InfluxDB fixes a field's type per shard, so a counter
@@ -68,7 +69,7 @@ def batch_lines(batch: SinkBatch, dialect: Dialect = "influxdb1", encoder: LineE
         line = enc.line(measurement, tags, fields, ts_ns)
         if line is not None:
             lines.append(line)
-    for ev in batch.events:
+    for ev in batch.events if events else ():
         line = encode_line("event", event_tags(ev), {"message": ev.message, "action": ev.action},
                            ev.ts_ns, dialect=enc.dialect)
         if line is not None:

@@ -157,20 +157,39 @@ class SqliteStore:
                 (node, wal_id, json.dumps(labels, sort_keys=True), int(time.time() * 1000)))
             self._db.execute("COMMIT")
 
-    def series_id(self, node: str, name: str, measurement: str, field_: str, labels: dict[str, str],
-                  mtype: int, help_: str) -> int:
-        key_labels = json.dumps(labels, sort_keys=True, separators=(",", ":"))
-        sid = self._series.get((name, key_labels))
-        if sid is not None:
-            return sid
+    def series_ids(self, node: str, defs: Sequence[tuple[str, str, str, dict[str, str], int, str]]) -> list[int]:
+        """Ids of (name, measurement, field, labels, type, help), creating missing series in one
+        transaction (a stream's first batch defines thousands: one fsync, not thousands)."""
+        out: list[int] = []
+        missing: list[int] = []
+        keys = []
+        for i, (name, _m, _f, labels, _t, _h) in enumerate(defs):
+            key = (name, json.dumps(labels, sort_keys=True, separators=(",", ":")))
+            keys.append(key)
+            sid = self._series.get(key)
+            out.append(sid if sid is not None else -1)
+            if sid is None:
+                missing.append(i)
+        if not missing:
+            return out
         with self._lock:
-            cur = self._db.execute(
-                "INSERT INTO series (name, measurement, field, labels, node, type, help) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (name, labels) DO UPDATE SET type = excluded.type RETURNING id",
-                (name, measurement, field_, key_labels, node, mtype, help_))
-            sid = int(cur.fetchone()[0])
-        self._series[(name, key_labels)] = sid
-        return sid
+            self._db.execute("BEGIN")
+            try:
+                for i in missing:
+                    name, measurement, field_, _labels, mtype, help_ = defs[i]
+                    cur = self._db.execute(
+                        "INSERT INTO series (name, measurement, field, labels, node, type, help) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (name, labels) DO UPDATE SET type = excluded.type RETURNING id",
+                        (name, measurement, field_, keys[i][1], node, mtype, help_))
+                    out[i] = int(cur.fetchone()[0])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        for i in missing:
+            self._series[keys[i]] = out[i]
+        return out
 
     def commit(self, items: Sequence[WriteItem]) -> None:
         """Store several batches in one transaction (group commit); durable when it returns."""

@@ -264,7 +264,7 @@ class SimulatedPlugin(Plugin):
             col.add(OPT_VOLT, round(3.3 + 0.01 * self._wave(t, 900, p), 4), iface)
             for (quantity, level), value in _THRESHOLDS.items():
                 col.add(OPT_THRESHOLD, value, iface | {"quantity": quantity, "level": level})
-            for lane in range(self.config.lanes):
+            for lane in range(1, self.config.lanes + 1):  # lanes count from 1, as SFF-8636/CMIS do
                 labels = iface | {"lane": str(lane)}
                 sag = self._active(t, "rx_power", port=p, lane=lane)
                 rx = sag.value if sag else -1.5 + 0.3 * self._wave(t, 240, p * 8 + lane)
