@@ -303,3 +303,13 @@ def test_once_prom_output_passes_promtool(tmp_path: Path, fixtures_dir: Path, fl
     promtool = require_binary("promtool")
     check = subprocess.run([promtool, "check", "metrics"], input=out, capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_readme_lists_every_metric(repo_root: Path) -> None:
+    import agent.plugins.accel as accel
+    import agent.plugins.amd.rocm_smi as rocm_smi
+    from agent.model import Metric
+
+    text = (repo_root / "agent" / "plugins" / "amd" / "README.md").read_text()
+    declared = {m.name for mod in (accel, rocm_smi) for m in vars(mod).values() if isinstance(m, Metric)}
+    assert declared and {n for n in declared if f"`{n}`" not in text} == set()

@@ -392,3 +392,12 @@ def test_once_prom_output_passes_promtool(tmp_path: Path, fixtures_dir: Path, fl
     promtool = require_binary("promtool")
     check = subprocess.run([promtool, "check", "metrics"], input=out, capture_output=True, text=True, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_readme_lists_every_metric(repo_root: Path) -> None:
+    import agent.plugins.ascend.readings as readings
+    from agent.model import Metric
+
+    text = (repo_root / "agent" / "plugins" / "ascend" / "README.md").read_text()
+    declared = {m.name for m in vars(readings).values() if isinstance(m, Metric)}
+    assert declared and {n for n in declared if f"`{n}`" not in text} == set()
