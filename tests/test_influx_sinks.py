@@ -4,9 +4,12 @@ for what a healthy server will not do on demand (429 + Retry-After, counting req
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import gzip
 import http.server
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +33,7 @@ from tests.influx_servers import (
     victoria_metrics,
     vm_export,
 )
+from tests.services import require_binary
 
 _ = (influxd, victoria_metrics)  # pytest fixtures used by name below
 
@@ -140,16 +144,17 @@ class Stub:
     url: str = ""
     replies: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
+    delay: float = 0.0
 
 
-@pytest.fixture
-def stub() -> Iterator[Stub]:
-    state = Stub()
-
+@contextlib.contextmanager
+def _serve(state: Stub, tls: ssl.SSLContext | None = None) -> Iterator[Stub]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             state.seen.append(Seen("POST", self.path, dict(self.headers.items()), body))
+            if state.delay:
+                time.sleep(state.delay)
             status, headers, payload = state.replies.pop(0) if state.replies else (204, {}, b"")
             self.send_response(status)
             for k, v in headers.items():
@@ -162,15 +167,36 @@ def stub() -> Iterator[Stub]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    state.url = f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     try:
         yield state
     finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def stub() -> Iterator[Stub]:
+    with _serve(Stub()) as state:
+        yield state
+
+
+@pytest.fixture
+def tls_stub(tmp_path: Any) -> Iterator[tuple[Stub, str]]:
+    """An HTTPS stub with a throwaway self-signed certificate for 127.0.0.1; yields (stub, CA path)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([require_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    with _serve(Stub(), ctx) as state:
+        yield state, str(cert)
 
 
 def _sinks_for(url: str) -> list[InfluxV1Sink | InfluxV2Sink]:
@@ -278,6 +304,44 @@ def test_non_retryable_errors_are_not_retried(stub: Stub) -> None:
         run(go())
     assert not info.value.retryable
     assert len(stub.seen) == 1
+
+
+@pytest.mark.parametrize("kind", ["v1", "v2"])
+def test_tls_with_private_ca(tls_stub: tuple[Stub, str], kind: str) -> None:
+    stub, ca = tls_stub
+    if kind == "v1":
+        sink: InfluxV1Sink | InfluxV2Sink = InfluxV1Sink(InfluxV1Config(url=stub.url, database="d", tls_ca=ca))
+        unverified: InfluxV1Sink | InfluxV2Sink = InfluxV1Sink(InfluxV1Config(url=stub.url, database="d"))
+    else:
+        sink = InfluxV2Sink(InfluxV2Config(url=stub.url, bucket="b", tls_ca=ca))
+        unverified = InfluxV2Sink(InfluxV2Config(url=stub.url, bucket="b"))
+    run(_write(sink, SinkBatch(1, _points(1, 1), [])))
+    assert len(stub.seen) == 1
+    # Without the CA the certificate is refused; retryable, so nothing is dropped while the
+    # operator fixes the configuration (the spool logs every failure).
+    with pytest.raises(SinkError, match="CERTIFICATE_VERIFY_FAILED") as info:
+        run(_write(unverified, SinkBatch(2, _points(1, 1), [])))
+    assert info.value.retryable
+    assert len(stub.seen) == 1
+
+
+@pytest.mark.parametrize("kind", ["v1", "v2"])
+def test_slow_server_times_out_retryably(stub: Stub, kind: str) -> None:
+    stub.delay = 1.5
+    if kind == "v1":
+        sink: InfluxV1Sink | InfluxV2Sink = InfluxV1Sink(InfluxV1Config(url=stub.url, database="d", timeout=0.3))
+    else:
+        sink = InfluxV2Sink(InfluxV2Config(url=stub.url, bucket="b", timeout=0.3))
+    with pytest.raises(SinkError, match=r"timed out|Timeout") as info:
+        run(_write(sink, SinkBatch(1, _points(1, 1), [])))
+    assert info.value.retryable
+
+
+def test_events_can_be_left_out(stub: Stub) -> None:
+    sink = build_sink("victoriametrics", {"url": stub.url}, "sinks.vm")
+    run(_write(sink, SinkBatch(1, _points(1, 1), _events())))  # type: ignore[arg-type]
+    assert [line.split(",", 1)[0] for line in stub.seen[0].text.splitlines()] == ["gpu"]
+    assert "bucket=fleetmon" in stub.seen[0].path
 
 
 def test_name_set_after_build_labels_health_and_errors(stub: Stub) -> None:
