@@ -330,9 +330,9 @@ def test_xid_79_from_nvml_and_kernel_log_counts_once(harness: list[Harness], tmp
         assert h.value(col, "gpu_up", gpu="4") == 0
         assert h.value(col, "gpu_up", gpu="5") == 1
         # The GPU that fell off the bus is not asked again (a call would only hang).
-        calls = h.state.calls["nvmlDeviceGetTemperature"]
+        calls = h.state.calls["nvmlDeviceGetTemperatureV"]
         h.plugin.collect()
-        assert h.state.calls["nvmlDeviceGetTemperature"] - calls == 7
+        assert h.state.calls["nvmlDeviceGetTemperatureV"] - calls == 7
         # Only the nvidia plugin reports the shared counter (one writer per series).
         assert [s for s in kmsg.collect().samples if s.name == "gpu_xid_errors_total"] == []
         # A second XID 79 a few seconds later is a new one.

@@ -123,3 +123,22 @@ def test_every_metric_is_in_a_readme() -> None:
         assert declared
         missing = [m.name for m in declared if f"`{m.name}`" not in text]
         assert missing == [], f"{readme} lacks {missing}"
+
+
+def test_one_binding_function_two_driver_symbols() -> None:
+    """nvmlDeviceGetMemoryInfo(version=v2) needs nvmlDeviceGetMemoryInfo_v2 (driver 510+); an older
+    driver lacks only that symbol, so the v1 call must still be made."""
+    seen: list[object] = []
+
+    def memory(handle: object, version: int | None = None) -> str:
+        seen.append(version)
+        if version:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+        return "v1"
+
+    n = Nvml(binding(nvmlDeviceGetMemoryInfo=memory))
+    candidates = [("nvmlDeviceGetMemoryInfo", (None,), {"version": 2}, "nvmlDeviceGetMemoryInfo_v2"),
+                  ("nvmlDeviceGetMemoryInfo", (None,), {})]
+    assert n.first(candidates) == "v1"
+    assert n.first(candidates) == "v1"
+    assert seen == [2, None, None]

@@ -299,6 +299,11 @@ def nvmlDeviceGetTemperature(h: Device, sensor: int) -> int:
 
 
 @_api
+def nvmlDeviceGetTemperatureV(h: Device, sensor: int) -> int:
+    return int(_need(h.rec.temp))
+
+
+@_api
 def nvmlDeviceGetMaxPcieLinkGeneration(h: Device) -> int:
     return int(_need(h.rec.pcie_gen_max))
 

@@ -174,7 +174,7 @@ def collect_gpu(nvml: Nvml, gpu: Gpu, use_fields: bool, pcie_throughput: bool) -
 
     _memory(nvml, gpu, gpu.handle, col, labels, used=m.MEM_USED, total=m.MEM_TOTAL, reserved=m.MEM_RESERVED)
 
-    add(m.TEMP, _ask(nvml, gpu, "nvmlDeviceGetTemperature", TEMPERATURE_GPU), labels)
+    add(m.TEMP, _temperature(nvml, gpu), labels)
     power = _ask(nvml, gpu, "nvmlDeviceGetPowerUsage")
     add(m.POWER, power / 1000.0 if power is not None else None, labels)  # NVML reports milliwatts
     limit = _ask(nvml, gpu, "nvmlDeviceGetPowerManagementLimit")
@@ -224,7 +224,7 @@ def _memory(nvml: Nvml, gpu: Gpu, handle: Any, col: Collection, labels: dict[str
     try:
         # v2 adds ``reserved`` and, unlike v1, does not count it as used (driver 510+).
         mem = nvml.first([
-            ("nvmlDeviceGetMemoryInfo", (handle,), {"version": MEMORY_V2}),
+            ("nvmlDeviceGetMemoryInfo", (handle,), {"version": MEMORY_V2}, "nvmlDeviceGetMemoryInfo_v2"),
             ("nvmlDeviceGetMemoryInfo", (handle,), {}),
         ])
     except NotSupported:
@@ -234,6 +234,20 @@ def _memory(nvml: Nvml, gpu: Gpu, handle: Any, col: Collection, labels: dict[str
     col.add(total, mem.total, labels)
     if reserved is not None:
         col.add(reserved, getattr(mem, "reserved", None), labels)
+
+
+def _temperature(nvml: Nvml, gpu: Gpu) -> float | None:
+    if ("temperature",) in gpu.unsupported:
+        return None
+    try:
+        # nvmlDeviceGetTemperature is deprecated (removed in CUDA 14's NVML); V is its successor.
+        return float(nvml.first([
+            ("nvmlDeviceGetTemperatureV", (gpu.handle, TEMPERATURE_GPU), {}),
+            ("nvmlDeviceGetTemperature", (gpu.handle, TEMPERATURE_GPU), {}),
+        ]))
+    except NotSupported:
+        gpu.unsupported.add(("temperature",))
+        return None
 
 
 def _clock_event_reasons(nvml: Nvml, gpu: Gpu) -> int | None:

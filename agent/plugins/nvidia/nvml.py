@@ -114,27 +114,38 @@ class Nvml:
 
     def call(self, fname: str, *args: Any, **kwargs: Any) -> Any:
         """Call one NVML function; errors come back as the agent's exceptions."""
-        if fname in self._missing:
-            raise FunctionMissing(f"{fname} is not available in this driver")
+        return self._call(fname, fname, args, kwargs)
+
+    def _call(self, symbol: str, fname: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # ``symbol`` is what is remembered as missing: usually the binding's function name, but
+        # one binding function may reach two driver symbols (nvmlDeviceGetMemoryInfo with
+        # ``version=`` calls nvmlDeviceGetMemoryInfo_v2), and only the absent one may be forgotten.
+        if symbol in self._missing:
+            raise FunctionMissing(f"{symbol} is not available in this driver")
         fn = getattr(self.mod, fname, None)
         if fn is None:
-            self._remember_missing(fname, "the installed nvidia-ml-py lacks it")
+            self._remember_missing(symbol, "the installed nvidia-ml-py lacks it")
             raise FunctionMissing(f"{fname} is not available in the NVML binding")
         with self._lock:
             self._calls += 1
         try:
             return fn(*args, **kwargs)
         except self._error_cls as err:
-            raise self._translate(fname, err) from err
+            raise self._translate(symbol, err) from err
 
-    def first(self, candidates: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> Any:
-        """Try versioned variants newest first (``_v3``, ``_v2``, plain); a missing one is skipped for good."""
+    def first(self, candidates: Sequence[tuple[Any, ...]]) -> Any:
+        """Try versioned variants newest first (``_v3``, ``_v2``, plain); a missing one is skipped for good.
+
+        Each candidate is ``(function, args, kwargs)`` or ``(function, args, kwargs, driver symbol)``.
+        """
         last: NotSupported | None = None
-        for fname, args, kwargs in candidates:
-            if fname in self._missing:
+        for candidate in candidates:
+            fname, args, kwargs = candidate[:3]
+            symbol = candidate[3] if len(candidate) > 3 else fname
+            if symbol in self._missing:
                 continue
             try:
-                return self.call(fname, *args, **kwargs)
+                return self._call(symbol, fname, args, kwargs)
             except FunctionMissing as err:
                 last = err
         raise last or FunctionMissing(f"none of {', '.join(c[0] for c in candidates)} is available")

@@ -123,7 +123,8 @@ class NvidiaPlugin(Plugin):
                 self.ctx.directory.register_gpu(
                     state.gpu.pci, GpuRef(str(index), state.gpu.uuid, state.gpu.model, "nvidia"))
         self._ledger.claim(self.name, 0)
-        if self.config.parallel and len(self.gpus) > 1:
+        # Even one GPU gets its worker: a hung call then costs gpu_up 0, not the whole collection.
+        if self.config.parallel:
             self._pool = cf.ThreadPoolExecutor(max_workers=len(self.gpus), thread_name_prefix="fleetmon-nvidia-gpu")
         if self.config.events:
             handles = [s.gpu.handle for s in self.gpus if s.gpu.handle is not None]
