@@ -122,7 +122,8 @@ def compare(rows: list[dict[str, Any]], before: list[SmiGpu], after: list[SmiGpu
         mem = mems.get(tag)
         if g.memory_total_mib is None:
             lines.append(f"skip {tag}: nvidia-smi has no memory.total")
-        elif mem != g.memory_total_mib * MIB:
+        elif mem is None or int(mem // MIB) != int(g.memory_total_mib):
+            # nvidia-smi prints whole MiB, truncated; NVML answers bytes.
             lines.append(f"FAIL {tag}: memory total {mem} B != nvidia-smi {g.memory_total_mib} MiB")
         else:
             lines.append(f"ok   {tag}: memory total {g.memory_total_mib:.0f} MiB")
