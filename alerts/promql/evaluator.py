@@ -9,6 +9,7 @@ stale marker ends a series; range selectors take the samples in the closed inter
 from __future__ import annotations
 
 import math
+import struct
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, Union
@@ -21,22 +22,37 @@ LOOKBACK_MS = 5 * 60 * 1000
 
 Sample = tuple[Labels, float]
 Vector = list[Sample]
-MatrixSeries = tuple[Labels, Sequence[int], Sequence[float]]
+MatrixSeries = tuple[Labels, Sequence[int], Sequence[float], bool]  # labels, ts, values, may decrease
 Value = Union[float, str, Vector, list[MatrixSeries]]  # noqa: UP007 - a runtime alias on 3.10
 
 
+# A stale marker is a NaN with a payload no arithmetic produces (Prometheus uses 0x7ff0000000000002,
+# a signalling NaN; the quiet variant here survives any FPU path unchanged). Stored in float arrays
+# like any value; told apart from an ordinary NaN by its bits.
+_STALE_BITS = 0x7FF8000000000002
+_STALE_BYTES = struct.pack("<Q", _STALE_BITS)
+STALE_NAN: float = struct.unpack("<d", _STALE_BYTES)[0]
+
+
+def is_stale(v: float) -> bool:
+    return math.isnan(v) and struct.pack("<d", v) == _STALE_BYTES
+
+
 class SeriesData(Protocol):
-    """One stored series: ``ts`` ascending integer milliseconds; ``vals`` floats, None = stale
-    marker; ``stale`` counts the markers (0 lets range reads skip filtering)."""
+    """One stored series: ``ts`` ascending integer milliseconds; ``vals`` floats with stale
+    markers as ``STALE_NAN``; ``stale`` counts the markers (0 lets range reads skip filtering);
+    ``dec_ts`` is the time of the newest sample lower than its predecessor."""
 
     @property
     def labels(self) -> Labels: ...
     @property
     def ts(self) -> Sequence[int]: ...
     @property
-    def vals(self) -> Sequence[float | None]: ...
+    def vals(self) -> Sequence[float]: ...
     @property
     def stale(self) -> int: ...
+    @property
+    def dec_ts(self) -> int: ...
 
 
 class SeriesSource(Protocol):
@@ -57,19 +73,25 @@ def instant_value(s: SeriesData, t: int, lookback: int = LOOKBACK_MS) -> float |
             return None
     if ts[i] < t - lookback:
         return None
-    return s.vals[i]
+    v = s.vals[i]
+    if math.isnan(v) and is_stale(v):
+        return None
+    return v
 
 
-def range_points(s: SeriesData, start: int, end: int) -> tuple[Sequence[int], Sequence[float]]:
+def range_points(s: SeriesData, start: int, end: int) -> tuple[Sequence[int], Sequence[float], bool]:
+    """Samples in ``[start, end]`` without stale markers, and whether a value may decrease
+    within them (a counter reset), known from ``dec_ts`` without scanning."""
     ts = s.ts
     i = bisect_left(ts, start)
     j = len(ts) if ts and ts[-1] <= end else bisect_right(ts, end)
     if i >= j:
-        return (), ()
+        return (), (), False
     if s.stale == 0:
-        return ts[i:j], s.vals[i:j]  # type: ignore[return-value]
-    pts = [(t, v) for t, v in zip(ts[i:j], s.vals[i:j], strict=True) if v is not None]
-    return [p[0] for p in pts], [p[1] for p in pts]
+        return ts[i:j], s.vals[i:j], s.dec_ts > ts[i]
+    pts = [(t, v) for t, v in zip(ts[i:j], s.vals[i:j], strict=True) if not is_stale(v)]
+    # Stale markers break the ingest-time bookkeeping of decreases: let the functions scan.
+    return [p[0] for p in pts], [p[1] for p in pts], True
 
 
 def _absent_labels(node: ast.Expr) -> Labels:
@@ -185,9 +207,9 @@ class Evaluator:
         start, end = self.t - node.range_ms, self.t
         out: list[MatrixSeries] = []
         for s in self.source.select(node.vector):
-            ts, vals = range_points(s, start, end)
+            ts, vals, may_decrease = range_points(s, start, end)
             if ts:
-                out.append((s.labels, ts, vals))
+                out.append((s.labels, ts, vals, may_decrease))
         return out
 
     # -- functions ----------------------------------------------------------------------------
@@ -233,13 +255,13 @@ class Evaluator:
         start, end = self.t - arg.range_ms, self.t
         if name in ("rate", "increase", "delta"):
             counter, is_rate = name != "delta", name == "rate"
-            for lb, ts, vals in mat:
+            for lb, ts, vals, may_decrease in mat:
                 v = functions.extrapolated_rate(ts, vals, start, end, range_ms=arg.range_ms,
-                                                 is_counter=counter, is_rate=is_rate)
+                                                 is_counter=counter, is_rate=is_rate, may_reset=may_decrease)
                 if v is not None:
                     out.append((drop_name(lb), v))
         elif name == "irate":
-            for lb, ts, vals in mat:
+            for lb, ts, vals, _dec in mat:
                 v = functions.irate(ts, vals)
                 if v is not None:
                     out.append((drop_name(lb), v))
@@ -247,8 +269,9 @@ class Evaluator:
             fn = functions.OVER_TIME[name]
             # last_over_time acts like a selector and keeps the metric name (Prometheus 2.x).
             keep_name = name == "last_over_time"
-            for lb, _ts, vals in mat:
-                out.append((lb if keep_name else drop_name(lb), fn(vals)))
+            for lb, _ts, vals, may_decrease in mat:
+                value = 0.0 if name == "resets" and not may_decrease else fn(vals)
+                out.append((lb if keep_name else drop_name(lb), value))
         return _check_unique(out)
 
     # -- aggregation --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ Points = tuple[Sequence[int], Sequence[float]]
 
 
 def extrapolated_rate(ts: Sequence[int], vals: Sequence[float], range_start: int, range_end: int, *,
-                      range_ms: int, is_counter: bool, is_rate: bool) -> float | None:
+                      range_ms: int, is_counter: bool, is_rate: bool, may_reset: bool = True) -> float | None:
     """``rate``/``increase``/``delta``: the change over the window, extrapolated towards the window
     edges when the first/last samples are within 1.1 average intervals of them (Prometheus
     ``extrapolatedRate``). None (no output) with fewer than two samples."""
@@ -21,7 +21,8 @@ def extrapolated_rate(ts: Sequence[int], vals: Sequence[float], range_start: int
     if n < 2:
         return None
     result = vals[-1] - vals[0]
-    if is_counter:
+    # Most windows hold no counter reset; the windows know that without a scan (``may_reset``).
+    if is_counter and may_reset:
         prev = vals[0]
         for cur in vals[1:]:
             if cur < prev:  # a counter reset: the counter restarted from zero
