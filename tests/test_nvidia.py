@@ -427,3 +427,30 @@ def test_xid_79_kernel_log_first_then_nvml(harness: list[Harness], tmp_path: Pat
         assert h.value(h.plugin.collect(), "gpu_xid_errors_total", gpu="0", xid="79") == 1
     finally:
         kmsg.close()
+
+
+def test_serial_hang_is_bounded_by_the_scheduler_deadline(harness: list[Harness]) -> None:
+    """Without per-GPU workers, the scheduler's plugin deadline is what bounds a hung NVML call."""
+    import asyncio
+
+    from agent.config import PluginSection
+    from agent.scheduler import PluginRunner
+
+    h = start(harness, "t4", parallel=False)
+    runner = PluginRunner(h.plugin, PluginSection("nvidia", 10.0, 0.3, True, {}))
+    h.state.hang[0] = threading.Event()
+
+    async def two_runs() -> list[tuple[bool, float]]:
+        out = []
+        for _ in range(2):
+            _col, ok, secs = await runner.collect()
+            out.append((ok, secs))
+        return out
+
+    t0 = time.monotonic()
+    (ok1, secs1), (ok2, secs2) = asyncio.run(two_runs())
+    assert time.monotonic() - t0 < 2.0
+    assert not ok1 and 0.3 <= secs1 < 1.0
+    assert not ok2 and secs2 < 0.2  # still stuck: skipped at once, no second thread
+    h.state.hang.pop(0).set()
+    runner._pool.shutdown(wait=True)
