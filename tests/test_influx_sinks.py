@@ -23,7 +23,7 @@ from collector.storage.base import Point, SinkBatch, StoredEvent
 from collector.storage.influx_factory import build_sink
 from collector.storage.influx_v1 import InfluxV1Config, InfluxV1Sink
 from collector.storage.influx_v2 import InfluxV2Config, InfluxV2Sink
-from collector.storage.retry import Backoff, chunk_lines, parse_retry_after, write_with_retry
+from collector.storage.retry import Backoff, chunk_lines, http_error, parse_retry_after, write_with_retry
 from tests.influx_servers import (
     Server,
     influx_create_database,
@@ -120,6 +120,24 @@ def test_backoff_grows_caps_and_honours_retry_after() -> None:
     assert Backoff(retry_after_cap=60, jitter=False).delay(1, retry_after=3600) == 60
     jittered = Backoff(initial=4, maximum=4)
     assert all(2 <= jittered.delay(3) <= 4 for _ in range(50))
+
+
+def test_errors_are_classified_and_name_the_first_bad_line() -> None:
+    chunk = "m,a=1 f=1.0 1\nm,a=2 f=2.0 2\nm,a=3 f=3.0 3\n"
+    # InfluxDB 2.x numbers the lines of the request.
+    err = http_error("hist", 400, headers={}, body=b'{"code":"invalid","message":"partial write error '
+                     b'(2 written): unable to parse line 2: bad timestamp"}', chunk=chunk, url="u")
+    assert not err.retryable and str(err).endswith("first offending line: 'm,a=2 f=2.0 2'")
+    # InfluxDB 1.x quotes the line it could not parse.
+    err = http_error("hist", 400, headers={}, body=b'{"error":"unable to parse \'m,a=3 f=x 3\': invalid boolean"}',
+                     chunk=chunk, url="u")
+    assert str(err).endswith("first offending line: 'm,a=3 f=x 3'")
+    assert http_error("hist", 502, headers={}, body=b"bad gateway", chunk=chunk, url="u").retryable
+    assert http_error("hist", 408, headers={}, body=b"", chunk=chunk, url="u").retryable
+    too_big = http_error("hist", 413, headers={}, body=b"", chunk=chunk, url="u")
+    assert not too_big.retryable and "lower batch_size" in str(too_big)
+    # Retry-After is only read on 429/503, where RFC 9110 gives it that meaning.
+    assert http_error("hist", 500, headers={"Retry-After": "9"}, body=b"", chunk=chunk, url="u").retry_after is None
 
 
 # --- a local HTTP stub ----------------------------------------------------------------------

@@ -35,7 +35,15 @@ from influxdb_client.service.write_service import WriteService
 
 from collector.errors import ConfigError, SinkError
 from collector.storage.base import HealthSample, SinkBatch
-from collector.storage.retry import MAX_LINES, SinkHealth, batch_lines, chunk_lines, gzip_body, http_error
+from collector.storage.retry import (
+    MAX_LINES,
+    SinkHealth,
+    batch_lines,
+    chunk_lines,
+    gzip_body,
+    http_error,
+    parse_retry_after,
+)
 from proto.lineprotocol import DIALECTS, Dialect, LineEncoder
 
 
@@ -177,19 +185,12 @@ class InfluxV2Sink:
                 reason = " ".join(str(err.reason or err).split())
                 raise SinkError(f"sink {self.name}: cannot reach {url}: {reason}", retryable=True) from err
             headers = {k: v for k, v in (err.headers or {}).items()} if err.headers else {}
-            raise http_error(self.name, int(err.status or 0), headers=headers, body=err.body,
+            raise http_error(self.name, int(err.status), headers=headers, body=err.body,
                              chunk=chunk, url=url) from err
         except (urllib3.exceptions.HTTPError, OSError) as err:
             # Connection refused/reset, timeouts: urllib3 raises these with retries=False.
             raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
                             retryable=True) from err
         except InfluxDBError as err:
-            raise SinkError(f"sink {self.name}: {url}: {err}", retryable=True,
-                            retry_after=_seconds(err.retry_after)) from err
-
-
-def _seconds(value: Any) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
+            retry_after = parse_retry_after(str(err.retry_after)) if err.retry_after else None
+            raise SinkError(f"sink {self.name}: {url}: {err}", retryable=True, retry_after=retry_after) from err
