@@ -176,7 +176,8 @@ class NvidiaPlugin(Plugin):
                 continue
             if self._ledger.fallen(gpu.pci):
                 # XID 79 (NVML or kernel log): the GPU needs a reboot; asking it would only hang.
-                self._down(col, state, "fell off the bus (XID 79)")
+                # Its gpu.xid event already announced the outage: no second event for it.
+                self._down(col, state, "fell off the bus (XID 79)", announce=False)
                 continue
             if state.busy is not None and not state.busy.done():
                 self._down(col, state, "a previous NVML call is still stuck")
@@ -228,9 +229,11 @@ class NvidiaPlugin(Plugin):
             state.down_reason = ""
             state.announced = False
 
-    def _down(self, col: Collection, state: _GpuState, reason: str) -> None:
+    def _down(self, col: Collection, state: _GpuState, reason: str, *, announce: bool = True) -> None:
         gpu = state.gpu
         col.add(m.UP, 0.0, gpu.labels if gpu.uuid else {"gpu": str(gpu.index), "vendor": "nvidia"})
+        if not announce:
+            state.announced = True
         if not state.announced:
             self.log.warning("GPU %d (%s) down: %s", gpu.index, gpu.uuid or "?", reason)
             col.events.append(Event("gpu.lost", Severity.CRITICAL, f"GPU {gpu.index} {gpu.pci}: {reason}".strip(),
