@@ -118,7 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpus", type=int, default=1000)
     ap.add_argument("--instants", type=int, default=8)
-    ap.add_argument("--repeat", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     slot = [0]
     with tempfile.TemporaryDirectory(prefix="fleetmon-bench-") as tmp:
