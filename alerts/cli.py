@@ -41,5 +41,5 @@ def main(args: argparse.Namespace) -> int:
         for path in args.files:
             ok = run_file(path, sys.stdout) and ok
         return 0 if ok else 1
-    print(f"unknown rules command {args.rules_command!r}", file=sys.stderr)
+    sys.stderr.write(f"unknown rules command {args.rules_command!r}\n")
     return 2

@@ -37,8 +37,10 @@ class RuleState:
     last_error: str = ""
     #: alerting rules: label fingerprint -> active alert (pending, firing, or resolved within retention)
     active: dict[Labels, _Active] = field(default_factory=dict)
-    #: recording rules: output series of the previous evaluation (for stale markers)
-    previous: set[Labels] = field(default_factory=set)
+    #: (name, labels) of the series the rule wrote in the previous / current evaluation:
+    #: recording outputs, and ALERTS/ALERTS_FOR_STATE of alerting rules (for stale markers)
+    previous: set[tuple[str, Labels]] = field(default_factory=set)
+    current_series: set[tuple[str, Labels]] = field(default_factory=set)
     #: newest sample timestamp (unix s) read by the last evaluation
     newest_ts: float | None = None
 
@@ -54,12 +56,15 @@ class GroupRunner:
         self.resolved_retention_ms = resolved_retention_ms
         self.states = [RuleState(r) for r in group.rules]
         self.log_errors = log_errors
+        # Write ALERTS series only when some rule reads them (their memory is not free).
+        self.alerts_series = windows.wants("ALERTS") or windows.wants("ALERTS_FOR_STATE")
 
     def eval(self, t_ms: int) -> list[Alert]:
         """Evaluate every rule in order at ``t_ms``; returns alerts whose state changed."""
         changed: list[Alert] = []
         for st in self.states:
             ev = Evaluator(self.windows, t_ms)
+            st.current_series = set()
             try:
                 vec = ev.eval_vector(st.rule.expr)
                 if isinstance(st.rule, RecordingRule):
@@ -73,6 +78,11 @@ class GroupRunner:
                     log.warning("rule %s (group %s, %s:%d) failed: %s", st.rule.name, self.group.name,
                                 st.rule.file, st.rule.line, err)
                 st.last_error = str(err)
+            # A series the rule no longer writes gets a stale marker, as Prometheus's rule group
+            # does, so it vanishes at once instead of lingering for the 5-minute lookback.
+            for name, lb in st.previous - st.current_series:
+                self.windows.append(name, lb, t_ms, None)
+            st.previous = st.current_series
         return changed
 
     # -- recording rules --------------------------------------------------------------------
@@ -86,15 +96,12 @@ class GroupRunner:
             out.append((from_pairs(d.items()), v))
         if len({lb for lb, _ in out}) != len(out):
             raise EvalError("vector contains metrics with the same labelset after applying rule labels")
-        current: set[Labels] = set()
+        limit = self.group.limit
+        if limit and len(out) > limit:
+            raise EvalError(f"exceeded limit of {limit} with {len(out)} series")
         for lb, v in out:
-            current.add(lb)
+            st.current_series.add((rule.name, lb))
             self.windows.append(rule.name, lb, t_ms, v)
-        # A series the rule no longer returns gets a stale marker, as Prometheus's rule group
-        # does, so it vanishes at once instead of lingering for the 5-minute lookback.
-        for lb in st.previous - current:
-            self.windows.append(rule.name, lb, t_ms, None)
-        st.previous = current
 
     # -- alerting rules ---------------------------------------------------------------------
     def _alert(self, st: RuleState, rule: AlertingRule, vec: Vector, t_ms: int) -> list[Alert]:
@@ -123,6 +130,7 @@ class GroupRunner:
             results[key] = (dict(key), annotations, v)
 
         changed: list[Alert] = []
+        active_pending = 0
         newest_cache: list[float | None] = []
 
         def newest() -> float | None:
@@ -164,13 +172,32 @@ class GroupRunner:
                     continue
             else:
                 a.keep_firing_since_ms = None
+            active_pending += 1
             if alert.state == AlertState.PENDING and t_ms - a.active_at_ms >= rule.for_ms:
                 alert.state = AlertState.FIRING
                 alert.fired_at = t_s
                 alert.source_ts = newest()
                 if not any(c is alert for c in changed):
                     changed.append(alert)
+            if self.alerts_series:
+                # The ALERTS / ALERTS_FOR_STATE series Prometheus writes for every pending or
+                # firing alert, so rules and unit tests can query them.
+                with_state = dict(key)
+                with_state["alertstate"] = alert.state.value
+                self._write_series(st, "ALERTS", from_pairs(with_state.items()), t_ms, 1.0)
+                # Prometheus stores the active time in whole seconds (ActiveAt.Unix()).
+                self._write_series(st, "ALERTS_FOR_STATE", key, t_ms, float(a.active_at_ms // 1000))
+        limit = self.group.limit
+        if limit and active_pending > limit:
+            st.active.clear()
+            raise EvalError(f"exceeded limit of {limit} with {active_pending} alerts")
         return changed
+
+    def _write_series(self, st: RuleState, name: str, labels: Labels, t_ms: int, value: float) -> None:
+        if self.windows.wants(name):
+            key = (name, labels)
+            st.current_series.add(key)
+            self.windows.append(name, labels, t_ms, value)
 
     def _newest(self, rule: Rule, t_ms: int) -> float | None:
         newest = -1

@@ -123,7 +123,7 @@ def _duration(loc: _Loc, node: yaml.Node, what: str) -> int:
         raise loc.err(f"{what}: {err.message}", node) from err
 
 
-def _templates(loc: _Loc, node: yaml.Node, what: str, check_names: bool) -> dict[str, Template]:
+def _templates(loc: _Loc, node: yaml.Node, what: str, check_names: bool, literal: bool = False) -> dict[str, Template]:
     if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
         return {}
     if not isinstance(node, yaml.MappingNode):
@@ -137,7 +137,7 @@ def _templates(loc: _Loc, node: yaml.Node, what: str, check_names: bool) -> dict
             raise loc.err(f"duplicate {what} name {name!r}", k)
         text = "" if isinstance(v, yaml.ScalarNode) and v.tag.endswith(":null") else _scalar(loc, v, f"{what} {name!r}")
         try:
-            out[name] = Template(text)
+            out[name] = Template(text, literal=literal)
         except ParseError as err:
             raise loc.err(f"{what} {name!r}: template: {err.message}", v) from err
     return out
@@ -160,7 +160,8 @@ def _rule(loc: _Loc, node: yaml.Node) -> Rule:
         check_rule_expr(expr)
     except ParseError as err:
         raise loc.expr_err(err, expr_node) from err
-    labels = _templates(loc, f["labels"][1], "label", True) if "labels" in f else {}
+    # Recording-rule labels are written verbatim by Prometheus (no template expansion).
+    labels = _templates(loc, f["labels"][1], "label", True, literal=has_record) if "labels" in f else {}
     line = node.start_mark.line + 1
     if has_record:
         name_node = f["record"][1]
@@ -170,10 +171,6 @@ def _rule(loc: _Loc, node: yaml.Node) -> Rule:
         for key in ("for", "keep_firing_for", "annotations"):
             if key in f:
                 raise loc.err(f"invalid field {key!r} in recording rule", f[key][0])
-        for lname, tmpl in labels.items():
-            if not tmpl.is_static:
-                raise loc.err(f"recording rule label {lname!r}: templates are not expanded in recording rules",
-                              f["labels"][1])
         return RecordingRule(name, expr, expr_text, labels, loc.file, line)
     name_node = f["alert"][1]
     name = _scalar(loc, name_node, "alert")

@@ -80,9 +80,11 @@ _PREDEFINED = frozenset({"labels", "value", "externalLabels", "externalURL", ""}
 
 
 class Template:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, literal: bool = False) -> None:
+        """``literal``: no template syntax at all (recording-rule labels, which Prometheus
+        writes verbatim)."""
         self.text = text
-        self.nodes = _parse(text)
+        self.nodes = [_Text(text)] if literal else _parse(text)
         self.is_static = all(isinstance(n, _Text) for n in self.nodes)
 
     def expand(self, labels: Mapping[str, str], value: float,

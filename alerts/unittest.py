@@ -66,14 +66,14 @@ def parse_series_desc(text: str) -> Labels:
             if toks[i].kind == OP and toks[i].text == ",":
                 i += 1
         i += 1
-    if toks[i].kind != EOF or not pairs and i == 0:
+    if toks[i].kind != EOF or (not pairs and i == 0):
         raise UnitTestError(f"bad series {text!r}")
     return from_pairs(pairs)
 
 
-def expand_values(text: str) -> list[float | None | bool]:
+def expand_values(text: str) -> list[float | bool | None]:
     """Expanding notation → one entry per interval: float, STALE (None), or False for a gap."""
-    out: list[float | None | bool] = []
+    out: list[float | bool | None] = []
     for item in str(text).split():
         if item == "stale":
             out.append(STALE)
@@ -151,15 +151,15 @@ class _TestGroup:
         spec = self.spec
         interval_ms = _duration(spec.get("interval", "1m"), "interval") or 60_000
         ext = spec.get("external_labels") or {}
-        windows = Windows(retention_ms=2**62)
-        for item in spec.get("input_series") or []:
-            item = _check_keys(item, ("series", "values"), "input_series item")
+        windows = Windows(retention_ms=2**62, keep_all=True)
+        for raw in spec.get("input_series") or []:
+            item = _check_keys(raw, ("series", "values"), "input_series item")
             labels = parse_series_desc(str(item.get("series", "")))
             name = dict(labels).get(NAME, "")
             for i, v in enumerate(expand_values(str(item.get("values", "")))):
                 if v is False:
                     continue
-                windows.append(name, labels, i * interval_ms, v)  # type: ignore[arg-type]
+                windows.append(name, labels, i * interval_ms, v)
         runners = [GroupRunner(g, windows, external_labels={str(k): str(v) for k, v in ext.items()},
                                log_errors=False)
                    for g in self.rule_groups]
@@ -167,8 +167,8 @@ class _TestGroup:
         alert_tests = spec.get("alert_rule_test") or []
         expr_tests = spec.get("promql_expr_test") or []
         by_time: dict[int, list[dict[str, Any]]] = {}
-        for at in alert_tests:
-            at = _check_keys(at, ("eval_time", "alertname", "exp_alerts"), "alert_rule_test item")
+        for raw in alert_tests:
+            at = _check_keys(raw, ("eval_time", "alertname", "exp_alerts"), "alert_rule_test item")
             t = _duration(at.get("eval_time", 0), "eval_time")
             if not at.get("alertname"):
                 suffix = f" (in TestGroup {self.name})" if self.name else ""
@@ -211,8 +211,8 @@ class _TestGroup:
                 if isinstance(rule, AlertingRule) and rule.name == name and a.state == AlertState.FIRING:
                     got.append((from_pairs(a.labels.items()), tuple(sorted(a.annotations.items()))))
         exp: list[tuple[Labels, Labels]] = []
-        for ea in at.get("exp_alerts") or []:
-            ea = _check_keys(ea, ("exp_labels", "exp_annotations"), "exp_alerts item")
+        for raw in at.get("exp_alerts") or []:
+            ea = _check_keys(raw, ("exp_labels", "exp_annotations"), "exp_alerts item")
             lb = {str(k): str(v) for k, v in (ea.get("exp_labels") or {}).items()}
             lb["alertname"] = name
             an = {str(k): str(v) for k, v in (ea.get("exp_annotations") or {}).items()}
@@ -235,8 +235,8 @@ class _TestGroup:
         except AlertsError as err:
             return [f"{where}, err: {err}"]
         exp: list[tuple[Labels, float]] = []
-        for es in pt.get("exp_samples") or []:
-            es = _check_keys(es, ("labels", "value"), "exp_samples item")
+        for raw in pt.get("exp_samples") or []:
+            es = _check_keys(raw, ("labels", "value"), "exp_samples item")
             try:
                 lb = parse_series_desc(str(es.get("labels", "{}")))
             except UnitTestError as err:
@@ -305,8 +305,8 @@ def _run(path: Path) -> list[str]:
         matches = sorted(glob.glob(pattern))
         rule_paths.extend(Path(m) for m in matches)
     errs: list[str] = []
-    for tg in spec.get("tests") or []:
-        tg = _check_keys(tg, _GROUP_KEYS, "test group")
+    for raw in spec.get("tests") or []:
+        tg = _check_keys(raw, _GROUP_KEYS, "test group")
         # Rules are loaded afresh per test group: alert state must not leak between groups.
         groups = [g for p in rule_paths for g in load_file(p)]
         groups.sort(key=lambda g: order.get(g.name, 0))

@@ -42,8 +42,10 @@ class Series:
 class Windows:
     """Per-series sample windows, indexed by metric name; the ``SeriesSource`` the evaluator reads."""
 
-    def __init__(self, selectors: Iterable[ast.VectorSelector] = (), retention_ms: int = LOOKBACK_MS) -> None:
+    def __init__(self, selectors: Iterable[ast.VectorSelector] = (), retention_ms: int = LOOKBACK_MS,
+                 keep_all: bool = False) -> None:
         self.retention_ms = retention_ms
+        self.keep_all = keep_all  # unit tests: every series is wanted (promql_expr_test may read any)
         self._by_name: dict[str, dict[Labels, Series]] = {}
         self._names: set[str] = set()
         self._name_matchers: list[list[Matcher]] = []
@@ -66,7 +68,7 @@ class Windows:
         self._name_cache.clear()
 
     def wants(self, name: str) -> bool:
-        if name in self._names:
+        if name in self._names or self.keep_all:
             return True
         if not self._name_matchers:
             return False
