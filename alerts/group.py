@@ -41,8 +41,6 @@ class RuleState:
     #: recording outputs, and ALERTS/ALERTS_FOR_STATE of alerting rules (for stale markers)
     previous: set[tuple[str, Labels]] = field(default_factory=set)
     current_series: set[tuple[str, Labels]] = field(default_factory=set)
-    #: newest sample timestamp (unix s) read by the last evaluation
-    newest_ts: float | None = None
 
 
 class GroupRunner:
@@ -106,7 +104,7 @@ class GroupRunner:
     # -- alerting rules ---------------------------------------------------------------------
     def _alert(self, st: RuleState, rule: AlertingRule, vec: Vector, t_ms: int) -> list[Alert]:
         t_s = t_ms / 1000
-        results: dict[Labels, tuple[dict[str, str], dict[str, str], float]] = {}
+        results: dict[Labels, tuple[dict[str, str], dict[str, str], float, Labels]] = {}
         for lb, v in vec:
             tmpl_labels = dict(lb)
             d = {k: val for k, val in lb if k != NAME}
@@ -127,26 +125,24 @@ class GroupRunner:
             if key in results:
                 raise EvalError("vector contains metrics with the same labelset after applying alert labels")
             annotations = {name: expand(tmpl) for name, tmpl in rule.annotations.items()}
-            results[key] = (dict(key), annotations, v)
+            results[key] = (dict(key), annotations, v, lb)
 
         changed: list[Alert] = []
         active_pending = 0
-        newest_cache: list[float | None] = []
 
-        def newest() -> float | None:
+        def newest(key: Labels) -> float | None:
             # Only computed when an alert starts or fires: it walks the rule's series.
-            if not newest_cache:
-                newest_cache.append(self._newest(rule, t_ms))
-            return newest_cache[0]
+            res = results.get(key)
+            return self._newest(rule, t_ms, res[3] if res else None)
 
-        for key, (labels, annotations, v) in results.items():
+        for key, (labels, annotations, v, _src) in results.items():
             a = st.active.get(key)
             if a is not None and a.alert.state != AlertState.RESOLVED:
                 a.alert.value = v
                 a.alert.annotations = annotations
                 continue
             alert = Alert(labels=labels, annotations=annotations, state=AlertState.PENDING,
-                          active_at=t_s, value=v, source_ts=newest())
+                          active_at=t_s, value=v, source_ts=newest(key))
             st.active[key] = _Active(alert, t_ms)
             changed.append(alert)
 
@@ -176,7 +172,7 @@ class GroupRunner:
             if alert.state == AlertState.PENDING and t_ms - a.active_at_ms >= rule.for_ms:
                 alert.state = AlertState.FIRING
                 alert.fired_at = t_s
-                alert.source_ts = newest()
+                alert.source_ts = newest(key)
                 if not any(c is alert for c in changed):
                     changed.append(alert)
             if self.alerts_series:
@@ -199,13 +195,24 @@ class GroupRunner:
             st.current_series.add(key)
             self.windows.append(name, labels, t_ms, value)
 
-    def _newest(self, rule: Rule, t_ms: int) -> float | None:
+    def _newest(self, rule: Rule, t_ms: int, match: Labels | None) -> float | None:
+        """Newest sample time (unix s) among the rule's input series that carry every label of
+        the output sample ``match`` (all input series when none does, e.g. for ``absent``):
+        the sample that made this alert true, for ``Alert.source_ts``."""
         newest = -1
+        want = [(k, v) for k, v in match or () if k != NAME]
         for sel in rule.selectors:
             for s in self.windows.select(sel):
                 ts = s.ts
-                if ts and ts[-1] > newest and ts[-1] <= t_ms:
-                    newest = ts[-1]
+                if not ts or ts[-1] <= newest or ts[-1] > t_ms:
+                    continue
+                if want:
+                    d = dict(s.labels)
+                    if any(d.get(k) != v for k, v in want):
+                        continue
+                newest = ts[-1]
+        if newest < 0 and want:
+            return self._newest(rule, t_ms, None)
         return newest / 1000 if newest >= 0 else None
 
     def alerts(self) -> list[tuple[AlertingRule, Alert]]:

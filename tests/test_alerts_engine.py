@@ -122,3 +122,15 @@ def test_rule_error_names_file_line_col(tmp_path: Path) -> None:
     with pytest.raises(RuleError) as exc:
         AlertEngine.from_files([p])
     assert str(exc.value) == f"{p}:5:26: the offset modifier is not supported by fleetmon"
+
+
+def test_source_ts_is_the_alerts_own_sample(rules_file: Path) -> None:
+    """The latency benchmark measures from source_ts: it must be the triggering series' sample,
+    not a newer sample of some other node."""
+    eng = AlertEngine.from_files([rules_file])
+    t0 = 1_700_000_000.0
+    eng.ingest("gpu_temperature_celsius", {"node": "n1", "gpu": "0"}, t0 + 1.0, 95)
+    eng.ingest("gpu_temperature_celsius", {"node": "n2", "gpu": "0"}, t0 + 1.4, 50)
+    (alert,) = [a for a in eng.evaluate(t0 + 1.5) if a.name == "GpuHot"]
+    assert alert.state == AlertState.PENDING
+    assert alert.source_ts == t0 + 1.0
