@@ -76,6 +76,11 @@ class GroupRunner:
                     log.warning("rule %s (group %s, %s:%d) failed: %s", st.rule.name, self.group.name,
                                 st.rule.file, st.rule.line, err)
                 st.last_error = str(err)
+            except Exception as err:  # supervision boundary: a bug in one rule must not stop alerting
+                if self.log_errors and st.last_error != repr(err):
+                    log.exception("rule %s (group %s, %s:%d) crashed", st.rule.name, self.group.name,
+                                  st.rule.file, st.rule.line)
+                st.last_error = repr(err)
             # A series the rule no longer writes gets a stale marker, as Prometheus's rule group
             # does, so it vanishes at once instead of lingering for the 5-minute lookback.
             for name, lb in st.previous - st.current_series:

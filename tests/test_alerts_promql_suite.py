@@ -47,6 +47,13 @@ def test_promtool_runs_whole_suite() -> None:
     assert res.stdout.count("  SUCCESS") == len(FILES)
 
 
+def test_fleetmon_cli_fails_on_a_failing_file() -> None:
+    res = subprocess.run([sys.executable, "-m", "fleetmon", "rules", "test", str(ERROR_FILES[0]), str(FILES[0])],
+                         cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 1
+    assert res.stdout.count("  FAILED:") == 1 and res.stdout.count("  SUCCESS") == 1
+
+
 def _normalise(err: str) -> str:
     # Prometheus lists the two clashing series of a many-to-many error in no fixed order.
     m = re.search(r"\[(\{.*\}), (\{.*\})\]", err)
