@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,12 +79,14 @@ class AlertEngine:
         t_ms = round(now * 1000)
         changed: list[Alert] = []
         for i, runner in enumerate(self._runners):
-            if now < self._next_eval[i]:
-                continue
             interval = runner.group.interval_s
-            nxt = self._next_eval[i] + interval
-            # Fall back onto the current time when evaluation fell behind by a whole interval.
-            self._next_eval[i] = nxt if now < nxt else now + interval
+            # Groups run in slots aligned to their interval (like Prometheus's evaluation
+            # schedule). A call a little early for its slot (the caller's timer jitters around
+            # whole seconds) still counts, so a 1 s group is not skipped every other call.
+            tolerance = 0.1 * interval
+            if now < self._next_eval[i] - tolerance:
+                continue
+            self._next_eval[i] = (math.floor((now + tolerance) / interval) + 1) * interval
             changed.extend(runner.eval(t_ms))
         if now >= self._next_gc:
             self.windows.gc(t_ms)

@@ -134,3 +134,27 @@ def test_source_ts_is_the_alerts_own_sample(rules_file: Path) -> None:
     (alert,) = [a for a in eng.evaluate(t0 + 1.5) if a.name == "GpuHot"]
     assert alert.state == AlertState.PENDING
     assert alert.source_ts == t0 + 1.0
+
+
+def test_groups_run_once_per_interval_despite_timer_jitter(tmp_path: Path) -> None:
+    p = tmp_path / "r.yml"
+    p.write_text("groups:\n  - name: fast\n    rules:\n      - record: r:a\n        expr: vector(1)\n"
+                 "  - name: slow\n    interval: 5s\n    rules:\n      - record: r:b\n        expr: vector(1)\n")
+    eng = AlertEngine.from_files([p])
+    fast, slow = eng._runners
+    calls = {"fast": 0, "slow": 0}
+    fast_eval, slow_eval = fast.eval, slow.eval
+
+    def count(name: str, fn):  # type: ignore[no-untyped-def]
+        def wrapped(t_ms: int):  # type: ignore[no-untyped-def]
+            calls[name] += 1
+            return fn(t_ms)
+        return wrapped
+
+    fast.eval = count("fast", fast_eval)  # type: ignore[method-assign]
+    slow.eval = count("slow", slow_eval)  # type: ignore[method-assign]
+    t0 = 1_700_000_000.0
+    jitter = [0.004, -0.003, 0.02, 0.0, -0.001, 0.03, 0.002, -0.004, 0.01, 0.0]
+    for i in range(20):
+        eng.evaluate(t0 + i + jitter[i % len(jitter)])
+    assert calls == {"fast": 20, "slow": 4}
