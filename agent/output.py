@@ -63,15 +63,14 @@ def to_prom(ts: float, col: Collection, node_labels: Mapping[str, str]) -> str:
         kind = "counter" if metric.type is MetricType.COUNTER else "gauge"
         out.append(f"# HELP {name} {metric.help.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
         out.append(f"# TYPE {name} {kind}")
-        seen = set()
+        # A family may not repeat a label set; the last sample wins (a counter first sent as 0
+        # just before its first event, then its value, must print the value).
+        latest: dict[tuple[tuple[str, str], ...], float] = {}
         for s in samples:
-            labels = _labels(s, node_labels)
-            key = tuple(sorted(labels.items()))
-            if key in seen:  # a family may not repeat a label set
-                continue
-            seen.add(key)
+            latest[tuple(sorted(_labels(s, node_labels).items()))] = s.value
+        for key, value in latest.items():
             body = ",".join(f'{k}="{_prom_escape(v)}"' for k, v in key)
-            out.append(f"{name}{{{body}}} {_prom_value(s.value)}" if body else f"{name} {_prom_value(s.value)}")
+            out.append(f"{name}{{{body}}} {_prom_value(value)}" if body else f"{name} {_prom_value(value)}")
     return "\n".join(out) + ("\n" if out else "")
 
 

@@ -69,9 +69,8 @@ def build_sinks(section: Mapping[str, Any] | None) -> list[Sink]:
         kind = body.pop("type", name)
         if kind not in SINK_TYPES:
             raise ConfigError(f"sinks.{name}.type: {kind!r} is not one of {', '.join(SINK_TYPES)}")
-        sink = build_sink(kind, body, f"sinks.{name}")
-        sink.name = str(name)
-        sinks.append(sink)
+        body.setdefault("name", str(name))
+        sinks.append(build_sink(kind, body, f"sinks.{name}"))
     return sinks
 
 

@@ -116,6 +116,7 @@ class Process:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        self._log.close()
 
     def log_text(self) -> str:
         try:

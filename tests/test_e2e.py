@@ -2,59 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fleet import AgentProc, CollectorProc, wait_until
+from tests.fleet import AgentProc, CollectorProc, assert_store_equals_audit, durable_seq, wait_until
 
 RULES = Path(__file__).parent / "data" / "e2e_rules.yml"
 pytestmark = pytest.mark.slow
-
-
-def stored(db: Path, node: str) -> dict[tuple[str, tuple[tuple[str, str], ...], int], float]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    import json
-
-    out = {}
-    for name, labels, ts, value in con.execute(
-            "SELECT name, labels, ts, value FROM samples JOIN series ON series.id = samples.series_id "
-            "WHERE series.node = ?", (node,)):
-        lab = json.loads(labels)
-        out[(name, tuple(sorted(lab.items())), ts)] = value
-    con.close()
-    return out
-
-
-def durable_seq(db: Path, node: str) -> int:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    row = con.execute("SELECT contiguous FROM nodes WHERE node = ?", (node,)).fetchone()
-    con.close()
-    return int(row[0]) if row else 0
-
-
-def assert_store_equals_audit(db: Path, agent: AgentProc) -> int:
-    """Every sample of every durable sequence is stored once with its value; nothing else is."""
-    upto = durable_seq(db, agent.node)
-    sent = [r for r in agent.audit_rows() if r["seq"] <= upto]
-    have = stored(db, agent.node)
-    expect = {}
-    for r in sent:
-        labels = {**r["labels"], "node": agent.node, "cluster": "test", "rack": "r1"}
-        expect[(r["name"], tuple(sorted(labels.items())), r["ts_ms"])] = r["value"]
-    assert len(expect) == len(sent), "the agent sent one series twice at one instant"
-    missing = set(expect) - set(have)
-    extra = set(have) - set(expect)
-    # Samples of batches past the durable mark may be stored (acked-but-not-contiguous): allow only those.
-    later = {(r["name"], tuple(sorted({**r["labels"], "node": agent.node, "cluster": "test", "rack": "r1"}.items())),
-              r["ts_ms"]) for r in agent.audit_rows() if r["seq"] > upto}
-    assert not missing, f"{len(missing)} acked samples missing, e.g. {sorted(missing)[:3]}"
-    assert extra <= later, f"{len(extra - later)} stored samples the agent never sent"
-    assert all(have[k] == v for k, v in expect.items())
-    return len(expect)
 
 
 def test_fault_fires_and_resolves_and_store_equals_sent(tmp_path: Path) -> None:
