@@ -14,10 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from google.protobuf import struct_pb2  # noqa: E402,F401 - ensures upb is loaded
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory  # noqa: E402
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    struct_pb2,  # noqa: F401 - ensures upb is loaded
+)
 
-from proto import telemetry_pb2 as pb  # noqa: E402
+from proto import telemetry_pb2 as pb
 
 
 def _packed_double_type() -> type:

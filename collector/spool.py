@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import struct
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 
 from collector.errors import ConfigError, SinkError
 from collector.storage.base import HealthSample, Point, Sink, SinkBatch, StoredEvent
+from collector.storage.retry import Backoff
 from collector.storage.sqlite import SqliteStore
 
 log = logging.getLogger("fleetmon.collector.spool")
@@ -86,6 +86,7 @@ class Spool:
         self._series: dict[int, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
         self._bytes = 0
         self.waiting = 0
+        self._backoff = Backoff(initial=0.5, maximum=30.0)
 
     async def start(self) -> None:
         for s in self.sinks:
@@ -163,13 +164,12 @@ class Spool:
                 attempt = 0
             except SinkError as err:
                 if not err.retryable:
-                    n = len(merged.points)
+                    n = len(merged.points) + len(merged.events)
                     self.dropped[sink.name] += n
-                    log.error("sink %s refused %d points for good, dropping them: %s", sink.name, n, err)
+                    log.error("sink %s refused %d points/events for good, dropping them: %s", sink.name, n, err)
                 else:
                     attempt += 1
-                    delay = err.retry_after if err.retry_after else min(30.0, 0.5 * 2 ** min(attempt, 8))
-                    delay = delay * (0.8 + 0.4 * random.random())
+                    delay = self._backoff.delay(attempt, err.retry_after)  # never shorter than Retry-After
                     if attempt == 1:
                         log.warning("sink %s unavailable (%s); spooling and retrying", sink.name, err)
                     await asyncio.sleep(delay)
