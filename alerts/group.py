@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from alerts.errors import AlertsError, EvalError
 from alerts.model import Alert, AlertState
 from alerts.promql.evaluator import Evaluator, Vector
-from alerts.promql.labels import NAME, Labels, from_pairs
+from alerts.promql.labels import NAME, Labels, drop_name, from_pairs
 from alerts.rulefile import AlertingRule, RecordingRule, Rule, RuleGroup
 from alerts.windows import Windows
 
@@ -135,10 +135,14 @@ class GroupRunner:
         changed: list[Alert] = []
         active_pending = 0
 
+        sources: list[_SourceIndex] = []
+
         def newest(key: Labels) -> float | None:
-            # Only computed when an alert starts or fires: it walks the rule's series.
+            # Only needed when an alert starts or fires; the index is built on first use.
+            if not sources:
+                sources.append(_SourceIndex(self.windows, rule, t_ms))
             res = results.get(key)
-            return self._newest(rule, t_ms, res[3] if res else None)
+            return sources[0].newest(res[3] if res else None)
 
         for key, (labels, annotations, v, _src) in results.items():
             a = st.active.get(key)
@@ -200,29 +204,53 @@ class GroupRunner:
             st.current_series.add(key)
             self.windows.append(name, labels, t_ms, value)
 
-    def _newest(self, rule: Rule, t_ms: int, match: Labels | None) -> float | None:
-        """Newest sample time (unix s) among the rule's input series that carry every label of
-        the output sample ``match`` (all input series when none does, e.g. for ``absent``):
-        the sample that made this alert true, for ``Alert.source_ts``."""
-        newest = -1
-        want = [(k, v) for k, v in match or () if k != NAME]
-        for sel in rule.selectors:
-            for s in self.windows.select(sel):
-                ts = s.ts
-                if not ts or ts[-1] <= newest or ts[-1] > t_ms:
-                    continue
-                if want:
-                    d = dict(s.labels)
-                    if any(d.get(k) != v for k, v in want):
-                        continue
-                newest = ts[-1]
-        if newest < 0 and want:
-            return self._newest(rule, t_ms, None)
-        return newest / 1000 if newest >= 0 else None
-
     def alerts(self) -> list[tuple[AlertingRule, Alert]]:
         out: list[tuple[AlertingRule, Alert]] = []
         for st in self.states:
             if isinstance(st.rule, AlertingRule):
                 out.extend((st.rule, a.alert) for a in st.active.values())
         return out
+
+
+class _SourceIndex:
+    """Finds, for an alert's output sample, the newest input sample that produced it (for
+    ``Alert.source_ts``): an exact match on the labels without the metric name first (plain
+    selectors, functions, comparisons), else the newest series carrying all the output's labels
+    (aggregations, group_left). The subset scan is bounded per evaluation so an alert storm
+    stays linear; past the budget the rule's newest sample stands in."""
+
+    SCAN_BUDGET = 20_000  # series compared per rule evaluation
+
+    def __init__(self, windows: Windows, rule: Rule, t_ms: int) -> None:
+        self.by_labels: dict[Labels, int] = {}
+        self.series: list[tuple[dict[str, str], int]] = []
+        self.newest_any = -1
+        self.budget = self.SCAN_BUDGET
+        seen: set[int] = set()
+        for sel in rule.selectors:
+            for s in windows.select(sel):
+                if id(s) in seen or not s.ts:
+                    continue
+                seen.add(id(s))
+                last = s.ts[-1]
+                if last > t_ms:
+                    continue
+                key = drop_name(s.labels)
+                if last > self.by_labels.get(key, -1):
+                    self.by_labels[key] = last
+                self.series.append((dict(s.labels), last))
+                self.newest_any = max(self.newest_any, last)
+
+    def newest(self, match: Labels | None) -> float | None:
+        best = -1
+        if match:
+            key = drop_name(match)
+            best = self.by_labels.get(key, -1)
+            if best < 0 and self.budget > 0:
+                self.budget -= len(self.series)
+                for d, last in self.series:
+                    if last > best and all(d.get(k) == v for k, v in key):
+                        best = last
+        if best < 0:
+            best = self.newest_any
+        return best / 1000 if best >= 0 else None
