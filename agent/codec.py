@@ -16,6 +16,7 @@ from proto import telemetry_pb2 as pb
 
 SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]  # measurement, field, sorted labels
 
+_WIRE_TYPE = {MetricType.GAUGE: pb.GAUGE, MetricType.COUNTER: pb.COUNTER, MetricType.INFO: pb.INFO}
 _SEVERITY = {0: pb.SEVERITY_INFO, 1: pb.SEVERITY_WARNING, 2: pb.SEVERITY_CRITICAL}
 
 
@@ -61,7 +62,7 @@ class SeriesTable:
             while sid in self._defs:
                 sid += 1
             d = pb.SeriesDef(id=sid, measurement=m.measurement, field=m.field, labels=sample.labels,
-                             type=int(m.type), help=m.help, unit=m.unit)
+                             type=_WIRE_TYPE[m.type], help=m.help, unit=m.unit)
             self._ids[key] = sid
             self._defs[sid] = d
             self.new.append(d)

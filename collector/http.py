@@ -123,6 +123,5 @@ async def start_http(c: Collector, addr: str) -> tuple[web.AppRunner, int]:
     host, _, port = addr.rpartition(":")
     site = web.TCPSite(runner, host or "127.0.0.1", int(port))
     await site.start()
-    server = site._server
-    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else int(port)
+    bound = runner.addresses[0][1] if runner.addresses else int(port)
     return runner, int(bound)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.influx_servers import Server, influx_create_database, influx_query, influx_write
-from tests.influx_servers import influxd as influxd  # noqa: F401 - module fixture
+from tests.influx_servers import Server, influx_create_database, influx_query, influx_write, influxd
 
 pytestmark = pytest.mark.services
+_ = influxd  # the module fixture, used by name below
 DOC = Path(__file__).resolve().parents[1] / "docs" / "capacity-queries.md"
 DB = "fleet"
 
@@ -53,7 +53,7 @@ def _by(series: list[dict], tag: str, column: str) -> dict[str, float]:
     return out
 
 
-def test_capacity_queries(influxd: Server) -> None:  # noqa: F811
+def test_capacity_queries(influxd: Server) -> None:
     influx_create_database(influxd.url, DB)
     influx_write(influxd.url, DB, _lines(time.time_ns() // 10**9 * 10**9))
     q = queries()
