@@ -1,4 +1,4 @@
-"""The capacity queries in docs/capacity-queries.md give the right answers on a real influxd."""
+"""The capacity queries in the README give the right answers on a real influxd."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tests.influx_servers import Server, influx_create_database, influx_query, i
 
 pytestmark = pytest.mark.services
 _ = influxd  # the module fixture, used by name below
-DOC = Path(__file__).resolve().parents[1] / "docs" / "capacity-queries.md"
+DOC = Path(__file__).resolve().parents[1] / "README.md"
 DB = "fleet"
 
 
