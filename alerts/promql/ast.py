@@ -87,6 +87,9 @@ class VectorMatching:
     on: bool
     labels: frozenset[str]
     include: tuple[str, ...] = ()
+    #: evaluator's memo: series label set -> match signature
+    cache: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = field(
+        default_factory=dict, compare=False, repr=False)
 
 
 @dataclass

@@ -152,6 +152,7 @@ def _compare(op: str, a: float, b: float) -> bool:
 
 
 _COMPARISONS = frozenset({"==", "!=", "<", ">", "<=", ">="})
+_SIG_CACHE_MAX = 200_000
 
 
 class Evaluator:
@@ -197,10 +198,24 @@ class Evaluator:
     def vector_selector(self, node: ast.VectorSelector) -> Vector:
         out: Vector = []
         t, lb = self.t, self.lookback
+        oldest = t - lb
+        isnan = math.isnan
         for s in self.source.select(node):
-            v = instant_value(s, t, lb)
-            if v is not None:
+            ts = s.ts
+            if not ts:
+                continue
+            last = ts[-1]
+            if last <= t:  # the live case, inlined: the newest sample is the one
+                if last < oldest:
+                    continue
+                v = s.vals[-1]
+                if isnan(v) and is_stale(v):
+                    continue
                 out.append((s.labels, v))
+                continue
+            found = instant_value(s, t, lb)
+            if found is not None:
+                out.append((s.labels, found))
         return out
 
     def matrix_selector(self, node: ast.MatrixSelector) -> list[MatrixSeries]:
@@ -247,7 +262,56 @@ class Evaluator:
             return _check_unique([(drop_name(lb), functions.clamp(v, lo, hi)) for lb, v in vec])
         raise EvalError(f"function {name}() has no evaluator")
 
+    _FAST = frozenset({"rate", "increase", "delta", "irate", "count_over_time", "last_over_time"})
+
+    def range_fast(self, name: str, arg: ast.MatrixSelector) -> Vector | None:
+        """The functions that need only the window's ends, read in place without copying the
+        window, for series without stale markers (the others take the general path)."""
+        if name not in self._FAST:
+            return None
+        start, end = self.t - arg.range_ms, self.t
+        series = self.source.select(arg.vector)
+        if any(s.stale for s in series):
+            return None
+        counter, is_rate = name != "delta", name == "rate"
+        out: Vector = []
+        for s in series:
+            ts = s.ts
+            if not ts:
+                continue
+            i = bisect_left(ts, start)
+            j = len(ts) if ts[-1] <= end else bisect_right(ts, end)
+            n = j - i
+            if n <= 0:
+                continue
+            vals = s.vals
+            v: float | None
+            if name == "count_over_time":
+                out.append((drop_name(s.labels), float(n)))
+                continue
+            if name == "last_over_time":
+                out.append((s.labels, vals[j - 1]))
+                continue
+            if n < 2:
+                continue
+            if name == "irate":
+                v = functions.irate(ts[j - 2:j], vals[j - 2:j])
+            elif counter and s.dec_ts > ts[i]:  # a reset inside the window: the full computation
+                v = functions.extrapolated_rate(ts[i:j], vals[i:j], start, end, range_ms=arg.range_ms,
+                                                is_counter=True, is_rate=is_rate)
+            else:
+                v = functions.extrapolate(vals[j - 1] - vals[i], ts[i], ts[j - 1], vals[i], n, range_start=start,
+                                          range_end=end, range_ms=arg.range_ms, is_counter=counter,
+                                          is_rate=is_rate)
+            if v is not None:
+                out.append((drop_name(s.labels), v))
+        return _check_unique(out)
+
     def range_function(self, name: str, arg: ast.MatrixSelector) -> Vector:
+        if name != "absent_over_time":
+            fast = self.range_fast(name, arg)
+            if fast is not None:
+                return fast
         mat = self.matrix_selector(arg)
         if name == "absent_over_time":
             return [] if mat else [(_absent_labels(arg), 1.0)]
@@ -354,9 +418,19 @@ class Evaluator:
     @staticmethod
     def _signature(m: ast.VectorMatching) -> Callable[[Labels], Labels]:
         names = m.labels
-        if m.on:
-            return lambda lb: keep(lb, names)
-        return lambda lb: without(lb, names)
+        fn: Callable[[Labels], Labels] = (lambda lb: keep(lb, names)) if m.on else (lambda lb: without(lb, names))
+        cache = m.cache
+        if len(cache) > _SIG_CACHE_MAX:  # series churn: start over rather than grow without bound
+            cache.clear()
+
+        # Series label sets repeat every evaluation, so their match signatures are memoised on
+        # the expression node.
+        def sig(lb: Labels) -> Labels:
+            got = cache.get(lb)
+            if got is None:
+                got = cache[lb] = fn(lb)
+            return got
+        return sig
 
     def set_op(self, op: str, lhs: Vector, rhs: Vector, m: ast.VectorMatching) -> Vector:
         sig = self._signature(m)

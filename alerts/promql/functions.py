@@ -28,13 +28,20 @@ def extrapolated_rate(ts: Sequence[int], vals: Sequence[float], range_start: int
             if cur < prev:  # a counter reset: the counter restarted from zero
                 result += prev
             prev = cur
-    duration_to_start = (ts[0] - range_start) / 1000
-    duration_to_end = (range_end - ts[-1]) / 1000
-    sampled_interval = (ts[-1] - ts[0]) / 1000
+    return extrapolate(result, ts[0], ts[-1], vals[0], n, range_start=range_start, range_end=range_end,
+                       range_ms=range_ms, is_counter=is_counter, is_rate=is_rate)
+
+
+def extrapolate(result: float, first_t: int, last_t: int, first_v: float, n: int, *, range_start: int,
+                range_end: int, range_ms: int, is_counter: bool, is_rate: bool) -> float:
+    """The extrapolation step of ``extrapolatedRate``, given the (reset-corrected) change."""
+    duration_to_start = (first_t - range_start) / 1000
+    duration_to_end = (range_end - last_t) / 1000
+    sampled_interval = (last_t - first_t) / 1000
     average_between = sampled_interval / (n - 1)
-    if is_counter and result > 0 and vals[0] >= 0:
+    if is_counter and result > 0 and first_v >= 0:
         # A counter cannot go below zero: do not extrapolate past the point where it would.
-        duration_to_zero = sampled_interval * (vals[0] / result)
+        duration_to_zero = sampled_interval * (first_v / result)
         duration_to_start = min(duration_to_start, duration_to_zero)
     threshold = average_between * 1.1
     extrapolate_to = sampled_interval
