@@ -426,7 +426,7 @@ def _format_one(spec: str, verb: str, arg: Any) -> str:
         return ("%" + spec + "d") % arg
     if verb == "x" and isinstance(arg, int) and not isinstance(arg, bool):
         return ("%" + spec + "x") % arg
-    if verb in "sv":
+    if verb == "v" or (verb == "s" and isinstance(arg, str)):
         return ("%" + spec + "s") % _print(arg)
     if verb == "q" and isinstance(arg, str):
         from alerts.promql.labels import go_quote
