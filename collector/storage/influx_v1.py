@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -18,59 +17,36 @@ from typing import Any
 
 import httpx
 
-from collector.errors import ConfigError, SinkError
-from collector.storage.base import HealthSample, SinkBatch
-from collector.storage.retry import MAX_LINES, SinkHealth, batch_lines, chunk_lines, gzip_body, http_error
-from proto.lineprotocol import DIALECTS, Dialect, LineEncoder
+from collector.errors import SinkError
+from collector.storage.base import SinkBatch
+from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig, raise_refused
+from collector.storage.retry import batch_lines, chunk_lines, gzip_body, http_error
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class InfluxV1Config:
-    url: str = ""
+class InfluxV1Config(HttpSinkConfig):
     database: str = ""
     retention_policy: str = ""
     username: str | None = None
     # Never logged, never in repr; prefer password_env so the YAML file holds no secret.
     password: str | None = field(default=None, repr=False)
     password_env: str | None = None
-    timeout: float = 10.0
-    gzip: bool = True
-    batch_size: int = MAX_LINES
     create_database: bool = False
-    dialect: Dialect = "influxdb1"
-    # Events go to measurement "event" (tags node, kind, severity + labels; fields message,
-    # action). VictoriaMetrics cannot store strings, so its preset turns this off.
-    events: bool = True
-    # TLS: a CA bundle (PEM) for a private CA, or verification off (tls_verify: false, tests only).
-    tls_ca: str | None = None
-    tls_verify: bool = True
-    name: str = "influxdb"
 
-    def validate(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+    def validate_destination(self) -> None:
         if not self.database:
             raise ValueError("database is required (the InfluxDB database to write to)")
-        if not 1 <= self.batch_size <= MAX_LINES:
-            raise ValueError(f"batch_size must be 1..{MAX_LINES}, got {self.batch_size}")
-        if self.tls_ca is not None and not os.path.isfile(self.tls_ca):
-            raise ValueError(f"tls_ca: no such file {self.tls_ca!r}")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be positive seconds, got {self.timeout}")
-        if self.dialect not in DIALECTS:
-            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
+
+    def validate(self) -> None:
+        super().validate()
         if self.password_env and self.password:
             raise ValueError("give password or password_env, not both")
 
     def resolved_password(self) -> str | None:
         if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"sink {self.name}: environment variable {self.password_env} "
-                                  "(password_env) is not set")
-            return value
+            return self.secret_from_env(self.password_env, "password_env")
         return self.password
 
 
@@ -97,14 +73,12 @@ def quote_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-class InfluxV1Sink:
+class InfluxV1Sink(HttpSinkBase):
     Config = InfluxV1Config
 
     def __init__(self, config: InfluxV1Config) -> None:
-        config.validate()
+        super().__init__(config)
         self.config = config
-        self._health = SinkHealth(config.name)
-        self._encoder = LineEncoder(config.dialect)
         self._client: httpx.AsyncClient | None = None
         self._db_ready = not config.create_database
         self._base = config.url.rstrip("/")
@@ -133,18 +107,6 @@ class InfluxV1Sink:
         if client is not None:
             await client.aclose()
 
-    @property
-    def name(self) -> str:
-        """The ``sink`` label of the health metrics and the prefix of every error message."""
-        return self._health.sink
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self._health.sink = value
-
-    def health(self) -> list[HealthSample]:
-        return self._health.samples()
-
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             raise SinkError(f"sink {self.name}: write before start()", retryable=False)
@@ -171,10 +133,7 @@ class InfluxV1Sink:
                         raise
                     # The other chunks may be fine: write them, then report the refusal.
                     rejected.append(err)
-            if rejected:
-                first = rejected[0]
-                more = f" (and {len(rejected) - 1} more refused requests)" if len(rejected) > 1 else ""
-                raise SinkError(f"{first}{more}", retryable=False) from first
+            raise_refused(rejected)
         except SinkError as err:
             self._health.failure(batch, err, time.monotonic() - started)
             raise

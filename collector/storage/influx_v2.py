@@ -21,7 +21,6 @@ cannot forward.
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,75 +32,45 @@ from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.rest import ApiException
 from influxdb_client.service.write_service import WriteService
 
-from collector.errors import ConfigError, SinkError
-from collector.storage.base import HealthSample, SinkBatch
-from collector.storage.retry import (
-    MAX_LINES,
-    SinkHealth,
-    batch_lines,
-    chunk_lines,
-    gzip_body,
-    http_error,
-    parse_retry_after,
-)
-from proto.lineprotocol import DIALECTS, Dialect, LineEncoder
+from collector.errors import SinkError
+from collector.storage.base import SinkBatch
+from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig, raise_refused
+from collector.storage.retry import batch_lines, chunk_lines, gzip_body, http_error, parse_retry_after
+from proto.lineprotocol import Dialect
 
 
 @dataclass
-class InfluxV2Config:
-    url: str = ""
+class InfluxV2Config(HttpSinkConfig):
     org: str = ""
     bucket: str = ""
     # Never logged, never in repr; prefer token_env so the YAML file holds no secret.
     token: str | None = field(default=None, repr=False)
     token_env: str | None = None
-    timeout: float = 10.0
-    gzip: bool = True
-    batch_size: int = MAX_LINES
     # InfluxDB 2.x/3.x and VictoriaMetrics unescape "\\"; use influxdb1 against 1.8's v2 API.
     dialect: Dialect = "influxdb2"
-    # Events go to measurement "event" (tags node, kind, severity + labels; fields message,
-    # action). VictoriaMetrics cannot store strings, so its preset turns this off.
-    events: bool = True
-    # TLS: a CA bundle (PEM) for a private CA, or verification off (tls_verify: false, tests only).
-    tls_ca: str | None = None
-    tls_verify: bool = True
     name: str = "influxdb2"
 
-    def validate(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+    def validate_destination(self) -> None:
         if not self.bucket:
             raise ValueError("bucket is required (InfluxDB 1.8: database/retention_policy)")
-        if not 1 <= self.batch_size <= MAX_LINES:
-            raise ValueError(f"batch_size must be 1..{MAX_LINES}, got {self.batch_size}")
-        if self.tls_ca is not None and not os.path.isfile(self.tls_ca):
-            raise ValueError(f"tls_ca: no such file {self.tls_ca!r}")
-        if self.timeout <= 0:
-            raise ValueError(f"timeout must be positive seconds, got {self.timeout}")
-        if self.dialect not in DIALECTS:
-            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
+
+    def validate(self) -> None:
+        super().validate()
         if self.token_env and self.token:
             raise ValueError("give token or token_env, not both")
 
     def resolved_token(self) -> str:
         if self.token_env:
-            value = os.environ.get(self.token_env)
-            if value is None:
-                raise ConfigError(f"sink {self.name}: environment variable {self.token_env} "
-                                  "(token_env) is not set")
-            return value
+            return self.secret_from_env(self.token_env, "token_env")
         return self.token or ""
 
 
-class InfluxV2Sink:
+class InfluxV2Sink(HttpSinkBase):
     Config = InfluxV2Config
 
     def __init__(self, config: InfluxV2Config) -> None:
-        config.validate()
+        super().__init__(config)
         self.config = config
-        self._health = SinkHealth(config.name)
-        self._encoder = LineEncoder(config.dialect)
         self._client: Any = None
         self._service: Any = None
         # One write at a time goes through the client (urllib3 pool, health counters).
@@ -124,18 +93,6 @@ class InfluxV2Sink:
         self._service = None
         if client is not None:
             await asyncio.to_thread(client.close)
-
-    @property
-    def name(self) -> str:
-        """The ``sink`` label of the health metrics and the prefix of every error message."""
-        return self._health.sink
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self._health.sink = value
-
-    def health(self) -> list[HealthSample]:
-        return self._health.samples()
 
     async def write(self, batch: SinkBatch) -> None:
         if self._service is None:
@@ -161,10 +118,7 @@ class InfluxV2Sink:
                     if err.retryable:
                         raise
                     rejected.append(err)  # the other chunks may be fine: write them first
-        if rejected:
-            first = rejected[0]
-            more = f" (and {len(rejected) - 1} more refused requests)" if len(rejected) > 1 else ""
-            raise SinkError(f"{first}{more}", retryable=False) from first
+        raise_refused(rejected)
         return len(lines)
 
     def _write_one(self, chunk: str) -> None:
