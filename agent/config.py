@@ -24,18 +24,14 @@ T = TypeVar("T")
 
 
 def build(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
-    """Make dataclass ``cls`` from a YAML mapping; unknown keys and bad types are ConfigErrors."""
-    try:
-        return settings.build(cls, data, where)
-    except settings.SettingsError as err:
-        raise ConfigError(str(err)) from err
+    """Make dataclass ``cls`` from a YAML mapping; unknown keys and bad types are ConfigErrors.
+
+    Public: every plugin builds its ``Config`` section with it."""
+    return settings.build(cls, data, where, error=ConfigError)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    try:
-        return settings.coerce(value, tp, where)
-    except settings.SettingsError as err:
-        raise ConfigError(str(err)) from err
+    return settings.coerce(value, tp, where, error=ConfigError)
 
 @dataclass
 class PluginSection:

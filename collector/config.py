@@ -5,21 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
 from collector.errors import ConfigError
 from fleetmon import settings
-
-T = TypeVar("T")
-
-
-def build(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
-    try:
-        return settings.build(cls, data, where)
-    except settings.SettingsError as err:
-        raise ConfigError(str(err)) from err
 
 
 @dataclass
@@ -90,4 +81,4 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
             data["alerting"] = {**data["alerting"], "rules": [str(v) for v in value]}
         else:
             data[key] = value
-    return build(CollectorConfig, data, where)
+    return settings.build(CollectorConfig, data, where, error=ConfigError)

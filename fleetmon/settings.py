@@ -28,7 +28,9 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
-def coerce(value: Any, tp: Any, where: str) -> Any:
+def coerce(value: Any, tp: Any, where: str, *, error: type[Exception] = SettingsError) -> Any:
+    """``value`` as type ``tp``; a wrong value raises ``error`` (the caller's own exception class,
+    so each package keeps one exception family) with a message naming ``where``."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -41,35 +43,36 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return coerce(value, arg, where)
-            except SettingsError as err:
+                return coerce(value, arg, where, error=error)
+            except error as err:
                 errors.append(str(err))
-        raise SettingsError(errors[0] if errors else f"{where}: invalid value {value!r}")
+        raise error(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is typing.Literal:
         if value not in args:
-            raise SettingsError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+            raise error(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
     if origin in (list, tuple):
         if isinstance(value, str) and args and args[0] is str:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
-            raise SettingsError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise error(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         item = args[0] if args else Any
-        out = [coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        out = [coerce(v, item, f"{where}[{i}]", error=error) for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise SettingsError(f"{where}: expected a mapping, got {type(value).__name__}")
+            raise error(f"{where}: expected a mapping, got {type(value).__name__}")
         kt, vt = args if args else (Any, Any)
-        return {coerce(k, kt, f"{where} key"): coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+        return {coerce(k, kt, f"{where} key", error=error): coerce(v, vt, f"{where}.{k}", error=error)
+                for k, v in value.items()}
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, Mapping):
-            raise SettingsError(f"{where}: expected a mapping of settings, got {value!r}")
-        return build(tp, value, where)
+            raise error(f"{where}: expected a mapping of settings, got {value!r}")
+        return build(tp, value, where, error=error)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise SettingsError(f"{where}: expected true or false, got {value!r}")
+        raise error(f"{where}: expected true or false, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -78,7 +81,7 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 return parse_duration(value) if value[-1:].isalpha() else float(value)
             except ValueError:
                 pass
-        raise SettingsError(f"{where}: expected a number, got {value!r}")
+        raise error(f"{where}: expected a number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -87,22 +90,23 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
                 return parse_size(value)
             except ValueError:
                 pass
-        raise SettingsError(f"{where}: expected an integer, got {value!r}")
+        raise error(f"{where}: expected an integer, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
-        raise SettingsError(f"{where}: expected a string, got {value!r}")
+        raise error(f"{where}: expected a string, got {value!r}")
     if tp is Path:
         if isinstance(value, str):
             return Path(value)
-        raise SettingsError(f"{where}: expected a path, got {value!r}")
+        raise error(f"{where}: expected a path, got {value!r}")
     if isinstance(tp, type) and isinstance(value, tp):
         return value
-    raise SettingsError(f"{where}: expected {_describe(tp)}, got {value!r}")
+    raise error(f"{where}: expected {_describe(tp)}, got {value!r}")
 
 
-def build(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
-    """Make dataclass ``cls`` from a YAML mapping; unknown keys and bad types are errors."""
+def build(cls: type[T], data: Mapping[str, Any] | None, where: str, *,
+          error: type[Exception] = SettingsError) -> T:
+    """Make dataclass ``cls`` from a YAML mapping; unknown keys and bad types raise ``error``."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -110,20 +114,20 @@ def build(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields) or 'none'}"
-            raise SettingsError(f"{where}: unknown key {key!r}{hint}")
+            raise error(f"{where}: unknown key {key!r}{hint}")
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = coerce(data[name], hints[name], f"{where}.{name}")
+            kwargs[name] = coerce(data[name], hints[name], f"{where}.{name}", error=error)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise SettingsError(f"{where}: missing required key {name!r}")
+            raise error(f"{where}: missing required key {name!r}")
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if callable(check):
         try:
             check()
         except ValueError as err:
-            raise SettingsError(f"{where}: {err}") from err
+            raise error(f"{where}: {err}") from err
     return obj
 
 
