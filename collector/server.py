@@ -49,6 +49,19 @@ class TelemetryService:
         self.ingestor.refused_total += 1
         await context.abort(code, why)
 
+    async def _parse(self, context: grpc.aio.ServicerContext, raw: bytes, who: str,
+                     what: str) -> pb.AgentMessage | None:
+        """``raw`` as an AgentMessage, or None after aborting the stream with INVALID_ARGUMENT
+        (``what`` names the message in the reason: "first message", "message")."""
+        msg = pb.AgentMessage()
+        try:
+            msg.ParseFromString(raw)
+        except DecodeError as err:
+            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, who,
+                              f"undecodable {what} ({len(raw)} bytes): {err}")
+            return None
+        return msg
+
     async def stream(self, requests: AsyncIterator[bytes],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.CollectorMessage]:
         peer = context.peer()
@@ -64,12 +77,8 @@ class TelemetryService:
             await self._abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, peer,
                               f"no Hello within {limits.hello_timeout:g}s")
             return
-        msg = pb.AgentMessage()
-        try:
-            msg.ParseFromString(raw)
-        except DecodeError as err:
-            await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, peer,
-                              f"undecodable first message ({len(raw)} bytes): {err}")
+        msg = await self._parse(context, raw, peer, "first message")
+        if msg is None:
             return
         if not msg.HasField("hello"):
             await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, peer,
@@ -118,12 +127,8 @@ class TelemetryService:
                     await self._abort(context, grpc.StatusCode.ABORTED, who,
                                       "superseded by a newer stream from the same node")
                     return
-                msg = pb.AgentMessage()
-                try:
-                    msg.ParseFromString(raw)
-                except DecodeError as err:
-                    await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, who,
-                                      f"undecodable message ({len(raw)} bytes): {err}")
+                msg = await self._parse(context, raw, who, "message")
+                if msg is None:
                     return
                 if not msg.HasField("batch"):
                     await self._abort(context, grpc.StatusCode.INVALID_ARGUMENT, who,
