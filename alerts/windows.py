@@ -28,10 +28,11 @@ class Series:
     starting after it holds no counter reset, so rate() can skip its reset scan.
     """
 
-    __slots__ = ("dec_ts", "labels", "last", "stale", "ts", "vals")
+    __slots__ = ("dec_ts", "labels", "last", "ref", "stale", "ts", "vals")
 
-    def __init__(self, labels: Labels) -> None:
+    def __init__(self, labels: Labels, ref: int) -> None:
         self.labels = labels
+        self.ref = ref  # creation order, like a Prometheus series reference
         self.ts = array("q")
         self.vals = array("d")  # stale markers are STALE_NAN, as in Prometheus
         self.stale = 0
@@ -54,6 +55,7 @@ class Windows:
         # of a freed selector can never hit.
         self._select_cache: dict[int, tuple[int, ast.VectorSelector, list[Series]]] = {}
         self.generation = 0  # bumped when a series is added or removed: invalidates select caches
+        self._refs = 0
         for sel in selectors:
             self.want(sel)
 
@@ -90,7 +92,8 @@ class Windows:
         if s is None:
             d = dict(key)
             d[NAME] = name
-            s = by_labels[key] = Series(from_pairs(d.items()))
+            self._refs += 1
+            s = by_labels[key] = Series(from_pairs(d.items()), self._refs)
             self.generation += 1
         ts = s.ts
         if ts:
@@ -164,9 +167,9 @@ class Windows:
             d = dict(s.labels)
             if all(m.matches(d.get(m.name, "")) for m in matchers):
                 out.append(s)
-        # Prometheus hands series to the engine sorted by label set; keeping that order makes
-        # float sums add up in the same order, hence bit-identical.
-        out.sort(key=lambda s: s.labels)
+        # Prometheus's head hands series to the engine in postings order, i.e. the order the
+        # series were created; keeping it makes sums and averages add up in the same order.
+        out.sort(key=lambda s: s.ref)
         self._select_cache[id(sel)] = (self.generation, sel, out)
         return out
 

@@ -57,7 +57,7 @@ class SeriesData(Protocol):
 
 class SeriesSource(Protocol):
     def select(self, sel: ast.VectorSelector) -> Iterable[SeriesData]:
-        """Every series matching the selector's matchers, in label order."""
+        """Every series matching the selector's matchers, in creation order (as Prometheus)."""
 
 
 def instant_value(s: SeriesData, t: int, lookback: int = LOOKBACK_MS) -> float | None:

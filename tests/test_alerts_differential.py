@@ -1,0 +1,217 @@
+"""Differential test: random expressions of the supported subset, evaluated by fleetmon and by
+Debian's promtool (Prometheus 2.42) over the same series; the answers (samples or errors) must
+be identical.
+
+promtool only prints what it got when a test fails, so each generated case expects nothing
+(``exp_samples: []``): an empty answer passes silently, anything else is printed in promtool's
+``labels.String()`` + ``%E`` form and parsed back here. Errors (many-to-many matching, duplicate
+label sets) must be the same errors.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from alerts.errors import AlertsError
+from alerts.promql.evaluator import Evaluator
+from alerts.promql.labels import Labels, render
+from alerts.promql.lexer import unquote
+from alerts.promql.parser import parse
+from alerts.unittest import expand_values, parse_series_desc
+from alerts.windows import Windows
+from tests.services import require_binary
+
+INTERVAL_MS = 60_000
+SERIES = {
+    'gauge{node="n1", gpu="0"}': "1 3 -2 7 7 0.5 4 _ 9 2 6",
+    'gauge{node="n1", gpu="1"}': "5 5 5 6 2 8 1 3 3 0 -1",
+    'gauge{node="n2", gpu="0"}': "0 0 1 1 2 NaN 2 3 5 8 13",
+    'gauge{node="n2", gpu="1"}': "_ _ _ 4 4 stale _ 6 7 7 7",
+    'ctr_total{node="n1", gpu="0"}': "0+10x10",
+    'ctr_total{node="n1", gpu="1"}': "0 5 12 20 3 9 15 15 40 2 8",
+    'ctr_total{node="n2", gpu="0"}': "100 110 120 stale 130 140 150 160 170 180 190",
+    'thr{node="n1"}': "4x10",
+    'thr{node="n2"}': "6x10",
+    'flag{node="n1", gpu="0", reason="x"}': "0 1 1 0 1 0 0 1 1 1 0",
+    'flag{node="n2", gpu="1", reason="y"}': "1 1 1 1 1 1 1 1 1 1 1",
+}
+TIMES = ["2m", "5m", "7m30s", "10m"]
+
+
+def generate(rng: random.Random) -> str:
+    """One random expression of instant-vector or scalar type."""
+    return _vector(rng, 3)
+
+
+def _selector(rng: random.Random, name: str | None = None) -> str:
+    name = name or rng.choice(["gauge", "ctr_total", "flag"])
+    matchers = []
+    if rng.random() < 0.5:
+        matchers.append(rng.choice(['node="n1"', 'node!="n1"', 'node=~"n[12]"', 'node!~"n2"', 'gpu=~"0|1"',
+                                    'gpu!="1"', 'reason=~""', 'reason!~""', 'gpu=""']))
+    return name + ("{" + ", ".join(matchers) + "}" if matchers else "")
+
+
+def _range(rng: random.Random) -> str:
+    return rng.choice(["1m", "2m", "3m", "5m", "150s"])
+
+
+def _scalar(rng: random.Random) -> str:
+    return rng.choice(["1", "2", "0.5", "-3", "10", "0", "time()", "scalar(thr{node=\"n1\"})", "(2 * 3)"])
+
+
+def _vector(rng: random.Random, depth: int) -> str:
+    if depth <= 0:
+        return _selector(rng)
+    kind = rng.randrange(9)
+    if kind == 0:
+        return _selector(rng)
+    if kind == 1:
+        fn = rng.choice(["rate", "irate", "increase", "delta", "changes", "resets", "avg_over_time",
+                         "min_over_time", "max_over_time", "sum_over_time", "count_over_time", "last_over_time"])
+        return f"{fn}({_selector(rng)}[{_range(rng)}])"
+    if kind == 2:
+        op = rng.choice(["sum", "avg", "min", "max", "count"])
+        grouping = rng.choice(["", " by (node)", " without (gpu)", " by (gpu, node)", " without (node, reason)"])
+        return f"{op}{grouping} ({_vector(rng, depth - 1)})"
+    if kind == 3:
+        op = rng.choice(["+", "-", "*", "/", "%", "^", ">", "<", ">=", "<=", "==", "!="])
+        b = " bool" if op in (">", "<", ">=", "<=", "==", "!=") and rng.random() < 0.4 else ""
+        lhs, rhs = _vector(rng, depth - 1), _scalar(rng)
+        return f"({lhs} {op}{b} {rhs})" if rng.random() < 0.6 else f"({rhs} {op}{b} {lhs})"
+    if kind == 4:
+        op = rng.choice(["+", "-", "/", ">", "<", "==", "!="])
+        b = " bool" if op in (">", "<", "==", "!=") and rng.random() < 0.4 else ""
+        matching = rng.choice(["", " on(node, gpu)", " ignoring(reason)", " on(node) group_left",
+                               " on(node) group_left(gpu)", " ignoring(gpu) group_right"])
+        lhs = _selector(rng, rng.choice(["gauge", "ctr_total", "flag"]))
+        rhs = "thr" if "group_left" in matching else _selector(rng, rng.choice(["gauge", "ctr_total"]))
+        if "group_right" in matching:
+            lhs, rhs = "thr", lhs
+        return f"({lhs} {op}{b}{matching} {rhs})"
+    if kind == 5:
+        op = rng.choice(["and", "or", "unless"])
+        matching = rng.choice(["", " on(node)", " ignoring(reason)", " on(gpu)"])
+        return f"({_vector(rng, depth - 1)} {op}{matching} {_vector(rng, depth - 1)})"
+    if kind == 6:
+        fn = rng.choice(["clamp_min", "clamp_max"])
+        return f"{fn}({_vector(rng, depth - 1)}, {rng.choice(['1', '3', '-1'])})"
+    if kind == 7:
+        return rng.choice([f"abs({_vector(rng, depth - 1)})", f"absent({_selector(rng)})",
+                           f"absent_over_time({_selector(rng)}[{_range(rng)}])",
+                           f"clamp({_vector(rng, depth - 1)}, 0, 5)", "vector(time())"])
+    return f"-({_vector(rng, depth - 1)})"
+
+
+_GOT = re.compile(r"^\s+expr: (\".*\"), time: (\S+?)(?:,$|, err: (.*)$)")
+
+
+def _parse_promtool(out: str) -> dict[tuple[str, str], object]:
+    """(expr, time) -> list of (labels text, value) or ("error", message)."""
+    results: dict[tuple[str, str], object] = {}
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        m = _GOT.match(line)
+        if not m:
+            continue
+        key = (unquote(m.group(1)), m.group(2))
+        if m.group(3) is not None:
+            results[key] = ("error", m.group(3))
+            continue
+        got = lines[i + 2].split("got: ", 1)[1]
+        results[key] = [] if got == "nil" else [
+            (lb, _go_float(v)) for lb, v in re.findall(r"(\{[^{}]*\}) (\S+?)(?:, |$)", got)]
+    return results
+
+
+def _go_float(text: str) -> float:
+    return float(text.replace("+Inf", "inf").replace("-Inf", "-inf"))
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal, or within 1e-12 relative: promtool loads test series in Go map order (random),
+    so the order in which sum/avg add them, hence their last bit, varies from run to run of
+    promtool itself. The suite in tests/promql/ uses values where order cannot matter."""
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+
+
+def test_random_expressions_match_promtool(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    rng = random.Random(20260601)
+    exprs: list[str] = []
+    while len(exprs) < 150:
+        e = generate(rng)
+        if e not in exprs:
+            exprs.append(e)
+    cases = [(e, rng.choice(TIMES)) for e in exprs]
+    (tmp_path / "rules.yml").write_text("groups: []\n")
+    spec = {"rule_files": ["rules.yml"], "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": k, "values": v} for k, v in SERIES.items()],
+        "promql_expr_test": [{"expr": e, "eval_time": t, "exp_samples": []} for e, t in cases],
+    }]}
+    test_file = tmp_path / "diff_test.yml"
+    test_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+    res = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True,
+                         timeout=120, check=False)
+    ref = _parse_promtool(res.stdout + res.stderr)
+
+    windows = Windows(retention_ms=2**62, keep_all=True)
+    for desc, values in SERIES.items():
+        labels = parse_series_desc(desc)
+        name = dict(labels)["__name__"]
+        for i, v in enumerate(expand_values(values)):
+            if v is not False:
+                windows.append(name, labels, i * INTERVAL_MS, v)  # type: ignore[arg-type]
+
+    from alerts.promql.lexer import parse_duration_ms
+
+    mismatches: list[str] = []
+    compared = errors = 0
+    for expr, t in cases:
+        want = ref.get((expr, t), [])
+        try:
+            got_vec = Evaluator(windows, parse_duration_ms(t)).eval_vector(parse(expr))
+            got: object = sorted((render(lb), v) for lb, v in got_vec)
+        except AlertsError as err:
+            got = ("error", str(err))
+        if isinstance(want, tuple):
+            errors += 1
+            if not (isinstance(got, tuple) and _norm(got[1]) == _norm(want[1])):
+                mismatches.append(f"{expr} @ {t}: promtool error {want[1]!r}, fleetmon {got!r}")
+            continue
+        assert isinstance(want, list)
+        want_sorted = sorted(want, key=lambda s: _labels_key(s[0]))
+        got_list = got if isinstance(got, list) else None
+        if got_list is None:
+            mismatches.append(f"{expr} @ {t}: promtool {want_sorted}, fleetmon error {got!r}")
+            continue
+        got_sorted = sorted(got_list, key=lambda s: _labels_key(s[0]))
+        compared += 1
+        if len(got_sorted) != len(want_sorted) or any(
+                _labels_key(g[0]) != _labels_key(w[0]) or not _same(g[1], w[1])
+                for g, w in zip(got_sorted, want_sorted, strict=True)):
+            mismatches.append(f"{expr} @ {t}:\n  promtool {want_sorted}\n  fleetmon {got_sorted}")
+    assert not mismatches, f"{len(mismatches)} of {len(cases)} differ:\n" + "\n".join(mismatches[:10])
+    assert compared + errors == len(cases)
+
+
+def _labels_key(text: str) -> Labels:
+    return parse_series_desc(text)
+
+
+def _norm(err: str) -> str:
+    # Prometheus lists the two clashing series of a many-to-many error in no fixed order.
+    m = re.search(r"\[(\{.*\}), (\{.*\})\]", err)
+    if m:
+        a, b = sorted((m.group(1), m.group(2)))
+        err = err[:m.start()] + f"[{a}, {b}]" + err[m.end():]
+    return err
