@@ -49,25 +49,33 @@ def parse_series_desc(text: str) -> Labels:
         toks = tokenize(text)
     except ParseError as err:
         raise UnitTestError(f"bad series {text!r}: {err}") from err
+    bad = UnitTestError(f"bad series {text!r}: expected name{{label=\"value\", ...}}")
     pairs: list[tuple[str, str]] = []
     i = 0
-    if toks[i].kind == IDENT:
+
+    def at(k: int) -> tuple[str, str]:
+        t = toks[min(k, len(toks) - 1)]  # tokenize() always ends with EOF
+        return t.kind, t.text
+
+    if at(i)[0] == IDENT:
         pairs.append((NAME, toks[i].text))
         i += 1
-    if toks[i].kind == OP and toks[i].text == "{":
+    if at(i) == (OP, "{"):
         i += 1
-        while not (toks[i].kind == OP and toks[i].text == "}"):
-            name, eq, val = toks[i], toks[i + 1], toks[i + 2]
-            if name.kind != IDENT or eq.text != "=" or val.kind != STRING:
-                raise UnitTestError(f"bad series {text!r}: expected label=\"value\" at offset {name.pos}")
-            assert isinstance(val.value, str)
-            pairs.append((name.text, val.value))
+        while at(i) != (OP, "}"):
+            if at(i)[0] != IDENT or at(i + 1) != (OP, "=") or at(i + 2)[0] != STRING:
+                raise bad
+            val = toks[i + 2].value
+            assert isinstance(val, str)
+            pairs.append((toks[i].text, val))
             i += 3
-            if toks[i].kind == OP and toks[i].text == ",":
+            if at(i) == (OP, ","):
                 i += 1
         i += 1
-    if toks[i].kind != EOF or (not pairs and i == 0):
-        raise UnitTestError(f"bad series {text!r}")
+    elif not pairs:
+        raise bad
+    if at(i)[0] != EOF:
+        raise bad
     return from_pairs(pairs)
 
 
@@ -272,10 +280,13 @@ def _float(v: Any) -> float:
 def run_file(path: Path, out: TextIO) -> bool:
     """Run one unit-test file; prints promtool-style progress to ``out``; True on success."""
     print(f"Unit Testing:  {path}", file=out)
+    warnings: list[str] = []
     try:
-        errs = _run(path)
+        errs = _run(path, warnings)
     except AlertsError as err:
         errs = [f"  {err}"]
+    for w in warnings:
+        print(w, file=out)
     if errs:
         print("  FAILED:", file=out)
         for e in errs:
@@ -287,7 +298,7 @@ def run_file(path: Path, out: TextIO) -> bool:
     return not errs
 
 
-def _run(path: Path) -> list[str]:
+def _run(path: Path, warnings: list[str]) -> list[str]:
     try:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as err:
@@ -305,6 +316,8 @@ def _run(path: Path) -> list[str]:
     for rf in spec.get("rule_files") or []:
         pattern = str(rf) if Path(str(rf)).is_absolute() else str(path.parent / str(rf))
         matches = sorted(glob.glob(pattern))
+        if not matches:
+            warnings.append(f"  WARNING: no file match pattern {pattern}")
         rule_paths.extend(Path(m) for m in matches)
     errs: list[str] = []
     for raw in spec.get("tests") or []:

@@ -184,3 +184,25 @@ def test_rule_files_of_the_suite_pass_promtool_check() -> None:
     res = subprocess.run([promtool, "check", "rules", *map(str, files)], capture_output=True, text=True,
                          timeout=60, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("tests:\n  - interval: 1m\n    input_series:\n      - series: 'a{'\n        values: '1'\n",
+     "bad series 'a{'"),
+    ("tests:\n  - interval: 1m\n    input_series:\n      - series: 'a'\n        values: '1 x2'\n",
+     "bad value 'x2'"),
+    ("tests:\n  - interval: 1 minute\n", "interval: not a valid duration string"),
+    ("tests:\n  - intervall: 1m\n", "unknown field 'intervall' in test group"),
+    ("rule_files: [missing.yml]\ntests: []\n", "WARNING: no file match pattern"),
+])
+def test_unit_test_file_errors_are_reported_not_raised(tmp_path: Path, body: str, message: str) -> None:
+    import io
+
+    from alerts.unittest import run_file
+
+    p = tmp_path / "t.yml"
+    p.write_text(body)
+    out = io.StringIO()
+    ok = run_file(p, out)
+    assert message in out.getvalue()
+    assert ok == ("WARNING" in message)
