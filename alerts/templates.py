@@ -472,4 +472,10 @@ def _call(name: str, args: list[Any]) -> Any:
         raise TemplateError(f"wrong number of args for {name}: want {want} got {len(args)}")
     if name == "printf" and not args:
         raise TemplateError("wrong number of args for printf: want at least 1 got 0")
-    return FUNCS[name](*args)
+    if name == "index" and not args:
+        raise TemplateError("wrong number of args for index: want at least 1 got 0")
+    try:
+        return FUNCS[name](*args)
+    except (TypeError, ValueError, OverflowError) as err:
+        # Go reports these when the template runs; so does fleetmon, as a template error.
+        raise TemplateError(f"error calling {name}: {err}") from err
