@@ -16,28 +16,28 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.model import Collection, Event, Severity, counter, gauge, info
+from agent.model import Collection, Event, Severity, counter, gauge
 from agent.plugin import Plugin
+from agent.plugins.accel import CLOCK_EVENT as GPU_CLOCK_EVENT
+from agent.plugins.accel import ECC_ERRORS as GPU_ECC
+from agent.plugins.accel import ENERGY as GPU_ENERGY
+from agent.plugins.accel import GPU_INFO, GPU_UP
+from agent.plugins.accel import MEMORY_TEMPERATURE as GPU_MEM_TEMP
+from agent.plugins.accel import MEMORY_TOTAL as GPU_MEM_TOTAL
+from agent.plugins.accel import MEMORY_USED as GPU_MEM_USED
+from agent.plugins.accel import PCIE_GEN as GPU_PCIE_GEN
+from agent.plugins.accel import PCIE_GEN_MAX as GPU_PCIE_GEN_MAX
+from agent.plugins.accel import PCIE_WIDTH as GPU_PCIE_WIDTH
+from agent.plugins.accel import PCIE_WIDTH_MAX as GPU_PCIE_WIDTH_MAX
+from agent.plugins.accel import POWER as GPU_POWER
+from agent.plugins.accel import POWER_LIMIT as GPU_POWER_LIMIT
+from agent.plugins.accel import SM_CLOCK as GPU_SM_CLOCK
+from agent.plugins.accel import TEMPERATURE as GPU_TEMP
+from agent.plugins.accel import UTILIZATION as GPU_UTIL
 from agent.plugins.simulated.faults import Fault, load_faults, parse_faults
 
-# GPU
-GPU_UP = gauge("gpu_up", "1 if the GPU answers its management library, 0 if lost")
-GPU_INFO = info("gpu_info", "GPU identity (value 1)")
-GPU_UTIL = gauge("gpu_utilization_ratio", "Share of time a kernel was running (0-1)")
-GPU_MEM_USED = gauge("gpu_memory_used_bytes", "Framebuffer memory used", "bytes")
-GPU_MEM_TOTAL = gauge("gpu_memory_total_bytes", "Framebuffer memory total", "bytes")
-GPU_TEMP = gauge("gpu_temperature_celsius", "GPU die temperature", "celsius")
-GPU_MEM_TEMP = gauge("gpu_memory_temperature_celsius", "HBM temperature", "celsius")
-GPU_POWER = gauge("gpu_power_watts", "Power draw", "watts")
-GPU_POWER_LIMIT = gauge("gpu_power_limit_watts", "Power management limit", "watts")
-GPU_ENERGY = counter("gpu_energy_joules_total", "Energy consumed since driver load", "joules")
-GPU_SM_CLOCK = gauge("gpu_sm_clock_hertz", "SM clock", "hertz")
-GPU_CLOCK_EVENT = gauge("gpu_clock_event_active", "1 while the clock-event (throttle) reason is active")
-GPU_ECC = counter("gpu_ecc_errors_total", "ECC errors")
-GPU_PCIE_GEN = gauge("gpu_pcie_link_generation", "Current PCIe link generation")
-GPU_PCIE_GEN_MAX = gauge("gpu_pcie_link_generation_max", "Maximum PCIe link generation")
-GPU_PCIE_WIDTH = gauge("gpu_pcie_link_width", "Current PCIe link width (lanes)")
-GPU_PCIE_WIDTH_MAX = gauge("gpu_pcie_link_width_max", "Maximum PCIe link width (lanes)")
+# GPU: the shared accelerator vocabulary (agent/plugins/accel.py), so a simulated series has the
+# same type, unit and help as a real one; only what accel lacks is declared here.
 GPU_NVLINK_UP = gauge("gpu_nvlink_up", "1 if the NVLink is active")
 GPU_XID = counter("gpu_xid_errors_total", "XID errors reported by the driver")
 # InfiniBand
