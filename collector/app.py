@@ -69,13 +69,17 @@ class Collector:
         self._http: Any = None
         self.grpc_port = 0
         self.http_port = 0
+        self._down: set[str] = set()
 
     # --- callbacks from the stream handler -----------------------------------------------
     def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
         if self.engine is not None:
             ingest = self.engine.ingest
+            # A sample stamped ahead of our clock (agent clock skew) would stay invisible to
+            # the rules until we caught up; clamp it to now (the store keeps the agent's time).
+            now = time.time()
             for info, ts, value in decoded.live:
-                ingest(info.name, info.labels, ts, value)
+                ingest(info.name, info.labels, ts if ts <= now else now, value)
         if decoded.events and self.notifiers:
             node = session.node
             for e in decoded.events:
@@ -163,6 +167,13 @@ class Collector:
                 continue
             for node, up in self.node_up(now).items():
                 info = self.ingestor.nodes[node]
+                if not up and node not in self._down:
+                    # Like Prometheus for a vanished target: the node's series end now, so
+                    # device rules stop evaluating stale values (NodeAgentSilent covers it).
+                    self.engine.mark_stale({"node": node}, now)
+                    self._down.add(node)
+                elif up:
+                    self._down.discard(node)
                 labels = {**info.labels, "node": node}
                 if self.engine.wants("fleetmon_node_up"):
                     self.engine.ingest("fleetmon_node_up", labels, now, 1.0 if up else 0.0)
