@@ -24,3 +24,13 @@ def repo_root() -> Path:
 def fleetmon_cmd() -> list[str]:
     """argv prefix that runs the fleetmon CLI with this interpreter."""
     return [sys.executable, "-m", "fleetmon"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/* from the current output instead of comparing")
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update-golden"))
