@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,7 @@ class NoConfig:
     """For plugins without settings of their own."""
 
 
-class Plugin:
+class Plugin(ABC):
     """Base class; subclasses set ``name`` and ``Config`` and override the three methods."""
 
     name: ClassVar[str] = ""
@@ -124,8 +125,9 @@ class Plugin:
     def discover(self) -> None:
         """Find the hardware; raise PluginUnavailable when there is none."""
 
-    def collect(self) -> Collection:  # pragma: no cover - every plugin overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def collect(self) -> Collection:
+        """One collection; runs in the plugin's thread (or on the loop when async)."""
 
     def close(self) -> None:
         """Release resources; safe twice and without discover."""

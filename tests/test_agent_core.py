@@ -117,6 +117,9 @@ class _Broken(Plugin):
     def discover(self) -> None:
         raise PluginUnavailable("no such hardware on this node")
 
+    def collect(self) -> Collection:  # never reached: discover refuses
+        return Collection()
+
 
 class _Failing(Plugin):
     name = "failing"

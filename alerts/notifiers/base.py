@@ -18,6 +18,7 @@ import math
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -126,7 +127,7 @@ class Backoff:
         self.attempt = 0
 
 
-class QueueWorker(Generic[T]):
+class QueueWorker(ABC, Generic[T]):
     """One delivery target: a bounded queue and the task that drains it.
 
     Subclasses implement ``deliver(batch)``; it raises ``DeliveryError`` on failure. Retryable
@@ -201,8 +202,9 @@ class QueueWorker(Generic[T]):
     async def on_close(self) -> None:
         """Release connections; called once the worker has stopped."""
 
+    @abstractmethod
     async def deliver(self, batch: list[T]) -> None:
-        raise NotImplementedError
+        """Send one batch; raise DeliveryError (retryable or not) when the target refuses it."""
 
     def health(self) -> NotifierHealth:
         return NotifierHealth(
@@ -267,7 +269,7 @@ class QueueWorker(Generic[T]):
             self.last_success_at = time.time()
 
 
-class NotifierBase:
+class NotifierBase(ABC):
     """Fan-out of the ``Notifier`` protocol onto one or more ``QueueWorker`` targets."""
 
     name = "notifier"
@@ -285,14 +287,17 @@ class NotifierBase:
     def health(self) -> tuple[NotifierHealth, ...]:
         return tuple(w.health() for w in self.workers)
 
-    def send_alerts(self, alerts: list[Alert]) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def send_alerts(self, alerts: list[Alert]) -> None:
+        """Queue alerts whose state changed or that are due again; never blocks."""
 
-    def send_event(self, event: EventNotice) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def send_event(self, event: EventNotice) -> None:
+        """Queue a hardware event; never blocks."""
 
-    def send_node_status(self, status: NodeStatus) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def send_node_status(self, status: NodeStatus) -> None:
+        """Queue an agent's online/offline change; never blocks."""
 
 
 def rfc3339(ts: float) -> str:

@@ -8,6 +8,7 @@ that source's samples and one log line, never the others'.
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from agent.errors import PluginError
@@ -41,7 +42,7 @@ class Env:
         col.add(m.NODE_ENERGY, self.integrator.update(key, watts, now), lab)
 
 
-class Source:
+class Source(ABC):
     """Base class; ``collect`` fills a Collection or raises :class:`SourceError`."""
 
     name = ""
@@ -58,8 +59,9 @@ class Source:
         """None when the source applies to this node, else why not (cheap checks only)."""
         return None
 
-    async def collect(self, col: Collection, now: float) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    async def collect(self, col: Collection, now: float) -> None:
+        """Add this source's samples to ``col``; raise SourceError when it cannot."""
 
     def close(self) -> None:
         """Release what the source holds (a BMC session); safe twice and without collect."""
