@@ -3,6 +3,7 @@ load-time errors can name file:line:col."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 from alerts.promql.labels import Matcher
@@ -11,12 +12,13 @@ SCALAR, VECTOR, MATRIX, STRING = "scalar", "instant vector", "range vector", "st
 
 
 @dataclass
-class Expr:
+class Expr(ABC):
     pos: int = field(default=0, kw_only=True)
 
     @property
+    @abstractmethod
     def type(self) -> str:
-        raise NotImplementedError
+        """SCALAR, VECTOR, MATRIX or STRING."""
 
 
 @dataclass
