@@ -1,6 +1,5 @@
 """Regenerate the Python modules from telemetry.proto (``make proto``).
 
-Imports are rewritten to be package-relative so the generated code works as ``proto.*``.
 ``check()`` is used by the drift test: it generates into a temp dir and compares.
 """
 
@@ -11,7 +10,10 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-OUTPUTS = ("telemetry_pb2.py", "telemetry_pb2.pyi", "telemetry_pb2_grpc.py")
+# No ``*_pb2_grpc.py``: neither side uses generated stubs. The collector registers a generic
+# handler that takes raw bytes (so garbage gets a clear status) and the agent calls the method
+# by its path, sending WAL bytes as they are.
+OUTPUTS = ("telemetry_pb2.py", "telemetry_pb2.pyi")
 HEADER = "# Generated from proto/telemetry.proto by `make proto` (python -m proto.generate). DO NOT EDIT.\n"
 
 
@@ -20,13 +22,10 @@ def generate(out_dir: Path) -> None:
 
     rc = protoc.main([
         "grpc_tools.protoc", f"-I{HERE}", f"--python_out={out_dir}", f"--pyi_out={out_dir}",
-        f"--grpc_python_out={out_dir}", str(HERE / "telemetry.proto"),
+        str(HERE / "telemetry.proto"),
     ])
     if rc != 0:
         raise SystemExit(f"protoc failed with exit status {rc}")
-    grpc_mod = out_dir / "telemetry_pb2_grpc.py"
-    grpc_mod.write_text(grpc_mod.read_text().replace(
-        "import telemetry_pb2 as telemetry__pb2", "from . import telemetry_pb2 as telemetry__pb2"))
     for name in OUTPUTS:
         path = out_dir / name
         path.write_text(HEADER + path.read_text())
