@@ -5,54 +5,56 @@ Every GPU series carries ``gpu`` (index), ``uuid``, ``vendor="nvidia"`` and ``mo
 
 from __future__ import annotations
 
-from agent.model import counter, gauge, info
+from agent.model import counter, gauge
+from agent.plugins import accel
 
-UP = gauge("gpu_up", "1 if the GPU answered NVML this collection, 0 if lost, unresponsive or fallen off the bus")
-INFO = info("gpu_info", "GPU identity: uuid, serial, board part number, VBIOS, driver and CUDA versions, PCI address")
+# The names every vendor shares are declared once, in the accelerator vocabulary.
+UP = accel.GPU_UP
+INFO = accel.GPU_INFO
+UTIL = accel.UTILIZATION
+MEM_UTIL = accel.MEMORY_UTILIZATION
+MEM_USED = accel.MEMORY_USED
+MEM_TOTAL = accel.MEMORY_TOTAL
+TEMP = accel.TEMPERATURE
+MEM_TEMP = accel.MEMORY_TEMPERATURE
+POWER = accel.POWER
+POWER_LIMIT = accel.POWER_LIMIT
+ENERGY = accel.ENERGY
+SM_CLOCK = accel.SM_CLOCK
+MEM_CLOCK = accel.MEMORY_CLOCK
+FAN = accel.FAN_SPEED
+CLOCK_EVENT = accel.CLOCK_EVENT
+ECC = accel.ECC_ERRORS
+PCIE_GEN = accel.PCIE_GEN
+PCIE_WIDTH = accel.PCIE_WIDTH
+PCIE_GEN_MAX = accel.PCIE_GEN_MAX
+PCIE_WIDTH_MAX = accel.PCIE_WIDTH_MAX
+PCIE_REPLAY = accel.PCIE_REPLAY
 
-UTIL = gauge("gpu_utilization_ratio", "Share of the last sample period a kernel ran on the GPU (0-1)", "ratio")
-MEM_UTIL = gauge(
-    "gpu_memory_utilization_ratio", "Share of the last sample period device memory was read or written", "ratio")
+
 ENC_UTIL = gauge("gpu_encoder_utilization_ratio", "Video encoder utilization (0-1)", "ratio")
 DEC_UTIL = gauge("gpu_decoder_utilization_ratio", "Video decoder utilization (0-1)", "ratio")
 
-MEM_USED = gauge("gpu_memory_used_bytes", "Frame-buffer memory allocated", "bytes")
-MEM_TOTAL = gauge("gpu_memory_total_bytes", "Frame-buffer memory installed", "bytes")
 MEM_RESERVED = gauge("gpu_memory_reserved_bytes", "Frame-buffer memory reserved by the driver and firmware", "bytes")
 
-TEMP = gauge("gpu_temperature_celsius", "GPU die temperature", "celsius")
-MEM_TEMP = gauge("gpu_memory_temperature_celsius", "HBM/GDDR memory temperature", "celsius")
 TEMP_SLOWDOWN = gauge("gpu_temperature_slowdown_celsius", "Temperature at which the GPU slows its clocks", "celsius")
 TEMP_SHUTDOWN = gauge("gpu_temperature_shutdown_celsius", "Temperature at which the GPU shuts down", "celsius")
 
-POWER = gauge("gpu_power_watts", "Board power draw", "watts")
-POWER_LIMIT = gauge("gpu_power_limit_watts", "Power management limit (configured)", "watts")
 POWER_ENFORCED = gauge("gpu_power_enforced_limit_watts", "Power limit in force (lowest of all limiters)", "watts")
-ENERGY = counter("gpu_energy_joules_total", "Energy consumed since the driver was loaded", "joules")
 
-SM_CLOCK = gauge("gpu_sm_clock_hertz", "SM clock", "hertz")
-MEM_CLOCK = gauge("gpu_memory_clock_hertz", "Memory clock", "hertz")
 GR_CLOCK = gauge("gpu_graphics_clock_hertz", "Graphics clock", "hertz")
 SM_CLOCK_MAX = gauge("gpu_sm_clock_max_hertz", "Highest SM clock the GPU supports", "hertz")
 MEM_CLOCK_MAX = gauge("gpu_memory_clock_max_hertz", "Highest memory clock the GPU supports", "hertz")
 GR_CLOCK_MAX = gauge("gpu_graphics_clock_max_hertz", "Highest graphics clock the GPU supports", "hertz")
 
-FAN = gauge("gpu_fan_speed_ratio", "Intended fan speed as a share of the maximum (0-1)", "ratio")
 PSTATE = gauge("gpu_performance_state", "Performance state: 0 (P0, highest) to 15 (P15, lowest)")
-CLOCK_EVENT = gauge("gpu_clock_event_active", "1 while this clock-event (throttle) reason holds the clocks down")
 
-ECC = counter("gpu_ecc_errors_total", "ECC errors by type (correctable, uncorrectable) and scope (volatile, aggregate)")
 RETIRED = counter("gpu_retired_pages_total", "Frame-buffer pages retired, by cause (single_bit, double_bit)")
 RETIRED_PENDING = gauge("gpu_retired_pages_pending", "1 if pages wait for retirement at the next reboot")
 REMAPPED = counter("gpu_remapped_rows_total", "Memory rows remapped, by type (correctable, uncorrectable)")
 REMAP_PENDING = gauge("gpu_row_remap_pending", "1 if a row remap waits for a GPU reset")
 REMAP_FAILED = gauge("gpu_row_remap_failed", "1 if a row remap failed (hardware inspection needed)")
 
-PCIE_GEN = gauge("gpu_pcie_link_generation", "Current PCIe link generation")
-PCIE_WIDTH = gauge("gpu_pcie_link_width", "Current PCIe link width (lanes)")
-PCIE_GEN_MAX = gauge("gpu_pcie_link_generation_max", "Highest PCIe generation the GPU and its slot support")
-PCIE_WIDTH_MAX = gauge("gpu_pcie_link_width_max", "Widest PCIe link the GPU supports (lanes)")
-PCIE_REPLAY = counter("gpu_pcie_replay_total", "PCIe replays (link-level retransmissions)")
 PCIE_TX = gauge("gpu_pcie_tx_bytes_per_second", "PCIe transmit throughput over the last 20 ms", "bytes_per_second")
 PCIE_RX = gauge("gpu_pcie_rx_bytes_per_second", "PCIe receive throughput over the last 20 ms", "bytes_per_second")
 
