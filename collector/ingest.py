@@ -174,11 +174,11 @@ class Ingestor:
                                   f"{self.limits.max_label_value_bytes} bytes")
 
     def decode(self, session: StreamSession, batch: pb.Batch, now: float) -> Decoded:
-        """Validate and resolve one batch; IngestError refuses it (the stream goes on)."""
+        """Validate and resolve one batch whose series are defined (``define``); IngestError
+        refuses it (the stream goes on)."""
         node = session.node
         if batch.sequence == 0:
             raise IngestError("batch has no sequence number")
-        self.define(session, batch.series)
         lo = (now - self.limits.max_past_seconds) * 1000
         hi = (now + self.limits.max_future_seconds) * 1000
         rows: list[tuple[int, int, float]] = []

@@ -158,10 +158,15 @@ class TelemetryService:
             if seq and state.has(seq):
                 self.ingestor.duplicates_total += 1
                 # Still learn its definitions: later batches on this stream may use them.
-                with contextlib.suppress(IngestError):
-                    self.ingestor.define(session, batch.series)
+                if batch.series:
+                    with contextlib.suppress(IngestError):
+                        await self.ingestor.writer.run_in_thread(self.ingestor.define, session, batch.series)
                 return pb.Ack(sequence=seq, contiguous=state.contiguous)
             try:
+                if batch.series:
+                    # New series are inserted in one transaction with an fsync: do it on the
+                    # store's thread, not on the event loop that serves every other stream.
+                    await self.ingestor.writer.run_in_thread(self.ingestor.define, session, batch.series)
                 decoded = self.ingestor.decode(session, batch, time.time())
             except IngestError as err:
                 self.ingestor.refused_total += 1
