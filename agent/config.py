@@ -15,8 +15,8 @@ import yaml
 
 from agent.errors import ConfigError
 from agent.model import check_label_name
-from fleetmon import settings
-from fleetmon.settings import parse_duration, parse_size
+from fleetmon_common import settings
+from fleetmon_common.settings import parse_duration, parse_size
 
 __all__ = ["AgentConfig", "PluginSection", "WalConfig", "build", "load_config", "parse_duration", "parse_size"]
 

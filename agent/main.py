@@ -16,7 +16,7 @@ from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError
 from agent.output import FORMATS
 from agent.scheduler import EventBuffer, build_runners, collect_once, make_context
-from fleetmon import logs
+from fleetmon_common import logs
 
 log = logging.getLogger("fleetmon.agent")
 
@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
         only = [p.strip() for p in args.plugins.split(",") if p.strip()] if args.plugins else None
         if args.once:
             return asyncio.run(_once(cfg, only, args.format))
-        from agent.service import run_agent
+        from agent.service import run_agent  # noqa: PLC0415 - grpc (~30 MiB) only for a streaming agent, not --once
 
         return asyncio.run(_run_until_signal(run_agent(cfg, only)))
     except ConfigError as err:

@@ -131,7 +131,7 @@ class PluginRunner:
     def close(self) -> None:
         try:
             self.plugin.close()
-        except Exception as err:  # supervision boundary: closing one plugin never blocks the others
+        except Exception as err:  # noqa: BLE001 - supervision boundary: closing one plugin never blocks the others
             log.warning("plugin %s: close failed: %s", self.name, err)
         self._pool.shutdown(wait=False, cancel_futures=True)
 

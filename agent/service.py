@@ -91,7 +91,7 @@ class Batcher:
             next_at += interval
             try:
                 await self.flush()
-            except Exception as err:  # supervision boundary: a WAL error must not stop collection
+            except Exception as err:  # noqa: BLE001 - supervision boundary: a WAL error must not stop collection
                 log.error("node %s: could not write a batch to the WAL %s: %s", self.cfg.node, self.wal.path, err)
 
 

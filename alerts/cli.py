@@ -10,6 +10,7 @@ from typing import TextIO
 
 from alerts.errors import AlertsError
 from alerts.rulefile import AlertingRule, load_file
+from alerts.unittest import run_file
 
 
 def check(files: Sequence[Path], out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -35,8 +36,6 @@ def main(args: argparse.Namespace) -> int:
     if args.rules_command == "check":
         return check(list(args.files))
     if args.rules_command == "test":
-        from alerts.unittest import run_file
-
         ok = True
         for path in args.files:
             ok = run_file(path, sys.stdout) and ok

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,6 @@ class AlertEngine:
     def mark_stale(self, labels_match: Mapping[str, str], ts: float | None = None) -> None:
         """A node's stream ended: its series get a stale marker now, as Prometheus marks the
         series of a target that disappeared."""
-        import time
-
         now = time.time() if ts is None else ts
         self.windows.mark_stale(round(now * 1000), labels_match)
 

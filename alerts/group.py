@@ -18,6 +18,7 @@ from alerts.model import Alert, AlertState
 from alerts.promql.evaluator import Evaluator, Vector
 from alerts.promql.labels import NAME, Labels, drop_name, from_pairs
 from alerts.rulefile import AlertingRule, RecordingRule, Rule, RuleGroup
+from alerts.templates import Template
 from alerts.windows import Windows
 
 log = logging.getLogger("fleetmon.alerts")
@@ -115,8 +116,6 @@ class GroupRunner:
             d = {k: val for k, val in lb if k != NAME}
 
             def expand(text_tmpl: object, v: float = v, tl: dict[str, str] = tmpl_labels) -> str:
-                from alerts.templates import Template
-
                 assert isinstance(text_tmpl, Template)
                 try:
                     return text_tmpl.expand(tl, v, self.external_labels, self.external_url)

@@ -19,6 +19,7 @@ from typing import Any, Union
 
 from alerts.errors import ParseError, TemplateError
 from alerts.promql import gofloat
+from alerts.promql.labels import go_quote
 from alerts.promql.lexer import unquote
 
 NO_VALUE = "<no value>"
@@ -429,8 +430,6 @@ def _format_one(spec: str, verb: str, arg: Any) -> str:
     if verb == "v" or (verb == "s" and isinstance(arg, str)):
         return ("%" + spec + "s") % _print(arg)
     if verb == "q" and isinstance(arg, str):
-        from alerts.promql.labels import go_quote
-
         return go_quote(arg)
     return f"%!{verb}({_go_type(arg)}={_print(arg)})"
 

@@ -26,6 +26,7 @@ from alerts.errors import AlertsError, ParseError, UnitTestError
 from alerts.group import GroupRunner
 from alerts.model import AlertState
 from alerts.promql.evaluator import Evaluator
+from alerts.promql.gofloat import format_v
 from alerts.promql.labels import NAME, Labels, from_pairs, go_quote, render
 from alerts.promql.lexer import EOF, IDENT, OP, STRING, format_duration_ms, parse_duration_ms, tokenize
 from alerts.promql.parser import parse
@@ -143,8 +144,6 @@ def _render_alerts(items: list[tuple[Labels, Labels]]) -> str:
 def _render_samples(items: list[tuple[Labels, float]]) -> str:
     if not items:
         return "nil"
-    from alerts.promql.gofloat import format_v
-
     return ", ".join(f"{render(lb)} {format_v(v)}" for lb, v in items)
 
 

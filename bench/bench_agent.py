@@ -22,6 +22,7 @@ from agent.plugins.simulated import SimulatedPlugin
 from agent.plugins.simulated.plugin import SimulatedConfig
 from agent.transport import frame_batch
 from agent.wal import Wal
+from proto import telemetry_pb2 as pb
 from tests.fleet import AgentProc, CollectorProc, wait_until
 
 
@@ -44,8 +45,6 @@ def in_process(cycles: int = 300) -> None:
             samples += len(col.samples)
             body = batch.SerializeToString()
             if i == 0:
-                from proto import telemetry_pb2 as pb
-
                 first = len(frame_batch(body + pb.Batch(series=defs).SerializeToString())) / len(col.samples)
             elif i == 1:
                 steady = len(frame_batch(body)) / len(col.samples)

@@ -32,6 +32,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from agent.plugin import PluginContext  # noqa: E402 - after the path set-up above
+from agent.plugins.nvidia.plugin import NvidiaConfig, NvidiaPlugin  # noqa: E402
+
 QUERY = "uuid,temperature.gpu,power.draw,memory.total,clocks.sm"
 TEMP_TOLERANCE_C = 2.0
 POWER_TOLERANCE = 0.10
@@ -149,10 +154,6 @@ def compare(rows: list[dict[str, Any]], before: list[SmiGpu], after: list[SmiGpu
 
 
 def time_cycles(cycles: int) -> dict[str, float]:
-    sys.path.insert(0, str(REPO))
-    from agent.plugin import PluginContext
-    from agent.plugins.nvidia.plugin import NvidiaConfig, NvidiaPlugin
-
     plugin = NvidiaPlugin(PluginContext(node="gpu-check"), NvidiaConfig())
     t0 = time.perf_counter()
     plugin.discover()

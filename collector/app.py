@@ -8,19 +8,21 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
+from alerts.engine import AlertEngine
+from alerts.errors import AlertsError
 from alerts.model import Alert, EventNotice, NodeStatus, Notifier
+from alerts.notifiers import build_notifiers
 from collector.config import CollectorConfig
 from collector.errors import ConfigError
+from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, StreamSession
 from collector.server import TelemetryService
+from collector.spool import Spool, build_sinks
 from collector.storage.sqlite import SqliteStore
-
-if TYPE_CHECKING:
-    from alerts.engine import AlertEngine
 
 log = logging.getLogger("fleetmon.collector")
 
@@ -35,25 +37,17 @@ class Collector:
         self.notifiers: list[Notifier] = []
         self.engine: AlertEngine | None = None
         if cfg.alerting.notifiers:
-            from alerts.errors import AlertsError
-            from alerts.notifiers import build_notifiers
-
             try:
                 self.notifiers = build_notifiers(cfg.alerting.notifiers, "alerting.notifiers")
             except AlertsError as err:
                 raise ConfigError(str(err)) from err
         if cfg.alerting.rules:
-            from alerts.engine import AlertEngine
-            from alerts.errors import AlertsError
-
             try:
                 self.engine = AlertEngine.from_files(
                     cfg.alerting.rules, self.notifiers, external_labels=cfg.alerting.external_labels,
                     resend_delay=cfg.alerting.resend_delay)
             except AlertsError as err:
                 raise ConfigError(str(err)) from err
-        from collector.spool import Spool, build_sinks
-
         self.sinks = build_sinks(cfg.sinks)
         self.spool = Spool(self.store, self.sinks, cfg.spool_max_bytes) if self.sinks else None
         engine = self.engine
@@ -117,8 +111,6 @@ class Collector:
         if self.spool is not None:
             await self.spool.start()
         if self.cfg.http:
-            from collector.http import start_http
-
             self._http, self.http_port = await start_http(self, self.cfg.http)
         self._tasks = [asyncio.create_task(self._evaluate_loop(), name="evaluate"),
                        asyncio.create_task(self._housekeeping(), name="housekeeping")]
@@ -194,7 +186,7 @@ class Collector:
                 n = await self.writer.run_in_thread(self.store.apply_retention)
                 if n:
                     log.info("retention removed %d samples older than %.0fs", n, self.cfg.retention)
-            except Exception as err:  # supervision boundary
+            except Exception as err:  # noqa: BLE001 - supervision boundary: retention retries next round
                 log.error("store %s: retention failed: %s", self.store.path, err)
 
     def samples_per_second(self) -> float:

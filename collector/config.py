@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from collector.errors import ConfigError
-from fleetmon import settings
+from fleetmon_common import settings
 
 
 @dataclass

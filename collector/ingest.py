@@ -125,7 +125,7 @@ class GroupWriter:
                     for _, fut in group:
                         if not fut.done():
                             fut.set_result(None)
-                except Exception as err:  # supervision boundary: fail these batches, keep serving
+                except Exception as err:  # noqa: BLE001 - supervision boundary: fail these batches, keep serving
                     log.error("store %s: commit of %d batches failed: %s", self.store.path, len(group), err)
                     for _, fut in group:
                         if not fut.done():

@@ -12,7 +12,7 @@ from typing import Any
 from collector.app import Collector
 from collector.config import load_config
 from collector.errors import ConfigError
-from fleetmon import logs
+from fleetmon_common import logs
 
 log = logging.getLogger("fleetmon.collector")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from collector.storage.sqlite import Matcher, StoreReader
-from fleetmon import logs
-from fleetmon.settings import parse_duration
+from fleetmon_common import logs
+from fleetmon_common.settings import parse_duration
 
 _NAME = re.compile(r"\s*([a-zA-Z_:][a-zA-Z0-9_:]*)?\s*")
 _MATCHER = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"\s*(,|\})')

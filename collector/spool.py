@@ -22,6 +22,7 @@ from typing import Any
 
 from collector.errors import ConfigError, SinkError
 from collector.storage.base import HealthSample, Point, Sink, SinkBatch, StoredEvent
+from collector.storage.influx_factory import SINK_TYPES, build_sink
 from collector.storage.retry import Backoff
 from collector.storage.sqlite import SqliteStore
 
@@ -61,8 +62,6 @@ def build_sinks(section: Mapping[str, Any] | None) -> list[Sink]:
     """``sinks: {name: {type: influxdb_v1|influxdb_v2, ...}}``; a name that is a type may omit it."""
     if not section:
         return []
-    from collector.storage.influx_factory import SINK_TYPES, build_sink
-
     sinks = []
     for name, raw in section.items():
         body = dict(raw or {})

@@ -7,7 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fleetmon import __version__, logs
+from fleetmon import __version__
+from fleetmon_common import logs
 
 
 def _agent_args(p: argparse.ArgumentParser) -> None:
@@ -70,23 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "agent":
-        from agent.main import main as agent_main
+        from agent.main import main as agent_main  # noqa: PLC0415 - import only the side that runs
 
         return agent_main(args)
     if args.command == "collector":
-        from collector.main import main as collector_main
+        from collector.main import main as collector_main  # noqa: PLC0415 - import only the side that runs
 
         return collector_main(args)
     if args.command == "demo":
-        from collector.demo import main as demo_main
+        from collector.demo import main as demo_main  # noqa: PLC0415 - import only the side that runs
 
         return demo_main(args)
     if args.command == "query":
-        from collector.query import main as query_main
+        from collector.query import main as query_main  # noqa: PLC0415 - import only the side that runs
 
         return query_main(args)
     if args.command == "rules":
-        from alerts.cli import main as rules_main
+        from alerts.cli import main as rules_main  # noqa: PLC0415 - import only the side that runs
 
         return rules_main(args)
     logs.setup()

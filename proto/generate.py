@@ -18,7 +18,7 @@ HEADER = "# Generated from proto/telemetry.proto by `make proto` (python -m prot
 
 
 def generate(out_dir: Path) -> None:
-    from grpc_tools import protoc  # dev dependency (grpcio-tools)
+    from grpc_tools import protoc  # noqa: PLC0415 - dev dependency (grpcio-tools), only for `make proto`
 
     rc = protoc.main([
         "grpc_tools.protoc", f"-I{HERE}", f"--python_out={out_dir}", f"--pyi_out={out_dir}",

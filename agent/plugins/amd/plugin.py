@@ -129,7 +129,7 @@ class AmdPlugin(Plugin):
     def _open(self, choice: str) -> _Source:
         cfg = self.config
         if choice == "amdsmi":
-            from agent.plugins.amd.amdsmi_lib import AmdSmiLibSource
+            from agent.plugins.amd.amdsmi_lib import AmdSmiLibSource  # noqa: PLC0415 - optional vendor library
 
             return AmdSmiLibSource.open()
         if choice == "amd-smi":

@@ -156,7 +156,7 @@ class KmsgPlugin(Plugin):
             try:
                 reader.wait(0.5)
                 self.drain()
-            except Exception as err:  # supervision boundary: the follower must outlive one bad read
+            except Exception as err:  # noqa: BLE001 - supervision boundary: the follower must outlive one bad read
                 self.log.warning("kmsg follower: %s", err)
                 self._stop.wait(1.0)
 

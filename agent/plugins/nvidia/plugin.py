@@ -213,7 +213,7 @@ class NvidiaPlugin(Plugin):
             fut: cf.Future[Collection] = cf.Future()
             try:
                 fut.set_result(collect_gpu(nvml, gpu, use_fields, pcie))
-            except Exception as err:  # handed to the caller through the future, as the pool does
+            except Exception as err:  # noqa: BLE001 - handed to the caller through the future, as the pool does
                 fut.set_exception(err)
             return fut
         return self._pool.submit(collect_gpu, nvml, gpu, use_fields, pcie)

@@ -8,7 +8,7 @@ wavelength, supported monitors, bias multiplier), table 8-62 (page 02h threshold
 
 from __future__ import annotations
 
-from agent.plugins.optics.eeprom import EepromError, s16, text, u16, upper_at
+from agent.plugins.optics.fields import EepromError, s16, text, u16, upper_at
 from agent.plugins.optics.reading import LEVELS, Lane, ModuleReading, identifier_name
 
 TEMP_LSB_C = 1 / 256

@@ -11,19 +11,16 @@ the diagnostics at address 0x51 ("A2h").
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
 
-from agent.errors import PluginError
+from agent.plugins.optics import cmis, sff8472, sff8636
+from agent.plugins.optics.fields import PAGE, EepromError
 from agent.plugins.optics.reading import CMIS_IDS, SFF8472_IDS, SFF8636_IDS, ModuleReading
 
-PAGE = 128
+__all__ = ["PAGE", "EepromError", "EepromImage", "PageRequest", "decode", "plan_pages", "split_legacy"]
+
 ADDR_A0 = 0x50
 ADDR_A2 = 0x51
-
-
-class EepromError(PluginError):
-    """An EEPROM image is malformed (short page, unknown layout); the message names the module."""
 
 
 @dataclass(frozen=True)
@@ -104,8 +101,6 @@ def split_legacy(kind: int, data: bytes) -> EepromImage:
 
 def decode(img: EepromImage) -> ModuleReading:
     """Decode one module by its SFF-8024 identifier (lower page byte 0)."""
-    from agent.plugins.optics import cmis, sff8472, sff8636
-
     if len(img.lower) < PAGE:
         raise EepromError(f"lower page is {len(img.lower)} bytes, expected {PAGE}")
     ident = img.lower[0]
@@ -116,32 +111,3 @@ def decode(img: EepromImage) -> ModuleReading:
     if ident in CMIS_IDS:
         return cmis.decode(img.lower, img.upper)
     raise EepromError(f"identifier 0x{ident:02x} is not SFP, QSFP or CMIS; not decoded")
-
-
-# Byte helpers shared by the decoders; all multi-byte fields are big-endian in every standard.
-
-
-def u16(buf: bytes, off: int) -> int:
-    return int((buf[off] << 8) | buf[off + 1])
-
-
-def s16(buf: bytes, off: int) -> int:
-    v = u16(buf, off)
-    return v - 0x10000 if v & 0x8000 else v
-
-
-def f32(buf: bytes, off: int) -> float:
-    return float(struct.unpack_from(">f", buf, off)[0])
-
-
-def text(buf: bytes, off: int, n: int) -> str:
-    """An ASCII field, space (or NUL) padded."""
-    raw = bytes(buf[off : off + n])
-    return raw.decode("ascii", "replace").replace("\x00", " ").strip()
-
-
-def upper_at(page: bytes | None, off: int) -> int | None:
-    """Byte ``off`` (128-255, as the specifications number it) of an upper page."""
-    if page is None or len(page) < PAGE:
-        return None
-    return page[off - PAGE]

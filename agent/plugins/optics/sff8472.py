@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from agent.plugins.optics.eeprom import EepromError, f32, s16, text, u16
+from agent.plugins.optics.fields import EepromError, f32, s16, text, u16
 from agent.plugins.optics.reading import LEVELS, Lane, ModuleReading, identifier_name
 
 # A0h byte 92 (table 8-3).

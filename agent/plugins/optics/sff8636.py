@@ -7,7 +7,7 @@ References are to SFF-8636 rev 2.10a: table 6-2/6-4 (status, LOS, fault, LOL), t
 
 from __future__ import annotations
 
-from agent.plugins.optics.eeprom import EepromError, s16, text, u16, upper_at
+from agent.plugins.optics.fields import EepromError, s16, text, u16, upper_at
 from agent.plugins.optics.reading import LEVELS, Lane, ModuleReading, identifier_name
 
 LANES = 4

@@ -32,6 +32,14 @@ from agent.plugins.power.source import Env, Source, SourceError
 if TYPE_CHECKING:
     import httpx
 
+
+def _httpx() -> Any:
+    """The httpx module, imported on first use: it is optional (the ``redfish`` extra) and costs
+    the agent memory on every node that has no BMC to read."""
+    import httpx  # noqa: PLC0415 - optional and heavy, see above
+
+    return httpx
+
 SESSIONS = "/redfish/v1/SessionService/Sessions"
 
 # Redfish Resource.Health (DSP0268 "Status"): numeric so rules can compare.
@@ -210,7 +218,7 @@ class RedfishSource(Source):
         if not self.cfg.url:
             return "plugins.power.redfish.url not set"
         try:
-            import httpx  # noqa: F401
+            _httpx()
         except ImportError:
             return "httpx not installed (install fleetmon[redfish])"
         return None
@@ -227,8 +235,7 @@ class RedfishSource(Source):
         return self.cfg.verify
 
     def _client(self) -> httpx.AsyncClient:
-        import httpx
-
+        httpx = _httpx()
         auth = None
         if self.cfg.auth == "basic" and self.cfg.username:
             auth = httpx.BasicAuth(self.cfg.username, self._password())
@@ -238,8 +245,7 @@ class RedfishSource(Source):
         )
 
     async def _login(self, client: httpx.AsyncClient) -> None:
-        import httpx
-
+        httpx = _httpx()
         try:
             resp = await client.post(SESSIONS, json={"UserName": self.cfg.username, "Password": self._password()})
         except httpx.TimeoutException as err:
@@ -259,8 +265,7 @@ class RedfishSource(Source):
 
     async def get(self, client: httpx.AsyncClient, path: str, optional: bool = False) -> dict[str, Any] | None:
         """GET one resource; errors name the BMC and the path. ``optional``: 404 → None."""
-        import httpx
-
+        httpx = _httpx()
         if path.startswith("http") and not path.startswith(self._origin):
             return None  # a link to another service (a PDU outlet): not ours to follow
         for attempt in (1, 2):
@@ -367,8 +372,7 @@ class RedfishSource(Source):
         token, self._token = self._token, None
         if not uri or not token:
             return
-        import httpx
-
+        httpx = _httpx()
         try:
             with httpx.Client(base_url=self._origin, verify=self._verify(), timeout=min(self.timeout, 3.0)) as c:
                 c.delete(uri, headers={"X-Auth-Token": token})

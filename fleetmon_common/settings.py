@@ -21,9 +21,6 @@ class SettingsError(ValueError):
 
 T = TypeVar("T")
 
-_COMMON_PLUGIN_KEYS = ("interval", "timeout", "enabled")
-
-
 def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
