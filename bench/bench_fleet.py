@@ -44,7 +44,10 @@ import grpc
 import psutil
 from fleetdata import Profile
 
+from alerts.rules import default_rule_files
+from collector.storage.sqlite import StoreReader
 from proto import telemetry_pb2 as pb
+from tests.fleet import CollectorProc
 
 METHOD = "/fleetmon.v1.Telemetry/Stream"
 CHANNEL_OPTIONS = [
@@ -144,8 +147,8 @@ class Worker:
                     await call.write(self._batch(a, s, sent, not defined))
                     defined = True
                 while True:
-                    now = time.time()
-                    nxt = self.t0 + a.phase + (math.floor((now - self.t0 - a.phase) / self.interval) + 1) * self.interval
+                    periods = math.floor((time.time() - self.t0 - a.phase) / self.interval) + 1
+                    nxt = self.t0 + a.phase + periods * self.interval
                     await asyncio.sleep(nxt - time.time())
                     if reader.done():
                         reader.result()
@@ -288,9 +291,11 @@ def _describe(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-def worker_main(conn: Connection, addr: str, names: list[str], series: int, interval: float, profiles: int) -> None:
+def worker_main(conn: Connection, addr: str, names: list[str], shape: tuple[int, float, int]) -> None:
+    """A generator process; ``shape`` is (series, interval, profiles)."""
+
     async def serve() -> None:
-        w = Worker(addr, names, series, interval, profiles)
+        w = Worker(addr, names, *shape)
         conn.send(("ready", None))
         loop = asyncio.get_running_loop()
         while True:
@@ -316,12 +321,9 @@ class Target:
     """A collector process started here (or an address given), its CPU and RSS (all processes)."""
 
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
-        from tests.fleet import CollectorProc
-
         rules: list[str] = []
         extra: dict[str, Any] = {"log_level": "warning", "alerting": {"notifiers": {}}}
         if args.rules == "default":
-            from alerts.rules import default_rule_files
             rules = [str(p) for p in default_rule_files()]
         elif args.rules != "none":
             rules = args.rules.split(",")
@@ -400,8 +402,8 @@ def main() -> None:
         procs = []
         for w in range(args.procs):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=worker_main, args=(child, target.addr, names[w::args.procs], args.series,
-                                                       args.interval, args.profiles), daemon=True)
+            p = ctx.Process(target=worker_main, args=(child, target.addr, names[w::args.procs],
+                                                       (args.series, args.interval, args.profiles)), daemon=True)
             p.start()
             procs.append(p)
             conns.append(parent)
@@ -474,8 +476,6 @@ def main() -> None:
 
 def verify(target: Target, nodes: dict[str, dict[str, int]], series: int, summary: dict[str, Any]) -> None:
     """Every acked batch stored once: per node, stored samples == batches sent x series."""
-    from collector.storage.sqlite import StoreReader
-
     reader = StoreReader(target.col.db())
     unacked = sum(v["unacked"] for v in nodes.values())
     bad = []

@@ -25,6 +25,7 @@ from agent.plugin import PluginContext
 from agent.plugins.simulated.plugin import SimulatedConfig, SimulatedPlugin
 from proto import telemetry_pb2 as pb
 
+
 def varint(n: int) -> bytes:
     out = bytearray()
     while True:
