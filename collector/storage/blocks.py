@@ -184,6 +184,8 @@ class BlockStore:
         self.flush_samples = flush_samples
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Retention frees whole segments; incremental vacuum gives their pages back to the disk.
+        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
         # The append log is what makes data durable; the store is rebuilt from it after a crash
         # (from the positions in `flushed`, committed with the segments), so no fsync per commit.
@@ -356,6 +358,8 @@ class BlockStore:
         cutoff = int(((time.time() if now is None else now) - self.retention_s) * 1000)
         with self.lock:
             n = self._db.execute("DELETE FROM segments WHERE t_max < ?", (cutoff,)).rowcount
+            if n:
+                self._db.execute("PRAGMA incremental_vacuum")
         self.stats.segments_dropped += int(n)
         return int(n)
 
