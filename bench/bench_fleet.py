@@ -200,8 +200,18 @@ class Worker:
             a.task = asyncio.create_task(self.run_agent(a))
             self.agents[name] = a
 
-    async def step(self, n: int, start: float, end: float, settle: float) -> dict[str, Any]:
+    async def ramp(self, n: int, timeout: float) -> float | None:
+        """Start nodes up to ``n`` (phases spread over one interval); seconds until every node
+        had a batch acked (its series defined), or None after ``timeout``."""
+        t0 = time.monotonic()
         self.ensure(n)
+        while time.monotonic() - t0 < timeout:
+            if all(a.acked_batches for a in self.agents.values()):
+                return time.monotonic() - t0
+            await asyncio.sleep(0.2)
+        return None
+
+    async def step(self, start: float, end: float, settle: float) -> dict[str, Any]:
         self.window = (start, end)
         self.latencies = []
         self.window_sent = 0
@@ -300,7 +310,9 @@ def worker_main(conn: Connection, addr: str, names: list[str], shape: tuple[int,
         loop = asyncio.get_running_loop()
         while True:
             cmd = await loop.run_in_executor(None, conn.recv)
-            if cmd[0] == "step":
+            if cmd[0] == "ramp":
+                conn.send(("ramp", await w.ramp(*cmd[1:])))
+            elif cmd[0] == "step":
                 conn.send(("step", await w.step(*cmd[1:])))
             elif cmd[0] == "storm":
                 conn.send(("storm", await w.storm(*cmd[1:])))
@@ -385,6 +397,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=30.0, help="measured seconds per step")
     ap.add_argument("--warmup", type=float, default=0.0, help="seconds after the ramp before measuring "
                     "(default: one interval)")
+    ap.add_argument("--ramp-timeout", type=float, default=180.0, help="seconds for a step's new nodes to "
+                    "stream (their first batch acked) before measuring anyway")
     ap.add_argument("--procs", type=int, default=1, help="generator processes")
     ap.add_argument("--profiles", type=int, default=8, help="distinct simulated nodes (value shapes)")
     ap.add_argument("--rules", default="default", help="default | none | comma-separated rule files")
@@ -415,13 +429,16 @@ def main() -> None:
               f"{'ack p99':>8} {'RSS MB':>7} {'gen cores':>9} {'conn':>6} {'err':>5}  split", flush=True)
         try:
             for n in steps:
-                # Ramp: new nodes connect at spread phases during one interval, define their series.
-                ramp_end = time.time() + args.interval
-                start = ramp_end + warmup
-                end = start + args.duration
+                # Ramp: new nodes connect at phases spread over one interval and define their
+                # series; measure once all stream, after a warm-up.
                 for i, c in enumerate(conns):
-                    share = len(names[:n][i::args.procs])
-                    c.send(("step", share, start, end, max(30.0, args.interval * 3)))
+                    c.send(("ramp", len(names[:n][i::args.procs]), args.ramp_timeout))
+                ramps = [c.recv()[1] for c in conns]
+                ramp = None if None in ramps else max(ramps)
+                start = time.time() + warmup
+                end = start + args.duration
+                for c in conns:
+                    c.send(("step", start, end, max(30.0, args.interval * 3)))
                 time.sleep(max(0.0, start - time.time()))
                 cpu0 = target.cpu()
                 rss_peak = 0
@@ -437,11 +454,13 @@ def main() -> None:
                                  for k in cpu1)
                 gen = sum(r["cpu"] for r in results) / args.duration
                 rate = acked / args.duration
+                per_m = f"{col_cpu / acked * 1e6:>8.2f}" if acked else f"{'-':>8}"
                 print(f"{n:>6} {rate:>10,.0f} {n * args.series / args.interval:>9,.0f} "
-                      f"{col_cpu / args.duration:>9.2f} {col_cpu / max(acked, 1) * 1e6:>8.2f} "
+                      f"{col_cpu / args.duration:>9.2f} {per_m} "
                       f"{pct(lat, 0.5) * 1000:>6.0f}ms {pct(lat, 0.99) * 1000:>6.0f}ms {rss_peak / 2**20:>7.0f} "
                       f"{gen:>9.2f} {sum(r['connected'] for r in results):>6} "
-                      f"{sum(r['errors'] for r in results):>5}  {split}", flush=True)
+                      f"{sum(r['errors'] for r in results):>5} "
+                      f"{'-' if ramp is None else f'{ramp:.0f}s':>6}  {split}", flush=True)
             if args.storm:
                 for c in conns:
                     c.send(("storm", 300.0))
