@@ -16,6 +16,7 @@ from alerts.engine import AlertEngine
 from alerts.errors import AlertsError
 from alerts.model import Alert, EventNotice, NodeStatus, Notifier
 from alerts.notifiers import build_notifiers
+from alerts.rules import default_rule_files
 from collector.config import CollectorConfig
 from collector.errors import ConfigError
 from collector.http import start_http
@@ -41,10 +42,11 @@ class Collector:
                 self.notifiers = build_notifiers(cfg.alerting.notifiers, "alerting.notifiers")
             except AlertsError as err:
                 raise ConfigError(str(err)) from err
-        if cfg.alerting.rules:
+        rules = default_rule_files() if cfg.alerting.rules is None else cfg.alerting.rules
+        if rules:
             try:
                 self.engine = AlertEngine.from_files(
-                    cfg.alerting.rules, self.notifiers, external_labels=cfg.alerting.external_labels,
+                    rules, self.notifiers, external_labels=cfg.alerting.external_labels,
                     resend_delay=cfg.alerting.resend_delay)
             except AlertsError as err:
                 raise ConfigError(str(err)) from err

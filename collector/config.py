@@ -28,7 +28,8 @@ class Limits:
 
 @dataclass
 class AlertingConfig:
-    rules: list[Path] = field(default_factory=list)
+    #: Rule files. Absent: fleetmon's default rule pack (alerts/rules/); ``[]``: no rules.
+    rules: list[Path] | None = None
     evaluation_interval: float = 1.0
     resend_delay: float = 60.0
     notifiers: dict[str, Any] = field(default_factory=lambda: {"log": {}})
