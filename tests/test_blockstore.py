@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ import pytest
 from collector.storage import applog, codec
 from collector.storage.blocks import BlockReader, BlockStore, SeriesDef, decode_l0, encode_l0
 from collector.storage.codec import Block
-from collector.storage.sqlite import Matcher
+from collector.storage.compactor import Compactor
+from collector.storage.embedded import EmbeddedReader, EmbeddedStore, StoreItem
+from collector.storage.sqlite import Matcher, NodeState
 
 T0 = 1_700_000_000_000
 
@@ -210,3 +213,74 @@ def test_append_log_group_commit_and_torn_tail(tmp_path: Path) -> None:
     assert next(applog.decode_batch(p).seq for _pos, p in applog.read(folder)
             if applog.kind(p) == applog.BATCH) > 1
     log2.close()
+
+
+# --- the store as the collector uses it: log + compactor + reader ------------------------------------
+TN = (int(time.time()) // 3600 - 3) * 3_600_000  # recent: inside the retention
+
+
+def _item(node: str, st: NodeState, seq: int, ids: list[int], ts: int, vals: list[float],
+          events: list[tuple[int, str, str, str, str, str]] | None = None) -> StoreItem:
+    st.add(seq)
+    return StoreItem(node, st, seq, [Block(ts, np.array(ids, np.int64), np.array(vals))], events or [])
+
+
+def test_embedded_store_recovers_from_the_log_and_compacts(tmp_path: Path) -> None:
+    es = EmbeddedStore(tmp_path)
+    es.reset_node("n1", "wal-a", {"rack": "r1"})
+    defs = [("gpu_temperature_celsius", "gpu", "temperature_celsius", {"gpu": str(i), "node": "n1"}, 0, "")
+            for i in range(3)]
+    ids = es.series_ids("n1", defs)
+    assert es.series_ids("n1", defs) == ids  # idempotent
+    st = es.load_node("n1")
+    ev = (TN, "gpu.xid", "critical", "XID 79", "drain", '{"node":"n1"}')
+    es.commit([_item("n1", st, 1, ids, TN, [50.0, 51.0, 52.0], [ev]), _item("n1", st, 3, ids, TN + 20_000,
+                                                                         [53.0, 54.0, 55.0])])
+    # A crash: no close, no checkpoint. A new process replays the log.
+    es2 = EmbeddedStore(tmp_path)
+    st2 = es2.load_node("n1")
+    assert (st2.wal_id, st2.contiguous, st2.held) == ("wal-a", 1, {3})
+    es2.commit([_item("n1", st2, 2, ids, TN + 10_000, [1.0, 2.0, 3.0])])
+    assert st2.contiguous == 3
+    r = EmbeddedReader(tmp_path)
+    assert r.node_states().get("n1").contiguous == 3
+    assert [e["kind"] for e in r.events(0)] == ["gpu.xid"]
+    # Before any compaction the reader answers from the log's tail.
+    assert r.count_samples("n1") == 9
+    assert r.samples(ids[1], 0, 2**62) == [(TN, 51.0), (TN + 10_000, 2.0), (TN + 20_000, 54.0)]
+    comp = Compactor(tmp_path, flush_s=0)
+    assert comp.poll() >= 4
+    comp.maintain(now=TN / 1000 + 7200, force_flush=True)
+    levels = dict(r._db.execute("SELECT level, count(*) FROM segments GROUP BY level").fetchall())
+    assert levels == {1: 1}
+    assert r.count_samples("n1") == 9 and r.samples(ids[2], 0, 2**62)[1] == (TN + 10_000, 3.0)
+    # A restarted compactor does not store anything twice.
+    comp.store.close()
+    comp = Compactor(tmp_path, flush_s=0)
+    comp.poll()
+    comp.maintain(force_flush=True)
+    assert r.count_samples("n1") == 9
+    es2.close()
+    comp.store.close()
+
+
+def test_log_files_go_once_every_reader_passed_them(tmp_path: Path) -> None:
+    es = EmbeddedStore(tmp_path)
+    es.log.file_bytes = 512
+    ids = es.series_ids("n1", [("x", "x", "y", {"node": "n1"}, 0, "")])
+    st = es.load_node("n1")
+    for seq in range(1, 60):
+        es.commit([_item("n1", st, seq, ids, TN + seq * 1000, [float(seq)])])
+    files = len(list((tmp_path / "log").glob("*.log")))
+    assert files > 3
+    comp = Compactor(tmp_path, flush_s=0)
+    comp.poll()
+    comp.maintain(force_flush=True)
+    assert len(list((tmp_path / "log").glob("*.log"))) == files, "no node checkpoint yet: keep the log"
+    es.checkpoint()
+    comp._next_retention = 0
+    comp.maintain(force_flush=True)
+    assert len(list((tmp_path / "log").glob("*.log"))) < files
+    assert EmbeddedReader(tmp_path).count_samples("n1") == 59
+    es.close()
+    comp.store.close()

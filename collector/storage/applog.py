@@ -51,7 +51,7 @@ def split_position(pos: int) -> tuple[int, int]:
     return pos >> _FILE_SHIFT, pos & ((1 << _FILE_SHIFT) - 1)
 
 
-def _files(folder: Path) -> list[tuple[int, Path]]:
+def log_files(folder: Path) -> list[tuple[int, Path]]:
     out = []
     for p in folder.glob("*.log"):
         if p.stem.isdigit():
@@ -66,7 +66,7 @@ class AppendLog:
         self.folder = folder
         self.file_bytes = file_bytes
         folder.mkdir(parents=True, exist_ok=True)
-        existing = _files(folder)
+        existing = log_files(folder)
         self._no = existing[-1][0] + 1 if existing else 1
         self._fd = -1
         self._offset = 0
@@ -128,7 +128,7 @@ class AppendLog:
         """Remove whole files that end before ``pos`` (never the open one). Returns bytes freed."""
         file_no, _ = split_position(pos)
         freed = 0
-        for no, p in _files(self.folder):
+        for no, p in log_files(self.folder):
             if no >= min(file_no, self._no):
                 break
             freed += p.stat().st_size
@@ -205,7 +205,7 @@ def read(folder: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
     """(position, payload) of every intact record at or after ``start``, in log order. A record
     that does not check out ends its file (a torn write); the next file goes on."""
     s_file, s_off = split_position(start)
-    for no, path in _files(folder):
+    for no, path in log_files(folder):
         if no < s_file:
             continue
         try:
@@ -228,7 +228,9 @@ def read(folder: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
 
 
 # --- payloads ------------------------------------------------------------------------------------
-_BATCH = struct.Struct("<BHQI")
+# BATCH: kind, node length, sequence, the node's contiguous sequence after it, blocks, events
+# length; then the node name, the events (JSON), and per block: ts, count, u32 ids, f64 values.
+_BATCH = struct.Struct("<BHQQII")
 _BLOCK = struct.Struct("<qI")
 
 
@@ -236,29 +238,42 @@ _BLOCK = struct.Struct("<qI")
 class BatchRecord:
     node: str
     seq: int
+    contiguous: int
     blocks: list[Block]
     events: list[list[Any]]
 
 
-def encode_batch(node: str, seq: int, blocks: Sequence[Block], events: Sequence[Sequence[Any]] = ()) -> bytes:
+def encode_batch(node: str, seq: int, blocks: Sequence[Block], events: Sequence[Sequence[Any]] = (),
+                 contiguous: int = 0) -> bytes:
     name = node.encode()
-    parts = [_BATCH.pack(BATCH, len(name), seq, len(blocks)), name]
+    ev = json.dumps([list(e) for e in events]).encode() if events else b""
+    parts = [_BATCH.pack(BATCH, len(name), seq, contiguous, len(blocks), len(ev)), name, ev]
     for b in blocks:
         parts.append(_BLOCK.pack(b.ts_ms, len(b.sids)))
         parts.append(b.sids.astype("<u4").tobytes())
         parts.append(b.values.astype("<f8").tobytes())
-    parts.append(json.dumps([list(e) for e in events]).encode() if events else b"")
     return b"".join(parts)
+
+
+def batch_header(payload: bytes) -> tuple[str, int, int]:
+    """(node, sequence, contiguous) of a batch record, without decoding its blocks."""
+    try:
+        _k, nlen, seq, contiguous, _n, _e = _BATCH.unpack_from(payload)
+        return payload[_BATCH.size:_BATCH.size + nlen].decode(), seq, contiguous
+    except (struct.error, UnicodeDecodeError) as err:
+        raise LogError(f"corrupt batch record: {err}") from err
 
 
 def decode_batch(payload: bytes) -> BatchRecord:
     try:
-        kind, nlen, seq, nblocks = _BATCH.unpack_from(payload)
+        kind, nlen, seq, contiguous, nblocks, evlen = _BATCH.unpack_from(payload)
         if kind != BATCH:
             raise LogError(f"record kind {kind} is not a batch")
         pos = _BATCH.size
         node = payload[pos:pos + nlen].decode()
         pos += nlen
+        events = json.loads(payload[pos:pos + evlen]) if evlen else []
+        pos += evlen
         blocks = []
         for _ in range(nblocks):
             ts, n = _BLOCK.unpack_from(payload, pos)
@@ -268,10 +283,9 @@ def decode_batch(payload: bytes) -> BatchRecord:
             vals = np.frombuffer(payload, "<f8", n, pos).astype(np.float64)
             pos += 8 * n
             blocks.append(Block(ts, sids, vals))
-        events = json.loads(payload[pos:]) if pos < len(payload) else []
     except (struct.error, ValueError, UnicodeDecodeError) as err:
         raise LogError(f"corrupt batch record: {err}") from err
-    return BatchRecord(node, seq, blocks, events)
+    return BatchRecord(node, seq, contiguous, blocks, events)
 
 
 def encode_json(kind: int, body: Any) -> bytes:

@@ -87,6 +87,7 @@ class _Head:
     samples: int = 0
     since: float = 0.0  # wall clock of the first block
     pos: int = 0  # log position of the newest record in it
+    first: int = 0  # and of the oldest
 
 
 @dataclass
@@ -183,7 +184,8 @@ class BlockStore:
         self.flush_s = flush_s
         self.flush_samples = flush_samples
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        # Two processes write this file (ingest: series; compactor: segments): wait, don't fail.
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         # Retention frees whole segments; incremental vacuum gives their pages back to the disk.
         self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -238,10 +240,24 @@ class BlockStore:
         """Blocks of one batch (durable elsewhere) into the node's head."""
         head = self._heads.get(node)
         if head is None:
-            head = self._heads[node] = _Head(since=time.time() if now is None else now)
+            head = self._heads[node] = _Head(since=time.time() if now is None else now, first=pos)
         head.blocks.extend(blocks)
         head.samples += sum(len(b.sids) for b in blocks)
         head.pos = max(head.pos, pos)
+
+    def oldest_head_position(self) -> int | None:
+        """Log position of the oldest record still only in a head (None: all flushed)."""
+        return min((h.first for h in self._heads.values() if h.blocks), default=None)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.lock:
+            self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                             (key, value))
+
+    def get_meta(self, key: str) -> str | None:
+        with self.lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def head(self, node: str) -> list[Block]:
         h = self._heads.get(node)

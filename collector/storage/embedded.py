@@ -1,0 +1,378 @@
+"""The embedded store as the collector uses it: append log for durability, blocks for history.
+
+Data dir layout::
+
+    fleetmon.sqlite   series, segments (blocks.py), events, node sequence checkpoints, sink cursors
+    log/*.log         the append log (applog.py): batches as received, series definitions, node resets
+
+Who writes what:
+
+- the ingest process (:class:`EmbeddedStore`, on the collector's store thread): the log (an
+  agent is acked once its batch's record is fsynced, group commit), series rows, events, node
+  sequence checkpoints and sink cursors;
+- the compactor (``collector/storage/compactor.py``, its own process by default): tails the log
+  into per-node heads, level-0 and level-1 segments, retention, and deletes log files every
+  reader is done with.
+
+The log is the source of truth; SQLite is what it has been compacted into. After a crash the
+ingest side replays the log from its last node checkpoint (node sequences, series rows,
+events: all idempotent), and the compactor from the oldest position it had not flushed.
+Readers (:class:`EmbeddedReader`) see segments plus the log's unflushed tail.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from collector.storage import applog
+from collector.storage.blocks import BlockReader, BlockStore, SeriesDef
+from collector.storage.codec import F64, I64, Block
+from collector.storage.sqlite import Matcher, NodeState, SeriesRow
+
+STORE_FILE = "fleetmon.sqlite"
+LOG_DIR = "log"
+
+_EXTRA_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, node TEXT NOT NULL, kind TEXT NOT NULL,
+    severity TEXT NOT NULL, message TEXT NOT NULL, action TEXT NOT NULL, labels TEXT NOT NULL,
+    UNIQUE (node, ts, kind, labels)
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
+CREATE TABLE IF NOT EXISTS nodes (
+    node TEXT PRIMARY KEY, wal_id TEXT NOT NULL, contiguous INTEGER NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}', last_seen INTEGER NOT NULL DEFAULT 0, held TEXT NOT NULL DEFAULT '[]'
+);
+CREATE TABLE IF NOT EXISTS sink_cursor (sink TEXT PRIMARY KEY, spool_id INTEGER NOT NULL);
+"""
+
+#: How often the node sequence state is checkpointed into SQLite (bounds the replay at start).
+CHECKPOINT_S = 10.0
+
+
+@dataclass
+class StoreItem:
+    """One agent batch, decoded: what the store makes durable."""
+
+    node: str
+    state: NodeState
+    seq: int
+    blocks: list[Block]
+    events: list[tuple[int, str, str, str, str, str]]  # ts, kind, severity, message, action, labels json
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
+class Nodes:
+    """Node sequence state: checkpoint in SQLite + replay of the log after it."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, NodeState] = {}
+        self.labels: dict[str, dict[str, str]] = {}
+        self.last_seen: dict[str, int] = {}
+
+    def get(self, node: str) -> NodeState:
+        st = self.states.get(node)
+        if st is None:
+            st = self.states[node] = NodeState(node)
+        return st
+
+    def load(self, db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT value FROM meta WHERE key = 'nodes_pos'").fetchone()
+        for node, wal, cont, labels, seen, held in db.execute(
+                "SELECT node, wal_id, contiguous, labels, last_seen, held FROM nodes"):
+            self.states[node] = NodeState(node, wal, int(cont), set(json.loads(held)))
+            self.labels[node] = json.loads(labels)
+            self.last_seen[node] = int(seen)
+        return int(row[0]) if row else 0
+
+    def apply(self, payload: bytes) -> None:
+        kind = applog.kind(payload)
+        if kind == applog.NODE:
+            body = applog.decode_json(payload)
+            st = self.get(body["node"])
+            if body["op"] == "reset":
+                st.wal_id, st.contiguous, st.held = body["wal_id"], 0, set()
+                self.labels[st.node] = body["labels"]
+        elif kind == applog.BATCH:
+            node, seq, contiguous = applog.batch_header(payload)
+            st = self.get(node)
+            if contiguous > st.contiguous:
+                st.contiguous = contiguous
+                st.held = {s for s in st.held if s > contiguous}
+            st.add(seq)
+
+    def save(self, db: sqlite3.Connection, pos: int) -> None:
+        rows = [(n, st.wal_id, st.contiguous, json.dumps(self.labels.get(n, {}), sort_keys=True),
+                 self.last_seen.get(n, 0), json.dumps(sorted(st.held))) for n, st in self.states.items()]
+        db.execute("BEGIN")
+        try:
+            db.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
+                           "wal_id = excluded.wal_id, contiguous = excluded.contiguous, labels = excluded.labels, "
+                           "last_seen = excluded.last_seen, held = excluded.held", rows)
+            db.execute("INSERT INTO meta VALUES ('nodes_pos', ?) ON CONFLICT (key) DO UPDATE SET "
+                       "value = excluded.value", (str(pos),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
+def encode_item(it: StoreItem) -> bytes:
+    return applog.encode_batch(it.node, it.seq, it.blocks, it.events, it.state.contiguous)
+
+
+class EmbeddedStore:
+    """Ingest side; every method runs on the collector's one store thread."""
+
+    def __init__(self, data_dir: Path, retention_s: float = 30 * 86400) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / STORE_FILE
+        self.retention_s = retention_s
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._series_store = BlockStore(self.path, retention_s=retention_s)  # schema, series ids
+        self._db = open_db(self.path)
+        self._db.execute("PRAGMA synchronous=NORMAL")  # the log is the durable copy
+        self._db.executescript(_EXTRA_SCHEMA)
+        self._lock = threading.Lock()
+        self.nodes = Nodes()
+        self._meta: dict[int, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
+        start = self.nodes.load(self._db)
+        self._recover(start)
+        self.log = applog.AppendLog(data_dir / LOG_DIR)
+        self._last_checkpoint = time.monotonic()
+        self.commits = 0
+
+    def _recover(self, start: int) -> None:
+        """Replay the log after the node checkpoint: node sequences, series rows, events."""
+        events: list[tuple[Any, ...]] = []
+        defs: list[SeriesDef] = []
+        for _pos, payload in applog.read(self.data_dir / LOG_DIR, start):
+            kind = applog.kind(payload)
+            if kind == applog.SERIES:
+                body = applog.decode_json(payload)
+                defs.extend(SeriesDef(*d) for d in body["series"])
+            elif kind == applog.BATCH:
+                rec = applog.decode_batch(payload)
+                events.extend((e[0], rec.node, *e[1:]) for e in rec.events)
+            self.nodes.apply(payload)
+        if defs:
+            self._series_store.define(defs)
+        if events:
+            self._insert_events(events)
+
+    # --- nodes --------------------------------------------------------------------------------
+    def load_node(self, node: str) -> NodeState:
+        return self.nodes.get(node)
+
+    def reset_node(self, node: str, wal_id: str, labels: dict[str, str]) -> None:
+        """A new WAL for this node: its sequences start again (durable before it returns)."""
+        self.log.write([applog.encode_json(applog.NODE, {"op": "reset", "node": node, "wal_id": wal_id,
+                                                         "labels": labels})])
+        self.log.sync()
+        st = self.nodes.get(node)
+        st.wal_id, st.contiguous, st.held = wal_id, 0, set()
+        self.nodes.labels[node] = dict(labels)
+
+    # --- series ---------------------------------------------------------------------------------
+    def series_ids(self, node: str, defs: Sequence[tuple[str, str, str, dict[str, str], int, str]]) -> list[int]:
+        """Ids of (name, measurement, field, labels, type, help); new ones go into the log (made
+        durable by the group commit of the batch that uses them) and into SQLite, in bulk."""
+        sdefs = [SeriesDef(n, m, f, lab, node, t, h) for n, m, f, lab, t, h in defs]
+        before = self._series_store._next_id
+        ids = self._series_store.define(sdefs)
+        new = [d for d, i in zip(sdefs, ids, strict=True) if i >= before]
+        if new:
+            self.log.write([applog.encode_json(applog.SERIES, {"series": [
+                [d.name, d.measurement, d.field, d.labels, d.node, d.type, d.help] for d in new]})])
+        return ids
+
+    def series_meta(self, sid: int) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        meta = self._meta.get(sid)
+        if meta is None:
+            with self._lock:
+                row = self._db.execute("SELECT measurement, field, labels FROM series WHERE id = ?",
+                                       (sid,)).fetchone()
+            if row is None:
+                raise KeyError(f"series id {sid} is not in {self.path}")
+            meta = self._meta[sid] = (row[0], row[1], tuple(sorted(json.loads(row[2]).items())))
+        return meta
+
+    # --- batches --------------------------------------------------------------------------------
+    def commit(self, items: Sequence[StoreItem]) -> None:
+        """Durable when it returns: one log write and one fdatasync for all of them."""
+        positions = self.log.write([encode_item(it) for it in items])
+        self.log.sync()
+        now = int(time.time() * 1000)
+        events: list[tuple[Any, ...]] = []
+        for it in items:
+            self.nodes.last_seen[it.node] = now
+            events.extend((e[0], it.node, *e[1:]) for e in it.events)
+        if events:
+            self._insert_events(events)
+        self.commits += 1
+        if time.monotonic() - self._last_checkpoint >= CHECKPOINT_S:
+            self.checkpoint(positions[-1] if positions else self.log.end())
+
+    def checkpoint(self, pos: int | None = None) -> None:
+        """Node sequences as of the log's end (replay starts there)."""
+        with self._lock:
+            self.nodes.save(self._db, self.log.end() if pos is None else pos)
+        self._last_checkpoint = time.monotonic()
+
+    def _insert_events(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        with self._lock:
+            self._db.executemany("INSERT OR IGNORE INTO events (ts, node, kind, severity, message, action, labels) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def apply_retention(self, now: float | None = None) -> int:
+        """Events only: the compactor drops whole segments."""
+        cutoff = int(((time.time() if now is None else now) - self.retention_s) * 1000)
+        with self._lock:
+            return int(self._db.execute("DELETE FROM events WHERE ts < ?", (cutoff,)).rowcount)
+
+    # --- spool for the external sinks: the log is the spool --------------------------------------
+    def spool_read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Batches after log position ``after`` as spool bodies (collector/spool.py format)."""
+        from collector.spool import encode_spool  # noqa: PLC0415 - spool imports this module's users
+
+        out: list[tuple[int, bytes]] = []
+        for pos, payload in applog.read(self.data_dir / LOG_DIR, after):
+            if pos <= after or applog.kind(payload) != applog.BATCH:
+                continue
+            rec = applog.decode_batch(payload)
+            rows = [(int(s), b.ts_ms, float(v)) for b in rec.blocks for s, v in zip(b.sids, b.values, strict=True)]
+            events = [(e[0], *e[1:]) for e in rec.events]
+            out.append((pos, encode_spool(rows, events)))
+            if len(out) >= limit:
+                break
+        return out
+
+    def sink_cursor(self, sink: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT spool_id FROM sink_cursor WHERE sink = ?", (sink,)).fetchone()
+        if row is None:
+            # A new sink starts at the log's end as it stood when it was first configured.
+            with self._lock:
+                self._db.execute("INSERT OR IGNORE INTO sink_cursor VALUES (?, ?)", (sink, self.log.end()))
+            return self.sink_cursor(sink)
+        return int(row[0])
+
+    def set_sink_cursor(self, sink: str, spool_id: int, sinks: Iterable[str]) -> None:
+        del sinks  # log files are deleted by the compactor once every cursor passed them
+        with self._lock:
+            self._db.execute("INSERT INTO sink_cursor VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET "
+                             "spool_id = excluded.spool_id", (sink, spool_id))
+
+    def spool_depth(self) -> tuple[int, int]:
+        """(files, bytes) of log the slowest sink has not confirmed."""
+        with self._lock:
+            rows = self._db.execute("SELECT min(spool_id) FROM sink_cursor").fetchone()
+        if rows is None or rows[0] is None:
+            return 0, 0
+        low_file, low_off = applog.split_position(int(rows[0]))
+        total = files = 0
+        for no, p in applog.log_files(self.data_dir / LOG_DIR):
+            if no < low_file:
+                continue
+            size = p.stat().st_size
+            total += size - (low_off if no == low_file else 0)
+            files += 1
+        return files, total
+
+    def close(self) -> None:
+        self.checkpoint()
+        self.log.close()
+        with self._lock:
+            self._db.close()
+        self._series_store.close()
+
+
+class EmbeddedReader:
+    """Queries over segments + the log's unflushed tail; a connection of its own, read-only."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / STORE_FILE
+        self.blocks = BlockReader(self.path)
+        self._db = self.blocks._db
+
+    def find_series(self, name: str | None, matchers: Sequence[Matcher]) -> list[SeriesRow]:
+        return self.blocks.find_series(name, matchers)
+
+    def _tail(self, nodes: set[str]) -> dict[str, list[Block]]:
+        """Blocks of these nodes in the log that no segment holds yet."""
+        flushed = {n: int(p) for n, p in self._db.execute("SELECT node, pos FROM flushed")}
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
+        start = int(row[0]) if row else 0
+        out: dict[str, list[Block]] = {n: [] for n in nodes}
+        for pos, payload in applog.read(self.data_dir / LOG_DIR, start):
+            if applog.kind(payload) != applog.BATCH:
+                continue
+            node, _seq, _c = applog.batch_header(payload)
+            if node in nodes and pos > flushed.get(node, -1):
+                out[node].extend(applog.decode_batch(payload).blocks)
+        return out
+
+    def query(self, series: Sequence[SeriesRow], since_ms: int, until_ms: int) -> Iterator[tuple[SeriesRow, I64, F64]]:
+        nodes = set(self.blocks.node_of(series).values())
+        tail = self._tail(nodes)
+        return self.blocks.query(series, since_ms, until_ms, head=lambda n: tail.get(n, []))
+
+    def samples(self, series_id: int, since_ms: int, until_ms: int, limit: int = 0) -> list[tuple[int, float]]:
+        out: list[tuple[int, float]] = []
+        for _row, ts, vals in self.query([SeriesRow(series_id, "", {})], since_ms, until_ms):
+            out = list(zip(ts.tolist(), vals.tolist(), strict=True))
+        return out[:limit] if limit else out
+
+    def count_samples(self, node: str | None = None) -> int:
+        """Distinct (series, ts) stored for a node (or all): exact, decodes what it counts."""
+        if node is None:
+            names = [n for (n,) in self._db.execute("SELECT DISTINCT node FROM series")]
+            return sum(self.count_samples(n) for n in names)
+        rows = [SeriesRow(int(i), "", {}) for (i,) in self._db.execute("SELECT id FROM series WHERE node = ?",
+                                                                          (node,))]
+        return sum(len(ts) for _r, ts, _v in self.query(rows, -(2**62), 2**62))
+
+    def stored(self, node: str) -> Iterator[tuple[str, dict[str, str], I64, F64]]:
+        """Every sample of a node: (name, labels, ts, values) per series."""
+        rows = [SeriesRow(int(i), n, json.loads(lab)) for i, n, lab in self._db.execute(
+            "SELECT id, name, labels FROM series WHERE node = ?", (node,))]
+        for row, ts, vals in self.query(rows, -(2**62), 2**62):
+            yield row.name, row.labels, ts, vals
+
+    def node_states(self) -> Nodes:
+        nodes = Nodes()
+        start = nodes.load(self._db)
+        for _pos, payload in applog.read(self.data_dir / LOG_DIR, start):
+            nodes.apply(payload)
+        return nodes
+
+    def events(self, since_ms: int, limit: int = 200) -> list[dict[str, object]]:
+        rows = self._db.execute(
+            "SELECT ts, node, kind, severity, message, action, labels FROM events WHERE ts >= ? "
+            "ORDER BY ts DESC LIMIT ?", (since_ms, limit))
+        return [{"time": t / 1000, "node": n, "kind": k, "severity": s, "message": m, "action": a,
+                 "labels": json.loads(lab)} for t, n, k, s, m, a, lab in rows]
+
+    def nodes(self) -> list[dict[str, object]]:
+        st = self.node_states()
+        return [{"node": n, "sequence": s.contiguous, "labels": st.labels.get(n, {}),
+                 "last_seen": st.last_seen.get(n, 0) / 1000} for n, s in sorted(st.states.items())]
+
+    def close(self) -> None:
+        self.blocks.close()
+
+
+__all__ = ["EmbeddedReader", "EmbeddedStore", "StoreItem"]
