@@ -14,7 +14,7 @@ from collector.storage import applog, codec
 from collector.storage.blocks import BlockReader, BlockStore, SeriesDef, decode_l0, encode_l0
 from collector.storage.codec import Block
 from collector.storage.compactor import Compactor
-from collector.storage.embedded import EmbeddedReader, EmbeddedStore, StoreItem
+from collector.storage.logstore import LogStore, LogStoreReader, StoreItem
 from collector.storage.sqlite import Matcher, NodeState
 
 T0 = 1_700_000_000_000
@@ -226,7 +226,7 @@ def _item(node: str, st: NodeState, seq: int, ids: list[int], ts: int, vals: lis
 
 
 def test_embedded_store_recovers_from_the_log_and_compacts(tmp_path: Path) -> None:
-    es = EmbeddedStore(tmp_path)
+    es = LogStore(tmp_path)
     es.reset_node("n1", "wal-a", {"rack": "r1"})
     defs = [("gpu_temperature_celsius", "gpu", "temperature_celsius", {"gpu": str(i), "node": "n1"}, 0, "")
             for i in range(3)]
@@ -237,12 +237,12 @@ def test_embedded_store_recovers_from_the_log_and_compacts(tmp_path: Path) -> No
     es.commit([_item("n1", st, 1, ids, TN, [50.0, 51.0, 52.0], [ev]), _item("n1", st, 3, ids, TN + 20_000,
                                                                          [53.0, 54.0, 55.0])])
     # A crash: no close, no checkpoint. A new process replays the log.
-    es2 = EmbeddedStore(tmp_path)
+    es2 = LogStore(tmp_path)
     st2 = es2.load_node("n1")
     assert (st2.wal_id, st2.contiguous, st2.held) == ("wal-a", 1, {3})
     es2.commit([_item("n1", st2, 2, ids, TN + 10_000, [1.0, 2.0, 3.0])])
     assert st2.contiguous == 3
-    r = EmbeddedReader(tmp_path)
+    r = LogStoreReader(tmp_path)
     assert r.node_states().get("n1").contiguous == 3
     assert [e["kind"] for e in r.events(0)] == ["gpu.xid"]
     # Before any compaction the reader answers from the log's tail.
@@ -265,7 +265,7 @@ def test_embedded_store_recovers_from_the_log_and_compacts(tmp_path: Path) -> No
 
 
 def test_log_files_go_once_every_reader_passed_them(tmp_path: Path) -> None:
-    es = EmbeddedStore(tmp_path)
+    es = LogStore(tmp_path)
     es.log.file_bytes = 512
     ids = es.series_ids("n1", [("x", "x", "y", {"node": "n1"}, 0, "")])
     st = es.load_node("n1")
@@ -281,6 +281,6 @@ def test_log_files_go_once_every_reader_passed_them(tmp_path: Path) -> None:
     comp._next_retention = 0
     comp.maintain(force_flush=True)
     assert len(list((tmp_path / "log").glob("*.log"))) < files
-    assert EmbeddedReader(tmp_path).count_samples("n1") == 59
+    assert LogStoreReader(tmp_path).count_samples("n1") == 59
     es.close()
     comp.store.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from collector.storage import applog
 from collector.storage.blocks import BlockStore
-from collector.storage.embedded import LOG_DIR, STORE_FILE
+from collector.storage.logstore import LOG_DIR, STORE_FILE
 
 log = logging.getLogger("fleetmon.collector.compactor")
 

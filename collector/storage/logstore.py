@@ -7,7 +7,7 @@ Data dir layout::
 
 Who writes what:
 
-- the ingest process (:class:`EmbeddedStore`, on the collector's store thread): the log (an
+- the ingest process (:class:`LogStore`, on the collector's store thread): the log (an
   agent is acked once its batch's record is fsynced, group commit), series rows, events, node
   sequence checkpoints and sink cursors;
 - the compactor (``collector/storage/compactor.py``, its own process by default): tails the log
@@ -17,7 +17,7 @@ Who writes what:
 The log is the source of truth; SQLite is what it has been compacted into. After a crash the
 ingest side replays the log from its last node checkpoint (node sequences, series rows,
 events: all idempotent), and the compactor from the oldest position it had not flushed.
-Readers (:class:`EmbeddedReader`) see segments plus the log's unflushed tail.
+Readers (:class:`LogStoreReader`) see segments plus the log's unflushed tail.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def encode_item(it: StoreItem) -> bytes:
     return applog.encode_batch(it.node, it.seq, it.blocks, it.events, it.state.contiguous)
 
 
-class EmbeddedStore:
+class LogStore:
     """Ingest side; every method runs on the collector's one store thread."""
 
     def __init__(self, data_dir: Path, retention_s: float = 30 * 86400) -> None:
@@ -299,7 +299,7 @@ class EmbeddedStore:
         self._series_store.close()
 
 
-class EmbeddedReader:
+class LogStoreReader:
     """Queries over segments + the log's unflushed tail; a connection of its own, read-only."""
 
     def __init__(self, data_dir: Path) -> None:
@@ -375,4 +375,4 @@ class EmbeddedReader:
         self.blocks.close()
 
 
-__all__ = ["EmbeddedReader", "EmbeddedStore", "StoreItem"]
+__all__ = ["LogStore", "LogStoreReader", "StoreItem"]
