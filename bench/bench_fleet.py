@@ -45,7 +45,7 @@ import psutil
 from fleetdata import Profile
 
 from alerts.rules import default_rule_files
-from collector.storage.sqlite import StoreReader
+from collector.storage.logstore import LogStoreReader
 from proto import telemetry_pb2 as pb
 from tests.fleet import CollectorProc
 
@@ -495,7 +495,7 @@ def main() -> None:
 
 def verify(target: Target, nodes: dict[str, dict[str, int]], series: int, summary: dict[str, Any]) -> None:
     """Every acked batch stored once: per node, stored samples == batches sent x series."""
-    reader = StoreReader(target.col.db())
+    reader = LogStoreReader(target.col.data_dir)
     unacked = sum(v["unacked"] for v in nodes.values())
     bad = []
     expected = 0

@@ -6,6 +6,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections import deque
 from typing import Any
@@ -21,9 +24,11 @@ from collector.config import CollectorConfig
 from collector.errors import ConfigError
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, StreamSession
+from collector.rulefeed import RuleFeed
 from collector.server import TelemetryService
 from collector.spool import Spool, build_sinks
-from collector.storage.sqlite import SqliteStore
+from collector.storage.compactor import CompactorThread
+from collector.storage.logstore import LogStore
 
 log = logging.getLogger("fleetmon.collector")
 
@@ -33,7 +38,7 @@ _SEVERITY_NAMES = {0: "info", 1: "warning", 2: "critical"}
 class Collector:
     def __init__(self, cfg: CollectorConfig) -> None:
         self.cfg = cfg
-        self.store = SqliteStore(cfg.data_dir / "fleetmon.sqlite", cfg.retention)
+        self.store = LogStore(cfg.data_dir, cfg.retention)
         self.writer = GroupWriter(self.store)
         self.notifiers: list[Notifier] = []
         self.engine: AlertEngine | None = None
@@ -51,11 +56,11 @@ class Collector:
             except AlertsError as err:
                 raise ConfigError(str(err)) from err
         self.sinks = build_sinks(cfg.sinks)
+        self.store.set_sinks([s.name for s in self.sinks])
         self.spool = Spool(self.store, self.sinks, cfg.spool_max_bytes) if self.sinks else None
-        engine = self.engine
-        self.ingestor = Ingestor(self.store, self.writer, cfg.limits,
-                                 wants=engine.wants if engine is not None else (lambda _n: False),
-                                 spool=self.spool is not None)
+        self.feed = RuleFeed(self.engine) if self.engine is not None else None
+        self.ingestor = Ingestor(self.store, self.writer, cfg.limits, self.feed)
+        self._compactor: subprocess.Popen[bytes] | CompactorThread | None = None
         self.service = TelemetryService(self.ingestor, self._on_batch, self._on_node,
                                         backpressure=self.spool.wait_for_room if self.spool else None)
         self.transitions: deque[tuple[float, Alert]] = deque(maxlen=1000)
@@ -66,16 +71,14 @@ class Collector:
         self.grpc_port = 0
         self.http_port = 0
         self._down: set[str] = set()
+        self._next_retention = 0.0
 
     # --- callbacks from the stream handler -----------------------------------------------
     def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
-        if self.engine is not None:
-            ingest = self.engine.ingest
-            # A sample stamped ahead of our clock (agent clock skew) would stay invisible to
-            # the rules until we caught up; clamp it to now (the store keeps the agent's time).
+        if self.feed is not None:
             now = time.time()
-            for info, ts, value in decoded.live:
-                ingest(info.name, info.labels, ts if ts <= now else now, value)
+            for refs, ts_ms, values in decoded.live:
+                self.feed.block(refs, ts_ms, values, now)
         if decoded.events and self.notifiers:
             node = session.node
             for e in decoded.events:
@@ -92,7 +95,32 @@ class Collector:
             n.send_node_status(status)
 
     # --- life cycle -------------------------------------------------------------------------
+    def _start_compactor(self) -> None:
+        """Compaction runs beside ingest: a process of its own (another core) unless configured
+        as a thread."""
+        if self.cfg.compactor == "thread":
+            thread = CompactorThread(self.cfg.data_dir, self.cfg.retention)
+            thread.start()
+            self._compactor = thread
+            return
+        self._compactor = subprocess.Popen(
+            [sys.executable, "-m", "collector.storage.compactor", "--data-dir", str(self.cfg.data_dir),
+             "--retention", str(self.cfg.retention), "--parent", str(os.getpid())])
+
+    def _stop_compactor(self) -> None:
+        c, self._compactor = self._compactor, None
+        if isinstance(c, CompactorThread):
+            c.stop()
+        elif c is not None:
+            c.terminate()
+            try:
+                c.wait(30)
+            except subprocess.TimeoutExpired:
+                c.kill()
+                c.wait()
+
     async def start(self) -> None:
+        self._start_compactor()
         self.writer.start()
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", self.cfg.limits.max_message_bytes),
@@ -133,6 +161,7 @@ class Collector:
         if self.spool is not None:
             await self.spool.stop()
         await self.writer.stop()
+        await asyncio.to_thread(self._stop_compactor)
         if self.engine is not None:
             await self.engine.aclose()
         else:
@@ -183,7 +212,14 @@ class Collector:
 
     async def _housekeeping(self) -> None:
         while True:
-            await asyncio.sleep(300)
+            await asyncio.sleep(5)
+            c = self._compactor
+            if isinstance(c, subprocess.Popen) and c.poll() is not None:
+                log.error("compactor exited with status %s; restarting it", c.returncode)
+                self._start_compactor()
+            if time.monotonic() < self._next_retention:
+                continue
+            self._next_retention = time.monotonic() + 300
             try:
                 n = await self.writer.run_in_thread(self.store.apply_retention)
                 if n:

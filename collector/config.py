@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -47,6 +47,8 @@ class CollectorConfig:
     #: Bound of the spool that holds acked data for the external sinks; when full, agents wait.
     spool_max_bytes: int = 1 << 30
     node_timeout: float = 30.0
+    #: Where the block store's compaction runs: its own process (another core) or a thread.
+    compactor: Literal["process", "thread"] = "process"
     limits: Limits = field(default_factory=Limits)
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
     log_level: str = "warning"

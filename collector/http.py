@@ -12,7 +12,7 @@ from aiohttp import web
 
 from alerts.model import Alert
 from collector.query import parse_selector, run_query
-from collector.storage.sqlite import StoreReader
+from collector.storage.logstore import LogStoreReader
 
 if TYPE_CHECKING:
     from collector.app import Collector
@@ -42,11 +42,11 @@ def summary(c: Collector) -> dict[str, Any]:
 
 
 async def start_http(c: Collector, addr: str) -> tuple[web.AppRunner, int]:
-    reader: dict[str, StoreReader] = {}
+    reader: dict[str, LogStoreReader] = {}
 
-    def store() -> StoreReader:
+    def store() -> LogStoreReader:
         if "r" not in reader:
-            reader["r"] = StoreReader(c.store.path)
+            reader["r"] = LogStoreReader(c.cfg.data_dir)
         return reader["r"]
 
     async def index(_req: web.Request) -> web.Response:

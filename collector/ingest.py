@@ -1,28 +1,34 @@
 """Validate and decode agent batches, commit them durably, feed the live windows.
 
 One :class:`Ingestor` serves every stream. Batches from all streams are committed by one
-writer in groups (one SQLite transaction for whatever is waiting), so many agents cost few
-fsyncs; a stream is acked only after its batch's transaction committed.
+writer in groups (one append-log write and fdatasync for whatever is waiting), so many agents
+cost few fsyncs; a stream is acked only after its batch's record is durable.
+
+Decoding is by column (numpy): a block's series ids are resolved against the stream's
+definitions with one ``searchsorted``, its values checked in bulk; per-sample Python work
+would cost a core at 250,000 samples/s.
 """
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import json
 import logging
-import math
-import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from collector.config import Limits
 from collector.errors import IngestError
-from collector.spool import encode_spool
-from collector.storage.sqlite import NodeState, SqliteStore, WriteItem
+from collector.rulefeed import NO_REF, RuleFeed
+from collector.storage.codec import Block
+from collector.storage.logstore import LogStore, StoreItem
+from collector.storage.sqlite import NodeState
 from proto import telemetry_pb2 as pb
 
 log = logging.getLogger("fleetmon.collector.ingest")
@@ -35,14 +41,6 @@ def _label_name_ok(name: str) -> bool:
     return bool(name) and not name[0].isdigit() and set(name) <= _LABEL_OK and not name.startswith("__")
 
 
-def unpack_values(data: bytes) -> list[float]:
-    arr = array.array("d")
-    arr.frombytes(data)
-    if sys.byteorder == "big":
-        arr.byteswap()
-    return arr.tolist()
-
-
 @dataclass(slots=True)
 class SeriesInfo:
     sid: int
@@ -51,7 +49,7 @@ class SeriesInfo:
     field: str
     labels: dict[str, str]
     counter: bool
-    alert: bool  # a loaded rule selects this name
+    ref: int  # the rule engine's handle (NO_REF: no loaded rule reads it)
 
 
 @dataclass
@@ -75,28 +73,40 @@ class NodeInfo:
 
 @dataclass
 class Decoded:
-    item: WriteItem
-    live: list[tuple[SeriesInfo, float, float]]  # for the alert windows: series, ts s, value
+    item: StoreItem
+    live: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.float64]]]  # per block: rule refs, ts ms, values
     events: list[pb.Event]
     samples: int
 
 
 class StreamSession:
-    """Per-stream state: the series this stream defined (ids are the agent's)."""
+    """Per-stream state: the series this stream defined (ids are the agent's), and the same as
+    sorted columns for decoding a block at once."""
 
     def __init__(self, node: NodeInfo, peer: str) -> None:
         self.node = node
         self.peer = peer
         self.series: dict[int, SeriesInfo] = {}
+        self.ids = np.zeros(0, np.int64)  # agent ids, ascending
+        self.sids = np.zeros(0, np.int64)  # the store's ids, same order
+        self.refs = np.zeros(0, np.int64)
+        self.counters = np.zeros(0, bool)
+
+    def index(self) -> None:
+        ids = sorted(self.series)
+        self.ids = np.array(ids, np.int64)
+        self.sids = np.array([self.series[i].sid for i in ids], np.int64)
+        self.refs = np.array([self.series[i].ref for i in ids], np.int64)
+        self.counters = np.array([self.series[i].counter for i in ids], bool)
 
 
 class GroupWriter:
     """Commits WriteItems in groups from one thread; ``submit`` resolves when durable."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: LogStore) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-store")
-        self._queue: list[tuple[WriteItem, asyncio.Future[None]]] = []
+        self._queue: list[tuple[StoreItem, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -107,7 +117,7 @@ class GroupWriter:
     async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def submit(self, item: WriteItem) -> None:
+    async def submit(self, item: StoreItem) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((item, fut))
         self._wake.set()
@@ -140,13 +150,11 @@ class GroupWriter:
 
 
 class Ingestor:
-    def __init__(self, store: SqliteStore, writer: GroupWriter, limits: Limits,
-                 wants: Callable[[str], bool] = lambda _n: False, spool: bool = False) -> None:
+    def __init__(self, store: LogStore, writer: GroupWriter, limits: Limits, feed: RuleFeed | None = None) -> None:
         self.store = store
         self.writer = writer
         self.limits = limits
-        self.wants = wants
-        self.spool = spool
+        self.feed = feed
         self.nodes: dict[str, NodeInfo] = {}
         self.samples_total = 0
         self.refused_total = 0
@@ -181,31 +189,41 @@ class Ingestor:
             raise IngestError("batch has no sequence number")
         lo = (now - self.limits.max_past_seconds) * 1000
         hi = (now + self.limits.max_future_seconds) * 1000
-        rows: list[tuple[int, int, float]] = []
-        live: list[tuple[SeriesInfo, float, float]] = []
-        series = session.series
+        blocks: list[Block] = []
+        live: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.float64]]] = []
+        nsamples = 0
         for block in batch.blocks:
             ts = block.timestamp_ms
             if not lo <= ts <= hi:
                 off = ts / 1000 - now
                 raise IngestError(f"block timestamp {ts} is {abs(off):.0f}s in the "
                                   f"{'future' if off > 0 else 'past'}, outside the accepted window (agent clock?)")
-            ids = block.series_ids
+            ids = np.array(block.series_ids, np.int64)
             if len(block.values) != 8 * len(ids):
                 raise IngestError(f"block at {ts}: {len(ids)} series ids but {len(block.values)} value bytes "
                                   "(need 8 per id)")
-            values = unpack_values(block.values)
-            ts_s = ts / 1000
-            for sid, value in zip(ids, values, strict=True):
-                info = series.get(sid)
-                if info is None:
-                    raise IngestError(f"block at {ts} uses series id {sid}, never defined on this stream")
-                if math.isnan(value) or (info.counter and (math.isinf(value) or value < 0)):
-                    raise IngestError(f"series {info.name} {info.labels}: value {value} is not allowed "
-                                      f"for a {'counter' if info.counter else 'gauge'}")
-                rows.append((info.sid, ts, value))
-                if info.alert:
-                    live.append((info, ts_s, value))
+            if not len(ids):
+                continue
+            values = np.frombuffer(block.values, "<f8")
+            pos = np.searchsorted(session.ids, ids)
+            known = pos < len(session.ids)
+            known[known] = session.ids[pos[known]] == ids[known]
+            if not known.all():
+                bad = int(ids[np.argmin(known)])
+                raise IngestError(f"block at {ts} uses series id {bad}, never defined on this stream")
+            counters = session.counters[pos]
+            with np.errstate(invalid="ignore"):
+                wrong = np.isnan(values) | (counters & (np.isinf(values) | (values < 0)))
+            if wrong.any():
+                i = int(np.argmax(wrong))
+                info = session.series[int(ids[i])]
+                raise IngestError(f"series {info.name} {info.labels}: value {float(values[i])} is not allowed "
+                                  f"for a {'counter' if info.counter else 'gauge'}")
+            blocks.append(Block(ts, session.sids[pos], values))
+            nsamples += len(ids)
+            refs = session.refs[pos]
+            if (refs != NO_REF).any():
+                live.append((refs, ts, values))
         events = []
         node_labels = {**node.labels, "node": node.node}
         for e in batch.events:
@@ -215,9 +233,8 @@ class Ingestor:
             events.append((e.timestamp_ms, e.kind, _SEVERITY.get(e.severity, "warning"), e.message[:4096],
                            e.action[:1024], json.dumps(lab, sort_keys=True)))
         assert node.state is not None
-        item = WriteItem(node.node, node.state, batch.sequence, rows, events,
-                         spool_body=encode_spool(rows, events) if self.spool else None)
-        return Decoded(item, live, list(batch.events), len(rows))
+        item = StoreItem(node.node, node.state, batch.sequence, blocks, events)
+        return Decoded(item, live, list(batch.events), nsamples)
 
     def define(self, session: StreamSession, defs: Sequence[pb.SeriesDef]) -> None:
         """Check and register a batch's series definitions (one store transaction for new ones)."""
@@ -245,6 +262,10 @@ class Ingestor:
             name = f"{d.measurement}_{d.field}"
             checked.append((name, d.measurement, d.field, {**dict(d.labels), **node_labels}, int(d.type), d.help))
         sids = self.store.series_ids(node, checked)
+        feed = self.feed
         for d, sid, (name, measurement, field_, labels, _t, _h) in zip(defs, sids, checked, strict=True):
-            session.series[d.id] = SeriesInfo(sid, name, measurement, field_, labels, d.type == pb.COUNTER,
-                                              self.wants(name))
+            old = session.series.get(d.id)
+            ref = old.ref if old is not None and old.sid == sid else (
+                feed.ref(name, labels) if feed is not None else NO_REF)
+            session.series[d.id] = SeriesInfo(sid, name, measurement, field_, labels, d.type == pb.COUNTER, ref)
+        session.index()

@@ -1,8 +1,8 @@
 """The collector's spool: acked data waits here until every external sink confirmed it.
 
-Spool rows live in the embedded store's SQLite file and are written in the same transaction
-that stores the batch and advances the node's sequence — so "acked" implies "spooled". Each
-sink has a cursor; a row is deleted once every sink's cursor passed it. When the spool holds
+The spool is the embedded store's append log: a batch is acked once its record is durable
+there, so "acked" implies "spooled". Each sink has a cursor (a log position); a log file is
+deleted once every sink's cursor passed it (and the store compacted it). When the spool holds
 more than ``max_bytes``, new batches wait before they are acked (``wait_for_room``), which
 reaches the agents as back-pressure on their streams: memory stays bounded, their WALs hold
 the rest.
@@ -23,8 +23,8 @@ from typing import Any
 from collector.errors import ConfigError, SinkError
 from collector.storage.base import HealthSample, Point, Sink, SinkBatch, StoredEvent
 from collector.storage.influx_factory import SINK_TYPES, build_sink
+from collector.storage.logstore import LogStore
 from collector.storage.retry import Backoff
-from collector.storage.sqlite import SqliteStore
 
 log = logging.getLogger("fleetmon.collector.spool")
 
@@ -74,7 +74,7 @@ def build_sinks(section: Mapping[str, Any] | None) -> list[Sink]:
 
 
 class Spool:
-    def __init__(self, store: SqliteStore, sinks: list[Sink], max_bytes: int, rows_per_read: int = 16) -> None:
+    def __init__(self, store: LogStore, sinks: list[Sink], max_bytes: int, rows_per_read: int = 16) -> None:
         self.store = store
         self.sinks = sinks
         self.max_bytes = max_bytes

@@ -17,7 +17,7 @@ from agent.transport import METHOD
 from collector.app import Collector
 from collector.config import CollectorConfig, Limits, load_config
 from collector.errors import ConfigError
-from collector.storage.sqlite import StoreReader
+from collector.storage.logstore import LogStoreReader as StoreReader
 from proto import telemetry_pb2 as pb
 
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
+from typing import Any
 
+import grpc
 import numpy as np
 
+from agent.codec import pack_values
+from agent.transport import METHOD
 from alerts.engine import AlertEngine
 from alerts.rules import default_rule_files
 from collector.app import Collector
 from collector.config import CollectorConfig, load_config
 from collector.rulefeed import NO_REF, RuleFeed
+from collector.storage.logstore import LogStoreReader
+from proto import telemetry_pb2 as pb
 
 
 def test_collector_loads_the_default_rule_pack_unless_told_otherwise(tmp_path: Path) -> None:
@@ -45,3 +53,112 @@ def test_rule_feed_passes_only_what_rules_read_and_clamps_future_stamps(tmp_path
     assert feed.samples == 2
     changed = engine.evaluate(now)
     assert [(a.labels["alertname"], a.labels["gpu"]) for a in changed] == [("Hot", "0")]
+
+
+# --- reconnect storm ---------------------------------------------------------------------------------
+NODES, SERIES = 30, 200
+
+
+def _batch(seq: int, ts_ms: int, with_defs: bool) -> bytes:
+    b = pb.Batch(sequence=seq)
+    if with_defs:
+        for i in range(SERIES):
+            b.series.add(id=i + 1, measurement="gpu", field="temperature_celsius", labels={"gpu": str(i)})
+    b.blocks.add(timestamp_ms=ts_ms, series_ids=range(1, SERIES + 1),
+                 values=pack_values([40.0 + seq + i / 10 for i in range(SERIES)]))
+    return pb.AgentMessage(batch=b).SerializeToString()
+
+
+class _Agent:
+    """A virtual agent: keeps every unacked batch and replays it on the next stream (its WAL)."""
+
+    def __init__(self, node: str, t0: int) -> None:
+        self.node = node
+        self.t0 = t0
+        self.seq = 0
+        self.unacked: set[int] = set()
+        self.call: Any = None
+        self.reader: asyncio.Task[None] | None = None
+
+    async def connect(self, channel: grpc.aio.Channel, replay: tuple[int, ...] = ()) -> None:
+        """A new stream; sends what the collector does not hold, and ``replay`` regardless (acks
+        lost in flight: the agent cannot know they were stored)."""
+        self.call = channel.stream_stream(METHOD, request_serializer=lambda b: b,
+                                          response_deserializer=pb.CollectorMessage.FromString)()
+        await self.call.write(pb.AgentMessage(hello=pb.Hello(node=self.node, wal_id="w",
+                                                             labels={"rack": "r1"})).SerializeToString())
+        welcome = (await self.call.read()).welcome
+        self.unacked = {s for s in self.unacked if s > welcome.last_durable_sequence} | set(replay)
+        self.reader = asyncio.create_task(self._acks())
+        for i, s in enumerate(sorted(self.unacked)):
+            await self.call.write(_batch(s, self.t0 + s * 1000, i == 0))
+
+    async def _acks(self) -> None:
+        while True:
+            msg = await self.call.read()
+            if msg is grpc.aio.EOF:
+                return
+            assert msg.ack.refused == "", msg.ack.refused
+            self.unacked.discard(msg.ack.sequence)
+
+    async def send(self, first_on_stream: bool) -> None:
+        self.seq += 1
+        self.unacked.add(self.seq)
+        await self.call.write(_batch(self.seq, self.t0 + self.seq * 1000, first_on_stream))
+
+    def drop(self) -> None:
+        assert self.reader is not None
+        self.reader.cancel()
+        self.call.cancel()
+
+
+def test_reconnect_storm_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    t0 = int(time.time() * 1000) - 60_000
+
+    async def main() -> None:
+        cfg = CollectorConfig(listen="127.0.0.1:0", http="", data_dir=tmp_path, compactor="thread")
+        cfg.alerting.notifiers = {}
+        cfg.alerting.rules = []
+        c = Collector(cfg)
+        await c.start()
+        opts = [("grpc.use_local_subchannel_pool", 1)]  # one connection per node, as real agents
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{c.grpc_port}", options=opts) for _ in range(NODES)]
+        agents = [_Agent(f"n{i:02d}", t0) for i in range(NODES)]
+        try:
+            async def drained() -> None:
+                while any(a.unacked for a in agents):
+                    await asyncio.sleep(0.05)
+
+            await asyncio.gather(*(a.connect(ch) for a, ch in zip(agents, channels, strict=True)))
+            for k in range(2):
+                await asyncio.gather(*(a.send(k == 0) for a in agents))
+            await asyncio.wait_for(drained(), 60)
+            for _ in range(2):  # in flight when every stream drops at once
+                await asyncio.gather(*(a.send(False) for a in agents))
+            for a in agents:
+                a.drop()
+            channels2 = [grpc.aio.insecure_channel(f"127.0.0.1:{c.grpc_port}", options=opts) for _ in range(NODES)]
+            channels += channels2
+            # Every node reconnects at once, replaying what is unacked, and 1-2 whose acks it "lost".
+            await asyncio.gather(*(a.connect(ch, replay=(1, 2)) for a, ch in zip(agents, channels2, strict=True)))
+            for _ in range(2):
+                await asyncio.gather(*(a.send(False) for a in agents))
+            await asyncio.wait_for(drained(), 60)
+            for a in agents:
+                a.drop()
+            assert c.ingestor.duplicates_total >= 2 * NODES, "the replayed batches are recognised as held"
+        finally:
+            for ch in channels:
+                await ch.close()
+            await c.stop(grace=1)
+
+    asyncio.run(main())
+    reader = LogStoreReader(tmp_path)
+    for i in range(NODES):
+        node = f"n{i:02d}"
+        got = {(name, labels["gpu"], int(t)): v for name, labels, ts, vals in reader.stored(node)
+               for t, v in zip(ts.tolist(), vals.tolist(), strict=True)}
+        want = {("gpu_temperature_celsius", str(s), t0 + q * 1000): 40.0 + q + s / 10
+                for q in range(1, 7) for s in range(SERIES)}
+        assert got == want, node
+        assert reader.node_states().states[node].contiguous == 6

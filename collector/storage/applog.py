@@ -35,6 +35,7 @@ from collector.errors import CollectorError
 from collector.storage.codec import Block
 
 _FRAME = struct.Struct("<II")
+FRAME_BYTES = _FRAME.size  # length and CRC before each payload
 _FILE_SHIFT = 40
 BATCH, SERIES, NODE = 1, 2, 3
 

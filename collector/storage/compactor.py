@@ -29,8 +29,6 @@ from collector.storage.logstore import LOG_DIR, STORE_FILE
 
 log = logging.getLogger("fleetmon.collector.compactor")
 
-_FRAME = 8
-
 
 class Compactor:
     def __init__(self, data_dir: Path, retention_s: float = 30 * 86400, *, flush_s: float = 60.0,
@@ -49,7 +47,7 @@ class Compactor:
         """Read up to ``max_records`` new log records into the heads."""
         n = 0
         for pos, payload in applog.read(self.folder, self.next):
-            self.next = pos + _FRAME + len(payload)
+            self.next = pos + applog.FRAME_BYTES + len(payload)
             n += 1
             if applog.kind(payload) == applog.BATCH:
                 node, _seq, _c = applog.batch_header(payload)

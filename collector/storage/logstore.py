@@ -153,6 +153,7 @@ class LogStore:
         self.log = applog.AppendLog(data_dir / LOG_DIR)
         self._last_checkpoint = time.monotonic()
         self.commits = 0
+        self._batch_end = 0  # log position after the newest batch record
 
     def _recover(self, start: int) -> None:
         """Replay the log after the node checkpoint: node sequences, series rows, events."""
@@ -214,6 +215,7 @@ class LogStore:
         """Durable when it returns: one log write and one fdatasync for all of them."""
         positions = self.log.write([encode_item(it) for it in items])
         self.log.sync()
+        self._batch_end = self.log.end()
         now = int(time.time() * 1000)
         events: list[tuple[Any, ...]] = []
         for it in items:
@@ -242,19 +244,31 @@ class LogStore:
         with self._lock:
             return int(self._db.execute("DELETE FROM events WHERE ts < ?", (cutoff,)).rowcount)
 
+    def set_sinks(self, names: Sequence[str]) -> None:
+        """The configured sinks: the compactor keeps log files until each of them confirmed."""
+        with self._lock:
+            self._db.execute("INSERT INTO meta VALUES ('sinks', ?) ON CONFLICT (key) DO UPDATE SET "
+                             "value = excluded.value", (json.dumps(sorted(names)),))
+            marks = [int(c) for s, c in self._db.execute("SELECT sink, spool_id FROM sink_cursor") if s in names]
+        if marks:  # where the last batch a sink may still owe ends (for spool_depth)
+            for pos, payload in applog.read(self.data_dir / LOG_DIR, min(marks)):
+                if applog.kind(payload) == applog.BATCH:
+                    self._batch_end = max(self._batch_end, pos + applog.FRAME_BYTES + len(payload))
+
     # --- spool for the external sinks: the log is the spool --------------------------------------
     def spool_read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
-        """Batches after log position ``after`` as spool bodies (collector/spool.py format)."""
-        from collector.spool import encode_spool  # noqa: PLC0415 - spool imports this module's users
+        """Batches from log position ``after`` on, as (position after the record, spool body in
+        collector/spool.py's format): a sink's cursor is where its next batch starts."""
+        from collector.spool import encode_spool  # noqa: PLC0415 - spool.py imports this module
 
         out: list[tuple[int, bytes]] = []
         for pos, payload in applog.read(self.data_dir / LOG_DIR, after):
-            if pos <= after or applog.kind(payload) != applog.BATCH:
+            if pos < after or applog.kind(payload) != applog.BATCH:
                 continue
             rec = applog.decode_batch(payload)
-            rows = [(int(s), b.ts_ms, float(v)) for b in rec.blocks for s, v in zip(b.sids, b.values, strict=True)]
-            events = [(e[0], *e[1:]) for e in rec.events]
-            out.append((pos, encode_spool(rows, events)))
+            rows = [(s, b.ts_ms, v) for b in rec.blocks
+                    for s, v in zip(b.sids.tolist(), b.values.tolist(), strict=True)]
+            out.append((pos + applog.FRAME_BYTES + len(payload), encode_spool(rows, [tuple(e) for e in rec.events])))
             if len(out) >= limit:
                 break
         return out
@@ -262,11 +276,10 @@ class LogStore:
     def sink_cursor(self, sink: str) -> int:
         with self._lock:
             row = self._db.execute("SELECT spool_id FROM sink_cursor WHERE sink = ?", (sink,)).fetchone()
-        if row is None:
-            # A new sink starts at the log's end as it stood when it was first configured.
-            with self._lock:
-                self._db.execute("INSERT OR IGNORE INTO sink_cursor VALUES (?, ?)", (sink, self.log.end()))
-            return self.sink_cursor(sink)
+            if row is None:
+                # A sink configured now starts with the batches acked from now on.
+                self._db.execute("INSERT INTO sink_cursor VALUES (?, ?)", (sink, self.log.end()))
+                return self.log.end()
         return int(row[0])
 
     def set_sink_cursor(self, sink: str, spool_id: int, sinks: Iterable[str]) -> None:
@@ -276,20 +289,25 @@ class LogStore:
                              "spool_id = excluded.spool_id", (sink, spool_id))
 
     def spool_depth(self) -> tuple[int, int]:
-        """(files, bytes) of log the slowest sink has not confirmed."""
+        """(files, bytes) of log between the slowest sink's cursor and the last batch."""
         with self._lock:
-            rows = self._db.execute("SELECT min(spool_id) FROM sink_cursor").fetchone()
-        if rows is None or rows[0] is None:
+            names = json.loads(self._meta_get("sinks") or "[]")
+            marks = [int(c) for s, c in self._db.execute("SELECT sink, spool_id FROM sink_cursor") if s in names]
+        if not marks or min(marks) >= self._batch_end:
             return 0, 0
-        low_file, low_off = applog.split_position(int(rows[0]))
+        lo_file, lo_off = applog.split_position(min(marks))
+        hi_file, hi_off = applog.split_position(self._batch_end)
         total = files = 0
         for no, p in applog.log_files(self.data_dir / LOG_DIR):
-            if no < low_file:
-                continue
-            size = p.stat().st_size
-            total += size - (low_off if no == low_file else 0)
-            files += 1
-        return files, total
+            if lo_file <= no <= hi_file:
+                size = hi_off if no == hi_file else p.stat().st_size
+                total += size - (lo_off if no == lo_file else 0)
+                files += 1
+        return files, max(total, 0)
+
+    def _meta_get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def close(self) -> None:
         self.checkpoint()
@@ -303,6 +321,8 @@ class LogStoreReader:
     """Queries over segments + the log's unflushed tail; a connection of its own, read-only."""
 
     def __init__(self, data_dir: Path) -> None:
+        if data_dir.name == STORE_FILE:  # given the store file itself
+            data_dir = data_dir.parent
         self.data_dir = data_dir
         self.path = data_dir / STORE_FILE
         self.blocks = BlockReader(self.path)
