@@ -26,6 +26,7 @@ import numpy.typing as npt
 from collector.config import Limits
 from collector.errors import IngestError
 from collector.rulefeed import NO_REF, RuleFeed
+from collector.seriesdefs import SeriesColumns, canonical_labels, definition_hashes, label_name_ok
 from collector.storage.codec import Block
 from collector.storage.logstore import LogStore, StoreItem
 from collector.storage.sqlite import NodeState
@@ -33,23 +34,7 @@ from proto import telemetry_pb2 as pb
 
 log = logging.getLogger("fleetmon.collector.ingest")
 
-_LABEL_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 _SEVERITY = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning", pb.SEVERITY_CRITICAL: "critical"}
-
-
-def _label_name_ok(name: str) -> bool:
-    return bool(name) and not name[0].isdigit() and set(name) <= _LABEL_OK and not name.startswith("__")
-
-
-@dataclass(slots=True)
-class SeriesInfo:
-    sid: int
-    name: str
-    measurement: str
-    field: str
-    labels: dict[str, str]
-    counter: bool
-    ref: int  # the rule engine's handle (NO_REF: no loaded rule reads it)
 
 
 @dataclass
@@ -69,6 +54,10 @@ class NodeInfo:
     plugins: list[tuple[str, bool, str]] = field(default_factory=list)
     stream_token: object | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: What this node's streams defined (reused, unchecked, when a new stream sends the same
+    #: definition bytes again), and the node labels they were resolved under.
+    defs: SeriesColumns = field(default_factory=SeriesColumns)
+    defs_labels: str = ""
 
 
 @dataclass
@@ -80,24 +69,12 @@ class Decoded:
 
 
 class StreamSession:
-    """Per-stream state: the series this stream defined (ids are the agent's), and the same as
-    sorted columns for decoding a block at once."""
+    """Per-stream state: the series this stream defined (ids are the agent's), as columns."""
 
     def __init__(self, node: NodeInfo, peer: str) -> None:
         self.node = node
         self.peer = peer
-        self.series: dict[int, SeriesInfo] = {}
-        self.ids = np.zeros(0, np.int64)  # agent ids, ascending
-        self.sids = np.zeros(0, np.int64)  # the store's ids, same order
-        self.refs = np.zeros(0, np.int64)
-        self.counters = np.zeros(0, bool)
-
-    def index(self) -> None:
-        ids = sorted(self.series)
-        self.ids = np.array(ids, np.int64)
-        self.sids = np.array([self.series[i].sid for i in ids], np.int64)
-        self.refs = np.array([self.series[i].ref for i in ids], np.int64)
-        self.counters = np.array([self.series[i].counter for i in ids], bool)
+        self.cols = SeriesColumns()
 
 
 class GroupWriter:
@@ -175,7 +152,7 @@ class Ingestor:
             raise IngestError(f"node {hello.node}: {len(hello.labels)} identity labels, more than "
                               f"{self.limits.max_labels}")
         for k, v in hello.labels.items():
-            if not _label_name_ok(k) or k == "node":
+            if not label_name_ok(k) or k == "node":
                 raise IngestError(f"node {hello.node}: identity label name {k!r} is not valid")
             if len(v.encode()) > self.limits.max_label_value_bytes:
                 raise IngestError(f"node {hello.node}: identity label {k} is longer than "
@@ -205,23 +182,21 @@ class Ingestor:
             if not len(ids):
                 continue
             values = np.frombuffer(block.values, "<f8")
-            pos = np.searchsorted(session.ids, ids)
-            known = pos < len(session.ids)
-            known[known] = session.ids[pos[known]] == ids[known]
+            cols = session.cols
+            pos, known = cols.find(ids)
             if not known.all():
                 bad = int(ids[np.argmin(known)])
                 raise IngestError(f"block at {ts} uses series id {bad}, never defined on this stream")
-            counters = session.counters[pos]
+            counters = cols.counters[pos]
             with np.errstate(invalid="ignore"):
                 wrong = np.isnan(values) | (counters & (np.isinf(values) | (values < 0)))
             if wrong.any():
                 i = int(np.argmax(wrong))
-                info = session.series[int(ids[i])]
-                raise IngestError(f"series {info.name} {info.labels}: value {float(values[i])} is not allowed "
-                                  f"for a {'counter' if info.counter else 'gauge'}")
-            blocks.append(Block(ts, session.sids[pos], values))
+                raise IngestError(f"series {self._describe(int(cols.sids[pos[i]]), int(ids[i]))}: value "
+                                  f"{float(values[i])} is not allowed for a {'counter' if counters[i] else 'gauge'}")
+            blocks.append(Block(ts, cols.sids[pos], values))
             nsamples += len(ids)
-            refs = session.refs[pos]
+            refs = cols.refs[pos]
             if (refs != NO_REF).any():
                 live.append((refs, ts, values))
         events = []
@@ -236,36 +211,57 @@ class Ingestor:
         item = StoreItem(node.node, node.state, batch.sequence, blocks, events)
         return Decoded(item, live, list(batch.events), nsamples)
 
+    def _describe(self, sid: int, agent_id: int) -> str:
+        """A series by name and labels for an error message (id if the store cannot say)."""
+        try:
+            measurement, field_, tags = self.store.series_meta(sid)
+        except KeyError:
+            return f"id {agent_id}"
+        return f"{measurement}_{field_} {dict(tags)}"
+
     def define(self, session: StreamSession, defs: Sequence[pb.SeriesDef]) -> None:
-        """Check and register a batch's series definitions (one store transaction for new ones)."""
+        """Check and register a batch's series definitions. A definition this node sent before,
+        byte for byte, is reused as it was resolved; new ones are validated and resolved in bulk
+        (their store record travels with the batch's group commit)."""
         if not defs:
             return
-        node = session.node.node
-        node_labels = {**session.node.labels, "node": node}
-        checked = []
-        new = sum(1 for d in defs if d.id not in session.series)
-        if len(session.series) + new > self.limits.max_series_per_node:
+        info = session.node
+        node = info.node
+        node_labels = {**info.labels, "node": node}
+        sig = canonical_labels(node_labels)
+        if info.defs_labels != sig:  # identity labels changed: every series is another one
+            info.defs, info.defs_labels = SeriesColumns(), sig
+        ids = np.fromiter((d.id for d in defs), np.int64, len(defs))
+        _pos, here = session.cols.find(ids)
+        new = len(np.unique(ids[~here]))
+        if len(session.cols) + new > self.limits.max_series_per_node:
             raise IngestError(f"node {node} defined more than {self.limits.max_series_per_node} series "
                               "(label bomb?); raise limits.max_series_per_node if this is real")
-        for d in defs:
-            if not d.measurement or not d.field:
-                raise IngestError(f"series id {d.id} has no measurement or field")
-            if len(d.labels) > self.limits.max_labels:
-                raise IngestError(f"series {d.measurement}_{d.field} has {len(d.labels)} labels, more than "
-                                  f"{self.limits.max_labels} (label bomb?)")
-            for k, v in d.labels.items():
-                if not _label_name_ok(k):
-                    raise IngestError(f"series {d.measurement}_{d.field}: label name {k!r} is not valid")
-                if len(v.encode()) > self.limits.max_label_value_bytes:
-                    raise IngestError(f"series {d.measurement}_{d.field}: label {k} is longer than "
-                                      f"{self.limits.max_label_value_bytes} bytes")
-            name = f"{d.measurement}_{d.field}"
-            checked.append((name, d.measurement, d.field, {**dict(d.labels), **node_labels}, int(d.type), d.help))
-        sids = self.store.series_ids(node, checked)
-        feed = self.feed
-        for d, sid, (name, measurement, field_, labels, _t, _h) in zip(defs, sids, checked, strict=True):
-            old = session.series.get(d.id)
-            ref = old.ref if old is not None and old.sid == sid else (
-                feed.ref(name, labels) if feed is not None else NO_REF)
-            session.series[d.id] = SeriesInfo(sid, name, measurement, field_, labels, d.type == pb.COUNTER, ref)
-        session.index()
+        hashes = definition_hashes(defs)
+        fresh = np.flatnonzero(~info.defs.same(ids, hashes))
+        if len(fresh):
+            limits = self.limits
+            checked = []
+            for i in fresh.tolist():
+                d = defs[i]
+                if not d.measurement or not d.field:
+                    raise IngestError(f"series id {d.id} has no measurement or field")
+                lab = dict(d.labels)
+                if len(lab) > limits.max_labels:
+                    raise IngestError(f"series {d.measurement}_{d.field} has {len(lab)} labels, more than "
+                                      f"{limits.max_labels} (label bomb?)")
+                for k, v in lab.items():
+                    if not label_name_ok(k):
+                        raise IngestError(f"series {d.measurement}_{d.field}: label name {k!r} is not valid")
+                    if len(v) * 4 > limits.max_label_value_bytes and len(v.encode()) > limits.max_label_value_bytes:
+                        raise IngestError(f"series {d.measurement}_{d.field}: label {k} is longer than "
+                                          f"{limits.max_label_value_bytes} bytes")
+                lab.update(node_labels)
+                checked.append((f"{d.measurement}_{d.field}", d.measurement, d.field, lab, int(d.type), d.help))
+            sids = np.array(self.store.series_ids(node, checked), np.int64)
+            feed = self.feed
+            refs = np.array([feed.ref(c[0], c[3]) for c in checked] if feed is not None else [NO_REF] * len(checked),
+                            np.int64)
+            counters = np.array([defs[i].type == pb.COUNTER for i in fresh.tolist()], bool)
+            info.defs.merge(ids[fresh], hashes[fresh], sids, refs, counters)
+        session.cols.merge(ids, *info.defs.rows(ids))

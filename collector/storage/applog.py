@@ -202,9 +202,10 @@ class GroupCommit:
         self.log.close()
 
 
-def read(folder: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
+def read(folder: Path, start: int = 0, kinds: frozenset[int] | None = None) -> Iterator[tuple[int, bytes]]:
     """(position, payload) of every intact record at or after ``start``, in log order. A record
-    that does not check out ends its file (a torn write); the next file goes on."""
+    that does not check out ends its file (a torn write); the next file goes on. With ``kinds``,
+    other records are skipped unread (their CRC unchecked: a torn one still ends the file)."""
     s_file, s_off = split_position(start)
     for no, path in log_files(folder):
         if no < s_file:
@@ -214,14 +215,21 @@ def read(folder: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
         except FileNotFoundError:
             continue  # removed by retention meanwhile
         with f:
+            size = os.fstat(f.fileno()).st_size
             off = s_off if no == s_file else 0
             f.seek(off)
             while True:
-                head = f.read(_FRAME.size)
-                if len(head) < _FRAME.size:
+                head = f.read(_FRAME.size + 1)
+                if len(head) < _FRAME.size + 1:
                     break
-                length, crc = _FRAME.unpack(head)
-                payload = f.read(length)
+                length, crc = _FRAME.unpack_from(head)
+                if off + _FRAME.size + length > size or length == 0:
+                    break
+                if kinds is not None and head[_FRAME.size] not in kinds:
+                    f.seek(length - 1, os.SEEK_CUR)
+                    off += _FRAME.size + length
+                    continue
+                payload = head[_FRAME.size:] + f.read(length - 1)
                 if len(payload) < length or zlib.crc32(payload) != crc:
                     break
                 yield position(no, off), payload

@@ -22,6 +22,7 @@ before. ``bench/bench_store.py`` compares it with raw rows and with DuckDB.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import struct
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from collector.seriesdefs import canonical_labels
 from collector.storage import codec
 from collector.storage.codec import F64, I64, Block
 from collector.storage.sqlite import Matcher, SeriesRow
@@ -44,9 +46,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS series (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL, measurement TEXT NOT NULL, field TEXT NOT NULL,
-    labels TEXT NOT NULL, node TEXT NOT NULL, type INTEGER NOT NULL, help TEXT NOT NULL DEFAULT '',
-    UNIQUE (name, labels)
+    labels TEXT NOT NULL, node TEXT NOT NULL, type INTEGER NOT NULL, help TEXT NOT NULL DEFAULT ''
 );
+-- (name, labels) is unique by construction: the collector assigns ids from a key of both.
+CREATE INDEX IF NOT EXISTS series_name ON series (name);
 CREATE INDEX IF NOT EXISTS series_node ON series (node);
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY, node TEXT NOT NULL, level INTEGER NOT NULL, key INTEGER NOT NULL,
@@ -73,12 +76,14 @@ class SeriesDef:
     type: int = 0
     help: str = ""
 
-    def key(self) -> tuple[str, str]:
-        return self.name, labels_json(self.labels)
-
 
 def labels_json(labels: dict[str, str]) -> str:
-    return json.dumps(labels, sort_keys=True, separators=(",", ":"))
+    return canonical_labels(labels)
+
+
+def series_key(name: str, labels_json: str) -> bytes:
+    """What identifies a series, in 16 bytes (millions of them stay in memory)."""
+    return hashlib.blake2b(f"{name}\0{labels_json}".encode(), digest_size=16).digest()
 
 
 @dataclass
@@ -199,11 +204,8 @@ class BlockStore:
         elif row[0] != SCHEMA_VERSION:
             raise codec.CodecError(f"{path}: store schema {row[0]!r}, this collector reads {SCHEMA_VERSION!r}")
         self.lock = threading.Lock()
-        self._series: dict[tuple[str, str], int] = {}
+        self._series: dict[bytes, int] | None = None  # loaded by the first define()
         self._next_id = 1
-        for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
-            self._series[(name, labels)] = sid
-            self._next_id = max(self._next_id, sid + 1)
         self._heads: dict[str, _Head] = {}
         self._key = int(self._db.execute("SELECT coalesce(max(key), 0) FROM segments").fetchone()[0])
         self.stats = StoreStats()
@@ -212,28 +214,45 @@ class BlockStore:
     def define(self, defs: Sequence[SeriesDef]) -> list[int]:
         """Ids of these series, creating the missing ones in one transaction (a reconnect storm
         defines millions: ids are assigned here and inserted with executemany)."""
+        if self._series is None:
+            self._series = {}
+            with self.lock:
+                for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
+                    self._series[series_key(name, labels)] = sid
+                    self._next_id = max(self._next_id, sid + 1)
         out: list[int] = []
         new: list[tuple[int, str, str, str, str, str, int, str]] = []
+        keys = []
         for d in defs:
-            key = d.key()
+            lj = labels_json(d.labels)
+            key = series_key(d.name, lj)
             sid = self._series.get(key)
             if sid is None:
                 sid = self._series[key] = self._next_id
                 self._next_id += 1
-                new.append((sid, d.name, d.measurement, d.field, key[1], d.node, d.type, d.help))
+                new.append((sid, d.name, d.measurement, d.field, lj, d.node, d.type, d.help))
+                keys.append(key)
             out.append(sid)
         if new:
-            with self.lock:
-                self._db.execute("BEGIN")
-                try:
-                    self._db.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?)", new)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    for row in new:
-                        self._series.pop((row[1], row[4]), None)
-                    raise
+            try:
+                self.insert_series(new)
+            except BaseException:
+                for key in keys:
+                    self._series.pop(key, None)
+                raise
         return out
+
+    def insert_series(self, rows: Sequence[tuple[int, str, str, str, str, str, int, str]]) -> None:
+        """(id, name, measurement, field, labels json, node, type, help) rows, one transaction;
+        rows already there are left alone (a replayed log)."""
+        with self.lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     # --- head --------------------------------------------------------------------------------------
     def append(self, node: str, blocks: Sequence[Block], pos: int = 0, now: float | None = None) -> None:
@@ -415,10 +434,11 @@ class BlockReader:
         return out
 
     def query(self, series: Sequence[SeriesRow], since_ms: int, until_ms: int,
-              head: Callable[[str], Sequence[Block]] | None = None) -> Iterator[tuple[SeriesRow, I64, F64]]:
+              head: Callable[[str], Sequence[Block]] | None = None,
+              node_of: dict[int, str] | None = None) -> Iterator[tuple[SeriesRow, I64, F64]]:
         """Each series' samples in [since, until], node by node: memory holds one node's answer.
         ``head(node)`` gives the blocks not flushed yet (newest data; later than any segment)."""
-        nodes = self.node_of(series)
+        nodes = self.node_of(series) if node_of is None else node_of
         by_node: dict[str, list[SeriesRow]] = {}
         for s in series:
             by_node.setdefault(nodes.get(s.id, ""), []).append(s)

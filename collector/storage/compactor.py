@@ -46,16 +46,21 @@ class Compactor:
     def poll(self, max_records: int = 2000) -> int:
         """Read up to ``max_records`` new log records into the heads."""
         n = 0
+        series: list[tuple[int, str, str, str, str, str, int, str]] = []
         for pos, payload in applog.read(self.folder, self.next):
             self.next = pos + applog.FRAME_BYTES + len(payload)
             n += 1
-            if applog.kind(payload) == applog.BATCH:
+            if applog.kind(payload) == applog.SERIES:
+                series.extend(tuple(r) for r in applog.decode_json(payload)["series"])
+            elif applog.kind(payload) == applog.BATCH:
                 node, _seq, _c = applog.batch_header(payload)
                 if pos > self.flushed.get(node, -1):
                     rec = applog.decode_batch(payload)
                     self.store.append(node, rec.blocks, pos)
             if n >= max_records:
                 break
+        if series:  # before compactor_low moves past their records
+            self.store.insert_series(series)
         self.records += n
         return n
 

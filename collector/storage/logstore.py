@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collector.seriesdefs import canonical_labels
 from collector.storage import applog
-from collector.storage.blocks import BlockReader, BlockStore, SeriesDef
+from collector.storage.blocks import BlockReader, BlockStore, series_key
 from collector.storage.codec import F64, I64, Block
 from collector.storage.sqlite import Matcher, NodeState, SeriesRow
 
@@ -141,35 +142,43 @@ class LogStore:
         self.path = data_dir / STORE_FILE
         self.retention_s = retention_s
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._series_store = BlockStore(self.path, retention_s=retention_s)  # schema, series ids
+        BlockStore(self.path, retention_s=retention_s).close()  # creates the schema
         self._db = open_db(self.path)
         self._db.execute("PRAGMA synchronous=NORMAL")  # the log is the durable copy
         self._db.executescript(_EXTRA_SCHEMA)
         self._lock = threading.Lock()
         self.nodes = Nodes()
         self._meta: dict[int, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
-        start = self.nodes.load(self._db)
-        self._recover(start)
+        self._keys: dict[bytes, int] = {}
+        self._next_id = 1
+        for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
+            self._keys[series_key(name, labels)] = int(sid)
+            self._next_id = max(self._next_id, int(sid) + 1)
+        nodes_pos = self.nodes.load(self._db)
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
+        self._recover(nodes_pos, int(row[0]) if row else 0)
         self.log = applog.AppendLog(data_dir / LOG_DIR)
         self._last_checkpoint = time.monotonic()
         self.commits = 0
         self._batch_end = 0  # log position after the newest batch record
 
-    def _recover(self, start: int) -> None:
-        """Replay the log after the node checkpoint: node sequences, series rows, events."""
+    def _recover(self, nodes_pos: int, compactor_low: int) -> None:
+        """Replay the log: series the compactor has not put into SQLite yet (from its low mark),
+        node sequences and events after the node checkpoint (a reset before it is in it)."""
         events: list[tuple[Any, ...]] = []
-        defs: list[SeriesDef] = []
-        for _pos, payload in applog.read(self.data_dir / LOG_DIR, start):
+        for pos, payload in applog.read(self.data_dir / LOG_DIR, min(nodes_pos, compactor_low)):
             kind = applog.kind(payload)
             if kind == applog.SERIES:
-                body = applog.decode_json(payload)
-                defs.extend(SeriesDef(*d) for d in body["series"])
-            elif kind == applog.BATCH:
+                for row in applog.decode_json(payload)["series"]:
+                    self._keys[series_key(row[1], row[4])] = int(row[0])
+                    self._next_id = max(self._next_id, int(row[0]) + 1)
+                continue
+            if pos < nodes_pos:
+                continue
+            if kind == applog.BATCH:
                 rec = applog.decode_batch(payload)
                 events.extend((e[0], rec.node, *e[1:]) for e in rec.events)
             self.nodes.apply(payload)
-        if defs:
-            self._series_store.define(defs)
         if events:
             self._insert_events(events)
 
@@ -188,27 +197,42 @@ class LogStore:
 
     # --- series ---------------------------------------------------------------------------------
     def series_ids(self, node: str, defs: Sequence[tuple[str, str, str, dict[str, str], int, str]]) -> list[int]:
-        """Ids of (name, measurement, field, labels, type, help); new ones go into the log (made
-        durable by the group commit of the batch that uses them) and into SQLite, in bulk."""
-        sdefs = [SeriesDef(n, m, f, lab, node, t, h) for n, m, f, lab, t, h in defs]
-        before = self._series_store._next_id
-        ids = self._series_store.define(sdefs)
-        new = [d for d, i in zip(sdefs, ids, strict=True) if i >= before]
+        """Ids of (name, measurement, field, labels, type, help). New series go into the log as
+        one record, made durable by the group commit of the batch that uses them (no fsync of
+        their own); the compactor copies them into SQLite."""
+        out: list[int] = []
+        new: list[list[Any]] = []
+        for name, measurement, field_, labels, mtype, help_ in defs:
+            lj = canonical_labels(labels)
+            key = series_key(name, lj)
+            sid = self._keys.get(key)
+            if sid is None:
+                sid = self._keys[key] = self._next_id
+                self._next_id += 1
+                new.append([sid, name, measurement, field_, lj, node, mtype, help_])
+            out.append(sid)
         if new:
-            self.log.write([applog.encode_json(applog.SERIES, {"series": [
-                [d.name, d.measurement, d.field, d.labels, d.node, d.type, d.help] for d in new]})])
-        return ids
+            self.log.write([applog.encode_json(applog.SERIES, {"series": new})])
+        return out
 
     def series_meta(self, sid: int) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        """(measurement, field, sorted tags) of a series, for the sinks and error messages."""
         meta = self._meta.get(sid)
-        if meta is None:
-            with self._lock:
-                row = self._db.execute("SELECT measurement, field, labels FROM series WHERE id = ?",
-                                       (sid,)).fetchone()
-            if row is None:
-                raise KeyError(f"series id {sid} is not in {self.path}")
+        if meta is not None:
+            return meta
+        with self._lock:
+            row = self._db.execute("SELECT measurement, field, labels FROM series WHERE id = ?", (sid,)).fetchone()
+            low = self._meta_get("compactor_low")
+        if row is not None:
             meta = self._meta[sid] = (row[0], row[1], tuple(sorted(json.loads(row[2]).items())))
-        return meta
+            return meta
+        # Defined moments ago: the compactor has not copied it into SQLite yet. It is in the log.
+        for _pos, payload in applog.read(self.data_dir / LOG_DIR, int(low or 0), frozenset({applog.SERIES})):
+            for r in applog.decode_json(payload)["series"]:
+                if int(r[0]) == sid:
+                    meta = self._meta[sid] = (r[2], r[3], tuple(sorted(json.loads(r[4]).items())))
+                    return meta
+        raise KeyError(f"series id {sid} is neither in {self.path} nor in its log")
 
     # --- batches --------------------------------------------------------------------------------
     def commit(self, items: Sequence[StoreItem]) -> None:
@@ -314,7 +338,6 @@ class LogStore:
         self.log.close()
         with self._lock:
             self._db.close()
-        self._series_store.close()
 
 
 class LogStoreReader:
@@ -328,27 +351,42 @@ class LogStoreReader:
         self.blocks = BlockReader(self.path)
         self._db = self.blocks._db
 
+    def _low(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _tail_series(self) -> dict[int, tuple[str, dict[str, str], str]]:
+        """Series defined in the log's tail (not copied into SQLite yet): id → (name, labels, node)."""
+        out: dict[int, tuple[str, dict[str, str], str]] = {}
+        for _pos, payload in applog.read(self.data_dir / LOG_DIR, self._low(), frozenset({applog.SERIES})):
+            for r in applog.decode_json(payload)["series"]:
+                out[int(r[0])] = (r[1], json.loads(r[4]), r[5])
+        return out
+
     def find_series(self, name: str | None, matchers: Sequence[Matcher]) -> list[SeriesRow]:
-        return self.blocks.find_series(name, matchers)
+        rows = self.blocks.find_series(name, matchers)
+        have = {r.id for r in rows}
+        for sid, (n, labels, _node) in self._tail_series().items():
+            if sid not in have and (not name or n == name) and all(m.matches(labels) for m in matchers):
+                rows.append(SeriesRow(sid, n, labels))
+        return rows
 
     def _tail(self, nodes: set[str]) -> dict[str, list[Block]]:
         """Blocks of these nodes in the log that no segment holds yet."""
         flushed = {n: int(p) for n, p in self._db.execute("SELECT node, pos FROM flushed")}
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
-        start = int(row[0]) if row else 0
         out: dict[str, list[Block]] = {n: [] for n in nodes}
-        for pos, payload in applog.read(self.data_dir / LOG_DIR, start):
-            if applog.kind(payload) != applog.BATCH:
-                continue
+        for pos, payload in applog.read(self.data_dir / LOG_DIR, self._low(), frozenset({applog.BATCH})):
             node, _seq, _c = applog.batch_header(payload)
             if node in nodes and pos > flushed.get(node, -1):
                 out[node].extend(applog.decode_batch(payload).blocks)
         return out
 
     def query(self, series: Sequence[SeriesRow], since_ms: int, until_ms: int) -> Iterator[tuple[SeriesRow, I64, F64]]:
-        nodes = set(self.blocks.node_of(series).values())
-        tail = self._tail(nodes)
-        return self.blocks.query(series, since_ms, until_ms, head=lambda n: tail.get(n, []))
+        node_of = self.blocks.node_of(series)
+        if len(node_of) < len(series):
+            node_of.update({sid: v[2] for sid, v in self._tail_series().items()})
+        tail = self._tail(set(node_of.values()))
+        return self.blocks.query(series, since_ms, until_ms, head=lambda n: tail.get(n, []), node_of=node_of)
 
     def samples(self, series_id: int, since_ms: int, until_ms: int, limit: int = 0) -> list[tuple[int, float]]:
         out: list[tuple[int, float]] = []
@@ -361,14 +399,15 @@ class LogStoreReader:
         if node is None:
             names = [n for (n,) in self._db.execute("SELECT DISTINCT node FROM series")]
             return sum(self.count_samples(n) for n in names)
-        rows = [SeriesRow(int(i), "", {}) for (i,) in self._db.execute("SELECT id FROM series WHERE node = ?",
-                                                                          (node,))]
-        return sum(len(ts) for _r, ts, _v in self.query(rows, -(2**62), 2**62))
+        return sum(len(ts) for _n, _l, ts, _v in self.stored(node))
 
     def stored(self, node: str) -> Iterator[tuple[str, dict[str, str], I64, F64]]:
         """Every sample of a node: (name, labels, ts, values) per series."""
         rows = [SeriesRow(int(i), n, json.loads(lab)) for i, n, lab in self._db.execute(
             "SELECT id, name, labels FROM series WHERE node = ?", (node,))]
+        have = {r.id for r in rows}
+        rows += [SeriesRow(sid, n, lab) for sid, (n, lab, nd) in self._tail_series().items()
+                 if nd == node and sid not in have]
         for row, ts, vals in self.query(rows, -(2**62), 2**62):
             yield row.name, row.labels, ts, vals
 
