@@ -260,7 +260,12 @@ class BlockStore:
         head = self._heads.get(node)
         if head is None:
             head = self._heads[node] = _Head(since=time.time() if now is None else now, first=pos)
-        head.blocks.extend(blocks)
+        for b in blocks:
+            # A node's blocks usually carry the same series ids: keep one array of them.
+            last = head.blocks[-1].sids if head.blocks else None
+            if last is not None and last is not b.sids and len(last) == len(b.sids) and np.array_equal(last, b.sids):
+                b = Block(b.ts_ms, last, b.values)  # noqa: PLW2901 - the same block, its ids shared
+            head.blocks.append(b)
         head.samples += sum(len(b.sids) for b in blocks)
         head.pos = max(head.pos, pos)
 
