@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import struct
 import time
 from pathlib import Path
@@ -10,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from collector.spool import decode_spool, encode_spool
 from collector.storage import applog, codec
 from collector.storage.blocks import BlockReader, BlockStore, SeriesDef, decode_l0, encode_l0
 from collector.storage.codec import Block
 from collector.storage.compactor import Compactor
 from collector.storage.logstore import LogStore, LogStoreReader, StoreItem
-from collector.storage.sqlite import Matcher, NodeState
+from collector.storage.migrate import MigrationError
+from collector.storage.sqlite import Matcher, NodeState, SqliteStore, WriteItem  # SqliteStore: the old rows
 
 T0 = 1_700_000_000_000
 
@@ -284,3 +287,39 @@ def test_log_files_go_once_every_reader_passed_them(tmp_path: Path) -> None:
     assert LogStoreReader(tmp_path).count_samples("n1") == 59
     es.close()
     comp.store.close()
+
+
+def test_a_row_store_is_migrated_in_place(tmp_path: Path) -> None:
+    old = SqliteStore(tmp_path / "fleetmon.sqlite")
+    old.reset_node("n1", "wal-a", {"rack": "r1"})
+    sids = old.series_ids("n1", [("gpu_temperature_celsius", "gpu", "temperature_celsius",
+                                   {"gpu": str(i), "node": "n1"}, 0, "") for i in range(3)])
+    st = old.load_node("n1")
+    rows = [(sid, TN + k * 10_000, 40.0 + k + i) for k in range(400) for i, sid in enumerate(sids)]
+    st.add(1)
+    st.add(3)
+    ev = [(TN, "gpu.xid", "critical", "XID 79", "drain", '{"node":"n1"}')]
+    old.commit([WriteItem("n1", st, 1, rows[:600], ev, spool_body=None),
+                WriteItem("n1", st, 3, rows[600:], [], spool_body=encode_spool(rows[600:603], []))])
+    old.close()
+    es = LogStore(tmp_path)
+    st2 = es.load_node("n1")
+    assert (st2.wal_id, st2.contiguous, st2.held) == ("wal-a", 1, {3})
+    r = LogStoreReader(tmp_path)
+    assert r.count_samples("n1") == 1200
+    assert r.samples(sids[2], 0, 2**62)[:2] == [(TN, 42.0), (TN + 10_000, 43.0)]
+    assert [e["kind"] for e in r.events(0)] == ["gpu.xid"]
+    assert r._db.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('samples', 'spool', 'held')"
+                         ).fetchone()[0] == 0
+    # What the old spool still owed a sink is read from the new log.
+    owed = es.spool_read(0, 10)
+    assert [decode_spool(b)[2] for _p, b in owed] == [[r[2] for r in rows[600:603]]]
+    es.close()
+    # Someone else's SQLite file is refused, naming it.
+    other = tmp_path / "other"
+    other.mkdir()
+    con = sqlite3.connect(other / "fleetmon.sqlite")
+    con.execute("CREATE TABLE t (x)")
+    con.close()
+    with pytest.raises(MigrationError, match="not a fleetmon store"):
+        LogStore(other)

@@ -54,7 +54,7 @@ class Compactor:
                 series.extend(tuple(r) for r in applog.decode_json(payload)["series"])
             elif applog.kind(payload) == applog.BATCH:
                 node, _seq, _c = applog.batch_header(payload)
-                if pos > self.flushed.get(node, -1):
+                if node and pos > self.flushed.get(node, -1):  # node "": a migrated spool batch
                     rec = applog.decode_batch(payload)
                     self.store.append(node, rec.blocks, pos)
             if n >= max_records:

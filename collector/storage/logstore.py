@@ -35,6 +35,7 @@ from collector.seriesdefs import canonical_labels
 from collector.storage import applog
 from collector.storage.blocks import BlockReader, BlockStore, series_key
 from collector.storage.codec import F64, I64, Block
+from collector.storage.migrate import migrate, needs_migration
 from collector.storage.sqlite import Matcher, NodeState, SeriesRow
 
 STORE_FILE = "fleetmon.sqlite"
@@ -108,6 +109,8 @@ class Nodes:
                 self.labels[st.node] = body["labels"]
         elif kind == applog.BATCH:
             node, seq, contiguous = applog.batch_header(payload)
+            if not node:
+                return  # a migrated spool batch, for the sinks only
             st = self.get(node)
             if contiguous > st.contiguous:
                 st.contiguous = contiguous
@@ -142,6 +145,8 @@ class LogStore:
         self.path = data_dir / STORE_FILE
         self.retention_s = retention_s
         data_dir.mkdir(parents=True, exist_ok=True)
+        if needs_migration(self.path):
+            migrate(self.path, data_dir / LOG_DIR)
         BlockStore(self.path, retention_s=retention_s).close()  # creates the schema
         self._db = open_db(self.path)
         self._db.execute("PRAGMA synchronous=NORMAL")  # the log is the durable copy
