@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from alerts.model import Alert
-from collector.query import parse_selector, run_query
+from collector.query import Selector, iter_query, parse_selector
 from collector.storage.logstore import LogStoreReader
 
 if TYPE_CHECKING:
@@ -39,6 +41,37 @@ def summary(c: Collector) -> dict[str, Any]:
         "firing": [alert_dict(a) for a in active if a.state.value == "firing"],
         "pending": sum(1 for a in active if a.state.value == "pending"),
     }
+
+
+async def stream_query(req: web.Request, data_dir: Path, sel: Selector, since: float,
+                       until: float) -> web.StreamResponse:
+    """A JSON array written series by series as the store yields them: memory holds a node's
+    answer and a few encoded series, whatever the query's size. Runs on its own thread with its
+    own reader, so it never delays the store's writer (and the acks)."""
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await resp.prepare(req)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+
+    def produce() -> None:
+        reader = LogStoreReader(data_dir)
+        try:
+            for row in iter_query(reader, sel, since, until, 10_000):
+                asyncio.run_coroutine_threadsafe(queue.put(json.dumps(row).encode()), loop).result()
+        finally:
+            reader.close()
+            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+    done = loop.run_in_executor(None, produce)
+    await resp.write(b"[")
+    sep = b""
+    while (item := await queue.get()) is not None:
+        await resp.write(sep + item)
+        sep = b","
+    await done
+    await resp.write(b"]")
+    await resp.write_eof()
+    return resp
 
 
 async def start_http(c: Collector, addr: str) -> tuple[web.AppRunner, int]:
@@ -76,9 +109,10 @@ async def start_http(c: Collector, addr: str) -> tuple[web.AppRunner, int]:
 
     async def api_events(req: web.Request) -> web.Response:
         since = float(req.query.get("since", str(time.time() - 3600)))
-        return web.json_response(await c.writer.run_in_thread(store().events, int(since * 1000)))
+        # Reads run beside the store's writer thread, never on it: a query must not delay acks.
+        return web.json_response(await asyncio.to_thread(store().events, int(since * 1000)))
 
-    async def api_query(req: web.Request) -> web.Response:
+    async def api_query(req: web.Request) -> web.StreamResponse:
         sel = req.query.get("selector", "")
         try:
             parsed = parse_selector(sel)
@@ -86,8 +120,7 @@ async def start_http(c: Collector, addr: str) -> tuple[web.AppRunner, int]:
             until = float(req.query.get("until", str(time.time())))
         except ValueError as err:
             return web.json_response({"error": str(err)}, status=400)
-        rows = await c.writer.run_in_thread(run_query, store(), parsed, since, until, 10_000)
-        return web.Response(text=json.dumps(rows), content_type="application/json")
+        return await stream_query(req, c.cfg.data_dir, parsed, since, until)
 
     async def metrics(_req: web.Request) -> web.Response:
         s = summary(c)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +164,34 @@ def test_reconnect_storm_loses_and_duplicates_nothing(tmp_path: Path) -> None:
                 for q in range(1, 7) for s in range(SERIES)}
         assert got == want, node
         assert reader.node_states().states[node].contiguous == 6
+
+
+def test_http_query_streams_blocks_and_the_unflushed_tail(tmp_path: Path) -> None:
+    t0 = int(time.time() * 1000) - 30_000
+
+    async def main() -> list[dict[str, Any]]:
+        cfg = CollectorConfig(listen="127.0.0.1:0", http="127.0.0.1:0", data_dir=tmp_path, compactor="thread")
+        cfg.alerting.notifiers = {}
+        cfg.alerting.rules = []
+        c = Collector(cfg)
+        await c.start()
+        ch = grpc.aio.insecure_channel(f"127.0.0.1:{c.grpc_port}")
+        try:
+            a = _Agent("n1", t0)
+            await a.connect(ch)
+            for k in range(3):
+                await a.send(k == 0)
+            while a.unacked:
+                await asyncio.sleep(0.05)
+            a.drop()
+            url = (f"http://127.0.0.1:{c.http_port}/api/v1/query?selector=gpu_temperature_celsius"
+                   f"%7Bgpu%3D~%221%7C2%22%7D&since={t0 / 1000 - 1}&until={t0 / 1000 + 10}")
+            body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+            return list(json.loads(body))
+        finally:
+            await ch.close()
+            await c.stop(grace=1)
+
+    rows = asyncio.run(main())
+    assert sorted((r["labels"]["gpu"], [v for _t, v in r["values"]]) for r in rows) == [
+        ("1", [41.1, 42.1, 43.1]), ("2", [41.2, 42.2, 43.2])]
