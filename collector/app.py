@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -44,11 +45,16 @@ class Collector:
         self.engine: AlertEngine | None = None
         if cfg.alerting.notifiers:
             try:
+                # Built here in either mode, so a bad notifier setting fails the start with its key.
                 self.notifiers = build_notifiers(cfg.alerting.notifiers, "alerting.notifiers")
             except AlertsError as err:
                 raise ConfigError(str(err)) from err
         rules = default_rule_files() if cfg.alerting.rules is None else cfg.alerting.rules
-        if rules:
+        #: Rules (and their notifiers) in a child process fed by the append log (collector/rulesproc.py).
+        self.rules_process = bool(rules) and cfg.alerting.process
+        if self.rules_process:
+            self.notifiers = []
+        if rules and not self.rules_process:
             try:
                 self.engine = AlertEngine.from_files(
                     rules, self.notifiers, external_labels=cfg.alerting.external_labels,
@@ -61,6 +67,7 @@ class Collector:
         self.feed = RuleFeed(self.engine) if self.engine is not None else None
         self.ingestor = Ingestor(self.store, self.writer, cfg.limits, self.feed)
         self._compactor: subprocess.Popen[bytes] | CompactorThread | None = None
+        self._rules: subprocess.Popen[bytes] | None = None
         self.service = TelemetryService(self.ingestor, self._on_batch, self._on_node,
                                         backpressure=self.spool.wait_for_room if self.spool else None)
         self.transitions: deque[tuple[float, Alert]] = deque(maxlen=1000)
@@ -72,6 +79,7 @@ class Collector:
         self.http_port = 0
         self._down: set[str] = set()
         self._next_retention = 0.0
+        self._pending: set[asyncio.Future[Any]] = set()
 
     # --- callbacks from the stream handler -----------------------------------------------
     def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
@@ -91,6 +99,13 @@ class Collector:
     def _on_node(self, node: str, online: bool) -> None:
         info = self.ingestor.nodes.get(node)
         status = NodeStatus(node=node, online=online, ts=time.time(), labels=dict(info.labels) if info else {})
+        if self.rules_process:
+            # The rules process learns it from the log, in order with the node's batches.
+            task = asyncio.ensure_future(self.writer.run_in_thread(
+                self.store.note_node, node, online, status.labels, info.clock_skew if info else 0.0))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return
         for n in self.notifiers:
             n.send_node_status(status)
 
@@ -119,8 +134,31 @@ class Collector:
                 c.kill()
                 c.wait()
 
+    def _start_rules(self) -> None:
+        body = json.dumps(dataclasses.asdict(self.cfg), default=str).encode()
+        # From the log's end as it is now: what it holds already is history (and the series
+        # defined in it, the process reads from the store).
+        self._rules = subprocess.Popen([sys.executable, "-m", "collector.rulesproc", "--config-json", "-",
+                                        "--parent", str(os.getpid()), "--start", str(self.store.log.end())],
+                                       stdin=subprocess.PIPE)
+        assert self._rules.stdin is not None
+        self._rules.stdin.write(body)  # not on the command line: notifier settings may hold secrets
+        self._rules.stdin.close()
+
+    def _stop_rules(self) -> None:
+        p, self._rules = self._rules, None
+        if p is not None:
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
     async def start(self) -> None:
         self._start_compactor()
+        if self.rules_process:
+            self._start_rules()
         self.writer.start()
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", self.cfg.limits.max_message_bytes),
@@ -162,6 +200,7 @@ class Collector:
             await self.spool.stop()
         await self.writer.stop()
         await asyncio.to_thread(self._stop_compactor)
+        await asyncio.to_thread(self._stop_rules)
         if self.engine is not None:
             await self.engine.aclose()
         else:
@@ -217,6 +256,9 @@ class Collector:
             if isinstance(c, subprocess.Popen) and c.poll() is not None:
                 log.error("compactor exited with status %s; restarting it", c.returncode)
                 self._start_compactor()
+            if self._rules is not None and self._rules.poll() is not None:
+                log.error("rules process exited with status %s; restarting it", self._rules.returncode)
+                self._start_rules()
             if time.monotonic() < self._next_retention:
                 continue
             self._next_retention = time.monotonic() + 300

@@ -34,6 +34,9 @@ class AlertingConfig:
     resend_delay: float = 60.0
     notifiers: dict[str, Any] = field(default_factory=lambda: {"log": {}})
     external_labels: dict[str, str] = field(default_factory=dict)
+    #: Evaluate rules in a process of their own that tails the append log (another core; ingest
+    #: never waits for rules), or in the collector's process.
+    process: bool = True
 
 
 @dataclass

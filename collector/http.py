@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from importlib import resources
 from pathlib import Path
@@ -12,24 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from alerts.model import Alert
 from collector.query import Selector, iter_query, parse_selector
+from collector.rulesproc import alert_dict, read_state
 from collector.storage.logstore import LogStoreReader
 
 if TYPE_CHECKING:
     from collector.app import Collector
 
 
-def alert_dict(a: Alert) -> dict[str, Any]:
-    return {"labels": a.labels, "annotations": a.annotations, "state": a.state.value, "active_at": a.active_at,
-            "fired_at": a.fired_at, "resolved_at": a.resolved_at,
-            "value": a.value if math.isfinite(a.value) else str(a.value)}
+def alerts_now(c: Collector) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(active alerts, transitions) from the engine here, or as the rules process published them."""
+    if c.rules_process:
+        return read_state(c.cfg.data_dir)
+    active = c.engine.active() if c.engine is not None else []
+    return [alert_dict(a) for a in active], [{"time": t, **alert_dict(a)} for t, a in c.transitions]
 
 
-def summary(c: Collector) -> dict[str, Any]:
+def summary(c: Collector, active: list[dict[str, Any]]) -> dict[str, Any]:
     now = time.time()
     up = c.node_up(now)
-    active = c.engine.active() if c.engine is not None else []
     return {
         "time": now,
         "nodes_total": len(up),
@@ -38,8 +38,8 @@ def summary(c: Collector) -> dict[str, Any]:
         "samples_per_second": round(c.samples_per_second(), 1),
         "refused_total": c.ingestor.refused_total,
         "duplicates_total": c.ingestor.duplicates_total,
-        "firing": [alert_dict(a) for a in active if a.state.value == "firing"],
-        "pending": sum(1 for a in active if a.state.value == "pending"),
+        "firing": [a for a in active if a["state"] == "firing"],
+        "pending": sum(1 for a in active if a["state"] == "pending"),
     }
 
 
@@ -87,7 +87,8 @@ async def start_http(c: Collector, addr: str) -> tuple[web.AppRunner, int]:
         return web.Response(text=html, content_type="text/html")
 
     async def api_summary(_req: web.Request) -> web.Response:
-        return web.json_response(summary(c))
+        active, _t = await asyncio.to_thread(alerts_now, c)
+        return web.json_response(summary(c, active))
 
     async def api_nodes(_req: web.Request) -> web.Response:
         now = time.time()
@@ -100,12 +101,13 @@ async def start_http(c: Collector, addr: str) -> tuple[web.AppRunner, int]:
         return web.json_response(out)
 
     async def api_alerts(_req: web.Request) -> web.Response:
-        active = c.engine.active() if c.engine is not None else []
-        return web.json_response([alert_dict(a) for a in active])
+        active, _t = await asyncio.to_thread(alerts_now, c)
+        return web.json_response(active)
 
     async def api_transitions(req: web.Request) -> web.Response:
         since = float(req.query.get("since", "0"))
-        return web.json_response([{"time": t, **alert_dict(a)} for t, a in c.transitions if t > since])
+        _a, trans = await asyncio.to_thread(alerts_now, c)
+        return web.json_response([t for t in trans if t["time"] > since])
 
     async def api_events(req: web.Request) -> web.Response:
         since = float(req.query.get("since", str(time.time() - 3600)))
@@ -123,7 +125,8 @@ async def start_http(c: Collector, addr: str) -> tuple[web.AppRunner, int]:
         return await stream_query(req, c.cfg.data_dir, parsed, since, until)
 
     async def metrics(_req: web.Request) -> web.Response:
-        s = summary(c)
+        active, _t = await asyncio.to_thread(alerts_now, c)
+        s = summary(c, active)
         lines = [
             "# HELP fleetmon_collector_samples_total Samples accepted from agents",
             "# TYPE fleetmon_collector_samples_total counter",

@@ -200,6 +200,11 @@ class LogStore:
         st.wal_id, st.contiguous, st.held = wal_id, 0, set()
         self.nodes.labels[node] = dict(labels)
 
+    def note_node(self, node: str, online: bool, labels: dict[str, str], skew: float) -> None:
+        """A stream started or ended: for the rules process (not synced: advisory, in order)."""
+        self.log.write([applog.encode_json(applog.NODE, {"op": "status", "node": node, "online": online,
+                                                         "labels": labels, "skew": skew, "ts": time.time()})])
+
     # --- series ---------------------------------------------------------------------------------
     def series_ids(self, node: str, defs: Sequence[tuple[str, str, str, dict[str, str], int, str]]) -> list[int]:
         """Ids of (name, measurement, field, labels, type, help). New series go into the log as
