@@ -405,11 +405,14 @@ def main() -> None:
     ap.add_argument("--set", action="append", help="collector config override KEY=JSON (repeatable)")
     ap.add_argument("--storm", action="store_true", help="after the last step: reconnect storm + loss check")
     ap.add_argument("--verify", action="store_true", help="after the run: drain and count stored samples")
+    ap.add_argument("--workdir", type=Path, help="keep the collector's data dir and log here (default: a temp dir)")
     args = ap.parse_args()
     steps = [int(x) for x in args.nodes.split(",")]
     warmup = args.warmup or args.interval
-    with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
-        target = Target(args, Path(tmp))
+    with contextlib.ExitStack() as stack:
+        tmp = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fleet-")))
+        tmp.mkdir(parents=True, exist_ok=True)
+        target = Target(args, tmp)
         ctx = mp.get_context("spawn")
         names = [f"bench-{i:05d}" for i in range(max(steps))]
         conns: list[Connection] = []

@@ -305,17 +305,20 @@ class BlockStore:
             rows.append((n, LEVEL0, self._key, min(t), max(t), h.samples, encode_l0(h.blocks)))
             marks.append((n, h.pos))
             total += h.samples
-        with self.lock:
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT INTO segments (node, level, key, t_min, t_max, samples, body) "
-                                     "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                self._db.executemany("INSERT INTO flushed VALUES (?, ?) ON CONFLICT (node) DO UPDATE "
-                                     "SET pos = max(pos, excluded.pos)", marks)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        # In transactions of a few hundred nodes: the ingest side writes to this file too, and
+        # must not wait long for its lock.
+        for i in range(0, len(rows), 256):
+            with self.lock:
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany("INSERT INTO segments (node, level, key, t_min, t_max, samples, body) "
+                                         "VALUES (?, ?, ?, ?, ?, ?, ?)", rows[i:i + 256])
+                    self._db.executemany("INSERT INTO flushed VALUES (?, ?) ON CONFLICT (node) DO UPDATE "
+                                         "SET pos = max(pos, excluded.pos)", marks[i:i + 256])
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
         self.stats.samples += total
         self.stats.flushes += 1
         return total

@@ -27,6 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,9 +118,12 @@ class Nodes:
                 st.held = {s for s in st.held if s > contiguous}
             st.add(seq)
 
-    def save(self, db: sqlite3.Connection, pos: int) -> None:
-        rows = [(n, st.wal_id, st.contiguous, json.dumps(self.labels.get(n, {}), sort_keys=True),
+    def snapshot(self) -> list[tuple[Any, ...]]:
+        return [(n, st.wal_id, st.contiguous, json.dumps(self.labels.get(n, {}), sort_keys=True),
                  self.last_seen.get(n, 0), json.dumps(sorted(st.held))) for n, st in self.states.items()]
+
+    @staticmethod
+    def save_rows(db: sqlite3.Connection, rows: list[tuple[Any, ...]], pos: int) -> None:
         db.execute("BEGIN")
         try:
             db.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
@@ -164,6 +168,7 @@ class LogStore:
         self._recover(nodes_pos, int(row[0]) if row else 0)
         self.log = applog.AppendLog(data_dir / LOG_DIR)
         self._last_checkpoint = time.monotonic()
+        self._aux = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-store-aux")
         self.commits = 0
         self._batch_end = 0  # log position after the newest batch record
 
@@ -255,17 +260,23 @@ class LogStore:
         for it in items:
             self.nodes.last_seen[it.node] = now
             events.extend((e[0], it.node, *e[1:]) for e in it.events)
+        # SQLite work happens on the aux thread: the compactor may hold the file's write lock
+        # for a moment, and an ack must never wait for that (the log has made it durable).
         if events:
-            self._insert_events(events)
+            self._aux.submit(self._insert_events, events)
         self.commits += 1
         if time.monotonic() - self._last_checkpoint >= CHECKPOINT_S:
-            self.checkpoint(positions[-1] if positions else self.log.end())
+            self._last_checkpoint = time.monotonic()
+            self._aux.submit(self._save_nodes, self.nodes.snapshot(), positions[-1] if positions else self.log.end())
 
     def checkpoint(self, pos: int | None = None) -> None:
-        """Node sequences as of the log's end (replay starts there)."""
-        with self._lock:
-            self.nodes.save(self._db, self.log.end() if pos is None else pos)
+        """Node sequences as of the log's end (replay starts there); waits until written."""
+        self._aux.submit(self._save_nodes, self.nodes.snapshot(), self.log.end() if pos is None else pos).result()
         self._last_checkpoint = time.monotonic()
+
+    def _save_nodes(self, rows: list[tuple[Any, ...]], pos: int) -> None:
+        with self._lock:
+            Nodes.save_rows(self._db, rows, pos)
 
     def _insert_events(self, rows: Sequence[tuple[Any, ...]]) -> None:
         with self._lock:
@@ -345,6 +356,7 @@ class LogStore:
 
     def close(self) -> None:
         self.checkpoint()
+        self._aux.shutdown(wait=True)
         self.log.close()
         with self._lock:
             self._db.close()
