@@ -11,7 +11,7 @@ from typing import Any
 
 from collector.app import Collector
 from collector.config import load_config
-from collector.errors import ConfigError
+from collector.errors import ConfigError, StoreError
 from fleetmon_common import logs
 
 log = logging.getLogger("fleetmon.collector")
@@ -26,7 +26,7 @@ def main(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides)
         logs.setup(cfg.log_level)
         return asyncio.run(serve(cfg))
-    except ConfigError as err:
+    except (ConfigError, StoreError) as err:
         print(f"fleetmon collector: {err}", file=sys.stderr)
         return 2
 
