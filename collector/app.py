@@ -21,12 +21,12 @@ from alerts.notifiers import build_notifiers
 from collector.config import CollectorConfig
 from collector.errors import ConfigError
 from collector.http import start_http
-from collector.ingest import Decoded, GroupWriter, IngestCounters, Ingestor, NodeInfo, StreamSession
+from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
 from collector.server import TelemetryService
 from collector.spool import Spool, build_sinks
 from collector.storage.base import HealthSample
 from collector.storage.sqlite import SqliteStore, StoreReader
-from collector.view import NodeRow, Transition
+from collector.view import CollectorCounters, NodeRow, Transition
 
 log = logging.getLogger("fleetmon.collector")
 
@@ -202,8 +202,10 @@ class Collector:
         return [NodeRow(n, up[n], i.connected, dict(i.labels), i.samples, i.batches, i.last_batch_at, i.clock_skew,
                         i.agent_version, tuple(i.plugins)) for n, i in self.ingestor.nodes.items()]
 
-    def counters(self) -> IngestCounters:
-        return dataclasses.replace(self.ingestor.counters)
+    def counters(self) -> CollectorCounters:
+        i = self.ingestor.counters
+        return CollectorCounters(i.samples, i.duplicates, self.store.duplicate_samples, i.refused_batches,
+                                 i.refused_streams)
 
     def active_alerts(self) -> list[Alert]:
         return self.engine.active() if self.engine is not None else []

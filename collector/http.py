@@ -59,6 +59,7 @@ def summary(c: CollectorView) -> dict[str, Any]:
         "samples_per_second": round(c.samples_per_second(), 1),
         "refused_total": counters.refused_batches + counters.refused_streams,
         "duplicates_total": counters.duplicates,
+        "duplicate_samples": counters.duplicate_samples,
         "firing": [alert_dict(a) for a in active if a.state.value == "firing"],
         "pending": sum(1 for a in active if a.state.value == "pending"),
     }
@@ -73,6 +74,10 @@ def _metrics_text(c: CollectorView) -> str:
         "# HELP fleetmon_collector_refused_total Streams and batches refused",
         "# TYPE fleetmon_collector_refused_total counter",
         f"fleetmon_collector_refused_total {s['refused_total']}",
+        "# HELP fleetmon_collector_duplicate_samples_total Samples dropped: the store already held their "
+        "series and timestamp (the first value is kept)",
+        "# TYPE fleetmon_collector_duplicate_samples_total counter",
+        f"fleetmon_collector_duplicate_samples_total {s['duplicate_samples']}",
         "# HELP fleetmon_collector_nodes_up Nodes streaming within the node timeout",
         "# TYPE fleetmon_collector_nodes_up gauge",
         f"fleetmon_collector_nodes_up {s['nodes_up']}",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
 from alerts.model import Alert
-from collector.ingest import IngestCounters, PluginState
+from collector.ingest import PluginState
 from collector.storage.base import HealthSample
 from collector.storage.sqlite import StoreReader
 
@@ -34,6 +34,15 @@ class NodeRow:
     plugins: tuple[PluginState, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class CollectorCounters:
+    samples: int
+    duplicates: int  # replayed batches (a sequence already held)
+    duplicate_samples: int  # samples whose (series, timestamp) the store already held
+    refused_batches: int
+    refused_streams: int
+
+
 class Transition(NamedTuple):
     """An alert as it was when it changed state at ``time`` (a snapshot)."""
 
@@ -44,7 +53,7 @@ class Transition(NamedTuple):
 class CollectorView(Protocol):
     def nodes(self, now: float) -> list[NodeRow]: ...
 
-    def counters(self) -> IngestCounters: ...
+    def counters(self) -> CollectorCounters: ...
 
     def samples_per_second(self) -> float: ...
 

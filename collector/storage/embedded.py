@@ -86,6 +86,9 @@ class WriteItem:
 
 class EmbeddedStore(Protocol):
     path: Path
+    #: Samples dropped because the store already held their (series, timestamp): the first value
+    #: stored is kept (tests/test_store_contract.py). Counted since the process started.
+    duplicate_samples: int
 
     def load_node(self, node: str) -> NodeState:
         """The node's durable sequence state (an empty one for a node never stored)."""

@@ -6,7 +6,11 @@ batch is durable and the agent may be acked (DESIGN.md, Delivery guarantees).
 
 Tables:
 - ``series``: one row per series (name + full label set, node identity included).
-- ``samples``: (series, ts ms) primary key, so a replayed batch stores nothing twice.
+- ``samples``: (series, ts ms) primary key, so a replayed batch stores nothing twice. Two
+  *different* batches (or one batch twice) carrying the same series and timestamp: the first value
+  stored is kept, the later one is dropped and counted in :attr:`SqliteStore.duplicate_samples`
+  (the collector's ``duplicate_samples`` stat). Tested through the public API in
+  ``tests/test_store_contract.py``; any replacement store keeps this rule.
 - ``events``: hardware events as received.
 - ``nodes``: per node, the agent's WAL identity, how far the agent gave its WAL up (``floor``)
   and the highest contiguous sequence held; ``seq_ranges``: the sequences stored, as ranges
@@ -136,6 +140,9 @@ class SqliteStore:
             self._series: dict[tuple[str, str], int] = {}
             for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
                 self._series[(name, labels)] = sid
+        #: Samples dropped because the store already held a value for their (series, timestamp):
+        #: the first value is kept (see the module docstring). Counted since this process started.
+        self.duplicate_samples = 0
 
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         return _store_errors(self.path, what)
@@ -196,12 +203,15 @@ class SqliteStore:
     def commit(self, items: Sequence[WriteItem]) -> None:
         """Store several batches in one transaction (group commit); durable when it returns."""
         now = int(time.time() * 1000)
+        dropped = 0
         with self._transaction(f"commit of {len(items)} batches") as db:
             for it in items:
                 s = it.samples
                 if s.series_ids:
-                    db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?)",
-                                   zip(s.series_ids, s.ts_ms, s.values, strict=True))
+                    # First value wins: OR IGNORE keeps the stored sample; rowcount says how many went in.
+                    stored = db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?)",
+                                            zip(s.series_ids, s.ts_ms, s.values, strict=True)).rowcount
+                    dropped += len(s) - stored
                 if it.events:
                     db.executemany(
                         "INSERT OR IGNORE INTO events (ts, node, kind, severity, message, action, labels) "
@@ -221,6 +231,7 @@ class SqliteStore:
                     "ON CONFLICT (node) DO UPDATE SET wal_id = excluded.wal_id, contiguous = excluded.contiguous, "
                     "labels = excluded.labels, last_seen = excluded.last_seen, floor = excluded.floor",
                     (u.node, u.wal_id, u.contiguous, it.labels_json, now, u.floor))
+        self.duplicate_samples += dropped
 
     def apply_retention(self, now: float | None = None) -> int:
         cutoff = int(((now or time.time()) - self.retention_s) * 1000)
