@@ -72,6 +72,10 @@ class CollectorProc:
         with urllib.request.urlopen(self.http + path, timeout=5) as resp:
             return json.loads(resp.read())
 
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.http + "/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
     def db(self) -> Path:
         return self.data_dir / "fleetmon.sqlite"
 
@@ -114,6 +118,15 @@ class AgentProc:
     def log_lines(self, pattern: str) -> list[str]:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return [ln for ln in text.splitlines() if re.search(pattern, ln)]
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in Prometheus text (``labels`` as printed: ``sink="influx"``)."""
+    head = f"{name}{{{labels}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(head):
+            return float(line[len(head):])
+    raise AssertionError(f"no {head.strip()} in the metrics:\n{text}")
 
 
 def wait_until(pred: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
