@@ -129,17 +129,6 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
     raise AssertionError(f"no {head.strip()} in the metrics:\n{text}")
 
 
-def wait_until(pred: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 def stored(db: Path, node: str) -> dict[tuple[str, tuple[tuple[str, str], ...], int], float]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     out = {}

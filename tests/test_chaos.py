@@ -25,9 +25,9 @@ from tests.fleet import (
     durable_seq,
     metric_value,
     stored,
-    wait_until,
 )
 from tests.influx_servers import influx_create_database, influx_query, start_influxd
+from tests.services import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
 OUTAGE_BATCHES = 8  # at 2 batches/s: a few seconds of data each agent must buffer and replay

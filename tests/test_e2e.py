@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.fleet import AgentProc, CollectorProc, assert_store_equals_audit, durable_seq, wait_until
+from tests.fleet import AgentProc, CollectorProc, assert_store_equals_audit, durable_seq
+from tests.services import wait_until
 
 RULES = Path(__file__).parent / "data" / "e2e_rules.yml"
 pytestmark = [pytest.mark.slow, pytest.mark.services]
