@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import os
@@ -13,15 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pynvml
 import pytest
 
 import tests.fakenvml as fake
+from agent.config import PluginSection
 from agent.errors import PluginUnavailable
 from agent.model import Collection, Event, Severity
 from agent.plugin import PluginContext
+from agent.plugins.kmsg.plugin import KmsgConfig, KmsgPlugin
 from agent.plugins.nvidia.plugin import NvidiaConfig, NvidiaPlugin
 from agent.plugins.nvidia.xid import parse_catalog
-from tests.services import REPO
+from agent.scheduler import PluginRunner
+from tests.services import REPO, require_binary
 
 MIB = 1024 * 1024
 
@@ -302,8 +307,6 @@ def test_xid_event_from_nvml(harness: list[Harness]) -> None:
 
 def test_xid_79_from_nvml_and_kernel_log_counts_once(harness: list[Harness], tmp_path: Path) -> None:
     """Acceptance: NVML and the kernel log both report XID 79 → one count, one event, gpu_up 0."""
-    from agent.plugins.kmsg.plugin import KmsgConfig, KmsgPlugin
-
     h = start(harness, "h100x8")
     kernel_log = tmp_path / "kmsg"
     kernel_log.write_text("")
@@ -371,8 +374,6 @@ def test_cli_once_against_the_fake_prints_every_family() -> None:
 
 
 def test_cli_prom_output_passes_promtool() -> None:
-    from tests.services import require_binary
-
     promtool = require_binary("promtool")
     out = _run_cli(["--format", "prom", "--plugins", "nvidia", "--set", "nvidia.library=tests.fakenvml"],
                    {"FAKENVML_NODE": "a100"})
@@ -384,8 +385,6 @@ def test_cli_prom_output_passes_promtool() -> None:
 
 def test_cli_on_a_node_without_nvidia_gpu_exits_zero() -> None:
     try:
-        import pynvml
-
         pynvml.nvmlInit()
     except Exception:
         pass
@@ -400,8 +399,6 @@ def test_cli_on_a_node_without_nvidia_gpu_exits_zero() -> None:
 
 
 def test_xid_79_kernel_log_first_then_nvml(harness: list[Harness], tmp_path: Path) -> None:
-    from agent.plugins.kmsg.plugin import KmsgConfig, KmsgPlugin
-
     h = start(harness, "h100x8")
     kernel_log = tmp_path / "kmsg"
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
@@ -436,11 +433,6 @@ def test_xid_79_kernel_log_first_then_nvml(harness: list[Harness], tmp_path: Pat
 
 def test_serial_hang_is_bounded_by_the_scheduler_deadline(harness: list[Harness]) -> None:
     """Without per-GPU workers, the scheduler's plugin deadline is what bounds a hung NVML call."""
-    import asyncio
-
-    from agent.config import PluginSection
-    from agent.scheduler import PluginRunner
-
     h = start(harness, "t4", parallel=False)
     runner = PluginRunner(h.plugin, PluginSection("nvidia", 10.0, 0.3, True, {}))
     h.state.hang[0] = threading.Event()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.plugins.optics import kernel
+from agent.plugin import PluginContext
+from agent.plugins.optics import OpticsPlugin, kernel
 from agent.plugins.optics.eeprom import LOWER, PageRequest, plan_pages
 from agent.plugins.optics.ethtool_text import parse
 from agent.plugins.optics.kernel import (
@@ -25,7 +26,9 @@ from agent.plugins.optics.kernel import (
     parse_attrs,
     parse_reply,
 )
+from agent.plugins.optics.plugin import OpticsConfig
 from tests.services import REPO, require_binary
+from tests.test_optics_eeprom import cmis_pages, sff8472_internal, sff8636_pages
 
 
 def test_eeprom_request_layout() -> None:
@@ -82,7 +85,6 @@ def test_live_kernel_without_module() -> None:
         assert missing.value.errno == errno.ENODEV
         # Every page the decoders ask for passes the kernel's request validation (it reaches the
         # driver, which has no module: EOPNOTSUPP); a malformed one is refused with the reason.
-        from tests.test_optics_eeprom import cmis_pages, sff8472_internal, sff8636_pages
 
         for lower in (cmis_pages()[0], sff8636_pages()[0], sff8472_internal().lower):
             for req in plan_pages(lower):
@@ -168,10 +170,6 @@ def test_eeprom_interval_and_ethtool_route_through_the_plugin(tmp_path: Path, fi
     """Counters every collection, EEPROM only when ``eeprom_interval`` has passed; the last
     reading is emitted in between. Loopback stands in for a live interface (its address in
     the tree matches the running kernel's)."""
-    from agent.plugin import PluginContext
-    from agent.plugins.optics import OpticsPlugin
-    from agent.plugins.optics.plugin import OpticsConfig
-
     sysfs = tmp_path / "sys"
     lo = sysfs / "class/net/lo"
     lo.mkdir(parents=True)

@@ -12,8 +12,9 @@ import pytest
 from agent import registry
 from agent.config import PluginSection, build
 from agent.errors import ConfigError
+from agent.model import Metric
 from agent.plugin import PluginContext
-from agent.plugins.power import PowerPlugin
+from agent.plugins.power import PowerPlugin, metrics
 from agent.plugins.power.config import PowerConfig
 from agent.scheduler import PluginRunner
 
@@ -41,7 +42,6 @@ def test_hung_bmc_and_upsd_cost_one_source_deadline_not_the_collection(
     """Redfish and NUT both hang (a peer that accepts and never answers); the kernel sources still
     report, the two failures are logged once each, and the run ends at one source deadline
     (they run concurrently), inside the plugin's own deadline."""
-
     order: list[str] = []  # connections opened and given up, in the order the peer saw them
 
     async def scenario() -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], bool, float]:
@@ -88,9 +88,6 @@ def test_hung_bmc_and_upsd_cost_one_source_deadline_not_the_collection(
 
 
 def test_every_metric_is_in_the_readme(repo_root: Path) -> None:
-    from agent.model import Metric
-    from agent.plugins.power import metrics
-
     text = (repo_root / "agent" / "plugins" / "power" / "README.md").read_text()
     declared = [v for v in vars(metrics).values() if isinstance(v, Metric)]
     assert len(declared) > 40
