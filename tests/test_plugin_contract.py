@@ -11,7 +11,6 @@ the registry fails until it has one. Without its hardware, every plugin says why
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 import os
 import stat
@@ -27,7 +26,7 @@ from agent import registry
 from agent.config import build
 from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection, Event, MetricType, check_label_name
-from agent.plugin import Plugin, PluginContext
+from agent.plugin import AnyPlugin, AsyncPlugin, PluginContext
 from tests.test_ascend import HEALTH_WARNING, TRAIN_NEW
 
 
@@ -181,9 +180,9 @@ def test_every_registered_plugin_has_a_case() -> None:
     assert not missing, f"plugins without a contract case (add one to CASES in {__file__}): {missing}"
 
 
-def _collect(plugin: Plugin) -> Collection:
-    if inspect.iscoroutinefunction(plugin.collect):
-        return asyncio.run(asyncio.wait_for(plugin.collect(), 60))  # type: ignore[arg-type]
+def _collect(plugin: AnyPlugin) -> Collection:
+    if isinstance(plugin, AsyncPlugin):
+        return asyncio.run(asyncio.wait_for(plugin.collect(), 60))
     return plugin.collect()
 
 
