@@ -229,7 +229,7 @@ def test_once_cli_prom_passes_promtool(fleetmon_cmd: list[str]) -> None:
     out = subprocess.run([*fleetmon_cmd, "agent", "--once", "--format", "prom", "--plugins", "host,simulated"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "gpu_temperature_celsius{" in out.stdout and "node_memory_total_bytes{" in out.stdout
+    assert "gpu_temperature_celsius{" in out.stdout and "host_memory_total_bytes{" in out.stdout
     res = subprocess.run([promtool, "check", "metrics"], input=out.stdout, capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout == "" and res.stderr == "", res.stdout + res.stderr
 
