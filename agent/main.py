@@ -14,8 +14,9 @@ import yaml
 
 from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError
+from agent.model import Collection
 from agent.output import FORMATS
-from agent.scheduler import EventBuffer, build_runners, collect_once, make_context
+from agent.scheduler import PLUGIN_SUCCESS, EventBuffer, PluginRunner, build_runners, collect_once, make_context
 from fleetmon_common import logs
 
 log = logging.getLogger("fleetmon.agent")
@@ -76,10 +77,30 @@ async def _once(cfg: AgentConfig, only: list[str] | None, fmt: str) -> int:
     finally:
         for r in runners:
             r.close()
+    unusable = _no_usable_plugin(runners, col)
+    if unusable:
+        print(f"fleetmon agent: {unusable}", file=sys.stderr)
+        return 1
     node_labels = {**cfg.labels, "node": cfg.node}
     sys.stdout.write(FORMATS[fmt](ts, col, node_labels))
     sys.stdout.flush()
     return 0
+
+
+def _no_usable_plugin(runners: list[PluginRunner], col: Collection) -> str:
+    """Why ``--once`` has nothing to print ("" when some plugin collected): an empty output
+    with exit 0 would read as "all is well" to a script or a health check."""
+    if not runners:
+        return "no plugin to run: every plugin in the config is disabled; enable one or pass --plugins host"
+    disabled = [f"{r.name} ({r.detail or 'disabled'})" for r in runners if not r.enabled]
+    if len(disabled) == len(runners):
+        return ("no usable plugin: " + "; ".join(disabled)
+                + "; run where the hardware is, or choose plugins with --plugins (host works everywhere)")
+    ok = {s.labels.get("plugin") for s in col.samples if s.metric is PLUGIN_SUCCESS and s.value == 1}
+    if not ok:
+        failed = ", ".join(r.name for r in runners if r.enabled)
+        return f"no usable plugin: every collection failed ({failed}); the log above says why"
+    return ""
 
 
 async def _run_until_signal(coro: Any) -> int:
