@@ -18,11 +18,12 @@ from agent.model import Collection
 from agent.output import FORMATS
 from agent.scheduler import PLUGIN_SUCCESS, EventBuffer, PluginRunner, build_runners, collect_once, make_context
 from fleetmon_common import logs
+from fleetmon_common.settings import Problems
 
 log = logging.getLogger("fleetmon.agent")
 
 
-def config_from_args(args: argparse.Namespace) -> AgentConfig:
+def config_from_args(args: argparse.Namespace, problems: Problems | None = None) -> AgentConfig:
     overrides: dict[str, Any] = {
         "node": args.node,
         "collectors": args.collector,
@@ -48,23 +49,30 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
             section[option] = yaml.safe_load(value)
             raw_plugins[plugin] = section
         overrides["plugins"] = raw_plugins
-    return load_config(cfg_path, overrides)
+    return load_config(cfg_path, overrides, problems)
 
 
 def main(args: argparse.Namespace) -> int:
     logs.setup(args.log_level or "warning")
     try:
-        cfg = config_from_args(args)
-        logs.setup(cfg.log_level)
+        problems = Problems()
+        cfg = config_from_args(args, problems)
         only = [p.strip() for p in args.plugins.split(",") if p.strip()] if args.plugins else None
+        # The plugin sections are checked in the same pass as the rest of the file, so every
+        # error is reported at once (instantiating a plugin probes nothing; discover() does).
+        for runner in build_runners(cfg, make_context(cfg, EventBuffer()), only, problems):
+            runner.close()
+        problems.raise_if_any(ConfigError)
+        logs.setup(cfg.log_level)
         if args.once:
             return asyncio.run(_once(cfg, only, args.format))
         from agent.service import run_agent  # noqa: PLC0415 - grpc (~30 MiB) only for a streaming agent, not --once
 
         return asyncio.run(_run_until_signal(run_agent(cfg, only)))
     except ConfigError as err:
-        log.error("config error: %s", err)
-        print(f"fleetmon agent: {err}", file=sys.stderr)
+        # Once, on stderr, one ``file: key: problem; fix`` line per problem (not also logged:
+        # under systemd stderr is the journal already).
+        print(err, file=sys.stderr)
         return 2
 
 
