@@ -28,6 +28,10 @@ def test_example_agent_config() -> None:
 def test_example_collector_config() -> None:
     cfg = load_collector(DEPLOY / "collector.yml")
     assert cfg.retention == 30 * 86400 and set(cfg.sinks) == {"history", "vm"}
+    # the whole shipped rule pack, not one file of it
+    from collector.alerting_config import builtin_rules_dir
+
+    assert cfg.alerting.rules == sorted(builtin_rules_dir().glob("*.yml"))
     from collector.spool import build_sinks
 
     sinks = build_sinks(cfg.sinks)

@@ -8,7 +8,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 
 from agent.plugin import PluginContext
