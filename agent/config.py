@@ -9,7 +9,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -18,7 +18,8 @@ from agent.model import check_label_name
 from fleetmon_common import settings
 from fleetmon_common.settings import parse_duration, parse_size
 
-__all__ = ["AgentConfig", "PluginSection", "WalConfig", "build", "load_config", "parse_duration", "parse_size"]
+__all__ = ["AgentConfig", "PluginSection", "PrometheusConfig", "WalConfig", "build", "load_config", "parse_duration",
+           "parse_size"]
 
 T = TypeVar("T")
 
@@ -58,6 +59,18 @@ class WalConfig:
 
 
 @dataclass
+class PrometheusConfig:
+    """The agent's own ``/metrics`` (:mod:`agent.exposition`); off unless ``listen`` is set."""
+
+    listen: str = ""  # host:port, e.g. "0.0.0.0:9401" or ":9401"
+    names: Literal["fleetmon", "dcgm", "both"] = "fleetmon"  # dcgm: dcgm-exporter's names for GPU series
+
+    def validate(self) -> None:
+        if self.listen and not self.listen.rpartition(":")[2].isdigit():
+            raise ValueError(f"listen: {self.listen!r} must be host:port; write e.g. 0.0.0.0:9401")
+
+
+@dataclass
 class AgentConfig:
     node: str = ""
     labels: dict[str, str] = field(default_factory=dict)
@@ -70,6 +83,7 @@ class AgentConfig:
     wal: WalConfig = field(default_factory=WalConfig)
     log_level: str = "warning"
     plugins: dict[str, Any] = field(default_factory=lambda: {"host": {}})
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     #: Debugging/audit aid, off by default: append every batch written to the WAL as JSON lines
     #: (sequence, name, labels, time, value) so delivery can be checked against the store.
     audit_log: Path | None = None

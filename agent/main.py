@@ -15,7 +15,7 @@ import yaml
 from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError
 from agent.model import Collection
-from agent.output import FORMATS
+from agent.output import FORMATS, to_prom
 from agent.scheduler import PLUGIN_SUCCESS, EventBuffer, PluginRunner, build_runners, collect_once, make_context
 from fleetmon_common import logs
 from fleetmon_common.settings import Problems
@@ -65,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
         problems.raise_if_any(ConfigError)
         logs.setup(cfg.log_level)
         if args.once:
-            return asyncio.run(_once(cfg, only, args.format))
+            return asyncio.run(_once(cfg, only, args.format, args.names or cfg.prometheus.names))
         from agent.service import run_agent  # noqa: PLC0415 - grpc (~30 MiB) only for a streaming agent, not --once
 
         return asyncio.run(_run_until_signal(run_agent(cfg, only)))
@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
 
-async def _once(cfg: AgentConfig, only: list[str] | None, fmt: str) -> int:
+async def _once(cfg: AgentConfig, only: list[str] | None, fmt: str, names: str = "fleetmon") -> int:
     events = EventBuffer()
     ctx = make_context(cfg, events)
     runners = build_runners(cfg, ctx, only)
@@ -90,7 +90,7 @@ async def _once(cfg: AgentConfig, only: list[str] | None, fmt: str) -> int:
         print(f"fleetmon agent: {unusable}", file=sys.stderr)
         return 1
     node_labels = {**cfg.labels, "node": cfg.node}
-    sys.stdout.write(FORMATS[fmt](ts, col, node_labels))
+    sys.stdout.write(to_prom(ts, col, node_labels, names) if fmt == "prom" else FORMATS[fmt](ts, col, node_labels))
     sys.stdout.flush()
     return 0
 

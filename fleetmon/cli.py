@@ -15,6 +15,9 @@ def _agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="agent YAML config")
     p.add_argument("--once", action="store_true", help="print one collection and exit")
     p.add_argument("--format", choices=("json", "prom", "influx"), default="json", help="output of --once")
+    p.add_argument("--names", choices=("fleetmon", "dcgm", "both"), default=None,
+                   help="metric names of --format prom (default: the config's prometheus.names); "
+                        "dcgm: dcgm-exporter's names for NVIDIA GPU series")
     p.add_argument("--plugins", help="comma-separated plugin names (overrides the config)")
     p.add_argument("--node", help="node name (default: config, then hostname)")
     p.add_argument("--collector", action="append", help="collector host:port (repeatable)")
