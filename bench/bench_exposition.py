@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.services import free_port  # noqa: E402
+from tests.services import free_port
 
 RUN_S = 20.0
 
