@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="collector + a simulated fleet with scripted faults, on loopback")
     d.add_argument("--nodes", type=int, default=4)
     d.add_argument("--gpus", type=int, default=8)
-    d.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
+    d.add_argument("--duration", type=float, default=None,
+                   help="seconds; default: until every scripted fault has fired and resolved (at most 15 min); "
+                        "0: until Ctrl-C")
     d.add_argument("--data-dir", type=Path)
     d.add_argument("--faults", type=Path, help="fault script for node 1 (default: the built-in demo script)")
     d.add_argument("--rules", action="append", type=Path)
