@@ -41,7 +41,7 @@ def test_config_unknown_key_names_key_and_suggests_fix(tmp_path: Path) -> None:
 
 
 def test_config_bad_type_names_path(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"agent.yml.batch_interval: expected a number, got 'soon'"):
+    with pytest.raises(ConfigError, match=r"agent.yml: batch_interval: 'soon' is neither a number nor a duration; "):
         load_config(write(tmp_path, "batch_interval: soon\n"))
 
 
@@ -64,7 +64,7 @@ def test_config_yaml_error_has_line_and_column(tmp_path: Path) -> None:
 
 def test_plugin_section_errors(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "plugins: {simulated: {interval: -1}}\n"))
-    with pytest.raises(ConfigError, match=r"plugins.simulated.interval must be positive"):
+    with pytest.raises(ConfigError, match=r"agent.yml: plugins.simulated.interval: must be positive; write e.g. 10s$"):
         cfg.plugin_sections({})
 
 
@@ -304,7 +304,7 @@ def test_once_cli_prom_passes_promtool(fleetmon_cmd: list[str]) -> None:
     out = subprocess.run([*fleetmon_cmd, "agent", "--once", "--format", "prom", "--plugins", "host,simulated"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "gpu_temperature_celsius{" in out.stdout and "node_memory_total_bytes{" in out.stdout
+    assert "gpu_temperature_celsius{" in out.stdout and "host_memory_total_bytes{" in out.stdout
     res = subprocess.run([promtool, "check", "metrics"], input=out.stdout, capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout == "" and res.stderr == "", res.stdout + res.stderr
 

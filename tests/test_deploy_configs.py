@@ -6,6 +6,7 @@ from pathlib import Path
 
 from agent.config import load_config as load_agent
 from agent.scheduler import EventBuffer, build_runners, make_context
+from collector.alerting_config import builtin_rules_dir
 from collector.config import load_config as load_collector
 from collector.spool import build_sinks
 
@@ -29,6 +30,8 @@ def test_example_agent_config() -> None:
 def test_example_collector_config() -> None:
     cfg = load_collector(DEPLOY / "collector.yml")
     assert cfg.retention == 30 * 86400 and set(cfg.sinks) == {"history", "vm"}
+    # the whole shipped rule pack, not one file of it
+    assert cfg.alerting.rules == sorted(builtin_rules_dir().glob("*.yml"))
 
     sinks = build_sinks(cfg.sinks)
     assert [s.name for s in sinks] == ["history", "vm"]

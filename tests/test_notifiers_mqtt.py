@@ -277,7 +277,7 @@ def test_tls_with_ca_file(tmp_path: Path) -> None:
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(NotifierError, match=r"^c.yml: notifiers.mqtt.port: expected an integer, got 'x'$"):
         build_notifiers({"mqtt": {"host": "h", "port": "x"}}, "c.yml: notifiers")
-    with pytest.raises(NotifierError, match=r"notifiers.mqtt.hots: unknown key"):
+    with pytest.raises(NotifierError, match=r"notifiers.mqtt: unknown key 'hots'; did you mean 'host'\?"):
         build_notifiers({"mqtt": {"hots": "h"}}, "c.yml: notifiers")
     with pytest.raises(NotifierError, match=r"notifiers.mqtt.host: the MQTT broker's host name is required"):
         build_notifiers({"mqtt": {}}, "c.yml: notifiers")
