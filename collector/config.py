@@ -25,6 +25,11 @@ class Limits:
     max_future_seconds: float = 300.0
     max_past_seconds: float = 14 * 86400.0  # WAL backfill after a long outage
     hello_timeout: float = 10.0
+    #: How far past the highest sequence an agent WAL has sent a batch may jump (2^32 batches
+    #: is over a century at one a second); further is a corrupt or hostile sequence.
+    max_sequence_jump: int = 1 << 32
+    #: Gaps the collector tracks in one agent's sequence before refusing batches that open more.
+    max_sequence_ranges: int = 1024
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 from collector.app import Collector
 from collector.config import load_config
-from collector.errors import ConfigError
+from collector.errors import ConfigError, StoreError
 from fleetmon_common import logs
 
 log = logging.getLogger("fleetmon.collector")
@@ -32,6 +32,9 @@ def main(args: argparse.Namespace) -> int:
         # building the collector (sinks, a port that cannot be bound) get the file name too.
         print("\n".join(line if line.startswith(source + ":") else f"{source}: {line}"
                         for line in str(err).splitlines()), file=sys.stderr)
+        return 2
+    except StoreError as err:
+        print(f"fleetmon collector: {err}", file=sys.stderr)
         return 2
 
 

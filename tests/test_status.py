@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from fleetmon.status import Snapshot, render
 from tests.fleet import AgentProc, CollectorProc, wait_until
@@ -92,8 +93,6 @@ def test_collector_unreachable_exit_2(fleetmon_cmd: list[str]) -> None:
 
 
 def test_large_fleet_lists_only_unhealthy_nodes(tmp_path: Path) -> None:
-    from rich.console import Console
-
     nodes = [{"node": f"gpu-{i:04d}", "up": i != 7, "labels": {}, "samples": 10} for i in range(500)]
     snap = Snapshot("http://c", {"nodes_up": 499, "nodes_total": 500}, nodes,
                     [{"state": "pending", "labels": {"alertname": "GPUOverTemperature", "node": "gpu-0042",
