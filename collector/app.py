@@ -12,31 +12,38 @@ import subprocess
 import sys
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import grpc
 
 from alerts.engine import AlertEngine
 from alerts.errors import AlertsError
-from alerts.model import Alert, EventNotice, NodeStatus, Notifier
+from alerts.model import Alert, AlertState, NodeStatus, Notifier
 from alerts.notifiers import build_notifiers
 from alerts.rules import default_rule_files
 from collector.config import CollectorConfig
 from collector.errors import ConfigError
 from collector.http import start_http
-from collector.ingest import Decoded, GroupWriter, Ingestor, StreamSession
+from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
 from collector.rulefeed import RuleFeed
+from collector.rulesproc import read_state
 from collector.server import TelemetryService
 from collector.spool import Spool, build_sinks
+from collector.storage.base import HealthSample
 from collector.storage.compactor import CompactorThread
-from collector.storage.logstore import LogStore
+from collector.storage.logstore import LogStore, LogStoreReader
+from collector.view import CollectorCounters, NodeRow, Transition
 
 log = logging.getLogger("fleetmon.collector")
 
-_SEVERITY_NAMES = {0: "info", 1: "warning", 2: "critical"}
+T = TypeVar("T")
 
 
 class Collector:
+    """The running collector; also the read-only :class:`collector.view.CollectorView` of the HTTP API."""
+
     def __init__(self, cfg: CollectorConfig) -> None:
         self.cfg = cfg
         self.store = LogStore(cfg.data_dir, cfg.retention)
@@ -45,7 +52,6 @@ class Collector:
         self.engine: AlertEngine | None = None
         if cfg.alerting.notifiers:
             try:
-                # Built here in either mode, so a bad notifier setting fails the start with its key.
                 self.notifiers = build_notifiers(cfg.alerting.notifiers, "alerting.notifiers")
             except AlertsError as err:
                 raise ConfigError(str(err)) from err
@@ -53,7 +59,7 @@ class Collector:
         #: Rules (and their notifiers) in a child process fed by the append log (collector/rulesproc.py).
         self.rules_process = bool(rules) and cfg.alerting.process
         if self.rules_process:
-            self.notifiers = []
+            self.notifiers = []  # they live in the rules process (built here once: config errors)
         if rules and not self.rules_process:
             try:
                 self.engine = AlertEngine.from_files(
@@ -65,12 +71,17 @@ class Collector:
         self.store.set_sinks([s.name for s in self.sinks])
         self.spool = Spool(self.store, self.sinks, cfg.spool_max_bytes) if self.sinks else None
         self.feed = RuleFeed(self.engine) if self.engine is not None else None
-        self.ingestor = Ingestor(self.store, self.writer, cfg.limits, self.feed)
+        self.ingestor = Ingestor(self.store, self.writer, cfg.limits, feed=self.feed,
+                                 spool=self.spool is not None, on_batch=self._on_batch, on_node=self._on_node,
+                                 backpressure=self.spool.wait_for_room if self.spool else None)
+        self.service = TelemetryService(self.ingestor)
+        self._transitions: deque[Transition] = deque(maxlen=1000)
+        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-read")
+        self._reader: LogStoreReader | None = None
         self._compactor: subprocess.Popen[bytes] | CompactorThread | None = None
         self._rules: subprocess.Popen[bytes] | None = None
-        self.service = TelemetryService(self.ingestor, self._on_batch, self._on_node,
-                                        backpressure=self.spool.wait_for_room if self.spool else None)
-        self.transitions: deque[tuple[float, Alert]] = deque(maxlen=1000)
+        self._next_retention = 0.0
+        self._pending: set[asyncio.Future[Any]] = set()
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -78,31 +89,23 @@ class Collector:
         self.grpc_port = 0
         self.http_port = 0
         self._down: set[str] = set()
-        self._next_retention = 0.0
-        self._pending: set[asyncio.Future[Any]] = set()
 
     # --- callbacks from the stream handler -----------------------------------------------
-    def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
+    def _on_batch(self, _session: StreamSession, decoded: Decoded) -> None:
         if self.feed is not None:
             now = time.time()
-            for refs, ts_ms, values in decoded.live:
-                self.feed.block(refs, ts_ms, values, now)
-        if decoded.events and self.notifiers:
-            node = session.node
-            for e in decoded.events:
-                notice = EventNotice(node=node.node, kind=e.kind, severity=_SEVERITY_NAMES.get(e.severity, "warning"),
-                                     message=e.message, ts=e.timestamp_ms / 1000,
-                                     labels={**dict(e.labels), **node.labels, "node": node.node}, action=e.action)
-                for n in self.notifiers:
-                    n.send_event(notice)
+            for block in decoded.live:
+                self.feed.block(block.refs, block.ts_ms, block.values, now)
+        for notice in decoded.events:
+            for n in self.notifiers:
+                n.send_event(notice)
 
-    def _on_node(self, node: str, online: bool) -> None:
-        info = self.ingestor.nodes.get(node)
-        status = NodeStatus(node=node, online=online, ts=time.time(), labels=dict(info.labels) if info else {})
+    def _on_node(self, node: NodeInfo, online: bool) -> None:
+        status = NodeStatus(node=node.node, online=online, ts=time.time(), labels=dict(node.labels))
         if self.rules_process:
             # The rules process learns it from the log, in order with the node's batches.
             task = asyncio.ensure_future(self.writer.run_in_thread(
-                self.store.note_node, node, online, status.labels, info.clock_skew if info else 0.0))
+                self.store.note_node, node.node, online, status.labels, node.clock_skew))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
             return
@@ -127,33 +130,18 @@ class Collector:
         if isinstance(c, CompactorThread):
             c.stop()
         elif c is not None:
-            c.terminate()
-            try:
-                c.wait(30)
-            except subprocess.TimeoutExpired:
-                c.kill()
-                c.wait()
+            _stop_child(c)
 
     def _start_rules(self) -> None:
         body = json.dumps(dataclasses.asdict(self.cfg), default=str).encode()
-        # From the log's end as it is now: what it holds already is history (and the series
-        # defined in it, the process reads from the store).
+        # From the log's end as it is now: what it holds already is history (the series defined
+        # in it, the process reads from the store).
         self._rules = subprocess.Popen([sys.executable, "-m", "collector.rulesproc", "--config-json", "-",
                                         "--parent", str(os.getpid()), "--start", str(self.store.log.end())],
                                        stdin=subprocess.PIPE)
         assert self._rules.stdin is not None
         self._rules.stdin.write(body)  # not on the command line: notifier settings may hold secrets
         self._rules.stdin.close()
-
-    def _stop_rules(self) -> None:
-        p, self._rules = self._rules, None
-        if p is not None:
-            p.terminate()
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
 
     async def start(self) -> None:
         self._start_compactor()
@@ -200,7 +188,12 @@ class Collector:
             await self.spool.stop()
         await self.writer.stop()
         await asyncio.to_thread(self._stop_compactor)
-        await asyncio.to_thread(self._stop_rules)
+        if self._rules is not None:
+            rules, self._rules = self._rules, None
+            await asyncio.to_thread(_stop_child, rules)
+        self._reads.shutdown(wait=True)
+        if self._reader is not None:
+            self._reader.close()
         if self.engine is not None:
             await self.engine.aclose()
         else:
@@ -224,7 +217,7 @@ class Collector:
         while True:
             await asyncio.sleep(interval - (time.time() % interval))
             now = time.time()
-            self._rate.append((now, self.ingestor.samples_total))
+            self._rate.append((now, self.ingestor.counters.samples))
             if self.engine is None:
                 continue
             for node, up in self.node_up(now).items():
@@ -244,7 +237,7 @@ class Collector:
             try:
                 for alert in self.engine.evaluate(now):
                     # Snapshot: the engine keeps mutating its Alert objects as states move on.
-                    self.transitions.append((now, dataclasses.replace(
+                    self._transitions.append(Transition(now, dataclasses.replace(
                         alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
             except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
                 log.exception("rule evaluation failed: %s", err)
@@ -269,9 +262,57 @@ class Collector:
             except Exception as err:  # noqa: BLE001 - supervision boundary: retention retries next round
                 log.error("store %s: retention failed: %s", self.store.path, err)
 
+    # --- the read-only view (collector/view.py) ---------------------------------------------
+    def nodes(self, now: float) -> list[NodeRow]:
+        up = self.node_up(now)
+        return [NodeRow(n, up[n], i.connected, dict(i.labels), i.samples, i.batches, i.last_batch_at, i.clock_skew,
+                        i.agent_version, tuple(i.plugins)) for n, i in self.ingestor.nodes.items()]
+
+    def counters(self) -> CollectorCounters:
+        i = self.ingestor.counters
+        return CollectorCounters(i.samples, i.duplicates, self.store.duplicate_samples, i.refused_batches,
+                                 i.refused_streams)
+
+    def active_alerts(self) -> list[Alert]:
+        if self.rules_process:
+            return [_alert(a) for a in read_state(self.cfg.data_dir)[0]]
+        return self.engine.active() if self.engine is not None else []
+
+    def transitions(self, since: float) -> list[Transition]:
+        if self.rules_process:
+            return [Transition(t["time"], _alert(t)) for t in read_state(self.cfg.data_dir)[1] if t["time"] > since]
+        return [t for t in self._transitions if t.time > since]
+
+    def health(self) -> list[HealthSample]:
+        return self.spool.health() if self.spool is not None else []
+
+    async def read_store(self, fn: Callable[[LogStoreReader], T]) -> T:
+        def run() -> T:
+            if self._reader is None:
+                self._reader = LogStoreReader(self.cfg.data_dir)
+            return fn(self._reader)
+
+        return await asyncio.get_running_loop().run_in_executor(self._reads, run)
+
     def samples_per_second(self) -> float:
         if len(self._rate) < 2:
             return 0.0
         recent = [r for r in self._rate if r[0] >= self._rate[-1][0] - 10] or list(self._rate)
         (t0, s0), (t1, s1) = recent[0], self._rate[-1]
         return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def _alert(d: dict[str, Any]) -> Alert:
+    """An alert as the rules process published it (collector/rulesproc.py)."""
+    value = d["value"]
+    return Alert(labels=d["labels"], annotations=d["annotations"], state=AlertState(d["state"]),
+                 active_at=d["active_at"], value=float(value), fired_at=d["fired_at"], resolved_at=d["resolved_at"])
+
+
+def _stop_child(p: subprocess.Popen[bytes]) -> None:
+    p.terminate()
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()

@@ -1,12 +1,18 @@
 """Validate and decode agent batches, commit them durably, feed the live windows.
 
-One :class:`Ingestor` serves every stream. Batches from all streams are committed by one
-writer in groups (one append-log write and fdatasync for whatever is waiting), so many agents
-cost few fsyncs; a stream is acked only after its batch's record is durable.
+One :class:`Ingestor` serves every stream and owns every node's live and sequence state: the
+gRPC server (collector/server.py) only frames messages and maps the exceptions raised here
+to statuses. Its API is the stream's life cycle:
 
-Decoding is by column (numpy): a block's series ids are resolved against the stream's
-definitions with one ``searchsorted``, its values checked in bulk; per-sample Python work
-would cost a core at 250,000 samples/s.
+- :meth:`Ingestor.open_stream` checks a Hello and returns the stream's :class:`StreamSession`
+  (with the sequence to put in the Welcome);
+- :meth:`Ingestor.receive` takes one batch and returns its Ack (stored, duplicate or refused);
+- :meth:`Ingestor.close_stream` ends it.
+
+Batches from all streams are committed by one writer in groups (one store transaction for
+whatever is waiting), so many agents cost few fsyncs; a stream is acked only after its
+batch's transaction committed, and its node's sequence state moves only then
+(collector/sequence.py).
 """
 
 from __future__ import annotations
@@ -15,35 +21,55 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
+from alerts.model import EventNotice
 from collector.config import Limits
-from collector.errors import IngestError
+from collector.errors import IngestError, StoreError, StreamSuperseded
 from collector.rulefeed import NO_REF, RuleFeed
+from collector.sequence import NodeState, SequenceLimits
 from collector.seriesdefs import SeriesColumns, canonical_labels, definition_hashes, label_name_ok
 from collector.storage.codec import Block
-from collector.storage.logstore import LogStore, StoreItem
-from collector.storage.sqlite import NodeState
+from collector.storage.embedded import EmbeddedStore, EventRow, NewSeries, SampleColumns, WriteItem
 from proto import telemetry_pb2 as pb
 
 log = logging.getLogger("fleetmon.collector.ingest")
 
-_SEVERITY = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning", pb.SEVERITY_CRITICAL: "critical"}
+#: The wire's Severity enum by name: the one map (storage, notifications and the API use these names).
+SEVERITY_NAMES: dict[int, str] = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning",
+                                  pb.SEVERITY_CRITICAL: "critical"}
+
+
+def severity_name(value: int) -> str:
+    """An unknown severity (a newer agent) is a warning, never dropped."""
+    return SEVERITY_NAMES.get(value, "warning")
+
+
+class PluginState(NamedTuple):
+    """A plugin as the agent's Hello reports it."""
+
+    name: str
+    enabled: bool
+    detail: str
 
 
 @dataclass
 class NodeInfo:
-    """What the collector knows of one node, live."""
+    """What the collector knows of one node, live. Written only by the :class:`Ingestor`."""
 
     node: str
     labels: dict[str, str] = field(default_factory=dict)
+    labels_json: str = "{}"
     state: NodeState | None = None
+    known: bool = False  # the store holds something of it (else it is forgotten when its stream ends)
+    stream: StreamSession | None = None  # the newest stream; older ones are superseded
     connected: bool = False
     last_batch_at: float = 0.0
     connected_at: float = 0.0
@@ -51,39 +77,65 @@ class NodeInfo:
     batches: int = 0
     clock_skew: float = 0.0
     agent_version: str = ""
-    plugins: list[tuple[str, bool, str]] = field(default_factory=list)
-    stream_token: object | None = None
+    plugins: list[PluginState] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: What this node's streams defined (reused, unchecked, when a new stream sends the same
-    #: definition bytes again), and the node labels they were resolved under.
+    #: definition bytes again: a reconnect storm), and the node labels they were resolved under.
     defs: SeriesColumns = field(default_factory=SeriesColumns)
     defs_labels: str = ""
 
 
+@dataclass(slots=True)
+class LiveBlock:
+    """Samples for the rule engine: one timestamp, the engine's refs (NO_REF: no rule reads
+    that series), the values."""
+
+    ts_ms: int
+    refs: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+
+
 @dataclass
 class Decoded:
-    item: StoreItem
-    live: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.float64]]]  # per block: rule refs, ts ms, values
-    events: list[pb.Event]
+    item: WriteItem
+    live: list[LiveBlock]
+    events: list[EventNotice]
     samples: int
 
 
 class StreamSession:
-    """Per-stream state: the series this stream defined (ids are the agent's), as columns."""
+    """Per-stream state: the series this stream defined (ids are the agent's), and the
+    oldest sequence the agent says its WAL still holds."""
 
-    def __init__(self, node: NodeInfo, peer: str) -> None:
+    def __init__(self, node: NodeInfo, peer: str, oldest: int = 0) -> None:
         self.node = node
         self.peer = peer
-        self.cols = SeriesColumns()
+        self.who = f"node {node.node} ({peer})"
+        self.cols = SeriesColumns()  # what this stream defined
+        self.oldest = oldest
+        self.welcome_sequence = 0
+        self.announced = False  # the node was reported online for this stream
+
+    @property
+    def superseded(self) -> bool:
+        return self.node.stream is not self
+
+
+@dataclass
+class IngestCounters:
+    samples: int = 0
+    duplicates: int = 0
+    refused_batches: int = 0
+    refused_streams: int = 0
 
 
 class GroupWriter:
     """Commits WriteItems in groups from one thread; ``submit`` resolves when durable."""
 
-    def __init__(self, store: LogStore) -> None:
+    def __init__(self, store: EmbeddedStore) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-store")
-        self._queue: list[tuple[StoreItem, asyncio.Future[None]]] = []
+        self._queue: list[tuple[WriteItem, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -92,9 +144,11 @@ class GroupWriter:
         self._task = asyncio.create_task(self._run(), name="store-writer")
 
     async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a store call on the store's thread (every store call blocks)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def submit(self, item: StoreItem) -> None:
+    async def submit(self, item: WriteItem) -> None:
+        """Resolves once ``item`` is durable; StoreError if its group's commit failed."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((item, fut))
         self._wake.set()
@@ -114,9 +168,10 @@ class GroupWriter:
                             fut.set_result(None)
                 except Exception as err:  # noqa: BLE001 - supervision boundary: fail these batches, keep serving
                     log.error("store %s: commit of %d batches failed: %s", self.store.path, len(group), err)
+                    failure = err if isinstance(err, StoreError) else StoreError(f"store commit failed: {err}")
                     for _, fut in group:
                         if not fut.done():
-                            fut.set_exception(IngestError(f"store commit failed: {err}"))
+                            fut.set_exception(failure)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -126,23 +181,165 @@ class GroupWriter:
         self._pool.shutdown(wait=True)
 
 
+def _ignore_batch(_session: StreamSession, _decoded: Decoded) -> None:
+    return None
+
+
+def _ignore_node(_node: NodeInfo, _online: bool) -> None:
+    return None
+
+
 class Ingestor:
-    def __init__(self, store: LogStore, writer: GroupWriter, limits: Limits, feed: RuleFeed | None = None) -> None:
+    """The one owner of node and sequence state (see the module doc for its API)."""
+
+    def __init__(self, store: EmbeddedStore, writer: GroupWriter, limits: Limits, *,
+                 feed: RuleFeed | None = None, spool: bool = False,
+                 on_batch: Callable[[StreamSession, Decoded], None] = _ignore_batch,
+                 on_node: Callable[[NodeInfo, bool], None] = _ignore_node,
+                 backpressure: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.writer = writer
         self.limits = limits
+        self.sequence_limits = SequenceLimits(limits.max_sequence_jump, limits.max_sequence_ranges)
         self.feed = feed
+        self.spool = spool
+        self.on_batch = on_batch
+        self.on_node = on_node
+        self.backpressure = backpressure
         self.nodes: dict[str, NodeInfo] = {}
-        self.samples_total = 0
-        self.refused_total = 0
-        self.duplicates_total = 0
+        self.counters = IngestCounters()
+        self.streams = 0
 
-    def node(self, name: str) -> NodeInfo:
+    # --- the stream life cycle -----------------------------------------------------------------
+    def stream_refused(self, who: str, why: str) -> None:
+        """A stream ended before or instead of a Hello (framing): counted and logged here."""
+        self.counters.refused_streams += 1
+        log.warning("refused stream from %s: %s", who, why)
+
+    async def open_stream(self, hello: pb.Hello, peer: str) -> StreamSession:
+        """Check the Hello and load the node's durable state; the returned session supersedes
+        any older stream of the same node. IngestError: refuse the stream."""
+        try:
+            self.check_hello(hello, peer)
+        except IngestError as err:
+            self.stream_refused(peer, str(err))
+            raise
+        node = self._node(hello.node)
+        session = StreamSession(node, peer, hello.oldest_sequence)
+        node.stream = session  # a newer stream for the same node supersedes the older one
+        async with node.lock:
+            state = await self.writer.run_in_thread(self.store.load_node, hello.node)
+            node.known = node.known or bool(state.wal_id)
+            if state.wal_id != hello.wal_id:
+                if state.wal_id:
+                    log.warning("node %s: new agent WAL %s (was %s); its sequences start again",
+                                hello.node, hello.wal_id, state.wal_id)
+                state = NodeState.new_wal(hello.node, hello.wal_id)
+            node.state = state
+            node.labels = dict(hello.labels)
+            node.labels_json = json.dumps(node.labels, sort_keys=True)
+            session.welcome_sequence = state.contiguous
+        node.connected = True
+        node.connected_at = time.time()
+        node.agent_version = hello.agent_version
+        node.plugins = [PluginState(p.name, p.enabled, p.detail) for p in hello.plugins]
+        if hello.sent_at_ms:
+            node.clock_skew = hello.sent_at_ms / 1000 - time.time()
+        self.streams += 1
+        log.info("node %s connected from %s (agent %s, durable up to %d)", hello.node, peer,
+                 hello.agent_version, state.contiguous)
+        return session
+
+    async def receive(self, session: StreamSession, batch: pb.Batch) -> pb.Ack:
+        """Store one batch (or recognise a replay, or refuse it) and say so in the Ack.
+
+        StreamSuperseded: a newer stream of the node took over. StoreError: the batch was valid
+        but could not be made durable; it is not acked (the agent keeps and resends it)."""
+        node = session.node
+        seq = batch.sequence
+        async with node.lock:
+            if session.superseded:
+                raise StreamSuperseded("superseded by a newer stream from the same node")
+            state = node.state
+            assert state is not None
+            session.oldest = max(session.oldest, batch.oldest_sequence)
+            if seq and state.has(seq):
+                self.counters.duplicates += 1
+                # Still learn its definitions: later batches on this stream may use them.
+                if batch.series:
+                    with contextlib.suppress(IngestError):
+                        await self.writer.run_in_thread(self.define, session, batch.series)
+                return pb.Ack(sequence=seq, contiguous=state.contiguous)
+            try:
+                state.check(seq, self.sequence_limits)
+            except IngestError as err:  # a bogus sequence: refused, and not settled
+                return self._refused(session, seq, err)
+            try:
+                if batch.series:
+                    # New series are inserted in one transaction with an fsync: do it on the
+                    # store's thread, not on the event loop that serves every other stream.
+                    await self.writer.run_in_thread(self.define, session, batch.series)
+                decoded = self.decode(session, batch, time.time())
+            except IngestError as err:
+                await self._settle_refused(session, seq)
+                return self._refused(session, seq, err)
+            if self.backpressure is not None:
+                await self.backpressure()
+            await self.writer.submit(decoded.item)
+            state.apply(decoded.item.update)
+            node.known = True
+            node.samples += decoded.samples
+            node.batches += 1
+            node.last_batch_at = time.time()
+            self.counters.samples += decoded.samples
+        if not session.announced and not session.superseded:
+            session.announced = True
+            self.on_node(node, True)
+        self.on_batch(session, decoded)
+        return pb.Ack(sequence=seq, contiguous=state.contiguous)
+
+    def _refused(self, session: StreamSession, seq: int, err: IngestError) -> pb.Ack:
+        self.counters.refused_batches += 1
+        log.warning("%s: refused batch %d: %s", session.who, seq, err)
+        state = session.node.state
+        assert state is not None
+        return pb.Ack(sequence=seq, contiguous=state.contiguous, refused=str(err))
+
+    async def _settle_refused(self, session: StreamSession, seq: int) -> None:
+        """A batch refused for its content will never come back acceptable (the agent drops
+        it): settle its sequence so that ``contiguous`` does not wait for it."""
+        node = session.node
+        state = node.state
+        assert state is not None
+        try:
+            update = state.plan(seq, session.oldest, self.sequence_limits)
+        except IngestError:
+            return  # too many gaps already: leave this one open
+        await self.writer.submit(WriteItem(update, node.labels_json, SampleColumns(), []))
+        state.apply(update)
+
+    def close_stream(self, session: StreamSession) -> None:
+        """The stream ended (any way). A node that never stored anything is forgotten."""
+        self.streams -= 1
+        node = session.node
+        if session.superseded:
+            return
+        node.stream = None
+        node.connected = False
+        if session.announced:
+            self.on_node(node, False)
+        log.info("node %s disconnected", node.node)
+        if not node.known:
+            # Connected, said Hello, stored nothing, ever: not a node to list as down.
+            del self.nodes[node.node]
+
+    def _node(self, name: str) -> NodeInfo:
         info = self.nodes.get(name)
         if info is None:
             info = self.nodes[name] = NodeInfo(name)
         return info
 
+    # --- validation and decoding -----------------------------------------------------------------
     def check_hello(self, hello: pb.Hello, peer: str) -> None:
         if not hello.node:
             raise IngestError(f"hello from {peer} has no node name")
@@ -162,13 +359,14 @@ class Ingestor:
         """Validate and resolve one batch whose series are defined (``define``); IngestError
         refuses it (the stream goes on)."""
         node = session.node
-        if batch.sequence == 0:
-            raise IngestError("batch has no sequence number")
+        state = node.state
+        assert state is not None
         lo = (now - self.limits.max_past_seconds) * 1000
         hi = (now + self.limits.max_future_seconds) * 1000
         blocks: list[Block] = []
-        live: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.float64]]] = []
+        live: list[LiveBlock] = []
         nsamples = 0
+        cols = session.cols
         for block in batch.blocks:
             ts = block.timestamp_ms
             if not lo <= ts <= hi:
@@ -181,8 +379,8 @@ class Ingestor:
                                   "(need 8 per id)")
             if not len(ids):
                 continue
+            # By column: one lookup for the block's ids, one check of its values.
             values = np.frombuffer(block.values, "<f8")
-            cols = session.cols
             pos, known = cols.find(ids)
             if not known.all():
                 bad = int(ids[np.argmin(known)])
@@ -198,31 +396,36 @@ class Ingestor:
             nsamples += len(ids)
             refs = cols.refs[pos]
             if (refs != NO_REF).any():
-                live.append((refs, ts, values))
-        events = []
+                live.append(LiveBlock(ts, refs, values))
+        rows: list[EventRow] = []
+        notices: list[EventNotice] = []
         node_labels = {**node.labels, "node": node.node}
         for e in batch.events:
             if not e.kind or len(e.kind) > 128:
                 raise IngestError("event without a valid kind")
             lab = {**dict(e.labels), **node_labels}
-            events.append((e.timestamp_ms, e.kind, _SEVERITY.get(e.severity, "warning"), e.message[:4096],
-                           e.action[:1024], json.dumps(lab, sort_keys=True)))
-        assert node.state is not None
-        item = StoreItem(node.node, node.state, batch.sequence, blocks, events)
-        return Decoded(item, live, list(batch.events), nsamples)
+            severity = severity_name(e.severity)
+            message, action = e.message[:4096], e.action[:1024]
+            rows.append(EventRow(e.timestamp_ms, e.kind, severity, message, action, json.dumps(lab, sort_keys=True)))
+            notices.append(EventNotice(node=node.node, kind=e.kind, severity=severity, message=message,
+                                       ts=e.timestamp_ms / 1000, labels=lab, action=action))
+        update = state.plan(batch.sequence, session.oldest, self.sequence_limits)
+        # The store's append log is the sinks' spool too: no separate spool body.
+        item = WriteItem(update, node.labels_json, SampleColumns(), rows, blocks=blocks)
+        return Decoded(item, live, notices, nsamples)
 
     def _describe(self, sid: int, agent_id: int) -> str:
-        """A series by name and labels for an error message (id if the store cannot say)."""
+        """A series by name and labels for an error message (its id if the store cannot say)."""
         try:
-            measurement, field_, tags = self.store.series_meta(sid)
-        except KeyError:
+            meta = self.store.series_meta(sid)
+        except (KeyError, StoreError):
             return f"id {agent_id}"
-        return f"{measurement}_{field_} {dict(tags)}"
+        return f"{meta.measurement}_{meta.field} {dict(meta.tags)}"
 
     def define(self, session: StreamSession, defs: Sequence[pb.SeriesDef]) -> None:
         """Check and register a batch's series definitions. A definition this node sent before,
         byte for byte, is reused as it was resolved; new ones are validated and resolved in bulk
-        (their store record travels with the batch's group commit)."""
+        (collector/seriesdefs.py)."""
         if not defs:
             return
         info = session.node
@@ -241,7 +444,7 @@ class Ingestor:
         fresh = np.flatnonzero(~info.defs.same(ids, hashes))
         if len(fresh):
             limits = self.limits
-            checked = []
+            checked: list[NewSeries] = []
             for i in fresh.tolist():
                 d = defs[i]
                 if not d.measurement or not d.field:
@@ -257,11 +460,12 @@ class Ingestor:
                         raise IngestError(f"series {d.measurement}_{d.field}: label {k} is longer than "
                                           f"{limits.max_label_value_bytes} bytes")
                 lab.update(node_labels)
-                checked.append((f"{d.measurement}_{d.field}", d.measurement, d.field, lab, int(d.type), d.help))
+                checked.append(NewSeries(f"{d.measurement}_{d.field}", d.measurement, d.field, lab, int(d.type),
+                                         d.help))
             sids = np.array(self.store.series_ids(node, checked), np.int64)
             feed = self.feed
-            refs = np.array([feed.ref(c[0], c[3]) for c in checked] if feed is not None else [NO_REF] * len(checked),
-                            np.int64)
+            refs = np.array([feed.ref(c.name, c.labels) for c in checked] if feed is not None
+                            else [NO_REF] * len(checked), np.int64)
             counters = np.array([defs[i].type == pb.COUNTER for i in fresh.tolist()], bool)
             info.defs.merge(ids[fresh], hashes[fresh], sids, refs, counters)
         if not len(session.cols) and len(ids) == len(info.defs) and np.array_equal(np.sort(ids), info.defs.ids):
@@ -270,3 +474,4 @@ class Ingestor:
             session.cols = info.defs
         elif session.cols is not info.defs:
             session.cols.merge(ids, *info.defs.rows(ids))
+

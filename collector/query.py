@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collector.errors import StoreError
 from collector.storage.logstore import LogStoreReader
 from collector.storage.sqlite import Matcher
 from fleetmon_common import logs
@@ -99,25 +100,22 @@ def main(args: argparse.Namespace) -> int:
         since = now - parse_duration(args.since)
         until = now - parse_duration(args.until) if args.until else now
         reader = LogStoreReader(data_dir)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, StoreError, FileNotFoundError) as err:
         print(f"fleetmon query: {err}", file=sys.stderr)
         return 2
-    rows = iter_query(reader, sel, since, until, args.limit)
     found = False
-    if args.format == "json":
-        for r in rows:
-            found = True
-            print(json.dumps(r))
-    elif args.format == "csv":
-        w = csv.writer(sys.stdout)
+    w = csv.writer(sys.stdout)
+    if args.format == "csv":
         w.writerow(["name", "labels", "time", "value"])
-        for r in rows:
-            found = True
+    # Printed series by series as the store yields them: memory stays bounded.
+    for r in iter_query(reader, sel, since, until, args.limit):
+        found = True
+        if args.format == "json":
+            print(json.dumps(r))
+        elif args.format == "csv":
             for t, v in r["values"]:
                 w.writerow([r["name"], _fmt_labels(r["labels"]), f"{t:.3f}", v])
-    else:
-        for r in rows:
-            found = True
+        else:
             print(f"{r['name']}{_fmt_labels(r['labels'])}")
             for t, v in r["values"]:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))

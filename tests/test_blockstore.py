@@ -7,18 +7,21 @@ import sqlite3
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
+from collector.sequence import NodeState
 from collector.spool import decode_spool, encode_spool
 from collector.storage import applog, codec
 from collector.storage.blocks import BlockReader, BlockStore, SeriesDef, decode_l0, encode_l0
 from collector.storage.codec import Block
 from collector.storage.compactor import Compactor
-from collector.storage.logstore import LogStore, LogStoreReader, StoreItem
+from collector.storage.embedded import EventRow, NewSeries, SampleColumns, WriteItem
+from collector.storage.logstore import LogStore, LogStoreReader
 from collector.storage.migrate import MigrationError
-from collector.storage.sqlite import Matcher, NodeState, SqliteStore, WriteItem  # SqliteStore: the old rows
+from collector.storage.sqlite import Matcher, SqliteStore  # SqliteStore: the row store to migrate from
 
 T0 = 1_700_000_000_000
 
@@ -222,31 +225,46 @@ def test_append_log_group_commit_and_torn_tail(tmp_path: Path) -> None:
 TN = (int(time.time()) // 3600 - 3) * 3_600_000  # recent: inside the retention
 
 
-def _item(node: str, st: NodeState, seq: int, ids: list[int], ts: int, vals: list[float],
-          events: list[tuple[int, str, str, str, str, str]] | None = None) -> StoreItem:
-    st.add(seq)
-    return StoreItem(node, st, seq, [Block(ts, np.array(ids, np.int64), np.array(vals))], events or [])
+class _Agent:
+    """WriteItems as the ingest path builds them: the sequence planned, applied once committed."""
+
+    def __init__(self, store: Any, node: str = "n1", wal: str = "wal-a") -> None:
+        self.store = store
+        self.node = node
+        loaded = store.load_node(node)
+        self.state = loaded if loaded.wal_id == wal else NodeState.new_wal(node, wal)
+
+    def commit(self, batches: list[tuple[int, list[int], int, list[float]]],
+               events: list[EventRow] | None = None) -> None:
+        items, updates = [], []
+        for seq, ids, ts, vals in batches:
+            u = self.state.plan(seq)
+            updates.append(u)
+            cols = SampleColumns(list(ids), [ts] * len(ids), list(vals))
+            items.append(WriteItem(u, '{"rack":"r1"}', cols, list(events or []) if not items else []))
+            self.state.apply(u)  # plans of one group build on each other, as the ingestor's do
+        self.store.commit(items)
+
+
+def _new_series(node: str, n: int) -> list[NewSeries]:
+    return [NewSeries("gpu_temperature_celsius", "gpu", "temperature_celsius", {"gpu": str(i), "node": node}, 0, "")
+            for i in range(n)]
 
 
 def test_embedded_store_recovers_from_the_log_and_compacts(tmp_path: Path) -> None:
     es = LogStore(tmp_path)
-    es.reset_node("n1", "wal-a", {"rack": "r1"})
-    defs = [("gpu_temperature_celsius", "gpu", "temperature_celsius", {"gpu": str(i), "node": "n1"}, 0, "")
-            for i in range(3)]
-    ids = es.series_ids("n1", defs)
-    assert es.series_ids("n1", defs) == ids  # idempotent
-    st = es.load_node("n1")
-    ev = (TN, "gpu.xid", "critical", "XID 79", "drain", '{"node":"n1"}')
-    es.commit([_item("n1", st, 1, ids, TN, [50.0, 51.0, 52.0], [ev]), _item("n1", st, 3, ids, TN + 20_000,
-                                                                         [53.0, 54.0, 55.0])])
+    ids = es.series_ids("n1", _new_series("n1", 3))
+    assert es.series_ids("n1", _new_series("n1", 3)) == ids  # idempotent
+    ev = EventRow(TN, "gpu.xid", "critical", "XID 79", "drain", '{"node":"n1"}')
+    _Agent(es).commit([(1, ids, TN, [50.0, 51.0, 52.0]), (3, ids, TN + 20_000, [53.0, 54.0, 55.0])], [ev])
     # A crash: no close, no checkpoint. A new process replays the log.
     es2 = LogStore(tmp_path)
     st2 = es2.load_node("n1")
-    assert (st2.wal_id, st2.contiguous, st2.held) == ("wal-a", 1, {3})
-    es2.commit([_item("n1", st2, 2, ids, TN + 10_000, [1.0, 2.0, 3.0])])
-    assert st2.contiguous == 3
+    assert (st2.wal_id, st2.contiguous, st2.has(3), st2.has(2)) == ("wal-a", 1, True, False)
+    _Agent(es2).commit([(2, ids, TN + 10_000, [1.0, 2.0, 3.0])])
+    assert es2.load_node("n1").contiguous == 3
     r = LogStoreReader(tmp_path)
-    assert r.node_states().get("n1").contiguous == 3
+    assert r.contiguous("n1") == 3
     assert [e["kind"] for e in r.events(0)] == ["gpu.xid"]
     # Before any compaction the reader answers from the log's tail.
     assert r.count_samples("n1") == 9
@@ -270,10 +288,10 @@ def test_embedded_store_recovers_from_the_log_and_compacts(tmp_path: Path) -> No
 def test_log_files_go_once_every_reader_passed_them(tmp_path: Path) -> None:
     es = LogStore(tmp_path)
     es.log.file_bytes = 512
-    ids = es.series_ids("n1", [("x", "x", "y", {"node": "n1"}, 0, "")])
-    st = es.load_node("n1")
+    ids = es.series_ids("n1", _new_series("n1", 1))
+    agent = _Agent(es)
     for seq in range(1, 60):
-        es.commit([_item("n1", st, seq, ids, TN + seq * 1000, [float(seq)])])
+        agent.commit([(seq, ids, TN + seq * 1000, [float(seq)])])
     files = len(list((tmp_path / "log").glob("*.log")))
     assert files > 3
     comp = Compactor(tmp_path, flush_s=0)
@@ -291,20 +309,22 @@ def test_log_files_go_once_every_reader_passed_them(tmp_path: Path) -> None:
 
 def test_a_row_store_is_migrated_in_place(tmp_path: Path) -> None:
     old = SqliteStore(tmp_path / "fleetmon.sqlite")
-    old.reset_node("n1", "wal-a", {"rack": "r1"})
-    sids = old.series_ids("n1", [("gpu_temperature_celsius", "gpu", "temperature_celsius",
-                                   {"gpu": str(i), "node": "n1"}, 0, "") for i in range(3)])
-    st = old.load_node("n1")
+    sids = old.series_ids("n1", _new_series("n1", 3))
     rows = [(sid, TN + k * 10_000, 40.0 + k + i) for k in range(400) for i, sid in enumerate(sids)]
-    st.add(1)
-    st.add(3)
-    ev = [(TN, "gpu.xid", "critical", "XID 79", "drain", '{"node":"n1"}')]
-    old.commit([WriteItem("n1", st, 1, rows[:600], ev, spool_body=None),
-                WriteItem("n1", st, 3, rows[600:], [], spool_body=encode_spool(rows[600:603], []))])
+    agent = _Agent(old)
+    ev = EventRow(TN, "gpu.xid", "critical", "XID 79", "drain", '{"node":"n1"}')
+    u1 = agent.state.plan(1)
+    agent.state.apply(u1)
+    u3 = agent.state.plan(3)
+    agent.state.apply(u3)
+    first = SampleColumns(*(list(c) for c in zip(*rows[:600], strict=True)))
+    second = SampleColumns(*(list(c) for c in zip(*rows[600:], strict=True)))
+    owed = SampleColumns(*(list(c) for c in zip(*rows[600:603], strict=True)))
+    old.commit([WriteItem(u1, "{}", first, [ev]), WriteItem(u3, "{}", second, [], spool_body=encode_spool(owed, []))])
     old.close()
     es = LogStore(tmp_path)
     st2 = es.load_node("n1")
-    assert (st2.wal_id, st2.contiguous, st2.held) == ("wal-a", 1, {3})
+    assert (st2.wal_id, st2.contiguous, st2.has(3), st2.has(2)) == ("wal-a", 1, True, False)
     r = LogStoreReader(tmp_path)
     assert r.count_samples("n1") == 1200
     assert r.samples(sids[2], 0, 2**62)[:2] == [(TN, 42.0), (TN + 10_000, 43.0)]
@@ -312,8 +332,8 @@ def test_a_row_store_is_migrated_in_place(tmp_path: Path) -> None:
     assert r._db.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('samples', 'spool', 'held')"
                          ).fetchone()[0] == 0
     # What the old spool still owed a sink is read from the new log.
-    owed = es.spool_read(0, 10)
-    assert [decode_spool(b)[2] for _p, b in owed] == [[r[2] for r in rows[600:603]]]
+    spooled = es.spool_read(0, 10)
+    assert [decode_spool(b).samples.values for _p, b in spooled] == [[r[2] for r in rows[600:603]]]
     es.close()
     # Someone else's SQLite file is refused, naming it.
     other = tmp_path / "other"

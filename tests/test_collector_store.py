@@ -151,7 +151,7 @@ def test_reconnect_storm_loses_and_duplicates_nothing(tmp_path: Path) -> None:
             await asyncio.wait_for(drained(), 60)
             for a in agents:
                 a.drop()
-            assert c.ingestor.duplicates_total >= 2 * NODES, "the replayed batches are recognised as held"
+            assert c.ingestor.counters.duplicates >= 2 * NODES, "the replayed batches are recognised as held"
         finally:
             for ch in channels:
                 await ch.close()
@@ -166,7 +166,7 @@ def test_reconnect_storm_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         want = {("gpu_temperature_celsius", str(s), t0 + q * 1000): 40.0 + q + s / 10
                 for q in range(1, 7) for s in range(SERIES)}
         assert got == want, node
-        assert reader.node_states().states[node].contiguous == 6
+        assert reader.contiguous(node) == 6
 
 
 def test_http_query_streams_blocks_and_the_unflushed_tail(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from collector.errors import CollectorError
+from collector.errors import StoreError
 from collector.storage.codec import Block
 
 _FRAME = struct.Struct("<II")
@@ -40,7 +40,7 @@ _FILE_SHIFT = 40
 BATCH, SERIES, NODE = 1, 2, 3
 
 
-class LogError(CollectorError):
+class LogError(StoreError):
     """The append log cannot be written (disk full, I/O error) or a record cannot be decoded."""
 
 
@@ -238,8 +238,9 @@ def read(folder: Path, start: int = 0, kinds: frozenset[int] | None = None) -> I
 
 # --- payloads ------------------------------------------------------------------------------------
 # BATCH: kind, node length, sequence, the node's contiguous sequence after it, blocks, events
-# length; then the node name, the events (JSON), and per block: ts, count, u32 ids, f64 values.
-_BATCH = struct.Struct("<BHQQII")
+# length, meta length; then the node name, the events (JSON), meta (JSON: the node's sequence
+# update), and per block: ts, count, u32 ids, f64 values.
+_BATCH = struct.Struct("<BHQQIII")
 _BLOCK = struct.Struct("<qI")
 
 
@@ -250,13 +251,15 @@ class BatchRecord:
     contiguous: int
     blocks: list[Block]
     events: list[list[Any]]
+    meta: dict[str, Any]
 
 
-def encode_batch(node: str, seq: int, blocks: Sequence[Block], events: Sequence[Sequence[Any]] = (),
-                 contiguous: int = 0) -> bytes:
+def encode_batch(node: str, seq: int, blocks: Sequence[Block], events: Sequence[Sequence[Any]] = (), *,
+                 contiguous: int = 0, meta: dict[str, Any] | None = None) -> bytes:
     name = node.encode()
     ev = json.dumps([list(e) for e in events]).encode() if events else b""
-    parts = [_BATCH.pack(BATCH, len(name), seq, contiguous, len(blocks), len(ev)), name, ev]
+    mj = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
+    parts = [_BATCH.pack(BATCH, len(name), seq, contiguous, len(blocks), len(ev), len(mj)), name, ev, mj]
     for b in blocks:
         parts.append(_BLOCK.pack(b.ts_ms, len(b.sids)))
         parts.append(b.sids.astype("<u4").tobytes())
@@ -267,15 +270,16 @@ def encode_batch(node: str, seq: int, blocks: Sequence[Block], events: Sequence[
 def batch_header(payload: bytes) -> tuple[str, int, int]:
     """(node, sequence, contiguous) of a batch record, without decoding its blocks."""
     try:
-        _k, nlen, seq, contiguous, _n, _e = _BATCH.unpack_from(payload)
+        _k, nlen, seq, contiguous, _n, _e, _m = _BATCH.unpack_from(payload)
         return payload[_BATCH.size:_BATCH.size + nlen].decode(), seq, contiguous
     except (struct.error, UnicodeDecodeError) as err:
         raise LogError(f"corrupt batch record: {err}") from err
 
 
-def decode_batch(payload: bytes) -> BatchRecord:
+def decode_batch(payload: bytes, blocks: bool = True) -> BatchRecord:
+    """The record; without its blocks (``blocks=False``) when only the rest is wanted."""
     try:
-        kind, nlen, seq, contiguous, nblocks, evlen = _BATCH.unpack_from(payload)
+        kind, nlen, seq, contiguous, nblocks, evlen, mlen = _BATCH.unpack_from(payload)
         if kind != BATCH:
             raise LogError(f"record kind {kind} is not a batch")
         pos = _BATCH.size
@@ -283,18 +287,20 @@ def decode_batch(payload: bytes) -> BatchRecord:
         pos += nlen
         events = json.loads(payload[pos:pos + evlen]) if evlen else []
         pos += evlen
-        blocks = []
-        for _ in range(nblocks):
+        meta = json.loads(payload[pos:pos + mlen]) if mlen else {}
+        pos += mlen
+        out: list[Block] = []
+        for _ in range(nblocks if blocks else 0):
             ts, n = _BLOCK.unpack_from(payload, pos)
             pos += _BLOCK.size
             sids = np.frombuffer(payload, "<u4", n, pos).astype(np.int64)
             pos += 4 * n
             vals = np.frombuffer(payload, "<f8", n, pos).astype(np.float64)
             pos += 8 * n
-            blocks.append(Block(ts, sids, vals))
+            out.append(Block(ts, sids, vals))
     except (struct.error, ValueError, UnicodeDecodeError) as err:
         raise LogError(f"corrupt batch record: {err}") from err
-    return BatchRecord(node, seq, contiguous, blocks, events)
+    return BatchRecord(node, seq, contiguous, out, events, meta)
 
 
 def encode_json(kind: int, body: Any) -> bytes:

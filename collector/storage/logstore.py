@@ -22,22 +22,28 @@ Readers (:class:`LogStoreReader`) see segments plus the log's unflushed tail.
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from collector.errors import StoreError
+from collector.sequence import NodeState, SeqRange, SeqUpdate
 from collector.seriesdefs import canonical_labels
 from collector.storage import applog
 from collector.storage.blocks import BlockReader, BlockStore, series_key
 from collector.storage.codec import F64, I64, Block
+from collector.storage.embedded import EventRow, NewSeries, SampleColumns, SeriesMeta, SpoolDepth, SpoolRow, WriteItem
 from collector.storage.migrate import migrate, needs_migration
-from collector.storage.sqlite import Matcher, NodeState, SeriesRow
+from collector.storage.sqlite import Matcher, SeriesRow
 
 STORE_FILE = "fleetmon.sqlite"
 LOG_DIR = "log"
@@ -49,9 +55,9 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (node, ts, kind, labels)
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
-CREATE TABLE IF NOT EXISTS nodes (
-    node TEXT PRIMARY KEY, wal_id TEXT NOT NULL, contiguous INTEGER NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}', last_seen INTEGER NOT NULL DEFAULT 0, held TEXT NOT NULL DEFAULT '[]'
+CREATE TABLE IF NOT EXISTS node_seq (
+    node TEXT PRIMARY KEY, wal_id TEXT NOT NULL, floor INTEGER NOT NULL, ranges TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}', last_seen INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sink_cursor (sink TEXT PRIMARY KEY, spool_id INTEGER NOT NULL);
 """
@@ -60,75 +66,83 @@ CREATE TABLE IF NOT EXISTS sink_cursor (sink TEXT PRIMARY KEY, spool_id INTEGER 
 CHECKPOINT_S = 10.0
 
 
-@dataclass
-class StoreItem:
-    """One agent batch, decoded: what the store makes durable."""
-
-    node: str
-    state: NodeState
-    seq: int
-    blocks: list[Block]
-    events: list[tuple[int, str, str, str, str, str]]  # ts, kind, severity, message, action, labels json
-
-
 def open_db(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
     db.execute("PRAGMA busy_timeout=30000")
     return db
 
 
+@dataclass
+class NodeRecord:
+    """A node's durable sequence state (collector/sequence.py's ranges), as the store keeps it."""
+
+    wal_id: str = ""
+    ranges: list[SeqRange] = field(default_factory=list)
+    floor: int = 0
+    labels_json: str = "{}"
+    last_seen: int = 0
+
+    def apply(self, u: SeqUpdate) -> None:
+        """Persist exactly what the sequence plan says (SqliteStore does the same in SQL)."""
+        if u.reset:
+            self.wal_id, self.ranges = u.wal_id, []
+        for r in u.ranges:
+            los = [x.lo for x in self.ranges]
+            start, end = bisect.bisect_left(los, r.lo), bisect.bisect_right(los, r.hi)
+            self.ranges[start:end] = [SeqRange(r.lo, r.hi)]
+        self.floor = u.floor
+
+    @property
+    def contiguous(self) -> int:
+        return self.ranges[0].hi if self.ranges and self.ranges[0].lo == 1 else 0
+
+
 class Nodes:
     """Node sequence state: checkpoint in SQLite + replay of the log after it."""
 
     def __init__(self) -> None:
-        self.states: dict[str, NodeState] = {}
-        self.labels: dict[str, dict[str, str]] = {}
-        self.last_seen: dict[str, int] = {}
+        self.recs: dict[str, NodeRecord] = {}
 
-    def get(self, node: str) -> NodeState:
-        st = self.states.get(node)
-        if st is None:
-            st = self.states[node] = NodeState(node)
-        return st
+    def state(self, node: str) -> NodeState:
+        rec = self.recs.get(node)
+        if rec is None:
+            return NodeState(node)
+        return NodeState(node, rec.wal_id, rec.ranges, rec.floor)
 
     def load(self, db: sqlite3.Connection) -> int:
         row = db.execute("SELECT value FROM meta WHERE key = 'nodes_pos'").fetchone()
-        for node, wal, cont, labels, seen, held in db.execute(
-                "SELECT node, wal_id, contiguous, labels, last_seen, held FROM nodes"):
-            self.states[node] = NodeState(node, wal, int(cont), set(json.loads(held)))
-            self.labels[node] = json.loads(labels)
-            self.last_seen[node] = int(seen)
+        for node, wal, floor, ranges, labels, seen in db.execute(
+                "SELECT node, wal_id, floor, ranges, labels, last_seen FROM node_seq"):
+            self.recs[node] = NodeRecord(wal, [SeqRange(lo, hi) for lo, hi in json.loads(ranges)], int(floor),
+                                         labels, int(seen))
         return int(row[0]) if row else 0
 
     def apply(self, payload: bytes) -> None:
-        kind = applog.kind(payload)
-        if kind == applog.NODE:
-            body = applog.decode_json(payload)
-            st = self.get(body["node"])
-            if body["op"] == "reset":
-                st.wal_id, st.contiguous, st.held = body["wal_id"], 0, set()
-                self.labels[st.node] = body["labels"]
-        elif kind == applog.BATCH:
-            node, seq, contiguous = applog.batch_header(payload)
-            if not node:
-                return  # a migrated spool batch, for the sinks only
-            st = self.get(node)
-            if contiguous > st.contiguous:
-                st.contiguous = contiguous
-                st.held = {s for s in st.held if s > contiguous}
-            st.add(seq)
+        if applog.kind(payload) != applog.BATCH:
+            return
+        rec = applog.decode_batch(payload, blocks=False)
+        self.apply_update(rec.meta, rec.node)
+
+    def apply_update(self, meta: dict[str, Any], node: str) -> None:
+        if not node or "u" not in meta:
+            return  # a migrated spool batch, for the sinks only
+        wal, reset, seq, ranges, floor, contiguous, version = meta["u"]
+        rec = self.recs.setdefault(node, NodeRecord())
+        rec.apply(SeqUpdate(node, wal, bool(reset), seq, tuple(SeqRange(lo, hi) for lo, hi in ranges), floor,
+                            contiguous, version))
+        rec.labels_json = meta.get("l", rec.labels_json)
 
     def snapshot(self) -> list[tuple[Any, ...]]:
-        return [(n, st.wal_id, st.contiguous, json.dumps(self.labels.get(n, {}), sort_keys=True),
-                 self.last_seen.get(n, 0), json.dumps(sorted(st.held))) for n, st in self.states.items()]
+        return [(n, r.wal_id, r.floor, json.dumps([list(x) for x in r.ranges]), r.labels_json, r.last_seen)
+                for n, r in self.recs.items()]
 
     @staticmethod
     def save_rows(db: sqlite3.Connection, rows: list[tuple[Any, ...]], pos: int) -> None:
         db.execute("BEGIN")
         try:
-            db.executemany("INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
-                           "wal_id = excluded.wal_id, contiguous = excluded.contiguous, labels = excluded.labels, "
-                           "last_seen = excluded.last_seen, held = excluded.held", rows)
+            db.executemany("INSERT INTO node_seq VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (node) DO UPDATE SET "
+                           "wal_id = excluded.wal_id, floor = excluded.floor, ranges = excluded.ranges, "
+                           "labels = excluded.labels, last_seen = excluded.last_seen", rows)
             db.execute("INSERT INTO meta VALUES ('nodes_pos', ?) ON CONFLICT (key) DO UPDATE SET "
                        "value = excluded.value", (str(pos),))
             db.execute("COMMIT")
@@ -137,27 +151,56 @@ class Nodes:
             raise
 
 
-def encode_item(it: StoreItem) -> bytes:
-    return applog.encode_batch(it.node, it.seq, it.blocks, it.events, it.state.contiguous)
+def update_meta(it: WriteItem) -> dict[str, Any]:
+    u = it.update
+    return {"u": [u.wal_id, u.reset, u.seq, [list(r) for r in u.ranges], u.floor, u.contiguous, u.version],
+            "l": it.labels_json}
+
+
+def item_blocks(it: WriteItem) -> list[Block]:
+    """The item's samples as blocks (the ingest path gives blocks; columns are grouped by ts)."""
+    if it.blocks is not None:
+        return it.blocks
+    cols = it.samples
+    if not len(cols):
+        return []
+    ts = np.asarray(cols.ts_ms, np.int64)
+    sids = np.asarray(cols.series_ids, np.int64)
+    vals = np.asarray(cols.values, np.float64)
+    out = []
+    for t in dict.fromkeys(ts.tolist()):  # first appearance order
+        m = ts == t
+        out.append(Block(int(t), sids[m], vals[m]))
+    return out
 
 
 class LogStore:
-    """Ingest side; every method runs on the collector's one store thread."""
+    """The embedded store (collector/storage/embedded.py's contract) on the append log and blocks.
+
+    Every method runs on the collector's store thread, except the spool's readers (any thread)."""
+
+    #: Block timestamps per node remembered to catch a (series, ts) sent twice (a node's batches
+    #: built in the same millisecond): found here, dropped before the log, counted. Collisions
+    #: further apart are found when segments merge (counted by the compactor).
+    RECENT = 4
 
     def __init__(self, data_dir: Path, retention_s: float = 30 * 86400) -> None:
         self.data_dir = data_dir
         self.path = data_dir / STORE_FILE
         self.retention_s = retention_s
-        data_dir.mkdir(parents=True, exist_ok=True)
-        if needs_migration(self.path):
-            migrate(self.path, data_dir / LOG_DIR)
-        BlockStore(self.path, retention_s=retention_s).close()  # creates the schema
-        self._db = open_db(self.path)
-        self._db.execute("PRAGMA synchronous=NORMAL")  # the log is the durable copy
-        self._db.executescript(_EXTRA_SCHEMA)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            if needs_migration(self.path):
+                migrate(self.path, data_dir / LOG_DIR)
+            BlockStore(self.path, retention_s=retention_s).close()  # creates the schema
+            self._db = open_db(self.path)
+            self._db.execute("PRAGMA synchronous=NORMAL")  # the log is the durable copy
+            self._db.executescript(_EXTRA_SCHEMA)
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(f"{self.path}: cannot open the store: {err}") from err
         self._lock = threading.Lock()
         self.nodes = Nodes()
-        self._meta: dict[int, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
+        self._meta: dict[int, SeriesMeta] = {}
         self._keys: dict[bytes, int] = {}
         self._next_id = 1
         for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
@@ -171,10 +214,12 @@ class LogStore:
         self._aux = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-store-aux")
         self.commits = 0
         self._batch_end = 0  # log position after the newest batch record
+        self._recent: dict[str, dict[int, np.ndarray]] = {}  # node -> block ts -> series ids stored
+        self._duplicates = 0
 
     def _recover(self, nodes_pos: int, compactor_low: int) -> None:
         """Replay the log: series the compactor has not put into SQLite yet (from its low mark),
-        node sequences and events after the node checkpoint (a reset before it is in it)."""
+        node sequences and events after the node checkpoint."""
         events: list[tuple[Any, ...]] = []
         for pos, payload in applog.read(self.data_dir / LOG_DIR, min(nodes_pos, compactor_low)):
             kind = applog.kind(payload)
@@ -182,28 +227,24 @@ class LogStore:
                 for row in applog.decode_json(payload)["series"]:
                     self._keys[series_key(row[1], row[4])] = int(row[0])
                     self._next_id = max(self._next_id, int(row[0]) + 1)
-                continue
-            if pos < nodes_pos:
-                continue
-            if kind == applog.BATCH:
-                rec = applog.decode_batch(payload)
+            elif kind == applog.BATCH and pos >= nodes_pos:
+                rec = applog.decode_batch(payload, blocks=False)
                 events.extend((e[0], rec.node, *e[1:]) for e in rec.events)
-            self.nodes.apply(payload)
+                self.nodes.apply_update(rec.meta, rec.node)
         if events:
             self._insert_events(events)
 
+    @property
+    def duplicate_samples(self) -> int:
+        """Samples dropped because their (series, ts) was stored already: found at commit, and
+        by the compactor when it merges segments."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'duplicates'").fetchone()
+        return self._duplicates + (int(row[0]) if row else 0)
+
     # --- nodes --------------------------------------------------------------------------------
     def load_node(self, node: str) -> NodeState:
-        return self.nodes.get(node)
-
-    def reset_node(self, node: str, wal_id: str, labels: dict[str, str]) -> None:
-        """A new WAL for this node: its sequences start again (durable before it returns)."""
-        self.log.write([applog.encode_json(applog.NODE, {"op": "reset", "node": node, "wal_id": wal_id,
-                                                         "labels": labels})])
-        self.log.sync()
-        st = self.nodes.get(node)
-        st.wal_id, st.contiguous, st.held = wal_id, 0, set()
-        self.nodes.labels[node] = dict(labels)
+        return self.nodes.state(node)
 
     def note_node(self, node: str, online: bool, labels: dict[str, str], skew: float) -> None:
         """A stream started or ended: for the rules process (not synced: advisory, in order)."""
@@ -211,27 +252,27 @@ class LogStore:
                                                          "labels": labels, "skew": skew, "ts": time.time()})])
 
     # --- series ---------------------------------------------------------------------------------
-    def series_ids(self, node: str, defs: Sequence[tuple[str, str, str, dict[str, str], int, str]]) -> list[int]:
-        """Ids of (name, measurement, field, labels, type, help). New series go into the log as
-        one record, made durable by the group commit of the batch that uses them (no fsync of
-        their own); the compactor copies them into SQLite."""
+    def series_ids(self, node: str, defs: Sequence[NewSeries]) -> list[int]:
+        """Ids of these series. New ones go into the log as one record, made durable by the group
+        commit of the batch that uses them (no fsync of their own); the compactor copies them
+        into SQLite."""
         out: list[int] = []
         new: list[list[Any]] = []
-        for name, measurement, field_, labels, mtype, help_ in defs:
-            lj = canonical_labels(labels)
-            key = series_key(name, lj)
+        for d in defs:
+            lj = canonical_labels(d.labels)
+            key = series_key(d.name, lj)
             sid = self._keys.get(key)
             if sid is None:
                 sid = self._keys[key] = self._next_id
                 self._next_id += 1
-                new.append([sid, name, measurement, field_, lj, node, mtype, help_])
+                new.append([sid, d.name, d.measurement, d.field, lj, node, d.type, d.help])
             out.append(sid)
         if new:
             self.log.write([applog.encode_json(applog.SERIES, {"series": new})])
         return out
 
-    def series_meta(self, sid: int) -> tuple[str, str, tuple[tuple[str, str], ...]]:
-        """(measurement, field, sorted tags) of a series, for the sinks and error messages."""
+    def series_meta(self, sid: int) -> SeriesMeta:
+        """What the sinks (and error messages) need of a series."""
         meta = self._meta.get(sid)
         if meta is not None:
             return meta
@@ -239,26 +280,58 @@ class LogStore:
             row = self._db.execute("SELECT measurement, field, labels FROM series WHERE id = ?", (sid,)).fetchone()
             low = self._meta_get("compactor_low")
         if row is not None:
-            meta = self._meta[sid] = (row[0], row[1], tuple(sorted(json.loads(row[2]).items())))
+            meta = self._meta[sid] = SeriesMeta(row[0], row[1], tuple(sorted(json.loads(row[2]).items())))
             return meta
         # Defined moments ago: the compactor has not copied it into SQLite yet. It is in the log.
         for _pos, payload in applog.read(self.data_dir / LOG_DIR, int(low or 0), frozenset({applog.SERIES})):
             for r in applog.decode_json(payload)["series"]:
                 if int(r[0]) == sid:
-                    meta = self._meta[sid] = (r[2], r[3], tuple(sorted(json.loads(r[4]).items())))
+                    meta = self._meta[sid] = SeriesMeta(r[2], r[3], tuple(sorted(json.loads(r[4]).items())))
                     return meta
         raise KeyError(f"series id {sid} is neither in {self.path} nor in its log")
 
     # --- batches --------------------------------------------------------------------------------
-    def commit(self, items: Sequence[StoreItem]) -> None:
+    def _first_only(self, node: str, blocks: list[Block]) -> list[Block]:
+        """Drop (series, ts) pairs this node stored in a recent block or repeats in this batch."""
+        recent = self._recent.setdefault(node, {})
+        out = []
+        for b in blocks:
+            sids, vals = b.sids, b.values
+            _u, first = np.unique(sids, return_index=True)
+            if len(first) < len(sids):
+                keep = np.zeros(len(sids), bool)
+                keep[first] = True
+                self._duplicates += int(len(sids) - len(first))
+                sids, vals = sids[keep], vals[keep]
+            seen = recent.get(b.ts_ms)
+            if seen is not None:
+                fresh = ~np.isin(sids, seen)
+                self._duplicates += int(len(sids) - fresh.sum())
+                sids, vals = sids[fresh], vals[fresh]
+                recent[b.ts_ms] = np.concatenate([seen, sids])
+            else:
+                recent[b.ts_ms] = sids
+                while len(recent) > self.RECENT:
+                    del recent[min(recent)]
+            if len(sids):
+                out.append(b if sids is b.sids else Block(b.ts_ms, sids, vals))
+        return out
+
+    def commit(self, items: Sequence[WriteItem]) -> None:
         """Durable when it returns: one log write and one fdatasync for all of them."""
-        positions = self.log.write([encode_item(it) for it in items])
+        recs = []
+        for it in items:
+            blocks = self._first_only(it.node, item_blocks(it))
+            recs.append(applog.encode_batch(it.node, it.update.seq, blocks, it.events,
+                                            contiguous=it.update.contiguous, meta=update_meta(it)))
+        positions = self.log.write(recs)
         self.log.sync()
         self._batch_end = self.log.end()
         now = int(time.time() * 1000)
         events: list[tuple[Any, ...]] = []
         for it in items:
-            self.nodes.last_seen[it.node] = now
+            self.nodes.apply_update(update_meta(it), it.node)
+            self.nodes.recs[it.node].last_seen = now
             events.extend((e[0], it.node, *e[1:]) for e in it.events)
         # SQLite work happens on the aux thread: the compactor may hold the file's write lock
         # for a moment, and an ack must never wait for that (the log has made it durable).
@@ -296,24 +369,27 @@ class LogStore:
                              "value = excluded.value", (json.dumps(sorted(names)),))
             marks = [int(c) for s, c in self._db.execute("SELECT sink, spool_id FROM sink_cursor") if s in names]
         if marks:  # where the last batch a sink may still owe ends (for spool_depth)
-            for pos, payload in applog.read(self.data_dir / LOG_DIR, min(marks)):
-                if applog.kind(payload) == applog.BATCH:
-                    self._batch_end = max(self._batch_end, pos + applog.FRAME_BYTES + len(payload))
+            for pos, payload in applog.read(self.data_dir / LOG_DIR, min(marks), frozenset({applog.BATCH})):
+                self._batch_end = max(self._batch_end, pos + applog.FRAME_BYTES + len(payload))
 
     # --- spool for the external sinks: the log is the spool --------------------------------------
-    def spool_read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+    def spool_read(self, after: int, limit: int) -> list[SpoolRow]:
         """Batches from log position ``after`` on, as (position after the record, spool body in
         collector/spool.py's format): a sink's cursor is where its next batch starts."""
         from collector.spool import encode_spool  # noqa: PLC0415 - spool.py imports this module
 
-        out: list[tuple[int, bytes]] = []
-        for pos, payload in applog.read(self.data_dir / LOG_DIR, after):
-            if pos < after or applog.kind(payload) != applog.BATCH:
+        out: list[SpoolRow] = []
+        for pos, payload in applog.read(self.data_dir / LOG_DIR, after, frozenset({applog.BATCH})):
+            if pos < after:
                 continue
             rec = applog.decode_batch(payload)
-            rows = [(s, b.ts_ms, v) for b in rec.blocks
-                    for s, v in zip(b.sids.tolist(), b.values.tolist(), strict=True)]
-            out.append((pos + applog.FRAME_BYTES + len(payload), encode_spool(rows, [tuple(e) for e in rec.events])))
+            cols = SampleColumns()
+            for b in rec.blocks:
+                cols.series_ids.extend(b.sids.tolist())
+                cols.ts_ms.extend([b.ts_ms] * len(b.sids))
+                cols.values.extend(b.values.tolist())
+            rows = [EventRow(*e) for e in rec.events]
+            out.append(SpoolRow(pos + applog.FRAME_BYTES + len(payload), encode_spool(cols, rows)))
             if len(out) >= limit:
                 break
         return out
@@ -333,13 +409,13 @@ class LogStore:
             self._db.execute("INSERT INTO sink_cursor VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET "
                              "spool_id = excluded.spool_id", (sink, spool_id))
 
-    def spool_depth(self) -> tuple[int, int]:
+    def spool_depth(self) -> SpoolDepth:
         """(files, bytes) of log between the slowest sink's cursor and the last batch."""
         with self._lock:
             names = json.loads(self._meta_get("sinks") or "[]")
             marks = [int(c) for s, c in self._db.execute("SELECT sink, spool_id FROM sink_cursor") if s in names]
         if not marks or min(marks) >= self._batch_end:
-            return 0, 0
+            return SpoolDepth(0, 0)
         lo_file, lo_off = applog.split_position(min(marks))
         hi_file, hi_off = applog.split_position(self._batch_end)
         total = files = 0
@@ -348,7 +424,7 @@ class LogStore:
                 size = hi_off if no == hi_file else p.stat().st_size
                 total += size - (lo_off if no == lo_file else 0)
                 files += 1
-        return files, max(total, 0)
+        return SpoolDepth(files, max(total, 0))
 
     def _meta_get(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -447,13 +523,19 @@ class LogStoreReader:
         return [{"time": t / 1000, "node": n, "kind": k, "severity": s, "message": m, "action": a,
                  "labels": json.loads(lab)} for t, n, k, s, m, a, lab in rows]
 
+    def contiguous(self, node: str) -> int:
+        """The node's durable sequence (what its next Welcome says)."""
+        rec = self.node_states().recs.get(node)
+        return rec.contiguous if rec is not None else 0
+
     def nodes(self) -> list[dict[str, object]]:
         st = self.node_states()
-        return [{"node": n, "sequence": s.contiguous, "labels": st.labels.get(n, {}),
-                 "last_seen": st.last_seen.get(n, 0) / 1000} for n, s in sorted(st.states.items())]
+        return [{"node": n, "sequence": r.contiguous, "labels": json.loads(r.labels_json),
+                 "last_seen": r.last_seen / 1000}
+                for n, r in sorted(st.recs.items())]
 
     def close(self) -> None:
         self.blocks.close()
 
 
-__all__ = ["LogStore", "LogStoreReader", "StoreItem"]
+__all__ = ["LogStore", "LogStoreReader"]

@@ -9,6 +9,7 @@ A store that is neither (another program's file) is refused with a message namin
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -55,10 +56,24 @@ def migrate(path: Path, log_dir: Path, window_s: float = 3600) -> int:
     total = int(db.execute("SELECT count(*) FROM samples").fetchone()[0])
     log.warning("%s: converting %d samples from the row store to blocks (once; the collector starts after)",
                 path, total)
-    # The new schema beside the old tables; `series` and `events` are the same tables.
-    db.execute("ALTER TABLE nodes ADD COLUMN held TEXT NOT NULL DEFAULT '[]'")
-    for node, seqs in db.execute("SELECT node, json_group_array(seq) FROM held GROUP BY node").fetchall():
-        db.execute("UPDATE nodes SET held = ? WHERE node = ?", (seqs, node))
+    # The new schema beside the old tables; `series` and `events` are the same tables. Node
+    # sequence state: ranges (collector/sequence.py), from seq_ranges, or from contiguous + held.
+    tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    cols = {c[1] for c in db.execute("PRAGMA table_info(nodes)")}
+    db.execute("CREATE TABLE IF NOT EXISTS node_seq (node TEXT PRIMARY KEY, wal_id TEXT NOT NULL, "
+               "floor INTEGER NOT NULL, ranges TEXT NOT NULL, labels TEXT NOT NULL DEFAULT '{}', "
+               "last_seen INTEGER NOT NULL DEFAULT 0)")
+    floor = "floor" if "floor" in cols else "0"
+    for node, wal, cont, labels, seen, fl in db.execute(
+            f"SELECT node, wal_id, contiguous, labels, last_seen, {floor} FROM nodes").fetchall():
+        if "seq_ranges" in tables:
+            ranges = db.execute("SELECT lo, hi FROM seq_ranges WHERE node = ? ORDER BY lo", (node,)).fetchall()
+        else:
+            held = [s for (s,) in db.execute("SELECT seq FROM held WHERE node = ? ORDER BY seq", (node,))] \
+                if "held" in tables else []
+            ranges = ([(1, int(cont))] if cont else []) + [(s, s) for s in held]
+        db.execute("INSERT OR REPLACE INTO node_seq VALUES (?, ?, ?, ?, ?, ?)",
+                   (node, wal, int(fl), json.dumps([list(r) for r in ranges]), labels, int(seen)))
     db.close()
     store = BlockStore(path, window_s=window_s)
     win = store.window_ms
@@ -92,9 +107,8 @@ def migrate(path: Path, log_dir: Path, window_s: float = 3600) -> int:
         log.warning("%s: node %s converted (%d/%d samples)", path, node, moved, total)
     _spool_to_log(store._db, log_dir)
     with store.lock:
-        store._db.execute("DROP TABLE samples")
-        store._db.execute("DROP TABLE held")
-        store._db.execute("DROP TABLE IF EXISTS spool")
+        for table in ("samples", "held", "seq_ranges", "spool", "nodes"):
+            store._db.execute(f"DROP TABLE IF EXISTS {table}")
         store._db.execute("INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (key) DO UPDATE SET "
                           "value = excluded.value", (SCHEMA_VERSION,))
     store.close()
@@ -116,7 +130,9 @@ def _spool_to_log(db: sqlite3.Connection, log_dir: Path) -> None:
     start = out.end()
     recs = []
     for (body,) in bodies:
-        sids, ts, vals, events = decode_spool(bytes(body))
+        spooled = decode_spool(bytes(body))
+        sids, ts, vals = spooled.samples.series_ids, spooled.samples.ts_ms, spooled.samples.values
+        events = spooled.events
         blocks = [Block(t, np.array([s for s, t2 in zip(sids, ts, strict=True) if t2 == t], np.int64),
                         np.array([v for v, t2 in zip(vals, ts, strict=True) if t2 == t], np.float64))
                   for t in sorted(set(ts))]
