@@ -391,10 +391,10 @@ def pct(xs: list[float], q: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nodes", default="100,200,300", help="steps of N, comma-separated")
+    ap.add_argument("--nodes", default="100,250", help="steps of N, comma-separated")
     ap.add_argument("--series", type=int, default=1000)
     ap.add_argument("--interval", type=float, default=10.0)
-    ap.add_argument("--duration", type=float, default=30.0, help="measured seconds per step")
+    ap.add_argument("--duration", type=float, default=20.0, help="measured seconds per step")
     ap.add_argument("--warmup", type=float, default=0.0, help="seconds after the ramp before measuring "
                     "(default: one interval)")
     ap.add_argument("--ramp-timeout", type=float, default=180.0, help="seconds for a step's new nodes to "

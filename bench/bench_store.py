@@ -190,8 +190,8 @@ def query(kind: str, path: Path, node: str, since: int, until: int) -> tuple[flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--nodes", type=int, default=4)
-    ap.add_argument("--hours", type=float, default=2.0)
+    ap.add_argument("--nodes", type=int, default=2)
+    ap.add_argument("--hours", type=float, default=1.5)
     ap.add_argument("--group", type=int, default=16, help="batches per durable commit")
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()

@@ -343,3 +343,22 @@ def test_a_row_store_is_migrated_in_place(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(MigrationError, match="not a fleetmon store"):
         LogStore(other)
+
+
+def test_a_collision_apart_in_time_is_dropped_at_the_merge_and_counted(tmp_path: Path) -> None:
+    es = LogStore(tmp_path)
+    (sid,) = es.series_ids("n1", _new_series("n1", 1))
+    agent = _Agent(es)
+    # seq 1 at TN; then more than LogStore.RECENT other instants; then TN again (a replayed WAL).
+    agent.commit([(1, [sid], TN, [1.0])])
+    for k in range(2, 3 + LogStore.RECENT):
+        agent.commit([(k, [sid], TN + k * 10_000, [float(k)])])
+    agent.commit([(10, [sid], TN, [99.0])])
+    assert es.duplicate_samples == 0, "too far apart for the ingest side to see"
+    comp = Compactor(tmp_path, flush_s=0)
+    comp.poll()
+    comp.maintain(now=TN / 1000 + 7200, force_flush=True)
+    assert es.duplicate_samples == 1
+    assert LogStoreReader(tmp_path).samples(sid, TN, TN) == [(TN, 1.0)], "the first stored is kept"
+    comp.store.close()
+    es.close()
