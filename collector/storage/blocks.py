@@ -23,6 +23,7 @@ before. ``bench/bench_store.py`` compares it with raw rows and with DuckDB.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sqlite3
 import struct
@@ -176,6 +177,33 @@ def _first_wins(parts: Sequence[tuple[I64, I64, F64]]) -> tuple[I64, I64, F64, i
     keep = np.ones(len(sid), bool)
     keep[1:] = (sid[1:] != sid[:-1]) | (ts[1:] != ts[:-1])
     return sid[keep], ts[keep], val[keep], int(len(keep) - keep.sum())
+
+
+def _disjoint(spans: Sequence[tuple[int, int]]) -> bool:
+    ordered = sorted(spans)
+    return all(b[0] > a[1] for a, b in itertools.pairwise(ordered))
+
+
+def _by_series(rows: Sequence[SeriesRow], want: np.ndarray, parts: Sequence[tuple[I64, I64, F64]],
+               since_ms: int, until_ms: int) -> Iterator[tuple[SeriesRow, I64, F64]]:
+    """Series by series from parts that are each sorted by (series, ts) and lie apart in time."""
+    cuts = [(np.searchsorted(p[0], want), np.searchsorted(p[0], want, side="right")) for p in parts]
+    index = {int(w): i for i, w in enumerate(want.tolist())}
+    for s in rows:
+        i = index[s.id]
+        ts_parts, val_parts = [], []
+        for (_sid, ts, val), (lo, hi) in zip(parts, cuts, strict=True):
+            a, b = int(lo[i]), int(hi[i])
+            if b > a:
+                ts_parts.append(ts[a:b])
+                val_parts.append(val[a:b])
+        if not ts_parts:
+            continue
+        t = ts_parts[0] if len(ts_parts) == 1 else np.concatenate(ts_parts)
+        v = val_parts[0] if len(val_parts) == 1 else np.concatenate(val_parts)
+        m = (t >= since_ms) & (t <= until_ms)
+        if m.any():
+            yield s, t[m], v[m]
 
 
 class BlockStore:
@@ -453,14 +481,22 @@ class BlockReader:
         for node, rows in by_node.items():
             want = np.array(sorted(s.id for s in rows), np.int64)
             segs = self._db.execute(
-                "SELECT level, body FROM segments WHERE node = ? AND t_max >= ? AND t_min <= ? ORDER BY key, id",
-                (node, since_ms, until_ms)).fetchall()
-            parts = [_segment_samples(int(lv), bytes(body), want) for lv, body in segs]
+                "SELECT level, body, t_min, t_max FROM segments WHERE node = ? AND t_max >= ? AND t_min <= ? "
+                "ORDER BY key, id", (node, since_ms, until_ms)).fetchall()
+            parts = [_segment_samples(int(lv), bytes(body), want) for lv, body, _a, _b in segs]
+            spans = [(int(a), int(b)) for _lv, _body, a, b in segs]
             if head is not None:
                 hb = head(node)
                 if hb:
                     parts.append(blocks_samples(hb, want))
+                    spans.append((min(b.ts_ms for b in hb), max(b.ts_ms for b in hb)))
             if not parts:
+                continue
+            if _disjoint(spans):
+                # The usual case (hourly blocks, then the newest data): no instant in two parts,
+                # so nothing to deduplicate; each series is its slices laid end to end.
+                yield from _by_series(rows, want, [parts[i] for i in np.argsort([a for a, _b in spans])],
+                                      since_ms, until_ms)
                 continue
             sid, ts, val, _d = _first_wins(parts)
             m = (ts >= since_ms) & (ts <= until_ms)
