@@ -362,3 +362,21 @@ def test_a_collision_apart_in_time_is_dropped_at_the_merge_and_counted(tmp_path:
     assert LogStoreReader(tmp_path).samples(sid, TN, TN) == [(TN, 1.0)], "the first stored is kept"
     comp.store.close()
     es.close()
+
+
+def test_count_by_node_matches_per_node_counts(tmp_path: Path) -> None:
+    es = LogStore(tmp_path)
+    for node in ("n1", "n2"):
+        ids = es.series_ids(node, _new_series(node, 2))
+        _Agent(es, node).commit([(1, ids, TN, [1.0, 2.0]), (2, ids, TN + 10_000, [3.0, 4.0])])
+    comp = Compactor(tmp_path, flush_s=0)
+    comp.poll()
+    comp.maintain(force_flush=True)
+    es2 = LogStore(tmp_path)  # more in the log's tail, not compacted
+    ids = es2.series_ids("n2", _new_series("n2", 2))
+    _Agent(es2, "n2").commit([(3, ids, TN + 20_000, [5.0, 6.0])])
+    r = LogStoreReader(tmp_path)
+    assert r.count_by_node() == {"n1": 4, "n2": 6} == {n: r.count_samples(n) for n in ("n1", "n2")}
+    comp.store.close()
+    es.close()
+    es2.close()

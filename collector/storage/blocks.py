@@ -137,7 +137,7 @@ def decode_l0(blob: bytes) -> list[Block]:
                                                                    strict=True)]
 
 
-def _segment_samples(level: int, blob: bytes, want: np.ndarray | None) -> tuple[I64, I64, F64]:
+def segment_samples(level: int, blob: bytes, want: np.ndarray | None) -> tuple[I64, I64, F64]:
     """(series ids, ts, values) of a segment, sorted by (series, ts), duplicates of level 0 kept."""
     if level == LEVEL1:
         if want is None:
@@ -167,7 +167,7 @@ def blocks_samples(blocks: Sequence[Block], want: np.ndarray | None) -> tuple[I6
     return sid[order], ts[order], val[order]
 
 
-def _first_wins(parts: Sequence[tuple[I64, I64, F64]]) -> tuple[I64, I64, F64, int]:
+def first_wins(parts: Sequence[tuple[I64, I64, F64]]) -> tuple[I64, I64, F64, int]:
     """Concatenate parts given oldest first; keep the first of equal (series, ts)."""
     sid = np.concatenate([p[0] for p in parts])
     ts = np.concatenate([p[1] for p in parts])
@@ -397,8 +397,8 @@ class BlockStore:
             with self.lock:
                 old = self._db.execute("SELECT id, key, body FROM segments WHERE node = ? AND level = 1 "
                                        "AND t_min >= ? AND t_max <= ?", (node, lo, hi)).fetchall()
-            parts = [_segment_samples(LEVEL1, bytes(o[2]), None) for o in sorted(old, key=lambda o: (o[1], o[0]))]
-            s2, t2, v2, d2 = _first_wins([*parts, (sid[m], ts[m], val[m])])
+            parts = [segment_samples(LEVEL1, bytes(o[2]), None) for o in sorted(old, key=lambda o: (o[1], o[0]))]
+            s2, t2, v2, d2 = first_wins([*parts, (sid[m], ts[m], val[m])])
             dups += d2
             enc = codec.encode_sorted(s2, t2, v2)
             key = min([key0, *(int(o[1]) for o in old)])
@@ -483,7 +483,7 @@ class BlockReader:
             segs = self._db.execute(
                 "SELECT level, body, t_min, t_max FROM segments WHERE node = ? AND t_max >= ? AND t_min <= ? "
                 "ORDER BY key, id", (node, since_ms, until_ms)).fetchall()
-            parts = [_segment_samples(int(lv), bytes(body), want) for lv, body, _a, _b in segs]
+            parts = [segment_samples(int(lv), bytes(body), want) for lv, body, _a, _b in segs]
             spans = [(int(a), int(b)) for _lv, _body, a, b in segs]
             if head is not None:
                 hb = head(node)
@@ -498,7 +498,7 @@ class BlockReader:
                 yield from _by_series(rows, want, [parts[i] for i in np.argsort([a for a, _b in spans])],
                                       since_ms, until_ms)
                 continue
-            sid, ts, val, _d = _first_wins(parts)
+            sid, ts, val, _d = first_wins(parts)
             m = (ts >= since_ms) & (ts <= until_ms)
             sid, ts, val = sid[m], ts[m], val[m]
             bounds = np.searchsorted(sid, want)

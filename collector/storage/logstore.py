@@ -39,7 +39,7 @@ from collector.errors import StoreError
 from collector.sequence import NodeState, SeqRange, SeqUpdate
 from collector.seriesdefs import canonical_labels
 from collector.storage import applog
-from collector.storage.blocks import BlockReader, BlockStore, series_key
+from collector.storage.blocks import BlockReader, BlockStore, blocks_samples, first_wins, segment_samples, series_key
 from collector.storage.codec import F64, I64, Block
 from collector.storage.embedded import EventRow, NewSeries, SampleColumns, SeriesMeta, SpoolDepth, SpoolRow, WriteItem
 from collector.storage.migrate import migrate, needs_migration
@@ -498,6 +498,20 @@ class LogStoreReader:
             names = [n for (n,) in self._db.execute("SELECT DISTINCT node FROM series")]
             return sum(self.count_samples(n) for n in names)
         return sum(len(ts) for _n, _l, ts, _v in self.stored(node))
+
+    def count_by_node(self) -> dict[str, int]:
+        """Distinct (series, ts) stored per node, every node, in one pass over the log's tail."""
+        nodes = [n for (n,) in self._db.execute("SELECT DISTINCT node FROM series")]
+        nodes += sorted({v[2] for v in self._tail_series().values()} - set(nodes))
+        tail = self._tail(set(nodes))
+        out = {}
+        for node in nodes:
+            parts = [segment_samples(int(lv), bytes(body), None) for lv, body in self._db.execute(
+                "SELECT level, body FROM segments WHERE node = ? ORDER BY key, id", (node,))]
+            if tail.get(node):
+                parts.append(blocks_samples(tail[node], None))
+            out[node] = len(first_wins(parts)[0]) if parts else 0
+        return out
 
     def stored(self, node: str) -> Iterator[tuple[str, dict[str, str], I64, F64]]:
         """Every sample of a node: (name, labels, ts, values) per series."""
