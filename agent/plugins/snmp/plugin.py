@@ -1,0 +1,197 @@
+"""SNMP poller for the power chain past the node: rack PDUs, UPSs and environmental sensors.
+
+One agent (a facility poller host, or any node) polls many devices. ``collect`` is a coroutine:
+devices are polled concurrently (``concurrency`` at a time) on one pysnmp engine, each under its
+own ``device_timeout``, so a dead PDU costs its own samples, ``pdu_up 0`` and one log line, never
+the other devices' data. Reading (``client.py``) is apart from parsing (the MIB readers turn a
+:class:`Snapshot` into samples and are tested on recordings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from agent.errors import ConfigError, PluginError, PluginUnavailable
+from agent.model import Collection, Metric
+from agent.plugin import Plugin, PluginContext
+from agent.plugins.snmp import metrics as m
+from agent.plugins.snmp.apc import RPDU, RPDU2
+from agent.plugins.snmp.config import DeviceConfig, SnmpConfig
+from agent.plugins.snmp.profiles import builtin_profiles, compile_profile
+from agent.plugins.snmp.reader import Reader
+from agent.plugins.snmp.snapshot import Snapshot, merge
+from agent.plugins.snmp.system import SYSTEM
+from agent.plugins.snmp.upsmib import UPS_MIB
+
+if TYPE_CHECKING:
+    from agent.plugins.snmp.client import SnmpClient
+
+#: Built-in readers; a tuple is a fallback chain (the first the device implements is used).
+NATIVE: dict[str, tuple[Reader, ...]] = {
+    "apc": (RPDU2, RPDU),
+    "apc-rpdu2": (RPDU2,),
+    "apc-rpdu": (RPDU,),
+    "ups-mib": (UPS_MIB,),
+}
+DEFAULT_MIBS = {"pdu": ["apc"], "ups": ["ups-mib"], "sensor": []}
+UP: dict[str, Metric] = {"pdu": m.PDU_UP, "ups": m.UPS_UP, "sensor": m.SENSOR_UP}
+
+
+@dataclass
+class Device:
+    cfg: DeviceConfig
+    chains: list[tuple[Reader, ...]]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        out = {self.cfg.kind: self.cfg.name, **self.cfg.labels}
+        if self.cfg.rack:
+            out["rack"] = self.cfg.rack
+        return out
+
+
+def resolve_devices(cfg: SnmpConfig) -> list[Device]:
+    """Each device with its readers; unknown MIB names are a ConfigError naming device and key."""
+    table: dict[str, tuple[Reader, ...]] = dict(NATIVE)
+    for name, profile in {**builtin_profiles(), **cfg.profiles}.items():
+        table[name] = (compile_profile(name, profile, f"plugins.snmp.profiles.{name}"),)
+    out = []
+    for i, dev in enumerate(cfg.devices):
+        names = dev.mibs or DEFAULT_MIBS[dev.kind]
+        unknown = [n for n in names if n not in table]
+        if unknown:
+            raise ConfigError(f"plugins.snmp.devices[{i}] ({dev.name}): unknown mibs {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(table))} (add a mapping under plugins.snmp.profiles)")
+        out.append(Device(dev, [table[n] for n in names]))
+    return out
+
+
+def parse_device(dev: Device, snap: Snapshot) -> tuple[Collection, list[str]]:
+    """Samples of one polled device (pure); also the MIBs the device turned out not to have."""
+    labels = dev.labels
+    col = SYSTEM.parse(snap, labels)
+    missing = []
+    for chain in dev.chains:
+        reader = next((r for r in chain if r.present(snap)), None)
+        if reader is None:
+            missing.append(" / ".join(r.name for r in chain))
+            continue
+        col.extend(reader.parse(snap, labels))
+    return col, missing
+
+
+class SnmpPlugin(Plugin):
+    name = "snmp"
+    Config = SnmpConfig
+    default_interval = 30.0
+    config: SnmpConfig
+
+    def __init__(self, ctx: PluginContext, config: SnmpConfig) -> None:
+        super().__init__(ctx, config)
+        self.devices: list[Device] = []
+        self._engine: Any = None  # pysnmp SnmpEngine, made on the loop at the first collection
+        self._clients: dict[int, SnmpClient] = {}
+        self._failing: dict[str, str] = {}
+        self._missing_noted: set[tuple[str, str]] = set()
+
+    def discover(self) -> None:
+        if not self.config.devices:
+            raise PluginUnavailable("no SNMP devices configured (plugins.snmp.devices)")
+        try:
+            import pysnmp  # noqa: F401, PLC0415 - only to name the extra to install
+        except ImportError as err:
+            raise PluginUnavailable("pysnmp is not installed (pip install 'fleetmon[snmp]')") from err
+        self.devices = resolve_devices(self.config)
+        self.log.info("snmp: %d device(s): %s", len(self.devices),
+                      ", ".join(f"{d.cfg.kind} {d.cfg.name}" for d in self.devices))
+
+    def _client(self, i: int, dev: Device) -> SnmpClient:
+        # pysnmp is imported on first use: a node that does not poll SNMP never loads it.
+        from agent.plugins.snmp.client import SnmpClient  # noqa: PLC0415
+        from pysnmp.hlapi.v3arch.asyncio import SnmpEngine  # noqa: PLC0415
+
+        if self._engine is None:
+            self._engine = SnmpEngine()
+        client = self._clients.get(i)
+        if client is None:
+            client = SnmpClient(self._engine, dev.cfg, timeout=self.config.request_timeout,
+                                retries=self.config.retries, max_repetitions=self.config.max_repetitions)
+            self._clients[i] = client
+        return client
+
+    async def collect(self) -> Collection:  # type: ignore[override]  # awaited by the scheduler
+        if not self.devices:
+            self.discover()
+        gate = asyncio.Semaphore(self.config.concurrency)
+        results = await asyncio.gather(*(self._poll(i, dev, gate) for i, dev in enumerate(self.devices)))
+        col = Collection()
+        for sub in results:
+            col.extend(sub)
+        return col
+
+    async def _poll(self, i: int, dev: Device, gate: asyncio.Semaphore) -> Collection:
+        labels = dev.labels
+        key = f"{dev.cfg.kind}/{dev.cfg.name}"
+        async with gate:
+            started = time.monotonic()
+            client = self._client(i, dev)
+            try:
+                snap = await asyncio.wait_for(self._read(client, dev), self.config.device_timeout)
+            except TimeoutError:
+                self._fail(key, f"{client.where}: no complete answer within {self.config.device_timeout:g}s "
+                                f"(plugins.snmp.device_timeout)")
+                return self._down(dev, labels)
+            except PluginError as err:
+                self._fail(key, str(err))
+                return self._down(dev, labels)
+            elapsed = time.monotonic() - started
+        if self._failing.pop(key, None) is not None:
+            self.log.info("snmp: %s answers again", client.where)
+        col, missing = parse_device(dev, snap)
+        for name in missing:
+            if (key, name) not in self._missing_noted:
+                self._missing_noted.add((key, name))
+                self.log.warning("snmp: %s does not implement %s (nothing under its OIDs); set "
+                                 "plugins.snmp.devices[].mibs for this model", client.where, name)
+        col.add(UP[dev.cfg.kind], 1, labels)
+        col.add(m.POLL_DURATION, round(elapsed, 6), labels)
+        return col
+
+    async def _read(self, client: SnmpClient, dev: Device) -> Snapshot:
+        first = [chain[0] for chain in dev.chains]
+        gets = [*SYSTEM.gets, *(g for r in first for g in r.gets)]
+        walks = [w for r in first for w in r.walks]
+        snap = await client.poll(gets, walks)
+        # A fallback is read only when the device lacks the chain's first reader (chains have two).
+        later = [chain[1] for chain in dev.chains if len(chain) > 1 and not chain[0].present(snap)]
+        if later:
+            more = await client.poll([g for r in later for g in r.gets], [w for r in later for w in r.walks])
+            snap = merge([snap, more])
+        return snap
+
+    def _down(self, dev: Device, labels: dict[str, str]) -> Collection:
+        col = Collection()
+        col.add(UP[dev.cfg.kind], 0, labels)
+        return col
+
+    def _fail(self, key: str, message: str) -> None:
+        # One line per failure episode, again only when the reason changes (a PDU that stays
+        # down must not flood the log every interval); the up gauge tells rules every time.
+        if self._failing.get(key) != message:
+            self.log.warning("snmp: %s", message)
+        self._failing[key] = message
+
+    def close(self) -> None:
+        engine, self._engine = self._engine, None
+        self._clients = {}
+        if engine is None:
+            return
+        try:
+            engine.close_dispatcher()
+        except RuntimeError:
+            # Closed after its event loop (e.g. a one-shot run that ended): the loop closed the
+            # sockets already; nothing is left to release.
+            self.log.debug("snmp: engine closed after its event loop")
