@@ -25,6 +25,7 @@ from pysnmp.hlapi.v3arch.asyncio import (
     get_cmd,
 )
 from pysnmp.hlapi.v3arch.asyncio import auth as usm
+from pyasn1.type import univ
 from pysnmp.proto import errind, rfc1902, rfc1905
 
 from agent.errors import PluginError
@@ -68,14 +69,14 @@ def convert(value: Any) -> Value | None:
     """A pysnmp value as plain Python; None for noSuchObject/noSuchInstance/endOfMibView."""
     if isinstance(value, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance, rfc1905.EndOfMibView)):
         return None
-    if isinstance(value, rfc1902.ObjectIdentifier):
+    # Responses decode into pyasn1's base types (unless a MIB lookup re-types them): check those.
+    if isinstance(value, univ.ObjectIdentifier):
         return str(value)
     if isinstance(value, rfc1902.IpAddress):
         return value.prettyPrint()
-    if isinstance(value, rfc1902.OctetString):
+    if isinstance(value, univ.OctetString):
         return bytes(value).decode("utf-8", errors="replace").replace("\x00", "").strip()
-    if isinstance(value, (rfc1902.Integer32, rfc1902.Integer, rfc1902.Gauge32, rfc1902.Unsigned32,
-                          rfc1902.Counter32, rfc1902.Counter64, rfc1902.TimeTicks)):
+    if isinstance(value, univ.Integer):  # INTEGER, Gauge32, Counter32/64, TimeTicks, Unsigned32
         return int(value)
     return None
 

@@ -48,10 +48,11 @@ class DeviceConfig:
     rack: str = ""
     #: More labels for every series of this device (e.g. {feed: A, row: "3"}).
     labels: dict[str, str] = field(default_factory=dict)
-    #: MIB readers and mapping profiles, in order. Empty: by kind: pdu -> [apc], ups -> [ups-mib],
-    #: sensor -> []. Built-in: apc (rPDU2, else rPDU), apc-rpdu2, apc-rpdu, ups-mib, and the
-    #: profiles in agent/plugins/snmp/profiles/ (eaton-xups, geist-v5) or under `profiles`.
-    mibs: list[str] = field(default_factory=list)
+    #: MIB readers and mapping profiles, in order. Unset: by kind: pdu -> [apc], ups -> [ups-mib],
+    #: sensor -> []; [] reads the identity (system group) alone. Built-in: apc (rPDU2, else rPDU),
+    #: apc-rpdu2, apc-rpdu, ups-mib, and the profiles in agent/plugins/snmp/profiles/
+    #: (eaton-xups, geist-v5, huawei-ups5000) or under `profiles`.
+    mibs: list[str] | None = None
 
     def validate(self) -> None:
         if not self.name or not _NAME.match(self.name):

@@ -60,7 +60,7 @@ def resolve_devices(cfg: SnmpConfig) -> list[Device]:
         table[name] = (compile_profile(name, profile, f"plugins.snmp.profiles.{name}"),)
     out = []
     for i, dev in enumerate(cfg.devices):
-        names = dev.mibs or DEFAULT_MIBS[dev.kind]
+        names = DEFAULT_MIBS[dev.kind] if dev.mibs is None else dev.mibs
         unknown = [n for n in names if n not in table]
         if unknown:
             raise ConfigError(f"plugins.snmp.devices[{i}] ({dev.name}): unknown mibs {', '.join(unknown)}; "
@@ -92,7 +92,10 @@ class SnmpPlugin(Plugin):
     def __init__(self, ctx: PluginContext, config: SnmpConfig) -> None:
         super().__init__(ctx, config)
         self.devices: list[Device] = []
-        self._engine: Any = None  # pysnmp SnmpEngine, made on the loop at the first collection
+        # pysnmp SnmpEngines, made on the loop at the first collection: one shared by the v2c
+        # devices, one per v3 device (an engine's USM table holds one key set per user name, and
+        # devices often share the user name with different keys).
+        self._engines: dict[int, Any] = {}
         self._clients: dict[int, SnmpClient] = {}
         self._failing: dict[str, str] = {}
         self._missing_noted: set[tuple[str, str]] = set()
@@ -113,11 +116,13 @@ class SnmpPlugin(Plugin):
         from agent.plugins.snmp.client import SnmpClient  # noqa: PLC0415
         from pysnmp.hlapi.v3arch.asyncio import SnmpEngine  # noqa: PLC0415
 
-        if self._engine is None:
-            self._engine = SnmpEngine()
+        slot = i if dev.cfg.version == "3" else -1
+        engine = self._engines.get(slot)
+        if engine is None:
+            engine = self._engines[slot] = SnmpEngine()
         client = self._clients.get(i)
         if client is None:
-            client = SnmpClient(self._engine, dev.cfg, timeout=self.config.request_timeout,
+            client = SnmpClient(engine, dev.cfg, timeout=self.config.request_timeout,
                                 retries=self.config.retries, max_repetitions=self.config.max_repetitions)
             self._clients[i] = client
         return client
@@ -185,13 +190,12 @@ class SnmpPlugin(Plugin):
         self._failing[key] = message
 
     def close(self) -> None:
-        engine, self._engine = self._engine, None
+        engines, self._engines = self._engines, {}
         self._clients = {}
-        if engine is None:
-            return
-        try:
-            engine.close_dispatcher()
-        except RuntimeError:
-            # Closed after its event loop (e.g. a one-shot run that ended): the loop closed the
-            # sockets already; nothing is left to release.
-            self.log.debug("snmp: engine closed after its event loop")
+        for engine in engines.values():
+            try:
+                engine.close_dispatcher()
+            except RuntimeError:
+                # Closed after its event loop (a one-shot run that ended): the loop took the
+                # sockets with it; nothing is left to release.
+                self.log.debug("snmp: engine closed after its event loop")

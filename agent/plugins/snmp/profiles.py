@@ -21,7 +21,7 @@ from agent.errors import ConfigError
 from agent.model import Collection, Labels, Metric, MetricType, counter, gauge
 from agent.plugins.snmp import metrics as builtin_metrics
 from agent.plugins.snmp.config import ProfileConfig, ProfileMetric
-from agent.plugins.snmp.reader import Reader
+from agent.plugins.snmp.reader import Reader, scaled
 from agent.plugins.snmp.snapshot import Snapshot, Value, norm_oid
 
 _BUILTIN = {m.name: m for m in vars(builtin_metrics).values() if isinstance(m, Metric)}
@@ -57,7 +57,7 @@ def _value(spec: ProfileMetric, raw: Value) -> float | None:
     if spec.map:
         mapped = spec.map.get(str(raw), spec.map.get("default"))
         return None if mapped is None else float(mapped)
-    return raw * spec.scale
+    return scaled(raw, spec.scale)
 
 
 def compile_profile(name: str, profile: ProfileConfig, where: str) -> Reader:

@@ -25,7 +25,13 @@ class Reader:
 
 
 def scaled(value: int | None, factor: float) -> float | None:
-    return None if value is None else value * factor
+    """``value x factor``; a decimal factor (0.1, 0.01) divides by its inverse instead, so tenths
+    of an ampere read 0.9, not 0.9000000000000001."""
+    if value is None:
+        return None
+    if 0 < factor < 1:
+        return value / round(1 / factor)
+    return value * factor
 
 
 def non_negative(value: int | None) -> int | None:

@@ -41,7 +41,12 @@ def parse_ups_mib(snap: Snapshot, labels: Labels) -> Collection:
         col.add(m.UPS_OUTPUT_SOURCE, source, base)
         col.add(m.UPS_ON_BATTERY, float(source == BATTERY_ON), base)
     col.add(m.UPS_SECONDS_ON_BATTERY, non_negative(snap.int(f"{BATTERY}.2.0")), base)
-    col.add(m.UPS_RUNTIME, scaled(non_negative(snap.int(f"{BATTERY}.3.0")), 60.0), base)  # minutes
+    minutes = non_negative(snap.int(f"{BATTERY}.3.0"))
+    if minutes == 0 and source != BATTERY_ON:
+        # Cards that do not estimate runtime answer 0 while on mains (EAST iStars, the Santak
+        # WebPower card): "no time left" would be invented; a real 0 on battery is kept.
+        minutes = None
+    col.add(m.UPS_RUNTIME, scaled(minutes, 60.0), base)  # minutes
     charge = non_negative(snap.int(f"{BATTERY}.4.0"))
     col.add(m.UPS_CHARGE, None if charge is None or charge > 100 else charge / 100, base)  # percent
     col.add(m.UPS_BATTERY_VOLTAGE, scaled(non_negative(snap.int(f"{BATTERY}.5.0")), 0.1), base)  # 0.1 V DC
