@@ -304,7 +304,8 @@ def test_bess_and_inverters_over_modbus_tcp(caplog: pytest.LogCaptureFixture) ->
 
 def test_missing_models_dir_disables_the_plugin(tmp_path: Path) -> None:
     cfg = build(ModbusConfig, {"devices": [{"name": "b", "host": "h"}], "models_dir": str(tmp_path)}, "m")
-    with pytest.raises(PluginUnavailable, match=r"no SunSpec model definitions \(model_<id>\.json\) found \(plugins\.modbus\.models_dir\)"):
+    want = r"no SunSpec model definitions \(model_<id>\.json\) found \(plugins\.modbus\.models_dir\)"
+    with pytest.raises(PluginUnavailable, match=want):
         ModbusPlugin(PluginContext(node="n"), cfg).discover()
 
 

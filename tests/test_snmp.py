@@ -232,7 +232,8 @@ def test_every_recording_through_snmpsim(snmpsim: int) -> None:
 def test_v3_auth_priv_and_wrong_key(snmpsim: int, caplog: pytest.LogCaptureFixture) -> None:
     v3 = {"user": V3_USER, "auth_key": V3_AUTH, "priv_key": V3_PRIV, "context": "ups/eaton-93e-80"}
     p = plugin([device("ups/eaton-93e-80", snmpsim, version="3", v3=v3),
-                device("ups/eaton-93e-80", snmpsim, name="wrong-key", version="3", v3={**v3, "auth_key": "nope-nope-1"})],
+                device("ups/eaton-93e-80", snmpsim, name="wrong-key", version="3",
+                       v3={**v3, "auth_key": "nope-nope-1"})],
                request_timeout=0.5, retries=0)
     with caplog.at_level(logging.WARNING, logger="fleetmon.agent.snmp"):
         col = collect(p)
@@ -251,6 +252,7 @@ class Relay(asyncio.DatagramProtocol):
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream, self.silent, self.closed = upstream, False, False
+        self.tasks: set[asyncio.Future[None]] = set()
         self.transport: asyncio.DatagramTransport | None = None
         self.outbound: dict[tuple[str, int], asyncio.Future[asyncio.DatagramTransport]] = {}
 
@@ -259,7 +261,9 @@ class Relay(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if not self.silent:
-            asyncio.ensure_future(self._forward(data, addr))
+            task = asyncio.ensure_future(self._forward(data, addr))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def _forward(self, data: bytes, client: tuple[str, int]) -> None:
         # One upstream socket per client, made once even when its requests arrive together.
@@ -359,7 +363,7 @@ def test_rpdu2_parser_exact_on_recording() -> None:
 def test_config_errors_name_the_device_and_key() -> None:
     with pytest.raises(ConfigError, match=r"devices\[0\] \(p1\): unknown mibs acme; known: apc, "):
         resolve_devices(build(SnmpConfig, {"devices": [{"name": "p1", "host": "h", "mibs": ["acme"]}]}, "s"))
-    with pytest.raises(ConfigError, match="version 3 needs v3.user"):
+    with pytest.raises(ConfigError, match=r"version 3 needs v3\.user"):
         build(SnmpConfig, {"devices": [{"name": "p1", "host": "h", "version": "3"}]}, "plugins.snmp")
     with pytest.raises(ConfigError, match="two pdus named 'p1'"):
         build(SnmpConfig, {"devices": [{"name": "p1", "host": "a"}, {"name": "p1", "host": "b"}]}, "plugins.snmp")

@@ -27,7 +27,7 @@ from agent.plugins.modbus.sunspec import GroupValues, ModelDef, SunSpecError, de
 def default_models_dir() -> Path:
     """The SunSpec model definitions pysunspec2 ships (the SunSpec Alliance's JSON models)."""
     try:
-        return Path(str(resources.files("sunspec2").joinpath("models", "json")))
+        return Path(str(resources.files("sunspec2").joinpath("models").joinpath("json")))
     except ModuleNotFoundError as err:
         raise PluginUnavailable("no SunSpec model definitions: install pysunspec2 (pip install "
                                 "'fleetmon[modbus]') or set plugins.modbus.models_dir") from err

@@ -28,17 +28,22 @@ def _pct(g: GroupValues, name: str) -> float | None:
     return None if v is None else v / 100  # SunSpec percent
 
 
-def _add(col: Collection, metric: Metric, g: GroupValues, name: str, labels: Labels, scale: float = 1.0) -> None:
+def _add(col: Collection, metric: Metric, g: GroupValues, name: str, labels: Labels, *, scale: float = 1.0) -> None:
     v = _num(g, name)
     col.add(metric, None if v is None else v * scale, labels)
 
 
-def _bits(col: Collection, metric: Metric, g: GroupValues, name: str, labels: Labels, key: str) -> None:
+def _bits(col: Collection, metric: Metric, g: GroupValues, name: str, labels: Labels, *, key: str) -> None:
     v = g.values.get(name)
     p = g.points.get(name)
     if isinstance(v, int) and p is not None:
         for bit, on in bits_set(p, v).items():
             col.add(metric, float(on), {**labels, key: bit.lower()})
+
+
+def first(models: Mapping[int, list[GroupValues]], model: int) -> GroupValues | None:
+    found = models.get(model)
+    return found[0] if found else None
 
 
 def identity(common: GroupValues | None) -> dict[str, str]:
@@ -50,7 +55,7 @@ def identity(common: GroupValues | None) -> dict[str, str]:
 
 def battery_samples(models: Mapping[int, list[GroupValues]], labels: Labels) -> Collection:
     col = Collection()
-    common = (models.get(1) or [None])[0]
+    common = first(models, 1)
     for bat in models.get(802, []):
         ident = identity(common)
         typ = bat.values.get("Typ")
@@ -67,7 +72,7 @@ def battery_samples(models: Mapping[int, list[GroupValues]], labels: Labels) -> 
         _add(col, m.STATE, bat, "State", labels)
         _add(col, m.VOLTAGE, bat, "V", labels)
         _add(col, m.CURRENT, bat, "A", labels)
-        _add(col, m.CAPACITY, bat, "WHRtg", labels, WH)
+        _add(col, m.CAPACITY, bat, "WHRtg", labels, scale=WH)
         _add(col, m.MAX_CHARGE, bat, "WChaRteMax", labels)
         _add(col, m.MAX_DISCHARGE, bat, "WDisChaRteMax", labels)
         _add(col, m.CELL_V_MAX, bat, "CellVMax", labels)
@@ -82,15 +87,15 @@ def battery_samples(models: Mapping[int, list[GroupValues]], labels: Labels) -> 
             charging = status == _CHARGING if status in (_CHARGING, _DISCHARGING) else watts < 0
             col.add(m.CHARGE_POWER, abs(watts) if charging else 0.0, labels)
             col.add(m.DISCHARGE_POWER, 0.0 if charging else abs(watts), labels)
-        _bits(col, m.ALARM, bat, "Evt1", labels, "alarm")
+        _bits(col, m.ALARM, bat, "Evt1", labels, key="alarm")
     for bank in models.get(803, []):
         _add(col, m.STRINGS, bank, "NStr", labels)
         _add(col, m.STRINGS_CONNECTED, bank, "NStrCon", labels)
         _add(col, m.MOD_T_MAX, bank, "ModTmpMax", labels)
         _add(col, m.MOD_T_MIN, bank, "ModTmpMin", labels)
         _add(col, m.MOD_T_AVG, bank, "ModTmpAvg", labels)
-        for n, s in enumerate(bank.groups.get("string", []), start=1):
-            _string_samples(col, s, {**labels, "string": str(n)}, prefix="Str")
+        for n, group in enumerate(bank.groups.get("string", []), start=1):
+            _string_samples(col, group, {**labels, "string": str(n)}, prefix="Str")
     for string in models.get(804, []):
         idx = _num(string, "Idx")
         lab = {**labels, "string": str(int(idx)) if idx is not None else "?"}
@@ -104,8 +109,9 @@ def battery_samples(models: Mapping[int, list[GroupValues]], labels: Labels) -> 
             _add(col, m.MOD_CELL_T_MAX, mod, "ModCellTmpMax", mlab)
             _add(col, m.MOD_CELL_T_MIN, mod, "ModCellTmpMin", mlab)
     for mod in models.get(805, []):
-        s, i = _num(mod, "StrIdx"), _num(mod, "ModIdx")
-        mlab = {**labels, "string": str(int(s)) if s is not None else "?", "module": str(int(i)) if i is not None else "?"}
+        str_idx, mod_idx = _num(mod, "StrIdx"), _num(mod, "ModIdx")
+        mlab = {**labels, "string": str(int(str_idx)) if str_idx is not None else "?",
+                "module": str(int(mod_idx)) if mod_idx is not None else "?"}
         col.add(m.MOD_SOC, _pct(mod, "SoC"), mlab)
         col.add(m.MOD_SOH, _pct(mod, "SoH"), mlab)
         _add(col, m.MOD_CELL_V_MAX, mod, "CellVMax", mlab)
@@ -130,7 +136,7 @@ def _string_samples(col: Collection, g: GroupValues, labels: Labels, prefix: str
     _add(col, m.STR_T_MAX, g, f"{p}ModTmpMax", labels)
     _add(col, m.STR_T_MIN, g, f"{p}ModTmpMin", labels)
     _add(col, m.STR_FAIL, g, f"{p}ConFail", labels)
-    _bits(col, m.STR_ALARM, g, f"{p}Evt1", labels, "alarm")
+    _bits(col, m.STR_ALARM, g, f"{p}Evt1", labels, key="alarm")
 
 
 def _dedupe(col: Collection) -> Collection:
@@ -152,7 +158,7 @@ _TEMPS = (("TmpAmb", "ambient"), ("TmpCab", "cabinet"), ("TmpSnk", "heatsink"), 
 
 def inverter_samples(models: Mapping[int, list[GroupValues]], labels: Labels) -> Collection:
     col = Collection()
-    common = (models.get(1) or [None])[0]
+    common = first(models, 1)
     for ac in models.get(701, []):
         col.add(m.INV_INFO, 1, {**labels, **identity(common)})
         _add(col, m.INV_POWER, ac, "W", labels)
@@ -163,8 +169,8 @@ def inverter_samples(models: Mapping[int, list[GroupValues]], labels: Labels) ->
         _add(col, m.INV_V, ac, "LLV", {**labels, "kind": "line_to_line"})
         _add(col, m.INV_V, ac, "LNV", {**labels, "kind": "line_to_neutral"})
         _add(col, m.INV_HZ, ac, "Hz", labels)
-        _add(col, m.INV_E_INJ, ac, "TotWhInj", labels, WH)
-        _add(col, m.INV_E_ABS, ac, "TotWhAbs", labels, WH)
+        _add(col, m.INV_E_INJ, ac, "TotWhInj", labels, scale=WH)
+        _add(col, m.INV_E_ABS, ac, "TotWhAbs", labels, scale=WH)
         for point, sensor in _TEMPS:
             _add(col, m.INV_TEMP, ac, point, {**labels, "sensor": sensor})
         _add(col, m.INV_STATE, ac, "InvSt", labels)
@@ -172,7 +178,7 @@ def inverter_samples(models: Mapping[int, list[GroupValues]], labels: Labels) ->
         _add(col, m.INV_GRID, ac, "ConnSt", labels)
         throttle = _num(ac, "ThrotPct")
         col.add(m.INV_THROTTLE, None if throttle is None else throttle / 100, labels)
-        _bits(col, m.INV_ALARM, ac, "Alrm", labels, "alarm")
+        _bits(col, m.INV_ALARM, ac, "Alrm", labels, key="alarm")
         for phase in ("L1", "L2", "L3"):
             plab = {**labels, "phase": phase}
             _add(col, m.INV_PH_W, ac, f"W{phase}", plab)

@@ -146,7 +146,7 @@ def _decode_point(p: Point, regs: list[int], start: int) -> int | float | str | 
     return raw
 
 
-def _decode_group(g: GroupDef, regs: list[int], offset: int, end: int, model: int,
+def _decode_group(g: GroupDef, regs: list[int], offset: int, end: int, *, model: int,
                   scope: list[GroupValues]) -> tuple[GroupValues, int]:
     out = GroupValues(points={p.name: p for p in g.points})
     raw_values: dict[str, int | float | str] = {}
@@ -160,24 +160,25 @@ def _decode_group(g: GroupDef, regs: list[int], offset: int, end: int, model: in
             raw_values[p.name] = v
         pos += p.size
     chain = [*scope, GroupValues(values=raw_values)]
-    for name, v in raw_values.items():
+    for name, raw in raw_values.items():
         p = out.points[name]
-        if p.sf and isinstance(v, (int, float)):
+        if p.sf and isinstance(raw, (int, float)):
             sf = _lookup_sf(p.sf, chain)
             if sf is None:
                 continue  # scale factor not implemented: the value cannot be known
-            v = v * 10**sf if sf >= 0 else v / 10**-sf
-        out.values[name] = v
+            out.values[name] = raw * 10**sf if sf >= 0 else raw / 10**-sf
+        else:
+            out.values[name] = raw
     for sub in g.groups:
         count = _count(sub, chain, model)
         instances: list[GroupValues] = []
         if count == 0 and sub.count == 0:  # repeat to the end of the model
             while sub.size and pos + sub.size <= end:
-                inst, pos = _decode_group(sub, regs, pos, end, model, [*scope, out])
+                inst, pos = _decode_group(sub, regs, pos, end, model=model, scope=[*scope, out])
                 instances.append(inst)
         else:
             for _ in range(count):
-                inst, pos = _decode_group(sub, regs, pos, end, model, [*scope, out])
+                inst, pos = _decode_group(sub, regs, pos, end, model=model, scope=[*scope, out])
                 instances.append(inst)
         out.groups[sub.name] = instances
     return out, pos
@@ -213,7 +214,7 @@ def decode_model(defn: ModelDef, regs: list[int]) -> GroupValues:
     length = regs[1]
     if length + 2 > len(regs):
         raise SunSpecError(f"model {defn.id}: length {length} but only {len(regs) - 2} registers read")
-    values, _ = _decode_group(defn.group, regs, 0, length + 2, defn.id, [])
+    values, _ = _decode_group(defn.group, regs, 0, length + 2, model=defn.id, scope=[])
     return values
 
 

@@ -52,11 +52,11 @@ class _Rows:
     def indexes(self, col: int) -> list[str]:
         return sorted(self.snap.column(f"{self.entry}.{col}"), key=_index_key)
 
-    def int(self, col: int, index: str) -> int | None:
-        return self.snap.int(f"{self.entry}.{col}.{index}")
+    def number(self, col: int, index: str) -> int | None:
+        return self.snap.number(f"{self.entry}.{col}.{index}")
 
-    def str(self, col: int, index: str) -> str | None:
-        return self.snap.str(f"{self.entry}.{col}.{index}")
+    def text(self, col: int, index: str) -> str | None:
+        return self.snap.text(f"{self.entry}.{col}.{index}")
 
 
 def _index_key(index: str) -> tuple[int, ...]:
@@ -71,7 +71,7 @@ def parse_rpdu2(snap: Snapshot, labels: Labels) -> Collection:
     col = Collection()
     base = dict(labels)
     ident, props, status = _Rows(snap, R2_IDENT), _Rows(snap, R2_DEV_PROPS), _Rows(snap, R2_DEV_STATUS)
-    modules = {i: props.int(2, i) or 1 for i in props.indexes(1)} or {i: status.int(2, i) or 1
+    modules = {i: props.number(2, i) or 1 for i in props.indexes(1)} or {i: status.number(2, i) or 1
                                                                         for i in status.indexes(1)}
     multi = len(set(modules.values())) > 1
 
@@ -80,43 +80,43 @@ def parse_rpdu2(snap: Snapshot, labels: Labels) -> Collection:
 
     rating: dict[int, float] = {}
     for i in props.indexes(1):
-        mod = props.int(2, i) or 1
-        amps = non_negative(props.int(9, i))  # rPDU2DevicePropertiesMaxCurrentRating, amps
-        if amps:
-            rating[mod] = float(amps)
-            col.add(m.PDU_RATING, amps, mod_labels(mod))
+        mod = props.number(2, i) or 1
+        rated = non_negative(props.number(9, i))  # rPDU2DevicePropertiesMaxCurrentRating, amps
+        if rated:
+            rating[mod] = float(rated)
+            col.add(m.PDU_RATING, rated, mod_labels(mod))
     for i in ident.indexes(1):
-        mod = ident.int(2, i) or 1
-        info = {k: v for k, v in (("model", ident.str(8, i)), ("serial", ident.str(9, i)),
-                                  ("firmware", ident.str(6, i)), ("name", ident.str(3, i))) if v}
+        mod = ident.number(2, i) or 1
+        info = {k: v for k, v in (("model", ident.text(8, i)), ("serial", ident.text(9, i)),
+                                  ("firmware", ident.text(6, i)), ("name", ident.text(3, i))) if v}
         col.add(m.PDU_INFO, 1, {**mod_labels(mod), **info})
     for i in status.indexes(1):
-        lab = mod_labels(status.int(2, i) or 1)
-        col.add(m.PDU_POWER, scaled(non_negative(status.int(5, i)), 10.0), lab)  # hundredths of kW -> W
-        col.add(m.PDU_PEAK_POWER, scaled(non_negative(status.int(6, i)), 10.0), lab)
-        col.add(m.PDU_ENERGY, scaled(non_negative(status.int(9, i)), 0.1 * KWH), lab)  # tenths of kWh -> J
-        col.add(m.PDU_APPARENT, scaled(non_negative(status.int(16, i)), 10.0), lab)  # hundredths of kVA -> VA
-        col.add(m.PDU_PF, scaled(non_negative(status.int(17, i)), 0.01), lab)
+        lab = mod_labels(status.number(2, i) or 1)
+        col.add(m.PDU_POWER, scaled(non_negative(status.number(5, i)), 10.0), lab)  # hundredths of kW -> W
+        col.add(m.PDU_PEAK_POWER, scaled(non_negative(status.number(6, i)), 10.0), lab)
+        col.add(m.PDU_ENERGY, scaled(non_negative(status.number(9, i)), 0.1 * KWH), lab)  # tenths of kWh -> J
+        col.add(m.PDU_APPARENT, scaled(non_negative(status.number(16, i)), 10.0), lab)  # hundredths of kVA -> VA
+        col.add(m.PDU_PF, scaled(non_negative(status.number(17, i)), 0.01), lab)
 
     cfg = _Rows(snap, R2_PHASE_CFG)
     thresholds: dict[tuple[int, int], list[int | None]] = {}
     for i in cfg.indexes(1):
-        key = (cfg.int(2, i) or 1, cfg.int(3, i) or 0)
-        thresholds[key] = [non_negative(cfg.int(c, i)) for c in (5, 6, 7)]  # low, near, overload (amps)
+        key = (cfg.number(2, i) or 1, cfg.number(3, i) or 0)
+        thresholds[key] = [non_negative(cfg.number(c, i)) for c in (5, 6, 7)]  # low, near, overload (amps)
     phases = _Rows(snap, R2_PHASE_STATUS)
     for i in phases.indexes(1):
-        mod, number = phases.int(2, i) or 1, phases.int(3, i)
+        mod, number = phases.number(2, i) or 1, phases.number(3, i)
         if number is None:
             continue
         lab = {**mod_labels(mod), "phase": str(number)}
-        amps = scaled(non_negative(phases.int(5, i)), 0.1)  # tenths of amps
+        amps = scaled(non_negative(phases.number(5, i)), 0.1)  # tenths of amps
         col.add(m.PDU_PHASE_CURRENT, amps, lab)
-        col.add(m.PDU_PHASE_VOLTAGE, non_negative(phases.int(6, i)), lab)  # volts
-        col.add(m.PDU_PHASE_POWER, scaled(non_negative(phases.int(7, i)), 10.0), lab)  # hundredths of kW
-        col.add(m.PDU_PHASE_APPARENT, scaled(non_negative(phases.int(8, i)), 10.0), lab)
-        col.add(m.PDU_PHASE_PF, scaled(non_negative(phases.int(9, i)), 0.01), lab)
-        col.add(m.PDU_PHASE_PEAK_CURRENT, scaled(non_negative(phases.int(10, i)), 0.1), lab)
-        col.add(m.PDU_PHASE_STATE, _state(phases.int(4, i), _R2_STATE), lab)
+        col.add(m.PDU_PHASE_VOLTAGE, non_negative(phases.number(6, i)), lab)  # volts
+        col.add(m.PDU_PHASE_POWER, scaled(non_negative(phases.number(7, i)), 10.0), lab)  # hundredths of kW
+        col.add(m.PDU_PHASE_APPARENT, scaled(non_negative(phases.number(8, i)), 10.0), lab)
+        col.add(m.PDU_PHASE_PF, scaled(non_negative(phases.number(9, i)), 0.01), lab)
+        col.add(m.PDU_PHASE_PEAK_CURRENT, scaled(non_negative(phases.number(10, i)), 0.1), lab)
+        col.add(m.PDU_PHASE_STATE, _state(phases.number(4, i), _R2_STATE), lab)
         # APC rates a PDU per input phase: the device's maximum current rating is each phase's.
         col.add(m.PDU_PHASE_RATING, rating.get(mod), lab)
         col.add(m.PDU_PHASE_LOAD, ratio(amps, rating.get(mod)), lab)
@@ -125,19 +125,19 @@ def parse_rpdu2(snap: Snapshot, labels: Labels) -> Collection:
             col.add(m.PDU_PHASE_THRESHOLD, value, {**lab, "level": level})
 
     bcfg, bprops, banks = _Rows(snap, R2_BANK_CFG), _Rows(snap, R2_BANK_PROPS), _Rows(snap, R2_BANK_STATUS)
-    bthresh = {(bcfg.int(2, i) or 1, bcfg.int(3, i) or 0): [non_negative(bcfg.int(c, i)) for c in (5, 6, 7)]
+    bthresh = {(bcfg.number(2, i) or 1, bcfg.number(3, i) or 0): [non_negative(bcfg.number(c, i)) for c in (5, 6, 7)]
                for i in bcfg.indexes(1)}
-    breaker = {(bprops.int(2, i) or 1, bprops.int(3, i) or 0): non_negative(bprops.int(5, i))
+    breaker = {(bprops.number(2, i) or 1, bprops.number(3, i) or 0): non_negative(bprops.number(5, i))
                for i in bprops.indexes(1)}
     for i in banks.indexes(1):
-        mod, number = banks.int(2, i) or 1, banks.int(3, i)
+        mod, number = banks.number(2, i) or 1, banks.number(3, i)
         if number is None:
             continue
         lab = {**mod_labels(mod), "bank": str(number)}
-        amps = scaled(non_negative(banks.int(5, i)), 0.1)
+        amps = scaled(non_negative(banks.number(5, i)), 0.1)
         col.add(m.PDU_BANK_CURRENT, amps, lab)
-        col.add(m.PDU_BANK_PEAK_CURRENT, scaled(non_negative(banks.int(6, i)), 0.1), lab)
-        col.add(m.PDU_BANK_STATE, _state(banks.int(4, i), _R2_STATE), lab)
+        col.add(m.PDU_BANK_PEAK_CURRENT, scaled(non_negative(banks.number(6, i)), 0.1), lab)
+        col.add(m.PDU_BANK_STATE, _state(banks.number(4, i), _R2_STATE), lab)
         rated = breaker.get((mod, number))
         col.add(m.PDU_BANK_RATING, rated, lab)
         col.add(m.PDU_BANK_LOAD, ratio(amps, rated), lab)
@@ -147,34 +147,34 @@ def parse_rpdu2(snap: Snapshot, labels: Labels) -> Collection:
     outlets: dict[tuple[int, int], dict[str, str]] = {}
     sw = _Rows(snap, R2_SW_STATUS)
     for i in sw.indexes(1):
-        mod, number = sw.int(2, i) or 1, sw.int(4, i)
+        mod, number = sw.number(2, i) or 1, sw.number(4, i)
         if number is None:
             continue
         lab = {**mod_labels(mod), "outlet": str(number)}
         outlets[(mod, number)] = lab
-        state = sw.int(5, i)  # rPDU2OutletSwitchedStatusState: off(1), on(2)
+        state = sw.number(5, i)  # rPDU2OutletSwitchedStatusState: off(1), on(2)
         col.add(m.PDU_OUTLET_ON, None if state not in (1, 2) else float(state == 2), lab)
-        name = sw.str(3, i)
+        name = sw.text(3, i)
         if name:
             col.add(m.PDU_OUTLET_INFO, 1, {**lab, "name": name})
     mprops, met = _Rows(snap, R2_MET_PROPS), _Rows(snap, R2_MET_STATUS)
-    rated_w = {(mprops.int(2, i) or 1, mprops.int(4, i) or 0): non_negative(mprops.int(6, i))
+    rated_w = {(mprops.number(2, i) or 1, mprops.number(4, i) or 0): non_negative(mprops.number(6, i))
                for i in mprops.indexes(1)}
     for i in met.indexes(1):
-        mod, number = met.int(2, i) or 1, met.int(4, i)
+        mod, number = met.number(2, i) or 1, met.number(4, i)
         if number is None:
             continue
         lab = {**mod_labels(mod), "outlet": str(number)}
         if (mod, number) not in outlets:
             outlets[(mod, number)] = lab
-            name = met.str(3, i)
+            name = met.text(3, i)
             if name:
                 col.add(m.PDU_OUTLET_INFO, 1, {**lab, "name": name})
-        watts = non_negative(met.int(7, i))  # watts
-        col.add(m.PDU_OUTLET_CURRENT, scaled(non_negative(met.int(6, i)), 0.1), lab)  # tenths of amps
+        watts = non_negative(met.number(7, i))  # watts
+        col.add(m.PDU_OUTLET_CURRENT, scaled(non_negative(met.number(6, i)), 0.1), lab)  # tenths of amps
         col.add(m.PDU_OUTLET_POWER, watts, lab)
-        col.add(m.PDU_OUTLET_PEAK_POWER, non_negative(met.int(8, i)), lab)
-        col.add(m.PDU_OUTLET_ENERGY, scaled(non_negative(met.int(11, i)), 0.1 * KWH), lab)  # tenths of kWh
+        col.add(m.PDU_OUTLET_PEAK_POWER, non_negative(met.number(8, i)), lab)
+        col.add(m.PDU_OUTLET_ENERGY, scaled(non_negative(met.number(11, i)), 0.1 * KWH), lab)  # tenths of kWh
         rated = rated_w.get((mod, number))
         col.add(m.PDU_OUTLET_RATING, rated, lab)
         col.add(m.PDU_OUTLET_LOAD, ratio(None if watts is None else float(watts), rated), lab)
@@ -215,22 +215,22 @@ _R1_STATE = {1: 1, 2: 0, 3: 2, 4: 3}
 def parse_rpdu(snap: Snapshot, labels: Labels) -> Collection:
     col = Collection()
     base = dict(labels)
-    ident = {k: snap.str(f"{R1_IDENT}.{c}.0") for k, c in (("name", 1), ("firmware", 3), ("model", 5),
+    ident = {k: snap.text(f"{R1_IDENT}.{c}.0") for k, c in (("name", 1), ("firmware", 3), ("model", 5),
                                                             ("serial", 6))}
     col.add(m.PDU_INFO, 1, {**base, **{k: v for k, v in ident.items() if v}})
-    rating = non_negative(snap.int(f"{R1_IDENT}.7.0"))  # rPDUIdentDeviceRating, amps
+    rating = non_negative(snap.number(f"{R1_IDENT}.7.0"))  # rPDUIdentDeviceRating, amps
     col.add(m.PDU_RATING, rating, base)
-    col.add(m.PDU_POWER, non_negative(snap.int(f"{R1_IDENT}.16.0")), base)  # rPDUIdentDevicePowerWatts
-    col.add(m.PDU_PF, scaled(non_negative(snap.int(f"{R1_IDENT}.17.0")), 0.001), base)  # thousandths
-    col.add(m.PDU_APPARENT, non_negative(snap.int(f"{R1_IDENT}.18.0")), base)  # VA
-    breaker = non_negative(snap.int(f"{R1_IDENT}.11.0"))  # rPDUIdentDeviceBreakerRating, amps
+    col.add(m.PDU_POWER, non_negative(snap.number(f"{R1_IDENT}.16.0")), base)  # rPDUIdentDevicePowerWatts
+    col.add(m.PDU_PF, scaled(non_negative(snap.number(f"{R1_IDENT}.17.0")), 0.001), base)  # thousandths
+    col.add(m.PDU_APPARENT, non_negative(snap.number(f"{R1_IDENT}.18.0")), base)  # VA
+    breaker = non_negative(snap.number(f"{R1_IDENT}.11.0"))  # rPDUIdentDeviceBreakerRating, amps
     pcfg, bcfg, load = _Rows(snap, R1_PHASE_CFG), _Rows(snap, R1_BANK_CFG), _Rows(snap, R1_LOAD)
-    pth = {pcfg.int(1, i): [non_negative(pcfg.int(c, i)) for c in (2, 3, 4)] for i in pcfg.indexes(1)}
-    bth = {bcfg.int(1, i): [non_negative(bcfg.int(c, i)) for c in (2, 3, 4)] for i in bcfg.indexes(1)}
+    pth = {pcfg.number(1, i): [non_negative(pcfg.number(c, i)) for c in (2, 3, 4)] for i in pcfg.indexes(1)}
+    bth = {bcfg.number(1, i): [non_negative(bcfg.number(c, i)) for c in (2, 3, 4)] for i in bcfg.indexes(1)}
     for i in load.indexes(1):
-        phase, bank = load.int(4, i) or 0, load.int(5, i) or 0  # a row is a phase (bank 0) or a bank
-        amps = scaled(non_negative(load.int(2, i)), 0.1)  # tenths of amps
-        state = _state(load.int(3, i), _R1_STATE)
+        phase, bank = load.number(4, i) or 0, load.number(5, i) or 0  # a row is a phase (bank 0) or a bank
+        amps = scaled(non_negative(load.number(2, i)), 0.1)  # tenths of amps
+        state = _state(load.number(3, i), _R1_STATE)
         if phase and not bank:
             lab = {**base, "phase": str(phase)}
             col.add(m.PDU_PHASE_CURRENT, amps, lab)
@@ -250,9 +250,9 @@ def parse_rpdu(snap: Snapshot, labels: Labels) -> Collection:
     out = _Rows(snap, R1_OUTLET)
     for i in out.indexes(1):
         lab = {**base, "outlet": i}
-        state = out.int(4, i)  # rPDUOutletStatusOutletState: outletStatusOn(1), outletStatusOff(2)
+        state = out.number(4, i)  # rPDUOutletStatusOutletState: outletStatusOn(1), outletStatusOff(2)
         col.add(m.PDU_OUTLET_ON, None if state not in (1, 2) else float(state == 1), lab)
-        name = out.str(2, i)
+        name = out.text(2, i)
         if name:
             col.add(m.PDU_OUTLET_INFO, 1, {**lab, "name": name})
         # rPDUOutletStatusLoad reads 0 on outlets without a meter (AP7902B): not reported here;
@@ -265,5 +265,5 @@ RPDU = Reader(
     walks=(R1_PHASE_CFG, R1_LOAD, R1_BANK_CFG, *_cols(R1_OUTLET, 1, 2, 4)),
     gets=tuple(f"{R1_IDENT}.{c}.0" for c in (1, 3, 5, 6, 7, 11, 16, 17, 18)),
     parse=parse_rpdu,
-    present=lambda snap: snap.has_prefix(R1_LOAD) or snap.str(f"{R1_IDENT}.5.0") is not None,
+    present=lambda snap: snap.has_prefix(R1_LOAD) or snap.text(f"{R1_IDENT}.5.0") is not None,
 )

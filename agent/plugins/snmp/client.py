@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pyasn1.type import univ
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
     ContextData,
@@ -25,7 +26,6 @@ from pysnmp.hlapi.v3arch.asyncio import (
     get_cmd,
 )
 from pysnmp.hlapi.v3arch.asyncio import auth as usm
-from pyasn1.type import univ
 from pysnmp.proto import errind, rfc1902, rfc1905
 
 from agent.errors import PluginError
@@ -126,7 +126,7 @@ class SnmpClient:
         target = await self._transport()
         for start in range(0, len(oids), GET_CHUNK):
             chunk = oids[start:start + GET_CHUNK]
-            ei, es, eidx, vbs = await get_cmd(self.engine, self._auth, target, self._context,
+            ei, es, _eidx, vbs = await get_cmd(self.engine, self._auth, target, self._context,
                                               *(ObjectType(ObjectIdentity(o)) for o in chunk), lookupMib=False)
             if ei:
                 raise self._fail(ei, f"GET {chunk[0]}")
@@ -153,7 +153,7 @@ class SnmpClient:
         cursor = {c: c for c in cols}  # column -> the OID to continue after
         while cursor:
             asked = list(cursor)
-            ei, es, eidx, vbs = await bulk_cmd(self.engine, self._auth, target, self._context, 0,
+            ei, es, _eidx, vbs = await bulk_cmd(self.engine, self._auth, target, self._context, 0,
                                                self.max_repetitions,
                                                *(ObjectType(ObjectIdentity(cursor[c])) for c in asked),
                                                lookupMib=False)

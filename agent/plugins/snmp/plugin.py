@@ -113,8 +113,9 @@ class SnmpPlugin(Plugin):
 
     def _client(self, i: int, dev: Device) -> SnmpClient:
         # pysnmp is imported on first use: a node that does not poll SNMP never loads it.
-        from agent.plugins.snmp.client import SnmpClient  # noqa: PLC0415
         from pysnmp.hlapi.v3arch.asyncio import SnmpEngine  # noqa: PLC0415
+
+        from agent.plugins.snmp.client import SnmpClient  # noqa: PLC0415
 
         slot = i if dev.cfg.version == "3" else -1
         engine = self._engines.get(slot)

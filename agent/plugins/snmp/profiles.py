@@ -66,7 +66,7 @@ def compile_profile(name: str, profile: ProfileConfig, where: str) -> Reader:
     def parse(snap: Snapshot, labels: Labels) -> Collection:
         col = Collection()
         for spec, metric in specs:
-            if spec.only_if_oid and snap.int(norm_oid(spec.only_if_oid)) not in spec.only_if_equals:
+            if spec.only_if_oid and snap.number(norm_oid(spec.only_if_oid)) not in spec.only_if_equals:
                 continue
             if spec.oid:
                 raw = snap.get(norm_oid(spec.oid))

@@ -9,7 +9,7 @@ OBJECT IDENTIFIER (dotted). An OID the agent does not have is simply absent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 Value = int | str
@@ -20,26 +20,23 @@ def norm_oid(oid: str) -> str:
 
 
 @dataclass
-class Snapshot(Mapping[str, Value]):
+class Snapshot:
     values: dict[str, Value] = field(default_factory=dict)
-
-    def __getitem__(self, oid: str) -> Value:
-        return self.values[oid]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
 
     def __len__(self) -> int:
         return len(self.values)
 
+    def get(self, oid: str) -> Value | None:
+        return self.values.get(oid)
+
     def put(self, oid: str, value: Value) -> None:
         self.values[norm_oid(oid)] = value
 
-    def int(self, oid: str) -> int | None:
+    def number(self, oid: str) -> int | None:
         v = self.values.get(oid)
         return v if isinstance(v, int) else None
 
-    def str(self, oid: str) -> str | None:
+    def text(self, oid: str) -> str | None:
         v = self.values.get(oid)
         return v if isinstance(v, str) else None
 

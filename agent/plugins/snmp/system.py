@@ -15,11 +15,11 @@ SYS_NAME = "1.3.6.1.2.1.1.5.0"
 
 def parse_system(snap: Snapshot, labels: Labels) -> Collection:
     col = Collection()
-    ident = {k: v for k, v in (("sys_object_id", snap.str(SYS_OBJECT_ID)), ("sys_name", snap.str(SYS_NAME)))
+    ident = {k: v for k, v in (("sys_object_id", snap.text(SYS_OBJECT_ID)), ("sys_name", snap.text(SYS_NAME)))
              if v}
     if ident:
         col.add(m.DEVICE_INFO, 1, {**labels, **ident})
-    col.add(m.UPTIME, scaled(snap.int(SYS_UPTIME), 0.01), labels)  # TimeTicks: hundredths of a second
+    col.add(m.UPTIME, scaled(snap.number(SYS_UPTIME), 0.01), labels)  # TimeTicks: hundredths of a second
     return col
 
 

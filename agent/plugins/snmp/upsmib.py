@@ -30,28 +30,28 @@ def _lines(snap: Snapshot, entry: str, col: int) -> dict[str, int]:
 def parse_ups_mib(snap: Snapshot, labels: Labels) -> Collection:
     col = Collection()
     base = dict(labels)
-    ident = {k: (snap.str(f"{IDENT}.{c}.0") or "").strip() for k, c in (("manufacturer", 1), ("model", 2),
+    ident = {k: (snap.text(f"{IDENT}.{c}.0") or "").strip() for k, c in (("manufacturer", 1), ("model", 2),
                                                                           ("software", 3), ("name", 5))}
     col.add(m.UPS_INFO, 1, {**base, **{k: v for k, v in ident.items() if v}})
-    status = snap.int(f"{BATTERY}.1.0")
+    status = snap.number(f"{BATTERY}.1.0")
     if status in (2, 3, 4):
         col.add(m.UPS_LOW_BATTERY, float(status in _LOW), base)
-    source = snap.int(f"{OUTPUT}.1.0")
+    source = snap.number(f"{OUTPUT}.1.0")
     if source is not None and 1 <= source <= 7:
         col.add(m.UPS_OUTPUT_SOURCE, source, base)
         col.add(m.UPS_ON_BATTERY, float(source == BATTERY_ON), base)
-    col.add(m.UPS_SECONDS_ON_BATTERY, non_negative(snap.int(f"{BATTERY}.2.0")), base)
-    minutes = non_negative(snap.int(f"{BATTERY}.3.0"))
+    col.add(m.UPS_SECONDS_ON_BATTERY, non_negative(snap.number(f"{BATTERY}.2.0")), base)
+    minutes = non_negative(snap.number(f"{BATTERY}.3.0"))
     if minutes == 0 and source != BATTERY_ON:
         # Cards that do not estimate runtime answer 0 while on mains (EAST iStars, the Santak
         # WebPower card): "no time left" would be invented; a real 0 on battery is kept.
         minutes = None
     col.add(m.UPS_RUNTIME, scaled(minutes, 60.0), base)  # minutes
-    charge = non_negative(snap.int(f"{BATTERY}.4.0"))
+    charge = non_negative(snap.number(f"{BATTERY}.4.0"))
     col.add(m.UPS_CHARGE, None if charge is None or charge > 100 else charge / 100, base)  # percent
-    col.add(m.UPS_BATTERY_VOLTAGE, scaled(non_negative(snap.int(f"{BATTERY}.5.0")), 0.1), base)  # 0.1 V DC
-    col.add(m.UPS_BATTERY_CURRENT, scaled(snap.int(f"{BATTERY}.6.0"), 0.1), base)  # 0.1 A, signed
-    temp = snap.int(f"{BATTERY}.7.0")
+    col.add(m.UPS_BATTERY_VOLTAGE, scaled(non_negative(snap.number(f"{BATTERY}.5.0")), 0.1), base)  # 0.1 V DC
+    col.add(m.UPS_BATTERY_CURRENT, scaled(snap.number(f"{BATTERY}.6.0"), 0.1), base)  # 0.1 A, signed
+    temp = snap.number(f"{BATTERY}.7.0")
     col.add(m.UPS_BATTERY_TEMPERATURE, None if temp is None or temp == -1 else temp, base)  # degrees C
     for line, v in _lines(snap, INPUT_ENTRY, 2).items():
         col.add(m.UPS_INPUT_FREQUENCY, scaled(non_negative(v), 0.1), {**base, "line": line})  # 0.1 Hz
@@ -61,7 +61,7 @@ def parse_ups_mib(snap: Snapshot, labels: Labels) -> Collection:
         col.add(m.UPS_INPUT_CURRENT, scaled(non_negative(v), 0.1), {**base, "line": line})
     for line, v in _lines(snap, INPUT_ENTRY, 5).items():
         col.add(m.UPS_INPUT_POWER, non_negative(v), {**base, "line": line})
-    col.add(m.UPS_OUTPUT_FREQUENCY, scaled(non_negative(snap.int(f"{OUTPUT}.2.0")), 0.1), base)
+    col.add(m.UPS_OUTPUT_FREQUENCY, scaled(non_negative(snap.number(f"{OUTPUT}.2.0")), 0.1), base)
     for line, v in _lines(snap, OUTPUT_ENTRY, 2).items():
         col.add(m.UPS_OUTPUT_VOLTAGE, non_negative(v), {**base, "line": line})
     for line, v in _lines(snap, OUTPUT_ENTRY, 3).items():
@@ -77,8 +77,8 @@ def parse_ups_mib(snap: Snapshot, labels: Labels) -> Collection:
     if loads:
         # As NUT's ups.load on a three-phase UPS: the most loaded line is what runs out first.
         col.add(m.UPS_LOAD, max(loads.values()) / 100, base)
-    col.add(m.UPS_REAL_POWER_NOMINAL, non_negative(snap.int(f"{CONFIG}.6.0")) or None, base)
-    col.add(m.UPS_ALARMS, non_negative(snap.int(f"{ALARM}.1.0")), base)
+    col.add(m.UPS_REAL_POWER_NOMINAL, non_negative(snap.number(f"{CONFIG}.6.0")) or None, base)
+    col.add(m.UPS_ALARMS, non_negative(snap.number(f"{ALARM}.1.0")), base)
     return col
 
 
