@@ -28,6 +28,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pymodbus.client import AsyncModbusTcpClient
+from pysnmp.hlapi.v3arch.asyncio import (
+    CommunityData,
+    ContextData,
+    ObjectIdentity,
+    ObjectType,
+    SnmpEngine,
+    UdpTransportTarget,
+    bulk_walk_cmd,
+    get_cmd,
+)
+
 from agent.config import build
 from agent.plugin import PluginContext
 from agent.plugins.modbus import ModbusPlugin
@@ -65,8 +77,6 @@ def report(name: str, plugin_cpu: float, base_cpu: float, series: int, n: int) -
 
 
 async def snmp_bench(port: int, n: int) -> tuple[float, float, int]:
-    from pysnmp.hlapi.v3arch.asyncio import CommunityData, ContextData, SnmpEngine, UdpTransportTarget
-    from pysnmp.hlapi.v3arch.asyncio import ObjectIdentity, ObjectType, bulk_walk_cmd, get_cmd
 
     devices = [{"name": "pdu", "kind": "pdu", "host": "127.0.0.1", "port": port, "community": "pdu/apc-8641"},
                {"name": "ups", "kind": "ups", "host": "127.0.0.1", "port": port, "community": "ups/eaton-93e-80"}]
@@ -119,8 +129,6 @@ asyncio.run(main())
 
 
 async def modbus_bench(port: int, n: int) -> tuple[float, float, int]:
-    from pymodbus.client import AsyncModbusTcpClient
-
     devices = [{"name": "bess", "kind": "bess", "host": "127.0.0.1", "port": port, "unit_id": 1},
                {"name": "pcs", "kind": "inverter", "host": "127.0.0.1", "port": port, "unit_id": 2}]
     plugin = ModbusPlugin(PluginContext(node="bench"),
@@ -139,11 +147,10 @@ async def modbus_bench(port: int, n: int) -> tuple[float, float, int]:
     start = time.process_time()
     for _ in range(n):
         for unit, regs in blocks.items():
-            for address, count in regs:
-                while count > 0:
-                    k = min(count, 125)
-                    await client.read_holding_registers(address, count=k, device_id=unit)
-                    address, count = address + k, count - k
+            for first, length in regs:
+                for offset in range(0, length, 125):
+                    await client.read_holding_registers(first + offset, count=min(125, length - offset),
+                                                        device_id=unit)
     base_cpu = time.process_time() - start
     client.close()
     return plugin_cpu, base_cpu, len(col.samples)
