@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
 
+import agent.plugins.modbus.metrics as metrics
 from agent.config import build
 from agent.errors import PluginUnavailable
 from agent.model import Collection, Metric
@@ -107,9 +110,6 @@ class ModbusServer:
     """A real pymodbus TCP server on loopback holding one register image per unit id."""
 
     def __init__(self, units: dict[int, tuple[int, list[int]]]) -> None:
-        from pymodbus.server import ModbusTcpServer
-        from pymodbus.simulator import DataType, SimData, SimDevice
-
         self.port = free_port()
         devices = [SimDevice(id=unit, simdata=[SimData(base, values=regs, datatype=DataType.UINT16)])
                    for unit, (base, regs) in units.items()]
@@ -310,8 +310,6 @@ def test_missing_models_dir_disables_the_plugin(tmp_path: Path) -> None:
 
 
 def test_readme_lists_every_metric(repo_root: Path) -> None:
-    import agent.plugins.modbus.metrics as metrics
-
     text = (repo_root / "agent" / "plugins" / "modbus" / "README.md").read_text()
     declared = {m.name for m in vars(metrics).values() if isinstance(m, Metric)}
     assert {n for n in declared if f"`{n}`" not in text} == set()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection
-from agent.plugin import Plugin, PluginContext
+from agent.plugin import AsyncPlugin, PluginContext
 from agent.plugins.modbus import metrics as m
 from agent.plugins.modbus.client import ModbusError, SunSpecClient
 from agent.plugins.modbus.config import ModbusConfig, ModbusDeviceConfig
@@ -45,7 +45,7 @@ def device_samples(dev: ModbusDeviceConfig, models: dict[int, list[GroupValues]]
     return battery_samples(models, labels) if dev.kind == "bess" else inverter_samples(models, labels)
 
 
-class ModbusPlugin(Plugin):
+class ModbusPlugin(AsyncPlugin):
     name = "modbus"
     Config = ModbusConfig
     default_interval = 10.0
@@ -72,11 +72,18 @@ class ModbusPlugin(Plugin):
         self._clients = [SunSpecClient(d, self.config.request_timeout) for d in self.config.devices]
         self.log.info("modbus: %d device(s), %d SunSpec models from %s", len(self._clients), len(self.models), folder)
 
-    async def collect(self) -> Collection:  # type: ignore[override]  # awaited by the scheduler
+    async def collect(self) -> Collection:
         if not self._clients:
             self.discover()
         gate = asyncio.Semaphore(self.config.concurrency)
-        results = await asyncio.gather(*(self._poll(c, gate) for c in self._clients))
+        try:
+            results = await asyncio.gather(*(self._poll(c, gate) for c in self._clients))
+        finally:
+            # Connections live for one collection, on its event loop (many Modbus devices and
+            # gateways accept only a few connections, and an idle one may be dropped by them);
+            # the discovered model chain is kept.
+            for c in self._clients:
+                c.close()
         col = Collection()
         for sub in results:
             col.extend(sub)

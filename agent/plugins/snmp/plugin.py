@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigError, PluginError, PluginUnavailable
 from agent.model import Collection, Metric
-from agent.plugin import Plugin, PluginContext
+from agent.plugin import AsyncPlugin, PluginContext
 from agent.plugins.snmp import metrics as m
 from agent.plugins.snmp.apc import RPDU, RPDU2
 from agent.plugins.snmp.config import DeviceConfig, SnmpConfig
@@ -83,7 +83,7 @@ def parse_device(dev: Device, snap: Snapshot) -> tuple[Collection, list[str]]:
     return col, missing
 
 
-class SnmpPlugin(Plugin):
+class SnmpPlugin(AsyncPlugin):
     name = "snmp"
     Config = SnmpConfig
     default_interval = 30.0
@@ -92,9 +92,10 @@ class SnmpPlugin(Plugin):
     def __init__(self, ctx: PluginContext, config: SnmpConfig) -> None:
         super().__init__(ctx, config)
         self.devices: list[Device] = []
-        # pysnmp SnmpEngines, made on the loop at the first collection: one shared by the v2c
-        # devices, one per v3 device (an engine's USM table holds one key set per user name, and
-        # devices often share the user name with different keys).
+        # pysnmp SnmpEngines live for one collection, on its event loop (their UDP sockets belong
+        # to that loop): one shared by the v2c devices, one per v3 device (an engine's USM table
+        # holds one key set per user name, and devices often share the user name with different
+        # keys). A new v3 engine costs one engine-ID discovery round trip per collection.
         self._engines: dict[int, Any] = {}
         self._clients: dict[int, SnmpClient] = {}
         self._failing: dict[str, str] = {}
@@ -128,11 +129,14 @@ class SnmpPlugin(Plugin):
             self._clients[i] = client
         return client
 
-    async def collect(self) -> Collection:  # type: ignore[override]  # awaited by the scheduler
+    async def collect(self) -> Collection:
         if not self.devices:
             self.discover()
         gate = asyncio.Semaphore(self.config.concurrency)
-        results = await asyncio.gather(*(self._poll(i, dev, gate) for i, dev in enumerate(self.devices)))
+        try:
+            results = await asyncio.gather(*(self._poll(i, dev, gate) for i, dev in enumerate(self.devices)))
+        finally:
+            self._close_engines()
         col = Collection()
         for sub in results:
             col.extend(sub)
@@ -190,13 +194,12 @@ class SnmpPlugin(Plugin):
             self.log.warning("snmp: %s", message)
         self._failing[key] = message
 
-    def close(self) -> None:
+    def _close_engines(self) -> None:
         engines, self._engines = self._engines, {}
         self._clients = {}
         for engine in engines.values():
-            try:
-                engine.close_dispatcher()
-            except RuntimeError:
-                # Closed after its event loop (a one-shot run that ended): the loop took the
-                # sockets with it; nothing is left to release.
-                self.log.debug("snmp: engine closed after its event loop")
+            engine.close_dispatcher()
+
+    def close(self) -> None:
+        # Engines never outlive a collection (see __init__); nothing else is held.
+        self._engines, self._clients = {}, {}
