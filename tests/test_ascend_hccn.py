@@ -20,6 +20,7 @@ from agent.plugins.ascend.plugin import AscendConfig
 from agent.plugins.ascend.readings import health_events
 from agent.plugins.ascend.roce import LinkTracker, optical_samples, stat_samples
 from agent.toolrun import ToolOutputError
+from tests.sample_lookup import values
 from tests.test_ascend import TRAIN_NEW, fake_npu_smi
 
 DIR = "mind-cluster-faultdiag"
@@ -51,10 +52,6 @@ def output(fixtures_dir: Path, name: str, needle: str) -> str:
     [text] = [out for cmd, out in log(fixtures_dir, name) if needle in cmd]
     return text
 
-
-def values(col: Collection, metric: str, /, **labels: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {tuple(sorted((k, v) for k, v in s.labels.items() if k not in labels)): s.value
-            for s in col.samples if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items())}
 
 
 def test_every_command_of_every_capture_parses(fixtures_dir: Path) -> None:

@@ -21,6 +21,7 @@ from agent.plugin import PluginContext
 from agent.plugins.modbus import ModbusPlugin
 from agent.plugins.modbus.config import ModbusConfig
 from agent.plugins.modbus.sunspec import GroupDef, SunSpecError, decode_model, load_models
+from tests.sample_lookup import one, values
 from tests.services import FIXTURES
 from tests.sunspec_image import image, model_regs
 
@@ -35,15 +36,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def values(col: Collection, metric: str, /, **labels: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {tuple(sorted((k, v) for k, v in s.labels.items() if k not in labels)): s.value
-            for s in col.samples if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items())}
-
-
-def one(col: Collection, metric: str, /, **labels: str) -> float:
-    found = values(col, metric, **labels)
-    assert len(found) == 1, (metric, labels, found)
-    return next(iter(found.values()))
 
 
 # --- plausible devices, built from the definitions -----------------------------------------------------

@@ -32,6 +32,7 @@ from agent.plugins.snmp.config import SnmpConfig
 from agent.plugins.snmp.plugin import resolve_devices
 from agent.plugins.snmp.upsmib import parse_ups_mib
 from tests import snmprec
+from tests.sample_lookup import one, values
 from tests.services import FIXTURES, Process
 
 DATA = FIXTURES / "snmp" / "snmpsim-data"
@@ -81,15 +82,6 @@ def plugin(devices: list[dict[str, Any]], **kw: Any) -> SnmpPlugin:
     return p
 
 
-def values(col: Collection, metric: str, /, **labels: str) -> dict[tuple[tuple[str, str], ...], float]:
-    return {tuple(sorted((k, v) for k, v in s.labels.items() if k not in labels)): s.value
-            for s in col.samples if s.name == metric and all(s.labels.get(k) == v for k, v in labels.items())}
-
-
-def one(col: Collection, metric: str, /, **labels: str) -> float:
-    found = values(col, metric, **labels)
-    assert len(found) == 1, (metric, labels, found)
-    return next(iter(found.values()))
 
 
 @pytest.fixture(scope="module")
