@@ -42,6 +42,7 @@ _PRIV = {"DES": usm.USM_PRIV_CBC56_DES, "AES": usm.USM_PRIV_CFB128_AES, "AES192"
 #: Variable bindings per GET, and columns per GETBULK (keeps each response well under 1472 bytes).
 GET_CHUNK = 16
 BULK_COLUMNS = 8
+TOO_BIG = 1  # SNMP error-status tooBig
 
 
 class SnmpError(PluginError):
@@ -151,14 +152,18 @@ class SnmpClient:
     async def _walk_group(self, cols: list[str], snap: Snapshot) -> None:
         target = await self._transport()
         cursor = {c: c for c in cols}  # column -> the OID to continue after
+        reps = self.max_repetitions
         while cursor:
             asked = list(cursor)
-            ei, es, _eidx, vbs = await bulk_cmd(self.engine, self._auth, target, self._context, 0,
-                                               self.max_repetitions,
+            ei, es, _eidx, vbs = await bulk_cmd(self.engine, self._auth, target, self._context, 0, reps,
                                                *(ObjectType(ObjectIdentity(cursor[c])) for c in asked),
                                                lookupMib=False)
             if ei:
                 raise self._fail(ei, f"GETBULK {asked[0]}")
+            if es and int(es) == TOO_BIG and reps > 1:
+                # The answer would not fit the agent's message size (RFC 3416 4.2.3): ask fewer rows.
+                reps = max(1, reps // 2)
+                continue
             if es:
                 raise SnmpError(f"{self.where}: GETBULK {asked[0]} answered {es.prettyPrint()}")
             done: set[str] = set()
