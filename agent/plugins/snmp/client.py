@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pyasn1.type import univ
+from pysnmp.carrier.asyncio.dispatch import AsyncioDispatcher
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
     ContextData,
@@ -43,6 +44,26 @@ _PRIV = {"DES": usm.USM_PRIV_CBC56_DES, "AES": usm.USM_PRIV_CFB128_AES, "AES192"
 GET_CHUNK = 16
 BULK_COLUMNS = 8
 TOO_BIG = 1  # SNMP error-status tooBig
+
+
+def open_engine(engine: SnmpEngine) -> None:
+    """Give the engine a transport dispatcher on the running loop (one per collection)."""
+    if engine.transport_dispatcher is None:
+        engine.register_transport_dispatcher(AsyncioDispatcher())
+
+
+def release_engine(engine: SnmpEngine) -> None:
+    """Close the engine's sockets at the end of a collection, on the loop they belong to, and
+    forget its transport so the next collection (maybe on another loop) opens a new one. The
+    engine itself (its MIB data, v3 keys: the costly part) lives on."""
+    if engine.transport_dispatcher is None:
+        return
+    engine.close_dispatcher()
+    # hlapi's LCD remembers the transport it registered; without this the next request would
+    # look for it on the new dispatcher and fail ("No suitable transport domain").
+    lcd = engine.get_user_context("CommandGeneratorLcdConfigurator")
+    if lcd:
+        lcd["tran"].clear()
 
 
 class SnmpError(PluginError):

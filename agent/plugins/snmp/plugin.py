@@ -92,10 +92,10 @@ class SnmpPlugin(AsyncPlugin):
     def __init__(self, ctx: PluginContext, config: SnmpConfig) -> None:
         super().__init__(ctx, config)
         self.devices: list[Device] = []
-        # pysnmp SnmpEngines live for one collection, on its event loop (their UDP sockets belong
-        # to that loop): one shared by the v2c devices, one per v3 device (an engine's USM table
-        # holds one key set per user name, and devices often share the user name with different
-        # keys). A new v3 engine costs one engine-ID discovery round trip per collection.
+        # pysnmp SnmpEngines: one shared by the v2c devices, one per v3 device (an engine's USM
+        # table holds one key set per user name, and devices often share the user name with
+        # different keys). They live as long as the plugin; their sockets live for one
+        # collection, on its event loop (client.open_engine / release_engine).
         self._engines: dict[int, Any] = {}
         self._clients: dict[int, SnmpClient] = {}
         self._failing: dict[str, str] = {}
@@ -116,12 +116,13 @@ class SnmpPlugin(AsyncPlugin):
         # pysnmp is imported on first use: a node that does not poll SNMP never loads it.
         from pysnmp.hlapi.v3arch.asyncio import SnmpEngine  # noqa: PLC0415
 
-        from agent.plugins.snmp.client import SnmpClient  # noqa: PLC0415
+        from agent.plugins.snmp.client import SnmpClient, open_engine  # noqa: PLC0415
 
         slot = i if dev.cfg.version == "3" else -1
         engine = self._engines.get(slot)
         if engine is None:
             engine = self._engines[slot] = SnmpEngine()
+        open_engine(engine)
         client = self._clients.get(i)
         if client is None:
             client = SnmpClient(engine, dev.cfg, timeout=self.config.request_timeout,
@@ -136,7 +137,7 @@ class SnmpPlugin(AsyncPlugin):
         try:
             results = await asyncio.gather(*(self._poll(i, dev, gate) for i, dev in enumerate(self.devices)))
         finally:
-            self._close_engines()
+            self._release_engines()
         col = Collection()
         for sub in results:
             col.extend(sub)
@@ -194,12 +195,12 @@ class SnmpPlugin(AsyncPlugin):
             self.log.warning("snmp: %s", message)
         self._failing[key] = message
 
-    def _close_engines(self) -> None:
-        engines, self._engines = self._engines, {}
-        self._clients = {}
-        for engine in engines.values():
-            engine.close_dispatcher()
+    def _release_engines(self) -> None:
+        from agent.plugins.snmp.client import release_engine  # noqa: PLC0415
+
+        for engine in self._engines.values():
+            release_engine(engine)
 
     def close(self) -> None:
-        # Engines never outlive a collection (see __init__); nothing else is held.
+        # Sockets never outlive a collection (see __init__); the engines are dropped here.
         self._engines, self._clients = {}, {}
