@@ -20,8 +20,20 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from collector.errors import ConfigError, SinkError
-from collector.storage.base import HealthSample, Point, Sink, SinkBatch, StoredEvent
+from collector.storage.base import (
+    Float64Array,
+    HealthSample,
+    Int64Array,
+    Samples,
+    SeriesCatalog,
+    SeriesKey,
+    Sink,
+    SinkBatch,
+    StoredEvent,
+)
 from collector.storage.influx_factory import SINK_TYPES, build_sink
 from collector.storage.retry import Backoff
 from collector.storage.sqlite import SqliteStore
@@ -29,6 +41,9 @@ from collector.storage.sqlite import SqliteStore
 log = logging.getLogger("fleetmon.collector.spool")
 
 _HEADER = struct.Struct("<I")
+#: Series the spool's catalog remembers before it starts a new one (the sinks' per-series caches
+#: follow the catalog), so label churn cannot grow them without bound.
+MAX_CATALOG = 1_000_000
 
 
 def encode_spool(rows: Sequence[tuple[int, int, float]], events: Sequence[tuple[Any, ...]]) -> bytes:
@@ -41,6 +56,18 @@ def encode_spool(rows: Sequence[tuple[int, int, float]], events: Sequence[tuple[
             a.byteswap()
     ev = json.dumps([list(e) for e in events]).encode() if events else b""
     return _HEADER.pack(len(rows)) + sids.tobytes() + ts.tobytes() + vals.tobytes() + ev
+
+
+def decode_spool_columns(body: bytes) -> tuple[Int64Array, Int64Array, Float64Array, list[list[Any]]]:
+    """:func:`decode_spool` as numpy columns (views of ``body``; the columns are stored little-endian)."""
+    (n,) = _HEADER.unpack_from(body)
+    off = _HEADER.size
+    sids = np.frombuffer(body, "<i8", n, off).astype(np.int64, copy=False)
+    ts = np.frombuffer(body, "<i8", n, off + 8 * n).astype(np.int64, copy=False)
+    vals = np.frombuffer(body, "<f8", n, off + 16 * n).astype(np.float64, copy=False)
+    off += 24 * n
+    events = json.loads(body[off:]) if off < len(body) else []
+    return sids, ts, vals, events
 
 
 def decode_spool(body: bytes) -> tuple[list[int], list[int], list[float], list[list[Any]]]:
@@ -82,7 +109,9 @@ class Spool:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped: dict[str, int] = {s.name: 0 for s in sinks}
-        self._series: dict[int, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
+        # Store series id → id in the catalog the sinks see (their caches are kept per catalog id).
+        self._catalog = SeriesCatalog()
+        self._catalog_ids: dict[int, int] = {}
         self._bytes = 0
         self.waiting = 0
         self._backoff = Backoff(initial=0.5, maximum=30.0)
@@ -124,23 +153,33 @@ class Spool:
             self._bytes = (await asyncio.to_thread(self.store.spool_depth))[1]
             self._wake.set()
 
-    def _meta(self, sid: int) -> tuple[str, str, tuple[tuple[str, str], ...]]:
-        meta = self._series.get(sid)
-        if meta is None:
-            meta = self._series[sid] = self.store.series_meta(sid)
-        return meta
-
-    def to_batch(self, spool_id: int, body: bytes) -> SinkBatch:
-        sids, ts, vals, events = decode_spool(body)
-        batch = SinkBatch(spool_id)
-        for sid, t, v in zip(sids, ts, vals, strict=True):
-            m, f, tags = self._meta(sid)
-            batch.points.append(Point(m, f, tags, v, t * 1_000_000))
+    def to_batch(self, rows: Sequence[tuple[int, bytes]]) -> SinkBatch:
+        """Spool rows as one batch: the samples as columns over the spool's series catalog."""
+        sid_cols, ts_cols, val_cols, events = [], [], [], []
+        for _, body in rows:
+            sids, ts, vals, evs = decode_spool_columns(body)
+            sid_cols.append(sids)
+            ts_cols.append(ts)
+            val_cols.append(vals)
+            events.extend(evs)
+        sids, ts, vals = np.concatenate(sid_cols), np.concatenate(ts_cols), np.concatenate(val_cols)
+        if len(self._catalog) > MAX_CATALOG:
+            self._catalog, self._catalog_ids = SeriesCatalog(), {}
+        store_ids, where = np.unique(sids, return_inverse=True)
+        ids = np.fromiter(map(self._catalog_id, store_ids.tolist()), np.int64, len(store_ids))
+        batch = SinkBatch(rows[-1][0], samples=Samples(self._catalog, ids[where.reshape(-1)], ts * 1_000_000, vals))
         for t, kind, sev, msg, action, labels in events:
             lab = json.loads(labels)
             batch.events.append(StoredEvent(lab.get("node", ""), kind, sev, msg, action,
                                             tuple(sorted(lab.items())), int(t) * 1_000_000))
         return batch
+
+    def _catalog_id(self, sid: int) -> int:
+        found = self._catalog_ids.get(sid)
+        if found is None:
+            measurement, field, tags = self.store.series_meta(sid)
+            found = self._catalog_ids[sid] = self._catalog.intern(SeriesKey(measurement, field, tags))
+        return found
 
     async def _worker(self, sink: Sink) -> None:
         names = [s.name for s in self.sinks]
@@ -153,17 +192,13 @@ class Spool:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 continue
-            merged = SinkBatch(rows[-1][0])
-            for spool_id, body in rows:
-                b = await asyncio.to_thread(self.to_batch, spool_id, body)
-                merged.points.extend(b.points)
-                merged.events.extend(b.events)
+            merged = await asyncio.to_thread(self.to_batch, rows)
             try:
                 await sink.write(merged)
                 attempt = 0
             except SinkError as err:
                 if not err.retryable:
-                    n = len(merged.points) + len(merged.events)
+                    n = merged.n_points + len(merged.events)
                     self.dropped[sink.name] += n
                     log.error("sink %s refused %d points/events for good, dropping them: %s", sink.name, n, err)
                 else:
@@ -187,4 +222,4 @@ class Spool:
         return out
 
 
-__all__ = ["Spool", "build_sinks", "decode_spool", "encode_spool"]
+__all__ = ["Spool", "build_sinks", "decode_spool", "decode_spool_columns", "encode_spool"]

@@ -89,7 +89,7 @@ def _field_text(value: float | int | str | bool) -> str | None:
     return escape_string_field(str(value))
 
 
-def _series_prefix(measurement: str, tags: Iterable[tuple[str, str]], dialect: Dialect) -> str | None:
+def series_prefix(measurement: str, tags: Iterable[tuple[str, str]], dialect: Dialect) -> str | None:
     meas = escape_measurement(measurement, dialect)
     if not meas:
         return None
@@ -114,7 +114,7 @@ def encode_line(
     Tags with an empty key or value are left out (line protocol has no empty tag value; an absent
     tag reads back as empty in InfluxQL). A field whose key is empty after escaping is left out.
     """
-    prefix = _series_prefix(measurement, tags.items(), dialect)
+    prefix = series_prefix(measurement, tags.items(), dialect)
     if prefix is None:
         return None
     parts = []
@@ -132,7 +132,7 @@ def encode_line(
 class LineEncoder:
     """:func:`encode_line` for many lines of the same series, with the escaped series prefix
     (measurement + sorted tags) and field keys remembered: a fleet writes the same series every
-    interval, and escaping dominated the sink's cost (``bench/bench_influx.py``). Output is
+    interval, and escaping dominated the sink's cost (``bench/bench_sinks.py``). Output is
     byte-identical to :func:`encode_line`. The caches are dropped when they reach ``max_cache``
     entries, so label churn cannot grow them without bound."""
 
@@ -150,7 +150,7 @@ class LineEncoder:
             pass
         if len(self._prefixes) >= self.max_cache:
             self._prefixes.clear()
-        prefix = self._prefixes[key] = _series_prefix(measurement, tags, self.dialect)
+        prefix = self._prefixes[key] = series_prefix(measurement, tags, self.dialect)
         return prefix
 
     def field_key(self, key: str) -> str:
