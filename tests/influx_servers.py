@@ -1,10 +1,10 @@
 """Real InfluxDB 1.x and VictoriaMetrics for tests, benches and chaos tests.
 
-``start_influxd(tmp_path)`` / ``start_victoria_metrics(tmp_path)`` start the Debian binaries on
-free loopback ports with their data under ``tmp_path`` and return ``(Process, url)``; pass the
-same ``tmp_path`` and ``port`` again to restart a server on its old data (chaos tests). The
-pytest fixtures ``influxd`` and ``victoria_metrics`` (one server per test module) wrap them; a
-test module uses them with ``from tests.influx_servers import influxd, victoria_metrics``
+``start_influxd(tmp_path)`` / ``start_victoria_metrics(tmp_path)`` / ``start_vmagent(tmp_path,
+url)`` start the Debian binaries on free loopback ports with their data under ``tmp_path`` and
+return ``(Process, url)``; pass the same ``tmp_path`` and ``port`` again to restart a server on
+its old data (chaos tests). The pytest fixtures ``influxd`` and ``victoria_metrics`` (one server
+per test module) wrap them; a test module uses them with ``from tests.influx_servers import influxd, victoria_metrics``
 (``# noqa: F401``) or by listing this module in ``pytest_plugins``.
 """
 
@@ -81,6 +81,8 @@ def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Pro
         f"-httpListenAddr=127.0.0.1:{port}",
         # Test points carry timestamps near now; keep a year so nothing is refused as too old.
         "-retentionPeriod=1y",
+        # Queries see samples as soon as they are stored (the default hides the last 30 s).
+        "-search.latencyOffset=0s",
         "-loggerLevel=WARN",
     ]
     proc = Process(argv, root / "victoria-metrics.log")
@@ -90,6 +92,25 @@ def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Pro
     except (TimeoutError, RuntimeError) as err:
         proc.stop()
         raise RuntimeError(f"victoria-metrics did not start: {err}\n{proc.log_text()[-2000:]}") from err
+    return proc, url
+
+
+def start_vmagent(tmp_path: Path, remote_write_url: str, port: int | None = None) -> tuple[Process, str]:
+    """vmagent (same Debian package) forwarding what it receives to ``remote_write_url``; its
+    queue lives under ``tmp_path/vmagent``. It accepts Prometheus remote write at /api/v1/write."""
+    binary = require_binary("vmagent", "/usr/bin/vmagent")
+    root = tmp_path / "vmagent"
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-remoteWrite.url={remote_write_url}",
+            f"-remoteWrite.tmpDataPath={root / 'queue'}", "-remoteWrite.flushInterval=200ms", "-loggerLevel=WARN"]
+    proc = Process(argv, root / "vmagent.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", timeout=30, proc=proc.proc, ok=lambda code: code == 200)
+    except (TimeoutError, RuntimeError) as err:
+        proc.stop()
+        raise RuntimeError(f"vmagent did not start: {err}\n{proc.log_text()[-2000:]}") from err
     return proc, url
 
 
