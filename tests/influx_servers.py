@@ -1,11 +1,12 @@
-"""Real InfluxDB 1.x and VictoriaMetrics for tests, benches and chaos tests.
+"""Real InfluxDB 1.x and VictoriaMetrics (with vmagent and vmalert) for tests, benches and chaos tests.
 
 ``start_influxd(tmp_path)`` / ``start_victoria_metrics(tmp_path)`` / ``start_vmagent(tmp_path,
-url)`` start the Debian binaries on free loopback ports with their data under ``tmp_path`` and
-return ``(Process, url)``; pass the same ``tmp_path`` and ``port`` again to restart a server on
-its old data (chaos tests). The pytest fixtures ``influxd`` and ``victoria_metrics`` (one server
-per test module) wrap them; a test module uses them with ``from tests.influx_servers import influxd, victoria_metrics``
-(``# noqa: F401``) or by listing this module in ``pytest_plugins``.
+url)`` / ``start_vmalert(tmp_path, rules, …)`` start the Debian binaries on free loopback ports
+with their data under ``tmp_path`` and return ``(Process, url)``; pass the same ``tmp_path`` and
+``port`` again to restart a server on its old data (chaos tests). The pytest fixtures ``influxd``
+and ``victoria_metrics`` (one server per test module) wrap them; a test module uses them with
+``from tests.influx_servers import influxd, victoria_metrics`` (``# noqa: F401``) or by listing
+this module in ``pytest_plugins``.
 """
 
 from __future__ import annotations
@@ -111,6 +112,33 @@ def start_vmagent(tmp_path: Path, remote_write_url: str, port: int | None = None
     except (TimeoutError, RuntimeError) as err:
         proc.stop()
         raise RuntimeError(f"vmagent did not start: {err}\n{proc.log_text()[-2000:]}") from err
+    return proc, url
+
+
+def start_vmalert(tmp_path: Path, rules: list[Path], datasource: str, notifiers: list[str], *,
+                  remote_write: str | None = None, remote_read: str | None = None,
+                  interval: str = "1s", port: int | None = None) -> tuple[Process, str]:
+    """vmalert (same Debian package) evaluating ``rules`` over ``datasource`` (a VictoriaMetrics
+    URL) every ``interval`` and sending to the Alertmanagers ``notifiers``; with ``remote_write``
+    / ``remote_read`` it keeps ALERTS/ALERTS_FOR_STATE there and restores ``for`` state."""
+    binary = require_binary("vmalert", "/usr/bin/vmalert")
+    root = tmp_path / "vmalert"
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-datasource.url={datasource}",
+            f"-evaluationInterval={interval}", "-loggerLevel=WARN",
+            *(f"-rule={r}" for r in rules), *(f"-notifier.url={n}" for n in notifiers)]
+    if remote_write:
+        argv += [f"-remoteWrite.url={remote_write}", "-remoteWrite.flushInterval=200ms"]
+    if remote_read:
+        argv.append(f"-remoteRead.url={remote_read}")
+    proc = Process(argv, root / "vmalert.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/health", timeout=30, proc=proc.proc, ok=lambda code: code == 200)
+    except (TimeoutError, RuntimeError) as err:
+        proc.stop()
+        raise RuntimeError(f"vmalert did not start: {err}\n{proc.log_text()[-2000:]}") from err
     return proc, url
 
 
