@@ -16,10 +16,10 @@ import pytest
 from collector.spool import decode_spool, decode_spool_columns, encode_spool
 from collector.storage.base import Point, Samples, SeriesCatalog, SeriesKey, SinkBatch
 from collector.storage.columnar import stable_order
-from collector.storage.lines import ColumnLineEncoder, ValueFormats, batch_lines, encode_batch
+from collector.storage.lines import ColumnLineEncoder, batch_lines, encode_batch, format_values
 from collector.storage.remote_write import RemoteWriteEncoder, series_labels
 from proto import remote_pb2
-from proto.lineprotocol import Dialect, encode_line
+from proto.lineprotocol import Dialect, encode_line, format_float
 
 # Names that need escaping in one dialect or the other (see tests/test_lineprotocol.py).
 TRICKY = ["plain", "sp ace", "com,ma", "eq=ual", 'quo"te', "back\\slash", "trail\\", "new\nline", "ünï"]
@@ -49,7 +49,7 @@ def _expected_lines(points: list[Point], dialect: Dialect, catalog: SeriesCatalo
 
 def _rendered(batch: SinkBatch, encoder: ColumnLineEncoder, **kw: Any) -> list[str]:
     encoded = encode_batch(batch, encoder, **kw)
-    return [encoded.render(i) for i in range(encoded.n_chunks)]
+    return [encoded.render(i).decode() for i in range(encoded.n_chunks)]
 
 
 @pytest.mark.parametrize("dialect", ["influxdb1", "influxdb2"])
@@ -122,12 +122,16 @@ def test_encoder_follows_a_growing_catalog() -> None:
     assert len(catalog) == 10
 
 
-def test_value_formats_are_repr_and_keep_negative_zero() -> None:
-    formats = ValueFormats(max_cache=8)  # small: the cache is dropped and refilled on the way
-    values = np.array([0.0, -0.0, 1e300, -2.2250738585072014e-308, 0.1 + 0.2, 5.0, 0.0, 123456789.125] * 3)
-    for _ in range(3):
-        assert formats.format(values) == [repr(v) for v in values.tolist()]
-    assert formats.tails(np.array([3, 1, 3])).tolist() == [" 3\n", " 1\n", " 3\n"]
+def test_values_are_written_as_format_float_writes_them() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.normal(0, 1, 20_000) * 10.0 ** rng.integers(-320, 308, 20_000)
+    values = np.concatenate([values[np.isfinite(values)], [0.0, -0.0, 1e16, 1e-5, 1.5e-5, 1e-4, 2.5e-7, 123.0,
+                                                           5e-324, -2.2250738585072014e-308, 0.1 + 0.2]])
+    written = [v.decode() for v in format_values(values)]
+    assert written == [format_float(v) for v in values.tolist()]
+    assert all(float(w) == v for w, v in zip(written, values.tolist(), strict=True))  # read back exactly
+    assert written[-11:] == ["0.0", "-0.0", "1e+16", "0.00001", "0.000015", "0.0001", "2.5e-7", "123.0",
+                             "5e-324", "-2.2250738585072014e-308", "0.30000000000000004"]
 
 
 # --- remote write ---------------------------------------------------------------------------

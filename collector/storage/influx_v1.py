@@ -131,10 +131,11 @@ class InfluxV1Sink(HttpSinkBase):
         self._health.success(batch, encoded.n_lines, time.monotonic() - started,
                             events=encoded.n_event_lines)
 
-    def _body(self, text: str) -> tuple[str, bytes]:
-        return text, gzip_body(text) if self.config.gzip else text.encode("utf-8")
+    def _body(self, chunk: bytes) -> tuple[bytes, bytes]:
+        """(the chunk, for naming a refused line; what goes on the wire)."""
+        return chunk, gzip_body(chunk) if self.config.gzip else chunk
 
-    async def _post(self, chunk: str, body: bytes) -> None:
+    async def _post(self, chunk: bytes, body: bytes) -> None:
         params = {"db": self.config.database, "precision": "ns"}
         if self.config.retention_policy:
             params["rp"] = self.config.retention_policy
@@ -154,7 +155,7 @@ class InfluxV1Sink(HttpSinkBase):
         if resp.status_code in (200, 204):
             return
         raise http_error(self.name, resp.status_code, headers=resp.headers, body=resp.content,
-                         chunk=chunk, url=url)
+                         chunk=chunk.decode("utf-8", "replace"), url=url)
 
     async def query(self, influxql: str, *, database: str | None = "", epoch: str = "ns") -> list[Series]:
         """Run InfluxQL (one statement) and return its series; ``database=""`` means the

@@ -114,10 +114,11 @@ class InfluxV2Sink(HttpSinkBase):
             self._health.success(batch, encoded.n_lines, time.monotonic() - started,
                                 events=encoded.n_event_lines)
 
-    def _body(self, text: str) -> tuple[str, bytes]:
-        return text, gzip_body(text) if self.config.gzip else text.encode("utf-8")
+    def _body(self, chunk: bytes) -> tuple[bytes, bytes]:
+        """(the chunk, for naming a refused line; what goes on the wire)."""
+        return chunk, gzip_body(chunk) if self.config.gzip else chunk
 
-    def _write_one(self, chunk: str, body: bytes) -> None:
+    def _write_one(self, chunk: bytes, body: bytes) -> None:
         url = f"{self.config.url.rstrip('/')}/api/v2/write"
         self._health.requests += 1
         try:
@@ -135,7 +136,7 @@ class InfluxV2Sink(HttpSinkBase):
                 raise SinkError(f"sink {self.name}: cannot reach {url}: {reason}", retryable=True) from err
             headers = {k: v for k, v in (err.headers or {}).items()} if err.headers else {}
             raise http_error(self.name, int(err.status), headers=headers, body=err.body,
-                             chunk=chunk, url=url) from err
+                             chunk=chunk.decode("utf-8", "replace"), url=url) from err
         except (urllib3.exceptions.HTTPError, OSError) as err:
             # Connection refused/reset, timeouts: urllib3 raises these with retries=False.
             raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",

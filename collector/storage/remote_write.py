@@ -166,11 +166,15 @@ def _varint_len(x: int) -> int:
 
 
 class _Labels:
-    """For one catalog: every series' label bytes (``bytes`` objects, by id) and their lengths."""
+    """For one catalog, by series id: the label bytes and their length, and the series' last
+    TimeSeries prefix (``0a <len>`` + labels) with the body length it was made for: a series
+    usually brings as many samples every time, so its prefix is made once, not per request."""
 
     def __init__(self) -> None:
         self.encoded = Grow(object)
         self.length = Grow(np.int64)
+        self.prefix = Grow(object)
+        self.prefix_body = Grow(np.int64)
 
     def update(self, catalog: SeriesCatalog) -> None:
         start = self.encoded.n
@@ -179,6 +183,25 @@ class _Labels:
         encoded = [series_labels(key) for key in catalog.keys[start:]]
         self.encoded.extend(encoded)
         self.length.extend([len(e) for e in encoded])
+        self.prefix.extend([b""] * len(encoded))
+        self.prefix_body.extend([-1] * len(encoded))
+
+
+_HEADS: dict[int, bytes] = {}
+
+
+def _heads(body_len: Int64Array) -> np.ndarray:
+    """``0a <varint len>`` for each body length, as an object array (few distinct lengths)."""
+    lens, which = np.unique(body_len, return_inverse=True)
+    table = np.empty(len(lens), object)
+    for i, length in enumerate(lens.tolist()):
+        head = _HEADS.get(length)
+        if head is None:
+            if len(_HEADS) > 100_000:
+                _HEADS.clear()
+            head = _HEADS[length] = b"\x0a" + _varint(length)
+        table[i] = head
+    return table[which.reshape(-1)]
 
 
 @dataclass
@@ -188,10 +211,11 @@ class WritePlan:
     labels: _Labels
     ts_ms: Int64Array
     values: npt.NDArray[np.float64]
+    instant: Int64Array  # each sample's index into stamps
+    stamps: npt.NDArray[np.uint8] | None  # each distinct timestamp's varint, when all are as long
     seg_starts: Int64Array  # sample positions where a TimeSeries opens
     seg_series: Int64Array  # its catalog id
     chunks: list[tuple[int, int]]  # (first, end) TimeSeries
-    _heads: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def n_series(self) -> int:
@@ -206,47 +230,43 @@ class WritePlan:
         """The uncompressed WriteRequest of TimeSeries ``first``..``end - 1``."""
         a = int(self.seg_starts[first])
         b = int(self.seg_starts[end]) if end < self.n_series else len(self.values)
-        ts = self.ts_ms[a:b]
-        width = _varint_len(int(ts[0]))  # sorted by series, not time: check both ends of the range
-        if len(ts) and (_varint_len(int(ts.min())) != width or _varint_len(int(ts.max())) != width):
+        if self.stamps is None:
             return self._request_slow(first, end, b)
-        n = b - a
+        n, width = b - a, self.stamps.shape[1]
         # A sample: TimeSeries.samples (field 2) holding Sample{value (1, double), timestamp (2,
         # varint)}, i.e. 12 <len> 09 <8 bytes little-endian> 10 <varint>: fixed width here.
         rec = np.empty((n, 12 + width), np.uint8)
         rec[:, 0] = 0x12
         rec[:, 1] = 10 + width
         rec[:, 2] = 0x09
-        rec[:, 3:11] = self.values[a:b].astype("<f8").view(np.uint8).reshape(n, 8)
+        rec[:, 3:11] = np.ascontiguousarray(self.values[a:b], "<f8").view(np.uint8).reshape(n, 8)
         rec[:, 11] = 0x10
-        rec[:, 12:] = _varint_columns(ts.astype(np.uint64), width)
-        # A series: WriteRequest.timeseries (field 1) = 0a <len> <labels> <samples>; its three
-        # parts are joined with every other series' in one bytes.join.
+        rec[:, 12:] = self.stamps[self.instant[a:b]]
+        # A series: WriteRequest.timeseries (field 1) = 0a <len> <labels> <samples>; the prefix
+        # (0a <len> <labels>) is remembered per series, and one bytes.join makes the request.
         starts = self.seg_starts[first:end] - a
         counts = np.diff(np.append(starts, n))
         series = self.seg_series[first:end]
-        body_len = self.labels.length.view[series] + counts * (12 + width)
+        labels = self.labels
+        body_len = labels.length.view[series] + counts * (12 + width)
+        prefixes = labels.prefix.view[series]
+        stale = labels.prefix_body.view[series] != body_len
+        if stale.any():
+            fresh = _heads(body_len[stale]) + labels.encoded.view[series[stale]]
+            prefixes[stale] = fresh
+            labels.prefix.data[series[stale]] = fresh
+            labels.prefix_body.data[series[stale]] = body_len[stale]
         k = len(series)
-        parts: list[bytes | memoryview] = [b""] * (3 * k)
-        lens, which = np.unique(body_len, return_inverse=True)  # few distinct lengths
-        heads = np.empty(len(lens), object)
-        heads[:] = [self._head(int(length)) for length in lens.tolist()]
-        parts[0::3] = heads[which.reshape(-1)].tolist()
-        parts[1::3] = self.labels.encoded.view[series].tolist()
+        parts: list[bytes | memoryview] = [b""] * (2 * k)
+        parts[0::2] = prefixes.tolist()
         if bool(np.all(counts == counts[0])):  # every series with as many samples: one view
             row = int(counts[0]) * (12 + width)
-            parts[2::3] = rec.reshape(k, row).view(f"V{row}").ravel().tolist()
+            parts[1::2] = rec.reshape(k, row).view(f"V{row}").ravel().tolist()
         else:
             blob = memoryview(rec.tobytes())
             offsets = (np.append(starts, n) * (12 + width)).tolist()
-            parts[2::3] = [blob[offsets[i]:offsets[i + 1]] for i in range(k)]
+            parts[1::2] = [blob[offsets[i]:offsets[i + 1]] for i in range(k)]
         return b"".join(parts)
-
-    def _head(self, body_len: int) -> bytes:
-        head = self._heads.get(body_len)
-        if head is None:
-            head = self._heads[body_len] = b"\x0a" + _varint(body_len)
-        return head
 
     def _request_slow(self, first: int, end: int, stop: int) -> bytes:
         """Timestamps of different varint lengths (before 1971, after 2109, or negative): one
@@ -283,11 +303,13 @@ class RemoteWriteEncoder:
         sid = samples.series
         ts = samples.ts_ns // 1_000_000  # the protocol's timestamps are milliseconds
         instant, n_instants = rank(ts)
+        distinct = np.empty(n_instants, np.int64)
+        distinct[instant] = ts
         order, _ = stable_order([sid, instant], [len(samples.catalog), n_instants])
-        sid, ts, vals = sid[order], ts[order], samples.values[order]
+        sid, ts, vals, instant = sid[order], ts[order], samples.values[order], instant[order]
         last = last_of_runs(sid, ts)  # two samples of one series and millisecond: the later wins
         if not last.all():
-            sid, ts, vals = sid[last], ts[last], vals[last]
+            sid, ts, vals, instant = sid[last], ts[last], vals[last], instant[last]
         n = len(sid)
         opens = np.ones(n, bool)
         if n > 1:
@@ -302,7 +324,13 @@ class RemoteWriteEncoder:
         # An upper bound of each TimeSeries' bytes: header, labels, 22 bytes per sample.
         seg_bytes = 11 + labels.length.view[seg_series] + 22 * counts
         chunks = cut_chunks(np.cumsum(counts), np.cumsum(seg_bytes), max_samples, max_bytes)
-        return WritePlan(labels, ts, vals, seg_starts, seg_series, chunks)
+        # The distinct timestamps (a batch holds few instants) as varints, once per batch.
+        stamps = None
+        if n and int(distinct.min()) >= 0:
+            width = _varint_len(int(distinct.min()))
+            if _varint_len(int(distinct.max())) == width:
+                stamps = _varint_columns(distinct.astype(np.uint64), width)
+        return WritePlan(labels, ts, vals, instant, stamps, seg_starts, seg_series, chunks)
 
 
 def classify(sink: str, status: int, headers: Mapping[str, str], body: bytes, url: str) -> SinkError:
