@@ -14,9 +14,11 @@ import cramjam
 import pytest
 
 from collector.errors import ConfigError, SinkError
+from collector.spool import Spool, encode_spool
 from collector.storage.base import Point, SinkBatch, StoredEvent
 from collector.storage.influx_factory import build_sink
 from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
+from collector.storage.sqlite import SqliteStore, WriteItem
 from proto import remote_pb2
 from tests.http_stub import Stub, stub
 from tests.influx_servers import Server, start_vmagent, victoria_metrics, vm_export
@@ -133,10 +135,69 @@ def test_basic_auth_and_an_unreachable_receiver(stub: Stub, monkeypatch: pytest.
     ({"url": "http://vm/api/v1/write", "password": "a", "password_env": "B"}, "not both"),
     ({"url": "http://vm/api/v1/write", "username": "u", "bearer_token": "t"}, "not both"),
     ({"url": "http://vm/api/v1/write", "database": "x"}, "unknown key 'database'"),
+    ({"url": "http://vm/api/v1/write", "flush_interval": -1}, "flush_interval must be 0..300"),
+    ({"url": "http://vm/api/v1/write", "write_samples": 0}, "write_samples must be 1..10000000"),
 ])
 def test_config_errors_name_the_key(section: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build_sink("remote_write", section, "sinks.rw")
+
+
+# --- what the spool hands the sink ---------------------------------------------------------------
+
+def _spool_rows(store: SqliteStore, instants: int) -> None:
+    """``instants`` agent batches of node n1 (two series, one sample each) committed to the store."""
+    store.reset_node("n1", "wal-1", {"node": "n1"})
+    sids = store.series_ids("n1", [("gpu_power_watts", "gpu", "power_watts", {"gpu": str(g), "node": "n1"}, 1, "")
+                                   for g in range(2)])
+    state = store.load_node("n1")
+    for seq in range(1, instants + 1):
+        state.add(seq)
+        rows = [(sid, NOW_MS + seq * 1000, float(seq + g)) for g, sid in enumerate(sids)]
+        store.commit([WriteItem("n1", state, seq, rows, [], spool_body=encode_spool(rows, []))])
+
+
+def _per_request(stub: Stub) -> list[list[int]]:
+    """Samples per series in each request the stub saw."""
+    return [[len(ts.samples) for ts in remote_pb2.WriteRequest.FromString(
+        bytes(cramjam.snappy.decompress_raw(seen.body))).timeseries] for seen in stub.seen]
+
+
+def _drain(store: SqliteStore, sink: RemoteWriteSink, stub: Stub, requests: int) -> None:
+    async def go() -> None:
+        spool = Spool(store, [sink], max_bytes=1 << 30, rows_per_read=1)
+        await spool.start()
+        try:
+            deadline = time.monotonic() + 20
+            while len(stub.seen) < requests or store.spool_depth()[0]:
+                assert time.monotonic() < deadline, f"spool not drained: {stub.seen}"
+                await asyncio.sleep(0.05)
+        finally:
+            await spool.stop()
+    asyncio.run(go())
+
+
+def test_spool_writes_up_to_write_samples_so_series_carry_several(stub: Stub, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        _spool_rows(store, 5)
+        sink = RemoteWriteSink(RemoteWriteConfig(url=f"{stub.url}/w", write_samples=4))
+        _drain(store, sink, stub, 3)
+    finally:
+        store.close()
+    # Rows of 2 samples, read one at a time until 4 samples are in hand: 2 instants per series.
+    assert _per_request(stub) == [[2, 2], [2, 2], [1, 1]]
+
+
+def test_flush_interval_sends_what_it_has_when_it_runs_out(stub: Stub, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.db")
+    try:
+        _spool_rows(store, 1)
+        sink = RemoteWriteSink(RemoteWriteConfig(url=f"{stub.url}/w", flush_interval=0.3))
+        _drain(store, sink, stub, 1)
+    finally:
+        store.close()
+    assert _per_request(stub) == [[1, 1]]
 
 
 # --- against real receivers -----------------------------------------------------------------------

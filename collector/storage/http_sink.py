@@ -32,6 +32,11 @@ class HttpEndpointConfig:
     tls_ca: str | None = None
     tls_verify: bool = True
     name: str = ""
+    # What the spool hands the sink per write (collector/spool.py): at most write_samples samples,
+    # and, with flush_interval > 0, up to that many seconds' worth (so a series brings several
+    # samples per request: several times cheaper for the TSDB, docs/capacity.md).
+    flush_interval: float = 0.0
+    write_samples: int = 100_000
 
     def validate(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -42,6 +47,10 @@ class HttpEndpointConfig:
             raise ValueError(f"tls_ca: no such file {self.tls_ca!r}")
         if self.timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {self.timeout}")
+        if not 0 <= self.flush_interval <= 300:
+            raise ValueError(f"flush_interval must be 0..300 seconds, got {self.flush_interval}")
+        if not 1 <= self.write_samples <= 10_000_000:
+            raise ValueError(f"write_samples must be 1..10000000, got {self.write_samples}")
 
     def validate_destination(self) -> None:
         """Raise ValueError when the sink's required destination keys are missing."""
@@ -81,11 +90,13 @@ class HttpSinkConfig(HttpEndpointConfig):
 
 
 class NamedSink:
-    """The name and health counters of a sink."""
+    """The name and health counters of a sink, and how the spool should batch for it."""
 
     def __init__(self, config: HttpEndpointConfig) -> None:
         config.validate()
         self._health = SinkHealth(config.name)
+        self.flush_interval = config.flush_interval
+        self.write_samples = config.write_samples
 
     @property
     def name(self) -> str:

@@ -22,8 +22,10 @@ Kinds:
     batch_size (samples per request), headers (e.g. ``X-Scope-OrgID``), username, password |
     password_env, bearer_token | bearer_token_env, tls_ca, tls_verify, name.
 
-The InfluxDB kinds also take ``events`` (write events to measurement ``event``, default true), ``tls_ca``
-(PEM bundle of a private CA) and ``tls_verify``.
+Every kind also takes ``flush_interval`` (seconds the spool may gather rows before a write, so a
+series brings several samples per request; default 0) and ``write_samples`` (most samples per
+write; default 100,000), ``tls_ca`` (PEM bundle of a private CA) and ``tls_verify``. The
+InfluxDB kinds also take ``events`` (write events to measurement ``event``, default true).
 
 ``name`` (the ``sink`` label of the health metrics and the prefix of every error) defaults to
 the kind.

@@ -46,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.errors import SinkError
-from collector.storage.base import Int64Array, SeriesCatalog, SeriesKey, SinkBatch
+from collector.storage.base import Int64Array, SeriesCatalog, SeriesKey, SinkBatch, Tags
 from collector.storage.columnar import Grow, last_of_runs, rank, stable_order
 from collector.storage.http_sink import HttpEndpointConfig, NamedSink
 from collector.storage.retry import MAX_BYTES, cut_chunks, http_error, send_pipelined
@@ -140,17 +140,36 @@ def metric_name(key: SeriesKey) -> str:
     return "_" + name if name[:1].isdigit() else name
 
 
-def series_labels(key: SeriesKey) -> bytes:
-    """The ``labels`` fields (1) of a TimeSeries: ``__name__`` and the tags, sorted by name."""
-    labels: dict[str, str] = {}
-    for tag, value in key.tags:
-        name = label_name(tag)
-        if name and value and name != "__name__":
-            labels.setdefault(name, value)  # two tags that clean up to one name: the first stays
-    labels["__name__"] = metric_name(key)
-    # Python orders str by code point, which is the byte order of their UTF-8 the spec asks for.
-    return b"".join(_field(0x0A, _field(0x0A, name.encode()) + _field(0x12, labels[name].encode()))
-                    for name in sorted(labels))
+def series_labels(key: SeriesKey, groups: dict[Tags, tuple[bytes, bytes]] | None = None,
+                  names: dict[str, bytes] | None = None) -> bytes:
+    """The ``labels`` fields (1) of a TimeSeries: ``__name__`` and the tags, sorted by name.
+
+    ``groups`` remembers, per tag set, the encoded labels that sort before ``__name__`` and those
+    after it, and ``names`` each encoded ``__name__``: a device's tags recur in each of its
+    series and a name in every device, so a catalog's labels cost two lookups and two
+    concatenations per series.
+    """
+    groups = {} if groups is None else groups
+    names = {} if names is None else names
+    metric = names.get(key.name)
+    if metric is None:
+        metric = names[key.name] = _label("__name__", metric_name(key))
+    around = groups.get(key.tags)
+    if around is None:
+        labels: dict[str, str] = {}
+        for tag, value in key.tags:
+            name = label_name(tag)
+            if name and value and name != "__name__":
+                labels.setdefault(name, value)  # two tags that clean up to one name: the first stays
+        ordered = sorted(labels)  # code point order: the byte order of their UTF-8 the spec asks for
+        before = b"".join(_label(n, labels[n]) for n in ordered if n < "__name__")
+        after = b"".join(_label(n, labels[n]) for n in ordered if n > "__name__")
+        around = groups[key.tags] = (before, after)
+    return around[0] + metric + around[1]
+
+
+def _label(name: str, value: str) -> bytes:
+    return _field(0x0A, _field(0x0A, name.encode()) + _field(0x12, value.encode()))
 
 
 def _varint_columns(x: npt.NDArray[np.uint64], width: int) -> npt.NDArray[np.uint8]:
@@ -175,12 +194,17 @@ class _Labels:
         self.length = Grow(np.int64)
         self.prefix = Grow(object)
         self.prefix_body = Grow(np.int64)
+        self._groups: dict[Tags, tuple[bytes, bytes]] = {}
+        self._names: dict[str, bytes] = {}
 
     def update(self, catalog: SeriesCatalog) -> None:
         start = self.encoded.n
         if start == len(catalog):
             return
-        encoded = [series_labels(key) for key in catalog.keys[start:]]
+        encoded = [series_labels(key, self._groups, self._names) for key in catalog.keys[start:]]
+        if len(self._groups) + len(self._names) > 1_000_000:
+            self._groups.clear()
+            self._names.clear()
         self.encoded.extend(encoded)
         self.length.extend([len(e) for e in encoded])
         self.prefix.extend([b""] * len(encoded))
