@@ -19,7 +19,7 @@ import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -35,9 +35,9 @@ from collector.storage.base import (
     SinkBatch,
     StoredEvent,
 )
+from collector.storage.embedded import EmbeddedStore, EventRow, SampleColumns, SpoolRow
 from collector.storage.influx_factory import SINK_TYPES, build_sink
 from collector.storage.retry import Backoff
-from collector.storage.sqlite import SqliteStore
 
 log = logging.getLogger("fleetmon.collector.spool")
 
@@ -50,31 +50,26 @@ DEFAULT_WRITE_SAMPLES = 100_000
 MAX_CATALOG = 1_000_000
 
 
-def encode_spool(rows: Sequence[tuple[int, int, float]], events: Sequence[tuple[Any, ...]]) -> bytes:
-    """rows (series id, ts ms, value) and events → compact bytes: three columns + JSON events."""
-    sids = array.array("q", (r[0] for r in rows))
-    ts = array.array("q", (r[1] for r in rows))
-    vals = array.array("d", (r[2] for r in rows))
+class SpoolBody(NamedTuple):
+    """A decoded spool row: sample columns and events as stored."""
+
+    samples: SampleColumns
+    events: list[EventRow]
+
+
+def encode_spool(samples: SampleColumns, events: Sequence[EventRow]) -> bytes:
+    """Sample columns (series id, ts ms, value) and events → compact bytes: three columns + JSON events."""
+    sids = array.array("q", samples.series_ids)
+    ts = array.array("q", samples.ts_ms)
+    vals = array.array("d", samples.values)
     if sys.byteorder == "big":
         for a in (sids, ts, vals):
             a.byteswap()
-    ev = json.dumps([list(e) for e in events]).encode() if events else b""
-    return _HEADER.pack(len(rows)) + sids.tobytes() + ts.tobytes() + vals.tobytes() + ev
+    ev = json.dumps(events).encode() if events else b""
+    return _HEADER.pack(len(samples)) + sids.tobytes() + ts.tobytes() + vals.tobytes() + ev
 
 
-def decode_spool_columns(body: bytes) -> tuple[Int64Array, Int64Array, Float64Array, list[list[Any]]]:
-    """:func:`decode_spool` as numpy columns (views of ``body``; the columns are stored little-endian)."""
-    (n,) = _HEADER.unpack_from(body)
-    off = _HEADER.size
-    sids = np.frombuffer(body, "<i8", n, off).astype(np.int64, copy=False)
-    ts = np.frombuffer(body, "<i8", n, off + 8 * n).astype(np.int64, copy=False)
-    vals = np.frombuffer(body, "<f8", n, off + 16 * n).astype(np.float64, copy=False)
-    off += 24 * n
-    events = json.loads(body[off:]) if off < len(body) else []
-    return sids, ts, vals, events
-
-
-def decode_spool(body: bytes) -> tuple[list[int], list[int], list[float], list[list[Any]]]:
+def decode_spool(body: bytes) -> SpoolBody:
     (n,) = _HEADER.unpack_from(body)
     off = _HEADER.size
     cols: list[array.array[Any]] = []
@@ -85,8 +80,20 @@ def decode_spool(body: bytes) -> tuple[list[int], list[int], list[float], list[l
             a.byteswap()
         cols.append(a)
         off += 8 * n
-    events = json.loads(body[off:]) if off < len(body) else []
-    return cols[0].tolist(), cols[1].tolist(), cols[2].tolist(), events
+    events = [EventRow(*e) for e in json.loads(body[off:])] if off < len(body) else []
+    return SpoolBody(SampleColumns(cols[0].tolist(), cols[1].tolist(), cols[2].tolist()), events)
+
+
+def decode_spool_columns(body: bytes) -> tuple[Int64Array, Int64Array, Float64Array, list[EventRow]]:
+    """:func:`decode_spool` as numpy columns (views of ``body``; the columns are stored little-endian)."""
+    (n,) = _HEADER.unpack_from(body)
+    off = _HEADER.size
+    sids = np.frombuffer(body, "<i8", n, off).astype(np.int64, copy=False)
+    ts = np.frombuffer(body, "<i8", n, off + 8 * n).astype(np.int64, copy=False)
+    vals = np.frombuffer(body, "<f8", n, off + 16 * n).astype(np.float64, copy=False)
+    off += 24 * n
+    events = [EventRow(*e) for e in json.loads(body[off:])] if off < len(body) else []
+    return sids, ts, vals, events
 
 
 def build_sinks(section: Mapping[str, Any] | None) -> list[Sink]:
@@ -105,7 +112,7 @@ def build_sinks(section: Mapping[str, Any] | None) -> list[Sink]:
 
 
 class Spool:
-    def __init__(self, store: SqliteStore, sinks: list[Sink], max_bytes: int, rows_per_read: int = 64) -> None:
+    def __init__(self, store: EmbeddedStore, sinks: list[Sink], max_bytes: int, rows_per_read: int = 64) -> None:
         self.store = store
         self.sinks = sinks
         self.max_bytes = max_bytes
@@ -123,7 +130,7 @@ class Spool:
     async def start(self) -> None:
         for s in self.sinks:
             await s.start()
-        self._bytes = self.store.spool_depth()[1]
+        self._bytes = self.store.spool_depth().size_bytes
         self._tasks = [asyncio.create_task(self._worker(s), name=f"sink-{s.name}") for s in self.sinks]
         self._tasks.append(asyncio.create_task(self._ticker(), name="spool-ticker"))
 
@@ -154,10 +161,10 @@ class Spool:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(0.5)
-            self._bytes = (await asyncio.to_thread(self.store.spool_depth))[1]
+            self._bytes = (await asyncio.to_thread(self.store.spool_depth)).size_bytes
             self._wake.set()
 
-    def to_batch(self, rows: Sequence[tuple[int, bytes]]) -> SinkBatch:
+    def to_batch(self, rows: Sequence[SpoolRow]) -> SinkBatch:
         """Spool rows as one batch: the samples as columns over the spool's series catalog."""
         sid_cols, ts_cols, val_cols, events = [], [], [], []
         for _, body in rows:
@@ -171,38 +178,39 @@ class Spool:
             self._catalog, self._catalog_ids = SeriesCatalog(), {}
         store_ids, where = np.unique(sids, return_inverse=True)
         ids = np.fromiter(map(self._catalog_id, store_ids.tolist()), np.int64, len(store_ids))
-        batch = SinkBatch(rows[-1][0], samples=Samples(self._catalog, ids[where.reshape(-1)], ts * 1_000_000, vals))
-        for t, kind, sev, msg, action, labels in events:
-            lab = json.loads(labels)
-            batch.events.append(StoredEvent(lab.get("node", ""), kind, sev, msg, action,
-                                            tuple(sorted(lab.items())), int(t) * 1_000_000))
+        batch = SinkBatch(rows[-1].spool_id,
+                          samples=Samples(self._catalog, ids[where.reshape(-1)], ts * 1_000_000, vals))
+        for e in events:
+            lab = json.loads(e.labels_json)
+            batch.events.append(StoredEvent(lab.get("node", ""), e.kind, e.severity, e.message, e.action,
+                                            tuple(sorted(lab.items())), int(e.ts_ms) * 1_000_000))
         return batch
 
     def _catalog_id(self, sid: int) -> int:
         found = self._catalog_ids.get(sid)
         if found is None:
-            measurement, field, tags = self.store.series_meta(sid)
-            found = self._catalog_ids[sid] = self._catalog.intern(SeriesKey(measurement, field, tags))
+            meta = self.store.series_meta(sid)
+            found = self._catalog_ids[sid] = self._catalog.intern(SeriesKey(meta.measurement, meta.field, meta.tags))
         return found
 
-    async def _gather(self, sink: Sink, cursor: int) -> list[tuple[int, bytes]]:
+    async def _gather(self, sink: Sink, cursor: int) -> list[SpoolRow]:
         """The spool rows after ``cursor`` for one write: what is there, up to the sink's
         ``write_samples``. A sink with a ``flush_interval`` waits up to that long (from the first
         row it saw) for more rows while it has fewer: each series then carries several samples per
         request, which a TSDB ingests several times cheaper (docs/capacity.md)."""
         budget = max(1, int(getattr(sink, "write_samples", DEFAULT_WRITE_SAMPLES)))
         linger = float(getattr(sink, "flush_interval", 0.0))
-        rows: list[tuple[int, bytes]] = []
+        rows: list[SpoolRow] = []
         samples = 0
         first_seen = 0.0
         while True:
-            more = await asyncio.to_thread(self.store.spool_read, rows[-1][0] if rows else cursor,
+            more = await asyncio.to_thread(self.store.spool_read, rows[-1].spool_id if rows else cursor,
                                           self.rows_per_read)
             if more:
                 if not rows:
                     first_seen = time.monotonic()
                 rows += more
-                samples += sum(_HEADER.unpack_from(body)[0] for _, body in more)
+                samples += sum(_HEADER.unpack_from(row.body)[0] for row in more)
                 if samples >= budget:
                     return rows
                 continue  # read on while there is a backlog
@@ -249,4 +257,4 @@ class Spool:
         return out
 
 
-__all__ = ["Spool", "build_sinks", "decode_spool", "decode_spool_columns", "encode_spool"]
+__all__ = ["Spool", "SpoolBody", "build_sinks", "decode_spool", "decode_spool_columns", "encode_spool"]

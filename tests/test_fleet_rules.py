@@ -19,10 +19,12 @@ import yaml
 
 from alerts.rules import default_rule_files
 from alerts.rules.fleet import fleet_rule_files
+from collector.alerting_config import expand_rule_paths
 from collector.storage.base import Point, SinkBatch
 from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
+from fleetmon_common.settings import Problems
 from tests.influx_servers import start_victoria_metrics, start_vmalert, vm_flush
-from tests.services import REPO, free_port, require_binary
+from tests.services import REPO, free_port, require_binary, wait_until
 from tests.test_notifiers_alertmanager import start_alertmanager
 
 FLEET_TESTS = REPO / "tests" / "rulepack" / "fleet" / "fleet_test.yml"
@@ -36,6 +38,10 @@ def _rules() -> list[dict[str, Any]]:
 def test_fleet_rules_are_not_in_the_collectors_pack() -> None:
     assert [p.name for p in fleet_rule_files()] == ["fleet.yml"]
     assert not set(fleet_rule_files()) & set(default_rule_files())
+    problems = Problems()
+    pack = expand_rule_paths([Path("builtin:*.yml")], REPO, problems)  # what a collector config loads
+    assert pack and not problems.lines
+    assert not {p.resolve() for p in pack} & {p.resolve() for p in fleet_rule_files()}
     fleet_names = {rule["alert"] for rule in _rules()}
     pack_names = {rule.get("alert") for path in default_rule_files()
                   for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]}
@@ -117,17 +123,6 @@ def _am_alerts(url: str, name: str) -> list[dict[str, Any]]:
         return list(json.loads(resp.read()))
 
 
-def _wait(what: str, check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def write_gpus(vm_url: str, cluster: str, up: list[int]) -> None:
     """One sample of gpu_up per GPU of ``cluster`` at now, through fleetmon's remote-write sink."""
     now = time.time_ns()
@@ -149,11 +144,12 @@ def write_gpus(vm_url: str, cluster: str, up: list[int]) -> None:
 @pytest.mark.services
 def test_a_fleet_rule_fires_and_resolves_through_vmalert(fleet_tier: FleetTier) -> None:
     write_gpus(fleet_tier.vm, "c9", [1] * 13 + [0] * 3)  # 3 of 16 GPUs down
-    firing = _wait("ClusterGPUsLost in Alertmanager", lambda: _am_alerts(fleet_tier.alertmanager, "ClusterGPUsLost"))
+    firing = wait_until(lambda: _am_alerts(fleet_tier.alertmanager, "ClusterGPUsLost"), 30,
+                        "ClusterGPUsLost in Alertmanager")
     assert len(firing) == 1
     alert = firing[0]
     assert alert["labels"]["cluster"] == "c9" and alert["labels"]["severity"] == "critical"
     assert alert["annotations"]["summary"] == "18.75% of the GPUs of cluster c9 are lost"
     assert alert["status"]["state"] == "active"
     write_gpus(fleet_tier.vm, "c9", [1] * 16)
-    _wait("ClusterGPUsLost to resolve", lambda: not _am_alerts(fleet_tier.alertmanager, "ClusterGPUsLost"))
+    wait_until(lambda: not _am_alerts(fleet_tier.alertmanager, "ClusterGPUsLost"), 30, "ClusterGPUsLost to resolve")

@@ -14,11 +14,13 @@ import cramjam
 import pytest
 
 from collector.errors import ConfigError, SinkError
+from collector.sequence import NodeState
 from collector.spool import Spool, encode_spool
 from collector.storage.base import Point, SinkBatch, StoredEvent
+from collector.storage.embedded import NewSeries, SampleColumns, WriteItem
 from collector.storage.influx_factory import build_sink
 from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
-from collector.storage.sqlite import SqliteStore, WriteItem
+from collector.storage.sqlite import SqliteStore
 from proto import remote_pb2
 from tests.http_stub import Stub, stub
 from tests.influx_servers import Server, start_vmagent, victoria_metrics, vm_export
@@ -146,15 +148,16 @@ def test_config_errors_name_the_key(section: dict[str, Any], message: str) -> No
 # --- what the spool hands the sink ---------------------------------------------------------------
 
 def _spool_rows(store: SqliteStore, instants: int) -> None:
-    """``instants`` agent batches of node n1 (two series, one sample each) committed to the store."""
-    store.reset_node("n1", "wal-1", {"node": "n1"})
-    sids = store.series_ids("n1", [("gpu_power_watts", "gpu", "power_watts", {"gpu": str(g), "node": "n1"}, 1, "")
-                                   for g in range(2)])
-    state = store.load_node("n1")
+    """``instants`` agent batches of node n1 (two series, one sample each) committed to the store,
+    as the ingest path commits them (with their spool rows)."""
+    sids = store.series_ids("n1", [NewSeries("gpu_power_watts", "gpu", "power_watts", {"gpu": str(g), "node": "n1"},
+                                             1, "") for g in range(2)])
+    state = NodeState.new_wal("n1", "wal-1")
     for seq in range(1, instants + 1):
-        state.add(seq)
-        rows = [(sid, NOW_MS + seq * 1000, float(seq + g)) for g, sid in enumerate(sids)]
-        store.commit([WriteItem("n1", state, seq, rows, [], spool_body=encode_spool(rows, []))])
+        update = state.plan(seq)
+        state.apply(update)
+        cols = SampleColumns(list(sids), [NOW_MS + seq * 1000] * 2, [float(seq), float(seq + 1)])
+        store.commit([WriteItem(update, '{"node": "n1"}', cols, [], spool_body=encode_spool(cols, []))])
 
 
 def _per_request(stub: Stub) -> list[list[int]]:

@@ -16,6 +16,7 @@ import pytest
 from collector.spool import decode_spool, decode_spool_columns, encode_spool
 from collector.storage.base import Point, Samples, SeriesCatalog, SeriesKey, SinkBatch
 from collector.storage.columnar import stable_order
+from collector.storage.embedded import EventRow, SampleColumns
 from collector.storage.lines import ColumnLineEncoder, batch_lines, encode_batch, format_values
 from collector.storage.remote_write import RemoteWriteEncoder, series_labels
 from proto import remote_pb2
@@ -245,8 +246,10 @@ def test_samples_and_batches_check_their_shape() -> None:
 
 
 def test_spool_columns_decode_like_the_lists() -> None:
-    rows = [(3, 1_700_000_000_000, 1.5), (9, 1_700_000_000_001, -0.0), (3, 1_700_000_000_002, 1e300)]
-    events = [(1, "gpu.xid", "critical", "m", "a", '{"node": "n"}')]
-    body = encode_spool(rows, events)
+    cols = SampleColumns([3, 9, 3], [1_700_000_000_000, 1_700_000_000_001, 1_700_000_000_002], [1.5, -0.0, 1e300])
+    events = [EventRow(1, "gpu.xid", "critical", "m", "a", '{"node": "n"}')]
+    body = encode_spool(cols, events)
     sids, ts, vals, evs = decode_spool_columns(body)
-    assert (sids.tolist(), ts.tolist(), vals.tolist(), evs) == decode_spool(body)
+    decoded = decode_spool(body)
+    assert (sids.tolist(), ts.tolist(), vals.tolist()) == (cols.series_ids, cols.ts_ms, cols.values)
+    assert decoded.samples == cols and evs == decoded.events == events

@@ -6,7 +6,8 @@ real code runs against real values; only the hardware is absent. Errors are rais
 pynvml raises them (``pynvml.NVMLError(code)``, which maps itself to ``NVMLError_NotSupported``
 and friends), so the plugin's error mapping is exercised, not bypassed.
 
-Nodes (``reset(node)`` or the ``FAKENVML_NODE`` environment variable, read at ``nvmlInit``):
+Nodes (``reset(node)`` or the ``FAKENVML_NODE`` environment variable, read at ``nvmlInit``;
+``FAKENVML_LATENCY_US`` sets ``state.latency_s`` the same way, for benchmarks of a real agent process):
 
 - ``a100``, ``a10g``, ``t4``: one GPU each, straight from its XML.
 - ``h100x8``: an 8-GPU H100-style HGX node *derived* from the recordings: the A100 record with
@@ -76,6 +77,10 @@ class FakeState:
     missing: set[str] = field(default_factory=set)
     lost: set[int] = field(default_factory=set)
     hang: dict[int, threading.Event] = field(default_factory=dict)
+    #: Calls that entered a hang, per GPU index, and how many of them are blocked right now: a
+    #: test tells "the collection returned while the call was still stuck" without a clock.
+    hung_calls: Counter[int] = field(default_factory=Counter)
+    blocked: Counter[int] = field(default_factory=Counter)
     init_error: int | None = None
     calls: Counter[str] = field(default_factory=Counter)
     events: queue.Queue[tuple[Device, int, int]] = field(default_factory=queue.Queue)
@@ -140,6 +145,7 @@ def reset(node: str | None = None) -> FakeState:
         ev.set()  # release anything a previous test left hanging
     state = FakeState()
     state.node = node or os.environ.get("FAKENVML_NODE", "h100x8")
+    state.latency_s = float(os.environ.get("FAKENVML_LATENCY_US", "0") or 0) / 1e6
     state.devices = build_node(state.node)
     return state
 
@@ -182,7 +188,14 @@ def _checked(st: FakeState, name: str, fn: Callable[..., Any], args: tuple[Any, 
     if dev is not None:
         gpu = dev if isinstance(dev, Device) else dev.parent
         if gpu.index in st.hang:
-            st.hang[gpu.index].wait(HANG_CAP_S)
+            with _TIMING_LOCK:
+                st.hung_calls[gpu.index] += 1
+                st.blocked[gpu.index] += 1
+            try:
+                st.hang[gpu.index].wait(HANG_CAP_S)
+            finally:
+                with _TIMING_LOCK:
+                    st.blocked[gpu.index] -= 1
         if gpu.index in st.lost:
             _raise(_pynvml.NVML_ERROR_GPU_IS_LOST)
         if (gpu.index, name) in st.not_supported or (None, name) in st.not_supported:
