@@ -48,6 +48,8 @@ DEFAULT_WRITE_SAMPLES = 100_000
 #: Series the spool's catalog remembers before it starts a new one (the sinks' per-series caches
 #: follow the catalog), so label churn cannot grow them without bound.
 MAX_CATALOG = 1_000_000
+#: Store series ids up to this are looked up in an array (8 bytes each); larger ones in a dict.
+_MAX_LUT = 50_000_000
 
 
 class SpoolBody(NamedTuple):
@@ -123,6 +125,7 @@ class Spool:
         # Store series id → id in the catalog the sinks see (their caches are kept per catalog id).
         self._catalog = SeriesCatalog()
         self._catalog_ids: dict[int, int] = {}
+        self._lut = np.full(0, -1, np.int64)  # the same, as an array indexed by store series id
         self._bytes = 0
         self.waiting = 0
         self._backoff = Backoff(initial=0.5, maximum=30.0)
@@ -176,15 +179,36 @@ class Spool:
         sids, ts, vals = np.concatenate(sid_cols), np.concatenate(ts_cols), np.concatenate(val_cols)
         if len(self._catalog) > MAX_CATALOG:
             self._catalog, self._catalog_ids = SeriesCatalog(), {}
-        store_ids, where = np.unique(sids, return_inverse=True)
-        ids = np.fromiter(map(self._catalog_id, store_ids.tolist()), np.int64, len(store_ids))
-        batch = SinkBatch(rows[-1].spool_id,
-                          samples=Samples(self._catalog, ids[where.reshape(-1)], ts * 1_000_000, vals))
+            self._lut = np.full(0, -1, np.int64)
+        batch = SinkBatch(rows[-1].spool_id, samples=Samples(self._catalog, self._catalog_ids_of(sids),
+                                                             ts * 1_000_000, vals))
         for e in events:
             lab = json.loads(e.labels_json)
             batch.events.append(StoredEvent(lab.get("node", ""), e.kind, e.severity, e.message, e.action,
                                             tuple(sorted(lab.items())), int(e.ts_ms) * 1_000_000))
         return batch
+
+    def _catalog_ids_of(self, sids: Int64Array) -> Int64Array:
+        """Catalog ids of store series ids: one numpy lookup (store ids are small dense integers,
+        SQLite row ids), the store asked only about series the spool has not seen."""
+        if len(sids) == 0:
+            return sids
+        top = int(sids.max())
+        if int(sids.min()) < 0 or top > _MAX_LUT:  # not dense: one dict lookup per distinct series
+            store_ids, where = np.unique(sids, return_inverse=True)
+            ids = np.fromiter(map(self._catalog_id, store_ids.tolist()), np.int64, len(store_ids))
+            return ids[where.reshape(-1)]
+        if top >= len(self._lut):
+            grown = np.full(max(top + 1, 2 * len(self._lut)), -1, np.int64)
+            grown[: len(self._lut)] = self._lut
+            self._lut = grown
+        ids = self._lut[sids]
+        unknown = ids < 0
+        if unknown.any():
+            for sid in np.unique(sids[unknown]).tolist():
+                self._lut[sid] = self._catalog_id(sid)
+            ids = self._lut[sids]
+        return ids
 
     def _catalog_id(self, sid: int) -> int:
         found = self._catalog_ids.get(sid)
