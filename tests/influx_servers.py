@@ -15,7 +15,7 @@ import json
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,20 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
+def _started(name: str, argv: list[str], root: Path, port: int, health: str,
+             ok: Callable[[int], bool] = lambda code: code == 200) -> tuple[Process, str]:
+    """Start ``argv`` with its log under ``root``; return once ``health`` answers, or fail with
+    the log's tail."""
+    proc = Process(argv, root / f"{name}.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}{health}", timeout=30, proc=proc.proc, ok=ok)
+    except (TimeoutError, RuntimeError) as err:
+        proc.stop()
+        raise RuntimeError(f"{name} did not start: {err}\n{proc.log_text()[-2000:]}") from err
+    return proc, url
+
+
 def start_influxd(tmp_path: Path, port: int | None = None) -> tuple[Process, str]:
     """influxd 1.x with its meta/data/wal under ``tmp_path/influxd``; answers /ping when returned."""
     binary = require_binary("influxd", "/usr/bin/influxd")
@@ -60,14 +74,7 @@ def start_influxd(tmp_path: Path, port: int | None = None) -> tuple[Process, str
     port = port or free_port()
     conf = root / "influxd.conf"
     conf.write_text(INFLUXD_CONF.format(root=root, port=port, rpc_port=free_port()))
-    proc = Process([binary, "-config", str(conf)], root / "influxd.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/ping", timeout=30, proc=proc.proc)
-    except (TimeoutError, RuntimeError) as err:
-        proc.stop()
-        raise RuntimeError(f"influxd did not start: {err}\n{proc.log_text()[-2000:]}") from err
-    return proc, url
+    return _started("influxd", [binary, "-config", str(conf)], root, port, "/ping", lambda code: code < 500)
 
 
 def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Process, str]:
@@ -86,14 +93,7 @@ def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Pro
         "-search.latencyOffset=0s",
         "-loggerLevel=WARN",
     ]
-    proc = Process(argv, root / "victoria-metrics.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", timeout=30, proc=proc.proc, ok=lambda code: code == 200)
-    except (TimeoutError, RuntimeError) as err:
-        proc.stop()
-        raise RuntimeError(f"victoria-metrics did not start: {err}\n{proc.log_text()[-2000:]}") from err
-    return proc, url
+    return _started("victoria-metrics", argv, root, port, "/health")
 
 
 def start_vmagent(tmp_path: Path, remote_write_url: str, port: int | None = None) -> tuple[Process, str]:
@@ -105,14 +105,7 @@ def start_vmagent(tmp_path: Path, remote_write_url: str, port: int | None = None
     port = port or free_port()
     argv = [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-remoteWrite.url={remote_write_url}",
             f"-remoteWrite.tmpDataPath={root / 'queue'}", "-remoteWrite.flushInterval=200ms", "-loggerLevel=WARN"]
-    proc = Process(argv, root / "vmagent.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", timeout=30, proc=proc.proc, ok=lambda code: code == 200)
-    except (TimeoutError, RuntimeError) as err:
-        proc.stop()
-        raise RuntimeError(f"vmagent did not start: {err}\n{proc.log_text()[-2000:]}") from err
-    return proc, url
+    return _started("vmagent", argv, root, port, "/health")
 
 
 def start_vmalert(tmp_path: Path, rules: list[Path], datasource: str, notifiers: list[str], *,
@@ -132,14 +125,7 @@ def start_vmalert(tmp_path: Path, rules: list[Path], datasource: str, notifiers:
         argv += [f"-remoteWrite.url={remote_write}", "-remoteWrite.flushInterval=200ms"]
     if remote_read:
         argv.append(f"-remoteRead.url={remote_read}")
-    proc = Process(argv, root / "vmalert.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", timeout=30, proc=proc.proc, ok=lambda code: code == 200)
-    except (TimeoutError, RuntimeError) as err:
-        proc.stop()
-        raise RuntimeError(f"vmalert did not start: {err}\n{proc.log_text()[-2000:]}") from err
-    return proc, url
+    return _started("vmalert", argv, root, port, "/health")
 
 
 @dataclass

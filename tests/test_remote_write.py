@@ -180,26 +180,25 @@ def _drain(store: SqliteStore, sink: RemoteWriteSink, stub: Stub, requests: int)
     asyncio.run(go())
 
 
-def test_spool_writes_up_to_write_samples_so_series_carry_several(stub: Stub, tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "store.db")
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    opened = SqliteStore(tmp_path / "store.db")
     try:
-        _spool_rows(store, 5)
-        sink = RemoteWriteSink(RemoteWriteConfig(url=f"{stub.url}/w", write_samples=4))
-        _drain(store, sink, stub, 3)
+        yield opened
     finally:
-        store.close()
+        opened.close()
+
+
+def test_spool_writes_up_to_write_samples_so_series_carry_several(stub: Stub, store: SqliteStore) -> None:
+    _spool_rows(store, 5)
+    _drain(store, RemoteWriteSink(RemoteWriteConfig(url=f"{stub.url}/w", write_samples=4)), stub, 3)
     # Rows of 2 samples, read one at a time until 4 samples are in hand: 2 instants per series.
     assert _per_request(stub) == [[2, 2], [2, 2], [1, 1]]
 
 
-def test_flush_interval_sends_what_it_has_when_it_runs_out(stub: Stub, tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "store.db")
-    try:
-        _spool_rows(store, 1)
-        sink = RemoteWriteSink(RemoteWriteConfig(url=f"{stub.url}/w", flush_interval=0.3))
-        _drain(store, sink, stub, 1)
-    finally:
-        store.close()
+def test_flush_interval_sends_what_it_has_when_it_runs_out(stub: Stub, store: SqliteStore) -> None:
+    _spool_rows(store, 1)
+    _drain(store, RemoteWriteSink(RemoteWriteConfig(url=f"{stub.url}/w", flush_interval=0.3)), stub, 1)
     assert _per_request(stub) == [[1, 1]]
 
 

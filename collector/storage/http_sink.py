@@ -10,14 +10,16 @@ here is the same for all of them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from collector.errors import ConfigError
-from collector.storage.base import HealthSample
-from collector.storage.lines import ColumnLineEncoder
-from collector.storage.retry import MAX_LINES, SinkHealth, raise_refused
+from collector.storage.base import HealthSample, SinkBatch
+from collector.storage.lines import ColumnLineEncoder, EncodedBatch, encode_batch
+from collector.storage.retry import MAX_LINES, SinkHealth, gzip_body, raise_refused, send_pipelined
 from proto.lineprotocol import DIALECTS, Dialect
 
 
@@ -112,11 +114,28 @@ class NamedSink:
 
 
 class HttpSinkBase(NamedSink):
-    """The name, health counters and line encoder of an InfluxDB-family sink."""
+    """The name, health counters and line encoder of an InfluxDB-family sink, and how it sends a
+    batch: planned off the event loop, each chunk rendered (and gzipped) in a worker thread while
+    the previous one is on the wire (:func:`~collector.storage.retry.send_pipelined`)."""
 
     def __init__(self, config: HttpSinkConfig) -> None:
         super().__init__(config)
+        self._lines = config
         self._encoder = ColumnLineEncoder(config.dialect)
+
+    async def _send_lines(self, batch: SinkBatch, post: Callable[[bytes, bytes], Awaitable[None]]) -> EncodedBatch:
+        """Encode ``batch`` and ``post(chunk, body)`` each chunk; ``chunk`` is the plain text (to
+        name a refused line), ``body`` what goes on the wire."""
+        cfg = self._lines
+        encoded = await asyncio.to_thread(encode_batch, batch, self._encoder, events=cfg.events,
+                                          max_lines=cfg.batch_size)
+
+        def body(i: int) -> tuple[bytes, bytes]:
+            chunk = encoded.render(i)
+            return chunk, gzip_body(chunk) if cfg.gzip else chunk
+
+        await send_pipelined(encoded.n_chunks, body, lambda chunk_body: post(*chunk_body))
+        return encoded
 
 
 __all__ = ["HttpEndpointConfig", "HttpSinkBase", "HttpSinkConfig", "NamedSink", "raise_refused"]

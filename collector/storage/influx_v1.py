@@ -8,7 +8,6 @@ so a returned ``write()`` means durable.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,8 +18,7 @@ import httpx
 from collector.errors import SinkError
 from collector.storage.base import SinkBatch
 from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig
-from collector.storage.lines import encode_batch
-from collector.storage.retry import gzip_body, http_error, send_pipelined
+from collector.storage.retry import http_error
 
 log = logging.getLogger(__name__)
 
@@ -119,21 +117,12 @@ class InfluxV1Sink(HttpSinkBase):
         try:
             if not self._db_ready:
                 await self._create_database()
-            # Planning, encoding and gzip are CPU work: off the event loop, the next chunk's
-            # while the previous one is on the wire.
-            encoded = await asyncio.to_thread(encode_batch, batch, self._encoder, events=self.config.events,
-                                              max_lines=self.config.batch_size)
-            await send_pipelined(encoded.n_chunks, lambda i: self._body(encoded.render(i)),
-                                 lambda chunk: self._post(*chunk))
+            encoded = await self._send_lines(batch, self._post)
         except SinkError as err:
             self._health.failure(batch, err, time.monotonic() - started)
             raise
         self._health.success(batch, encoded.n_lines, time.monotonic() - started,
                             events=encoded.n_event_lines)
-
-    def _body(self, chunk: bytes) -> tuple[bytes, bytes]:
-        """(the chunk, for naming a refused line; what goes on the wire)."""
-        return chunk, gzip_body(chunk) if self.config.gzip else chunk
 
     async def _post(self, chunk: bytes, body: bytes) -> None:
         params = {"db": self.config.database, "precision": "ns"}

@@ -35,8 +35,7 @@ from influxdb_client.service.write_service import WriteService
 from collector.errors import SinkError
 from collector.storage.base import SinkBatch
 from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig
-from collector.storage.lines import encode_batch
-from collector.storage.retry import gzip_body, http_error, parse_retry_after, send_pipelined
+from collector.storage.retry import http_error, parse_retry_after
 from proto.lineprotocol import Dialect
 
 
@@ -102,21 +101,14 @@ class InfluxV2Sink(HttpSinkBase):
             self._health.attempt(batch)
             started = time.monotonic()
             try:
-                # Encoding and compressing in one worker thread, the client's blocking call in
-                # another: the next chunk is made while the previous one is on the wire.
-                encoded = await asyncio.to_thread(encode_batch, batch, self._encoder, events=self.config.events,
-                                                  max_lines=self.config.batch_size)
-                await send_pipelined(encoded.n_chunks, lambda i: self._body(encoded.render(i)),
-                                     lambda chunk: asyncio.to_thread(self._write_one, *chunk))
+                # The client's blocking call in a worker thread of its own.
+                encoded = await self._send_lines(
+                    batch, lambda chunk, body: asyncio.to_thread(self._write_one, chunk, body))
             except SinkError as err:
                 self._health.failure(batch, err, time.monotonic() - started)
                 raise
             self._health.success(batch, encoded.n_lines, time.monotonic() - started,
                                 events=encoded.n_event_lines)
-
-    def _body(self, chunk: bytes) -> tuple[bytes, bytes]:
-        """(the chunk, for naming a refused line; what goes on the wire)."""
-        return chunk, gzip_body(chunk) if self.config.gzip else chunk
 
     def _write_one(self, chunk: bytes, body: bytes) -> None:
         url = f"{self.config.url.rstrip('/')}/api/v2/write"
