@@ -107,6 +107,7 @@ def demo(tmp_path: Path, fleetmon_cmd: list[str]) -> Iterator[tuple[subprocess.P
         proc.stdout.close()
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_signal_stops_every_child(demo: tuple[subprocess.Popen[str], list[psutil.Process]], sig: int) -> None:
     proc, children = demo

@@ -65,9 +65,9 @@ def host_case(fx: Path, tmp: Path) -> Case:
     mem_total = int(meminfo["MemTotal"].split()[0]) * 1024  # /proc/meminfo says kB
 
     def check(col: Collection, _events: list[Event]) -> None:
-        assert one(col, "node_memory_total_bytes") == mem_total
-        assert one(col, "node_cpus") == os.cpu_count()
-        assert 0 <= one(col, "node_memory_available_bytes") <= mem_total
+        assert one(col, "host_memory_total_bytes") == mem_total
+        assert one(col, "host_cpus") == os.cpu_count()
+        assert 0 <= one(col, "host_memory_available_bytes") <= mem_total
 
     return Case({}, check, procfs=Path("/proc"))
 
