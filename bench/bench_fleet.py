@@ -513,7 +513,8 @@ def verify(target: Target, nodes: dict[str, dict[str, int]], series: int, summar
             bad.append((node, want, have))
     print(f"loss check: {len(nodes)} nodes, {expected:,} samples acked, {stored:,} stored, "
           f"{unacked} batches never acked, {len(bad)} nodes differ {bad[:3]}; "
-          f"collector counted {summary.get('duplicates_total', 0)} replayed batches", flush=True)
+          f"collector counted {summary.get('duplicates_total', 0)} replayed batches and "
+          f"{summary.get('duplicate_samples', 0)} duplicate samples", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,19 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.codec import pack_values
 from agent.plugin import PluginContext
 from agent.plugins.simulated.plugin import SimulatedConfig, SimulatedPlugin
+from agent.transport import _varint as varint  # the wire's varint, as the agent writes it
 from proto import telemetry_pb2 as pb
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def field_bytes(num: int, payload: bytes) -> bytes:

@@ -87,6 +87,39 @@ def series_key(name: str, labels_json: str) -> bytes:
     return hashlib.blake2b(f"{name}\0{labels_json}".encode(), digest_size=16).digest()
 
 
+class SeriesIds:
+    """Series key → id, ids assigned here in order (the one writer of a store assigns them)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[bytes, int] = {}
+        self.next_id = 1
+
+    def add(self, sid: int, name: str, labels_json: str) -> None:
+        self.keys[series_key(name, labels_json)] = sid
+        self.next_id = max(self.next_id, sid + 1)
+
+    def resolve(self, node: str, defs: Iterable[tuple[str, str, str, dict[str, str], int, str]]
+                ) -> tuple[list[int], list[tuple[int, str, str, str, str, str, int, str]]]:
+        """Ids of (name, measurement, field, labels, type, help), and the rows of the new ones
+        (id, name, measurement, field, labels json, node, type, help) to store."""
+        out: list[int] = []
+        new: list[tuple[int, str, str, str, str, str, int, str]] = []
+        for name, measurement, field_, labels, mtype, help_ in defs:
+            lj = canonical_labels(labels)
+            key = series_key(name, lj)
+            sid = self.keys.get(key)
+            if sid is None:
+                sid = self.keys[key] = self.next_id
+                self.next_id += 1
+                new.append((sid, name, measurement, field_, lj, node, mtype, help_))
+            out.append(sid)
+        return out, new
+
+    def forget(self, rows: Iterable[tuple[int, str, str, str, str, str, int, str]]) -> None:
+        for row in rows:
+            self.keys.pop(series_key(row[1], row[4]), None)
+
+
 @dataclass
 class _Head:
     blocks: list[Block] = field(default_factory=list)
@@ -232,8 +265,7 @@ class BlockStore:
         elif row[0] != SCHEMA_VERSION:
             raise codec.CodecError(f"{path}: store schema {row[0]!r}, this collector reads {SCHEMA_VERSION!r}")
         self.lock = threading.Lock()
-        self._series: dict[bytes, int] | None = None  # loaded by the first define()
-        self._next_id = 1
+        self._series: SeriesIds | None = None  # loaded by the first define()
         self._heads: dict[str, _Head] = {}
         self._key = int(self._db.execute("SELECT coalesce(max(key), 0) FROM segments").fetchone()[0])
         self.stats = StoreStats()
@@ -243,32 +275,27 @@ class BlockStore:
         """Ids of these series, creating the missing ones in one transaction (a reconnect storm
         defines millions: ids are assigned here and inserted with executemany)."""
         if self._series is None:
-            self._series = {}
+            self._series = SeriesIds()
             with self.lock:
                 for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
-                    self._series[series_key(name, labels)] = sid
-                    self._next_id = max(self._next_id, sid + 1)
-        out: list[int] = []
-        new: list[tuple[int, str, str, str, str, str, int, str]] = []
-        keys = []
+                    self._series.add(int(sid), name, labels)
+        by_node: dict[str, list[SeriesDef]] = {}
         for d in defs:
-            lj = labels_json(d.labels)
-            key = series_key(d.name, lj)
-            sid = self._series.get(key)
-            if sid is None:
-                sid = self._series[key] = self._next_id
-                self._next_id += 1
-                new.append((sid, d.name, d.measurement, d.field, lj, d.node, d.type, d.help))
-                keys.append(key)
-            out.append(sid)
+            by_node.setdefault(d.node, []).append(d)
+        ids: dict[int, int] = {}
+        new: list[tuple[int, str, str, str, str, str, int, str]] = []
+        for node, group in by_node.items():
+            got, rows = self._series.resolve(node, [(d.name, d.measurement, d.field, d.labels, d.type, d.help)
+                                                    for d in group])
+            ids.update({id(d): sid for d, sid in zip(group, got, strict=True)})
+            new += rows
         if new:
             try:
                 self.insert_series(new)
             except BaseException:
-                for key in keys:
-                    self._series.pop(key, None)
+                self._series.forget(new)
                 raise
-        return out
+        return [ids[id(d)] for d in defs]
 
     def insert_series(self, rows: Sequence[tuple[int, str, str, str, str, str, int, str]]) -> None:
         """(id, name, measurement, field, labels json, node, type, help) rows, one transaction;

@@ -37,9 +37,8 @@ import numpy as np
 
 from collector.errors import StoreError
 from collector.sequence import NodeState, SeqRange, SeqUpdate
-from collector.seriesdefs import canonical_labels
 from collector.storage import applog
-from collector.storage.blocks import BlockReader, BlockStore, blocks_samples, first_wins, segment_samples, series_key
+from collector.storage.blocks import BlockReader, BlockStore, SeriesIds, blocks_samples, first_wins, segment_samples
 from collector.storage.codec import F64, I64, Block
 from collector.storage.embedded import EventRow, NewSeries, SampleColumns, SeriesMeta, SpoolDepth, SpoolRow, WriteItem
 from collector.storage.migrate import migrate, needs_migration
@@ -201,11 +200,9 @@ class LogStore:
         self._lock = threading.Lock()
         self.nodes = Nodes()
         self._meta: dict[int, SeriesMeta] = {}
-        self._keys: dict[bytes, int] = {}
-        self._next_id = 1
+        self._ids = SeriesIds()
         for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
-            self._keys[series_key(name, labels)] = int(sid)
-            self._next_id = max(self._next_id, int(sid) + 1)
+            self._ids.add(int(sid), name, labels)
         nodes_pos = self.nodes.load(self._db)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
         self._recover(nodes_pos, int(row[0]) if row else 0)
@@ -225,8 +222,7 @@ class LogStore:
             kind = applog.kind(payload)
             if kind == applog.SERIES:
                 for row in applog.decode_json(payload)["series"]:
-                    self._keys[series_key(row[1], row[4])] = int(row[0])
-                    self._next_id = max(self._next_id, int(row[0]) + 1)
+                    self._ids.add(int(row[0]), row[1], row[4])
             elif kind == applog.BATCH and pos >= nodes_pos:
                 rec = applog.decode_batch(payload, blocks=False)
                 events.extend((e[0], rec.node, *e[1:]) for e in rec.events)
@@ -256,17 +252,7 @@ class LogStore:
         """Ids of these series. New ones go into the log as one record, made durable by the group
         commit of the batch that uses them (no fsync of their own); the compactor copies them
         into SQLite."""
-        out: list[int] = []
-        new: list[list[Any]] = []
-        for d in defs:
-            lj = canonical_labels(d.labels)
-            key = series_key(d.name, lj)
-            sid = self._keys.get(key)
-            if sid is None:
-                sid = self._keys[key] = self._next_id
-                self._next_id += 1
-                new.append([sid, d.name, d.measurement, d.field, lj, node, d.type, d.help])
-            out.append(sid)
+        out, new = self._ids.resolve(node, defs)
         if new:
             self.log.write([applog.encode_json(applog.SERIES, {"series": new})])
         return out
