@@ -13,6 +13,7 @@ from agent.codec import SeriesTable, build_batch, unpack_values
 from agent.config import AgentConfig
 from agent.model import Collection, Event, Metric, MetricType, Sample, Severity
 from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
+from agent.tls import ChannelSecurity
 from agent.transport import Transport
 from agent.wal import Wal
 from proto import telemetry_pb2 as pb
@@ -121,9 +122,11 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
                                       f"(WAL full at {cfg.wal.max_bytes} bytes)",
                               action="raise wal.max_bytes or restore the collector sooner"))
 
+    security = ChannelSecurity(cfg.tls, cfg.auth_token)
+    security.check()
     transport = Transport(cfg.node, dict(cfg.labels), cfg.collectors, wal, table,
                           batch_interval=cfg.batch_interval, backfill_rate=cfg.wal.backfill_rate,
-                          plugin_status=plugin_status, on_connected=on_connected)
+                          plugin_status=plugin_status, on_connected=on_connected, security=security)
     batcher = Batcher(cfg, wal, table, transport)
     scheduler = Scheduler(runners, events, batcher.sink)
     await scheduler.start()

@@ -1,21 +1,31 @@
-"""HTTP API and dashboard (aiohttp). Read-only; binds where ``http`` in the config says.
+"""HTTP API and dashboard (aiohttp). Read-only (GET only); binds where ``http`` in the config says.
 
 Built on :class:`collector.view.CollectorView` alone: a read-only view of the collector.
+Off loopback the config requires a bearer token (``http_auth.token``) or client certificates
+(``http_auth.tls.client_ca``); ``/healthz`` and the dashboard page itself (static, no data)
+answer without one, every API path needs it. The dashboard reads the token from its URL
+fragment (``/#token=...``), which browsers never send or log.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import ssl
 import time
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from alerts.model import Alert
+from collector.errors import StoreError
 from collector.query import parse_selector, run_query
 from collector.view import CollectorView
+from fleetmon_common.secrets import Secret
+
+_OPEN_PATHS = frozenset({"/", "/healthz"})
 
 
 def finite(value: float) -> float | str:
@@ -88,7 +98,32 @@ def _metrics_text(c: CollectorView) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def start_http(c: CollectorView, addr: str) -> tuple[web.AppRunner, int]:
+def _bearer_check(token: Secret) -> Middleware:
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path not in _OPEN_PATHS:
+            scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token.matches(value.strip()):
+                resp = json_response({"error": "send Authorization: Bearer <http_auth.token>"}, status=401)
+                resp.headers["WWW-Authenticate"] = 'Bearer realm="fleetmon"'
+                return resp
+        result: web.StreamResponse = await handler(request)
+        return result
+
+    return check
+
+
+@web.middleware
+async def _store_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        result: web.StreamResponse = await handler(request)
+    except StoreError as err:
+        return json_response({"error": f"store unavailable: {err}"}, status=503)
+    return result
+
+
+async def start_http(c: CollectorView, addr: str, *, token: Secret | None = None,
+                     ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
     async def index(_req: web.Request) -> web.Response:
         html = resources.files("collector").joinpath("static/dashboard.html").read_text()
         return web.Response(text=html, content_type="text/html")
@@ -146,7 +181,10 @@ async def start_http(c: CollectorView, addr: str) -> tuple[web.AppRunner, int]:
     async def healthz(_req: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
-    app = web.Application()
+    middlewares: list[Middleware] = [_store_errors]
+    if token is not None:
+        middlewares.insert(0, _bearer_check(token))
+    app = web.Application(middlewares=middlewares)
     app.add_routes([
         web.get("/", index), web.get("/api/v1/summary", api_summary), web.get("/api/v1/nodes", api_nodes),
         web.get("/api/v1/alerts", api_alerts), web.get("/api/v1/alerts/transitions", api_transitions),
@@ -156,7 +194,7 @@ async def start_http(c: CollectorView, addr: str) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     host, _, port = addr.rpartition(":")
-    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+    site = web.TCPSite(runner, host.strip("[]") or "127.0.0.1", int(port), ssl_context=ssl_context)
     await site.start()
     bound = runner.addresses[0][1] if runner.addresses else int(port)
     return runner, int(bound)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fleetmon_common.secrets import Secret
+
 
 class SettingsError(ValueError):
     """A setting is wrong; the message names the key and the fix."""
@@ -92,6 +94,11 @@ def coerce(value: Any, tp: Any, where: str, *, error: type[Exception] = Settings
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise error(f"{where}: expected a string, got {value!r}")
+    if tp is Secret:
+        try:
+            return Secret.from_setting(value, where)
+        except ValueError as err:
+            raise error(str(err)) from err
     if tp is Path:
         if isinstance(value, str):
             return Path(value)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, Union
 
 from alerts.errors import NotifierError
+from fleetmon_common.secrets import Secret, redact_url, reveal
 
 
 @dataclass
@@ -56,7 +57,8 @@ class MqttConfig:
     host: str = ""
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    #: Inline, {env: NAME} or {file: PATH} (fleetmon_common.secrets); never logged.
+    password: str | Secret | None = field(default=None, repr=False)
     tls: bool = False
     ca_file: str | None = None
     topic_prefix: str = "fleetmon/v1"
@@ -90,7 +92,9 @@ class MqttConfig:
 
 @dataclass
 class WebhookConfig:
-    url: str = ""
+    #: Inline, {env: NAME} or {file: PATH}: webhook URLs often carry a token. Logs show only
+    #: scheme://host:port/… (fleetmon_common.secrets.redact_url).
+    url: str | Secret = field(default="", repr=False)
     timeout: float = 5.0
     #: Attempts after the first one before an entry is counted failed and dropped.
     retries: int = 3
@@ -98,8 +102,12 @@ class WebhookConfig:
     headers: dict[str, str] = field(default_factory=dict)
     queue_size: int = 10_000
 
+    @property
+    def endpoint(self) -> str:
+        return reveal(self.url) or ""
+
     def validate(self) -> None:
-        _check_http_url(self.url, "url")
+        _check_http_url(self.endpoint, "url")
         if self.retries < 0:
             raise ValueError("retries: must be 0 or more")
         _positive(self, "timeout", "backoff", "queue_size")
@@ -124,7 +132,7 @@ def _positive(cfg: object, *names: str) -> None:
 def _check_http_url(url: str, key: str) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{key}: {url!r} is not an http(s) URL")
+        raise ValueError(f"{key}: {redact_url(url)!r} is not an http(s) URL")
 
 
 C = TypeVar("C")
@@ -167,7 +175,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if Secret in inner and not isinstance(value, str):
+            return _coerce(value, Secret, where)  # {env: NAME} or {file: PATH}
         return _coerce(value, inner[0], where)
+    if tp is Secret:
+        try:
+            return Secret.from_setting(value, where)
+        except ValueError as err:
+            raise NotifierError(str(err)) from err
     if origin is list:
         if not isinstance(value, list):
             raise NotifierError(f"{where}: expected a list, got {value!r}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from collector.errors import ConfigError, SinkError
 from collector.storage.base import HealthSample
 from collector.storage.retry import MAX_LINES, SinkHealth
+from fleetmon_common.secrets import redact_url
 from proto.lineprotocol import DIALECTS, Dialect, LineEncoder
 
 
@@ -37,7 +38,7 @@ class HttpSinkConfig:
 
     def validate(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+            raise ValueError(f"url must start with http:// or https://, got {redact_url(self.url)!r}")
         # Right after the url, so a section missing its destination hears about that first.
         self.validate_destination()
         if not 1 <= self.batch_size <= MAX_LINES:
