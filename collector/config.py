@@ -21,7 +21,9 @@ class Limits:
     batch is refused with the reason; beyond one that passes with time (events per second,
     streams) the stream ends with RESOURCE_EXHAUSTED and the agent resends later."""
 
-    max_message_bytes: int = 16 << 20
+    #: A larger message is refused by gRPC itself. An agent batch is far smaller (2,000 series with
+    #: their definitions: ~100 KB); parsing one costs ~10x its size in memory, so keep this modest.
+    max_message_bytes: int = 4 << 20
     #: Series one node may have in the store; a batch defining more is refused.
     max_series_per_node: int = 50_000
     #: Series in the whole store; past it, batches defining new series are refused.

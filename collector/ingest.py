@@ -157,6 +157,25 @@ class IngestCounters:
     refusals: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
+def check_hello(hello: pb.Hello, peer: str, limits: Limits) -> None:
+    """IngestError naming what is wrong with a Hello (before anything is looked up for it)."""
+    if not hello.node:
+        raise IngestError(f"hello from {peer} has no node name", "hello")
+    if len(hello.node) > 253 or any(not c.isprintable() for c in hello.node):
+        raise IngestError(f"hello from {peer}: node name {hello.node[:64]!r} is not a valid node id", "hello")
+    if len(hello.wal_id) > 128:
+        raise IngestError(f"hello from {peer}: wal_id is longer than 128 characters", "hello")
+    if len(hello.labels) > limits.max_labels:
+        raise IngestError(f"node {hello.node}: {len(hello.labels)} identity labels, more than "
+                          f"{limits.max_labels}", "max_labels")
+    for k, v in hello.labels.items():
+        if not _label_name_ok(k) or k == "node":
+            raise IngestError(f"node {hello.node}: identity label name {k[:64]!r} is not valid", "hello")
+        if len(v.encode()) > limits.max_label_value_bytes:
+            raise IngestError(f"node {hello.node}: identity label {k} is longer than "
+                              f"{limits.max_label_value_bytes} bytes", "max_label_value_bytes")
+
+
 class GroupWriter:
     """Commits WriteItems in groups from one thread; ``submit`` resolves when durable."""
 
@@ -404,21 +423,7 @@ class Ingestor:
 
     # --- validation and decoding -----------------------------------------------------------------
     def check_hello(self, hello: pb.Hello, peer: str) -> None:
-        if not hello.node:
-            raise IngestError(f"hello from {peer} has no node name", "hello")
-        if len(hello.node) > 253 or any(not c.isprintable() for c in hello.node):
-            raise IngestError(f"hello from {peer}: node name {hello.node[:64]!r} is not a valid node id", "hello")
-        if len(hello.wal_id) > 128:
-            raise IngestError(f"hello from {peer}: wal_id is longer than 128 characters", "hello")
-        if len(hello.labels) > self.limits.max_labels:
-            raise IngestError(f"node {hello.node}: {len(hello.labels)} identity labels, more than "
-                              f"{self.limits.max_labels}", "max_labels")
-        for k, v in hello.labels.items():
-            if not _label_name_ok(k) or k == "node":
-                raise IngestError(f"node {hello.node}: identity label name {k[:64]!r} is not valid", "hello")
-            if len(v.encode()) > self.limits.max_label_value_bytes:
-                raise IngestError(f"node {hello.node}: identity label {k} is longer than "
-                                  f"{self.limits.max_label_value_bytes} bytes", "max_label_value_bytes")
+        check_hello(hello, peer, self.limits)
 
     def decode(self, session: StreamSession, batch: pb.Batch, now: float) -> Decoded:
         """Validate and resolve one batch whose series are defined (``define``); IngestError

@@ -24,9 +24,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
 from collector import __version__
+from collector.config import Limits
 from collector.errors import (
     AuthenticationError,
     IdentityError,
@@ -64,6 +66,56 @@ class _Refused(Exception):
         self.code = code
         self.details = details
         self.reason = reason
+
+
+def parse_message(raw: bytes, what: str) -> pb.AgentMessage:
+    """``raw`` as an AgentMessage; ``what`` names the message in the reason."""
+    msg = pb.AgentMessage()
+    try:
+        msg.ParseFromString(raw)
+    except DecodeError as err:
+        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"undecodable {what} ({len(raw)} bytes): {err}",
+                       "undecodable") from err
+    return msg
+
+
+def _shape_class() -> Any:
+    """AgentMessage as the wire sees it, with Batch.series and Batch.events as plain ``bytes``:
+    parsing it only counts them (C speed, memory about the message's size), where a full parse
+    builds a message with a label map per definition (~14x the message's size)."""
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="fleetmon_shape.proto", package="fleetmon.shape", syntax="proto3")
+    batch = file.message_type.add(name="BatchShape")
+    batch.field.add(name="series", number=2, type=f.TYPE_BYTES, label=f.LABEL_REPEATED)  # Batch.series
+    batch.field.add(name="events", number=4, type=f.TYPE_BYTES, label=f.LABEL_REPEATED)  # Batch.events
+    msg = file.message_type.add(name="AgentMessageShape")
+    msg.field.add(name="batch", number=2, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,  # AgentMessage.batch
+                  type_name=".fleetmon.shape.BatchShape")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("fleetmon.shape.AgentMessageShape"))
+
+
+_Shape = _shape_class()
+
+
+def precheck(raw: bytes, limits: Limits) -> None:
+    """Refuse, before parsing it, a message whose parse alone would cost the collector far more
+    memory than its size (issue 12: 100K series definitions in one batch took RSS from 69 to
+    187 MB). A malformed message is left to the real parser to name."""
+    try:
+        shape = _Shape.FromString(raw)
+    except DecodeError:
+        return
+    series, events = len(shape.batch.series), len(shape.batch.events)
+    if series > limits.max_series_per_node:
+        raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       f"a batch defining {series} series, more than limits.max_series_per_node "
+                       f"({limits.max_series_per_node}); not parsed", "max_series_per_node")
+    if events > limits.max_event_burst:
+        raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       f"a batch of {events} events, more than limits.max_event_burst "
+                       f"({limits.max_event_burst}); not parsed", "max_event_burst")
 
 
 class _Reader:
@@ -105,16 +157,6 @@ class TelemetryService:
             self.stream, request_deserializer=None, response_serializer=pb.CollectorMessage.SerializeToString)
         return grpc.method_handlers_generic_handler(SERVICE, {"Stream": method})
 
-    def _parse(self, raw: bytes, what: str) -> pb.AgentMessage:
-        """``raw`` as an AgentMessage; ``what`` names the message in the reason."""
-        msg = pb.AgentMessage()
-        try:
-            msg.ParseFromString(raw)
-        except DecodeError as err:
-            raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, f"undecodable {what} ({len(raw)} bytes): {err}",
-                           "undecodable") from err
-        return msg
-
     async def _hello(self, reader: _Reader) -> pb.Hello:
         timeout = self.ingestor.limits.hello_timeout
         try:
@@ -125,7 +167,7 @@ class TelemetryService:
         if raw is None:
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "empty stream: the first message must be a Hello",
                            "no_hello")
-        msg = self._parse(raw, "first message")
+        msg = parse_message(raw, "first message")
         if not msg.HasField("hello"):
             raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
                            "the first message must be a Hello, got " + (msg.WhichOneof("msg") or "nothing"),
@@ -171,7 +213,9 @@ class TelemetryService:
                                    "idle") from None
                 if raw is None:
                     break
-                msg = self._parse(raw, "message")
+                if len(raw) > 65536:  # small batches cannot be expensive to parse
+                    precheck(raw, self.ingestor.limits)
+                msg = parse_message(raw, "message")
                 if not msg.HasField("batch"):
                     raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
                                    f"expected a Batch after the Hello, got {msg.WhichOneof('msg') or 'nothing'}",

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from collector.errors import ConfigError, SinkError
+from collector.errors import ConfigError, SinkError, StoreError
 from collector.storage.base import HealthSample, Point, Sink, SinkBatch, StoredEvent
 from collector.storage.embedded import EmbeddedStore, EventRow, SampleColumns, SeriesMeta
 from collector.storage.influx_factory import SINK_TYPES, build_sink
@@ -151,6 +151,14 @@ class Spool:
         return batch
 
     async def _worker(self, sink: Sink) -> None:
+        while True:
+            try:
+                await self._drain(sink)
+            except StoreError as err:  # the store failed under us: say so, retry, never die silently
+                log.error("sink %s: reading the spool failed (%s); retrying in 5s", sink.name, err)
+                await asyncio.sleep(5)
+
+    async def _drain(self, sink: Sink) -> None:
         names = [s.name for s in self.sinks]
         cursor = await asyncio.to_thread(self.store.sink_cursor, sink.name)
         attempt = 0
