@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import yaml
 
+from collector.alerting_config import BUILTIN, check_notifiers, check_rules, expand_rule_paths
 from collector.errors import ConfigError
 from fleetmon_common import settings
 from fleetmon_common.secrets import Secret
@@ -162,9 +163,17 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        if key == "rules":
+        if key == "rules":  # from the command line: relative to the working directory
             data.setdefault("alerting", {})
-            data["alerting"] = {**data["alerting"], "rules": [str(v) for v in value]}
+            data["alerting"] = {**data["alerting"], "rules": [
+                str(v) if str(v).startswith(BUILTIN) else str(Path(v).absolute()) for v in value]}
         else:
             data[key] = value
-    return settings.build(CollectorConfig, data, where, error=ConfigError)
+    # Every problem in one pass, the alerting section's rule files and notifiers included.
+    problems = settings.Problems(where)
+    cfg = settings.build(CollectorConfig, data, "", error=ConfigError, problems=problems)
+    cfg.alerting.rules = expand_rule_paths(cfg.alerting.rules, path.parent if path else Path.cwd(), problems)
+    check_rules(cfg.alerting.rules, problems)
+    check_notifiers(cfg.alerting.notifiers, problems)
+    problems.raise_if_any(ConfigError)
+    return cfg

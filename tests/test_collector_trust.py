@@ -10,6 +10,7 @@ import json
 import logging
 import shutil
 import sqlite3
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -21,15 +22,21 @@ import grpc
 import pytest
 
 from agent.codec import pack_values
+from agent.config import load_config as load_agent
 from agent.transport import METHOD
+from alerts.model import NodeStatus
+from alerts.notifiers import build_notifiers
 from collector.app import Collector
 from collector.config import CollectorConfig, Limits, TlsConfig, load_config
 from collector.errors import ConfigError, CorruptStoreError
+from collector.sequence import NodeState
+from collector.storage.embedded import NewSeries, SampleColumns, WriteItem
 from collector.storage.sqlite import SqliteStore, StoreReader, open_store
 from fleetmon.certs import issue, make_ca
 from fleetmon_common.secrets import Secret, redact_url
 from proto import telemetry_pb2 as pb
 from tests.fleet import Pki, lab_pki
+from tests.services import free_port
 
 
 def _cfg(tmp: Path, **kw: Any) -> CollectorConfig:
@@ -238,6 +245,22 @@ def test_token_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             await client.close()
 
     asyncio.run(main())
+
+
+def test_secret_sources_name_the_key_not_the_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.yml"
+    monkeypatch.delenv("FLEETMON_NOPE", raising=False)
+    for value, why in (("{env: FLEETMON_NOPE}", "environment variable FLEETMON_NOPE is not set"),
+                       (f"{{file: {tmp_path / 'missing'}}}", "cannot read secret file"),
+                       ("{vault: x}", "expected a string, {env: NAME} or {file: PATH}")):
+        path.write_text(f"auth_token: {value}\n")
+        with pytest.raises(ConfigError, match=r"auth_token: " + why.replace("{", r"\{").replace("}", r"\}")):
+            load_config(path)
+    (tmp_path / "tok").write_text("s3cr3t-tok\n")
+    path.write_text(f"auth_token: {{file: {tmp_path / 'tok'}}}\n")
+    cfg = load_config(path)
+    assert cfg.auth_token is not None and cfg.auth_token.reveal() == "s3cr3t-tok"
+    assert "s3cr3t" not in repr(cfg) and "s3cr3t" not in str(cfg.auth_token)
 
 
 def test_loopback_rule(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -480,8 +503,6 @@ def _garbage_in_the_middle(path: Path) -> None:
 
 
 def _filled_store(path: Path) -> None:
-    from collector.sequence import NodeState
-    from collector.storage.embedded import NewSeries, SampleColumns, WriteItem
 
     store = SqliteStore(path)
     defs = [NewSeries(f"gpu_f{i}", "gpu", f"f{i}", {"node": "n1", "gpu": str(i)}, 0, "") for i in range(200)]
@@ -523,15 +544,12 @@ def test_a_corrupt_store_is_moved_aside_or_refused(tmp_path: Path, caplog: pytes
 # --- secrets ---------------------------------------------------------------------------------------------
 def test_secrets_stay_out_of_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from alerts.model import NodeStatus
-    from alerts.notifiers import build_notifiers
 
     assert redact_url("https://bob:hunter2@hook.example:8443/services/T1/B2/XyZ?token=abc&x=1") == \
         "https://***@hook.example:8443/services/T1/B2/XyZ?token=***&x=1"
     assert redact_url("https://bob:hunter2@hook.example/services/T1/B2/XyZ", keep_path=False) == \
         "https://***@hook.example/…"
     secret_file = tmp_path / "hook-url"
-    from tests.services import free_port
 
     port = free_port()  # nothing listens: every delivery fails and is logged
     secret_file.write_text(f"http://user:hunter2@127.0.0.1:{port}/hooks/s3cr3t-path?token=abc123\n")
@@ -560,7 +578,6 @@ def test_secrets_stay_out_of_logs(tmp_path: Path, caplog: pytest.LogCaptureFixtu
 
 
 def test_fleetmon_certs_command(tmp_path: Path, fleetmon_cmd: list[str]) -> None:
-    import subprocess
 
     out = tmp_path / "pki"
     run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run
@@ -590,7 +607,6 @@ def test_fleetmon_certs_command(tmp_path: Path, fleetmon_cmd: list[str]) -> None
 
 
 def test_example_configs_show_mutual_tls() -> None:
-    from agent.config import load_config as load_agent
 
     deploy = Path(__file__).resolve().parents[1] / "deploy" / "config"
     col = load_config(deploy / "collector.yml")

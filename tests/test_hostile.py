@@ -30,7 +30,7 @@ from proto import telemetry_pb2 as pb
 from tests.fleet import AgentProc, CollectorProc, Pki, assert_store_equals_audit, durable_seq, wait_until
 from tests.test_collector_trust import Client, batch, hello, status, welcome
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.services]
 
 LIMITS = {"max_series_per_node": 5000, "max_events_per_second": 20, "max_event_burst": 100,
           "max_streams_per_node": 4, "stream_idle_timeout": 3, "hello_timeout": 2}
