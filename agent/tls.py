@@ -39,6 +39,11 @@ class AgentTlsConfig:
             raise ValueError("cert and key go together")
 
 
+class TlsFilesError(OSError):
+    """A certificate file went missing or bad while the agent runs (a renewal half-way): a
+    failed connection attempt, retried with back-off, never the end of the agent."""
+
+
 def _read(path: Path, key: str) -> bytes:
     try:
         data = path.read_bytes()
@@ -74,10 +79,13 @@ class ChannelSecurity:
         tls = self.tls
         if tls is None:
             return grpc.aio.insecure_channel(addr, options=options)
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=_read(tls.ca, "ca") if tls.ca is not None else None,
-            private_key=_read(tls.key, "key") if tls.key is not None else None,
-            certificate_chain=_read(tls.cert, "cert") if tls.cert is not None else None)
+        try:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read(tls.ca, "ca") if tls.ca is not None else None,
+                private_key=_read(tls.key, "key") if tls.key is not None else None,
+                certificate_chain=_read(tls.cert, "cert") if tls.cert is not None else None)
+        except ConfigError as err:
+            raise TlsFilesError(str(err)) from err
         extra = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
         return grpc.aio.secure_channel(addr, creds, options=[*options, *extra])
 

@@ -164,7 +164,10 @@ class AgentProc:
     def audit_rows(self) -> list[dict[str, Any]]:
         if not self.audit.exists():
             return []
-        return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
+        text = self.audit.read_text()
+        # A running agent may be half-way through a line: only whole lines (ending in \n) count.
+        whole = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
     def log_lines(self, pattern: str) -> list[str]:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -27,7 +27,8 @@ import pytest
 
 from fleetmon.certs import issue, make_ca
 from proto import telemetry_pb2 as pb
-from tests.fleet import AgentProc, CollectorProc, Pki, assert_store_equals_audit, durable_seq, wait_until
+from tests.fleet import AgentProc, CollectorProc, Pki, assert_store_equals_audit, durable_seq
+from tests.services import wait_until
 from tests.test_collector_trust import Client, batch, hello, status, welcome
 
 pytestmark = [pytest.mark.slow, pytest.mark.services]
@@ -219,7 +220,6 @@ def test_hostile_battery_beside_a_healthy_agent(tmp_path: Path) -> None:
     finally:
         stray.stop()
         healthy.stop()
-        time.sleep(0.3)
         col.stop()
     n = assert_store_equals_audit(col.db(), healthy)
     rss_growth = (watch.max_rss - rss0) / 2**20
