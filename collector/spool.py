@@ -17,6 +17,7 @@ import json
 import logging
 import struct
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -91,13 +92,18 @@ class Spool:
         self.dropped: dict[str, int] = {s.name: 0 for s in sinks}
         self._series: dict[int, SeriesMeta] = {}
         self._bytes = 0
+        self._rows = 0
         self.waiting = 0
+        #: sink -> when it first read the oldest batch it has not confirmed (None: caught up).
+        #: Rows are read in order, so that batch is the sink's lag (fleetmon_sink_lag_seconds).
+        self.pending_since: dict[str, float | None] = {s.name: None for s in sinks}
         self._backoff = Backoff(initial=0.5, maximum=30.0)
 
     async def start(self) -> None:
         for s in self.sinks:
             await s.start()
-        self._bytes = self.store.spool_depth().size_bytes
+        depth = self.store.spool_depth()
+        self._bytes, self._rows = depth.size_bytes, depth.rows
         self._tasks = [asyncio.create_task(self._worker(s), name=f"sink-{s.name}") for s in self.sinks]
         self._tasks.append(asyncio.create_task(self._ticker(), name="spool-ticker"))
 
@@ -128,7 +134,8 @@ class Spool:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(0.5)
-            self._bytes = (await asyncio.to_thread(self.store.spool_depth)).size_bytes
+            depth = await asyncio.to_thread(self.store.spool_depth)
+            self._bytes, self._rows = depth.size_bytes, depth.rows
             self._wake.set()
 
     def _meta(self, sid: int) -> SeriesMeta:
@@ -161,6 +168,8 @@ class Spool:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 continue
+            if self.pending_since[sink.name] is None:
+                self.pending_since[sink.name] = time.time()
             merged = SinkBatch(rows[-1].spool_id)
             for spool_id, body in rows:
                 b = await asyncio.to_thread(self.to_batch, spool_id, body)
@@ -183,14 +192,20 @@ class Spool:
                     continue
             cursor = merged.spool_id
             await asyncio.to_thread(self.store.set_sink_cursor, sink.name, cursor, names)
+            self.pending_since[sink.name] = None
 
     def health(self) -> list[HealthSample]:
         out: list[HealthSample] = []
+        now = time.time()
         for s in self.sinks:
             out.extend(s.health())
             out.append(HealthSample("fleetmon_sink_dropped_points_total", (("sink", s.name),),
                                     float(self.dropped[s.name])))
+            since = self.pending_since[s.name]
+            out.append(HealthSample("fleetmon_sink_lag_seconds", (("sink", s.name),),
+                                    0.0 if since is None else max(0.0, now - since)))
         out.append(HealthSample("fleetmon_spool_bytes", (), float(self._bytes)))
+        out.append(HealthSample("fleetmon_spool_batches", (), float(self._rows)))
         out.append(HealthSample("fleetmon_spool_waiting_batches", (), float(self.waiting)))
         return out
 
