@@ -87,9 +87,10 @@ def params(req: web.Request, allowed: Collection[str]) -> dict[str, str]:
         if key not in allowed:
             takes = ", ".join(sorted(allowed)) if allowed else "no parameters"
             raise BadParameter(key, f"unknown parameter; {req.path} takes {takes}")
-        if key in out:
+        values = req.query.getall(key)
+        if len(values) > 1:
             raise BadParameter(key, "given more than once")
-        out[key] = req.query[key]
+        out[key] = values[0]
     return out
 
 

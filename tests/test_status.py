@@ -83,7 +83,8 @@ def test_status_json(fleet: CollectorProc, fleetmon_cmd: list[str]) -> None:
     assert {n["node"]: n["health"] for n in data["nodes"]} == {"n1": "failed", "n2": "healthy"}
     [n1] = [n for n in data["nodes"] if n["node"] == "n1"]
     assert n1["reasons"] == ["GPU 1 down", "critical alert GPULostNow firing"]
-    assert n1["accelerators"] == [{"vendor": "nvidia", "model": "NVIDIA H100 80GB HBM3 (simulated)", "up": 1, "total": 2}]
+    model = "NVIDIA H100 80GB HBM3 (simulated)"
+    assert n1["accelerators"] == [{"vendor": "nvidia", "model": model, "up": 1, "total": 2}]
     assert data["summary"]["nodes_up"] == 2
 
 
