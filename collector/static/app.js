@@ -45,7 +45,9 @@ function ago(seconds) {
 }
 const nodeLink = n => `<a href="#/node/${encodeURIComponent(n)}">${esc(n)}</a>`;
 const badge = h => `<span class="badge ${esc(h)}">${esc(h)}</span>`;
-const model = m => esc([m.vendor, m.model].filter(Boolean).join(" ") || "no accelerators");
+// "nvidia" + "NVIDIA H100 ..." reads as the model alone; "amd" + "MI300X" as both.
+const model = m => esc((m.model && m.vendor && m.model.toLowerCase().startsWith(m.vendor.toLowerCase()) ? m.model
+  : [m.vendor, m.model].filter(Boolean).join(" ")) || "no accelerators");
 // Where an alert is, beyond its node: its other identifying labels.
 const HIDDEN = new Set(["alertname", "severity", "node", "cluster", "rack", "pod", "zone", "uuid", "vendor", "model", "xid_name", "xid_action"]);
 const where = a => Object.entries(a.labels).filter(([k]) => !HIDDEN.has(k)).map(([k, v]) => `${esc(k)}=${esc(v)}`).join(" ");
@@ -146,7 +148,7 @@ async function plot(spec, node) {
   const layout = {
     title: {text: `${spec.title} (${spec.unit})`, font: {size: 14}, x: 0.02}, margin: {l: 50, r: 10, t: 34, b: 32},
     xaxis: {type: "date"}, yaxis: {rangemode: spec.unit === "°C" ? "normal" : "tozero"}, showlegend: traces.length > 1,
-    legend: {orientation: "h", y: -0.18}, uirevision: range, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
+    legend: {orientation: "h", x: 1, xanchor: "right", y: 1.02, yanchor: "bottom"}, uirevision: range, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
     annotations: traces.length ? [] : [{text: "no data in this range", showarrow: false, xref: "paper", yref: "paper", x: 0.5, y: 0.5}],
   };
   if (typeof Plotly !== "undefined") Plotly.react(div, traces, layout, {displaylogo: false, responsive: true});
@@ -178,7 +180,7 @@ async function refreshNode(now, node) {
 // --- alert history ----------------------------------------------------------------------------
 function historyTable(rows, withNode) {
   return table(["time", "became", ...(withNode ? ["node"] : []), "alert", "severity", "where", "summary", "action"],
-    rows.map(t => `<tr><td>${stamp(t.time)}</td><td class="${t.state}">${t.state}</td>${withNode ? `<td>${t.node ? nodeLink(t.node) : ""}</td>` : ""}
+    rows.map(t => `<tr><td class="time">${stamp(t.time)}</td><td class="${t.state}">${t.state}</td>${withNode ? `<td>${t.node ? nodeLink(t.node) : ""}</td>` : ""}
       <td><b>${esc(t.name)}</b></td><td class="${esc(t.severity)}">${esc(t.severity)}</td><td>${where(t)}</td><td>${esc(t.summary)}</td><td class="action">${esc(t.action)}</td></tr>`),
     "no alert changed state since the collector started");
 }
@@ -187,7 +189,7 @@ async function refreshAlerts() {
   const [history, events] = await Promise.all([api("/api/v1/alerts/transitions?limit=200"), api("/api/v1/events?since=24h&limit=100")]);
   document.getElementById("history").innerHTML = historyTable(history.slice().reverse(), true);
   document.getElementById("alert-events").innerHTML = table(["time", "node", "kind", "severity", "message", "action"],
-    events.map(e => `<tr><td>${stamp(e.time)}</td><td>${nodeLink(e.node)}</td><td>${esc(e.kind)}</td><td class="${esc(e.severity)}">${esc(e.severity)}</td>
+    events.map(e => `<tr><td class="time">${stamp(e.time)}</td><td>${nodeLink(e.node)}</td><td>${esc(e.kind)}</td><td class="${esc(e.severity)}">${esc(e.severity)}</td>
       <td>${esc(e.message)}</td><td class="action">${esc(e.action)}</td></tr>`), "no hardware event in the last 24 hours");
 }
 
