@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.fleet import AgentProc, CollectorProc, metric_value
+from tests.fleet import CollectorProc, lost_gpu_pair, metric_value
 from tests.services import free_port, require_binary, running, wait_for_http, wait_until
 
 RULES = """
@@ -48,10 +48,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProc]:
     (tmp / "rules.yml").write_text(RULES)
     sink = {"type": "influxdb_v1", "url": f"http://127.0.0.1:{free_port()}", "database": "fleet"}
     collector = CollectorProc(tmp, rules=[tmp / "rules.yml"], extra={"sinks": {"down": sink}}).start()
-    sim = {"interval": 0.5, "gpus": 2, "ib_ports": 1, "lanes": 2}
-    agents = [AgentProc(tmp, "n1", [collector.addr],
-                        plugins={"simulated": {**sim, "faults": [{"at": "0s", "kind": "xid", "gpu": 1, "xid": 79}]}}),
-              AgentProc(tmp, "n2", [collector.addr], plugins={"simulated": sim})]
+    agents = lost_gpu_pair(tmp, collector)
     try:
         for a in agents:
             a.start()

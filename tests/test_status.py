@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from fleetmon.status import Snapshot, render
-from tests.fleet import AgentProc, CollectorProc
+from tests.fleet import CollectorProc, lost_gpu_pair
 from tests.services import free_port, wait_until
 
 ENV = {**os.environ, "COLUMNS": "160"}
@@ -36,10 +36,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProc]:
     tmp = tmp_path_factory.mktemp("status")
     (tmp / "rules.yml").write_text(RULES)
     collector = CollectorProc(tmp, rules=[tmp / "rules.yml"]).start()
-    sim = {"interval": 0.5, "gpus": 2, "ib_ports": 1, "lanes": 2}
-    agents = [AgentProc(tmp, "n1", [collector.addr],
-                        plugins={"simulated": {**sim, "faults": [{"at": "0s", "kind": "xid", "gpu": 1, "xid": 79}]}}),
-              AgentProc(tmp, "n2", [collector.addr], plugins={"simulated": sim})]
+    agents = lost_gpu_pair(tmp, collector)
     try:
         for a in agents:
             a.start()
