@@ -41,8 +41,10 @@ from fleetmon_common.settings import parse_duration
 
 log = logging.getLogger("fleetmon.collector.http")
 
-#: Samples per series an ``/api/v1/query`` answer holds at most (before ``step``).
+#: Samples per series an ``/api/v1/query`` answer holds at most without ``step`` (the oldest).
 QUERY_POINTS = 10_000
+#: Points per series a ``step`` may ask for at most (Prometheus's range-query bound).
+MAX_STEPS = 11_000
 MAX_EVENTS = 1000
 MAX_TRANSITIONS = 1000
 
@@ -303,10 +305,15 @@ def api_routes(c: CollectorView) -> list[web.RouteDef]:
         if since > until:
             raise BadParameter("since", "is after until")
         step = parse_step("step", p["step"]) if "step" in p else None
-        rows = await c.read_store(lambda r: run_query(r, sel, since, until, QUERY_POINTS))
-        if step is not None:
-            for row in rows:
-                row["values"] = downsample(row["values"], step)
+        if step is None:
+            return json_response(await c.read_store(lambda r: run_query(r, sel, since, until, QUERY_POINTS)))
+        if (until - since) / step > MAX_STEPS:
+            raise BadParameter("step", f"{p['step']} gives more than {MAX_STEPS} points over this range; "
+                                       f"give at least {math.ceil((until - since) / MAX_STEPS)}s")
+        # The whole range is read (no cap), so a long range is not cut to its oldest samples.
+        rows = await c.read_store(lambda r: run_query(r, sel, since, until))
+        for row in rows:
+            row["values"] = downsample(row["values"], step)
         return json_response(rows)
 
     return [

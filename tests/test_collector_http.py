@@ -99,6 +99,7 @@ BAD = [
     ("/api/v1/query?selector=gpu_up&since=1m&until=1h", "since"),  # since after until
     ("/api/v1/query?selector=gpu_up&step=0", "step"),
     ("/api/v1/query?selector=gpu_up&step=fast", "step"),
+    ("/api/v1/query?selector=gpu_up&since=30d&step=1s", "step"),  # millions of points
 ]
 
 

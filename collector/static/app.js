@@ -6,6 +6,9 @@ const TOKEN_KEY = "fleetmon-token";
 const FLEET_EVERY_MS = 2000;   // an injected fault shows within a batch interval plus this
 const NODE_EVERY_MS = 5000;
 const RANGES = ["15m", "1h", "6h", "24h"];
+const RANGE_SECONDS = {"15m": 900, "1h": 3600, "6h": 21600, "24h": 86400};
+// Long ranges read many samples: their plots are redrawn less often than the rest of the page.
+const PLOT_EVERY_S = {"15m": 5, "1h": 10, "6h": 60, "24h": 120};
 const PLOTS = [  // per-GPU history on a node page: metric, title, unit, scale
   {metric: "gpu_temperature_celsius", title: "GPU temperature", unit: "°C", scale: 1},
   {metric: "gpu_power_watts", title: "GPU power", unit: "W", scale: 1},
@@ -119,6 +122,7 @@ async function refreshFleet(now) {
 
 // --- one node ---------------------------------------------------------------------------------
 let range = RANGES[0];
+let plottedAt = 0;
 
 function nodeSkeleton(node) {
   return `<h1>${esc(node)} <span id="health"></span></h1><div id="reasons"></div><div class="tiles" id="facts"></div>
@@ -134,8 +138,7 @@ function selector(metric, node) {
 }
 
 async function plot(spec, node) {
-  const seconds = {"15m": 900, "1h": 3600, "6h": 21600, "24h": 86400}[range];
-  const step = Math.max(1, Math.round(seconds / 400));
+  const step = Math.max(1, Math.round(RANGE_SECONDS[range] / 400));
   const rows = await api(`/api/v1/query?selector=${encodeURIComponent(selector(spec.metric, node))}&since=${range}&step=${step}s`);
   const div = document.getElementById("plot-" + spec.metric);
   if (!div) return;
@@ -174,7 +177,10 @@ async function refreshNode(now, node) {
       <td>${where(a)}</td><td>${forText(a)}</td><td>${ago(now - (a.state === "firing" ? a.fired_at : a.active_at))}</td><td>${esc(a.summary)}</td><td class="action">${esc(a.action)}</td></tr>`),
     "no alert is pending or firing on this node");
   document.getElementById("node-history").innerHTML = historyTable(history.slice().reverse(), false);
-  await Promise.all(PLOTS.map(p => plot(p, node)));
+  if (now - plottedAt >= PLOT_EVERY_S[range] - 0.5) {
+    plottedAt = now;
+    await Promise.all(PLOTS.map(p => plot(p, node)));
+  }
 }
 
 // --- alert history ----------------------------------------------------------------------------
@@ -211,6 +217,7 @@ function show() {
   let refresh, every;
   if (r.page === "node") {
     view.innerHTML = nodeSkeleton(r.node);
+    plottedAt = 0;
     document.title = `${r.node} · fleetmon`;
     view.querySelectorAll("[data-range]").forEach(b => {
       b.classList.toggle("active", b.dataset.range === range);
