@@ -33,7 +33,7 @@ def _replay(faults: list[Fault], until: float, monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(sim, "time", types.SimpleNamespace(time=lambda: clock[0]))
     gpus = 1 + max([f.gpu for f in faults] + [0])
     ports = 1 + max([f.port for f in faults] + [0])
-    # As the demo runs node-01: with the site's battery storage (its bess_discharge fault).
+    # node-01 of the demo also reports the site's battery storage (collector/demo: ``bess``)
     plugin = sim.SimulatedPlugin(PluginContext(node="node-01"),
                                  sim.SimulatedConfig(gpus=gpus, ib_ports=ports, bess=True))
     plugin.faults = list(faults)
