@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from collector.errors import CorruptStoreError
 from collector.sequence import NodeState
 from collector.spool import decode_spool, encode_spool
 from collector.storage import applog, codec
@@ -19,7 +20,7 @@ from collector.storage.blocks import BlockReader, BlockStore, SeriesDef, decode_
 from collector.storage.codec import Block
 from collector.storage.compactor import Compactor
 from collector.storage.embedded import EventRow, NewSeries, SampleColumns, WriteItem
-from collector.storage.logstore import LogStore, LogStoreReader
+from collector.storage.logstore import LogStore, LogStoreReader, open_log_store
 from collector.storage.migrate import MigrationError
 from collector.storage.sqlite import Matcher, SqliteStore  # SqliteStore: the row store to migrate from
 
@@ -380,3 +381,28 @@ def test_count_by_node_matches_per_node_counts(tmp_path: Path) -> None:
     comp.store.close()
     es.close()
     es2.close()
+
+
+def test_a_damaged_store_file_is_moved_aside_and_the_log_refills_it(tmp_path: Path) -> None:
+    es = LogStore(tmp_path)
+    ids = es.series_ids("n1", _new_series("n1", 2))
+    _Agent(es).commit([(1, ids, TN, [1.0, 2.0])])
+    comp = Compactor(tmp_path, flush_s=0)
+    comp.poll()
+    comp.maintain(force_flush=True)
+    comp.store.close()
+    es.close()
+    raw = (tmp_path / "fleetmon.sqlite").read_bytes()
+    (tmp_path / "fleetmon.sqlite").write_bytes(raw[:4096] + b"\xff" * 8192 + raw[4096 + 8192:])
+    with pytest.raises(CorruptStoreError, match=r"did not start.*recover"):
+        open_log_store(tmp_path, 86400, on_corrupt="refuse")
+    es = open_log_store(tmp_path, 86400)
+    assert list(tmp_path.glob("fleetmon.sqlite.corrupt-*"))
+    # The append log still held the batch: the series and the node's sequence come back from it.
+    assert es.load_node("n1").contiguous == 1
+    comp = Compactor(tmp_path, flush_s=0)
+    comp.poll()
+    comp.maintain(force_flush=True)
+    assert LogStoreReader(tmp_path).count_samples("n1") == 2
+    comp.store.close()
+    es.close()

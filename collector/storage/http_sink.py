@@ -20,6 +20,7 @@ from collector.errors import ConfigError
 from collector.storage.base import HealthSample, SinkBatch
 from collector.storage.lines import ColumnLineEncoder, EncodedBatch, encode_batch
 from collector.storage.retry import MAX_LINES, SinkHealth, gzip_body, raise_refused, send_pipelined
+from fleetmon_common.secrets import redact_url
 from proto.lineprotocol import DIALECTS, Dialect
 
 
@@ -42,7 +43,7 @@ class HttpEndpointConfig:
 
     def validate(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+            raise ValueError(f"url must start with http:// or https://, got {redact_url(self.url)!r}")
         # Right after the url, so a section missing its destination hears about that first.
         self.validate_destination()
         if self.tls_ca is not None and not os.path.isfile(self.tls_ca):

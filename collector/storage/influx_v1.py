@@ -19,6 +19,7 @@ from collector.errors import SinkError
 from collector.storage.base import SinkBatch
 from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig
 from collector.storage.retry import http_error
+from fleetmon_common.secrets import Secret, redact_url, reveal
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class InfluxV1Config(HttpSinkConfig):
     retention_policy: str = ""
     username: str | None = None
     # Never logged, never in repr; prefer password_env so the YAML file holds no secret.
-    password: str | None = field(default=None, repr=False)
+    password: str | Secret | None = field(default=None, repr=False)  # or {env: NAME} / {file: PATH}
     password_env: str | None = None
     create_database: bool = False
 
@@ -45,7 +46,7 @@ class InfluxV1Config(HttpSinkConfig):
     def resolved_password(self) -> str | None:
         if self.password_env:
             return self.secret_from_env(self.password_env, "password_env")
-        return self.password
+        return reveal(self.password)
 
 
 @dataclass(frozen=True)
@@ -136,15 +137,15 @@ class InfluxV1Sink(HttpSinkBase):
         try:
             resp = await self._http().post(url, params=params, content=body, headers=headers)
         except httpx.TimeoutException as err:
-            raise SinkError(f"sink {self.name}: {url} timed out after {self.config.timeout:g}s: "
+            raise SinkError(f"sink {self.name}: {redact_url(url)} timed out after {self.config.timeout:g}s: "
                             f"{type(err).__name__}", retryable=True) from err
         except httpx.TransportError as err:
-            raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
+            raise SinkError(f"sink {self.name}: cannot reach {redact_url(url)}: {type(err).__name__}: {err}",
                             retryable=True) from err
         if resp.status_code in (200, 204):
             return
         raise http_error(self.name, resp.status_code, headers=resp.headers, body=resp.content,
-                         chunk=chunk.decode("utf-8", "replace"), url=url)
+                         chunk=chunk.decode("utf-8", "replace"), url=redact_url(url))
 
     async def query(self, influxql: str, *, database: str | None = "", epoch: str = "ns") -> list[Series]:
         """Run InfluxQL (one statement) and return its series; ``database=""`` means the
@@ -160,17 +161,17 @@ class InfluxV1Sink(HttpSinkBase):
         try:
             resp = await self._http().post(url, data=data)
         except httpx.TimeoutException as err:
-            raise SinkError(f"sink {self.name}: query to {url} timed out", retryable=True) from err
+            raise SinkError(f"sink {self.name}: query to {redact_url(url)} timed out", retryable=True) from err
         except httpx.TransportError as err:
-            raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
+            raise SinkError(f"sink {self.name}: cannot reach {redact_url(url)}: {type(err).__name__}: {err}",
                             retryable=True) from err
         if resp.status_code != 200:
             raise http_error(self.name, resp.status_code, headers=resp.headers, body=resp.content,
-                             chunk="", url=url)
+                             chunk="", url=redact_url(url))
         try:
             doc = resp.json()
         except ValueError as err:
-            raise SinkError(f"sink {self.name}: {url} answered non-JSON to {influxql!r}",
+            raise SinkError(f"sink {self.name}: {redact_url(url)} answered non-JSON to {influxql!r}",
                             retryable=False) from err
         series: list[Series] = []
         for result in doc.get("results", []):

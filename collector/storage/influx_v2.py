@@ -36,6 +36,7 @@ from collector.errors import SinkError
 from collector.storage.base import SinkBatch
 from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig
 from collector.storage.retry import http_error, parse_retry_after
+from fleetmon_common.secrets import Secret, redact_url, reveal
 from proto.lineprotocol import Dialect
 
 
@@ -44,7 +45,7 @@ class InfluxV2Config(HttpSinkConfig):
     org: str = ""
     bucket: str = ""
     # Never logged, never in repr; prefer token_env so the YAML file holds no secret.
-    token: str | None = field(default=None, repr=False)
+    token: str | Secret | None = field(default=None, repr=False)  # or {env: NAME} / {file: PATH}
     token_env: str | None = None
     # InfluxDB 2.x/3.x and VictoriaMetrics unescape "\\"; use influxdb1 against 1.8's v2 API.
     dialect: Dialect = "influxdb2"
@@ -62,7 +63,7 @@ class InfluxV2Config(HttpSinkConfig):
     def resolved_token(self) -> str:
         if self.token_env:
             return self.secret_from_env(self.token_env, "token_env")
-        return self.token or ""
+        return reveal(self.token) or ""
 
 
 class InfluxV2Sink(HttpSinkBase):
@@ -125,14 +126,15 @@ class InfluxV2Sink(HttpSinkBase):
             if not err.status:
                 # No HTTP answer: the client reports TLS failures as status 0 with the reason.
                 reason = " ".join(str(err.reason or err).split())
-                raise SinkError(f"sink {self.name}: cannot reach {url}: {reason}", retryable=True) from err
+                raise SinkError(f"sink {self.name}: cannot reach {redact_url(url)}: {reason}", retryable=True) from err
             headers = {k: v for k, v in (err.headers or {}).items()} if err.headers else {}
             raise http_error(self.name, int(err.status), headers=headers, body=err.body,
-                             chunk=chunk.decode("utf-8", "replace"), url=url) from err
+                             chunk=chunk.decode("utf-8", "replace"), url=redact_url(url)) from err
         except (urllib3.exceptions.HTTPError, OSError) as err:
             # Connection refused/reset, timeouts: urllib3 raises these with retries=False.
-            raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
+            raise SinkError(f"sink {self.name}: cannot reach {redact_url(url)}: {type(err).__name__}: {err}",
                             retryable=True) from err
         except InfluxDBError as err:
             retry_after = parse_retry_after(str(err.retry_after)) if err.retry_after else None
-            raise SinkError(f"sink {self.name}: {url}: {err}", retryable=True, retry_after=retry_after) from err
+            raise SinkError(f"sink {self.name}: {redact_url(url)}: {err}", retryable=True,
+                            retry_after=retry_after) from err

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -35,14 +36,25 @@ from typing import Any
 
 import numpy as np
 
-from collector.errors import StoreError
+from collector.errors import CorruptStoreError, StoreError
 from collector.sequence import NodeState, SeqRange, SeqUpdate
+from collector.seriesdefs import canonical_labels
 from collector.storage import applog
-from collector.storage.blocks import BlockReader, BlockStore, SeriesIds, blocks_samples, first_wins, segment_samples
+from collector.storage.blocks import (
+    BlockReader,
+    BlockStore,
+    SeriesIds,
+    blocks_samples,
+    first_wins,
+    segment_samples,
+    series_key,
+)
 from collector.storage.codec import F64, I64, Block
 from collector.storage.embedded import EventRow, NewSeries, SampleColumns, SeriesMeta, SpoolDepth, SpoolRow, WriteItem
 from collector.storage.migrate import migrate, needs_migration
-from collector.storage.sqlite import Matcher, SeriesRow
+from collector.storage.sqlite import Matcher, SeriesRow, recovery_hint
+
+log = logging.getLogger("fleetmon.collector.store")
 
 STORE_FILE = "fleetmon.sqlite"
 LOG_DIR = "log"
@@ -195,14 +207,18 @@ class LogStore:
             self._db = open_db(self.path)
             self._db.execute("PRAGMA synchronous=NORMAL")  # the log is the durable copy
             self._db.executescript(_EXTRA_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise CorruptStoreError(f"{self.path}: {err}") from err
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"{self.path}: cannot open the store: {err}") from err
         self._lock = threading.Lock()
         self.nodes = Nodes()
         self._meta: dict[int, SeriesMeta] = {}
         self._ids = SeriesIds()
-        for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
+        self._per_node: dict[str, int] = {}
+        for sid, name, labels, node in self._db.execute("SELECT id, name, labels, node FROM series"):
             self._ids.add(int(sid), name, labels)
+            self._per_node[node] = self._per_node.get(node, 0) + 1
         nodes_pos = self.nodes.load(self._db)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
         self._recover(nodes_pos, int(row[0]) if row else 0)
@@ -222,6 +238,8 @@ class LogStore:
             kind = applog.kind(payload)
             if kind == applog.SERIES:
                 for row in applog.decode_json(payload)["series"]:
+                    if series_key(row[1], row[4]) not in self._ids.keys:  # not copied into SQLite yet
+                        self._per_node[row[5]] = self._per_node.get(row[5], 0) + 1
                     self._ids.add(int(row[0]), row[1], row[4])
             elif kind == applog.BATCH and pos >= nodes_pos:
                 rec = applog.decode_batch(payload, blocks=False)
@@ -248,12 +266,23 @@ class LogStore:
                                                          "labels": labels, "skew": skew, "ts": time.time()})])
 
     # --- series ---------------------------------------------------------------------------------
+    def known_series(self, defs: Sequence[NewSeries]) -> list[int | None]:
+        """The ids of these series where the store has them (nothing is created)."""
+        return [self._ids.keys.get(series_key(d.name, canonical_labels(d.labels))) for d in defs]
+
+    def series_count(self) -> int:
+        return len(self._ids.keys)
+
+    def node_series_count(self, node: str) -> int:
+        return self._per_node.get(node, 0)
+
     def series_ids(self, node: str, defs: Sequence[NewSeries]) -> list[int]:
         """Ids of these series. New ones go into the log as one record, made durable by the group
         commit of the batch that uses them (no fsync of their own); the compactor copies them
         into SQLite."""
         out, new = self._ids.resolve(node, defs)
         if new:
+            self._per_node[node] = self._per_node.get(node, 0) + len(new)
             self.log.write([applog.encode_json(applog.SERIES, {"series": new})])
         return out
 
@@ -422,6 +451,53 @@ class LogStore:
         self.log.close()
         with self._lock:
             self._db.close()
+
+
+def _check_file(path: Path, how: str) -> None:
+    """SQLite's quick_check / integrity_check of the store file; CorruptStoreError if damaged."""
+    if how == "off" or not path.exists():
+        return
+    pragma = "integrity_check" if how == "full" else "quick_check"
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = [str(r[0]) for r in db.execute(f"PRAGMA {pragma}(20)").fetchall()]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as err:
+        raise CorruptStoreError(f"{path}: {err}") from err
+    if rows != ["ok"]:
+        raise CorruptStoreError(f"{path}: {pragma} found {len(rows)} problem(s), first: {rows[0]}")
+
+
+def open_log_store(data_dir: Path, retention_s: float, *, check: str = "quick",
+                   on_corrupt: str = "move_aside") -> LogStore:
+    """The collector's store in ``data_dir``. A damaged SQLite file is moved aside (with a clear
+    error line; the append log still holds the recent batches, which the compactor stores again)
+    or, with ``on_corrupt="refuse"``, a CorruptStoreError says what to run."""
+    path = data_dir / STORE_FILE
+    try:
+        _check_file(path, check)
+        return LogStore(data_dir, retention_s)
+    except CorruptStoreError as err:
+        if on_corrupt != "move_aside":
+            raise CorruptStoreError(f"{err} — the collector did not start. {recovery_hint(path)}") from err
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = []
+        for suffix in ("", "-wal", "-shm"):
+            src = path.with_name(path.name + suffix)
+            if src.exists():
+                dst = path.with_name(f"{path.name}.corrupt-{stamp}{suffix}")
+                try:
+                    src.rename(dst)
+                except OSError as move_err:
+                    raise CorruptStoreError(f"{err}; moving it aside failed: {move_err.strerror}. "
+                                            f"{recovery_hint(path)}") from move_err
+                moved.append(str(dst))
+        log.error("embedded store damaged (%s); moved it aside to %s and started an empty one; the batches "
+                  "still in its append log are stored again, older history is not served any more. To read "
+                  "the old file: sqlite3 %s .recover", err, ", ".join(moved), moved[0] if moved else path)
+        return LogStore(data_dir, retention_s)
 
 
 class LogStoreReader:

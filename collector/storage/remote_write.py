@@ -50,6 +50,7 @@ from collector.storage.base import Int64Array, SeriesCatalog, SeriesKey, SinkBat
 from collector.storage.columnar import Grow, last_of_runs, rank, stable_order
 from collector.storage.http_sink import HttpEndpointConfig, NamedSink
 from collector.storage.retry import MAX_BYTES, cut_chunks, http_error, send_pipelined
+from fleetmon_common.secrets import Secret, redact_url, reveal
 
 #: Samples in one request by default. Prometheus sends 2,000 (``max_samples_per_send``); a
 #: collector drains a spool, so larger requests cost the receiver less per sample.
@@ -79,9 +80,9 @@ class RemoteWriteConfig(HttpEndpointConfig):
     headers: dict[str, str] = field(default_factory=dict)
     username: str | None = None
     # Never logged, never in repr; prefer the *_env keys so the YAML file holds no secret.
-    password: str | None = field(default=None, repr=False)
+    password: str | Secret | None = field(default=None, repr=False)  # or {env: NAME} / {file: PATH}
     password_env: str | None = None
-    bearer_token: str | None = field(default=None, repr=False)
+    bearer_token: str | Secret | None = field(default=None, repr=False)  # or {env: NAME} / {file: PATH}
     bearer_token_env: str | None = None
     name: str = "remote_write"
 
@@ -100,7 +101,7 @@ class RemoteWriteConfig(HttpEndpointConfig):
                 raise ValueError(f"headers: {key!r} is set by the sink itself")
 
     def auth_header(self) -> str | None:
-        token = self.bearer_token
+        token = reveal(self.bearer_token)
         if self.bearer_token_env:
             token = self.secret_from_env(self.bearer_token_env, "bearer_token_env")
         return f"Bearer {token}" if token else None
@@ -108,7 +109,7 @@ class RemoteWriteConfig(HttpEndpointConfig):
     def basic_auth(self) -> httpx.BasicAuth | None:
         if self.username is None:
             return None
-        password = self.password
+        password = reveal(self.password)
         if self.password_env:
             password = self.secret_from_env(self.password_env, "password_env")
         return httpx.BasicAuth(self.username, password or "")
@@ -413,11 +414,11 @@ class RemoteWriteSink(NamedSink):
                 "Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
                 "X-Prometheus-Remote-Write-Version": "0.1.0"})
         except httpx.TimeoutException as err:
-            raise SinkError(f"sink {self.name}: {url} timed out after {self.config.timeout:g}s: "
+            raise SinkError(f"sink {self.name}: {redact_url(url)} timed out after {self.config.timeout:g}s: "
                             f"{type(err).__name__}", retryable=True) from err
         except httpx.TransportError as err:
-            raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
+            raise SinkError(f"sink {self.name}: cannot reach {redact_url(url)}: {type(err).__name__}: {err}",
                             retryable=True) from err
         if 200 <= resp.status_code < 300:
             return
-        raise classify(self.name, resp.status_code, resp.headers, resp.content, url)
+        raise classify(self.name, resp.status_code, resp.headers, resp.content, redact_url(url))
