@@ -342,6 +342,7 @@ class Target:
         extra["alerting"]["rules"] = rules
         if args.rules == "none":
             extra["alerting"]["rules"] = []
+        extra["alerting"]["process"] = args.rules_process
         for kv in args.set or []:
             key, _, value = kv.partition("=")
             extra[key] = json.loads(value)
@@ -402,6 +403,8 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=1, help="generator processes")
     ap.add_argument("--profiles", type=int, default=8, help="distinct simulated nodes (value shapes)")
     ap.add_argument("--rules", default="default", help="default | none | comma-separated rule files")
+    ap.add_argument("--rules-process", action="store_true",
+                    help="rules in a process of their own (alerting.process: true)")
     ap.add_argument("--set", action="append", help="collector config override KEY=JSON (repeatable)")
     ap.add_argument("--storm", action="store_true", help="after the last step: reconnect storm + loss check")
     ap.add_argument("--verify", action="store_true", help="after the run: drain and count stored samples")
