@@ -12,7 +12,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,23 @@ class AlertEngine:
             return
         self.windows.append(name, tuple(sorted(labels.items())), round(ts * 1000), float(value))
 
+    def series_ref(self, name: str, labels: Mapping[str, str]) -> int | None:
+        """A handle for the series ``name{labels}``, for ``append``/``append_block``; None when
+        no loaded rule can select it (then its samples need not be passed at all). Call it once
+        per series (it sorts the labels); the ref stays valid for the engine's lifetime."""
+        if not self.windows.wants(name):
+            return None
+        return self.windows.series(name, tuple(sorted(labels.items()))).ref
+
+    def append(self, ref: int, ts_ms: int, value: float) -> None:
+        self.windows.append_ref(ref, ts_ms, value)
+
+    def append_block(self, refs: Sequence[int], ts_ms: int, values: Sequence[float]) -> None:
+        """One block of a batch: one timestamp, many series (refs from ``series_ref``)."""
+        append = self.windows.append_ref
+        for ref, value in zip(refs, values, strict=True):
+            append(ref, ts_ms, value)
+
     def mark_stale(self, labels_match: Mapping[str, str], ts: float | None = None) -> None:
         """A node's stream ended: its series get a stale marker now, as Prometheus marks the
         series of a target that disappeared."""
@@ -90,6 +107,20 @@ class AlertEngine:
         if now >= self._next_gc:
             self.windows.gc(t_ms)
             self._next_gc = now + GC_INTERVAL_S
+        for a in changed:
+            self._add_external(a)
+        self._notify(now, changed)
+        return changed
+
+    def evaluate_urgent(self, now: float, names: Collection[str]) -> list[Alert]:
+        """Evaluate at once the groups that read any of ``names`` (an event just landed), then
+        notify as ``evaluate`` does. Their next scheduled evaluation stays where it was."""
+        wanted = set(names)
+        t_ms = round(now * 1000)
+        changed: list[Alert] = []
+        for runner in self._runners:
+            if any(sel.name in wanted for r in runner.group.rules for sel in r.selectors):
+                changed.extend(runner.eval(t_ms))
         for a in changed:
             self._add_external(a)
         self._notify(now, changed)

@@ -28,10 +28,12 @@ class Series:
     starting after it holds no counter reset, so rate() can skip its reset scan.
     """
 
-    __slots__ = ("dec_ts", "labels", "last", "ref", "stale", "ts", "vals")
+    __slots__ = ("dec_ts", "key", "labels", "last", "name", "ref", "stale", "ts", "vals")
 
-    def __init__(self, labels: Labels, ref: int) -> None:
+    def __init__(self, labels: Labels, ref: int, name: str = "", key: Labels = ()) -> None:
         self.labels = labels
+        self.name = name
+        self.key = key
         self.ref = ref  # creation order, like a Prometheus series reference
         self.ts = array("q")
         self.vals = array("d")  # stale markers are STALE_NAN, as in Prometheus
@@ -56,6 +58,7 @@ class Windows:
         self._select_cache: dict[int, tuple[int, ast.VectorSelector, list[Series]]] = {}
         self.generation = 0  # bumped when a series is added or removed: invalidates select caches
         self._refs = 0
+        self._by_ref: dict[int, Series] = {}
         for sel in selectors:
             self.want(sel)
 
@@ -81,10 +84,9 @@ class Windows:
         return hit
 
     # -- writing ------------------------------------------------------------------------------
-    def append(self, name: str, key: Labels, t: int, value: float | None) -> None:
-        """Add one sample (None = stale marker). ``key`` identifies the series within ``name``
-        (sorted label pairs, with or without ``__name__``). Out-of-order and duplicate timestamps
-        are dropped, as Prometheus's TSDB refuses them."""
+    def series(self, name: str, key: Labels) -> Series:
+        """The series ``name`` + ``key`` (sorted label pairs, with or without ``__name__``),
+        created on first use."""
         by_labels = self._by_name.get(name)
         if by_labels is None:
             by_labels = self._by_name[name] = {}
@@ -93,8 +95,27 @@ class Windows:
             d = dict(key)
             d[NAME] = name
             self._refs += 1
-            s = by_labels[key] = Series(from_pairs(d.items()), self._refs)
+            s = by_labels[key] = Series(from_pairs(d.items()), self._refs, name, key)
+            self._by_ref[s.ref] = s
             self.generation += 1
+        return s
+
+    def append(self, name: str, key: Labels, t: int, value: float | None) -> None:
+        """Add one sample (None = stale marker). Out-of-order and duplicate timestamps are
+        dropped, as Prometheus's TSDB refuses them."""
+        self.append_series(self.series(name, key), t, value)
+
+    def append_ref(self, ref: int, t: int, value: float | None) -> None:
+        s = self._by_ref.get(ref)
+        if s is None:
+            return
+        by_labels = self._by_name.setdefault(s.name, {})
+        if by_labels.get(s.key) is not s:  # dropped by gc() while quiet: the ref stays valid
+            by_labels[s.key] = s
+            self.generation += 1
+        self.append_series(s, t, value)
+
+    def append_series(self, s: Series, t: int, value: float | None) -> None:
         ts = s.ts
         if ts:
             if t <= ts[-1]:
