@@ -18,7 +18,7 @@ from typing import Any
 
 from alerts.group import GroupRunner
 from alerts.model import Alert, AlertState, Notifier
-from alerts.promql.evaluator import LOOKBACK_MS
+from alerts.promql.values import LOOKBACK_MS
 from alerts.rulefile import AlertingRule, RuleGroup, load_files
 from alerts.windows import Windows
 

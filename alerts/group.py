@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 from alerts.errors import AlertsError, EvalError
 from alerts.model import Alert, AlertState
-from alerts.promql.evaluator import Evaluator, Vector
+from alerts.promql.evaluator import Evaluator
 from alerts.promql.labels import NAME, Labels, drop_name, from_pairs
+from alerts.promql.values import Vector
 from alerts.rulefile import AlertingRule, RecordingRule, Rule, RuleGroup
 from alerts.templates import Template
 from alerts.windows import Windows

@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from alerts.promql import ast
-from alerts.promql.evaluator import LOOKBACK_MS, STALE_NAN, is_stale
 from alerts.promql.labels import NAME, Labels, Matcher, from_pairs
+from alerts.promql.values import LOOKBACK_MS, STALE_NAN, is_stale
 
 # Trim a series only when its oldest sample is this far past the retention, so trimming is a
 # rare batched ``del list[:k]`` rather than a shift on every sample.
@@ -28,7 +28,7 @@ class Series:
     starting after it holds no counter reset, so rate() can skip its reset scan.
     """
 
-    __slots__ = ("dec_ts", "key", "labels", "last", "name", "ref", "stale", "ts", "vals")
+    __slots__ = ("chg_ts", "dec_ts", "key", "labels", "last", "name", "part", "ref", "stale", "ts", "vals")
 
     def __init__(self, labels: Labels, ref: int, name: str = "", key: Labels = ()) -> None:
         self.labels = labels
@@ -39,6 +39,8 @@ class Series:
         self.vals = array("d")  # stale markers are STALE_NAN, as in Prometheus
         self.stale = 0
         self.dec_ts = -(2**62)
+        self.chg_ts = -(2**62)
+        self.part = dict(labels).get("node", "")
         self.last = math.nan  # newest non-stale value
 
 
@@ -126,8 +128,12 @@ class Windows:
         if value is None:
             s.vals.append(STALE_NAN)
             s.stale += 1
+            s.chg_ts = t
             return
+        prev = s.vals[-1] if s.vals else math.nan
         s.vals.append(value)
+        if value != prev:
+            s.chg_ts = t
         if value < s.last:
             s.dec_ts = t
         s.last = value
@@ -173,7 +179,12 @@ class Windows:
         return dropped
 
     # -- reading ------------------------------------------------------------------------------
-    def select(self, sel: ast.VectorSelector) -> list[Series]:
+    def select(self, sel: ast.VectorSelector, parts: Collection[str] | None = None) -> list[Series]:
+        if parts is not None:
+            return [s for s in self._select(sel) if s.part in parts]
+        return self._select(sel)
+
+    def _select(self, sel: ast.VectorSelector) -> list[Series]:
         cached = self._select_cache.get(id(sel))
         if cached is not None and cached[0] == self.generation and cached[1] is sel:
             return cached[2]

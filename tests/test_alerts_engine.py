@@ -118,10 +118,11 @@ def test_mark_stale_ends_series(rules_file: Path) -> None:
 
 def test_rule_error_names_file_line_col(tmp_path: Path) -> None:
     p = tmp_path / "bad.yml"
-    p.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: rate(x[5m] offset 1m) > 0\n")
+    p.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: rate(x offset 1m) > 0\n")
     with pytest.raises(RuleError) as exc:
         AlertEngine.from_files([p])
-    assert str(exc.value) == f"{p}:5:26: the offset modifier is not supported by fleetmon"
+    assert str(exc.value) == (f'{p}:5:20: group "g", rule 1, "A": expected type range vector in call to '
+                              'function "rate", got instant vector')
 
 
 def test_source_ts_is_the_alerts_own_sample(rules_file: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from alerts import AlertEngine
-from alerts.promql.evaluator import is_stale
 from alerts.promql.parser import parse
+from alerts.promql.values import is_stale
 from alerts.windows import Windows
 
 RULES = """\
