@@ -1,14 +1,22 @@
 """The plugin contract (STYLE 3): discover, collect, close.
 
 A plugin is a class with a ``name``, a ``Config`` dataclass (its YAML section, validated by
-``agent.config.build``) and three methods:
+``agent.config.build``) and three methods. It derives from one of two bases, and the scheduler
+dispatches on which (``isinstance``, never by inspecting the function at run time):
+
+- :class:`Plugin` (blocking): ``collect()`` runs in the plugin's own worker thread with a
+  deadline, so it may block on sysfs, ioctl or a vendor library.
+- :class:`AsyncPlugin`: ``async def collect()`` is awaited on the agent's event loop with a
+  deadline. For plugins that wait on the network (Redfish, NUT, SNMP, Modbus): they wait
+  without parking a thread. It must never block the loop; a short blocking step (a batch of
+  local file reads) goes through one ``asyncio.to_thread`` per collection.
+
+For both:
 
 - ``discover()`` finds the hardware. It raises :class:`~agent.errors.PluginUnavailable` when the
   node has none (no driver, no library, no permission): the agent disables the plugin with one
-  log line and goes on. It must not block for long; it runs off the event loop with a deadline.
-- ``collect()`` returns a :class:`~agent.model.Collection`. It runs in the plugin's own thread
-  with a deadline, so it may block on sysfs, ioctl or a vendor library. A coroutine function is
-  awaited on the loop instead (network sources such as Redfish).
+  log line and goes on. It may block (it runs off the event loop, in the plugin's worker
+  thread, with a deadline), and it runs once: ``collect`` never calls it again on the loop.
 - ``close()`` releases what ``discover`` took. Safe to call twice and without ``discover``.
 
 Plugins that watch something continuously (NVML events, the kernel log) start their own thread
@@ -109,8 +117,8 @@ class NoConfig:
     """For plugins without settings of their own."""
 
 
-class Plugin(ABC):
-    """Base class; subclasses set ``name`` and ``Config`` and override the three methods."""
+class PluginBase:
+    """What both plugin kinds share; derive from :class:`Plugin` or :class:`AsyncPlugin`, not from this."""
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[Any]] = NoConfig
@@ -123,11 +131,27 @@ class Plugin(ABC):
         self.log = ctx.logger.getChild(self.name)
 
     def discover(self) -> None:
-        """Find the hardware; raise PluginUnavailable when there is none."""
-
-    @abstractmethod
-    def collect(self) -> Collection:
-        """One collection; runs in the plugin's thread (or on the loop when async)."""
+        """Find the hardware; raise PluginUnavailable when there is none. Runs off the loop."""
 
     def close(self) -> None:
         """Release resources; safe twice and without discover."""
+
+
+class Plugin(PluginBase, ABC):
+    """A blocking plugin: ``collect`` runs in the plugin's own thread with a deadline."""
+
+    @abstractmethod
+    def collect(self) -> Collection:
+        """One collection; may block (sysfs, ioctl, a vendor library)."""
+
+
+class AsyncPlugin(PluginBase, ABC):
+    """A plugin that waits on the network: ``collect`` is awaited on the event loop with a deadline."""
+
+    @abstractmethod
+    async def collect(self) -> Collection:
+        """One collection; must not block the loop (hand blocking reads to ``asyncio.to_thread``)."""
+
+
+#: Either kind, as the registry hands them out and the scheduler runs them.
+AnyPlugin = Plugin | AsyncPlugin

@@ -11,7 +11,7 @@ import logging
 from importlib.metadata import entry_points
 
 from agent.errors import ConfigError
-from agent.plugin import Plugin
+from agent.plugin import AsyncPlugin, Plugin
 
 log = logging.getLogger("fleetmon.agent.registry")
 
@@ -54,7 +54,7 @@ def available() -> dict[str, str]:
     return {**_BUILTINS, **_third_party()}
 
 
-def load(name: str) -> type[Plugin]:
+def load(name: str) -> type[Plugin] | type[AsyncPlugin]:
     """Import and return the plugin class registered under ``name``."""
     table = available()
     target = table.get(name)
@@ -66,8 +66,8 @@ def load(name: str) -> type[Plugin]:
         cls = getattr(module, attr)
     except (ImportError, AttributeError) as err:
         raise ConfigError(f"plugin {name!r} ({target}) cannot be loaded: {err}") from err
-    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-        raise ConfigError(f"plugin {name!r} ({target}) is not a fleetmon Plugin subclass")
+    if not (isinstance(cls, type) and issubclass(cls, (Plugin, AsyncPlugin))):
+        raise ConfigError(f"plugin {name!r} ({target}) is not a fleetmon Plugin or AsyncPlugin subclass")
     if cls.name != name:
         raise ConfigError(f"plugin registered as {name!r} calls itself {cls.name!r}")
     return cls

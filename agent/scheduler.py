@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from agent import registry
 from agent.config import AgentConfig, PluginSection, build
 from agent.errors import AgentError, ConfigError, PluginUnavailable
 from agent.model import Collection, Event, Metric, MetricType, Sample
-from agent.plugin import NodeDirectory, Plugin, PluginContext
+from agent.plugin import AnyPlugin, AsyncPlugin, NodeDirectory, Plugin, PluginContext
 
 log = logging.getLogger("fleetmon.agent")
 
@@ -73,7 +72,7 @@ class EventBuffer:
 class PluginRunner:
     """One plugin instance, its thread and its deadline."""
 
-    def __init__(self, plugin: Plugin, section: PluginSection) -> None:
+    def __init__(self, plugin: AnyPlugin, section: PluginSection) -> None:
         self.plugin = plugin
         self.section = section
         self.name = section.name
@@ -81,7 +80,6 @@ class PluginRunner:
         self._busy: Future[Any] | None = None
         self.enabled = True
         self.detail = ""
-        self._is_async = inspect.iscoroutinefunction(plugin.collect)
         self._stuck_logged = False
 
     async def _in_thread(self, fn: Callable[[], Any], timeout: float) -> Any:
@@ -111,11 +109,11 @@ class PluginRunner:
         ok = False
         result = Collection()
         try:
-            if self._is_async:
-                coro: Awaitable[Collection] = self.plugin.collect()  # type: ignore[assignment]
-                result = await asyncio.wait_for(coro, self.section.timeout)
+            plugin = self.plugin
+            if isinstance(plugin, AsyncPlugin):
+                result = await asyncio.wait_for(plugin.collect(), self.section.timeout)
             else:
-                result = await self._in_thread(self.plugin.collect, self.section.timeout)
+                result = await self._in_thread(plugin.collect, self.section.timeout)
             ok = True
             self._stuck_logged = False
         except TimeoutError:
@@ -158,7 +156,7 @@ def make_context(cfg: AgentConfig, events: EventBuffer, directory: NodeDirectory
 
 def build_runners(cfg: AgentConfig, ctx: PluginContext, only: list[str] | None = None) -> list[PluginRunner]:
     """Instantiate the configured (or the ``only``) plugins; config errors are raised here."""
-    classes: dict[str, type[Plugin]] = {}
+    classes: dict[str, type[Plugin] | type[AsyncPlugin]] = {}
     names = list(cfg.plugins) if only is None else only
     for name in names:
         classes[name] = registry.load(name)

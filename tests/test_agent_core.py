@@ -17,7 +17,7 @@ from agent.config import PluginSection, load_config
 from agent.errors import ConfigError, PluginError, PluginUnavailable
 from agent.model import Collection, Event, Severity, counter, gauge
 from agent.output import to_influx, to_json, to_prom
-from agent.plugin import NodeDirectory, Plugin, PluginContext
+from agent.plugin import AsyncPlugin, NodeDirectory, Plugin, PluginContext
 from agent.scheduler import EventBuffer, PluginRunner, Scheduler, collect_once
 from tests.services import require_binary
 
@@ -128,7 +128,76 @@ class _Failing(Plugin):
         raise PluginError("sensor read failed")
 
 
-def _runner(cls: type[Plugin], interval: float = 0.2, timeout: float = 0.15) -> PluginRunner:
+class _Threads(Plugin):
+    """Records where discover and collect ran."""
+
+    name = "threads"
+
+    def __init__(self, ctx: PluginContext, config: object) -> None:
+        super().__init__(ctx, config)
+        self.where: dict[str, int] = {}
+
+    def discover(self) -> None:
+        self.where["discover"] = threading.get_ident()
+
+    def collect(self) -> Collection:
+        self.where["collect"] = threading.get_ident()
+        return Collection()
+
+
+class _AsyncThreads(AsyncPlugin):
+    name = "async_threads"
+
+    def __init__(self, ctx: PluginContext, config: object) -> None:
+        super().__init__(ctx, config)
+        self.where: dict[str, int] = {}
+        self.discovered = 0
+
+    def discover(self) -> None:
+        self.where["discover"] = threading.get_ident()
+        self.discovered += 1
+
+    async def collect(self) -> Collection:
+        self.where["collect"] = threading.get_ident()
+        await asyncio.sleep(0)
+        col = Collection()
+        col.add(TEMP, 40.0, {"gpu": "1"})
+        return col
+
+
+class _AsyncSlow(AsyncPlugin):
+    name = "async_slow"
+
+    async def collect(self) -> Collection:
+        await asyncio.sleep(10)
+        return Collection()
+
+
+def test_scheduler_dispatches_on_the_plugin_type() -> None:
+    """A Plugin collects in its worker thread; an AsyncPlugin is awaited on the loop; both discover
+    off the loop, once."""
+    sync, aio, slow = _runner(_Threads), _runner(_AsyncThreads), _runner(_AsyncSlow)
+
+    async def main() -> tuple[int, list[tuple[Collection, bool, float]]]:
+        loop_thread = threading.get_ident()
+        for r in (sync, aio, slow):
+            assert await r.discover()
+        results = [await r.collect() for r in (sync, aio, aio, slow)]
+        return loop_thread, results
+
+    loop_thread, results = asyncio.run(main())
+    assert isinstance(sync.plugin, _Threads) and isinstance(aio.plugin, _AsyncThreads)
+    assert sync.plugin.where["collect"] not in (loop_thread, threading.get_ident())
+    assert aio.plugin.where["collect"] == loop_thread
+    assert aio.plugin.where["discover"] != loop_thread
+    assert aio.plugin.discovered == 1  # collecting twice did not discover again
+    assert [ok for _col, ok, _secs in results] == [True, True, True, False]  # the slow one ran past 0.15 s
+    assert [s.value for s in results[1][0].samples] == [40.0]
+    for r in (sync, aio, slow):
+        r.close()
+
+
+def _runner(cls: type[Plugin] | type[AsyncPlugin], interval: float = 0.2, timeout: float = 0.15) -> PluginRunner:
     ctx = PluginContext(node="t")
     return PluginRunner(cls(ctx, _Cfg()), PluginSection(cls.name, interval, timeout, True, {}))
 

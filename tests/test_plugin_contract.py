@@ -6,7 +6,6 @@ PluginUnavailable, never crash."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import math
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from agent import registry
 from agent.config import build
 from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection, MetricType, check_label_name
-from agent.plugin import PluginContext
+from agent.plugin import AsyncPlugin, PluginContext
 
 
 @pytest.mark.parametrize("name", registry.builtin_names())
@@ -36,8 +35,8 @@ def test_plugin_life_cycle(name: str, fixtures_dir: Path, tmp_path: Path) -> Non
         plugin.close()
         return
     try:
-        if inspect.iscoroutinefunction(plugin.collect):
-            result = asyncio.run(asyncio.wait_for(plugin.collect(), 60))  # type: ignore[arg-type]
+        if isinstance(plugin, AsyncPlugin):
+            result = asyncio.run(asyncio.wait_for(plugin.collect(), 60))
         else:
             result = plugin.collect()
     except PluginError:

@@ -6,7 +6,8 @@ real code runs against real values; only the hardware is absent. Errors are rais
 pynvml raises them (``pynvml.NVMLError(code)``, which maps itself to ``NVMLError_NotSupported``
 and friends), so the plugin's error mapping is exercised, not bypassed.
 
-Nodes (``reset(node)`` or the ``FAKENVML_NODE`` environment variable, read at ``nvmlInit``):
+Nodes (``reset(node)`` or the ``FAKENVML_NODE`` environment variable, read at ``nvmlInit``;
+``FAKENVML_LATENCY_US`` sets ``state.latency_s`` the same way, for benchmarks of a real agent process):
 
 - ``a100``, ``a10g``, ``t4``: one GPU each, straight from its XML.
 - ``h100x8``: an 8-GPU H100-style HGX node *derived* from the recordings: the A100 record with
@@ -140,6 +141,7 @@ def reset(node: str | None = None) -> FakeState:
         ev.set()  # release anything a previous test left hanging
     state = FakeState()
     state.node = node or os.environ.get("FAKENVML_NODE", "h100x8")
+    state.latency_s = float(os.environ.get("FAKENVML_LATENCY_US", "0") or 0) / 1e6
     state.devices = build_node(state.node)
     return state
 

@@ -13,7 +13,7 @@ import time
 
 from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection, Event, Severity
-from agent.plugin import Plugin, PluginContext
+from agent.plugin import AsyncPlugin, PluginContext
 from agent.plugins.power import metrics as m
 from agent.plugins.power.config import PowerConfig
 from agent.plugins.power.energy import PowerIntegrator
@@ -24,7 +24,7 @@ from agent.plugins.power.source import Env, Source
 from agent.plugins.power.sysfs import AcpiSource, HwmonSource, PowerSupplySource, RaplSource
 
 
-class PowerPlugin(Plugin):
+class PowerPlugin(AsyncPlugin):
     name = "power"
     Config = PowerConfig
     default_interval = 10.0
@@ -70,9 +70,9 @@ class PowerPlugin(Plugin):
             raise PluginUnavailable("no power source on this node (" + "; ".join(reasons) + ")")
         self.log.info("power sources: %s", ", ".join(s.name for s in self.sources))
 
-    async def collect(self) -> Collection:  # type: ignore[override]  # awaited by the scheduler
+    async def collect(self) -> Collection:
         if not self.sources:
-            self.discover()
+            raise PluginError("power plugin used before discover() (or after close())")
         now = time.monotonic()
         results = await asyncio.gather(*(self._run(src, now) for src in self.sources))
         col = Collection()
