@@ -54,6 +54,9 @@ class VectorSelector(Expr):
     at: str = AT_NONE
     at_ms: int = 0
 
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
     @property
     def type(self) -> str:
         return VECTOR

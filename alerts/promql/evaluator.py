@@ -81,8 +81,10 @@ _SIG_CACHE_MAX = 200_000
 class Evaluator:
     def __init__(self, source: SeriesSource, t_ms: int, *, lookback_ms: int = LOOKBACK_MS,
                  parts: Collection[str] | None = None, track: bool = False, by_part: bool = False,
-                 default_step_ms: int = 60_000, query_ms: int | None = None, step_shift: int = 0) -> None:
+                 default_step_ms: int = 60_000, query_ms: int | None = None, step_shift: int = 0,
+                 shard_label: str = "node") -> None:
         self.source = source
+        self.shard_label = shard_label
         self.t = t_ms
         self.query_t = t_ms if query_ms is None else query_ms  # what @ start()/end() mean
         self.lookback = lookback_ms
@@ -160,11 +162,12 @@ class Evaluator:
         return val
 
     def time_of(self, offset_ms: int, at: str, at_ms: int) -> tuple[int, bool]:
-        """The time a selector or subquery reads, and whether ``@`` pins it."""
+        """The time a selector or subquery reads, and whether ``@ <time>`` pins it (``@ start()``
+        and ``@ end()`` follow the query time, which moves with the clock)."""
         if at == ast.AT_TIME:
             return at_ms - offset_ms, True
         if at:
-            return self.query_t - offset_ms, True
+            return self.query_t - offset_ms, False
         return self.t - offset_ms, False
 
     # -- selectors ----------------------------------------------------------------------------
@@ -254,7 +257,8 @@ class Evaluator:
         series: dict[Labels, tuple[list[int], list[float]]] = {}
         for t in range(first, te + 1, step):
             sub = Evaluator(self.source, t, lookback_ms=self.lookback, parts=self.parts,
-                            default_step_ms=self.default_step, query_ms=self.query_t, step_shift=t - first)
+                            default_step_ms=self.default_step, query_ms=self.query_t, step_shift=t - first,
+                            shard_label=self.shard_label)
             val = sub.eval(node.expr)
             points: Vector = [((), val)] if isinstance(val, float) else val  # type: ignore[assignment]
             for lb, v in points:
@@ -263,11 +267,16 @@ class Evaluator:
                     got = series[lb] = ([], [])
                 got[0].append(t)
                 got[1].append(v)
-        if self.track and not pinned:
-            # The set of steps changes when the next multiple enters or the oldest one leaves.
-            nxt = (te // step + 1) * step
-            self.note_all(min(nxt, first + node.range_ms + 1) + node.offset_ms)
-        return [RangeSeries(lb, ts, vals, True, "") for lb, (ts, vals) in series.items()]
+        if self.track:
+            if _follows_query_time(node.expr):
+                self.note_all(self.t + 1)  # an inner @ start()/end() moves with every tick
+            elif not pinned:
+                # The set of steps changes when the next multiple enters or the oldest one leaves.
+                nxt = (te // step + 1) * step
+                self.note_all(min(nxt, first + node.range_ms + 1) + node.offset_ms)
+        shard = self.shard_label
+        return [RangeSeries(lb, ts, vals, True, next((v for k, v in lb if k == shard), ""))
+                for lb, (ts, vals) in series.items()]
 
     def range_arg(self, node: ast.Expr, flat_ok: bool = False) -> tuple[Matrix, int, int]:
         """A function's range argument: its series, and the window's start and end."""
@@ -322,7 +331,8 @@ class Evaluator:
                 v = fn(rs.ts, rs.vals, ctx)
             if v is None:
                 continue
-            if clocked and v != 0:
+            # A prediction moves with the clock; a rate only while its counter moved in the window.
+            if clocked and (v != 0 or name == "predict_linear"):
                 self.clock_dependent(rs.part)
             out.append((rs.labels if keep_name else drop_name(rs.labels), v))
         return check_unique(out)
@@ -547,6 +557,11 @@ class Evaluator:
                 else:
                     d.pop(name, None)
         return tuple(sorted(d.items()))
+
+
+def _follows_query_time(node: ast.Expr) -> bool:
+    return any(isinstance(n, (ast.VectorSelector, ast.Subquery)) and n.at in (ast.AT_START, ast.AT_END)
+               for n in ast.walk(node))
 
 
 def evaluate(expr: ast.Expr, source: SeriesSource, t_ms: int) -> Vector:
