@@ -29,8 +29,9 @@ from alerts.windows import Windows
 
 log = logging.getLogger("fleetmon.alerts")
 
-#: How often (seconds) series that went quiet are unindexed and their samples freed.
-GC_INTERVAL_S = 60.0
+#: Every series is trimmed to its retention, and unindexed once quiet, within this many seconds:
+#: a slice of the index per evaluation, so a large index never pauses the collector.
+GC_SWEEP_S = 60.0
 #: The step of a subquery that names none (``x[5m:]``): Prometheus's default global
 #: evaluation interval.
 DEFAULT_SUBQUERY_STEP_MS = 60_000
@@ -111,8 +112,8 @@ class AlertEngine:
             if t_ms > runner.last_t:
                 changed.extend(runner.eval(t_ms))
         if now >= self._next_gc:
-            self.windows.gc(t_ms)
-            self._next_gc = now + GC_INTERVAL_S
+            self.windows.gc(t_ms, share=1 / GC_SWEEP_S)
+            self._next_gc = now + 1.0
         self._notify(now, changed)
         return changed
 

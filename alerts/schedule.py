@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Collection, Iterable
 
-from alerts.promql import ast
+from alerts.promql import ast, functions
 from alerts.promql.evaluator import Evaluator
 from alerts.promql.labels import NAME
 from alerts.promql.values import LOOKBACK_MS, NEVER
@@ -73,16 +73,23 @@ def node_local(node: ast.Expr, label: str = SHARD_LABEL) -> bool:
     return False
 
 
-def needs(expr: ast.Expr, lookback_ms: int = LOOKBACK_MS, now_ms: int = 0) -> list[tuple[ast.VectorSelector, Need]]:
+#: Range functions that give the same answer for any flat window holding two or more samples,
+#: so a flat series repeating its value changes nothing for them (windows.append_refs).
+QUIET_RANGE_FUNCTIONS = functions.FLAT_STABLE | {"absent_over_time", "predict_linear"}
+
+
+def needs(expr: ast.Expr, lookback_ms: int = LOOKBACK_MS) -> list[tuple[ast.VectorSelector, Need]]:
     """For each selector of ``expr``: how much history it reads (its lookback or range, plus
-    offsets and the ranges of enclosing subqueries), or the fixed window an ``@ <time>`` pins."""
+    offsets and the ranges of enclosing subqueries), or the fixed window an ``@ <time>`` pins,
+    and whether a repeated value can change what its reader computes."""
     out: list[tuple[ast.VectorSelector, Need]] = []
 
-    def visit(node: ast.Expr, lo: int, hi: int, ref: int | None) -> None:
+    def visit(node: ast.Expr, lo: int, hi: int, ref: int | None, quiet_ok: bool) -> None:
         # [lo, hi] relative to ``ref``: the evaluation time, or a pinned time when ref is set.
         if isinstance(node, (ast.VectorSelector, ast.MatrixSelector)):
             sel = node.vector if isinstance(node, ast.MatrixSelector) else node
             span = node.range_ms if isinstance(node, ast.MatrixSelector) else lookback_ms
+            range_ms = node.range_ms if isinstance(node, ast.MatrixSelector) else 0
             base, slo, shi = ref, lo, hi
             if sel.at == ast.AT_TIME:
                 base, slo, shi = sel.at_ms, 0, 0
@@ -91,24 +98,32 @@ def needs(expr: ast.Expr, lookback_ms: int = LOOKBACK_MS, now_ms: int = 0) -> li
             first = slo - sel.offset_ms - span
             last = shi - sel.offset_ms
             if base is None:
-                out.append((sel, Need(max(span, -first))))
+                out.append((sel, Need(max(span, -first), None, quiet_ok, range_ms)))
             else:
                 # timestamp() of a pinned selector reads up to the pin itself: widen by the offset.
                 widen = abs(sel.offset_ms)
-                out.append((sel, Need(0, (base + first - widen, base + last + widen))))
+                out.append((sel, Need(0, (base + first - widen, base + last + widen), quiet_ok, range_ms)))
             return
         if isinstance(node, ast.Subquery):
             if node.at == ast.AT_TIME:
-                visit(node.expr, -node.offset_ms - node.range_ms, -node.offset_ms, node.at_ms)
+                visit(node.expr, -node.offset_ms - node.range_ms, -node.offset_ms, node.at_ms, True)
             elif node.at:
-                visit(node.expr, -node.offset_ms - node.range_ms, -node.offset_ms, None)
+                visit(node.expr, -node.offset_ms - node.range_ms, -node.offset_ms, None, True)
             else:
-                visit(node.expr, lo - node.offset_ms - node.range_ms, hi - node.offset_ms, ref)
+                visit(node.expr, lo - node.offset_ms - node.range_ms, hi - node.offset_ms, ref, True)
             return
         for child in ast.children(node):
-            visit(child, lo, hi, ref)
+            if isinstance(node, ast.Call):
+                inner = ast.unwrap(child)
+                if isinstance(inner, (ast.MatrixSelector, ast.Subquery)):
+                    child_ok = node.func in QUIET_RANGE_FUNCTIONS
+                else:
+                    child_ok = node.func != "timestamp"  # a repeat moves the sample's time
+                visit(child, lo, hi, ref, child_ok)
+            else:
+                visit(child, lo, hi, ref, True)
 
-    visit(expr, 0, 0, None)
+    visit(expr, 0, 0, None, True)
     return out
 
 

@@ -43,8 +43,8 @@ class Series:
     the newest sample different from the one before it (a window starting after it is flat).
     """
 
-    __slots__ = ("cell", "chg_ts", "dec_ts", "labels", "last", "live", "name", "part", "pin", "ref", "retention",
-                 "stale", "ts", "vals")
+    __slots__ = ("cell", "chg_ts", "dec_ts", "labels", "last", "last_t", "live", "min_range", "name", "part", "pin",
+                 "prev_t", "quiet", "ref", "retention", "stale", "ts", "vals")
 
     def __init__(self, name: str, labels: Labels, ref: int, part: str, cell: _Cell) -> None:
         self.name = name
@@ -58,7 +58,13 @@ class Series:
         self.dec_ts = _OLDEST
         self.chg_ts = _OLDEST
         self.last = math.nan  # newest non-stale value
+        self.last_t = _OLDEST  # newest sample's time
+        self.prev_t = _OLDEST  # the one before it
         self.retention = LOOKBACK_MS
+        # Every reader gives the same answer when a flat series repeats its value, so such a
+        # repeat changes nothing a rule sees (see append_series); min_range: the shortest range read.
+        self.quiet = True
+        self.min_range = 2**62
         self.pin: tuple[int, int] | None = None  # [lo, hi] kept whatever the retention (@ <time>)
         self.live = False  # in the index (it has samples within its retention)
 
@@ -77,10 +83,14 @@ class _Cell:
 @dataclass(eq=False)
 class Need:
     """What one rule selector needs kept: ``span_ms`` before the evaluation time, or a pinned
-    ``[lo, hi]`` (an ``@ <time>`` selector)."""
+    ``[lo, hi]`` (an ``@ <time>`` selector); ``quiet_ok``: its reader gives the same answer
+    when a flat series repeats its value (an instant selector, ``rate`` ..., not
+    ``count_over_time`` or ``timestamp``), once a range (``range_ms``) holds two samples."""
 
     span_ms: int
     pin: tuple[int, int] | None = None
+    quiet_ok: bool = False
+    range_ms: int = 0
 
 
 @dataclass(eq=False)
@@ -110,6 +120,9 @@ class Windows:
         self._cells: dict[tuple[str, str], _Cell] = {}
         self._dirty: list[_Cell] = []
         self._strings: dict[str, str] = {}
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._gc_cursor = 0
+        self._layouts: dict[tuple[int, ...], list[Series]] = {}
         # id(selector) -> (generation, selector, series) for selectors of no loaded rule
         self._adhoc: dict[int, tuple[int, ast.VectorSelector, list[Series]]] = {}
         self.generation = 0  # bumped when the live set changes: invalidates ad-hoc caches
@@ -166,14 +179,16 @@ class Windows:
         postings = [p for p in self._postings_for(name) if _matches(p.sel.matchers, key)]
         if not postings and not self.keep_all:
             return None
-        intern = self._intern
-        key = tuple((intern(k), intern(v)) for k, v in key)
-        part = intern(dict(key).get(self.shard_label, ""))
+        # Label pairs repeat across series (a node's name, a cluster, a model): store each once.
+        pairs = self._pairs
+        key = tuple(pairs.get(p) or pairs.setdefault(p, (self._intern(p[0]), self._intern(p[1]))) for p in key)
+        part = self._intern(dict(key).get(self.shard_label, ""))
         cell = self._cells.get((name, part))
         if cell is None:
             cell = self._cells[(name, part)] = _Cell(name, part)
         s = Series(name, key, len(self._series), part, cell)
         s.retention = self.retention_ms if self.keep_all or not postings else 0
+        s.quiet = not self.keep_all
         for p in postings:
             self._size(s, p.need)
         self._series.append(s)
@@ -193,6 +208,9 @@ class Windows:
             lo, hi = need.pin
             s.pin = (min(lo, s.pin[0]), max(hi, s.pin[1])) if s.pin else (lo, hi)
         s.retention = max(s.retention, need.span_ms)
+        s.quiet = s.quiet and need.quiet_ok and need.pin is None
+        if need.range_ms:
+            s.min_range = min(s.min_range, need.range_ms)
 
     def _post(self, p: _Postings, s: Series) -> None:
         _insert(p.members, s)
@@ -219,37 +237,76 @@ class Windows:
         self.append_series(self._series[ref], t, value)
 
     def append_refs(self, refs: Sequence[int], t: int, values: Sequence[float]) -> None:
-        """One timestamp, many series: the collector's block."""
-        series = self._series
-        for ref, value in zip(refs, values, strict=True):
-            self.append_series(series[ref], t, value)
+        """One timestamp, many series: the collector's block. The block's layout (its refs, the
+        same batch after batch) is resolved once; per sample this is two array appends and a
+        few comparisons. Trimming waits for ``gc``."""
+        key = tuple(refs)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layout(key)
+        dirty = self._dirty
+        for s, v in zip(layout, values, strict=True):
+            if t <= s.last_t:
+                continue  # out of order or a duplicate: refused, as Prometheus's TSDB does
+            s.prev_t = s.last_t
+            s.last_t = t
+            s.ts.append(t)
+            s.vals.append(v)
+            last = s.last
+            if v != last:  # NaN included
+                if v < last:
+                    s.dec_ts = t
+                s.chg_ts = t
+                s.last = v
+            elif s.quiet and s.chg_ts <= t - s.retention and s.prev_t >= t - s.min_range:
+                continue  # a flat series repeating its value: no reader's answer changes
+            cell = s.cell
+            if not cell.dirty:
+                cell.dirty = True
+                dirty.append(cell)
+
+    def _layout(self, key: tuple[int, ...]) -> list[Series]:
+        series = [self._series[ref] for ref in key]
+        for s in series:
+            if not s.live:
+                self._index(s)
+        if len(self._layouts) > 100_000:  # layouts churn (agents restarting with new ids): start over
+            self._layouts.clear()
+        self._layouts[key] = series
+        return series
 
     def append_series(self, s: Series, t: int, value: float | None) -> None:
+        """One sample (None: a stale marker), trimming as it goes (the slow path: rule outputs,
+        stale markers, tests)."""
+        if t <= s.last_t:
+            return
         ts = s.ts
-        if ts:
-            if t <= ts[-1]:
-                return
-            if ts[0] < t - s.retention - _TRIM_SLACK_MS:
-                self._trim(s, t - s.retention)
+        if ts and ts[0] < t - s.retention - _TRIM_SLACK_MS:
+            self._trim(s, t - s.retention)
         if not s.live:
             self._index(s)
+        s.prev_t = s.last_t
+        s.last_t = t
         ts.append(t)
-        cell = s.cell
-        if not cell.dirty:
-            cell.dirty = True
-            self._dirty.append(cell)
         if value is None:
             s.vals.append(STALE_NAN)
             s.stale += 1
             s.chg_ts = t
-            return
-        vals = s.vals
-        if not vals or value != vals[-1]:
-            s.chg_ts = t
-        vals.append(value)
-        if value < s.last:
-            s.dec_ts = t
-        s.last = value
+            s.last = math.nan
+        else:
+            s.vals.append(value)
+            last = s.last
+            if value != last:
+                if value < last:
+                    s.dec_ts = t
+                s.chg_ts = t
+                s.last = value
+            elif s.quiet and s.chg_ts <= t - s.retention and s.prev_t >= t - s.min_range:
+                return
+        cell = s.cell
+        if not cell.dirty:
+            cell.dirty = True
+            self._dirty.append(cell)
 
     @staticmethod
     def _trim(s: Series, cutoff: int) -> None:
@@ -290,19 +347,38 @@ class Windows:
         self._dirty = []
         return out
 
-    def gc(self, now: int) -> int:
-        """Unindex series with no sample within their retention and free their samples (their
-        references stay valid: a later sample brings them back); returns how many."""
-        dropped: list[Series] = []
-        for s in self._series:
-            if s.live and (not s.ts or s.ts[-1] < now - s.retention) and s.pin is None:
-                s.live = False
-                del s.ts[:]
-                del s.vals[:]
-                s.stale = 0
-                dropped.append(s)
-        if not dropped:
+    def gc(self, now: int, share: float = 1.0) -> int:
+        """Trim series to their retention, and unindex the ones with no sample left (their
+        samples are freed; their references stay valid: a later sample brings them back).
+        ``share``: the fraction of all series to visit, continuing where the last call stopped,
+        so a large index is swept a slice per tick instead of in one pause. Returns how many
+        series were unindexed."""
+        series = self._series
+        n = len(series)
+        if not n:
             return 0
+        count = n if share >= 1 else max(1, int(n * share))
+        start = self._gc_cursor % n
+        end = min(n, start + count)
+        self._gc_cursor = end % n
+        dropped: list[Series] = []
+        for s in series[start:end]:
+            if not s.live:
+                continue
+            ts = s.ts
+            cutoff = now - s.retention
+            if ts and ts[0] < cutoff:
+                self._trim(s, cutoff)
+            if not ts and s.pin is None:
+                s.live = False
+                s.last = math.nan  # a sample that brings it back is a change
+                dropped.append(s)
+        if dropped:
+            self._unindex(dropped)
+        return len(dropped)
+
+    def _unindex(self, dropped: list[Series]) -> None:
+        self._layouts.clear()  # a layout holds only indexed series
         names = {s.name for s in dropped}
         parts = {s.part for s in dropped}
         for name in names:
@@ -317,7 +393,6 @@ class Windows:
                 if part in p.by_part:
                     p.by_part[part] = [s for s in p.by_part[part] if s.live]
         self.generation += 1
-        return len(dropped)
 
     # -- reading ------------------------------------------------------------------------------
     def select(self, sel: ast.VectorSelector, parts: Collection[str] | None = None) -> Sequence[Series]:

@@ -17,6 +17,7 @@ clock): see ``alerts/engine.py``.
 from __future__ import annotations
 
 import math
+import operator
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Collection
 
@@ -75,6 +76,9 @@ def _compare(op: str, a: float, b: float) -> bool:
 
 
 _COMPARISONS = frozenset({"==", "!=", "<", ">", "<=", ">="})
+_CMP: dict[str, Callable[[float, float], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge,
+}
 _SIG_CACHE_MAX = 200_000
 
 
@@ -171,8 +175,10 @@ class Evaluator:
         return self.t - offset_ms, False
 
     # -- selectors ----------------------------------------------------------------------------
-    def vector_selector(self, node: ast.VectorSelector, with_ts: list[int] | None = None) -> Vector:
-        """``with_ts``: filled with each sample's own timestamp (for ``timestamp()``)."""
+    def vector_selector(self, node: ast.VectorSelector, with_ts: list[int] | None = None,
+                        keep: Callable[[float], bool] | None = None) -> Vector:
+        """``with_ts``: filled with each sample's own timestamp (for ``timestamp()``); ``keep``:
+        only the samples whose value it accepts (a comparison with a constant, fused)."""
         out: Vector = []
         te, pinned = self.time_of(node.offset_ms, node.at, node.at_ms)
         lb = self.lookback
@@ -180,6 +186,9 @@ class Evaluator:
         track = self.track and not pinned
         shift = node.offset_ms + lb + 1  # a sample at ts drops out of the lookback at ts + shift
         isnan = math.isnan
+        # Series come node by node: keep the earliest wake-up of the current node in locals.
+        part: str | None = None
+        soonest = NEVER
         for s in self.source.select(node, self.parts):
             ts = s.ts
             if not ts:
@@ -191,23 +200,31 @@ class Evaluator:
                 v = s.vals[-1]
                 if isnan(v) and is_stale(v):
                     continue
-                out.append((s.labels, v))
-                if with_ts is not None:
-                    with_ts.append(last)
-                if track:
-                    self.note(s.part, last + shift)
-                continue
-            i = bisect_right(ts, te) - 1
-            wake = ts[i + 1] + node.offset_ms  # a future sample becomes visible
-            if i >= 0 and ts[i] >= oldest:
-                v = s.vals[i]
-                if not (isnan(v) and is_stale(v)):
+                wake = last + shift
+                if keep is None or keep(v):
                     out.append((s.labels, v))
                     if with_ts is not None:
-                        with_ts.append(ts[i])
-                    wake = min(wake, ts[i] + shift)
+                        with_ts.append(last)
+            else:
+                i = bisect_right(ts, te) - 1
+                wake = ts[i + 1] + node.offset_ms  # a future sample becomes visible
+                if i >= 0 and ts[i] >= oldest:
+                    v = s.vals[i]
+                    if not (isnan(v) and is_stale(v)):
+                        wake = min(wake, ts[i] + shift)
+                        if keep is None or keep(v):
+                            out.append((s.labels, v))
+                            if with_ts is not None:
+                                with_ts.append(ts[i])
             if track:
-                self.note(s.part, wake)
+                if s.part is not part:
+                    if part is not None:
+                        self.note(part, soonest)
+                    part, soonest = s.part, wake
+                elif wake < soonest:
+                    soonest = wake
+        if track and part is not None:
+            self.note(part, soonest)
         return out
 
     def matrix_selector(self, node: ast.MatrixSelector, flat_ok: bool = False, shift: int = 0) -> Matrix:
@@ -415,9 +432,15 @@ class Evaluator:
 
     # -- binary operators ---------------------------------------------------------------------
     def binary(self, node: ast.Binary) -> Value:
+        op = node.op
+        if op in _COMPARISONS and not node.return_bool and isinstance(node.lhs, ast.VectorSelector) \
+                and isinstance(node.rhs, ast.NumberLiteral):
+            # The commonest rule, "metric > threshold", fused: no vector of every series is built.
+            threshold = node.rhs.value
+            cmp = _CMP[op]
+            return self.vector_selector(node.lhs, keep=lambda v: cmp(v, threshold))
         lhs = self.eval(node.lhs)
         rhs = self.eval(node.rhs)
-        op = node.op
         if isinstance(lhs, float) and isinstance(rhs, float):
             if op in _COMPARISONS:
                 return 1.0 if _compare(op, lhs, rhs) else 0.0
@@ -439,13 +462,16 @@ class Evaluator:
     def vector_scalar(self, op: str, vec: Vector, scalar: float, swap: bool, return_bool: bool) -> Vector:
         out: Vector = []
         if op in _COMPARISONS:
+            cmp = _CMP[op]
+            if not return_bool:
+                # The vector's value is kept even when it is on the right.
+                if swap:
+                    return [s for s in vec if cmp(scalar, s[1])]
+                return [s for s in vec if cmp(s[1], scalar)]
             for lb, v in vec:
-                hit = _compare(op, scalar, v) if swap else _compare(op, v, scalar)
-                if return_bool:
-                    out.append((drop_name(lb), 1.0 if hit else 0.0))
-                elif hit:
-                    out.append((lb, v))  # the vector's value is kept even when it is on the right
-            return check_unique(out) if return_bool else out
+                hit = cmp(scalar, v) if swap else cmp(v, scalar)
+                out.append((drop_name(lb), 1.0 if hit else 0.0))
+            return check_unique(out)
         keep_name = op == "atan2"  # Prometheus drops the name for + - * / % ^ only
         for lb, v in vec:
             out.append((lb if keep_name else drop_name(lb), _arith(op, scalar, v) if swap else _arith(op, v, scalar)))
@@ -498,20 +524,24 @@ class Evaluator:
                     "matching labels must be unique on one side")
             right[k] = s
         comparison = op in _COMPARISONS
+        cmp = _CMP.get(op)
         drop = not comparison and op != "atan2"
         include = m.include
         matched: dict[Labels, set[Labels] | None] = {}
         out: Vector = []
+        cache = m.cache
+        swapped = card == "one-to-many"
         for ls in lhs:
-            k = sig(ls[0])
+            found = cache.get(ls[0])
+            k = sig(ls[0]) if found is None else found
             rs = right.get(k)
             if rs is None:
                 continue
             vl, vr = ls[1], rs[1]
-            if card == "one-to-many":
+            if swapped:
                 vl, vr = vr, vl
-            if comparison:
-                hit = _compare(op, vl, vr)
+            if cmp is not None:
+                hit = cmp(vl, vr)
                 value = vl
                 if return_bool:
                     value = 1.0 if hit else 0.0
