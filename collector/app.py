@@ -84,6 +84,13 @@ class Collector:
                 ts = min(block.ts_s, now)
                 for info, value in zip(block.series, block.values, strict=True):
                     ingest(info.name, info.labels, ts, value)
+            if decoded.events:
+                # A hardware event: the rules that read what came with it run now, not at the next tick.
+                names = {info.name for block in decoded.live for info in block.series}
+                try:
+                    self._record(now, self.engine.evaluate_urgent(now, names))
+                except Exception as err:  # supervision boundary: evaluation must never fail a batch
+                    log.exception("urgent rule evaluation failed: %s", err)
         for notice in decoded.events:
             for n in self.notifiers:
                 n.send_event(notice)
@@ -179,12 +186,15 @@ class Collector:
                 if self.engine.wants("fleetmon_node_clock_skew_seconds") and info.connected:
                     self.engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
             try:
-                for alert in self.engine.evaluate(now):
-                    # Snapshot: the engine keeps mutating its Alert objects as states move on.
-                    self._transitions.append(Transition(now, dataclasses.replace(
-                        alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
+                self._record(now, self.engine.evaluate(now))
             except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
                 log.exception("rule evaluation failed: %s", err)
+
+    def _record(self, now: float, changed: list[Alert]) -> None:
+        for alert in changed:
+            # Snapshot: the engine keeps mutating its Alert objects as states move on.
+            self._transitions.append(Transition(now, dataclasses.replace(
+                alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
 
     async def _housekeeping(self) -> None:
         while True:

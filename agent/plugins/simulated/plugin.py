@@ -159,13 +159,15 @@ class SimulatedPlugin(Plugin):
         dt = 0.0 if self._last_t is None else max(0.0, t - self._last_t)
         self._last_t = t
         col = Collection()
-        self._fire_events(t, now, col)
-        total_gpu_power = self._gpus(t, dt, col)
+        fresh = self._fire_events(t, now, col)
+        total_gpu_power = self._gpus(t, dt, col, fresh)
         self._ib(t, col)
         self._power(t, dt, total_gpu_power, col)
         return col
 
-    def _fire_events(self, t: float, now: float, col: Collection) -> None:
+    def _fire_events(self, t: float, now: float, col: Collection) -> set[tuple[int, int]]:
+        """Raise the faults due at ``t``; returns the XID counters already sampled here."""
+        fresh: set[tuple[int, int]] = set()
         for i, f in enumerate(self.faults):
             if i in self._fired or t < f.at:
                 continue
@@ -177,6 +179,11 @@ class SimulatedPlugin(Plugin):
                     # so increase()/changes() see the step (a series born at 1 shows none).
                     col.samples.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, now - 0.001))
                 self._xids[key] = self._xids.get(key, 0) + 1
+                # The increment carries the event's time too: the collection's own timestamp was
+                # taken before collect() ran, i.e. before the 0 above, and would reach the rules
+                # out of order (refused), hiding the step.
+                col.samples.append(GPU_XID.sample(self._xids[key], self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, now))
+                fresh.add(key)
                 col.events.append(Event(
                     kind="gpu.xid", severity=_XID_SEVERITY.get(f.xid, Severity.WARNING),
                     message=f"XID {f.xid} on GPU {f.gpu} (simulated)",
@@ -195,12 +202,13 @@ class SimulatedPlugin(Plugin):
                 col.events.append(Event(kind="psu.fault", severity=Severity.CRITICAL,
                                         message=f"PSU {f.psu} failed (simulated)", labels={"psu": str(f.psu)},
                                         action="replace the power supply", ts=now))
+        return fresh
 
     def _gpu_labels(self, i: int) -> dict[str, str]:
         return {"gpu": str(i), "uuid": self._uuids[i] if 0 <= i < len(self._uuids) else "", "vendor": "nvidia",
                 "model": _MODEL}
 
-    def _gpus(self, t: float, dt: float, col: Collection) -> float:
+    def _gpus(self, t: float, dt: float, col: Collection, fresh: set[tuple[int, int]]) -> float:
         total = 0.0
         for i in range(self.config.gpus):
             labels = self._gpu_labels(i)
@@ -211,7 +219,7 @@ class SimulatedPlugin(Plugin):
             col.add(GPU_INFO, 1, labels | {"driver": "550.54.15",
                                            "cuda": "12.4", "serial": f"SIM{i:09d}"})
             for (gpu, xid), n in self._xids.items():
-                if gpu == i:
+                if gpu == i and (gpu, xid) not in fresh:
                     col.add(GPU_XID, n, labels | {"xid": str(xid)})
             if lost:
                 continue  # a lost GPU answers nothing else
