@@ -156,16 +156,8 @@ def _label_replace(ev: Evaluator, node: ast.Call) -> Vector:
         raise EvalError(f"invalid destination label name in label_replace(): {dst}")
     out: Vector = []
     for lb, v in vec:
-        d = dict(lb)
-        m = rx.match(d.get(src, ""))
-        if m is None:
-            out.append((lb, v))
-            continue
-        value = expand_template(repl, m)
-        d.pop(dst, None)
-        if value:
-            d[dst] = value
-        out.append((tuple(sorted(d.items())), v))
+        m = rx.match(dict(lb).get(src, ""))
+        out.append((lb if m is None else _with_label(lb, dst, expand_template(repl, m)), v))
     return check_unique(out)
 
 
@@ -180,13 +172,17 @@ def _label_join(ev: Evaluator, node: ast.Call) -> Vector:
     out: Vector = []
     for lb, v in vec:
         d = dict(lb)
-        joined = sep.join(d.get(src, "") for src in srcs)
-        if joined:
-            d[dst] = joined
-        else:
-            d.pop(dst, None)
-        out.append((tuple(sorted(d.items())), v))
+        out.append((_with_label(lb, dst, sep.join(d.get(src, "") for src in srcs)), v))
     return check_unique(out)
+
+
+def _with_label(lb: Labels, name: str, value: str) -> Labels:
+    """``lb`` with ``name`` set to ``value``, or removed when the value is empty."""
+    d = dict(lb)
+    d.pop(name, None)
+    if value:
+        d[name] = value
+    return tuple(sorted(d.items()))
 
 
 def expand_template(template: str, m: re.Match[str]) -> str:

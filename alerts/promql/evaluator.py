@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import operator
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from alerts.errors import EvalError
 from alerts.promql import ast, functions, gofloat
@@ -243,9 +243,8 @@ class Evaluator:
             ts = s.ts
             if not ts:
                 continue
-            i = bisect_left(ts, start)
+            i, j = _window(ts, start, te)
             n = len(ts)
-            j = n if ts[-1] <= te else bisect_right(ts, te)
             if track:
                 wake = ts[j] + sel.offset_ms if j < n else NEVER
                 if i < j:
@@ -391,9 +390,8 @@ class Evaluator:
             ts = s.ts
             if not ts:
                 continue
-            i = bisect_left(ts, start)
+            i, j = _window(ts, start, end)
             n_all = len(ts)
-            j = n_all if ts[-1] <= end else bisect_right(ts, end)
             n = j - i
             if track:
                 wake = ts[j] + sel.offset_ms if j < n_all else NEVER
@@ -587,6 +585,12 @@ class Evaluator:
                 else:
                     d.pop(name, None)
         return tuple(sorted(d.items()))
+
+
+def _window(ts: Sequence[int], start: int, end: int) -> tuple[int, int]:
+    """The indexes ``[i, j)`` of the samples in ``[start, end]`` (the live case without a search
+    at the end)."""
+    return bisect_left(ts, start), (len(ts) if ts[-1] <= end else bisect_right(ts, end))
 
 
 def _follows_query_time(node: ast.Expr) -> bool:

@@ -436,14 +436,18 @@ def _cos_poly(zz: float) -> float:
     return 1.0 - 0.5 * zz + zz * zz * (((((c[0] * zz + c[1]) * zz + c[2]) * zz + c[3]) * zz + c[4]) * zz + c[5])
 
 
+def _signed_reduce(x: float) -> tuple[bool, int, float]:
+    """sin/tan: work on |x| and remember the sign (their special cases are handled first)."""
+    j, z = _reduce(abs(x))
+    return x < 0, j, z
+
+
 def sin(x: float) -> float:
     if x == 0 or math.isnan(x):
         return x
     if math.isinf(x):
         return NAN
-    sign = x < 0
-    x = abs(x)
-    j, z = _reduce(x)
+    sign, j, z = _signed_reduce(x)
     if j > 3:
         sign = not sign
         j -= 4
@@ -478,9 +482,7 @@ def tan(x: float) -> float:
         return x
     if math.isinf(x):
         return NAN
-    sign = x < 0
-    x = abs(x)
-    j, z = _reduce(x)
+    sign, j, z = _signed_reduce(x)
     zz = z * z
     if zz > 1e-14:
         p, q = _TAN_P, _TAN_Q
