@@ -23,7 +23,8 @@ from agent.plugins.simulated.plugin import SimulatedConfig
 from agent.transport import frame_batch
 from agent.wal import Wal
 from proto import telemetry_pb2 as pb
-from tests.fleet import AgentProc, CollectorProc, wait_until
+from tests.fleet import AgentProc, CollectorProc
+from tests.services import wait_until
 
 
 def in_process(cycles: int = 300) -> None:

@@ -33,7 +33,9 @@ def _replay(faults: list[Fault], until: float, monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(sim, "time", types.SimpleNamespace(time=lambda: clock[0]))
     gpus = 1 + max([f.gpu for f in faults] + [0])
     ports = 1 + max([f.port for f in faults] + [0])
-    plugin = sim.SimulatedPlugin(PluginContext(node="node-01"), sim.SimulatedConfig(gpus=gpus, ib_ports=ports))
+    # node-01 of the demo also reports the site's battery storage (collector/demo: ``bess``)
+    plugin = sim.SimulatedPlugin(PluginContext(node="node-01"),
+                                 sim.SimulatedConfig(gpus=gpus, ib_ports=ports, bess=True))
     plugin.faults = list(faults)
     plugin.discover()
     engine = AlertEngine.from_files(default_rules())
@@ -107,6 +109,7 @@ def demo(tmp_path: Path, fleetmon_cmd: list[str]) -> Iterator[tuple[subprocess.P
         proc.stdout.close()
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_signal_stops_every_child(demo: tuple[subprocess.Popen[str], list[psutil.Process]], sig: int) -> None:
     proc, children = demo

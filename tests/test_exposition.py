@@ -129,6 +129,7 @@ def _wait_for_body(port: int, needle: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"{needle!r} not in /metrics within {timeout}s:\n{body[-2000:]}")
 
 
+@pytest.mark.services
 def test_agent_metrics_endpoint(agent: tuple[Process, int]) -> None:
     _proc, port = agent
     status, headers, raw = _get(port, "/metrics")

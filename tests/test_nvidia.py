@@ -383,7 +383,7 @@ def test_cli_prom_output_passes_promtool() -> None:
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_cli_on_a_node_without_nvidia_gpu_exits_zero() -> None:
+def test_cli_on_a_node_without_nvidia_gpu_says_so() -> None:
     try:
         pynvml.nvmlInit()
     except Exception:
@@ -392,10 +392,12 @@ def test_cli_on_a_node_without_nvidia_gpu_exits_zero() -> None:
         pynvml.nvmlShutdown()
         pytest.skip("this machine has a working NVIDIA driver")
     out = _run_cli(["--format", "json", "--plugins", "nvidia"], {})
-    assert out.returncode == 0, out.stderr
+    # nothing usable: exit 1 and say so (issue 15), never an empty output with exit 0
+    assert out.returncode == 1, out.stderr
     assert out.stdout == ""  # a disabled plugin prints nothing, not even self-metrics
-    lines = [line for line in out.stderr.splitlines() if "nvidia" in line]
-    assert len(lines) == 1 and "disabled" in lines[0] and "NVML" in lines[0]
+    lines = [line for line in out.stderr.splitlines() if "plugin nvidia disabled" in line]
+    assert len(lines) == 1 and "NVML" in lines[0]
+    assert out.stderr.splitlines()[-1].startswith("fleetmon agent: no usable plugin: nvidia (NVML")
 
 
 def test_xid_79_kernel_log_first_then_nvml(harness: list[Harness], tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 
 from fleetmon.status import Snapshot, render
-from tests.fleet import AgentProc, CollectorProc, wait_until
-from tests.services import free_port
+from tests.fleet import AgentProc, CollectorProc
+from tests.services import free_port, wait_until
 
 ENV = {**os.environ, "COLUMNS": "160"}
 
@@ -57,6 +57,7 @@ def _run(fleetmon_cmd: list[str], *args: str) -> subprocess.CompletedProcess[str
     return subprocess.run([*fleetmon_cmd, *args], capture_output=True, text=True, timeout=60, env=ENV)
 
 
+@pytest.mark.services
 def test_status_shows_nodes_health_and_alerts(fleet: CollectorProc, fleetmon_cmd: list[str]) -> None:
     out = _run(fleetmon_cmd, "status", "--url", fleet.http)
     assert out.returncode == 1, out.stderr  # a node failed: non-zero for scripts and health checks
@@ -72,6 +73,7 @@ def test_status_shows_nodes_health_and_alerts(fleet: CollectorProc, fleetmon_cmd
     assert alert.rstrip().endswith("GPU 1 on n1 is lost")
 
 
+@pytest.mark.services
 def test_status_json(fleet: CollectorProc, fleetmon_cmd: list[str]) -> None:
     out = _run(fleetmon_cmd, "status", "--url", fleet.http, "--json")
     data = json.loads(out.stdout)
@@ -79,6 +81,7 @@ def test_status_json(fleet: CollectorProc, fleetmon_cmd: list[str]) -> None:
     assert data["summary"]["nodes_up"] == 2
 
 
+@pytest.mark.services
 def test_top_redraws_then_stops(fleet: CollectorProc, fleetmon_cmd: list[str]) -> None:
     out = _run(fleetmon_cmd, "top", "--url", fleet.http, "-n", "2", "--interval", "0.1")
     assert out.returncode == 0, out.stderr
