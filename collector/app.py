@@ -72,18 +72,26 @@ class Collector:
         self.grpc_port = 0
         self.http_port = 0
         self._down: set[str] = set()
+        self._engine_refs: dict[int, int | None] = {}
 
     # --- callbacks from the stream handler -----------------------------------------------
     def _on_batch(self, _session: StreamSession, decoded: Decoded) -> None:
         if self.engine is not None:
-            ingest = self.engine.ingest
+            engine, refs = self.engine, self._engine_refs
             # A sample stamped ahead of our clock (agent clock skew) would stay invisible to
             # the rules until we caught up; clamp it to now (the store keeps the agent's time).
             now = time.time()
             for block in decoded.live:
-                ts = min(block.ts_s, now)
+                # The engine's ref for each series, resolved once (store series id -> ref).
+                block_refs, values = [], []
                 for info, value in zip(block.series, block.values, strict=True):
-                    ingest(info.name, info.labels, ts, value)
+                    ref = refs.get(info.sid, -1)
+                    if ref == -1:
+                        ref = refs[info.sid] = engine.series_ref(info.name, info.labels)
+                    if ref is not None:
+                        block_refs.append(ref)
+                        values.append(value)
+                engine.append_block(block_refs, round(min(block.ts_s, now) * 1000), values)
             if decoded.events:
                 # A hardware event: the rules that read what came with it run now, not at the next tick.
                 names = {info.name for block in decoded.live for info in block.series}
