@@ -132,3 +132,21 @@ def test_mark_stale_only_matching_series() -> None:
     w.mark_stale(2_000, {"node": "n1"})
     vals = {dict(s.labels)["node"]: [None if is_stale(v) else v for v in s.vals] for s in w.select(sel)}
     assert vals == {"n1": [1.0, None], "n2": [1.0]}
+
+
+def test_a_flat_series_repeating_its_value_changes_nothing_its_readers_see() -> None:
+    """rate() over a flat window and an instant read give the same answer after a repeat, so
+    the repeat marks nothing changed; count_over_time() counts it, so its series is never quiet."""
+    quiet_sel, counted_sel = _sel("errors_total"), _sel("samples_total")
+    w = Windows([*needs(parse("rate(errors_total[1m]) > 0 or errors_total == 3")),
+                 *needs(parse("count_over_time(samples_total[1m])"))])
+    assert quiet_sel is not counted_sel
+    for t in range(0, 400_000, 10_000):  # flat for longer than the retention (the 5m lookback)
+        w.append("errors_total", (("node", "n1"),), t, 5.0)
+        w.append("samples_total", (("node", "n1"),), t, 5.0)
+    w.take_changes()
+    w.append("errors_total", (("node", "n1"),), 400_000, 5.0)
+    w.append("samples_total", (("node", "n1"),), 400_000, 5.0)
+    assert w.take_changes() == {"samples_total": {"n1"}}
+    w.append("errors_total", (("node", "n1"),), 410_000, 6.0)  # a change is always seen
+    assert w.take_changes() == {"errors_total": {"n1"}}
