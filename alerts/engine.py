@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,27 @@ GC_SWEEP_S = 60.0
 DEFAULT_SUBQUERY_STEP_MS = 60_000
 
 
+@dataclass
+class GroupStats:
+    """How one rule group's evaluations went (the collector's ``/metrics``, like Prometheus's
+    ``prometheus_rule_group_*``)."""
+
+    evaluations: int = 0
+    missed: int = 0  # slots skipped because the evaluation before ran late (the loop was busy)
+    last_duration: float = 0.0  # seconds
+    last_evaluation: float = 0.0  # unix seconds of its last evaluation
+
+
+@dataclass(frozen=True)
+class GroupHealth:
+    name: str
+    file: str
+    interval: float
+    rules: int
+    failing: int  # rules whose last evaluation failed
+    stats: GroupStats
+
+
 class AlertEngine:
     def __init__(self, groups: list[RuleGroup], notifiers: Sequence[Notifier] = (), *,
                  external_labels: Mapping[str, str] | None = None, external_url: str = "",
@@ -56,6 +78,7 @@ class AlertEngine:
                                      default_step_ms=DEFAULT_SUBQUERY_STEP_MS)
                          for g in groups]
         self._next_eval = [0.0] * len(groups)
+        self.stats = [GroupStats() for _ in groups]
         self._next_gc = 0.0
 
     @classmethod
@@ -108,9 +131,16 @@ class AlertEngine:
             tolerance = 0.1 * interval
             if now < self._next_eval[i] - tolerance:
                 continue
+            stats = self.stats[i]
+            if self._next_eval[i]:
+                stats.missed += max(0, math.floor((now + tolerance - self._next_eval[i]) / interval))
             self._next_eval[i] = (math.floor((now + tolerance) / interval) + 1) * interval
             if t_ms > runner.last_t:
+                started = time.perf_counter()
                 changed.extend(runner.eval(t_ms))
+                stats.evaluations += 1
+                stats.last_duration = time.perf_counter() - started
+                stats.last_evaluation = now
         if now >= self._next_gc:
             self.windows.gc(t_ms, share=1 / GC_SWEEP_S)
             self._next_gc = now + 1.0
@@ -167,6 +197,12 @@ class AlertEngine:
 
     def rules(self) -> list[AlertingRule]:
         return [r for g in self.groups for r in g.rules if isinstance(r, AlertingRule)]
+
+    def group_health(self) -> list[GroupHealth]:
+        """Each group's evaluation counters and its failing rules, now."""
+        return [GroupHealth(r.group.name, r.group.file, r.group.interval_s, len(r.states),
+                            sum(1 for st in r.states if st.last_error), st)
+                for r, st in zip(self._runners, self.stats, strict=True)]
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:

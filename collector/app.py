@@ -14,12 +14,15 @@ from typing import Any, TypeVar
 
 import grpc
 
-from alerts.engine import AlertEngine
+from alerts.engine import AlertEngine, GroupHealth
 from alerts.errors import AlertsError
 from alerts.model import Alert, NodeStatus, Notifier
 from alerts.notifiers import build_notifiers
+from alerts.notifiers.base import NotifierBase, NotifierHealth
+from alerts.rulefile import AlertingRule
 from collector.config import CollectorConfig
 from collector.errors import ConfigError
+from collector.fleet import Accelerator, Accelerators
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
 from collector.server import TelemetryService
@@ -57,8 +60,12 @@ class Collector:
         self.sinks = build_sinks(cfg.sinks)
         self.spool = Spool(self.store, self.sinks, cfg.spool_max_bytes) if self.sinks else None
         engine = self.engine
+        # gpu_up always reaches _on_batch, for the node health roll-up (collector/fleet.py).
+        self.fleet = Accelerators()
+        fleet_wants = self.fleet.wants
         self.ingestor = Ingestor(self.store, self.writer, cfg.limits,
-                                 wants=engine.wants if engine is not None else (lambda _n: False),
+                                 wants=(lambda n: fleet_wants(n) or engine.wants(n)) if engine is not None
+                                 else fleet_wants,
                                  spool=self.spool is not None, on_batch=self._on_batch, on_node=self._on_node,
                                  backpressure=self.spool.wait_for_room if self.spool else None)
         self.service = TelemetryService(self.ingestor)
@@ -75,7 +82,12 @@ class Collector:
         self._engine_refs: dict[int, int | None] = {}
 
     # --- callbacks from the stream handler -----------------------------------------------
-    def _on_batch(self, _session: StreamSession, decoded: Decoded) -> None:
+    def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
+        fleet = self.fleet
+        for block in decoded.live:
+            for info, value in zip(block.series, block.values, strict=True):
+                if fleet.wants(info.name):
+                    fleet.update(session.node.node, info.labels, block.ts_s, value)
         if self.engine is not None:
             engine, refs = self.engine, self._engine_refs
             # A sample stamped ahead of our clock (agent clock skew) would stay invisible to
@@ -223,10 +235,22 @@ class Collector:
     def counters(self) -> CollectorCounters:
         i = self.ingestor.counters
         return CollectorCounters(i.samples, i.duplicates, self.store.duplicate_samples, i.refused_batches,
-                                 i.refused_streams)
+                                 i.refused_streams, self.ingestor.streams)
 
     def active_alerts(self) -> list[Alert]:
         return self.engine.active() if self.engine is not None else []
+
+    def alert_rules(self) -> list[AlertingRule]:
+        return self.engine.rules() if self.engine is not None else []
+
+    def accelerators(self, node: str, now: float, *, streaming: bool = True) -> list[Accelerator]:
+        return self.fleet.of(node, now, streaming=streaming)
+
+    def notifier_health(self) -> list[NotifierHealth]:
+        return [h for n in self.notifiers if isinstance(n, NotifierBase) for h in n.health()]
+
+    def rule_groups(self) -> list[GroupHealth]:
+        return self.engine.group_health() if self.engine is not None else []
 
     def transitions(self, since: float) -> list[Transition]:
         return [t for t in self._transitions if t.time > since]

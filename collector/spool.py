@@ -127,13 +127,18 @@ class Spool:
         self._catalog_ids: dict[int, int] = {}
         self._lut = np.full(0, -1, np.int64)  # the same, as an array indexed by store series id
         self._bytes = 0
+        self._rows = 0
         self.waiting = 0
+        #: sink -> when it first read the oldest batch it has not confirmed (None: caught up).
+        #: Rows are read in order, so that batch is the sink's lag (fleetmon_sink_lag_seconds).
+        self.pending_since: dict[str, float | None] = {s.name: None for s in sinks}
         self._backoff = Backoff(initial=0.5, maximum=30.0)
 
     async def start(self) -> None:
         for s in self.sinks:
             await s.start()
-        self._bytes = self.store.spool_depth().size_bytes
+        depth = self.store.spool_depth()
+        self._bytes, self._rows = depth.size_bytes, depth.rows
         self._tasks = [asyncio.create_task(self._worker(s), name=f"sink-{s.name}") for s in self.sinks]
         self._tasks.append(asyncio.create_task(self._ticker(), name="spool-ticker"))
 
@@ -164,7 +169,8 @@ class Spool:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(0.5)
-            self._bytes = (await asyncio.to_thread(self.store.spool_depth)).size_bytes
+            depth = await asyncio.to_thread(self.store.spool_depth)
+            self._bytes, self._rows = depth.size_bytes, depth.rows
             self._wake.set()
 
     def to_batch(self, rows: Sequence[SpoolRow]) -> SinkBatch:
@@ -233,6 +239,8 @@ class Spool:
             if more:
                 if not rows:
                     first_seen = time.monotonic()
+                if self.pending_since[sink.name] is None:
+                    self.pending_since[sink.name] = time.time()
                 rows += more
                 samples += sum(_HEADER.unpack_from(row.body)[0] for row in more)
                 if samples >= budget:
@@ -269,14 +277,20 @@ class Spool:
                     continue
             cursor = merged.spool_id
             await asyncio.to_thread(self.store.set_sink_cursor, sink.name, cursor, names)
+            self.pending_since[sink.name] = None
 
     def health(self) -> list[HealthSample]:
         out: list[HealthSample] = []
+        now = time.time()
         for s in self.sinks:
             out.extend(s.health())
             out.append(HealthSample("fleetmon_sink_dropped_points_total", (("sink", s.name),),
                                     float(self.dropped[s.name])))
+            since = self.pending_since[s.name]
+            out.append(HealthSample("fleetmon_sink_lag_seconds", (("sink", s.name),),
+                                    0.0 if since is None else max(0.0, now - since)))
         out.append(HealthSample("fleetmon_spool_bytes", (), float(self._bytes)))
+        out.append(HealthSample("fleetmon_spool_batches", (), float(self._rows)))
         out.append(HealthSample("fleetmon_spool_waiting_batches", (), float(self.waiting)))
         return out
 

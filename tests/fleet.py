@@ -174,3 +174,12 @@ def assert_store_equals_audit(db: Path, agent: AgentProc, unaudited_batches: int
         f"{len(unexplained)} stored samples the agent never sent"
     assert all(have[k] == v for k, v in expect.items())
     return len(expect)
+
+
+def lost_gpu_pair(tmp: Path, collector: CollectorProc) -> list[AgentProc]:
+    """Two small simulated nodes (not started): on n1 an XID 79 takes GPU 1 off the bus at once
+    (gpu_up 0 from its first collection); n2 is healthy."""
+    sim = {"interval": 0.5, "gpus": 2, "ib_ports": 1, "lanes": 2}
+    xid = [{"at": "0s", "kind": "xid", "gpu": 1, "xid": 79}]
+    return [AgentProc(tmp, "n1", [collector.addr], plugins={"simulated": {**sim, "faults": xid}}),
+            AgentProc(tmp, "n2", [collector.addr], plugins={"simulated": sim})]

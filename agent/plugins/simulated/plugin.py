@@ -139,6 +139,7 @@ class SimulatedPlugin(Plugin):
         self._rng = random.Random(seed)
         self._start = time.time()
         self._last_t: float | None = None
+        self._last_now: float | None = None  # wall time of the previous collect()
         self._energy = [self._rng.uniform(1e6, 5e6) for _ in range(config.gpus)]
         self._node_energy = self._rng.uniform(1e8, 2e8)
         self._pdu_energy = self._rng.uniform(1e9, 5e9)
@@ -172,8 +173,11 @@ class SimulatedPlugin(Plugin):
         dt = 0.0 if self._last_t is None else max(0.0, t - self._last_t)
         self._last_t = t
         col = Collection()
-        fresh = self._fire_events(t, now, col)
-        total_gpu_power = self._gpus(t, dt, col, fresh)
+        # Before this collection's timestamp, which the scheduler took before calling collect().
+        before = self._last_now if self._last_now is not None else self._start
+        self._last_now = now
+        self._fire_events(t, now, before, col)
+        total_gpu_power = self._gpus(t, dt, col)
         self._ib(t, col)
         node_power = self._power(t, dt, total_gpu_power, col)
         if self.config.pdu:
@@ -182,9 +186,7 @@ class SimulatedPlugin(Plugin):
             self._bess(t, dt, col)
         return col
 
-    def _fire_events(self, t: float, now: float, col: Collection) -> set[tuple[int, int]]:
-        """Raise the faults due at ``t``; returns the XID counters already sampled here."""
-        fresh: set[tuple[int, int]] = set()
+    def _fire_events(self, t: float, now: float, before: float, col: Collection) -> None:
         for i, f in enumerate(self.faults):
             if i in self._fired or t < f.at:
                 continue
@@ -192,15 +194,12 @@ class SimulatedPlugin(Plugin):
             if f.kind == "xid":
                 key = (f.gpu, f.xid)
                 if key not in self._xids:
-                    # The counter existed at 0 before its first XID: say so a moment earlier,
-                    # so increase()/changes() see the step (a series born at 1 shows none).
-                    col.samples.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, now - 0.001))
+                    # The counter existed at 0 before its first XID: say so at the previous
+                    # collection, so increase()/changes() see the step (a series born at 1 shows
+                    # none). Not "now - 1ms": the collection's own timestamp was taken before
+                    # collect() ran, and a slow run put the 0 after the 1 (a counter reset).
+                    col.samples.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, before))
                 self._xids[key] = self._xids.get(key, 0) + 1
-                # The increment carries the event's time too: the collection's own timestamp was
-                # taken before collect() ran, i.e. before the 0 above, and would reach the rules
-                # out of order (refused), hiding the step.
-                col.samples.append(GPU_XID.sample(self._xids[key], self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, now))
-                fresh.add(key)
                 col.events.append(Event(
                     kind="gpu.xid", severity=_XID_SEVERITY.get(f.xid, Severity.WARNING),
                     message=f"XID {f.xid} on GPU {f.gpu} (simulated)",
@@ -219,13 +218,12 @@ class SimulatedPlugin(Plugin):
                 col.events.append(Event(kind="psu.fault", severity=Severity.CRITICAL,
                                         message=f"PSU {f.psu} failed (simulated)", labels={"psu": str(f.psu)},
                                         action="replace the power supply", ts=now))
-        return fresh
 
     def _gpu_labels(self, i: int) -> dict[str, str]:
         return {"gpu": str(i), "uuid": self._uuids[i] if 0 <= i < len(self._uuids) else "", "vendor": "nvidia",
                 "model": _MODEL}
 
-    def _gpus(self, t: float, dt: float, col: Collection, fresh: set[tuple[int, int]]) -> float:
+    def _gpus(self, t: float, dt: float, col: Collection) -> float:
         total = 0.0
         for i in range(self.config.gpus):
             labels = self._gpu_labels(i)
@@ -236,7 +234,7 @@ class SimulatedPlugin(Plugin):
             col.add(GPU_INFO, 1, labels | {"driver": "550.54.15",
                                            "cuda": "12.4", "serial": f"SIM{i:09d}"})
             for (gpu, xid), n in self._xids.items():
-                if gpu == i and (gpu, xid) not in fresh:
+                if gpu == i:
                     col.add(GPU_XID, n, labels | {"xid": str(xid)})
             if lost:
                 continue  # a lost GPU answers nothing else
