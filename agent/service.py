@@ -39,13 +39,18 @@ class Batcher:
         self.transport = transport
         self._pending: list[tuple[float, list[Sample]]] = []
         self._events: list[Event] = []
+        self._urgent = asyncio.Event()
         self.batches = 0
         self.samples = 0
 
     async def sink(self, ts: float, col: Collection) -> None:
         if col.samples:
             self._pending.append((ts, col.samples))
-        self._events.extend(col.events)
+        if col.events:
+            # A hardware event (an XID, a link down, a PSU fault) leaves now, with the samples
+            # collected with it, instead of waiting for the next batch tick.
+            self._events.extend(col.events)
+            self._urgent.set()
 
     def self_metrics(self) -> list[Sample]:
         connected = self.transport.stats.connected if self.transport else False
@@ -89,8 +94,12 @@ class Batcher:
         interval = self.cfg.batch_interval
         next_at = loop.time() + interval
         while True:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            next_at += interval
+            with contextlib.suppress(asyncio.TimeoutError):  # the builtin TimeoutError only from 3.11
+                await asyncio.wait_for(self._urgent.wait(), max(0.0, next_at - loop.time()))
+            if self._urgent.is_set():
+                self._urgent.clear()  # an early batch; the regular ticks keep their phase
+            else:
+                next_at += interval
             try:
                 await self.flush()
             except Exception as err:  # noqa: BLE001 - supervision boundary: a WAL error must not stop collection

@@ -105,10 +105,17 @@ class Collector:
         fleet = self.fleet
         for _name, labels, ts_s, value in decoded.watched:
             fleet.update(session.node.node, labels, ts_s, value)
-        if self.feed is not None:
+        if self.feed is not None and self.engine is not None:
             now = time.time()
             for block in decoded.live:
                 self.feed.block(block.refs, block.ts_ms, block.values, now)
+            if decoded.events:
+                # A hardware event: the rules that read what came with it run now, not at the next tick.
+                names = self.feed.names(r for block in decoded.live for r in block.refs.tolist())
+                try:
+                    self._record(now, self.engine.evaluate_urgent(now, names))
+                except Exception as err:  # supervision boundary: evaluation must never fail a batch
+                    log.exception("urgent rule evaluation failed: %s", err)
         for notice in decoded.events:
             for n in self.notifiers:
                 n.send_event(notice)
@@ -270,12 +277,15 @@ class Collector:
                 if self.engine.wants("fleetmon_node_clock_skew_seconds") and info.connected:
                     self.engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
             try:
-                for alert in self.engine.evaluate(now):
-                    # Snapshot: the engine keeps mutating its Alert objects as states move on.
-                    self._transitions.append(Transition(now, dataclasses.replace(
-                        alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
+                self._record(now, self.engine.evaluate(now))
             except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
                 log.exception("rule evaluation failed: %s", err)
+
+    def _record(self, now: float, changed: list[Alert]) -> None:
+        for alert in changed:
+            # Snapshot: the engine keeps mutating its Alert objects as states move on.
+            self._transitions.append(Transition(now, dataclasses.replace(
+                alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
 
     async def _housekeeping(self) -> None:
         while True:

@@ -13,7 +13,7 @@ agent's time.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -27,17 +27,26 @@ class RuleFeed:
         self.engine = engine
         self._blocks = hasattr(engine, "series_ref") and hasattr(engine, "append_block")
         self._series: list[tuple[str, dict[str, str]]] = []  # ref -> series, for ingest()
+        self._names: dict[int, str] = {}  # ref -> metric name
         self.samples = 0
 
     def ref(self, name: str, labels: Mapping[str, str]) -> int:
         """The engine's handle for a series, or ``NO_REF`` when no rule reads it."""
         if self._blocks:
             r = self.engine.series_ref(name, labels)
-            return NO_REF if r is None else int(r)
+            if r is None:
+                return NO_REF
+            self._names[int(r)] = name
+            return int(r)
         if not self.engine.wants(name):
             return NO_REF
         self._series.append((name, dict(labels)))
+        self._names[len(self._series) - 1] = name
         return len(self._series) - 1
+
+    def names(self, refs: Iterable[int]) -> set[str]:
+        """The metric names of these refs (for ``evaluate_urgent``)."""
+        return {self._names[r] for r in refs if r != NO_REF and r in self._names}
 
     def block(self, refs: npt.NDArray[np.int64], ts_ms: int, values: npt.NDArray[np.float64],
               now: float | None = None) -> None:
