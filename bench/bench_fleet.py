@@ -45,7 +45,7 @@ import psutil
 from fleetdata import Profile
 
 from alerts.rules import default_rule_files
-from collector.storage.logstore import LogStoreReader
+from collector.storage.logreader import LogStoreReader
 from proto import telemetry_pb2 as pb
 from tests.fleet import CollectorProc
 
@@ -346,7 +346,8 @@ class Target:
         for kv in args.set or []:
             key, _, value = kv.partition("=")
             extra[key] = json.loads(value)
-        self.col = CollectorProc(tmp, extra=extra)
+        # Plaintext on loopback (allowed there): the load generator measures ingest, not TLS.
+        self.col = CollectorProc(tmp, extra=extra, tls=False)
         self.col.start(timeout=120)
         assert self.col.proc is not None
         self.proc = psutil.Process(self.col.proc.pid)

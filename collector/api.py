@@ -37,7 +37,7 @@ from alerts.rulefile import AlertingRule
 from collector.errors import StoreError
 from collector.fleet import HEALTH_STATES, NodeHealth, fleet_by_model, node_health
 from collector.query import Selector, iter_query, parse_selector
-from collector.storage.logstore import LogStoreReader
+from collector.storage.logreader import LogStoreReader
 from collector.view import CollectorView, NodeRow
 from fleetmon_common.settings import parse_duration
 

@@ -37,7 +37,8 @@ from collector.server import TelemetryService
 from collector.spool import Spool, build_sinks
 from collector.storage.base import HealthSample
 from collector.storage.compactor import CompactorThread
-from collector.storage.logstore import LogStoreReader, open_log_store
+from collector.storage.logreader import LogStoreReader
+from collector.storage.logstore import open_log_store
 from collector.view import CollectorCounters, NodeRow, Transition
 
 log = logging.getLogger("fleetmon.collector")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.errors import StoreError
-from collector.storage.logstore import LogStoreReader
+from collector.storage.logreader import LogStoreReader
 from collector.storage.sqlite import Matcher
 from fleetmon_common import logs
 from fleetmon_common.settings import parse_duration

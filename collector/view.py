@@ -17,7 +17,7 @@ from alerts.rulefile import AlertingRule
 from collector.fleet import Accelerator
 from collector.ingest import PluginState
 from collector.storage.base import HealthSample
-from collector.storage.logstore import LogStoreReader
+from collector.storage.logreader import LogStoreReader
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from collector.storage.logstore import LogStoreReader
+from collector.storage.logreader import LogStoreReader
 from fleetmon.certs import Issued, issue, make_ca
 from tests.services import Process, free_port, require_binary
 

@@ -20,7 +20,8 @@ from collector.storage.blocks import BlockReader, BlockStore, SeriesDef, decode_
 from collector.storage.codec import Block
 from collector.storage.compactor import Compactor
 from collector.storage.embedded import EventRow, NewSeries, SampleColumns, WriteItem
-from collector.storage.logstore import LogStore, LogStoreReader, open_log_store
+from collector.storage.logreader import LogStoreReader
+from collector.storage.logstore import LogStore, open_log_store
 from collector.storage.migrate import MigrationError
 from collector.storage.sqlite import Matcher, SqliteStore  # SqliteStore: the row store to migrate from
 

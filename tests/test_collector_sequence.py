@@ -22,7 +22,7 @@ from collector.config import CollectorConfig
 from collector.errors import IngestError, StoreError
 from collector.sequence import MAX_SEQUENCE, NodeState, SeqRange, SequenceLimits
 from collector.storage.embedded import SampleColumns, WriteItem
-from collector.storage.logstore import LogStoreReader
+from collector.storage.logreader import LogStoreReader
 from collector.storage.sqlite import SqliteStore
 from proto import telemetry_pb2 as pb
 

@@ -19,7 +19,7 @@ from alerts.rules import default_rule_files
 from collector.app import Collector
 from collector.config import CollectorConfig, load_config
 from collector.rulefeed import NO_REF, RuleFeed
-from collector.storage.logstore import LogStoreReader
+from collector.storage.logreader import LogStoreReader
 from proto import telemetry_pb2 as pb
 
 

@@ -31,7 +31,7 @@ from collector.config import CollectorConfig, Limits, TlsConfig, load_config
 from collector.errors import ConfigError, CorruptStoreError
 from collector.sequence import NodeState
 from collector.storage.embedded import NewSeries, SampleColumns, WriteItem
-from collector.storage.logstore import LogStoreReader
+from collector.storage.logreader import LogStoreReader
 from collector.storage.sqlite import SqliteStore, open_store
 from fleetmon.certs import issue, make_ca
 from fleetmon_common.secrets import Secret, redact_url

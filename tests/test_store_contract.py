@@ -21,7 +21,8 @@ import pytest
 from collector.sequence import NodeState
 from collector.storage.compactor import Compactor
 from collector.storage.embedded import NewSeries, SampleColumns, WriteItem
-from collector.storage.logstore import LogStore, LogStoreReader
+from collector.storage.logreader import LogStoreReader
+from collector.storage.logstore import LogStore
 from collector.storage.sqlite import SqliteStore, StoreReader
 
 NODE = "n1"
