@@ -23,7 +23,7 @@ from typing import Any
 from agent import registry
 from agent.config import AgentConfig, PluginSection, build
 from agent.errors import AgentError, ConfigError, PluginUnavailable
-from agent.model import Collection, Event, Metric, MetricType, Sample
+from agent.model import Collection, Event, Metric, MetricType
 from agent.plugin import AnyPlugin, AsyncPlugin, NodeDirectory, Plugin, PluginContext
 
 log = logging.getLogger("fleetmon.agent")
@@ -134,13 +134,13 @@ class PluginRunner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def self_metrics(name: str, ok: bool, seconds: float, n: int) -> list[Sample]:
+def add_self_metrics(col: Collection, name: str, ok: bool, seconds: float) -> None:
+    """The plugin's report on itself (STYLE 9), added to its own collection."""
     labels = {"plugin": name}
-    return [
-        PLUGIN_DURATION.sample(seconds, labels),
-        PLUGIN_SUCCESS.sample(1.0 if ok else 0.0, labels),
-        PLUGIN_SAMPLES.sample(float(n), labels),
-    ]
+    n = len(col)
+    col.add(PLUGIN_DURATION, seconds, labels)
+    col.add(PLUGIN_SUCCESS, 1.0 if ok else 0.0, labels)
+    col.add(PLUGIN_SAMPLES, float(n), labels)
 
 
 def make_context(cfg: AgentConfig, events: EventBuffer, directory: NodeDirectory | None = None) -> PluginContext:
@@ -209,7 +209,7 @@ class Scheduler:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             ts = time.time()
             result, ok, secs = await runner.collect()
-            result.samples.extend(self_metrics(runner.name, ok, secs, len(result.samples)))
+            add_self_metrics(result, runner.name, ok, secs)
             await self.sink(ts, result)
             next_at += interval
             if next_at < loop.time():  # we fell behind (a slow run): skip missed ticks, keep the phase
@@ -240,7 +240,7 @@ async def collect_once(runners: list[PluginRunner], events: EventBuffer) -> tupl
     results = await asyncio.gather(*(r.collect() for r in live))
     total = Collection()
     for r, (result, ok, secs) in zip(live, results, strict=True):
+        add_self_metrics(result, r.name, ok, secs)
         total.extend(result)
-        total.samples.extend(self_metrics(r.name, ok, secs, len(result.samples)))
     total.events.extend(events.drain())
     return ts, total

@@ -9,9 +9,9 @@ import logging
 import time
 from pathlib import Path
 
-from agent.codec import SeriesTable, build_batch, unpack_values
+from agent.codec import SeriesTable, Stamped, build_batch, unpack_values
 from agent.config import AgentConfig
-from agent.model import Collection, Event, Metric, MetricType, Sample, Severity
+from agent.model import Collection, Event, Metric, MetricType, Severity
 from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
 from agent.transport import Transport
 from agent.wal import Wal
@@ -35,30 +35,32 @@ class Batcher:
         self.wal = wal
         self.table = table
         self.transport = transport
-        self._pending: list[tuple[float, list[Sample]]] = []
+        self._pending: list[Stamped] = []
         self._events: list[Event] = []
         self.batches = 0
         self.samples = 0
 
     async def sink(self, ts: float, col: Collection) -> None:
-        if col.samples:
-            self._pending.append((ts, col.samples))
+        if len(col):
+            self._pending.append(Stamped(ts, col))
         self._events.extend(col.events)
 
-    def self_metrics(self) -> list[Sample]:
+    def self_metrics(self) -> Collection:
         connected = self.transport.stats.connected if self.transport else False
-        return [
-            WAL_BYTES.sample(self.wal.bytes), WAL_BATCHES.sample(self.wal.count),
-            DROPPED.sample(self.wal.dropped_samples), SERIES.sample(len(self.table)),
-            CONNECTED.sample(1 if connected else 0),
-        ]
+        col = Collection()
+        col.add(WAL_BYTES, self.wal.bytes)
+        col.add(WAL_BATCHES, self.wal.count)
+        col.add(DROPPED, self.wal.dropped_samples)
+        col.add(SERIES, len(self.table))
+        col.add(CONNECTED, 1 if connected else 0)
+        return col
 
     async def flush(self) -> int | None:
         if not self._pending and not self._events:
             return None
         items, events = self._pending, self._events
         self._pending, self._events = [], []
-        items.append((time.time(), self.self_metrics()))
+        items.append(Stamped(time.time(), self.self_metrics()))
         batch, ids = build_batch(self.table, items, events)
         new_defs = self.table.take_new()
         n = sum(len(b.series_ids) for b in batch.blocks)

@@ -16,7 +16,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.codec import SeriesTable, build_batch
+from agent.codec import SeriesTable, Stamped, build_batch
 from agent.plugin import PluginContext
 from agent.plugins.simulated import SimulatedPlugin
 from agent.plugins.simulated.plugin import SimulatedConfig
@@ -39,7 +39,7 @@ def in_process(cycles: int = 300) -> None:
         samples = 0
         for i in range(cycles):
             col = plugin.collect()
-            batch, ids = build_batch(table, [(time.time(), col.samples)], col.events)
+            batch, ids = build_batch(table, [Stamped(time.time(), col)], col.events)
             defs = table.take_new()
             wal.append(batch, ids, defs, len(col.samples), 0)
             samples += len(col.samples)

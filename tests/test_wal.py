@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.codec import SeriesTable, build_batch
-from agent.model import gauge
+from agent.codec import SeriesTable, Stamped, build_batch
+from agent.model import Collection, gauge
 from agent.wal import Wal
 from proto import telemetry_pb2 as pb
 
@@ -13,7 +13,8 @@ M = gauge("gpu_power_watts", "p", "watts")
 
 
 def _append(wal: Wal, table: SeriesTable, n: int, value: float = 1.0) -> int:
-    batch, ids = build_batch(table, [(1000.0, [M.sample(value, {"gpu": str(i)}) for i in range(n)])], [])
+    col = Collection([M.sample(value, {"gpu": str(i)}) for i in range(n)])
+    batch, ids = build_batch(table, [Stamped(1000.0, col)], [])
     return wal.append(batch, ids, table.take_new(), n, 0)
 
 

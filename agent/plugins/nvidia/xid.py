@@ -167,5 +167,5 @@ def add_appearing_counter(col: Collection, metric: Metric, value: float, labels:
     if flat not in seen:
         seen.add(flat)
         zero_ts = max(started - _ZERO_MAX_AGE_S, min(first_ts, started - 1.0)) - 0.001
-        col.samples.append(metric.sample(0.0, labels, zero_ts))
+        col.append(metric.sample(0.0, labels, zero_ts))
     col.add(metric, value, labels)

@@ -175,7 +175,7 @@ class SimulatedPlugin(Plugin):
                 if key not in self._xids:
                     # The counter existed at 0 before its first XID: say so a moment earlier,
                     # so increase()/changes() see the step (a series born at 1 shows none).
-                    col.samples.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, now - 0.001))
+                    col.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, now - 0.001))
                 self._xids[key] = self._xids.get(key, 0) + 1
                 col.events.append(Event(
                     kind="gpu.xid", severity=_XID_SEVERITY.get(f.xid, Severity.WARNING),
