@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import ctypes
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from agent.plugins.nvidia.events import (
     EventWatcher,
     NvmlEvent,
 )
-from agent.plugins.nvidia.nvml import Nvml, load_module, text
+from agent.plugins.nvidia.nvml import Nvml, Variant, load_module, text
 from agent.plugins.nvidia.xid import XID_FALLEN_OFF_BUS, XidLedger, add_appearing_counter, describe, ledger_for
 
 # Health events other than XIDs: (kind, severity, message, suggested action).
@@ -61,10 +62,16 @@ class NvidiaConfig:
     pcie_throughput: bool = True
     #: Batch counters into nvmlDeviceGetFieldValues (False: one call per counter, for comparison).
     field_values: bool = True
+    #: Seconds between readings of the slow or secondary values (clocks other than SM, P-state,
+    #: encoder/decoder, fan, PCIe link and throughput, MIG, static facts, CRC counters of NVLinks
+    #: past the field range); 0 reads them every collection.
+    detail_interval: float = 10.0
 
     def validate(self) -> None:
         if self.gpu_timeout <= 0:
             raise ValueError("gpu_timeout must be positive (seconds)")
+        if self.detail_interval < 0:
+            raise ValueError("detail_interval must be 0 (every collection) or a number of seconds")
         if not 10 <= self.event_wait_ms <= 10_000:
             raise ValueError("event_wait_ms must be between 10 and 10000")
 
@@ -75,6 +82,7 @@ class _GpuState:
     busy: cf.Future[Collection] | None = None
     down_reason: str = ""  # why gpu_up is 0; "" while it answers
     announced: bool = False  # the outage's event was emitted (one event per outage)
+    detail_at: float = float("-inf")  # monotonic time of the last detailed collection
 
 
 class NvidiaPlugin(Plugin):
@@ -142,8 +150,8 @@ class NvidiaPlugin(Plugin):
     def _cuda_version(self) -> str:
         assert self.nvml is not None
         try:
-            v = int(self.nvml.first([("nvmlSystemGetCudaDriverVersion_v2", (), {}),
-                                     ("nvmlSystemGetCudaDriverVersion", (), {})]))
+            v = int(self.nvml.first([Variant("nvmlSystemGetCudaDriverVersion_v2"),
+                                     Variant("nvmlSystemGetCudaDriverVersion")]))
         except PluginError:
             return ""
         return f"{v // 1000}.{v % 1000 // 10}"  # NVML encodes 12.2 as 12020
@@ -207,21 +215,26 @@ class NvidiaPlugin(Plugin):
 
     def _submit(self, state: _GpuState) -> cf.Future[Collection]:
         assert self.nvml is not None
-        nvml, gpu = self.nvml, state.gpu
-        use_fields, pcie = self.config.field_values, self.config.pcie_throughput
+        now = time.monotonic()
+        detail = now - state.detail_at >= self.config.detail_interval
+        if detail:
+            state.detail_at = now
+        job = functools.partial(collect_gpu, self.nvml, state.gpu, detail=detail, use_fields=self.config.field_values,
+                                pcie_throughput=self.config.pcie_throughput)
         if self._pool is None:
             fut: cf.Future[Collection] = cf.Future()
             try:
-                fut.set_result(collect_gpu(nvml, gpu, use_fields, pcie))
+                fut.set_result(job())
             except Exception as err:  # noqa: BLE001 - handed to the caller through the future, as the pool does
                 fut.set_exception(err)
             return fut
-        return self._pool.submit(collect_gpu, nvml, gpu, use_fields, pcie)
+        return self._pool.submit(job)
 
     def _up(self, col: Collection, state: _GpuState) -> None:
         gpu = state.gpu
-        col.add(m.UP, 1.0, gpu.labels)
-        col.add(m.INFO, 1.0, {**gpu.labels, **gpu.info_labels})
+        assert gpu.series is not None
+        col.put(gpu.series.up, 1.0)
+        col.put(gpu.series.info, 1.0)
         if state.announced:
             self.log.warning("GPU %d (%s) answers again", gpu.index, gpu.uuid)
             col.events.append(Event("gpu.recovered", Severity.INFO, f"GPU {gpu.index} answers NVML again",
