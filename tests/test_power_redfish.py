@@ -322,9 +322,12 @@ def test_bmc_faults_leave_other_sources_running(
         plugin = redfish_plugin(bmc.url, sysfs, kernel=True, timeout=1.0, chassis=["System.Embedded.1"], **extra)
         plugin.discover()
         started = time.monotonic()
-        with caplog.at_level(logging.WARNING):
-            got, _ = collect(plugin)
-            collect(plugin)  # the same failure again is not logged again
+        try:
+            with caplog.at_level(logging.WARNING):
+                got, _ = collect(plugin)
+                collect(plugin)  # the same failure again is not logged again
+        finally:
+            plugin.close()
         elapsed = time.monotonic() - started
         assert elapsed < 2 * 1.0 + 1.0  # two collections, each within the source deadline
         assert got[key("power_source_up", source="redfish")] == 0.0
