@@ -36,6 +36,7 @@ def summary(c: Collector) -> dict[str, Any]:
         "samples_per_second": round(c.samples_per_second(), 1),
         "refused_total": c.ingestor.refused_total,
         "duplicates_total": c.ingestor.duplicates_total,
+        "duplicate_samples": c.store.duplicate_samples,
         "firing": [alert_dict(a) for a in active if a.state.value == "firing"],
         "pending": sum(1 for a in active if a.state.value == "pending"),
     }
@@ -98,6 +99,10 @@ async def start_http(c: Collector, addr: str) -> tuple[web.AppRunner, int]:
             "# HELP fleetmon_collector_refused_total Streams and batches refused",
             "# TYPE fleetmon_collector_refused_total counter",
             f"fleetmon_collector_refused_total {s['refused_total']}",
+            "# HELP fleetmon_collector_duplicate_samples_total Samples dropped: the store already held their "
+            "series and timestamp (the first value is kept)",
+            "# TYPE fleetmon_collector_duplicate_samples_total counter",
+            f"fleetmon_collector_duplicate_samples_total {s['duplicate_samples']}",
             "# HELP fleetmon_collector_nodes_up Nodes streaming within the node timeout",
             "# TYPE fleetmon_collector_nodes_up gauge",
             f"fleetmon_collector_nodes_up {s['nodes_up']}",

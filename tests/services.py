@@ -25,6 +25,22 @@ SHARED = Path(os.environ.get("FLEETMON_SHARED", REPO.parent / "shared")).resolve
 FIXTURES = SHARED / "fixtures"
 
 
+def captured_link(path: Path) -> str:
+    """How this copy of ``../shared/fixtures`` holds ``path``, a symbolic link in the capture.
+
+    ``"link"``: kept as a link (a git checkout, ``cp -a``), as in a real /sys; ``"copy"``: flattened
+    into a copy of its target (``cp -rL``; links that loop or dangle are then missing);
+    ``"text"``: a small file holding the target path (a checkout without symlink support, e.g.
+    git with ``core.symlinks=false``). The suite passes with each. Only an expectation that a link
+    alone can carry (a name read from a link's target) may depend on this; nothing else should.
+    """
+    if path.is_symlink():
+        return "link"
+    if path.is_file() and path.stat().st_size < 4096 and path.read_text(errors="replace").startswith("../"):
+        return "text"
+    return "copy"
+
+
 def require_binary(name: str, *candidates: str) -> str:
     """Path of a server binary; skip (or fail under FLEETMON_REQUIRE_SERVICES) when absent."""
     for cand in (name, *candidates):

@@ -17,6 +17,7 @@ from agent.transport import METHOD
 from collector.app import Collector
 from collector.config import CollectorConfig, Limits, load_config
 from collector.errors import ConfigError
+from collector.http import summary
 from collector.storage.sqlite import StoreReader
 from proto import telemetry_pb2 as pb
 
@@ -74,6 +75,15 @@ async def _status(call: Any) -> tuple[grpc.StatusCode, str]:
     return err.value.code(), err.value.details() or ""
 
 
+def _seq_ts(seq: int) -> int:
+    """A distinct timestamp per sequence (a second apart): batches built within one millisecond
+    would share (series, timestamp), and the store keeps only the first of those."""
+    return _T0_MS + seq * 1000
+
+
+_T0_MS = int(time.time() * 1000) - 600_000
+
+
 async def _good_agent(open_stream: Callable[[], Any], node: str, seqs: range) -> list[pb.Ack]:
     call = open_stream()
     await call.write(_hello(node))
@@ -82,7 +92,7 @@ async def _good_agent(open_stream: Callable[[], Any], node: str, seqs: range) ->
     acks = []
     for seq in seqs:
         defs = [(1, "0")] if seq == seqs[0] else []
-        await call.write(_batch(seq, defs, [1], [40.0 + seq]))
+        await call.write(_batch(seq, defs, [1], [40.0 + seq], ts_ms=_seq_ts(seq)))
         acks.append((await call.read()).ack)
     await call.done_writing()
     return acks
@@ -170,12 +180,12 @@ def test_replay_is_idempotent_and_welcome_reports_durable(tmp_path: Path) -> Non
         await call.write(_hello("n1"))
         assert (await call.read()).welcome.last_durable_sequence == 5
         for seq in (4, 5):
-            await call.write(_batch(seq, [(1, "0")], [1], [40.0 + seq]))
+            await call.write(_batch(seq, [(1, "0")], [1], [40.0 + seq], ts_ms=_seq_ts(seq)))
             assert (await call.read()).ack.sequence == seq
         # live before backfill: 8 arrives before 6 and 7; contiguous advances only when the gap fills
         acks = []
         for seq in (8, 6, 7):
-            await call.write(_batch(seq, [], [1], [40.0 + seq]))
+            await call.write(_batch(seq, [], [1], [40.0 + seq], ts_ms=_seq_ts(seq)))
             acks.append((await call.read()).ack)
         assert [(a.sequence, a.contiguous) for a in acks] == [(8, 5), (6, 6), (7, 8)]
         await call.done_writing()
@@ -185,10 +195,36 @@ def test_replay_is_idempotent_and_welcome_reports_durable(tmp_path: Path) -> Non
         assert (await call.read()).welcome.last_durable_sequence == 0
         await call.done_writing()
         assert c.ingestor.duplicates_total == 2
+        # replays were dropped by sequence: none reached the store as a (series, timestamp) duplicate
+        assert summary(c)["duplicate_samples"] == 0
 
     run(tmp_path, body)
     reader = StoreReader(tmp_path / "fleetmon.sqlite")
-    assert reader.count_samples("n1") == 8
+    (series,) = reader.find_series("gpu_temperature_celsius", [])
+    assert reader.samples(series.id, 0, 2**62) == [(_seq_ts(seq), 40.0 + seq) for seq in range(1, 9)]
+
+
+def test_two_batches_with_the_same_series_and_timestamp_keep_the_first(tmp_path: Path) -> None:
+    """Distinct sequences, same (series, timestamp): both acked, the first value kept, the
+    second counted in the collector's stats (the store's rule, tests/test_store_contract.py)."""
+    ts = _seq_ts(1)
+
+    async def body(c: Collector, open_stream: Callable[[], Any]) -> None:
+        call = open_stream()
+        await call.write(_hello("n1"))
+        assert (await call.read()).HasField("welcome")
+        await call.write(_batch(1, [(1, "0")], [1], [41.0], ts_ms=ts))
+        await call.write(_batch(2, [], [1], [42.0], ts_ms=ts))
+        acks = [(await call.read()).ack for _ in range(2)]
+        assert [(a.sequence, a.contiguous, a.refused) for a in acks] == [(1, 1, ""), (2, 2, "")]
+        await call.done_writing()
+        stats = summary(c)
+        assert (stats["duplicate_samples"], stats["duplicates_total"], stats["samples_total"]) == (1, 0, 2)
+
+    run(tmp_path, body)
+    reader = StoreReader(tmp_path / "fleetmon.sqlite")
+    (series,) = reader.find_series("gpu_temperature_celsius", [])
+    assert reader.samples(series.id, 0, 2**62) == [(ts, 41.0)]
 
 
 def test_collector_config_errors(tmp_path: Path) -> None:

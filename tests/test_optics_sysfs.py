@@ -18,7 +18,7 @@ from agent.plugin import PluginContext
 from agent.plugins.optics import OpticsPlugin
 from agent.plugins.optics.plugin import OpticsConfig
 from agent.plugins.optics.sysfs import parse_int, parse_rate, parse_speed, parse_state
-from tests.services import require_binary
+from tests.services import captured_link, require_binary
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -150,19 +150,49 @@ def test_node_exporter_tree_exact(fixtures_dir: Path) -> None:
 
 
 def test_node_exporter_virtual_interfaces_on_request(fixtures_dir: Path) -> None:
-    """bond0/dmz/int have no ``device`` link (bonds): skipped by default, read when asked.
-    ``eth0`` there is a plain file (a link flattened by the archive) and is not an interface."""
+    """bond0/dmz/int have no ``device`` link (bonds), nor has eth0 (a link to
+    devices/pci0000:00/0000:00:03.0/0000:03:00.0/net/eth0, whose capture has no ``device``):
+    skipped by default, read when asked."""
     root = fixtures_dir / "sysfs/node-exporter/sys"
+    assert {k for k in collect(root) if k[0].startswith("net_")} == set()
     got = collect(root, physical_only=False)
     net = {k: v for k, v in got.items() if k[0].startswith("net_")}
-    assert net == {
+    expected = {
         # bond0 speed reads -1 (unknown): omitted, not reported as 0 or -125000.
         **expected_net("bond0", up=1, carrier=1, changes=2, ups=1, downs=1, mtu=1500, speed_mbps=None),
         **expected_net("dmz", up=1, carrier=1, changes=2, ups=1, downs=1, mtu=1500, speed_mbps=1000),
         **expected_net("int", up=1, carrier=1, changes=2, ups=1, downs=1, mtu=1500, speed_mbps=1000),
     }
+    # eth0 is a link, kept or flattened into a directory; a checkout without symlink support holds
+    # a file naming the target instead, which is not an interface (a real /sys never has that).
+    if captured_link(root / "class/net/eth0") != "text":
+        expected |= expected_net("eth0", up=1, carrier=1, changes=2, ups=1, downs=1, mtu=1500, speed_mbps=1000)
+    assert net == expected
     only = collect(root, physical_only=False, interfaces=["d*"], ib_devices=["none"])
     assert {k[1] for k in only} == {frozenset({("interface", "dmz")})}
+
+
+def test_interfaces_through_links_as_in_a_real_sysfs(tmp_path: Path) -> None:
+    """A real /sys is all links: class/net/<if> -> devices/..., <if>/device -> the PCI function
+    (physical), a virtual interface has no ``device``; a dangling ``device`` link still marks it."""
+    devices = tmp_path / "devices"
+    for path, carrier in (("pci0000:00/0000:00:01.0/0000:01:00.0/net/ens1", "1"),
+                          ("pci0000:00/0000:00:01.0/0000:02:00.0/net/ens2", "0"), ("virtual/net/veth0", "1")):
+        nic = devices / path
+        nic.mkdir(parents=True)
+        (nic / "carrier").write_text(carrier + "\n")
+        (nic / "mtu").write_text("9000\n")
+    (devices / "pci0000:00/0000:00:01.0/0000:01:00.0/net/ens1/device").symlink_to("../../../0000:01:00.0")
+    (devices / "pci0000:00/0000:00:01.0/0000:02:00.0/net/ens2/device").symlink_to("../../../0000:02:00.9")
+    (tmp_path / "class/net").mkdir(parents=True)
+    for name, target in (("ens1", "pci0000:00/0000:00:01.0/0000:01:00.0/net/ens1"),
+                         ("ens2", "pci0000:00/0000:00:01.0/0000:02:00.0/net/ens2"), ("veth0", "virtual/net/veth0")):
+        (tmp_path / "class/net" / name).symlink_to(f"../../devices/{target}")
+    got = collect(tmp_path)
+    assert got == {_key("net_carrier", interface="ens1"): 1, _key("net_mtu_bytes", interface="ens1"): 9000,
+                   _key("net_carrier", interface="ens2"): 0, _key("net_mtu_bytes", interface="ens2"): 9000}
+    got = collect(tmp_path, physical_only=False)
+    assert {dict(k[1])["interface"] for k in got} == {"ens1", "ens2", "veth0"}
 
 
 # --- procfs tree -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from agent.plugins.power import PowerPlugin, sysfs
 from agent.plugins.power.config import PowerConfig
 from agent.plugins.power.energy import PowerIntegrator, WrappingCounter
 from agent.plugins.power.sysfs import parse_acpi_power_meter, parse_hwmon_chip
-from tests.services import require_binary
+from tests.services import captured_link, require_binary
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -61,6 +61,12 @@ def procfs_sys(fixtures_dir: Path) -> Path:
     return fixtures_dir / "sysfs" / "procfs" / "sys"
 
 
+def nct6779_device(root: Path) -> dict[str, str]:
+    """The nct6779's ``device`` label comes from a link's target alone (class/hwmon/hwmon3 ->
+    devices/platform/nct6775.656/hwmon/hwmon3): a copy that flattened the links has no name to give."""
+    return {} if captured_link(root / "class/hwmon/hwmon3") == "copy" else {"device": "nct6775.656"}
+
+
 # Expected values: the fixture files' numbers, converted by hand.
 NODE_EXPORTER_EXPECTED = {
     # powercap/intel-rapl:0/energy_uj = 240422366267 µJ; intel-rapl:0:0 = 118821284256 µJ
@@ -69,9 +75,6 @@ NODE_EXPORTER_EXPECTED = {
     # constraint_{0,1}_power_limit_uw = 4090000000 µW; core's limit is 0 (unprogrammed): omitted
     key("rapl_power_limit_watts", zone="intel-rapl:0", name="package-0", constraint="long_term"): 4090.0,
     key("rapl_power_limit_watts", zone="intel-rapl:0", name="package-0", constraint="short_term"): 4090.0,
-    # nct6779 in0_input = 792 mV, in1_input = 1024 mV
-    key("hwmon_voltage_volts", chip="nct6779", device="nct6775.656", sensor="in0"): 0.792,
-    key("hwmon_voltage_volts", chip="nct6779", device="nct6775.656", sensor="in1"): 1.024,
     key("power_supply_online", supply="AC", type="Mains"): 0.0,
     key("power_supply_present", supply="BAT0", type="Battery"): 1.0,
     key("power_supply_status", supply="BAT0", type="Battery", status="Discharging"): 1.0,
@@ -94,7 +97,13 @@ def test_node_exporter_tree_exact_values(node_exporter_sys: Path) -> None:
     plugin.discover()
     assert [s.name for s in plugin.sources] == ["rapl", "hwmon", "power_supply"]
     got = values(collect(plugin))
-    assert got == NODE_EXPORTER_EXPECTED
+    device = nct6779_device(node_exporter_sys)
+    assert got == {
+        **NODE_EXPORTER_EXPECTED,
+        # nct6779 in0_input = 792 mV, in1_input = 1024 mV
+        key("hwmon_voltage_volts", chip="nct6779", sensor="in0", **device): 0.792,
+        key("hwmon_voltage_volts", chip="nct6779", sensor="in1", **device): 1.024,
+    }
     plugin.close()
     plugin.close()
 
@@ -225,6 +234,36 @@ def test_acpi_power_meter(tmp_path: Path) -> None:
     assert second[key("node_energy_joules_total", source="acpi")] > 0.0
 
 
+def test_hwmon_device_from_links_only(tmp_path: Path) -> None:
+    """A real /sys: class/hwmon/hwmonN links into devices/, and hwmonN/device links to the device.
+    The device label is the link target's name; a directory copied in place of a link (a
+    flattened tree) names nothing, so the label is omitted rather than made up ("device")."""
+    chip = tmp_path / "devices/platform/i2c-1/1-0040/hwmon/hwmon0"
+    chip.mkdir(parents=True)
+    for name, text in (("name", "ina3221"), ("in1_input", "12096")):
+        (chip / name).write_text(text + "\n")
+    flat = tmp_path / "class/hwmon/hwmon1"  # as cp -rL leaves it: plain directories
+    (flat / "device").mkdir(parents=True)
+    for name, text in (("name", "ina3221"), ("in1_input", "5000")):
+        (flat / name).write_text(text + "\n")
+    (tmp_path / "class/hwmon/hwmon0").symlink_to("../../devices/platform/i2c-1/1-0040/hwmon/hwmon0")
+    plugin = plugin_for(tmp_path)
+    plugin.discover()
+    got = {k: v for k, v in values(collect(plugin)).items() if k[0] == "hwmon_voltage_volts"}
+    plugin.close()
+    assert got == {key("hwmon_voltage_volts", chip="ina3221", device="1-0040", sensor="in1"): 12.096,
+                   key("hwmon_voltage_volts", chip="ina3221", sensor="in1"): 5.0}
+    # The same chip reached through a device link instead of its class link's path.
+    (flat / "device").rmdir()
+    (tmp_path / "devices/platform/i2c-1/1-0041").mkdir()
+    (flat / "device").symlink_to("../../devices/platform/i2c-1/1-0041")
+    plugin = plugin_for(tmp_path)
+    plugin.discover()
+    got = values(collect(plugin))
+    plugin.close()
+    assert got[key("hwmon_voltage_volts", chip="ina3221", device="1-0041", sensor="in1")] == 5.0
+
+
 def test_no_source_makes_the_plugin_unavailable(tmp_path: Path) -> None:
     plugin = plugin_for(tmp_path)
     with pytest.raises(PluginUnavailable, match="no power source") as err:
@@ -242,7 +281,8 @@ def test_once_prom_passes_promtool(node_exporter_sys: Path, fleetmon_cmd: list[s
     ).stdout
     assert 'rapl_energy_joules_total{name="package-0",node="n1",zone="intel-rapl:0"} 240422.366267' in out
     assert 'power_supply_power_watts{node="n1",supply="BAT0",type="Battery"} 5.002' in out
-    assert 'hwmon_voltage_volts{chip="nct6779",device="nct6775.656",node="n1",sensor="in0"} 0.792' in out
+    device = "".join(f'{k}="{v}",' for k, v in nct6779_device(node_exporter_sys).items())
+    assert f'hwmon_voltage_volts{{chip="nct6779",{device}node="n1",sensor="in0"}} 0.792' in out
     assert "# TYPE rapl_energy_joules_total counter" in out
     check = subprocess.run([promtool, "check", "metrics"], input=out, capture_output=True, text=True,
                            timeout=30, check=False)

@@ -6,7 +6,11 @@ batch is durable and the agent may be acked (DESIGN.md, Delivery guarantees).
 
 Tables:
 - ``series``: one row per series (name + full label set, node identity included).
-- ``samples``: (series, ts ms) primary key, so a replayed batch stores nothing twice.
+- ``samples``: (series, ts ms) primary key, so a replayed batch stores nothing twice. Two
+  *different* batches (or one batch twice) carrying the same series and timestamp: the first value
+  stored is kept, the later one is dropped and counted in :attr:`SqliteStore.duplicate_samples`
+  (the collector's ``duplicate_samples`` stat). Tested through the public API in
+  ``tests/test_store_contract.py``; any replacement store keeps this rule.
 - ``events``: hardware events as received.
 - ``nodes``: per node, the agent's WAL identity and the highest contiguous sequence held;
   ``held``: sequences received above it (live data arrives before backfill).
@@ -136,6 +140,9 @@ class SqliteStore:
         for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
             self._series[(name, labels)] = sid
         self._lock = threading.Lock()
+        #: Samples dropped because the store already held a value for their (series, timestamp):
+        #: the first value is kept (see the module docstring). Counted since this process started.
+        self.duplicate_samples = 0
 
     # --- writing -------------------------------------------------------------------------
     def load_node(self, node: str) -> NodeState:
@@ -197,10 +204,13 @@ class SqliteStore:
         with self._lock:
             db = self._db
             db.execute("BEGIN")
+            dropped = 0
             try:
                 for it in items:
                     if it.samples:
-                        db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?)", it.samples)
+                        # First value wins: OR IGNORE keeps the stored sample; rowcount says how many went in.
+                        stored = db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?)", it.samples).rowcount
+                        dropped += len(it.samples) - stored
                     if it.events:
                         db.executemany(
                             "INSERT OR IGNORE INTO events (ts, node, kind, severity, message, action, labels) "
@@ -218,6 +228,7 @@ class SqliteStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            self.duplicate_samples += dropped
 
     def apply_retention(self, now: float | None = None) -> int:
         cutoff = int(((now or time.time()) - self.retention_s) * 1000)

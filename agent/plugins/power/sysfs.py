@@ -393,8 +393,10 @@ def _hwmon_device(path: Path) -> str:
     # stably across boots (the hwmonN number is not stable).
     if path.parent.name == "hwmon" and path.parent.parent.name != "class":
         return path.parent.parent.name
+    # ``device`` is a link to the device directory. A copy that flattened links (cp -rL) holds a
+    # directory named "device" instead: the device's name is gone, so no label (never "device").
     dev = path / "device"
-    if dev.is_dir():
+    if dev.is_symlink():
         return dev.resolve().name
     target = _link_file_target(dev)
     return target.name if target is not None else ""
