@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from agent.model import Collection, Event, MetricType, Sample, Series, SeriesKey
+from agent.model import Collection, Event, Metric, MetricType, Sample, Series, SeriesKey
 from proto import telemetry_pb2 as pb
 
 _WIRE_TYPE = {MetricType.GAUGE: pb.GAUGE, MetricType.COUNTER: pb.COUNTER, MetricType.INFO: pb.INFO}
@@ -35,27 +35,35 @@ def unpack_values(data: bytes) -> list[float]:
     return arr.tolist()
 
 
+class SeriesRow(NamedTuple):
+    """One series definition as the WAL keeps it."""
+
+    sid: int
+    series: Series
+
+
 class SeriesTable:
     """Series key → small dense id, and the definitions to send for each id.
 
     Lookups go by the interned :class:`~agent.model.Series` object (identity), so a series seen
     every cycle costs one dict probe; the key decides identity across restarts and duplicates.
+    Definitions are kept as the series objects themselves and built as wire messages only when
+    a stream needs them (once per stream and series), not held as a second copy.
     """
 
     def __init__(self) -> None:
         self._ids: dict[SeriesKey, int] = {}
-        self._defs: dict[int, pb.SeriesDef] = {}
+        self._series: dict[int, Series] = {}
         self._by_series: dict[Series, int] = {}
-        self.new: list[pb.SeriesDef] = []  # defined since the last take_new(): to persist
+        self.new: list[SeriesRow] = []  # defined since the last take_new(): to persist
 
     def __len__(self) -> int:
         return len(self._ids)
 
-    def load(self, defs: Iterable[pb.SeriesDef]) -> None:
-        for d in defs:
-            key = (d.measurement, d.field, tuple(sorted(d.labels.items())))
-            self._ids[key] = d.id
-            self._defs[d.id] = d
+    def load(self, rows: Iterable[SeriesRow]) -> None:
+        for sid, series in rows:
+            self._ids[series.key] = sid
+            self._series[sid] = series
 
     def sid(self, series: Series) -> int:
         found = self._by_series.get(series)
@@ -64,15 +72,12 @@ class SeriesTable:
     def _define(self, series: Series) -> int:
         sid = self._ids.get(series.key)
         if sid is None:
-            m = series.metric
-            sid = len(self._defs) + 1
-            while sid in self._defs:
+            sid = len(self._series) + 1
+            while sid in self._series:
                 sid += 1
-            d = pb.SeriesDef(id=sid, measurement=m.measurement, field=m.field, labels=series.labels,
-                             type=_WIRE_TYPE[m.type], help=m.help, unit=m.unit)
             self._ids[series.key] = sid
-            self._defs[sid] = d
-            self.new.append(d)
+            self.new.append(SeriesRow(sid, series))
+        self._series[sid] = series  # a plugin's own object replaces one loaded from the WAL
         if len(self._by_series) > 2 * len(self._ids) + 4096:
             self._by_series.clear()  # series objects that were re-created (a plugin's churning labels)
         self._by_series[series] = sid
@@ -81,12 +86,22 @@ class SeriesTable:
     def id_for(self, sample: Sample) -> int:
         return self.sid(sample.metric.series(sample.labels))
 
-    def definition(self, sid: int) -> pb.SeriesDef:
-        return self._defs[sid]
+    def series(self, sid: int) -> Series:
+        return self._series[sid]
 
-    def take_new(self) -> list[pb.SeriesDef]:
+    def definition(self, sid: int) -> pb.SeriesDef:
+        s = self._series[sid]
+        m = s.metric
+        return pb.SeriesDef(id=sid, measurement=m.measurement, field=m.field, labels=s.labels,
+                            type=_WIRE_TYPE[m.type], help=m.help, unit=m.unit)
+
+    def take_new(self) -> list[SeriesRow]:
         out, self.new = self.new, []
         return out
+
+    def restore_new(self, rows: list[SeriesRow]) -> None:
+        """Definitions taken for a batch that was not stored: persist them with the next one."""
+        self.new[:0] = rows
 
 
 class Stamped(NamedTuple):
@@ -133,19 +148,27 @@ def build_batch(table: SeriesTable, items: Sequence[Stamped], events: Sequence[E
     return batch, sorted(used)
 
 
-def def_to_json(d: pb.SeriesDef) -> str:
-    return json.dumps({"m": d.measurement, "f": d.field, "l": dict(d.labels), "t": int(d.type),
-                       "h": d.help, "u": d.unit}, sort_keys=True)
+def series_to_json(series: Series) -> str:
+    m = series.metric
+    return json.dumps({"m": m.measurement, "f": m.field, "l": series.labels, "t": int(m.type),
+                       "h": m.help, "u": m.unit}, sort_keys=True)
 
 
-def def_from_json(sid: int, text: str) -> pb.SeriesDef:
+_METRICS: dict[tuple[str, str, int, str, str], Metric] = {}
+
+
+def series_from_json(text: str) -> Series:
+    """A series the WAL persisted; raises ValueError (or KeyError) when the text is not one."""
     o = json.loads(text)
-    return pb.SeriesDef(id=sid, measurement=o["m"], field=o["f"], labels=o["l"], type=o["t"],
-                        help=o.get("h", ""), unit=o.get("u", ""))
+    key = (o["m"], o["f"], int(o["t"]), o.get("h", ""), o.get("u", ""))
+    metric = _METRICS.get(key)
+    if metric is None:
+        metric = _METRICS[key] = Metric(key[0], key[1], MetricType(key[2]), key[3], key[4])
+    return metric.series({str(k): str(v) for k, v in o["l"].items()})
 
 
 def count_samples(batch: pb.Batch) -> int:
     return sum(len(b.series_ids) for b in batch.blocks)
 
 
-__all__ = ["MetricType", "SeriesTable", "Stamped", "build_batch", "count_samples", "pack_values"]
+__all__ = ["MetricType", "SeriesRow", "SeriesTable", "Stamped", "build_batch", "count_samples", "pack_values"]

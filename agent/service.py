@@ -14,7 +14,7 @@ from agent.config import AgentConfig
 from agent.model import Collection, Event, Metric, MetricType, Severity
 from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
 from agent.transport import Transport
-from agent.wal import Wal
+from agent.wal import Wal, WalError, WalFull
 from proto import telemetry_pb2 as pb
 
 log = logging.getLogger("fleetmon.agent")
@@ -28,7 +28,8 @@ CONNECTED = Metric("fleetmon_agent", "connected", MetricType.GAUGE, "1 while str
 
 
 class Batcher:
-    """Collects plugin output and writes one batch per ``batch_interval`` to the WAL."""
+    """Collects plugin output and writes one batch per ``batch_interval`` to the WAL; a batch
+    with events is written at once, so an XID reaches the collector without waiting."""
 
     def __init__(self, cfg: AgentConfig, wal: Wal, table: SeriesTable, transport: Transport | None) -> None:
         self.cfg = cfg
@@ -37,13 +38,17 @@ class Batcher:
         self.transport = transport
         self._pending: list[Stamped] = []
         self._events: list[Event] = []
+        self._wake = asyncio.Event()
+        self._last_error = ""
         self.batches = 0
         self.samples = 0
 
     async def sink(self, ts: float, col: Collection) -> None:
         if len(col):
             self._pending.append(Stamped(ts, col))
-        self._events.extend(col.events)
+        if col.events:
+            self._events.extend(col.events)
+            self._wake.set()
 
     def self_metrics(self) -> Collection:
         connected = self.transport.stats.connected if self.transport else False
@@ -56,6 +61,11 @@ class Batcher:
         return col
 
     async def flush(self) -> int | None:
+        """Write what is pending as one batch; its sequence, or None when there was nothing.
+
+        Raises WalError (WalFull on a full disk) when the batch could not be stored; its series
+        definitions are kept for the next batch, so no id is ever sent without its definition.
+        """
         if not self._pending and not self._events:
             return None
         items, events = self._pending, self._events
@@ -64,23 +74,27 @@ class Batcher:
         batch, ids = build_batch(self.table, items, events)
         new_defs = self.table.take_new()
         n = sum(len(b.series_ids) for b in batch.blocks)
-        seq = await asyncio.to_thread(self.wal.append, batch, ids, new_defs, n, int(time.time() * 1000))
+        try:
+            entry = await self.wal.run(self.wal.append, batch, ids, new_defs, n, int(time.time() * 1000))
+        except WalError:
+            self.table.restore_new(new_defs)
+            raise
         if self.cfg.audit_log is not None:
             await asyncio.to_thread(self._audit, batch)
         self.batches += 1
         self.samples += n
         if self.transport is not None:
-            self.transport.notify()
-        return seq
+            self.transport.offer(entry)
+        return entry.seq
 
     def _audit(self, batch: pb.Batch) -> None:
         assert self.cfg.audit_log is not None
         lines = []
         for block in batch.blocks:
             for sid, value in zip(block.series_ids, unpack_values(block.values), strict=True):
-                d = self.table.definition(sid)
-                lines.append(json.dumps({"seq": batch.sequence, "name": f"{d.measurement}_{d.field}",
-                                         "labels": dict(d.labels), "ts_ms": block.timestamp_ms, "value": value}))
+                s = self.table.series(sid)
+                lines.append(json.dumps({"seq": batch.sequence, "name": s.metric.name,
+                                         "labels": s.labels, "ts_ms": block.timestamp_ms, "value": value}))
         with open(self.cfg.audit_log, "a") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -89,12 +103,24 @@ class Batcher:
         interval = self.cfg.batch_interval
         next_at = loop.time() + interval
         while True:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            next_at += interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, next_at - loop.time()))
+            self._wake.clear()
+            if loop.time() >= next_at:
+                next_at += interval
+                if next_at < loop.time():  # fell behind (a slow disk): keep the phase, skip the missed
+                    next_at += ((loop.time() - next_at) // interval + 1) * interval
             try:
                 await self.flush()
+            except WalFull:
+                pass  # the WAL said "disk full" once for the episode and counts what it drops
             except Exception as err:  # noqa: BLE001 - supervision boundary: a WAL error must not stop collection
-                log.error("node %s: could not write a batch to the WAL %s: %s", self.cfg.node, self.wal.path, err)
+                text = str(err)
+                if text != self._last_error:  # once per reason, not once a second
+                    log.error("node %s: could not write a batch to the WAL %s: %s", self.cfg.node, self.wal.path, err)
+                self._last_error = text
+            else:
+                self._last_error = ""
 
 
 def wal_path(cfg: AgentConfig) -> Path:
@@ -119,9 +145,10 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
         dropped = wal.take_unreported_drops()
         if dropped:
             events.push(Event(kind="agent.wal_dropped", severity=Severity.WARNING,
-                              message=f"{dropped} samples were dropped while the collector was unreachable "
-                                      f"(WAL full at {cfg.wal.max_bytes} bytes)",
-                              action="raise wal.max_bytes or restore the collector sooner"))
+                              message=f"{dropped} samples were dropped before they could be sent: the WAL "
+                                      f"{wal.path} reached wal.max_bytes ({cfg.wal.max_bytes} bytes) or its disk "
+                                      f"was full",
+                              action="raise wal.max_bytes, free disk space, or restore the collector sooner"))
 
     transport = Transport(cfg.node, dict(cfg.labels), cfg.collectors, wal, table,
                           batch_interval=cfg.batch_interval, backfill_rate=cfg.wal.backfill_rate,
