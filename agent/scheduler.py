@@ -49,18 +49,35 @@ class PluginStatus:
 
 
 class EventBuffer:
-    """Thread-safe, bounded: plugins' background threads push, the scheduler drains."""
+    """Thread-safe, bounded: plugins' background threads push, the scheduler drains.
+
+    Once bound to the event loop, the first push into an empty buffer wakes the drain (one
+    ``call_soon_threadsafe``); nothing polls while no event comes.
+    """
 
     def __init__(self, maxlen: int = 10_000) -> None:
         self._q: deque[Event] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Event | None = None
         self.dropped = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+        """Wake an ``asyncio.Event`` on ``loop`` when events arrive; returns it."""
+        self._loop, self._ready = loop, asyncio.Event()
+        if self._q:
+            self._ready.set()
+        return self._ready
 
     def push(self, event: Event) -> None:
         with self._lock:
             if len(self._q) == self._q.maxlen:
                 self.dropped += 1
+            first = not self._q
             self._q.append(event)
+        if first and self._loop is not None and self._ready is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the agent is stopping
+                self._loop.call_soon_threadsafe(self._ready.set)
 
     def drain(self) -> list[Event]:
         with self._lock:
@@ -92,6 +109,8 @@ class PluginRunner:
     async def discover(self) -> bool:
         try:
             await self._in_thread(self.plugin.discover, self.section.timeout)
+            if isinstance(self.plugin, AsyncPlugin):
+                self._pool.shutdown(wait=False)  # collect runs on the loop: the worker thread is not needed again
         except PluginUnavailable as err:
             self.enabled, self.detail = False, str(err)
             log.warning("plugin %s disabled: %s", self.name, err)
@@ -216,8 +235,10 @@ class Scheduler:
                 next_at += ((loop.time() - next_at) // interval + 1) * interval
 
     async def _drain_events(self) -> None:
+        ready = self.events.bind(asyncio.get_running_loop())
         while True:
-            await asyncio.sleep(0.2)
+            await ready.wait()
+            ready.clear()
             events = self.events.drain()
             if events:
                 await self.sink(time.time(), Collection(events=events))
