@@ -166,31 +166,33 @@ def test_h100_node_prints_every_family(harness: list[Harness]) -> None:
     assert {s.labels["type"] for s in errors} == {"crc_flit", "crc_data", "replay", "recovery"}
     assert all(s.labels["vendor"] == "nvidia" and s.labels["model"] == "NVIDIA H100 80GB HBM3" for s in col.samples)
     # Static facts are read once; a later collection asks one field-value batch per GPU plus the
-    # five questions no field id covers (utilization, memory, temperature, SM clock, clock event
-    # reasons); the slow ones wait for the next detail_interval.
+    # three questions no field id covers (utilization, memory, temperature); the slower ones wait
+    # for the next detail_interval.
     def cycle_calls(h: Harness) -> int:  # the event thread's waits are not part of a collection
         return sum(n for name, n in h.state.calls.items() if not name.startswith("nvmlEventSetWait"))
 
     before = cycle_calls(h)
     col2 = h.plugin.collect()
     assert h.state.calls["nvmlDeviceGetMaxClockInfo"] == 8 * 3
-    assert cycle_calls(h) - before == 8 * (1 + 5)
+    assert cycle_calls(h) - before == 8 * (1 + 3)
     assert h.state.calls["nvmlDeviceGetFieldValues"] == 8 * 2
-    slow = {"gpu_performance_state", "gpu_pcie_link_generation", "gpu_mig_mode", "gpu_sm_clock_max_hertz"}
+    slow = {"gpu_performance_state", "gpu_pcie_link_generation", "gpu_mig_mode", "gpu_sm_clock_max_hertz",
+            "gpu_sm_clock_hertz", "gpu_clock_event_active"}
     names2 = {s.name for s in col2.samples}
     assert not slow & names2 and "gpu_utilization_ratio" in names2 and "gpu_power_watts" in names2
     errors2 = [s for s in col2.samples if s.name == "gpu_nvlink_errors_total"]
     assert len(errors2) == 8 * (18 * 2 + 12 * 2)  # CRC counters of links 12-17 come with the details
     h.plugin.close()
 
-    # detail_interval 0: every collection is detailed. Per GPU: the 6 above, 10 details (encoder,
-    # decoder, memory and graphics clocks, P-state, PCIe generation, width, TX, RX, MIG mode; the
-    # fan is N/A in the recording and not asked twice) and 6 NVLinks x 2 CRC counters.
+    # detail_interval 0: every collection is detailed. Per GPU: the 4 above, 12 details (encoder,
+    # decoder, SM, memory and graphics clocks, clock event reasons, P-state, PCIe generation,
+    # width, TX, RX, MIG mode; the fan is N/A in the recording and not asked twice) and 6 NVLinks
+    # x 2 CRC counters.
     every = start(harness, "h100x8", detail_interval=0)
     every.plugin.collect()
     before = cycle_calls(every)
     assert {s.name for s in every.plugin.collect().samples} == H100_FAMILIES
-    assert cycle_calls(every) - before == 8 * (6 + 10 + 6 * 2)
+    assert cycle_calls(every) - before == 8 * (4 + 12 + 6 * 2)
 
 
 def test_not_supported_per_metric_is_omitted_for_that_gpu_only(harness: list[Harness]) -> None:
@@ -228,7 +230,7 @@ def test_nvlink_counters_without_the_scoped_field_are_asked_per_link(harness: li
 
 def test_function_not_found_falls_back_and_is_remembered(
         harness: list[Harness], caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness("t4")
+    h = Harness("t4", detail_interval=0)
     harness.append(h)
     h.state.missing.update({"nvmlDeviceGetFieldValues", "nvmlDeviceGetCurrentClocksEventReasons",
                             "nvmlDeviceGetPciInfo_v3"})
@@ -469,7 +471,7 @@ def test_serial_hang_is_bounded_by_the_scheduler_deadline(harness: list[Harness]
     from agent.config import PluginSection
     from agent.scheduler import PluginRunner
 
-    h = start(harness, "t4", parallel=False)
+    h = start(harness, "t4", isolation="none")
     runner = PluginRunner(h.plugin, PluginSection("nvidia", 10.0, 0.3, True, {}))
     h.state.hang[0] = threading.Event()
 

@@ -6,12 +6,13 @@ Each collection then asks:
 - **one** ``nvmlDeviceGetFieldValues`` for everything that has a field id (energy, memory
   temperature, power and its limits, ECC, retired pages, row remapping, PCIe replays, every
   NVLink's state and error counters), where the driver answers it;
-- the few questions no field id covers and that change from second to second: utilization,
-  memory, temperature, SM clock, clock event reasons;
-- every ``detail_interval`` seconds only (and at the first collection), the slow or secondary
-  ones: memory/graphics clocks, performance state, encoder/decoder utilization, fan, PCIe link
-  and throughput, MIG state, the NVLink CRC counters that have no field id, and the static facts.
-  Their series then have one sample per ``detail_interval``, not one per cycle.
+- the three questions no field id covers that change from second to second: utilization,
+  memory, temperature;
+- every ``detail_interval`` seconds only (and at the first collection), the slower or secondary
+  ones: clocks and clock event reasons, performance state, encoder/decoder utilization, fan, PCIe
+  link and throughput, MIG state, the NVLink CRC counters that have no field id, and the static
+  facts. Their series then have one sample per ``detail_interval``, not one per cycle (the rule
+  pack's throttling alerts wait a minute anyway; ``detail_interval: 0`` asks everything every time).
 
 Each series is resolved once per GPU (:class:`GpuSeries`), so a collection appends values only.
 """
@@ -257,16 +258,6 @@ def collect_gpu(nvml: Nvml, gpu: Gpu, *, detail: bool, use_fields: bool, pcie_th
         Variant("nvmlDeviceGetTemperature", (gpu.handle, TEMPERATURE_GPU)),
     ))
     put(s.temp, temp)
-    mhz = ask1(nvml, gpu, "nvmlDeviceGetClockInfo", CLOCK_SM)
-    put(s.sm_clock, mhz * MHZ if mhz is not None else None)  # NVML reports MHz
-    reasons = ask(nvml, gpu, "reasons", (
-        # Renamed from "throttle reasons" to "clock event reasons" in driver 535.
-        Variant("nvmlDeviceGetCurrentClocksEventReasons", (gpu.handle,)),
-        Variant("nvmlDeviceGetCurrentClocksThrottleReasons", (gpu.handle,)),
-    ))
-    if reasons is not None:
-        for bit, series in s.reasons:
-            put(series, 1.0 if int(reasons) & bit else 0.0)
 
     values = _field_values(nvml, gpu) if use_fields else None
     if values is not None:
@@ -426,9 +417,17 @@ def _details(nvml: Nvml, gpu: Gpu, col: Collection, pcie_throughput: bool) -> No
         value = ask1(nvml, gpu, fname)
         if value is not None:
             put(series, value[0] / 100.0)  # [percent, sampling period in µs]
-    for series, clock in ((s.mem_clock, CLOCK_MEM), (s.gr_clock, CLOCK_GRAPHICS)):
+    for series, clock in ((s.sm_clock, CLOCK_SM), (s.mem_clock, CLOCK_MEM), (s.gr_clock, CLOCK_GRAPHICS)):
         mhz = ask1(nvml, gpu, "nvmlDeviceGetClockInfo", clock)
         put(series, mhz * MHZ if mhz is not None else None)  # NVML reports MHz
+    reasons = ask(nvml, gpu, "reasons", (
+        # Renamed from "throttle reasons" to "clock event reasons" in driver 535.
+        Variant("nvmlDeviceGetCurrentClocksEventReasons", (gpu.handle,)),
+        Variant("nvmlDeviceGetCurrentClocksThrottleReasons", (gpu.handle,)),
+    ))
+    if reasons is not None:
+        for bit, series in s.reasons:
+            put(series, 1.0 if int(reasons) & bit else 0.0)
     fan = ask1(nvml, gpu, "nvmlDeviceGetFanSpeed")
     put(s.fan, fan / 100.0 if fan is not None else None)  # percent of maximum
     pstate = ask1(nvml, gpu, "nvmlDeviceGetPerformanceState")
