@@ -87,7 +87,7 @@ class Metric:
         if found is None:
             if len(self._series) >= _SERIES_CACHE_MAX:
                 self._series.clear()
-            found = self._series[items] = Series(self, dict(items))
+            found = self._series[items] = Series(self, labels or {})
         return found
 
 
@@ -122,15 +122,19 @@ def _split(name: str, measurement: str | None) -> tuple[str, str]:
 class Series:
     """One metric with one set of labels; compared and hashed by identity (see ``Metric.series``).
 
-    ``labels`` is shared by every sample of the series: never mutate it.
+    Only the sorted label pairs are kept (``key``); ``labels`` builds a dict when asked, which the
+    hot path never does.
     """
 
-    __slots__ = ("key", "labels", "metric")
+    __slots__ = ("key", "metric")
 
-    def __init__(self, metric: Metric, labels: dict[str, str]) -> None:
+    def __init__(self, metric: Metric, labels: Labels) -> None:
         self.metric = metric
-        self.labels = labels
         self.key: SeriesKey = (metric.measurement, metric.field, tuple(sorted(labels.items())))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self.key[2])
 
     def __repr__(self) -> str:
         return f"Series({self.metric.name}{self.labels})"
@@ -227,7 +231,7 @@ class Collection:
         Stamped samples come first: they are stamped before the collection (a counter's zero
         just before its first event), so readers that ingest in order see time move forward.
         """
-        out = [Sample(s.metric, v, dict(s.labels)) for s, v in zip(self.series, self.values, strict=True)]
+        out = [Sample(s.metric, v, s.labels) for s, v in zip(self.series, self.values, strict=True)]
         return (*self.stamped, *out)
 
 
