@@ -9,23 +9,26 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from agent.errors import ConfigError
 from agent.model import check_label_name
 from fleetmon_common import settings
 from fleetmon_common.settings import parse_duration, parse_size
 
-__all__ = ["AgentConfig", "PluginSection", "WalConfig", "build", "load_config", "parse_duration", "parse_size"]
+__all__ = ["AgentConfig", "PluginSection", "PrometheusConfig", "WalConfig", "build", "load_config", "parse_duration",
+           "parse_size"]
 
 T = TypeVar("T")
 
 
-def build(cls: type[T], data: Mapping[str, Any] | None, where: str) -> T:
-    """Make dataclass ``cls`` from a YAML mapping; unknown keys and bad types are ConfigErrors.
+def build(cls: type[T], data: Mapping[str, Any] | None, where: str,
+          problems: settings.Problems | None = None) -> T:
+    """Make dataclass ``cls`` from a YAML mapping; unknown keys and bad types are ConfigErrors
+    (every one found, a line each; recorded in ``problems`` instead when given).
 
     Public: every plugin builds its ``Config`` section with it."""
-    return settings.build(cls, data, where, error=ConfigError)
+    return settings.build(cls, data, where, error=ConfigError, problems=problems)
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -54,6 +57,18 @@ class WalConfig:
 
 
 @dataclass
+class PrometheusConfig:
+    """The agent's own ``/metrics`` (:mod:`agent.exposition`); off unless ``listen`` is set."""
+
+    listen: str = ""  # host:port, e.g. "0.0.0.0:9401" or ":9401"
+    names: Literal["fleetmon", "dcgm", "both"] = "fleetmon"  # dcgm: dcgm-exporter's names for GPU series
+
+    def validate(self) -> None:
+        if self.listen and not self.listen.rpartition(":")[2].isdigit():
+            raise ValueError(f"listen: {self.listen!r} must be host:port; write e.g. 0.0.0.0:9401")
+
+
+@dataclass
 class AgentConfig:
     node: str = ""
     labels: dict[str, str] = field(default_factory=dict)
@@ -66,9 +81,12 @@ class AgentConfig:
     wal: WalConfig = field(default_factory=WalConfig)
     log_level: str = "warning"
     plugins: dict[str, Any] = field(default_factory=lambda: {"host": {}})
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     #: Debugging/audit aid, off by default: append every batch written to the WAL as JSON lines
     #: (sequence, name, labels, time, value) so delivery can be checked against the store.
     audit_log: Path | None = None
+    #: The file it came from, for messages (``file: key: problem; fix``); not a setting.
+    source: str = field(default="agent config", init=False, repr=False, compare=False)
 
     def validate(self) -> None:
         if not self.node:
@@ -88,24 +106,43 @@ class AgentConfig:
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ValueError("log_level must be debug, info, warning or error")
 
-    def plugin_sections(self, default_interval: dict[str, float]) -> list[PluginSection]:
+    def plugin_sections(self, default_interval: dict[str, float],
+                        problems: settings.Problems | None = None) -> list[PluginSection]:
+        """Each plugin's section; every wrong value is reported (into ``problems`` when given)."""
+        found = problems if problems is not None else settings.Problems(self.source)
         out = []
         for name, section in self.plugins.items():
-            raw = dict(section or {})
             where = f"plugins.{name}"
-            interval = _coerce(raw.pop("interval", default_interval.get(name, 10.0)), float, where + ".interval")
-            if interval <= 0:
-                raise ConfigError(f"{where}.interval must be positive (seconds)")
-            timeout = _coerce(raw.pop("timeout", min(interval * 0.8, 30.0)), float, where + ".timeout")
-            if timeout <= 0:
-                raise ConfigError(f"{where}.timeout must be positive (seconds)")
-            enabled = _coerce(raw.pop("enabled", True), bool, where + ".enabled")
+            if section is not None and not isinstance(section, Mapping):
+                found.add(f"{where}: expected a mapping of settings, got {section!r}; write {name}: {{}} for defaults")
+                continue
+            raw = dict(section or {})
+            interval = timeout = default_interval.get(name, 10.0)
+            with found.gather(ConfigError):
+                interval = _coerce(raw.pop("interval", interval), float, where + ".interval")
+                if interval <= 0:
+                    interval = default_interval.get(name, 10.0)  # one problem, not a second about the timeout
+                    raise ConfigError(f"{where}.interval: must be positive; write e.g. 10s")
+            with found.gather(ConfigError):
+                timeout = _coerce(raw.pop("timeout", min(interval * 0.8, 30.0)), float, where + ".timeout")
+                if timeout <= 0:
+                    raise ConfigError(f"{where}.timeout: must be positive; write e.g. 5s")
+            enabled = True
+            with found.gather(ConfigError):
+                enabled = _coerce(raw.pop("enabled", True), bool, where + ".enabled")
             out.append(PluginSection(name, interval, timeout, enabled, raw))
+        if problems is None:
+            found.raise_if_any(ConfigError)
         return out
 
 
-def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> AgentConfig:
-    """Read and validate the agent config; errors name the file and the key."""
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None,
+                problems: settings.Problems | None = None) -> AgentConfig:
+    """Read and validate the agent config; every error names the file and the key.
+
+    With ``problems`` given, errors are recorded there and a best-effort config is returned, so
+    the plugin sections can be checked in the same pass (:func:`agent.scheduler.build_runners`).
+    """
     data: dict[str, Any] = {}
     where = str(path) if path else "agent config"
     if path is not None:
@@ -127,4 +164,12 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     for key, value in (overrides or {}).items():
         if value is not None:
             data[key] = value
-    return build(AgentConfig, data, where)
+    found = problems if problems is not None else settings.Problems()
+    found.source = where
+    cfg = build(AgentConfig, data, "", found)
+    if cfg is None:  # a required key is missing: nothing to go on with
+        cfg = AgentConfig()
+    cfg.source = where
+    if problems is None:
+        found.raise_if_any(ConfigError)
+    return cfg

@@ -12,13 +12,15 @@ from typing import Any
 
 from agent.config import AgentConfig, load_config
 from agent.errors import AgentError, ConfigError
-from agent.scheduler import EventBuffer, build_runners, collect_once, make_context
+from agent.model import Collection
+from agent.scheduler import PLUGIN_SUCCESS, EventBuffer, PluginRunner, build_runners, collect_once, make_context
 from fleetmon_common import logs
+from fleetmon_common.settings import Problems
 
 log = logging.getLogger("fleetmon.agent")
 
 
-def config_from_args(args: argparse.Namespace) -> AgentConfig:
+def config_from_args(args: argparse.Namespace, problems: Problems | None = None) -> AgentConfig:
     overrides: dict[str, Any] = {
         "node": args.node,
         "collectors": args.collector,
@@ -46,27 +48,33 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
             section[option] = yaml.safe_load(value)
             raw_plugins[plugin] = section
         overrides["plugins"] = raw_plugins
-    return load_config(cfg_path, overrides)
+    return load_config(cfg_path, overrides, problems)
 
 
 def main(args: argparse.Namespace) -> int:
     logs.setup(args.log_level or "warning")
     try:
-        cfg = config_from_args(args)
-        logs.setup(cfg.log_level)
+        problems = Problems()
+        cfg = config_from_args(args, problems)
         only = [p.strip() for p in args.plugins.split(",") if p.strip()] if args.plugins else None
+        # The plugin sections are checked in the same pass as the rest of the file, so every
+        # error is reported at once (instantiating a plugin probes nothing; discover() does).
+        for runner in build_runners(cfg, make_context(cfg, EventBuffer()), only, problems):
+            runner.close()
+        problems.raise_if_any(ConfigError)
+        logs.setup(cfg.log_level)
         if args.once:
-            return asyncio.run(_once(cfg, only, args.format))
+            return asyncio.run(_once(cfg, only, args.format, args.names or cfg.prometheus.names))
         from agent.service import run_agent  # noqa: PLC0415 - grpc (~30 MiB) only for a streaming agent, not --once
 
         drop_modules(START_ONLY)
         return asyncio.run(_run_until_signal(run_agent(cfg, only)))
     except ConfigError as err:
-        log.error("config error: %s", err)
-        print(f"fleetmon agent: {err}", file=sys.stderr)
+        # Once, on stderr, one ``file: key: problem; fix`` line per problem (not also logged:
+        # under systemd stderr is the journal already).
+        print(err, file=sys.stderr)
         return 2
     except AgentError as err:  # e.g. a WAL that cannot be created: say so, do not print a traceback
-        log.error("%s", err)
         print(f"fleetmon agent: {err}", file=sys.stderr)
         return 1
 
@@ -86,8 +94,8 @@ def drop_modules(packages: tuple[str, ...]) -> None:
         del sys.modules[name]
 
 
-async def _once(cfg: AgentConfig, only: list[str] | None, fmt: str) -> int:
-    from agent.output import FORMATS  # noqa: PLC0415 - the text formats serve --once only
+async def _once(cfg: AgentConfig, only: list[str] | None, fmt: str, names: str = "fleetmon") -> int:
+    from agent.output import FORMATS, to_prom  # noqa: PLC0415 - the text formats serve --once only
 
     events = EventBuffer()
     ctx = make_context(cfg, events)
@@ -97,10 +105,30 @@ async def _once(cfg: AgentConfig, only: list[str] | None, fmt: str) -> int:
     finally:
         for r in runners:
             r.close()
+    unusable = _no_usable_plugin(runners, col)
+    if unusable:
+        print(f"fleetmon agent: {unusable}", file=sys.stderr)
+        return 1
     node_labels = {**cfg.labels, "node": cfg.node}
-    sys.stdout.write(FORMATS[fmt](ts, col, node_labels))
+    sys.stdout.write(to_prom(ts, col, node_labels, names) if fmt == "prom" else FORMATS[fmt](ts, col, node_labels))
     sys.stdout.flush()
     return 0
+
+
+def _no_usable_plugin(runners: list[PluginRunner], col: Collection) -> str:
+    """Why ``--once`` has nothing to print ("" when some plugin collected): an empty output
+    with exit 0 would read as "all is well" to a script or a health check."""
+    if not runners:
+        return "no plugin to run: every plugin in the config is disabled; enable one or pass --plugins host"
+    disabled = [f"{r.name} ({r.detail or 'disabled'})" for r in runners if not r.enabled]
+    if len(disabled) == len(runners):
+        return ("no usable plugin: " + "; ".join(disabled)
+                + "; run where the hardware is, or choose plugins with --plugins (host works everywhere)")
+    ok = {s.labels.get("plugin") for s in col.samples if s.metric is PLUGIN_SUCCESS and s.value == 1}
+    if not ok:
+        failed = ", ".join(r.name for r in runners if r.enabled)
+        return f"no usable plugin: every collection failed ({failed}); the log above says why"
+    return ""
 
 
 async def _run_until_signal(coro: Any) -> int:

@@ -6,7 +6,8 @@ import json
 import math
 from collections.abc import Mapping
 
-from agent.model import Collection, MetricType, Sample
+from agent.exposition import families, render
+from agent.model import Collection, Sample
 from proto.lineprotocol import encode_line, encode_points
 
 
@@ -37,41 +38,9 @@ def to_json(ts: float, col: Collection, node_labels: Mapping[str, str]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def _prom_escape(v: str) -> str:
-    return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _prom_value(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v == int(v) and abs(v) < 2**53:  # exact as an integer (byte counters pass 1e15)
-        return str(int(v))
-    return repr(v)
-
-
-def to_prom(ts: float, col: Collection, node_labels: Mapping[str, str]) -> str:
-    """Prometheus text format 0.0.4; families grouped, each with HELP and TYPE."""
-    families: dict[str, list[Sample]] = {}
-    for s in col.samples:
-        families.setdefault(s.name, []).append(s)
-    out = []
-    for name in sorted(families):
-        samples = families[name]
-        metric = samples[0].metric
-        kind = "counter" if metric.type is MetricType.COUNTER else "gauge"
-        out.append(f"# HELP {name} {metric.help.replace(chr(92), chr(92) * 2).replace(chr(10), ' ')}")
-        out.append(f"# TYPE {name} {kind}")
-        # A family may not repeat a label set; the last sample wins (a counter first sent as 0
-        # just before its first event, then its value, must print the value).
-        latest: dict[tuple[tuple[str, str], ...], float] = {}
-        for s in samples:
-            latest[tuple(sorted(_labels(s, node_labels).items()))] = s.value
-        for key, value in latest.items():
-            body = ",".join(f'{k}="{_prom_escape(v)}"' for k, v in key)
-            out.append(f"{name}{{{body}}} {_prom_value(value)}" if body else f"{name} {_prom_value(value)}")
-    return "\n".join(out) + ("\n" if out else "")
+def to_prom(ts: float, col: Collection, node_labels: Mapping[str, str], names: str = "fleetmon") -> str:
+    """Prometheus text format 0.0.4 (:mod:`agent.exposition`, shared with the agent's ``/metrics``)."""
+    return render(families(col.samples, node_labels, names))
 
 
 def to_influx(ts: float, col: Collection, node_labels: Mapping[str, str]) -> str:

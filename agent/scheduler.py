@@ -25,6 +25,7 @@ from agent.config import AgentConfig, PluginSection, build
 from agent.errors import AgentError, ConfigError, PluginUnavailable
 from agent.model import Collection, Event, Metric, MetricType
 from agent.plugin import AnyPlugin, AsyncPlugin, NodeDirectory, Plugin, PluginContext
+from fleetmon_common.settings import Problems
 
 log = logging.getLogger("fleetmon.agent")
 
@@ -173,14 +174,19 @@ def make_context(cfg: AgentConfig, events: EventBuffer, directory: NodeDirectory
     )
 
 
-def build_runners(cfg: AgentConfig, ctx: PluginContext, only: list[str] | None = None) -> list[PluginRunner]:
-    """Instantiate the configured (or the ``only``) plugins; config errors are raised here."""
+def build_runners(cfg: AgentConfig, ctx: PluginContext, only: list[str] | None = None,
+                  problems: Problems | None = None) -> list[PluginRunner]:
+    """Instantiate the configured (or the ``only``) plugins. Every config error of every plugin
+    is found in one pass: raised together, or recorded in ``problems`` when given."""
+    found = problems if problems is not None else Problems()
+    found.source = cfg.source
     classes: dict[str, type[Plugin] | type[AsyncPlugin]] = {}
     names = list(cfg.plugins) if only is None else only
     for name in names:
-        classes[name] = registry.load(name)
+        with found.gather(ConfigError):
+            classes[name] = registry.load(name)
     defaults = {name: cls.default_interval for name, cls in classes.items()}
-    sections = {s.name: s for s in cfg.plugin_sections(defaults)}
+    sections = {s.name: s for s in cfg.plugin_sections(defaults, found)}
     runners = []
     for name, cls in classes.items():
         section = sections.get(name) or PluginSection(
@@ -188,12 +194,18 @@ def build_runners(cfg: AgentConfig, ctx: PluginContext, only: list[str] | None =
         )
         if not section.enabled:
             continue
-        options = build(cls.Config, section.options, f"plugins.{name}")
-        try:
-            plugin = cls(ctx, options)
-        except AgentError as err:
-            raise ConfigError(f"plugins.{name}: {err}") from err
-        runners.append(PluginRunner(plugin, section))
+        with found.gather(ConfigError):
+            options = build(cls.Config, section.options, f"plugins.{name}")
+            try:
+                plugin = cls(ctx, options)
+            except AgentError as err:
+                msg = str(err)
+                raise ConfigError(msg if msg.startswith(f"plugins.{name}") else f"plugins.{name}: {msg}") from err
+            runners.append(PluginRunner(plugin, section))
+    if problems is None and found:
+        for r in runners:
+            r.close()
+        found.raise_if_any(ConfigError)
     return runners
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agent.codec import SeriesTable, Stamped, build_batch, unpack_values
 from agent.config import AgentConfig
+from agent.exposition import Exposition
 from agent.model import Collection, Event, Metric, MetricType, Severity
 from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
 from agent.transport import Transport
@@ -178,7 +179,12 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
                           batch_interval=cfg.batch_interval, backfill_rate=cfg.wal.backfill_rate,
                           plugin_status=plugin_status, on_connected=on_connected)
     batcher = Batcher(cfg, wal, table, transport)
-    scheduler = Scheduler(runners, events, batcher.sink)
+    # Opt-in /metrics (agent/exposition.py): keeps each plugin's last collection on the way to the WAL.
+    exposition = Exposition({**cfg.labels, "node": cfg.node}, cfg.prometheus.names,
+                            lambda: list(batcher.self_metrics().samples))
+    if cfg.prometheus.listen:
+        await exposition.start(cfg.prometheus.listen)
+    scheduler = Scheduler(runners, events, exposition.tee(batcher.sink) if cfg.prometheus.listen else batcher.sink)
     await scheduler.start()
     log.info("node %s: agent started with plugins %s, WAL %s, collectors %s", cfg.node,
              ",".join(r.name for r in runners if r.enabled), wal.path, ",".join(transport.order))
@@ -193,6 +199,7 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await scheduler.stop()
+        await exposition.close()
         with contextlib.suppress(Exception):
             await batcher.flush()
         wal.close()

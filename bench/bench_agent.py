@@ -41,8 +41,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_power import compare as power_compare  # noqa: E402
 from bench_power import report as power_report  # noqa: E402
-from tests.fleet import AgentProc, CollectorProc, wait_until  # noqa: E402
-from tests.services import FIXTURES, Process, free_port, wait_for_http  # noqa: E402
+
+import tests.fakenvml as fake  # noqa: E402
+from agent.plugin import PluginContext  # noqa: E402
+from agent.plugins.nvidia.plugin import NvidiaConfig, NvidiaPlugin  # noqa: E402
+from tests.fleet import AgentProc, CollectorProc  # noqa: E402
+from tests.services import FIXTURES, Process, free_port, wait_for_http, wait_until  # noqa: E402
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -203,10 +207,6 @@ def real_agent(tree: Path, seconds: float, latency_us: int, warmup: float, per_t
 
 def nvidia_per_gpu(latency_us: int, cycles: int = 120) -> tuple[float, float, float, int]:
     """In-process: (CPU ms per GPU per cycle, of which inside the fake, NVML calls per GPU per cycle, samples)."""
-    import tests.fakenvml as fake
-    from agent.plugin import PluginContext
-    from agent.plugins.nvidia.plugin import NvidiaConfig, NvidiaPlugin
-
     fake.reset("h100x8").latency_s = latency_us / 1e6
     plugin = NvidiaPlugin(PluginContext(node="bench"), NvidiaConfig(library="tests.fakenvml", events=False))
     plugin.discover()

@@ -27,8 +27,8 @@ import contextlib
 
 import aiomqtt
 
-from tests.fleet import AgentProc, CollectorProc, wait_until
-from tests.services import free_port
+from tests.fleet import AgentProc, CollectorProc
+from tests.services import free_port, wait_until
 from tests.test_notifiers_alertmanager import start_alertmanager
 from tests.test_notifiers_mqtt import start_mosquitto
 

@@ -8,28 +8,34 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import grpc
 
 from alerts.engine import AlertEngine
 from alerts.errors import AlertsError
-from alerts.model import Alert, EventNotice, NodeStatus, Notifier
+from alerts.model import Alert, NodeStatus, Notifier
 from alerts.notifiers import build_notifiers
 from collector.config import CollectorConfig
 from collector.errors import ConfigError
 from collector.http import start_http
-from collector.ingest import Decoded, GroupWriter, Ingestor, StreamSession
+from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
 from collector.server import TelemetryService
 from collector.spool import Spool, build_sinks
-from collector.storage.sqlite import SqliteStore
+from collector.storage.base import HealthSample
+from collector.storage.sqlite import SqliteStore, StoreReader
+from collector.view import CollectorCounters, NodeRow, Transition
 
 log = logging.getLogger("fleetmon.collector")
 
-_SEVERITY_NAMES = {0: "info", 1: "warning", 2: "critical"}
+T = TypeVar("T")
 
 
 class Collector:
+    """The running collector; also the read-only :class:`collector.view.CollectorView` of the HTTP API."""
+
     def __init__(self, cfg: CollectorConfig) -> None:
         self.cfg = cfg
         self.store = SqliteStore(cfg.data_dir / "fleetmon.sqlite", cfg.retention)
@@ -53,10 +59,12 @@ class Collector:
         engine = self.engine
         self.ingestor = Ingestor(self.store, self.writer, cfg.limits,
                                  wants=engine.wants if engine is not None else (lambda _n: False),
-                                 spool=self.spool is not None)
-        self.service = TelemetryService(self.ingestor, self._on_batch, self._on_node,
-                                        backpressure=self.spool.wait_for_room if self.spool else None)
-        self.transitions: deque[tuple[float, Alert]] = deque(maxlen=1000)
+                                 spool=self.spool is not None, on_batch=self._on_batch, on_node=self._on_node,
+                                 backpressure=self.spool.wait_for_room if self.spool else None)
+        self.service = TelemetryService(self.ingestor)
+        self._transitions: deque[Transition] = deque(maxlen=1000)
+        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-read")
+        self._reader: StoreReader | None = None
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -66,26 +74,22 @@ class Collector:
         self._down: set[str] = set()
 
     # --- callbacks from the stream handler -----------------------------------------------
-    def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
+    def _on_batch(self, _session: StreamSession, decoded: Decoded) -> None:
         if self.engine is not None:
             ingest = self.engine.ingest
             # A sample stamped ahead of our clock (agent clock skew) would stay invisible to
             # the rules until we caught up; clamp it to now (the store keeps the agent's time).
             now = time.time()
-            for info, ts, value in decoded.live:
-                ingest(info.name, info.labels, ts if ts <= now else now, value)
-        if decoded.events and self.notifiers:
-            node = session.node
-            for e in decoded.events:
-                notice = EventNotice(node=node.node, kind=e.kind, severity=_SEVERITY_NAMES.get(e.severity, "warning"),
-                                     message=e.message, ts=e.timestamp_ms / 1000,
-                                     labels={**dict(e.labels), **node.labels, "node": node.node}, action=e.action)
-                for n in self.notifiers:
-                    n.send_event(notice)
+            for block in decoded.live:
+                ts = min(block.ts_s, now)
+                for info, value in zip(block.series, block.values, strict=True):
+                    ingest(info.name, info.labels, ts, value)
+        for notice in decoded.events:
+            for n in self.notifiers:
+                n.send_event(notice)
 
-    def _on_node(self, node: str, online: bool) -> None:
-        info = self.ingestor.nodes.get(node)
-        status = NodeStatus(node=node, online=online, ts=time.time(), labels=dict(info.labels) if info else {})
+    def _on_node(self, node: NodeInfo, online: bool) -> None:
+        status = NodeStatus(node=node.node, online=online, ts=time.time(), labels=dict(node.labels))
         for n in self.notifiers:
             n.send_node_status(status)
 
@@ -131,6 +135,9 @@ class Collector:
         if self.spool is not None:
             await self.spool.stop()
         await self.writer.stop()
+        self._reads.shutdown(wait=True)
+        if self._reader is not None:
+            self._reader.close()
         if self.engine is not None:
             await self.engine.aclose()
         else:
@@ -154,7 +161,7 @@ class Collector:
         while True:
             await asyncio.sleep(interval - (time.time() % interval))
             now = time.time()
-            self._rate.append((now, self.ingestor.samples_total))
+            self._rate.append((now, self.ingestor.counters.samples))
             if self.engine is None:
                 continue
             for node, up in self.node_up(now).items():
@@ -174,7 +181,7 @@ class Collector:
             try:
                 for alert in self.engine.evaluate(now):
                     # Snapshot: the engine keeps mutating its Alert objects as states move on.
-                    self.transitions.append((now, dataclasses.replace(
+                    self._transitions.append(Transition(now, dataclasses.replace(
                         alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
             except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
                 log.exception("rule evaluation failed: %s", err)
@@ -188,6 +195,34 @@ class Collector:
                     log.info("retention removed %d samples older than %.0fs", n, self.cfg.retention)
             except Exception as err:  # noqa: BLE001 - supervision boundary: retention retries next round
                 log.error("store %s: retention failed: %s", self.store.path, err)
+
+    # --- the read-only view (collector/view.py) ---------------------------------------------
+    def nodes(self, now: float) -> list[NodeRow]:
+        up = self.node_up(now)
+        return [NodeRow(n, up[n], i.connected, dict(i.labels), i.samples, i.batches, i.last_batch_at, i.clock_skew,
+                        i.agent_version, tuple(i.plugins)) for n, i in self.ingestor.nodes.items()]
+
+    def counters(self) -> CollectorCounters:
+        i = self.ingestor.counters
+        return CollectorCounters(i.samples, i.duplicates, self.store.duplicate_samples, i.refused_batches,
+                                 i.refused_streams)
+
+    def active_alerts(self) -> list[Alert]:
+        return self.engine.active() if self.engine is not None else []
+
+    def transitions(self, since: float) -> list[Transition]:
+        return [t for t in self._transitions if t.time > since]
+
+    def health(self) -> list[HealthSample]:
+        return self.spool.health() if self.spool is not None else []
+
+    async def read_store(self, fn: Callable[[StoreReader], T]) -> T:
+        def run() -> T:
+            if self._reader is None:
+                self._reader = StoreReader(self.store.path)
+            return fn(self._reader)
+
+        return await asyncio.get_running_loop().run_in_executor(self._reads, run)
 
     def samples_per_second(self) -> float:
         if len(self._rate) < 2:

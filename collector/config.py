@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from collector.alerting_config import BUILTIN, check_notifiers, check_rules, expand_rule_paths
 from collector.errors import ConfigError
 from fleetmon_common import settings
 
@@ -24,6 +25,11 @@ class Limits:
     max_future_seconds: float = 300.0
     max_past_seconds: float = 14 * 86400.0  # WAL backfill after a long outage
     hello_timeout: float = 10.0
+    #: How far past the highest sequence an agent WAL has sent a batch may jump (2^32 batches
+    #: is over a century at one a second); further is a corrupt or hostile sequence.
+    max_sequence_jump: int = 1 << 32
+    #: Gaps the collector tracks in one agent's sequence before refusing batches that open more.
+    max_sequence_ranges: int = 1024
 
 
 @dataclass
@@ -76,9 +82,17 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     for key, value in (overrides or {}).items():
         if value is None:
             continue
-        if key == "rules":
+        if key == "rules":  # from the command line: relative to the working directory
             data.setdefault("alerting", {})
-            data["alerting"] = {**data["alerting"], "rules": [str(v) for v in value]}
+            data["alerting"] = {**data["alerting"], "rules": [
+                str(v) if str(v).startswith(BUILTIN) else str(Path(v).absolute()) for v in value]}
         else:
             data[key] = value
-    return settings.build(CollectorConfig, data, where, error=ConfigError)
+    # Every problem in one pass, the alerting section's rule files and notifiers included.
+    problems = settings.Problems(where)
+    cfg = settings.build(CollectorConfig, data, "", error=ConfigError, problems=problems)
+    cfg.alerting.rules = expand_rule_paths(cfg.alerting.rules, path.parent if path else Path.cwd(), problems)
+    check_rules(cfg.alerting.rules, problems)
+    check_notifiers(cfg.alerting.notifiers, problems)
+    problems.raise_if_any(ConfigError)
+    return cfg

@@ -1,8 +1,18 @@
 """Validate and decode agent batches, commit them durably, feed the live windows.
 
-One :class:`Ingestor` serves every stream. Batches from all streams are committed by one
-writer in groups (one SQLite transaction for whatever is waiting), so many agents cost few
-fsyncs; a stream is acked only after its batch's transaction committed.
+One :class:`Ingestor` serves every stream and owns every node's live and sequence state: the
+gRPC server (collector/server.py) only frames messages and maps the exceptions raised here
+to statuses. Its API is the stream's life cycle:
+
+- :meth:`Ingestor.open_stream` checks a Hello and returns the stream's :class:`StreamSession`
+  (with the sequence to put in the Welcome);
+- :meth:`Ingestor.receive` takes one batch and returns its Ack (stored, duplicate or refused);
+- :meth:`Ingestor.close_stream` ends it.
+
+Batches from all streams are committed by one writer in groups (one store transaction for
+whatever is waiting), so many agents cost few fsyncs; a stream is acked only after its
+batch's transaction committed, and its node's sequence state moves only then
+(collector/sequence.py).
 """
 
 from __future__ import annotations
@@ -14,21 +24,32 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from alerts.model import EventNotice
 from collector.config import Limits
-from collector.errors import IngestError
+from collector.errors import IngestError, StoreError, StreamSuperseded
+from collector.sequence import NodeState, SequenceLimits
 from collector.spool import encode_spool
-from collector.storage.sqlite import NodeState, SqliteStore, WriteItem
+from collector.storage.embedded import EmbeddedStore, EventRow, NewSeries, SampleColumns, WriteItem
 from proto import telemetry_pb2 as pb
 
 log = logging.getLogger("fleetmon.collector.ingest")
 
 _LABEL_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-_SEVERITY = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning", pb.SEVERITY_CRITICAL: "critical"}
+
+#: The wire's Severity enum by name: the one map (storage, notifications and the API use these names).
+SEVERITY_NAMES: dict[int, str] = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning",
+                                  pb.SEVERITY_CRITICAL: "critical"}
+
+
+def severity_name(value: int) -> str:
+    """An unknown severity (a newer agent) is a warning, never dropped."""
+    return SEVERITY_NAMES.get(value, "warning")
 
 
 def _label_name_ok(name: str) -> bool:
@@ -54,13 +75,24 @@ class SeriesInfo:
     alert: bool  # a loaded rule selects this name
 
 
+class PluginState(NamedTuple):
+    """A plugin as the agent's Hello reports it."""
+
+    name: str
+    enabled: bool
+    detail: str
+
+
 @dataclass
 class NodeInfo:
-    """What the collector knows of one node, live."""
+    """What the collector knows of one node, live. Written only by the :class:`Ingestor`."""
 
     node: str
     labels: dict[str, str] = field(default_factory=dict)
+    labels_json: str = "{}"
     state: NodeState | None = None
+    known: bool = False  # the store holds something of it (else it is forgotten when its stream ends)
+    stream: StreamSession | None = None  # the newest stream; older ones are superseded
     connected: bool = False
     last_batch_at: float = 0.0
     connected_at: float = 0.0
@@ -68,32 +100,57 @@ class NodeInfo:
     batches: int = 0
     clock_skew: float = 0.0
     agent_version: str = ""
-    plugins: list[tuple[str, bool, str]] = field(default_factory=list)
-    stream_token: object | None = None
+    plugins: list[PluginState] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(slots=True)
+class LiveBlock:
+    """Samples for the rule engine's windows: one timestamp, the series rules want, their values."""
+
+    ts_s: float
+    series: list[SeriesInfo]
+    values: list[float]
 
 
 @dataclass
 class Decoded:
     item: WriteItem
-    live: list[tuple[SeriesInfo, float, float]]  # for the alert windows: series, ts s, value
-    events: list[pb.Event]
+    live: list[LiveBlock]
+    events: list[EventNotice]
     samples: int
 
 
 class StreamSession:
-    """Per-stream state: the series this stream defined (ids are the agent's)."""
+    """Per-stream state: the series this stream defined (ids are the agent's), and the
+    oldest sequence the agent says its WAL still holds."""
 
-    def __init__(self, node: NodeInfo, peer: str) -> None:
+    def __init__(self, node: NodeInfo, peer: str, oldest: int = 0) -> None:
         self.node = node
         self.peer = peer
+        self.who = f"node {node.node} ({peer})"
         self.series: dict[int, SeriesInfo] = {}
+        self.oldest = oldest
+        self.welcome_sequence = 0
+        self.announced = False  # the node was reported online for this stream
+
+    @property
+    def superseded(self) -> bool:
+        return self.node.stream is not self
+
+
+@dataclass
+class IngestCounters:
+    samples: int = 0
+    duplicates: int = 0
+    refused_batches: int = 0
+    refused_streams: int = 0
 
 
 class GroupWriter:
     """Commits WriteItems in groups from one thread; ``submit`` resolves when durable."""
 
-    def __init__(self, store: SqliteStore) -> None:
+    def __init__(self, store: EmbeddedStore) -> None:
         self.store = store
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-store")
         self._queue: list[tuple[WriteItem, asyncio.Future[None]]] = []
@@ -105,9 +162,11 @@ class GroupWriter:
         self._task = asyncio.create_task(self._run(), name="store-writer")
 
     async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a store call on the store's thread (every store call blocks)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
     async def submit(self, item: WriteItem) -> None:
+        """Resolves once ``item`` is durable; StoreError if its group's commit failed."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((item, fut))
         self._wake.set()
@@ -127,9 +186,10 @@ class GroupWriter:
                             fut.set_result(None)
                 except Exception as err:  # noqa: BLE001 - supervision boundary: fail these batches, keep serving
                     log.error("store %s: commit of %d batches failed: %s", self.store.path, len(group), err)
+                    failure = err if isinstance(err, StoreError) else StoreError(f"store commit failed: {err}")
                     for _, fut in group:
                         if not fut.done():
-                            fut.set_exception(IngestError(f"store commit failed: {err}"))
+                            fut.set_exception(failure)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -139,25 +199,165 @@ class GroupWriter:
         self._pool.shutdown(wait=True)
 
 
+def _ignore_batch(_session: StreamSession, _decoded: Decoded) -> None:
+    return None
+
+
+def _ignore_node(_node: NodeInfo, _online: bool) -> None:
+    return None
+
+
 class Ingestor:
-    def __init__(self, store: SqliteStore, writer: GroupWriter, limits: Limits,
-                 wants: Callable[[str], bool] = lambda _n: False, spool: bool = False) -> None:
+    """The one owner of node and sequence state (see the module doc for its API)."""
+
+    def __init__(self, store: EmbeddedStore, writer: GroupWriter, limits: Limits, *,
+                 wants: Callable[[str], bool] = lambda _n: False, spool: bool = False,
+                 on_batch: Callable[[StreamSession, Decoded], None] = _ignore_batch,
+                 on_node: Callable[[NodeInfo, bool], None] = _ignore_node,
+                 backpressure: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.writer = writer
         self.limits = limits
+        self.sequence_limits = SequenceLimits(limits.max_sequence_jump, limits.max_sequence_ranges)
         self.wants = wants
         self.spool = spool
+        self.on_batch = on_batch
+        self.on_node = on_node
+        self.backpressure = backpressure
         self.nodes: dict[str, NodeInfo] = {}
-        self.samples_total = 0
-        self.refused_total = 0
-        self.duplicates_total = 0
+        self.counters = IngestCounters()
+        self.streams = 0
 
-    def node(self, name: str) -> NodeInfo:
+    # --- the stream life cycle -----------------------------------------------------------------
+    def stream_refused(self, who: str, why: str) -> None:
+        """A stream ended before or instead of a Hello (framing): counted and logged here."""
+        self.counters.refused_streams += 1
+        log.warning("refused stream from %s: %s", who, why)
+
+    async def open_stream(self, hello: pb.Hello, peer: str) -> StreamSession:
+        """Check the Hello and load the node's durable state; the returned session supersedes
+        any older stream of the same node. IngestError: refuse the stream."""
+        try:
+            self.check_hello(hello, peer)
+        except IngestError as err:
+            self.stream_refused(peer, str(err))
+            raise
+        node = self._node(hello.node)
+        session = StreamSession(node, peer, hello.oldest_sequence)
+        node.stream = session  # a newer stream for the same node supersedes the older one
+        async with node.lock:
+            state = await self.writer.run_in_thread(self.store.load_node, hello.node)
+            node.known = node.known or bool(state.wal_id)
+            if state.wal_id != hello.wal_id:
+                if state.wal_id:
+                    log.warning("node %s: new agent WAL %s (was %s); its sequences start again",
+                                hello.node, hello.wal_id, state.wal_id)
+                state = NodeState.new_wal(hello.node, hello.wal_id)
+            node.state = state
+            node.labels = dict(hello.labels)
+            node.labels_json = json.dumps(node.labels, sort_keys=True)
+            session.welcome_sequence = state.contiguous
+        node.connected = True
+        node.connected_at = time.time()
+        node.agent_version = hello.agent_version
+        node.plugins = [PluginState(p.name, p.enabled, p.detail) for p in hello.plugins]
+        if hello.sent_at_ms:
+            node.clock_skew = hello.sent_at_ms / 1000 - time.time()
+        self.streams += 1
+        log.info("node %s connected from %s (agent %s, durable up to %d)", hello.node, peer,
+                 hello.agent_version, state.contiguous)
+        return session
+
+    async def receive(self, session: StreamSession, batch: pb.Batch) -> pb.Ack:
+        """Store one batch (or recognise a replay, or refuse it) and say so in the Ack.
+
+        StreamSuperseded: a newer stream of the node took over. StoreError: the batch was valid
+        but could not be made durable; it is not acked (the agent keeps and resends it)."""
+        node = session.node
+        seq = batch.sequence
+        async with node.lock:
+            if session.superseded:
+                raise StreamSuperseded("superseded by a newer stream from the same node")
+            state = node.state
+            assert state is not None
+            session.oldest = max(session.oldest, batch.oldest_sequence)
+            if seq and state.has(seq):
+                self.counters.duplicates += 1
+                # Still learn its definitions: later batches on this stream may use them.
+                if batch.series:
+                    with contextlib.suppress(IngestError):
+                        await self.writer.run_in_thread(self.define, session, batch.series)
+                return pb.Ack(sequence=seq, contiguous=state.contiguous)
+            try:
+                state.check(seq, self.sequence_limits)
+            except IngestError as err:  # a bogus sequence: refused, and not settled
+                return self._refused(session, seq, err)
+            try:
+                if batch.series:
+                    # New series are inserted in one transaction with an fsync: do it on the
+                    # store's thread, not on the event loop that serves every other stream.
+                    await self.writer.run_in_thread(self.define, session, batch.series)
+                decoded = self.decode(session, batch, time.time())
+            except IngestError as err:
+                await self._settle_refused(session, seq)
+                return self._refused(session, seq, err)
+            if self.backpressure is not None:
+                await self.backpressure()
+            await self.writer.submit(decoded.item)
+            state.apply(decoded.item.update)
+            node.known = True
+            node.samples += decoded.samples
+            node.batches += 1
+            node.last_batch_at = time.time()
+            self.counters.samples += decoded.samples
+        if not session.announced and not session.superseded:
+            session.announced = True
+            self.on_node(node, True)
+        self.on_batch(session, decoded)
+        return pb.Ack(sequence=seq, contiguous=state.contiguous)
+
+    def _refused(self, session: StreamSession, seq: int, err: IngestError) -> pb.Ack:
+        self.counters.refused_batches += 1
+        log.warning("%s: refused batch %d: %s", session.who, seq, err)
+        state = session.node.state
+        assert state is not None
+        return pb.Ack(sequence=seq, contiguous=state.contiguous, refused=str(err))
+
+    async def _settle_refused(self, session: StreamSession, seq: int) -> None:
+        """A batch refused for its content will never come back acceptable (the agent drops
+        it): settle its sequence so that ``contiguous`` does not wait for it."""
+        node = session.node
+        state = node.state
+        assert state is not None
+        try:
+            update = state.plan(seq, session.oldest, self.sequence_limits)
+        except IngestError:
+            return  # too many gaps already: leave this one open
+        await self.writer.submit(WriteItem(update, node.labels_json, SampleColumns(), []))
+        state.apply(update)
+
+    def close_stream(self, session: StreamSession) -> None:
+        """The stream ended (any way). A node that never stored anything is forgotten."""
+        self.streams -= 1
+        node = session.node
+        if session.superseded:
+            return
+        node.stream = None
+        node.connected = False
+        if session.announced:
+            self.on_node(node, False)
+        log.info("node %s disconnected", node.node)
+        if not node.known:
+            # Connected, said Hello, stored nothing, ever: not a node to list as down.
+            del self.nodes[node.node]
+
+    def _node(self, name: str) -> NodeInfo:
         info = self.nodes.get(name)
         if info is None:
             info = self.nodes[name] = NodeInfo(name)
         return info
 
+    # --- validation and decoding -----------------------------------------------------------------
     def check_hello(self, hello: pb.Hello, peer: str) -> None:
         if not hello.node:
             raise IngestError(f"hello from {peer} has no node name")
@@ -177,12 +377,13 @@ class Ingestor:
         """Validate and resolve one batch whose series are defined (``define``); IngestError
         refuses it (the stream goes on)."""
         node = session.node
-        if batch.sequence == 0:
-            raise IngestError("batch has no sequence number")
+        state = node.state
+        assert state is not None
         lo = (now - self.limits.max_past_seconds) * 1000
         hi = (now + self.limits.max_future_seconds) * 1000
-        rows: list[tuple[int, int, float]] = []
-        live: list[tuple[SeriesInfo, float, float]] = []
+        samples = SampleColumns()
+        sids, stamps, vals = samples.series_ids, samples.ts_ms, samples.values
+        live: list[LiveBlock] = []
         series = session.series
         for block in batch.blocks:
             ts = block.timestamp_ms
@@ -195,7 +396,7 @@ class Ingestor:
                 raise IngestError(f"block at {ts}: {len(ids)} series ids but {len(block.values)} value bytes "
                                   "(need 8 per id)")
             values = unpack_values(block.values)
-            ts_s = ts / 1000
+            wanted: LiveBlock | None = None
             for sid, value in zip(ids, values, strict=True):
                 info = series.get(sid)
                 if info is None:
@@ -203,21 +404,31 @@ class Ingestor:
                 if math.isnan(value) or (info.counter and (math.isinf(value) or value < 0)):
                     raise IngestError(f"series {info.name} {info.labels}: value {value} is not allowed "
                                       f"for a {'counter' if info.counter else 'gauge'}")
-                rows.append((info.sid, ts, value))
+                sids.append(info.sid)
+                stamps.append(ts)
+                vals.append(value)
                 if info.alert:
-                    live.append((info, ts_s, value))
-        events = []
+                    if wanted is None:
+                        wanted = LiveBlock(ts / 1000, [], [])
+                        live.append(wanted)
+                    wanted.series.append(info)
+                    wanted.values.append(value)
+        rows: list[EventRow] = []
+        notices: list[EventNotice] = []
         node_labels = {**node.labels, "node": node.node}
         for e in batch.events:
             if not e.kind or len(e.kind) > 128:
                 raise IngestError("event without a valid kind")
             lab = {**dict(e.labels), **node_labels}
-            events.append((e.timestamp_ms, e.kind, _SEVERITY.get(e.severity, "warning"), e.message[:4096],
-                           e.action[:1024], json.dumps(lab, sort_keys=True)))
-        assert node.state is not None
-        item = WriteItem(node.node, node.state, batch.sequence, rows, events,
-                         spool_body=encode_spool(rows, events) if self.spool else None)
-        return Decoded(item, live, list(batch.events), len(rows))
+            severity = severity_name(e.severity)
+            message, action = e.message[:4096], e.action[:1024]
+            rows.append(EventRow(e.timestamp_ms, e.kind, severity, message, action, json.dumps(lab, sort_keys=True)))
+            notices.append(EventNotice(node=node.node, kind=e.kind, severity=severity, message=message,
+                                       ts=e.timestamp_ms / 1000, labels=lab, action=action))
+        update = state.plan(batch.sequence, session.oldest, self.sequence_limits)
+        item = WriteItem(update, node.labels_json, samples, rows,
+                         spool_body=encode_spool(samples, rows) if self.spool else None)
+        return Decoded(item, live, notices, len(samples))
 
     def define(self, session: StreamSession, defs: Sequence[pb.SeriesDef]) -> None:
         """Check and register a batch's series definitions (one store transaction for new ones)."""
@@ -225,7 +436,7 @@ class Ingestor:
             return
         node = session.node.node
         node_labels = {**session.node.labels, "node": node}
-        checked = []
+        checked: list[NewSeries] = []
         new = sum(1 for d in defs if d.id not in session.series)
         if len(session.series) + new > self.limits.max_series_per_node:
             raise IngestError(f"node {node} defined more than {self.limits.max_series_per_node} series "
@@ -242,9 +453,9 @@ class Ingestor:
                 if len(v.encode()) > self.limits.max_label_value_bytes:
                     raise IngestError(f"series {d.measurement}_{d.field}: label {k} is longer than "
                                       f"{self.limits.max_label_value_bytes} bytes")
-            name = f"{d.measurement}_{d.field}"
-            checked.append((name, d.measurement, d.field, {**dict(d.labels), **node_labels}, int(d.type), d.help))
+            checked.append(NewSeries(f"{d.measurement}_{d.field}", d.measurement, d.field,
+                                     {**dict(d.labels), **node_labels}, int(d.type), d.help))
         sids = self.store.series_ids(node, checked)
-        for d, sid, (name, measurement, field_, labels, _t, _h) in zip(defs, sids, checked, strict=True):
-            session.series[d.id] = SeriesInfo(sid, name, measurement, field_, labels, d.type == pb.COUNTER,
-                                              self.wants(name))
+        for d, sid, s in zip(defs, sids, checked, strict=True):
+            session.series[d.id] = SeriesInfo(sid, s.name, s.measurement, s.field, s.labels, d.type == pb.COUNTER,
+                                              self.wants(s.name))

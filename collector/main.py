@@ -11,7 +11,7 @@ from typing import Any
 
 from collector.app import Collector
 from collector.config import load_config
-from collector.errors import ConfigError
+from collector.errors import ConfigError, StoreError
 from fleetmon_common import logs
 
 log = logging.getLogger("fleetmon.collector")
@@ -22,11 +22,18 @@ def main(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"listen": args.listen, "http": args.http,
                                  "data_dir": str(args.data_dir) if args.data_dir else None,
                                  "rules": args.rules, "log_level": args.log_level}
+    source = str(args.config) if args.config else "collector config"
     try:
         cfg = load_config(args.config, overrides)
         logs.setup(cfg.log_level)
         return asyncio.run(serve(cfg))
     except ConfigError as err:
+        # Once, on stderr, one ``file: key: problem; fix`` line per problem. Errors found while
+        # building the collector (sinks, a port that cannot be bound) get the file name too.
+        print("\n".join(line if line.startswith(source + ":") else f"{source}: {line}"
+                        for line in str(err).splitlines()), file=sys.stderr)
+        return 2
+    except StoreError as err:
         print(f"fleetmon collector: {err}", file=sys.stderr)
         return 2
 

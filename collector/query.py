@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from collector.errors import StoreError
 from collector.storage.sqlite import Matcher, StoreReader
 from fleetmon_common import logs
 from fleetmon_common.settings import parse_duration
@@ -92,10 +93,10 @@ def main(args: argparse.Namespace) -> int:
         since = now - parse_duration(args.since)
         until = now - parse_duration(args.until) if args.until else now
         reader = StoreReader(db)
-    except (ValueError, FileNotFoundError) as err:
+        rows = run_query(reader, sel, since, until, args.limit)
+    except (ValueError, StoreError) as err:
         print(f"fleetmon query: {err}", file=sys.stderr)
         return 2
-    rows = run_query(reader, sel, since, until, args.limit)
     if args.format == "json":
         for r in rows:
             print(json.dumps(r))

@@ -18,32 +18,39 @@ import logging
 import struct
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from collector.errors import ConfigError, SinkError
 from collector.storage.base import HealthSample, Point, Sink, SinkBatch, StoredEvent
+from collector.storage.embedded import EmbeddedStore, EventRow, SampleColumns, SeriesMeta
 from collector.storage.influx_factory import SINK_TYPES, build_sink
 from collector.storage.retry import Backoff
-from collector.storage.sqlite import SqliteStore
 
 log = logging.getLogger("fleetmon.collector.spool")
 
 _HEADER = struct.Struct("<I")
 
 
-def encode_spool(rows: Sequence[tuple[int, int, float]], events: Sequence[tuple[Any, ...]]) -> bytes:
-    """rows (series id, ts ms, value) and events → compact bytes: three columns + JSON events."""
-    sids = array.array("q", (r[0] for r in rows))
-    ts = array.array("q", (r[1] for r in rows))
-    vals = array.array("d", (r[2] for r in rows))
+class SpoolBody(NamedTuple):
+    """A decoded spool row: sample columns and events as stored."""
+
+    samples: SampleColumns
+    events: list[EventRow]
+
+
+def encode_spool(samples: SampleColumns, events: Sequence[EventRow]) -> bytes:
+    """Sample columns (series id, ts ms, value) and events → compact bytes: three columns + JSON events."""
+    sids = array.array("q", samples.series_ids)
+    ts = array.array("q", samples.ts_ms)
+    vals = array.array("d", samples.values)
     if sys.byteorder == "big":
         for a in (sids, ts, vals):
             a.byteswap()
-    ev = json.dumps([list(e) for e in events]).encode() if events else b""
-    return _HEADER.pack(len(rows)) + sids.tobytes() + ts.tobytes() + vals.tobytes() + ev
+    ev = json.dumps(events).encode() if events else b""
+    return _HEADER.pack(len(samples)) + sids.tobytes() + ts.tobytes() + vals.tobytes() + ev
 
 
-def decode_spool(body: bytes) -> tuple[list[int], list[int], list[float], list[list[Any]]]:
+def decode_spool(body: bytes) -> SpoolBody:
     (n,) = _HEADER.unpack_from(body)
     off = _HEADER.size
     cols: list[array.array[Any]] = []
@@ -54,8 +61,8 @@ def decode_spool(body: bytes) -> tuple[list[int], list[int], list[float], list[l
             a.byteswap()
         cols.append(a)
         off += 8 * n
-    events = json.loads(body[off:]) if off < len(body) else []
-    return cols[0].tolist(), cols[1].tolist(), cols[2].tolist(), events
+    events = [EventRow(*e) for e in json.loads(body[off:])] if off < len(body) else []
+    return SpoolBody(SampleColumns(cols[0].tolist(), cols[1].tolist(), cols[2].tolist()), events)
 
 
 def build_sinks(section: Mapping[str, Any] | None) -> list[Sink]:
@@ -74,7 +81,7 @@ def build_sinks(section: Mapping[str, Any] | None) -> list[Sink]:
 
 
 class Spool:
-    def __init__(self, store: SqliteStore, sinks: list[Sink], max_bytes: int, rows_per_read: int = 16) -> None:
+    def __init__(self, store: EmbeddedStore, sinks: list[Sink], max_bytes: int, rows_per_read: int = 16) -> None:
         self.store = store
         self.sinks = sinks
         self.max_bytes = max_bytes
@@ -82,7 +89,7 @@ class Spool:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped: dict[str, int] = {s.name: 0 for s in sinks}
-        self._series: dict[int, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
+        self._series: dict[int, SeriesMeta] = {}
         self._bytes = 0
         self.waiting = 0
         self._backoff = Backoff(initial=0.5, maximum=30.0)
@@ -90,7 +97,7 @@ class Spool:
     async def start(self) -> None:
         for s in self.sinks:
             await s.start()
-        self._bytes = self.store.spool_depth()[1]
+        self._bytes = self.store.spool_depth().size_bytes
         self._tasks = [asyncio.create_task(self._worker(s), name=f"sink-{s.name}") for s in self.sinks]
         self._tasks.append(asyncio.create_task(self._ticker(), name="spool-ticker"))
 
@@ -121,25 +128,26 @@ class Spool:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(0.5)
-            self._bytes = (await asyncio.to_thread(self.store.spool_depth))[1]
+            self._bytes = (await asyncio.to_thread(self.store.spool_depth)).size_bytes
             self._wake.set()
 
-    def _meta(self, sid: int) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    def _meta(self, sid: int) -> SeriesMeta:
         meta = self._series.get(sid)
         if meta is None:
             meta = self._series[sid] = self.store.series_meta(sid)
         return meta
 
     def to_batch(self, spool_id: int, body: bytes) -> SinkBatch:
-        sids, ts, vals, events = decode_spool(body)
+        decoded = decode_spool(body)
         batch = SinkBatch(spool_id)
-        for sid, t, v in zip(sids, ts, vals, strict=True):
-            m, f, tags = self._meta(sid)
-            batch.points.append(Point(m, f, tags, v, t * 1_000_000))
-        for t, kind, sev, msg, action, labels in events:
-            lab = json.loads(labels)
-            batch.events.append(StoredEvent(lab.get("node", ""), kind, sev, msg, action,
-                                            tuple(sorted(lab.items())), int(t) * 1_000_000))
+        s = decoded.samples
+        for sid, t, v in zip(s.series_ids, s.ts_ms, s.values, strict=True):
+            meta = self._meta(sid)
+            batch.points.append(Point(meta.measurement, meta.field, meta.tags, v, t * 1_000_000))
+        for e in decoded.events:
+            lab = json.loads(e.labels_json)
+            batch.events.append(StoredEvent(lab.get("node", ""), e.kind, e.severity, e.message, e.action,
+                                            tuple(sorted(lab.items())), int(e.ts_ms) * 1_000_000))
         return batch
 
     async def _worker(self, sink: Sink) -> None:
@@ -153,7 +161,7 @@ class Spool:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 continue
-            merged = SinkBatch(rows[-1][0])
+            merged = SinkBatch(rows[-1].spool_id)
             for spool_id, body in rows:
                 b = await asyncio.to_thread(self.to_batch, spool_id, body)
                 merged.points.extend(b.points)
@@ -187,4 +195,4 @@ class Spool:
         return out
 
 
-__all__ = ["Spool", "build_sinks", "decode_spool", "encode_spool"]
+__all__ = ["Spool", "SpoolBody", "build_sinks", "decode_spool", "encode_spool"]

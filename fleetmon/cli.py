@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,9 @@ def _agent_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, help="agent YAML config")
     p.add_argument("--once", action="store_true", help="print one collection and exit")
     p.add_argument("--format", choices=("json", "prom", "influx"), default="json", help="output of --once")
+    p.add_argument("--names", choices=("fleetmon", "dcgm", "both"), default=None,
+                   help="metric names of --format prom (default: the config's prometheus.names); "
+                        "dcgm: dcgm-exporter's names for NVIDIA GPU series")
     p.add_argument("--plugins", help="comma-separated plugin names (overrides the config)")
     p.add_argument("--node", help="node name (default: config, then hostname)")
     p.add_argument("--collector", action="append", help="collector host:port (repeatable)")
@@ -45,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="collector + a simulated fleet with scripted faults, on loopback")
     d.add_argument("--nodes", type=int, default=4)
     d.add_argument("--gpus", type=int, default=8)
-    d.add_argument("--duration", type=float, default=0.0, help="seconds; 0 = until Ctrl-C")
+    d.add_argument("--duration", type=float, default=None,
+                   help="seconds; default: until every scripted fault has fired and resolved (at most 15 min); "
+                        "0: until Ctrl-C")
     d.add_argument("--data-dir", type=Path)
     d.add_argument("--faults", type=Path, help="fault script for node 1 (default: the built-in demo script)")
     d.add_argument("--rules", action="append", type=Path)
@@ -58,6 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
     q.add_argument("--data-dir", type=Path, default=None)
     q.add_argument("--limit", type=int, default=0)
+
+    url_help = "the collector's HTTP API (default: $FLEETMON_URL, else http://127.0.0.1:7780)"
+    default_url = os.environ.get("FLEETMON_URL", "http://127.0.0.1:7780")
+    st = sub.add_parser("status", help="the fleet and its alerts, once (exit 1 if anything is unhealthy)")
+    st.add_argument("--url", default=default_url, help=url_help)
+    st.add_argument("--all", action="store_true", help="list every node, not only the unhealthy ones")
+    st.add_argument("--json", action="store_true", help="print the collector's answers as JSON, with health")
+    tp = sub.add_parser("top", help="the fleet and its alerts, redrawn until Ctrl-C")
+    tp.add_argument("--url", default=default_url, help=url_help)
+    tp.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default 2)")
+    tp.add_argument("-n", "--iterations", type=int, default=0, help="stop after this many redraws")
 
     r = sub.add_parser("rules", help="check or unit-test rule files")
     rsub = r.add_subparsers(dest="rules_command", required=True)
@@ -86,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from collector.query import main as query_main  # noqa: PLC0415 - import only the side that runs
 
         return query_main(args)
+    if args.command in ("status", "top"):
+        from fleetmon.status import status_main, top_main  # noqa: PLC0415 - rich only for these commands
+
+        return status_main(args) if args.command == "status" else top_main(args)
     if args.command == "rules":
         from alerts.cli import main as rules_main  # noqa: PLC0415 - import only the side that runs
 

@@ -5,7 +5,19 @@ from pathlib import Path
 
 import pytest
 
+from tests import services
 from tests.services import FIXTURES, REPO
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture (session-scoped servers included) starts for this test.
+    services.current_test[:] = [item]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    services.current_test.clear()
 
 
 @pytest.fixture(scope="session")

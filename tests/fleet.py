@@ -72,6 +72,10 @@ class CollectorProc:
         with urllib.request.urlopen(self.http + path, timeout=5) as resp:
             return json.loads(resp.read())
 
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.http + "/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
     def db(self) -> Path:
         return self.data_dir / "fleetmon.sqlite"
 
@@ -116,15 +120,13 @@ class AgentProc:
         return [ln for ln in text.splitlines() if re.search(pattern, ln)]
 
 
-def wait_until(pred: Any, timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+def metric_value(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in Prometheus text (``labels`` as printed: ``sink="influx"``)."""
+    head = f"{name}{{{labels}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(head):
+            return float(line[len(head):])
+    raise AssertionError(f"no {head.strip()} in the metrics:\n{text}")
 
 
 def stored(db: Path, node: str) -> dict[tuple[str, tuple[tuple[str, str], ...], int], float]:

@@ -17,8 +17,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FLEETMON_SHARED", REPO.parent / "shared")).resolve()
@@ -91,11 +94,38 @@ def wait_for_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes]
     raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
 
 
+def wait_until(pred: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll ``pred`` until it returns something true (returned), or fail after ``timeout`` s.
+
+    The way tests synchronise with servers and threads: never a fixed sleep. Pick a timeout a
+    loaded 2-core machine meets with room to spare; how fast something happens belongs in bench/.
+    """
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+#: The test being run (set by tests/conftest.py), so :class:`Process` can insist on the marker.
+current_test: list[pytest.Item] = []
+
+
 class Process:
-    """A child process with its log in a file; stopped with SIGTERM then SIGKILL."""
+    """A child process with its log in a file; stopped with SIGTERM then SIGKILL.
+
+    Only for servers: a test that starts one must carry ``@pytest.mark.services`` (so
+    ``-m "not services"`` is a quick loop without them); starting one from an unmarked test fails.
+    """
 
     def __init__(self, argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None,
                  cwd: Path | None = None) -> None:
+        if current_test and current_test[0].get_closest_marker("services") is None:
+            raise RuntimeError(f"{current_test[0].nodeid} starts {Path(argv[0]).name} {' '.join(argv[1:3])}: "
+                               "a test that starts a server must be marked @pytest.mark.services")
         self.argv = list(argv)
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet import AgentProc, CollectorProc, durable_seq, wait_until
-from tests.services import free_port
+from tests.fleet import AgentProc, CollectorProc, durable_seq
+from tests.services import free_port, wait_until
 
 
 @pytest.fixture

@@ -2,10 +2,12 @@
 Debian's promtool (Prometheus 2.42) over the same series; the answers (samples or errors) must
 be identical.
 
-promtool only prints what it got when a test fails, so each generated case expects nothing
-(``exp_samples: []``): an empty answer passes silently, anything else is printed in promtool's
-``labels.String()`` + ``%E`` form and parsed back here. Errors (many-to-many matching, duplicate
-label sets) must be the same errors.
+promtool only prints what it got when a test fails, so each generated case expects a sample no
+expression can return (``SENTINEL``): promtool fails every case and prints its answer, ``nil``
+included, in ``labels.String()`` + ``%E`` form, parsed back here. promtool must exit 1 (tests
+failed) with every case in its output: any other exit, or a case missing, fails this test rather
+than reading as an empty answer. Errors (many-to-many matching, duplicate label sets) must be the
+same errors.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import yaml
 from alerts.errors import AlertsError
 from alerts.promql.evaluator import Evaluator
 from alerts.promql.labels import Labels, render
-from alerts.promql.lexer import unquote
+from alerts.promql.lexer import parse_duration_ms, unquote
 from alerts.promql.parser import parse
 from alerts.unittest import expand_values, parse_series_desc
 from alerts.windows import Windows
@@ -42,6 +44,7 @@ SERIES = {
     'flag{node="n2", gpu="1", reason="y"}': "1 1 1 1 1 1 1 1 1 1 1",
 }
 TIMES = ["2m", "5m", "7m30s", "10m"]
+SENTINEL = {"labels": 'fleetmon_differential_sentinel{never="returned"}', "value": 0}
 
 
 def generate(rng: random.Random) -> str:
@@ -156,13 +159,20 @@ def test_random_expressions_match_promtool(tmp_path: Path) -> None:
     spec = {"rule_files": ["rules.yml"], "tests": [{
         "interval": "1m",
         "input_series": [{"series": k, "values": v} for k, v in SERIES.items()],
-        "promql_expr_test": [{"expr": e, "eval_time": t, "exp_samples": []} for e, t in cases],
+        "promql_expr_test": [{"expr": e, "eval_time": t, "exp_samples": [SENTINEL]} for e, t in cases],
     }]}
     test_file = tmp_path / "diff_test.yml"
     test_file.write_text(yaml.safe_dump(spec, sort_keys=False))
     res = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True,
                          timeout=120, check=False)
-    ref = _parse_promtool(res.stdout + res.stderr)
+    out = res.stdout + res.stderr
+    # Exit 1 is every case failing against the sentinel, as designed; 0 or anything else means
+    # promtool did not answer the way this test reads.
+    assert res.returncode == 1, f"promtool exited {res.returncode}:\n{out[-3000:]}"
+    ref = _parse_promtool(out)
+    missing = [f"{e} @ {t}" for e, t in cases if (e, t) not in ref]
+    assert not missing, (f"{len(missing)} of {len(cases)} cases have no answer in promtool's output, e.g. "
+                         f"{missing[:3]}:\n{out[-3000:]}")
 
     windows = Windows(retention_ms=2**62, keep_all=True)
     for desc, values in SERIES.items():
@@ -172,12 +182,10 @@ def test_random_expressions_match_promtool(tmp_path: Path) -> None:
             if v is not False:
                 windows.append(name, labels, i * INTERVAL_MS, v)  # type: ignore[arg-type]
 
-    from alerts.promql.lexer import parse_duration_ms
-
     mismatches: list[str] = []
     compared = errors = 0
     for expr, t in cases:
-        want = ref.get((expr, t), [])
+        want = ref[(expr, t)]
         try:
             got_vec = Evaluator(windows, parse_duration_ms(t)).eval_vector(parse(expr))
             got: object = sorted((render(lb), v) for lb, v in got_vec)

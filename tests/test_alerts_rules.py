@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from alerts.promql.lexer import format_duration_ms, parse_duration_ms
 from alerts.promql.parser import parse
 from alerts.rulefile import AlertingRule, RecordingRule, load_text
 from alerts.templates import Template
+from alerts.unittest import run_file
 from tests.services import REPO, require_binary
 
 
@@ -196,9 +198,6 @@ def test_rule_files_of_the_suite_pass_promtool_check() -> None:
     ("rule_files: [missing.yml]\ntests: []\n", "WARNING: no file match pattern"),
 ])
 def test_unit_test_file_errors_are_reported_not_raised(tmp_path: Path, body: str, message: str) -> None:
-    import io
-
-    from alerts.unittest import run_file
 
     p = tmp_path / "t.yml"
     p.write_text(body)

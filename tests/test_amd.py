@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+import agent.plugins.accel as accel
+import agent.plugins.amd.rocm_smi as rocm_smi
 from agent.errors import CollectTimeout, PluginUnavailable
-from agent.model import Collection
+from agent.model import Collection, Metric
 from agent.plugin import PluginContext
 from agent.plugins.accel import to_collection
 from agent.plugins.amd import AmdPlugin
@@ -306,10 +308,6 @@ def test_once_prom_output_passes_promtool(tmp_path: Path, fixtures_dir: Path, fl
 
 
 def test_readme_lists_every_metric(repo_root: Path) -> None:
-    import agent.plugins.accel as accel
-    import agent.plugins.amd.rocm_smi as rocm_smi
-    from agent.model import Metric
-
     text = (repo_root / "agent" / "plugins" / "amd" / "README.md").read_text()
     declared = {m.name for mod in (accel, rocm_smi) for m in vars(mod).values() if isinstance(m, Metric)}
     assert declared and {n for n in declared if f"`{n}`" not in text} == set()

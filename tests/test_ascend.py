@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+import agent.plugins.ascend.readings as readings
 from agent.errors import PluginUnavailable
-from agent.model import Severity
+from agent.model import Metric, Severity
 from agent.plugin import PluginContext
 from agent.plugins.accel import to_collection
 from agent.plugins.ascend import AscendPlugin
@@ -395,9 +396,6 @@ def test_once_prom_output_passes_promtool(tmp_path: Path, fixtures_dir: Path, fl
 
 
 def test_readme_lists_every_metric(repo_root: Path) -> None:
-    import agent.plugins.ascend.readings as readings
-    from agent.model import Metric
-
     text = (repo_root / "agent" / "plugins" / "ascend" / "README.md").read_text()
     declared = {m.name for m in vars(readings).values() if isinstance(m, Metric)}
     assert declared and {n for n in declared if f"`{n}`" not in text} == set()

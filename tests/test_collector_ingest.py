@@ -194,7 +194,7 @@ def test_replay_is_idempotent_and_welcome_reports_durable(tmp_path: Path) -> Non
         await call.write(_hello("n1", wal="w2"))
         assert (await call.read()).welcome.last_durable_sequence == 0
         await call.done_writing()
-        assert c.ingestor.duplicates_total == 2
+        assert c.ingestor.counters.duplicates == 2
         # replays were dropped by sequence: none reached the store as a (series, timestamp) duplicate
         assert summary(c)["duplicate_samples"] == 0
 

@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from collector.storage.influx_factory import build_sink
 from collector.storage.influx_v1 import InfluxV1Config, InfluxV1Sink
 from collector.storage.influx_v2 import InfluxV2Config, InfluxV2Sink
 from collector.storage.retry import Backoff, chunk_lines, http_error, parse_retry_after, write_with_retry
+from tests.fleet import metric_value
 from tests.influx_servers import (
     Server,
     influx_create_database,
@@ -33,7 +35,7 @@ from tests.influx_servers import (
     victoria_metrics,
     vm_export,
 )
-from tests.services import require_binary
+from tests.services import Process, free_port, require_binary, wait_for_port, wait_until
 
 _ = (influxd, victoria_metrics)  # pytest fixtures used by name below
 
@@ -598,8 +600,6 @@ def _influx_samples(url: str, db: str, node: str) -> dict[tuple[Any, ...], float
 @pytest.mark.slow
 def test_collector_with_v1_and_v2_sinks_writes_the_same_points(
         influxd: Server, victoria_metrics: Server, tmp_path: Any, fleetmon_cmd: list[str]) -> None:
-    from tests.services import Process, free_port, wait_for_port
-
     grpc_port, http_port = free_port(), free_port()
     (tmp_path / "collector.yml").write_text(f"""
 data_dir: {tmp_path / "collector"}
@@ -625,21 +625,24 @@ plugins:
     try:
         wait_for_port(grpc_port, timeout=30, proc=collector.proc)
         agent = Process([*fleetmon_cmd, "agent", "--config", str(tmp_path / "agent.yml")], tmp_path / "agent.log")
-        deadline = time.monotonic() + 60
         # Let the agent deliver a few intervals, then stop it and let the spool drain to both sinks.
-        while time.monotonic() < deadline and len(_influx_samples(influxd.url, "accept", "accept-node")) < 200:
-            time.sleep(0.5)
+        wait_until(lambda: len(_influx_samples(influxd.url, "accept", "accept-node")) >= 200, 60,
+                   "200 samples in influxd")
         agent.stop()
-        previous: tuple[int, int] = (-1, -1)
-        while time.monotonic() < deadline:
-            from_influx = _influx_samples(influxd.url, "accept", "accept-node")
-            from_vm_raw = vm_export(victoria_metrics.url, '{node="accept-node"}')
-            counts = (len(from_influx), sum(len(g["values"]) for g in from_vm_raw
-                                            if not g["metric"]["__name__"].startswith("event_")))
-            if counts[0] == counts[1] and counts == previous:
-                break
-            previous = counts
-            time.sleep(1.0)
+
+        def spool_bytes() -> float:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=5) as resp:
+                return metric_value(resp.read().decode(), "fleetmon_spool_bytes")
+
+        wait_until(lambda: spool_bytes() == 0, 60, "the spool to drain into both sinks")
+        from_influx = _influx_samples(influxd.url, "accept", "accept-node")
+
+        def vm_samples() -> list[dict[str, Any]] | None:
+            got = vm_export(victoria_metrics.url, '{node="accept-node"}')
+            n = sum(len(g["values"]) for g in got if not g["metric"]["__name__"].startswith("event_"))
+            return got if n >= len(from_influx) else None  # rows show a moment after the ack
+
+        from_vm_raw = wait_until(vm_samples, 30, "VictoriaMetrics to show what it acknowledged")
     finally:
         if agent is not None:
             agent.stop()

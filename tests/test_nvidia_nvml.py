@@ -9,8 +9,12 @@ import pynvml
 import pytest
 
 from agent.errors import DeviceLost, NotSupported, PluginError, PluginUnavailable
+from agent.model import Metric
+from agent.plugins.kmsg import plugin as kmsg_plugin
+from agent.plugins.nvidia import metrics
 from agent.plugins.nvidia import nvml as nvml_mod
 from agent.plugins.nvidia.nvml import FunctionMissing, Nvml, Variant
+from tests.services import REPO
 
 
 def binding(**functions: Any) -> types.ModuleType:
@@ -117,11 +121,6 @@ def test_field_decoding_fast_path_equals_the_bindings_own_reading() -> None:
 
 
 def test_every_metric_is_in_a_readme() -> None:
-    from agent.model import Metric
-    from agent.plugins.kmsg import plugin as kmsg_plugin
-    from agent.plugins.nvidia import metrics
-    from tests.services import REPO
-
     for module, readme in ((metrics, "agent/plugins/nvidia/README.md"), (kmsg_plugin, "agent/plugins/kmsg/README.md")):
         text = (REPO / readme).read_text()
         declared = [v for v in vars(module).values() if isinstance(v, Metric)]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.model import Collection
+from agent.plugins.optics.eeprom import EepromError
 from agent.plugins.optics.emit import module_samples
 from agent.plugins.optics.ethtool_text import parse
 from agent.plugins.optics.reading import LEVELS, ModuleReading
@@ -137,7 +138,5 @@ def test_per_channel_format() -> None:
 
 
 def test_not_module_output() -> None:
-    from agent.plugins.optics.eeprom import EepromError
-
     with pytest.raises(EepromError, match="does not start with 'Identifier'"):
         parse("Offset\t\tValues\n------\t\t------\n0x0000:\t\t03 04 07\n")

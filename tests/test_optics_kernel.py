@@ -9,12 +9,12 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from agent.plugins.optics import kernel
+from agent.plugin import PluginContext
+from agent.plugins.optics import OpticsPlugin, kernel
 from agent.plugins.optics.eeprom import LOWER, PageRequest, plan_pages
 from agent.plugins.optics.ethtool_text import parse
 from agent.plugins.optics.kernel import (
@@ -26,7 +26,9 @@ from agent.plugins.optics.kernel import (
     parse_attrs,
     parse_reply,
 )
+from agent.plugins.optics.plugin import OpticsConfig
 from tests.services import REPO, require_binary
+from tests.test_optics_eeprom import cmis_pages, sff8472_internal, sff8636_pages
 
 
 def test_eeprom_request_layout() -> None:
@@ -83,7 +85,6 @@ def test_live_kernel_without_module() -> None:
         assert missing.value.errno == errno.ENODEV
         # Every page the decoders ask for passes the kernel's request validation (it reaches the
         # driver, which has no module: EOPNOTSUPP); a malformed one is refused with the reason.
-        from tests.test_optics_eeprom import cmis_pages, sff8472_internal, sff8636_pages
 
         for lower in (cmis_pages()[0], sff8636_pages()[0], sff8472_internal().lower):
             for req in plan_pages(lower):
@@ -169,10 +170,6 @@ def test_eeprom_interval_and_ethtool_route_through_the_plugin(tmp_path: Path, fi
     """Counters every collection, EEPROM only when ``eeprom_interval`` has passed; the last
     reading is emitted in between. Loopback stands in for a live interface (its address in
     the tree matches the running kernel's)."""
-    from agent.plugin import PluginContext
-    from agent.plugins.optics import OpticsPlugin
-    from agent.plugins.optics.plugin import OpticsConfig
-
     sysfs = tmp_path / "sys"
     lo = sysfs / "class/net/lo"
     lo.mkdir(parents=True)
@@ -195,8 +192,7 @@ def test_eeprom_interval_and_ethtool_route_through_the_plugin(tmp_path: Path, fi
             assert values[("optical_temperature_celsius", None)] == 39.18
             assert values[("optical_tx_bias_amperes", "1")] == 6.090 / 1000
             assert values[("net_mtu_bytes", None)] == 65536
-        plugin.config.eeprom_interval = 0.01
-        time.sleep(0.02)
+        plugin.config.eeprom_interval = 1e-9  # due again at the next collection, no waiting
         plugin.collect()
         assert (tmp_path / "runs").read_text().count("run") == 2
     finally:

@@ -364,9 +364,10 @@ def test_no_hca_no_interface_one_line(tmp_path: Path, fleetmon_cmd: list[str]) -
          "--sysfs-root", str(tmp_path)],
         capture_output=True, text=True, timeout=60, check=False,
     )
-    assert done.returncode == 0
-    warnings = [ln for ln in done.stderr.splitlines() if "optics" in ln]
+    assert done.returncode == 1  # nothing usable: --once says so (issue 15)
+    warnings = [ln for ln in done.stderr.splitlines() if "plugin optics disabled" in ln]
     assert len(warnings) == 1 and "plugin optics disabled: no InfiniBand device" in warnings[0]
+    assert done.stderr.splitlines()[-1].startswith("fleetmon agent: no usable plugin: optics (no InfiniBand")
 
 
 def test_unreadable_counter_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -187,6 +187,7 @@ def collect(plugin: PowerPlugin) -> tuple[dict[Key, float], Collection]:
     return {s.key(): s.value for s in col.samples}, col
 
 
+@pytest.mark.services
 def test_real_ipmitool_lanplus_to_ipmi_sim(
         bmc: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("IPMI_PASSWORD", PASSWORD)
@@ -227,6 +228,7 @@ def test_real_ipmitool_lanplus_to_ipmi_sim(
     }
 
 
+@pytest.mark.services
 def test_wrong_password_and_deadline(
         bmc: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("IPMI_PASSWORD", "not-the-password")
@@ -244,9 +246,8 @@ def test_wrong_password_and_deadline(
     caplog.clear()
     silent = ipmi_plugin(free_port(), tmp_path, timeout=1.0)
     silent.discover()
-    started = time.monotonic()
     with caplog.at_level(logging.WARNING):
         got, _ = collect(silent)
-    assert time.monotonic() - started < 1.8
     assert got == {key("power_source_up", source="ipmi"): 0.0}
+    # the deadline ended it (how fast is for bench/): without it ipmitool would retry on its own
     assert any("no answer within 1s" in r.getMessage() for r in caplog.records)

@@ -17,7 +17,7 @@ from agent.plugin import PluginContext
 from agent.plugins.power import PowerPlugin
 from agent.plugins.power.config import KernelSourceConfig, NutConfig, PowerConfig
 from agent.plugins.power.nut import parse_ups, parse_vars, split_words
-from tests.services import Process, free_port, require_binary, wait_for_port
+from tests.services import Process, free_port, require_binary, wait_for_port, wait_until
 
 Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -115,15 +115,13 @@ def collect(plugin: PowerPlugin) -> dict[Key, float]:
     return {s.key(): s.value for s in col.samples}
 
 
-def wait_until_up(plugin: PowerPlugin, timeout: float = 15) -> dict[Key, float]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = collect(plugin)
-        if got.get(key("ups_up", ups="ups1")) == 1.0 or time.monotonic() > deadline:
-            return got
-        time.sleep(0.2)
+def wait_until_up(plugin: PowerPlugin, timeout: float = 30) -> dict[Key, float]:
+    got: dict[Key, float] = wait_until(
+        lambda: (c := collect(plugin)).get(key("ups_up", ups="ups1")) == 1.0 and c, timeout, "ups_up 1")
+    return got
 
 
+@pytest.mark.services
 def test_real_upsd_values_and_switch_to_battery(upsd: Upsd, tmp_path: Path) -> None:
     plugin = nut_plugin(upsd.port, tmp_path)
     plugin.discover()
@@ -147,25 +145,20 @@ def test_real_upsd_values_and_switch_to_battery(upsd: Upsd, tmp_path: Path) -> N
     assert got[key("power_source_up", source="nut")] == 1.0
 
     # Mains fails: the data file says so; dummy-ups re-reads it when its timestamp changes
-    # (checked every pollinterval = 1 s). One plugin interval here is 2 s.
+    # (checked every pollinterval = 1 s). How fast that shows is a latency (bench/), not a test.
     text = upsd.data_file.read_text().replace("ups.status: OL", "ups.status: OB DISCHRG LB")
     upsd.data_file.write_text(text)
     future = time.time() + 2
     os.utime(upsd.data_file, (future, future))  # a new mtime even within the same second
-    interval = 2.0
-    started = time.monotonic()
-    while True:
-        time.sleep(interval / 4)
-        got = collect(plugin)
-        if got.get(key("ups_on_battery", **u)) == 1.0:
-            break
-        assert time.monotonic() - started < interval, "ups_on_battery did not turn 1 within one interval"
+    got = wait_until(lambda: (c := collect(plugin)).get(key("ups_on_battery", **u)) == 1.0 and c, 30,
+                     "ups_on_battery to turn 1", interval=0.25)
     assert got[key("ups_low_battery", **u)] == 1.0
     assert got[key("ups_status_flag", flag="DISCHRG", **u)] == 1.0
     assert got[key("ups_status_flag", flag="OL", **u)] == 0.0
     plugin.close()
 
 
+@pytest.mark.services
 def test_unknown_ups_and_dead_upsd_fail_cleanly(upsd: Upsd, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     plugin = nut_plugin(upsd.port, tmp_path)
     plugin.config.nut.ups = ["nope"]
@@ -176,24 +169,19 @@ def test_unknown_ups_and_dead_upsd_fail_cleanly(upsd: Upsd, tmp_path: Path, capl
 
     dead = nut_plugin(free_port(), tmp_path)
     dead.discover()
-    started = time.monotonic()
     assert collect(dead) == {key("power_source_up", source="nut"): 0.0}
-    assert time.monotonic() - started < 3.0
     assert any("cannot connect" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.services
 def test_driver_gone_is_ups_down_not_source_down(
         upsd: Upsd, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     plugin = nut_plugin(upsd.port, tmp_path)
     plugin.discover()
     assert wait_until_up(plugin)[key("ups_up", ups="ups1")] == 1.0
     upsd.driver.stop()  # the UPS's driver dies (USB cable pulled, driver crash)
-    deadline = time.monotonic() + 20
-    while True:
-        got = collect(plugin)
-        if got.get(key("ups_up", ups="ups1")) == 0.0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    got = wait_until(lambda: (c := collect(plugin)).get(key("ups_up", ups="ups1")) == 0.0 and c, 30,
+                     "ups_up 0 after the driver died", interval=0.5)
     # upsd answers ERR DATA-STALE or DRIVER-NOT-CONNECTED: the UPS is down, upsd is fine
     assert got == {key("ups_up", ups="ups1"): 0.0, key("power_source_up", source="nut"): 1.0}
     lines = [r.getMessage() for r in caplog.records if "ERR" in r.getMessage()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 from agent import registry
 from agent.config import PluginSection, build
 from agent.errors import ConfigError
+from agent.model import Metric
 from agent.plugin import PluginContext
-from agent.plugins.power import PowerPlugin
+from agent.plugins.power import PowerPlugin, metrics
 from agent.plugins.power.config import PowerConfig
 from agent.scheduler import PluginRunner
 
@@ -40,12 +42,17 @@ def test_hung_bmc_and_upsd_cost_one_source_deadline_not_the_collection(
     """Redfish and NUT both hang (a peer that accepts and never answers); the kernel sources still
     report, the two failures are logged once each, and the run ends at one source deadline
     (they run concurrently), inside the plugin's own deadline."""
+    order: list[str] = []  # connections opened and given up, in the order the peer saw them
 
     async def scenario() -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], bool, float]:
         held: list[asyncio.StreamWriter] = []
 
-        async def silent(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             held.append(w)
+            order.append("open")
+            with contextlib.suppress(ConnectionError):
+                await r.read()  # never answers; returns when the source hangs up at its deadline
+            order.append("closed")
 
         server = await asyncio.start_server(silent, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -67,9 +74,10 @@ def test_hung_bmc_and_upsd_cost_one_source_deadline_not_the_collection(
         return {s.key(): s.value for s in col.samples}, ok, secs
 
     with caplog.at_level(logging.WARNING):
-        got, ok, secs = asyncio.run(scenario())
-    assert ok
-    assert secs < 1.8  # one 1 s source deadline, not two
+        got, ok, _secs = asyncio.run(scenario())
+    assert ok  # inside the plugin's own deadline
+    # Concurrent, not one after the other: both sources were waiting before either gave up.
+    assert order[:2] == ["open", "open"], order
     up = {k[1][0][1]: v for k, v in got.items() if k[0] == "power_source_up"}
     assert up == {"rapl": 1.0, "hwmon": 1.0, "power_supply": 1.0, "redfish": 0.0, "nut": 0.0}
     assert got[("rapl_energy_joules_total", (("name", "package-0"), ("zone", "intel-rapl:0")))] == 240422.366267
@@ -80,9 +88,6 @@ def test_hung_bmc_and_upsd_cost_one_source_deadline_not_the_collection(
 
 
 def test_every_metric_is_in_the_readme(repo_root: Path) -> None:
-    from agent.model import Metric
-    from agent.plugins.power import metrics
-
     text = (repo_root / "agent" / "plugins" / "power" / "README.md").read_text()
     declared = [v for v in vars(metrics).values() if isinstance(v, Metric)]
     assert len(declared) > 40

@@ -9,6 +9,7 @@ import importlib.util
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,9 @@ import httpx
 import pytest
 import yaml
 
+import agent.plugins.simulated.plugin as sim
+from agent.plugin import PluginContext
+from alerts.engine import AlertEngine
 from alerts.model import Alert, AlertState
 from alerts.notifiers import AlertmanagerConfig, AlertmanagerNotifier
 from alerts.rules import default_rule_files
@@ -172,12 +176,6 @@ def run_simulated_fleet(monkeypatch: pytest.MonkeyPatch, n_nodes: int, seconds: 
     every ``every`` seconds) into an AlertEngine with the whole pack; return every state change as
     (seconds since start, new state, labels), snapshotted when it happened (the engine updates
     its Alert objects in place)."""
-    import types
-
-    import agent.plugins.simulated.plugin as sim
-    from agent.plugin import PluginContext
-    from alerts.engine import AlertEngine
-
     clock = [1_764_370_000.0]
     monkeypatch.setattr(sim, "time", types.SimpleNamespace(time=lambda: clock[0]))
     plugins = []

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from collector.storage.sqlite import SqliteStore, StoreReader, WriteItem
+from collector.sequence import NodeState
+from collector.storage.embedded import NewSeries, SampleColumns, WriteItem
+from collector.storage.sqlite import SqliteStore, StoreReader
 
 NODE = "n1"
-DEFS = [("gpu_temperature_celsius", "gpu", "temperature_celsius", {"gpu": "0", "node": NODE}, 1, ""),
-        ("gpu_power_watts", "gpu", "power_watts", {"gpu": "0", "node": NODE}, 1, "")]
+DEFS = [NewSeries("gpu_temperature_celsius", "gpu", "temperature_celsius", {"gpu": "0", "node": NODE}, 1, ""),
+        NewSeries("gpu_power_watts", "gpu", "power_watts", {"gpu": "0", "node": NODE}, 1, "")]
 
 
 @dataclass
@@ -54,14 +56,15 @@ class Agent:
 
     def __init__(self, store: SqliteStore) -> None:
         self.store = store
-        store.reset_node(NODE, "wal-1", {})
-        self.state = store.load_node(NODE)
+        self.state = NodeState.new_wal(NODE, "wal-1")
         self.seq = 0
 
     def item(self, samples: list[tuple[int, int, float]]) -> WriteItem:
         self.seq += 1
-        self.state.add(self.seq)
-        return WriteItem(NODE, self.state, self.seq, samples, [])
+        update = self.state.plan(self.seq)
+        self.state.apply(update)
+        sids, ts, values = (list(col) for col in zip(*samples, strict=True))
+        return WriteItem(update, "{}", SampleColumns(sids, ts, values), [])
 
 
 def test_two_batches_same_series_and_timestamp_keep_the_first(opened: Opened) -> None:

@@ -29,6 +29,7 @@ from alerts.notifiers.config import (
 from alerts.notifiers.log import LogNotifier
 from alerts.notifiers.mqtt import MqttNotifier, topic_segment
 from alerts.notifiers.webhook import WebhookNotifier
+from fleetmon_common.settings import Problems
 
 __all__ = [
     "AlertmanagerConfig",
@@ -57,16 +58,20 @@ def build_notifiers(section: Mapping[str, Any] | None, where: str) -> list[Notif
     if not isinstance(section, Mapping):
         raise NotifierError(f"{where}: expected a mapping of notifier kinds, got {type(section).__name__}")
     out: list[Notifier] = []
+    problems = Problems()
     for kind, raw in section.items():
         if kind not in KINDS:
-            raise NotifierError(f"{where}.{kind}: unknown notifier (known: {', '.join(sorted(KINDS))})")
+            problems.add(f"{where}.{kind}: unknown notifier; known: {', '.join(sorted(KINDS))}")
+            continue
         key = f"{where}.{kind}"
-        if kind == "log":
-            out.append(LogNotifier(build_config(LogConfig, raw, key)))
-        elif kind == "alertmanager":
-            out.append(AlertmanagerNotifier(build_config(AlertmanagerConfig, raw, key)))
-        elif kind == "mqtt":
-            out.append(MqttNotifier(build_config(MqttConfig, raw, key)))
-        else:
-            out.append(WebhookNotifier(build_config(WebhookConfig, raw, key)))
+        with problems.gather(NotifierError):
+            if kind == "log":
+                out.append(LogNotifier(build_config(LogConfig, raw, key)))
+            elif kind == "alertmanager":
+                out.append(AlertmanagerNotifier(build_config(AlertmanagerConfig, raw, key)))
+            elif kind == "mqtt":
+                out.append(MqttNotifier(build_config(MqttConfig, raw, key)))
+            else:
+                out.append(WebhookNotifier(build_config(WebhookConfig, raw, key)))
+    problems.raise_if_any(NotifierError)
     return out

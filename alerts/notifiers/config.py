@@ -14,16 +14,14 @@ expected an integer, got 'abc'``). This module does not import ``agent/`` (DESIG
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import types
-import typing
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, TypeVar
 
 from alerts.errors import NotifierError
+from fleetmon_common import settings
 
 
 @dataclass
@@ -62,7 +60,7 @@ class MqttConfig:
     topic_prefix: str = "fleetmon/v1"
     qos: int = 1
     client_id: str | None = None
-    keepalive: int = 30
+    keepalive: float = 30.0  # seconds; MQTT carries whole seconds
     queue_size: int = 10_000
     #: Resolved alert instances stay in their topic's retained state this long (seconds), then
     #: leave the list. The topic itself is never cleared: it keeps the last (resolved) state.
@@ -138,59 +136,10 @@ KINDS: dict[str, type[Any]] = {
 
 
 def build_config(cls: type[C], raw: Any, where: str) -> C:
-    """Validate a mapping into a config dataclass; errors name ``where.key``."""
+    """Validate a mapping into a config dataclass; every wrong key is reported (``where.key``),
+    with the wording and the duration forms (``timeout: 5s``) of every other fleetmon config."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise NotifierError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in fields:
-            raise NotifierError(f"{where}.{key}: unknown key (known: {', '.join(sorted(fields))})")
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
-    try:
-        cfg = cls(**kwargs)
-        validate = getattr(cfg, "validate", None)
-        if validate is not None:
-            validate()
-    except ValueError as err:
-        raise NotifierError(f"{where}.{err}") from err
-    return cfg
-
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise NotifierError(f"{where}: expected a list, got {value!r}")
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise NotifierError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): _coerce(v, str, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise NotifierError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise NotifierError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise NotifierError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise NotifierError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    raise NotifierError(f"{where}: unsupported type {tp!r}")  # pragma: no cover - config bug
+    return settings.build(cls, raw, where, error=NotifierError)

@@ -85,7 +85,7 @@ class _Broker(QueueWorker[_Msg]):
         return aiomqtt.Client(
             cfg.host, cfg.port, username=cfg.username, password=cfg.password,
             identifier=self.owner.client_id, will=will, tls_params=tls_params,
-            keepalive=cfg.keepalive, timeout=10.0,
+            keepalive=max(1, round(cfg.keepalive)), timeout=10.0,
         )
 
     async def _connect(self) -> aiomqtt.Client:

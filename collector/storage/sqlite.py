@@ -12,21 +12,29 @@ Tables:
   (the collector's ``duplicate_samples`` stat). Tested through the public API in
   ``tests/test_store_contract.py``; any replacement store keeps this rule.
 - ``events``: hardware events as received.
-- ``nodes``: per node, the agent's WAL identity and the highest contiguous sequence held;
-  ``held``: sequences received above it (live data arrives before backfill).
+- ``nodes``: per node, the agent's WAL identity, how far the agent gave its WAL up (``floor``)
+  and the highest contiguous sequence held; ``seq_ranges``: the sequences stored, as ranges
+  (collector/sequence.py has the rules).
 - ``spool``/``sink_cursor``: batches waiting for the external sinks (collector/spool.py).
+
+Every sqlite3 error leaves as a :class:`collector.errors.StoreError` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from collector.errors import StoreError
+from collector.sequence import NodeState, SeqRange
+from collector.storage.embedded import NewSeries, SeriesMeta, SpoolDepth, SpoolRow, WriteItem
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -47,43 +55,40 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts);
 CREATE TABLE IF NOT EXISTS nodes (
     node TEXT PRIMARY KEY, wal_id TEXT NOT NULL, contiguous INTEGER NOT NULL,
-    labels TEXT NOT NULL DEFAULT '{}', last_seen INTEGER NOT NULL DEFAULT 0
+    labels TEXT NOT NULL DEFAULT '{}', last_seen INTEGER NOT NULL DEFAULT 0, floor INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS held (node TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (node, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seq_ranges (
+    node TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (node, lo)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS spool (id INTEGER PRIMARY KEY AUTOINCREMENT, created INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS sink_cursor (sink TEXT PRIMARY KEY, spool_id INTEGER NOT NULL);
 """
 
 
-@dataclass
-class NodeState:
-    """Which sequences of one agent's WAL the collector holds durably."""
+def _migrate(db: sqlite3.Connection) -> None:
+    """Stores written before sequence ranges: ``held`` rows and ``contiguous`` become ranges."""
+    cols = {row[1] for row in db.execute("PRAGMA table_info(nodes)")}
+    if "floor" not in cols:
+        db.execute("ALTER TABLE nodes ADD COLUMN floor INTEGER NOT NULL DEFAULT 0")
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'held'").fetchone() is None:
+        return
+    db.execute("BEGIN")
+    for node, contiguous in db.execute("SELECT node, contiguous FROM nodes").fetchall():
+        ranges = [SeqRange(1, contiguous)] if contiguous > 0 else []
+        ranges += [SeqRange(s, s) for (s,) in db.execute("SELECT seq FROM held WHERE node = ?", (node,))]
+        for r in NodeState(node, ranges=ranges).ranges:
+            db.execute("INSERT OR REPLACE INTO seq_ranges VALUES (?, ?, ?)", (node, r.lo, r.hi))
+    db.execute("DROP TABLE held")
+    db.execute("COMMIT")
 
-    node: str
-    wal_id: str = ""
-    contiguous: int = 0
-    held: set[int] = field(default_factory=set)
 
-    def has(self, seq: int) -> bool:
-        return seq <= self.contiguous or seq in self.held
-
-    def add(self, seq: int) -> None:
-        if seq <= self.contiguous:
-            return
-        self.held.add(seq)
-        self._advance()
-
-    def skip_below(self, oldest: int) -> None:
-        """The agent no longer has anything older than ``oldest``: stop waiting for it."""
-        if oldest - 1 > self.contiguous:
-            self.contiguous = oldest - 1
-            self.held = {s for s in self.held if s > self.contiguous}
-            self._advance()
-
-    def _advance(self) -> None:
-        while self.contiguous + 1 in self.held:
-            self.contiguous += 1
-            self.held.discard(self.contiguous)
+@contextlib.contextmanager
+def _store_errors(path: Path, what: str) -> Iterator[None]:
+    """sqlite3's errors leave as StoreError naming the file and what was being done."""
+    try:
+        yield
+    except sqlite3.Error as err:
+        raise StoreError(f"{path}: {what} failed: {err}") from err
 
 
 @dataclass
@@ -112,66 +117,69 @@ class Matcher:
         return hit if self.op == "=~" else not hit
 
 
-@dataclass
-class WriteItem:
-    """One agent batch, ready to commit."""
-
-    node: str
-    state: NodeState
-    seq: int
-    samples: list[tuple[int, int, float]]  # series id, ts ms, value
-    events: list[tuple[int, str, str, str, str, str]]  # ts, kind, severity, message, action, labels json
-    spool_body: bytes | None = None
-
-
 class SqliteStore:
-    """All writes go through one thread (the caller's executor); reads open their own connection."""
+    """All writes go through one thread (the caller's executor); reads open their own connection.
+
+    Implements :class:`collector.storage.embedded.EmbeddedStore`."""
 
     def __init__(self, path: Path, retention_s: float = 30 * 86400) -> None:
         self.path = path
         self.retention_s = retention_s
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: an ack promises durability, so the commit must reach the disk.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._series: dict[tuple[str, str], int] = {}
-        for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
-            self._series[(name, labels)] = sid
         self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"{path.parent}: cannot create the data dir: {err.strerror}") from err
+        with self._errors("open"):
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: an ack promises durability, so the commit must reach the disk.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            _migrate(self._db)
+            self._series: dict[tuple[str, str], int] = {}
+            for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
+                self._series[(name, labels)] = sid
         #: Samples dropped because the store already held a value for their (series, timestamp):
         #: the first value is kept (see the module docstring). Counted since this process started.
         self.duplicate_samples = 0
 
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return _store_errors(self.path, what)
+
+    @contextlib.contextmanager
+    def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
+        """BEGIN … COMMIT under the lock; a failed ROLLBACK never hides the error that caused it."""
+        with self._lock, self._errors(what):
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                raise
+
     # --- writing -------------------------------------------------------------------------
     def load_node(self, node: str) -> NodeState:
-        with self._lock:
-            row = self._db.execute("SELECT wal_id, contiguous FROM nodes WHERE node = ?", (node,)).fetchone()
+        with self._lock, self._errors(f"loading node {node}"):
+            row = self._db.execute("SELECT wal_id, floor FROM nodes WHERE node = ?", (node,)).fetchone()
             if row is None:
                 return NodeState(node)
-            held = {s for (s,) in self._db.execute("SELECT seq FROM held WHERE node = ?", (node,))}
-            return NodeState(node, row[0], int(row[1]), held)
+            ranges = [SeqRange(int(lo), int(hi)) for lo, hi in self._db.execute(
+                "SELECT lo, hi FROM seq_ranges WHERE node = ? ORDER BY lo", (node,))]
+            return NodeState(node, row[0], ranges, int(row[1]))
 
-    def reset_node(self, node: str, wal_id: str, labels: dict[str, str]) -> None:
-        """A new WAL for this node: its sequences start again."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM held WHERE node = ?", (node,))
-            self._db.execute(
-                "INSERT INTO nodes (node, wal_id, contiguous, labels, last_seen) VALUES (?, ?, 0, ?, ?) "
-                "ON CONFLICT (node) DO UPDATE SET wal_id = excluded.wal_id, contiguous = 0, labels = excluded.labels",
-                (node, wal_id, json.dumps(labels, sort_keys=True), int(time.time() * 1000)))
-            self._db.execute("COMMIT")
-
-    def series_ids(self, node: str, defs: Sequence[tuple[str, str, str, dict[str, str], int, str]]) -> list[int]:
-        """Ids of (name, measurement, field, labels, type, help), creating missing series in one
-        transaction (a stream's first batch defines thousands: one fsync, not thousands)."""
+    def series_ids(self, node: str, defs: Sequence[NewSeries]) -> list[int]:
+        """Ids of these series, creating missing ones in one transaction (a stream's first
+        batch defines thousands: one fsync, not thousands)."""
         out: list[int] = []
         missing: list[int] = []
         keys = []
-        for i, (name, _m, _f, labels, _t, _h) in enumerate(defs):
-            key = (name, json.dumps(labels, sort_keys=True, separators=(",", ":")))
+        for i, d in enumerate(defs):
+            key = (d.name, json.dumps(d.labels, sort_keys=True, separators=(",", ":")))
             keys.append(key)
             sid = self._series.get(key)
             out.append(sid if sid is not None else -1)
@@ -179,21 +187,15 @@ class SqliteStore:
                 missing.append(i)
         if not missing:
             return out
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                for i in missing:
-                    name, measurement, field_, _labels, mtype, help_ = defs[i]
-                    cur = self._db.execute(
-                        "INSERT INTO series (name, measurement, field, labels, node, type, help) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?) "
-                        "ON CONFLICT (name, labels) DO UPDATE SET type = excluded.type RETURNING id",
-                        (name, measurement, field_, keys[i][1], node, mtype, help_))
-                    out[i] = int(cur.fetchone()[0])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction(f"defining {len(missing)} series of node {node}") as db:
+            for i in missing:
+                d = defs[i]
+                cur = db.execute(
+                    "INSERT INTO series (name, measurement, field, labels, node, type, help) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (name, labels) DO UPDATE SET type = excluded.type RETURNING id",
+                    (d.name, d.measurement, d.field, keys[i][1], node, d.type, d.help))
+                out[i] = int(cur.fetchone()[0])
         for i in missing:
             self._series[keys[i]] = out[i]
         return out
@@ -201,82 +203,80 @@ class SqliteStore:
     def commit(self, items: Sequence[WriteItem]) -> None:
         """Store several batches in one transaction (group commit); durable when it returns."""
         now = int(time.time() * 1000)
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN")
-            dropped = 0
-            try:
-                for it in items:
-                    if it.samples:
-                        # First value wins: OR IGNORE keeps the stored sample; rowcount says how many went in.
-                        stored = db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?)", it.samples).rowcount
-                        dropped += len(it.samples) - stored
-                    if it.events:
-                        db.executemany(
-                            "INSERT OR IGNORE INTO events (ts, node, kind, severity, message, action, labels) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [(e[0], it.node, e[1], e[2], e[3], e[4], e[5]) for e in it.events])
-                    if it.spool_body is not None:
-                        db.execute("INSERT INTO spool (created, body) VALUES (?, ?)", (now, it.spool_body))
-                    st = it.state
-                    db.execute("UPDATE nodes SET contiguous = ?, last_seen = ? WHERE node = ?",
-                               (st.contiguous, now, it.node))
-                    db.execute("DELETE FROM held WHERE node = ? AND seq <= ?", (it.node, st.contiguous))
-                    if it.seq > st.contiguous:
-                        db.execute("INSERT OR IGNORE INTO held VALUES (?, ?)", (it.node, it.seq))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            self.duplicate_samples += dropped
+        dropped = 0
+        with self._transaction(f"commit of {len(items)} batches") as db:
+            for it in items:
+                s = it.samples
+                if s.series_ids:
+                    # First value wins: OR IGNORE keeps the stored sample; rowcount says how many went in.
+                    stored = db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?)",
+                                            zip(s.series_ids, s.ts_ms, s.values, strict=True)).rowcount
+                    dropped += len(s) - stored
+                if it.events:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO events (ts, node, kind, severity, message, action, labels) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        [(e.ts_ms, it.node, e.kind, e.severity, e.message, e.action, e.labels_json)
+                         for e in it.events])
+                if it.spool_body is not None:
+                    db.execute("INSERT INTO spool (created, body) VALUES (?, ?)", (now, it.spool_body))
+                u = it.update
+                if u.reset:
+                    db.execute("DELETE FROM seq_ranges WHERE node = ?", (u.node,))
+                for r in u.ranges:
+                    db.execute("DELETE FROM seq_ranges WHERE node = ? AND lo >= ? AND lo <= ?", (u.node, r.lo, r.hi))
+                    db.execute("INSERT INTO seq_ranges VALUES (?, ?, ?)", (u.node, r.lo, r.hi))
+                db.execute(
+                    "INSERT INTO nodes (node, wal_id, contiguous, labels, last_seen, floor) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (node) DO UPDATE SET wal_id = excluded.wal_id, contiguous = excluded.contiguous, "
+                    "labels = excluded.labels, last_seen = excluded.last_seen, floor = excluded.floor",
+                    (u.node, u.wal_id, u.contiguous, it.labels_json, now, u.floor))
+        self.duplicate_samples += dropped
 
     def apply_retention(self, now: float | None = None) -> int:
         cutoff = int(((now or time.time()) - self.retention_s) * 1000)
-        with self._lock:
-            n = self._db.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount
-            self._db.execute("DELETE FROM events WHERE ts < ?", (cutoff,))
+        with self._transaction("retention") as db:
+            n = db.execute("DELETE FROM samples WHERE ts < ?", (cutoff,)).rowcount
+            db.execute("DELETE FROM events WHERE ts < ?", (cutoff,))
         return int(n)
 
     # --- spool (collector/spool.py) --------------------------------------------------------
-    def spool_read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
-        with self._lock:
-            return [(int(i), bytes(b)) for i, b in self._db.execute(
+    def spool_read(self, after: int, limit: int) -> list[SpoolRow]:
+        with self._lock, self._errors("reading the spool"):
+            return [SpoolRow(int(i), bytes(b)) for i, b in self._db.execute(
                 "SELECT id, body FROM spool WHERE id > ? ORDER BY id LIMIT ?", (after, limit))]
 
     def sink_cursor(self, sink: str) -> int:
-        with self._lock:
+        with self._lock, self._errors(f"reading sink {sink}'s cursor"):
             row = self._db.execute("SELECT spool_id FROM sink_cursor WHERE sink = ?", (sink,)).fetchone()
             return int(row[0]) if row else 0
 
     def set_sink_cursor(self, sink: str, spool_id: int, sinks: Iterable[str]) -> None:
         """Advance one sink; drop spool rows every configured sink has confirmed."""
         names = list(sinks)
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.execute("INSERT INTO sink_cursor VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET "
-                             "spool_id = excluded.spool_id", (sink, spool_id))
-            marks = [self._db.execute("SELECT spool_id FROM sink_cursor WHERE sink = ?", (n,)).fetchone()
-                     for n in names]
+        with self._transaction(f"advancing sink {sink}'s cursor") as db:
+            db.execute("INSERT INTO sink_cursor VALUES (?, ?) ON CONFLICT (sink) DO UPDATE SET "
+                       "spool_id = excluded.spool_id", (sink, spool_id))
+            marks = [db.execute("SELECT spool_id FROM sink_cursor WHERE sink = ?", (n,)).fetchone() for n in names]
             if all(m is not None for m in marks):
                 low = min(int(m[0]) for m in marks if m is not None)
-                self._db.execute("DELETE FROM spool WHERE id <= ?", (low,))
-            self._db.execute("COMMIT")
+                db.execute("DELETE FROM spool WHERE id <= ?", (low,))
 
-    def series_meta(self, sid: int) -> tuple[str, str, tuple[tuple[str, str], ...]]:
-        """(measurement, field, sorted tags) of a stored series, for the external sinks."""
-        with self._lock:
+    def series_meta(self, sid: int) -> SeriesMeta:
+        """Measurement, field and sorted tags of a stored series, for the external sinks."""
+        with self._lock, self._errors(f"reading series {sid}"):
             row = self._db.execute("SELECT measurement, field, labels FROM series WHERE id = ?", (sid,)).fetchone()
         if row is None:
-            raise KeyError(f"series id {sid} is not in {self.path}")
-        return row[0], row[1], tuple(sorted(json.loads(row[2]).items()))
+            raise StoreError(f"{self.path}: series id {sid} is not in the store")
+        return SeriesMeta(row[0], row[1], tuple(sorted(json.loads(row[2]).items())))
 
-    def spool_depth(self) -> tuple[int, int]:
-        with self._lock:
+    def spool_depth(self) -> SpoolDepth:
+        with self._lock, self._errors("measuring the spool"):
             row = self._db.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM spool").fetchone()
-            return int(row[0]), int(row[1])
+            return SpoolDepth(int(row[0]), int(row[1]))
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._errors("close"):
             self._db.close()
 
 
@@ -284,16 +284,22 @@ class StoreReader:
     """Read side (queries, dashboard, ``fleetmon query``): its own connection, read-only use."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no embedded store here (start a collector with this data dir first)")
-        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            raise StoreError(f"{path}: no embedded store here (start a collector with this data dir first)")
+        with self._errors("open"):
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return _store_errors(self.path, what)
 
     def find_series(self, name: str | None, matchers: Sequence[Matcher]) -> list[SeriesRow]:
-        if name:
-            rows = self._db.execute("SELECT id, name, labels FROM series WHERE name = ?", (name,))
-        else:
-            rows = self._db.execute("SELECT id, name, labels FROM series")
         out = []
+        with self._errors("series lookup"):
+            if name:
+                rows = self._db.execute("SELECT id, name, labels FROM series WHERE name = ?", (name,)).fetchall()
+            else:
+                rows = self._db.execute("SELECT id, name, labels FROM series").fetchall()
         for sid, n, labels in rows:
             lab = json.loads(labels)
             if all(m.matches(lab) for m in matchers):
@@ -301,29 +307,34 @@ class StoreReader:
         return out
 
     def samples(self, series_id: int, since_ms: int, until_ms: int, limit: int = 0) -> list[tuple[int, float]]:
+        """(ts ms, value) of one series, oldest first."""
         q = "SELECT ts, value FROM samples WHERE series_id = ? AND ts >= ? AND ts <= ? ORDER BY ts"
         args: tuple[int, ...] = (series_id, since_ms, until_ms)
         if limit:
             q += " LIMIT ?"
             args += (limit,)
-        return [(int(t), float(v)) for t, v in self._db.execute(q, args)]
+        with self._errors("sample query"):
+            return [(int(t), float(v)) for t, v in self._db.execute(q, args)]
 
     def count_samples(self, node: str | None = None) -> int:
-        if node is None:
-            return int(self._db.execute("SELECT count(*) FROM samples").fetchone()[0])
-        return int(self._db.execute(
-            "SELECT count(*) FROM samples JOIN series ON series.id = samples.series_id WHERE series.node = ?",
-            (node,)).fetchone()[0])
+        with self._errors("sample count"):
+            if node is None:
+                return int(self._db.execute("SELECT count(*) FROM samples").fetchone()[0])
+            return int(self._db.execute(
+                "SELECT count(*) FROM samples JOIN series ON series.id = samples.series_id WHERE series.node = ?",
+                (node,)).fetchone()[0])
 
     def events(self, since_ms: int, limit: int = 200) -> list[dict[str, object]]:
-        rows = self._db.execute(
-            "SELECT ts, node, kind, severity, message, action, labels FROM events WHERE ts >= ? "
-            "ORDER BY ts DESC LIMIT ?", (since_ms, limit))
+        with self._errors("event query"):
+            rows = self._db.execute(
+                "SELECT ts, node, kind, severity, message, action, labels FROM events WHERE ts >= ? "
+                "ORDER BY ts DESC LIMIT ?", (since_ms, limit)).fetchall()
         return [{"time": t / 1000, "node": n, "kind": k, "severity": s, "message": m, "action": a,
                  "labels": json.loads(lab)} for t, n, k, s, m, a, lab in rows]
 
     def nodes(self) -> list[dict[str, object]]:
-        rows = self._db.execute("SELECT node, contiguous, labels, last_seen FROM nodes ORDER BY node")
+        with self._errors("node query"):
+            rows = self._db.execute("SELECT node, contiguous, labels, last_seen FROM nodes ORDER BY node").fetchall()
         return [{"node": n, "sequence": c, "labels": json.loads(lab), "last_seen": ls / 1000}
                 for n, c, lab, ls in rows]
 

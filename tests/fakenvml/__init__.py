@@ -85,6 +85,10 @@ class FakeState:
     missing: set[str] = field(default_factory=set)
     lost: set[int] = field(default_factory=set)
     hang: dict[int, threading.Event] = field(default_factory=dict)
+    #: Calls that entered a hang, per GPU index, and how many of them are blocked right now: a
+    #: test tells "the collection returned while the call was still stuck" without a clock.
+    hung_calls: Counter[int] = field(default_factory=Counter)
+    blocked: Counter[int] = field(default_factory=Counter)
     init_error: int | None = None
     calls: Counter[str] = field(default_factory=Counter)
     events: queue.Queue[tuple[Device, int, int]] = field(default_factory=queue.Queue)
@@ -194,7 +198,14 @@ def _checked(st: FakeState, name: str, fn: Callable[..., Any], args: tuple[Any, 
     if dev is not None:
         gpu = dev if isinstance(dev, Device) else dev.parent
         if gpu.index in st.hang:
-            st.hang[gpu.index].wait(HANG_CAP_S)
+            with _TIMING_LOCK:
+                st.hung_calls[gpu.index] += 1
+                st.blocked[gpu.index] += 1
+            try:
+                st.hang[gpu.index].wait(HANG_CAP_S)
+            finally:
+                with _TIMING_LOCK:
+                    st.blocked[gpu.index] -= 1
         if gpu.index in st.lost:
             _raise(_pynvml.NVML_ERROR_GPU_IS_LOST)
         if (gpu.index, name) in st.not_supported or (None, name) in st.not_supported:

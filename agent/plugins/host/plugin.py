@@ -1,9 +1,17 @@
-"""Host plugin: psutil reads /proc and /sys itself; ``--procfs-root`` is passed to it via PROCFS_PATH."""
+"""Host plugin: psutil reads /proc and /sys itself; ``--procfs-root`` is passed to it via PROCFS_PATH.
+
+Names start with ``host_``, never ``node_``: node_exporter owns the ``node_`` namespace, and a
+site that drops ``--once --format prom`` into its textfile directory, or scrapes both exporters
+into one Prometheus, must not get two families of one name (``node_load1``,
+``node_filesystem_*``, ``node_network_*`` and ``node_disk_*`` all exist there with other help
+texts and labels; node_exporter then fails the whole scrape).
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import psutil
@@ -11,26 +19,43 @@ import psutil
 from agent.model import Collection, counter, gauge
 from agent.plugin import Plugin
 
-CPU_USAGE = gauge("node_cpu_utilization_ratio", "Share of CPU time not idle since the last collection (0-1)")
-CPU_COUNT = gauge("node_cpus", "Logical CPUs")
-LOAD1 = gauge("node_load1", "1-minute load average")
-LOAD5 = gauge("node_load5", "5-minute load average")
-LOAD15 = gauge("node_load15", "15-minute load average")
-MEM_TOTAL = gauge("node_memory_total_bytes", "Physical memory", "bytes")
-MEM_AVAILABLE = gauge("node_memory_available_bytes", "Memory available without swapping", "bytes")
-MEM_USED = gauge("node_memory_used_bytes", "Memory in use (total - available)", "bytes")
-SWAP_USED = gauge("node_swap_used_bytes", "Swap in use", "bytes")
-UPTIME = gauge("node_uptime_seconds", "Seconds since boot", "seconds")
-FS_SIZE = gauge("node_filesystem_size_bytes", "Filesystem size", "bytes")
-FS_FREE = gauge("node_filesystem_free_bytes", "Filesystem space available to unprivileged users", "bytes")
-NET_RX = counter("node_network_receive_bytes_total", "Bytes received", "bytes")
-NET_TX = counter("node_network_transmit_bytes_total", "Bytes sent", "bytes")
-NET_RX_ERR = counter("node_network_receive_errors_total", "Receive errors")
-NET_TX_ERR = counter("node_network_transmit_errors_total", "Transmit errors")
-DISK_READ = counter("node_disk_read_bytes_total", "Bytes read", "bytes")
-DISK_WRITE = counter("node_disk_written_bytes_total", "Bytes written", "bytes")
+CPU_USAGE = gauge("host_cpu_utilization_ratio", "Share of CPU time not idle since the previous collection (0-1)")
+CPU_COUNT = gauge("host_cpus", "Logical CPUs")
+LOAD1 = gauge("host_load1", "1-minute load average")
+LOAD5 = gauge("host_load5", "5-minute load average")
+LOAD15 = gauge("host_load15", "15-minute load average")
+MEM_TOTAL = gauge("host_memory_total_bytes", "Physical memory", "bytes")
+MEM_AVAILABLE = gauge("host_memory_available_bytes", "Memory available without swapping", "bytes")
+MEM_USED = gauge("host_memory_used_bytes", "Memory in use (total - available)", "bytes")
+SWAP_USED = gauge("host_swap_used_bytes", "Swap in use", "bytes")
+UPTIME = gauge("host_uptime_seconds", "Seconds since boot", "seconds")
+FS_SIZE = gauge("host_filesystem_size_bytes", "Filesystem size", "bytes")
+FS_AVAILABLE = gauge("host_filesystem_available_bytes", "Filesystem space available to unprivileged users", "bytes")
+NET_RX = counter("host_network_receive_bytes_total", "Bytes received", "bytes")
+NET_TX = counter("host_network_transmit_bytes_total", "Bytes sent", "bytes")
+NET_RX_ERR = counter("host_network_receive_errors_total", "Receive errors")
+NET_TX_ERR = counter("host_network_transmit_errors_total", "Transmit errors")
+DISK_READ = counter("host_disk_read_bytes_total", "Bytes read", "bytes")
+DISK_WRITE = counter("host_disk_written_bytes_total", "Bytes written", "bytes")
 
 _PSEUDO_FS = {"tmpfs", "devtmpfs", "overlay", "squashfs", "proc", "sysfs", "cgroup", "cgroup2", "nsfs", "autofs"}
+# /proc/stat columns that are not busy time. Linux counts guest time inside user/nice as well
+# (kernel/sched/cputime.c), so guest and guest_nice are left out of the total, as psutil does.
+_IDLE = ("idle", "iowait")
+_NOT_IN_TOTAL = ("guest", "guest_nice")
+
+
+def cpu_busy_ratio(prev: Mapping[str, float], cur: Mapping[str, float]) -> float | None:
+    """Busy share of CPU time between two ``/proc/stat`` readings (seconds per column).
+
+    None when nothing can be measured: no time passed, or a counter went backwards (a
+    suspended VM, a CPU hot-unplugged). Never a made-up 0.
+    """
+    total = sum(cur[k] - prev.get(k, 0.0) for k in cur if k not in _NOT_IN_TOTAL)
+    idle = sum(cur.get(k, 0.0) - prev.get(k, 0.0) for k in _IDLE)
+    if total <= 0 or idle < 0 or idle > total:
+        return None
+    return 1.0 - idle / total
 
 
 @dataclass
@@ -46,16 +71,20 @@ class HostPlugin(Plugin):
     Config = HostConfig
     default_interval = 15.0
     config: HostConfig
+    _cpu_prev: dict[str, float] | None = None
 
     def discover(self) -> None:
         # psutil reads procfs at a module-level path; honour --procfs-root (STYLE 5).
         psutil.PROCFS_PATH = str(self.ctx.procfs_root)
-        psutil.cpu_times_percent(interval=None)  # prime the CPU delta
 
     def collect(self) -> Collection:
         col = Collection()
-        busy = psutil.cpu_percent(interval=None)
-        col.add(CPU_USAGE, busy / 100.0)  # psutil reports percent
+        # Utilisation is a rate: the first collection has nothing to compare with and says
+        # nothing (``--once`` never prints it) rather than psutil's placeholder 0.0.
+        cpu = psutil.cpu_times()._asdict()
+        if self._cpu_prev is not None:
+            col.add(CPU_USAGE, cpu_busy_ratio(self._cpu_prev, cpu))
+        self._cpu_prev = cpu
         col.add(CPU_COUNT, psutil.cpu_count() or None)
         try:
             l1, l5, l15 = os.getloadavg() if self.ctx.procfs_root.as_posix() == "/proc" else _loadavg(
@@ -83,7 +112,7 @@ class HostPlugin(Plugin):
                 continue
             labels = {"mountpoint": part.mountpoint, "device": part.device, "fstype": part.fstype}
             col.add(FS_SIZE, usage.total, labels)
-            col.add(FS_FREE, usage.free, labels)
+            col.add(FS_AVAILABLE, usage.free, labels)  # psutil's "free" is statvfs f_bavail * f_frsize
         for nic, io in psutil.net_io_counters(pernic=True).items():
             if nic == "lo" or nic in self.config.exclude_interfaces:
                 continue

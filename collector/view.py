@@ -1,0 +1,70 @@
+"""The read-only view of a running collector that the HTTP API and dashboard are built on.
+
+``collector/http.py`` sees nothing else of the collector: it can neither change ingest state
+nor reach the writer. :class:`collector.app.Collector` implements :class:`CollectorView`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple, Protocol, TypeVar
+
+from alerts.model import Alert
+from collector.ingest import PluginState
+from collector.storage.base import HealthSample
+from collector.storage.sqlite import StoreReader
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """One node as the API lists it (a snapshot)."""
+
+    node: str
+    up: bool
+    connected: bool
+    labels: dict[str, str]
+    samples: int
+    batches: int
+    last_batch_at: float  # 0: none yet
+    clock_skew: float
+    agent_version: str
+    plugins: tuple[PluginState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CollectorCounters:
+    samples: int
+    duplicates: int  # replayed batches (a sequence already held)
+    duplicate_samples: int  # samples whose (series, timestamp) the store already held
+    refused_batches: int
+    refused_streams: int
+
+
+class Transition(NamedTuple):
+    """An alert as it was when it changed state at ``time`` (a snapshot)."""
+
+    time: float
+    alert: Alert
+
+
+class CollectorView(Protocol):
+    def nodes(self, now: float) -> list[NodeRow]: ...
+
+    def counters(self) -> CollectorCounters: ...
+
+    def samples_per_second(self) -> float: ...
+
+    def active_alerts(self) -> list[Alert]: ...
+
+    def transitions(self, since: float) -> list[Transition]: ...
+
+    def health(self) -> list[HealthSample]:
+        """Extra ``/metrics`` samples (sinks, spool, limits)."""
+        ...
+
+    async def read_store(self, fn: Callable[[StoreReader], T]) -> T:
+        """Run ``fn`` with a read-only store reader, off the event loop."""
+        ...

@@ -1,0 +1,216 @@
+"""``fleetmon status`` and ``fleetmon top``: the fleet and its alerts in the terminal.
+
+Both read a running collector's HTTP API (``/api/v1/summary``, ``/api/v1/nodes``,
+``/api/v1/alerts``); they import neither side of fleetmon, so they run anywhere that reaches
+the collector. ``status`` prints once and exits 0 when every node is healthy, 1 when a node is
+degraded or failed (for scripts and health checks), 2 when the collector cannot be read.
+``top`` redraws every ``--interval`` seconds until Ctrl-C (or ``-n`` times).
+
+Health per node, from what the API says: *failed* when its agent is not streaming or a critical
+alert fires on it; *degraded* when another alert fires or one is pending on it; else *healthy*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:7780"
+HEALTH_ORDER = {"failed": 0, "degraded": 1, "healthy": 2}
+HEALTH_STYLE = {"failed": "bold red", "degraded": "yellow", "healthy": "green"}
+#: Labels that say where an alert is (shown); identity labels the node column already shows are not.
+_HIDDEN = {"alertname", "severity", "node", "cluster", "rack", "pod", "zone", "uuid", "vendor", "model",
+           "xid_name", "xid_action"}
+#: With more nodes than this, ``status`` lists only the unhealthy ones (``--all`` lists every one).
+MAX_LISTED = 25
+
+
+class FetchError(Exception):
+    """The collector's API could not be read; the message says which URL and why."""
+
+
+@dataclass
+class Snapshot:
+    url: str
+    summary: dict[str, Any]
+    nodes: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    taken_at: float = field(default_factory=time.time)
+
+    def health(self) -> dict[str, str]:
+        """node -> failed | degraded | healthy."""
+        out = {n["node"]: "healthy" if n.get("up") else "failed" for n in self.nodes}
+        for a in self.alerts:
+            node = a["labels"].get("node")
+            if node not in out or out[node] == "failed":
+                continue
+            critical = a["labels"].get("severity") == "critical" and a["state"] == "firing"
+            out[node] = "failed" if critical else "degraded"
+        return out
+
+
+def _get(url: str, timeout: float) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        with err:
+            raise FetchError(f"{url}: HTTP {err.code} {err.reason}") from err
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise FetchError(f"{url}: {reason}; is the collector running, and is its `http` address this one? "
+                         "(--url or FLEETMON_URL)") from err
+    except ValueError as err:
+        raise FetchError(f"{url}: not a fleetmon collector API answer ({err})") from err
+
+
+def fetch(url: str, timeout: float = 10.0) -> Snapshot:
+    base = url.rstrip("/")
+    return Snapshot(base, _get(f"{base}/api/v1/summary", timeout), _get(f"{base}/api/v1/nodes", timeout),
+                    _get(f"{base}/api/v1/alerts", timeout))
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _si(n: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{unit}"
+    return f"{n:.0f}"
+
+
+def render(snap: Snapshot, *, show_all: bool = False, max_nodes: int = MAX_LISTED) -> Any:
+    """The view as rich renderables: a headline, the nodes worth a look, the active alerts."""
+    from rich.console import Group  # noqa: PLC0415 - rich only for the terminal commands
+    from rich.table import Table  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
+    s = snap.summary
+    health = snap.health()
+    counts = Counter(health.values())
+    firing = [a for a in snap.alerts if a["state"] == "firing"]
+    pending = [a for a in snap.alerts if a["state"] != "firing"]
+    head = Text.assemble(
+        ("fleetmon ", "bold"), (snap.url, "cyan"), "  ",
+        (f"{s.get('nodes_up', 0)}/{s.get('nodes_total', 0)} nodes up", "bold"), "  ",
+        *[(f"{counts[h]} {h}  ", HEALTH_STYLE[h]) for h in ("failed", "degraded", "healthy") if counts[h]],
+        f"{_si(s.get('samples_per_second', 0))} samples/s  {_si(s.get('samples_total', 0))} stored  ",
+        (f"{len(firing)} firing", "bold red" if firing else "green"), f", {len(pending)} pending",
+    )
+    alerts_by_node = Counter(a["labels"].get("node") for a in firing)
+    nodes = sorted(snap.nodes, key=lambda n: (HEALTH_ORDER[health[n["node"]]], n["node"]))
+    listed = nodes if show_all or len(nodes) <= max_nodes else \
+        [n for n in nodes if health[n["node"]] != "healthy"][:max_nodes]
+    table = Table(title=None, expand=False, box=None, header_style="bold", pad_edge=False)
+    for col in ("node", "health", "last batch", "samples", "agent", "where", "firing"):
+        table.add_column(col, no_wrap=True, overflow="ellipsis")
+    for n in listed:
+        h = health[n["node"]]
+        where = " ".join(f"{k}={n['labels'][k]}" for k in ("cluster", "pod", "rack", "zone") if k in n["labels"])
+        table.add_row(n["node"], Text(h, HEALTH_STYLE[h]), _age(n.get("last_batch_age")), _si(n.get("samples", 0)),
+                      n.get("agent_version", ""), where, str(alerts_by_node.get(n["node"], "")))
+    hidden = len(nodes) - len(listed)
+    parts: list[Any] = [head, ""]
+    if listed:
+        parts.append(table)
+    if hidden:
+        parts.append(Text(f"{hidden} more node(s) not listed, all healthy (--all lists them)" if
+                          all(health[n["node"]] == "healthy" for n in nodes[len(listed):]) else
+                          f"{hidden} more node(s) not listed (--all lists them)", "dim"))
+    parts.append("")
+    if snap.alerts:
+        now = snap.taken_at
+        alerts = Table(box=None, header_style="bold", pad_edge=False, expand=False)
+        for col in ("state", "severity", "alert", "node", "where", "for", "summary"):
+            alerts.add_column(col, no_wrap=True, overflow="ellipsis")
+        order = {"critical": 0, "warning": 1}
+        for a in sorted(snap.alerts, key=lambda a: (a["state"] != "firing",
+                                                    order.get(a["labels"].get("severity", ""), 2),
+                                                    a["labels"].get("alertname", ""))):
+            lab = a["labels"]
+            since = a.get("fired_at") if a["state"] == "firing" else a.get("active_at")
+            alerts.add_row(Text(a["state"], "bold red" if a["state"] == "firing" else "yellow"),
+                           lab.get("severity", ""), lab.get("alertname", ""), lab.get("node", ""),
+                           ",".join(f"{k}={v}" for k, v in sorted(lab.items()) if k not in _HIDDEN),
+                           _age(now - since if since else None), a.get("annotations", {}).get("summary", ""))
+        parts.append(alerts)
+    else:
+        parts.append(Text("no alert pending or firing", "green"))
+    return Group(*parts)
+
+
+def _console() -> Any:
+    from rich.console import Console  # noqa: PLC0415
+
+    # A pipe gets plain text at the width COLUMNS says (or 120), not rich's 80-column default.
+    return Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "120")),
+                   highlight=False, soft_wrap=False)
+
+
+def _rich_missing() -> int:
+    print("fleetmon status/top need the 'rich' package: pip install 'fleetmon[cli]'", file=sys.stderr)
+    return 2
+
+
+def status_main(args: argparse.Namespace) -> int:
+    try:
+        console = _console()
+    except ImportError:
+        return _rich_missing()
+    try:
+        snap = fetch(args.url)
+    except FetchError as err:
+        print(f"fleetmon status: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        health = snap.health()
+        out = {"summary": snap.summary, "alerts": snap.alerts,
+               "nodes": [{**n, "health": health[n["node"]]} for n in snap.nodes]}
+        print(json.dumps(out, indent=2))
+    else:
+        console.print(render(snap, show_all=args.all))
+    return 0 if set(snap.health().values()) <= {"healthy"} and not snap.alerts else 1
+
+
+def top_main(args: argparse.Namespace) -> int:
+    try:
+        from rich.live import Live  # noqa: PLC0415
+        from rich.text import Text  # noqa: PLC0415
+
+        console = _console()
+    except ImportError:
+        return _rich_missing()
+    rounds = 0
+    max_nodes = max(5, console.size.height - 12) if console.is_terminal else MAX_LISTED
+    try:
+        with Live(Text("connecting to " + args.url), console=console, auto_refresh=False,
+                  screen=console.is_terminal) as live:
+            while True:
+                try:
+                    view: Any = render(fetch(args.url), max_nodes=max_nodes)
+                except FetchError as err:
+                    view = Text(f"fleetmon top: {err} (retrying every {args.interval:g}s)", "bold red")
+                live.update(view, refresh=True)
+                rounds += 1
+                if args.iterations and rounds >= args.iterations:
+                    return 0
+                time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
