@@ -158,9 +158,9 @@ def add_self_metrics(col: Collection, name: str, ok: bool, seconds: float) -> No
     """The plugin's report on itself (STYLE 9), added to its own collection."""
     labels = {"plugin": name}
     n = len(col)
-    col.add(PLUGIN_DURATION, seconds, labels)
-    col.add(PLUGIN_SUCCESS, 1.0 if ok else 0.0, labels)
-    col.add(PLUGIN_SAMPLES, float(n), labels)
+    col.put(PLUGIN_DURATION.series(labels), seconds)
+    col.put(PLUGIN_SUCCESS.series(labels), 1.0 if ok else 0.0)
+    col.put(PLUGIN_SAMPLES.series(labels), float(n))
 
 
 def make_context(cfg: AgentConfig, events: EventBuffer, directory: NodeDirectory | None = None) -> PluginContext:

@@ -104,25 +104,39 @@ class Batcher:
         loop = asyncio.get_running_loop()
         interval = self.cfg.batch_interval
         next_at = loop.time() + interval
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, next_at - loop.time()))
-            self._wake.clear()
-            if loop.time() >= next_at:
-                next_at += interval
-                if next_at < loop.time():  # fell behind (a slow disk): keep the phase, skip the missed
-                    next_at += ((loop.time() - next_at) // interval + 1) * interval
-            try:
-                await self.flush()
-            except WalFull:
-                pass  # the WAL said "disk full" once for the episode and counts what it drops
-            except Exception as err:  # noqa: BLE001 - supervision boundary: a WAL error must not stop collection
-                text = str(err)
-                if text != self._last_error:  # once per reason, not once a second
-                    log.error("node %s: could not write a batch to the WAL %s: %s", self.cfg.node, self.wal.path, err)
-                self._last_error = text
-            else:
-                self._last_error = ""
+        due = asyncio.Event()  # the interval's timer fired (self._wake: that, or an urgent event)
+
+        def tick() -> None:
+            due.set()
+            self._wake.set()
+
+        handle = loop.call_at(next_at, tick)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if due.is_set():
+                    due.clear()
+                    next_at += interval
+                    if next_at < loop.time():  # fell behind (a slow disk): keep the phase, skip the missed
+                        next_at += ((loop.time() - next_at) // interval + 1) * interval
+                    handle = loop.call_at(next_at, tick)
+                await self._flush_logged()
+        finally:
+            handle.cancel()
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except WalFull:
+            pass  # the WAL said "disk full" once for the episode and counts what it drops
+        except Exception as err:  # noqa: BLE001 - supervision boundary: a WAL error must not stop collection
+            text = str(err)
+            if text != self._last_error:  # once per reason, not once a second
+                log.error("node %s: could not write a batch to the WAL %s: %s", self.cfg.node, self.wal.path, err)
+            self._last_error = text
+        else:
+            self._last_error = ""
 
 
 async def _settle_memory() -> None:

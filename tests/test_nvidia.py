@@ -300,6 +300,17 @@ def test_hanging_gpu_is_bounded_and_others_report(harness: list[Harness]) -> Non
     assert h.value(h.plugin.collect(), "gpu_up", gpu="5") == 1
 
 
+def test_slow_gpus_each_get_their_own_deadline(harness: list[Harness]) -> None:
+    """GPUs are collected in turn: eight slow-but-answering GPUs take longer together than one
+    gpu_timeout, and none of them is reported down for it."""
+    h = start(harness, "h100x8", gpu_timeout=0.3)
+    h.plugin.collect()  # the first collection asks the details too
+    h.state.latency_s = 0.02  # 4 calls x 20 ms a GPU: 80 ms each, 640 ms for the eight
+    col = h.plugin.collect()
+    assert [h.value(col, "gpu_up", gpu=str(i)) for i in range(8)] == [1.0] * 8
+    assert col.events == []
+
+
 def test_no_library_or_driver_disables_the_plugin() -> None:
     state = fake.reset("t4")
     state.init_error = fake.NVML_ERROR_LIBRARY_NOT_FOUND

@@ -19,6 +19,7 @@ Each series is resolved once per GPU (:class:`GpuSeries`), so a collection appen
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -313,29 +314,35 @@ class FieldPlan:
         self.limit, self.enforced = at[FI_POWER_REQUESTED_LIMIT], at[FI_POWER_CURRENT_LIMIT]
         self.flags = [(at[FI_RETIRED_PENDING], s.retired_pending), (at[FI_REMAPPED_PENDING], s.remap_pending),
                       (at[FI_REMAPPED_FAILURE], s.remap_failed)]
-        #: Answers emitted as they are.
-        self.plain = [(at[FI_MEMORY_TEMP], s.mem_temp), (at[FI_PCIE_REPLAY], s.pcie_replay),
-                      *((at[fid], series) for fid, series in s.ecc),
-                      (at[FI_RETIRED_SBE], s.retired_sbe), (at[FI_RETIRED_DBE], s.retired_dbe),
-                      (at[FI_REMAPPED_COR], s.remapped_cor), (at[FI_REMAPPED_UNC], s.remapped_unc)]
-        #: Answers an older driver may lack, each with the per-link call that answers instead.
-        self.per_link: list[tuple[int, Series, Variant]] = []
+        #: Answers emitted as they are: positions in the answer list, and their series.
+        self.direct: list[int] = [at[fid] for fid in (FI_MEMORY_TEMP, FI_PCIE_REPLAY)]
+        self.direct += [at[fid] for fid, _series in s.ecc]
+        self.direct += [at[fid] for fid in (FI_RETIRED_SBE, FI_RETIRED_DBE, FI_REMAPPED_COR, FI_REMAPPED_UNC)]
+        self.series: list[Series] = [s.mem_temp, s.pcie_replay, *(series for _fid, series in s.ecc),
+                                     s.retired_sbe, s.retired_dbe, s.remapped_cor, s.remapped_unc]
+        #: Direct answers an older driver may lack (per-link scoped fields, R525+), by their place in
+        #: ``direct``, with the per-link call that answers instead.
+        self.fallback: dict[int, Variant] = {}
         #: NVLink CRC counters without a field id: asked with the details.
         self.detail_calls: list[tuple[Series, Variant]] = []
         for link in links:
-            self.per_link.append((len(self.keys), s.nvlink_up[link], Variant("nvmlDeviceGetNvLinkState", (link,))))
-            self.keys.append((FI_NVLINK_GET_STATE, link))
+            self._direct(FI_NVLINK_GET_STATE, link, s.nvlink_up[link], Variant("nvmlDeviceGetNvLinkState", (link,)))
             for kind in NVLINK_TYPES:
                 series, key = s.nvlink_errors[(link, kind)], nvlink_key(kind, link)
                 call = Variant("nvmlDeviceGetNvLinkErrorCounter", (link, _NVLINK_COUNTER[kind]))
                 if key is None:
                     self.detail_calls.append((series, call))
-                    continue
-                if isinstance(key, tuple):  # scoped: R525+
-                    self.per_link.append((len(self.keys), series, call))
+                elif isinstance(key, tuple):  # scoped: R525+
+                    self._direct(key[0], key[1], series, call)
                 else:
-                    self.plain.append((len(self.keys), series))
-                self.keys.append(key)
+                    self._direct(key, None, series, None)
+
+    def _direct(self, fid: int, scope: int | None, series: Series, fallback: Variant | None) -> None:
+        if fallback is not None:
+            self.fallback[len(self.direct)] = fallback
+        self.direct.append(len(self.keys))
+        self.series.append(series)
+        self.keys.append((fid, scope) if scope is not None else fid)
 
 
 def _from_fields(nvml: Nvml, gpu: Gpu, col: Collection, v: list[float | None], detail: bool) -> None:
@@ -356,20 +363,17 @@ def _from_fields(nvml: Nvml, gpu: Gpu, col: Collection, v: list[float | None], d
     put(s.energy, _milli(v[plan.energy]))  # NVML reports millijoules
     for i, series in plan.flags:
         put(series, _flag(v[i]))
-    add_series, add_value = col.series.append, col.values.append
-    for i, series in plan.plain:
-        value = v[i]
-        if value is not None:
-            add_series(series)
-            add_value(value)
-    for i, series, call in plan.per_link:
-        value = v[i]
-        if value is None:
-            value = ask1(nvml, gpu, call.fname, *call.args)
-            if value is None:
-                continue
-        add_series(series)
-        add_value(value)
+    values = [v[i] for i in plan.direct]
+    if None not in values:  # the usual case: every field answered
+        col.series.extend(plan.series)
+        col.values.extend(values)  # type: ignore[arg-type]  # no None, checked above
+    else:
+        for j, call in plan.fallback.items():
+            if values[j] is None:
+                values[j] = ask1(nvml, gpu, call.fname, *call.args)
+        present = [value is not None for value in values]
+        col.series.extend(itertools.compress(plan.series, present))
+        col.values.extend(itertools.compress(values, present))  # type: ignore[arg-type]  # None left out
     if detail:  # counters no field covers (CRC of links past the field range): one call each
         for series, call in plan.detail_calls:
             put(series, ask1(nvml, gpu, call.fname, *call.args))

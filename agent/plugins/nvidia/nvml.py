@@ -279,7 +279,7 @@ _FIELD_SIZE, _OFF_TYPE, _OFF_RETURN, _OFF_VALUE = 40, 24, 28, 32
 
 _UNSIGNED_MASK = {1: 0xFFFFFFFF, 2: (1 << 64) - 1, 3: (1 << 64) - 1, 6: 0xFFFF}  # ui, ul, ull, us
 _REINTERPRET = {0: struct.Struct("<d"), 4: struct.Struct("<q"), 5: struct.Struct("<i")}  # d, sll, si
-_ULL = 3
+_UINT, _ULL = 1, 3
 
 
 def _decode_fields(values: Any) -> list[float | None]:
@@ -310,8 +310,8 @@ def _decode_fields(values: Any) -> list[float | None]:
         raise DeviceLost("nvmlDeviceGetFieldValues: GPU is lost")
     types = words[_OFF_TYPE // 4 :: _FIELD_SIZE // 4].tolist()
     unions = raw.cast("Q")[_OFF_VALUE // 8 :: _FIELD_SIZE // 8].tolist()  # little-endian, as the layout
-    return [None if ret else float(word) if vtype == _ULL else _value(vtype, word)
-            for ret, vtype, word in zip(rets, types, unions, strict=True)]
+    return [None if ret else float(word) if vtype == _ULL else float(word & 0xFFFFFFFF) if vtype == _UINT
+            else _value(vtype, word) for ret, vtype, word in zip(rets, types, unions, strict=True)]
 
 
 def _value(vtype: int, word: int) -> float:

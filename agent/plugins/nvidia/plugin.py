@@ -63,8 +63,9 @@ class NvidiaConfig:
     isolation: Literal["chain", "thread_per_gpu", "none"] = "chain"
     #: Listen to the NVML event set (XIDs) on a background thread.
     events: bool = True
-    #: Milliseconds each nvmlEventSetWait blocks; bounds how long close() waits for the thread.
-    event_wait_ms: int = 500
+    #: Milliseconds each nvmlEventSetWait blocks (events come at once either way); bounds how long
+    #: close() waits for the thread, and is how often the idle thread wakes.
+    event_wait_ms: int = 1000
     #: PCIe TX/RX throughput (each costs a 20 ms sampling wait in the driver per GPU).
     pcie_throughput: bool = True
     #: Batch counters into nvmlDeviceGetFieldValues (False: one call per counter, for comparison).
@@ -246,23 +247,30 @@ class NvidiaPlugin(Plugin):
     def _run_chain(self, jobs: list[tuple[_GpuState, Callable[[], Collection]]]) -> None:
         """The GPUs in turn on one worker; each must answer within ``gpu_timeout`` of its turn.
 
-        When one does not, the worker is left to it (its stop flag makes it quit once the call
-        returns) and the GPUs after it continue on a fresh worker.
+        The collector waits for the whole turn at once (one wake-up per collection). When one
+        GPU does not answer in time, the worker is left to it (its stop flag makes it quit once
+        the call returns) and the GPUs after it continue on a fresh worker.
         """
         assert self._pool is not None
-        work: list[tuple[_GpuState, cf.Future[Collection], Callable[[], Collection]]] = [
-            (state, cf.Future(), job) for state, job in jobs]
-        for state, fut, _job in work:
-            state.busy = fut
+        timeout = self.config.gpu_timeout
+        work = [_Turn(state, cf.Future(), job) for state, job in jobs]
+        for turn in work:
+            turn.state.busy = turn.fut
         start = 0
         while start < len(work):
             stop = threading.Event()
             self._pool.submit(_chain, work[start:], stop)
-            for i in range(start, len(work)):
-                if not cf.wait([work[i][1]], timeout=self.config.gpu_timeout).done:
-                    stop.set()  # the stuck worker ends after this GPU's call returns
-                    start = i + 1
-                    break
+            pending = [turn.fut for turn in work[start:]]
+            while cf.wait(pending, timeout=timeout).not_done:
+                # The first GPU not done is the one the worker is on: give it its full turn.
+                i = next(k for k in range(start, len(work)) if not work[k].fut.done())
+                began = work[i].began
+                left = timeout - (time.monotonic() - began) if began is not None else timeout
+                if left > 0 and cf.wait([work[i].fut], timeout=left).done:
+                    continue
+                stop.set()  # stuck: the worker ends after this GPU's call returns
+                start = i + 1
+                break
             else:
                 start = len(work)
 
@@ -343,13 +351,23 @@ def _settle(fut: cf.Future[Collection], job: Callable[[], Collection]) -> None:
         fut.set_exception(err)
 
 
-def _chain(work: list[tuple[_GpuState, cf.Future[Collection], Callable[[], Collection]]],
-           stop: threading.Event) -> None:
+@dataclass
+class _Turn:
+    """One GPU's place in a chained collection."""
+
+    state: _GpuState
+    fut: cf.Future[Collection]
+    job: Callable[[], Collection]
+    began: float | None = None  # monotonic time the worker started on it
+
+
+def _chain(work: list[_Turn], stop: threading.Event) -> None:
     """One worker's turn: the GPUs in order, until the collector moves the rest elsewhere."""
-    for _state, fut, job in work:
+    for turn in work:
         if stop.is_set():
             return
-        _settle(fut, job)
+        turn.began = time.monotonic()
+        _settle(turn.fut, turn.job)
 
 
 def _handle_key(handle: Any) -> Any:
