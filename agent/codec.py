@@ -69,6 +69,13 @@ class SeriesTable:
         found = self._by_series.get(series)
         return found if found is not None else self._define(series)
 
+    def sids(self, series: list[Series]) -> list[int]:
+        """The ids of many series: one C-level lookup each, new ones defined on the way."""
+        found = list(map(self._by_series.get, series))
+        if None in found:
+            return [sid if sid is not None else self._define(s) for sid, s in zip(found, series, strict=True)]
+        return found  # type: ignore[return-value]  # no None, checked above
+
     def _define(self, series: Series) -> int:
         sid = self._ids.get(series.key)
         if sid is None:
@@ -123,11 +130,10 @@ def build_batch(table: SeriesTable, items: Sequence[Stamped], events: Sequence[E
     id lookup. A series given twice at one instant keeps its last value.
     """
     by_ts: dict[int, tuple[list[int], list[float]]] = {}
-    sid = table.sid
     for ts, col in items:
         if col.series:
             ids, vals = by_ts.setdefault(int(ts * 1000), ([], []))
-            ids.extend([sid(s) for s in col.series])
+            ids.extend(table.sids(col.series))
             vals.extend(col.values)
         for smp in col.stamped:
             ids, vals = by_ts.setdefault(int((smp.ts if smp.ts is not None else ts) * 1000), ([], []))

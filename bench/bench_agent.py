@@ -146,7 +146,8 @@ def scrape_loop(url: str, stop: threading.Event, series: list[int]) -> None:
         stop.wait(max(0.0, next_at - time.monotonic()))
 
 
-def real_agent(tree: Path, seconds: float, latency_us: int, warmup: float, per_thread: bool) -> Run:
+def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, per_thread: bool,
+               nvidia: dict[str, object] | None = None) -> Run:
     env_before = os.environ.get("FAKENVML_LATENCY_US")
     os.environ["FAKENVML_LATENCY_US"] = str(latency_us)
     try:
@@ -154,7 +155,7 @@ def real_agent(tree: Path, seconds: float, latency_us: int, warmup: float, per_t
             t = Path(tmp)
             col = CollectorProc(t, extra={"log_level": "warning"}).start()
             plugins = {
-                "nvidia": {"interval": 1, "library": "tests.fakenvml"},
+                "nvidia": {"interval": 1, "library": "tests.fakenvml", **(nvidia or {})},
                 "kmsg": {"interval": 1, "path": "/dev/kmsg"},
                 "optics": {"interval": 1, "eeprom": "off"},
                 "power": {"interval": 1, "ipmi": {"enabled": False}},
@@ -235,6 +236,8 @@ def main() -> int:
     ap.add_argument("--tree", default="node-exporter", help="captured tree for the real agent and node_exporter")
     ap.add_argument("--latency-us", type=int, default=100, help="fake NVML: driver time per call")
     ap.add_argument("--threads", action="store_true", help="print the agent's CPU per thread")
+    ap.add_argument("--nvidia", default="{}",
+                    help='extra nvidia plugin options as JSON, e.g. \'{"isolation": "none"}\'')
     ap.add_argument("--skip-power", action="store_true")
     args = ap.parse_args()
     if not os.access(NODE_EXPORTER, os.X_OK):
@@ -256,7 +259,8 @@ def main() -> int:
 
     runs = []
     for i in range(args.repeat):
-        r = real_agent(tree, args.seconds, args.latency_us, args.warmup, args.threads)
+        r = real_agent(tree, args.seconds, args.latency_us, warmup=args.warmup, per_thread=args.threads,
+                       nvidia=json.loads(args.nvidia))
         runs.append(r)
         print(f"\nrun {i + 1}/{args.repeat}: {args.seconds:.0f} s on {args.tree}, nvidia (8 GPUs, fake NVML at "
               f"{args.latency_us} us/call) + kmsg + optics + power at 1 Hz, {r.agent_samples_per_s:.0f} samples/s "

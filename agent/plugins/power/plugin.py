@@ -196,11 +196,10 @@ class PowerPlugin(AsyncPlugin):
     async def _run(self, src: Source, now: float) -> dict[str, Outcome]:
         sub = Collection()
         timeout = self.config.source_timeout
-        where = f"power source {src.name}" + (f" ({src.target})" if src.target else "")
         try:
             await asyncio.wait_for(src.collect(sub, now), timeout)
         except TimeoutError as err:
-            self._fail(src.name, f"{where}: no answer within {timeout:g}s (plugins.power.source_timeout)")
+            self._fail(src.name, f"{_where(src)}: no answer within {timeout:g}s (plugins.power.source_timeout)")
             return {src.name: Outcome(Collection(), err)}
         except Exception as err:  # noqa: BLE001 - supervision boundary: one source never stops the others
             self._settle(src, err)
@@ -210,11 +209,11 @@ class PowerPlugin(AsyncPlugin):
 
     def _settle(self, src: SourceBase, err: Exception | None) -> None:
         """Log a source's failure once per reason, and its recovery."""
-        where = f"power source {src.name}" + (f" ({src.target})" if src.target else "")
         if err is None:
             if self._failing.pop(src.name, None) is not None:
-                self.log.info("%s recovered", where)
+                self.log.info("%s recovered", _where(src))
             return
+        where = _where(src)
         if isinstance(err, PluginError):
             # Network sources already name their BMC/upsd in the message: say it once.
             text = str(err)
@@ -269,3 +268,8 @@ class PowerPlugin(AsyncPlugin):
         if self._reader is not None:
             self._reader.shutdown(wait=False, cancel_futures=True)
             self._reader = None
+
+
+def _where(src: SourceBase) -> str:
+    """How log lines name a source: ``power source redfish (BMC 10.0.0.7)``."""
+    return f"power source {src.name}" + (f" ({src.target})" if src.target else "")
