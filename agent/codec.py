@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from agent.model import Collection, Event, Metric, MetricType, Sample, Series, SeriesKey
+from agent.model import Event, Metric, MetricType, Sample, Series, SeriesKey, Stamped
 from proto import telemetry_pb2 as pb
 
 _WIRE_TYPE = {MetricType.GAUGE: pb.GAUGE, MetricType.COUNTER: pb.COUNTER, MetricType.INFO: pb.INFO}
@@ -109,13 +109,6 @@ class SeriesTable:
     def restore_new(self, rows: list[SeriesRow]) -> None:
         """Definitions taken for a batch that was not stored: persist them with the next one."""
         self.new[:0] = rows
-
-
-class Stamped(NamedTuple):
-    """A plugin's collection and the time it was taken (its samples' time unless they carry one)."""
-
-    ts: float
-    collection: Collection
 
 
 def event_to_pb(e: Event) -> pb.Event:

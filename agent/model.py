@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 _NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -233,6 +234,13 @@ class Collection:
         """
         out = [Sample(s.metric, v, s.labels) for s, v in zip(self.series, self.values, strict=True)]
         return (*self.stamped, *out)
+
+
+class Stamped(NamedTuple):
+    """A plugin's collection and the time it was taken (its samples' time unless they carry one)."""
+
+    ts: float
+    collection: Collection
 
 
 def check_label_name(name: str) -> bool:

@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent import registry
 from agent.config import AgentConfig, PluginSection, build
 from agent.errors import AgentError, ConfigError, PluginUnavailable
-from agent.model import Collection, Event, Metric, MetricType
+from agent.model import Collection, Event, Metric, MetricType, Stamped
 from agent.plugin import AnyPlugin, AsyncPlugin, NodeDirectory, Plugin, PluginContext
 from fleetmon_common.settings import Problems
 
@@ -87,6 +87,14 @@ class EventBuffer:
         return out
 
 
+class RunResult(NamedTuple):
+    """One collection of one plugin, as the scheduler saw it."""
+
+    collection: Collection
+    ok: bool  # finished within its deadline without an error
+    seconds: float
+
+
 class PluginRunner:
     """One plugin instance, its thread and its deadline."""
 
@@ -123,8 +131,8 @@ class PluginRunner:
             log.exception("plugin %s disabled: discovery failed: %s", self.name, err)
         return self.enabled
 
-    async def collect(self) -> tuple[Collection, bool, float]:
-        """Run one collection; returns (result, success, seconds). Never raises."""
+    async def collect(self) -> RunResult:
+        """Run one collection. Never raises."""
         start = time.perf_counter()
         ok = False
         result = Collection()
@@ -144,7 +152,7 @@ class PluginRunner:
             log.warning("plugin %s: collection failed: %s", self.name, err)
         except Exception as err:  # supervision boundary
             log.exception("plugin %s: collection crashed: %s", self.name, err)
-        return result, ok, time.perf_counter() - start
+        return RunResult(result, ok, time.perf_counter() - start)
 
     def close(self) -> None:
         try:
@@ -265,7 +273,7 @@ class Scheduler:
             r.close()
 
 
-async def collect_once(runners: list[PluginRunner], events: EventBuffer) -> tuple[float, Collection]:
+async def collect_once(runners: list[PluginRunner], events: EventBuffer) -> Stamped:
     """Discover and collect every plugin once, concurrently (``fleetmon agent --once``)."""
     await asyncio.gather(*(r.discover() for r in runners))
     ts = time.time()
@@ -276,4 +284,4 @@ async def collect_once(runners: list[PluginRunner], events: EventBuffer) -> tupl
         add_self_metrics(result, r.name, ok, secs)
         total.extend(result)
     total.events.extend(events.drain())
-    return ts, total
+    return Stamped(ts, total)

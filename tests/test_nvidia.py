@@ -303,9 +303,9 @@ def test_hanging_gpu_is_bounded_and_others_report(harness: list[Harness]) -> Non
 def test_slow_gpus_each_get_their_own_deadline(harness: list[Harness]) -> None:
     """GPUs are collected in turn: eight slow-but-answering GPUs take longer together than one
     gpu_timeout, and none of them is reported down for it."""
-    h = start(harness, "h100x8", gpu_timeout=0.3)
+    h = start(harness, "h100x8", gpu_timeout=1.0)
     h.plugin.collect()  # the first collection asks the details too
-    h.state.latency_s = 0.02  # 4 calls x 20 ms a GPU: 80 ms each, 640 ms for the eight
+    h.state.latency_s = 0.05  # 4 calls x 50 ms a GPU: 0.2 s each (5x inside its deadline), 1.6 s for the eight
     col = h.plugin.collect()
     assert [h.value(col, "gpu_up", gpu=str(i)) for i in range(8)] == [1.0] * 8
     assert col.events == []

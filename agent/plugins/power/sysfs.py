@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from agent.model import Collection, Metric, Series
 from agent.plugins.power import metrics as m
@@ -39,7 +40,12 @@ def read_file(path: str) -> bytes:
         os.close(fd)
 
 
-def class_entries(class_dir: Path) -> list[tuple[str, Path]]:
+class ClassEntry(NamedTuple):
+    name: str  # the entry in class/<class>/ (intel-rapl:0, hwmon3, BAT0)
+    path: Path  # the device directory it links to, resolved
+
+
+def class_entries(class_dir: Path) -> list[ClassEntry]:
     """The devices of a sysfs class, as (name, resolved directory), sorted by name.
 
     Entries are symlinks into ``devices/``. A tree checked out where symlinks are not
@@ -57,11 +63,11 @@ def class_entries(class_dir: Path) -> list[tuple[str, Path]]:
     for name in names:
         path = class_dir / name
         if path.is_dir():
-            out.append((name, path.resolve()))
+            out.append(ClassEntry(name, path.resolve()))
             continue
         target = _link_file_target(path)
         if target is not None:
-            out.append((name, target))
+            out.append(ClassEntry(name, target))
     return out
 
 
