@@ -78,6 +78,52 @@ def memory_floor() -> list[tuple[str, float]]:
     return [(name, float(v)) for name, v in json.loads(out.stdout)]
 
 
+#: The same libraries in use, no agent: a grpc stream to the collector (Hello, one small batch
+#: every half second) and a SQLite file in WAL mode written as often: the code pages and buffers
+#: any agent on these libraries touches.
+IN_USE = """
+import asyncio, os, sqlite3, sys, tempfile, time
+import grpc, grpc.aio, pynvml, tests.fakenvml
+from proto import telemetry_pb2 as pb
+
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+
+async def main(addr):
+    db = sqlite3.connect(os.path.join(tempfile.mkdtemp(), "w.sqlite"), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE b (seq INTEGER PRIMARY KEY, body BLOB)")
+    async with grpc.aio.insecure_channel(addr) as channel:
+        call = channel.stream_stream("/fleetmon.v1.Telemetry/Stream", request_serializer=lambda b: b,
+                                     response_deserializer=pb.CollectorMessage.FromString)()
+        hello = pb.Hello(node="floor", wal_id=os.urandom(8).hex(), agent_version="0")
+        await call.write(pb.AgentMessage(hello=hello).SerializeToString())
+        seq = (await call.read()).welcome.last_durable_sequence
+        for i in range(40):
+            seq += 1
+            batch = pb.Batch(sequence=seq, oldest_sequence=seq)
+            if i == 0:
+                batch.series.add(id=1, measurement="floor", field="value", type=pb.GAUGE, help="h")
+            batch.blocks.add(timestamp_ms=int(time.time() * 1000), series_ids=[1], values=bytes(8))
+            body = batch.SerializeToString()
+            db.execute("INSERT INTO b VALUES (?, ?)", (seq, body))
+            await call.write(pb.AgentMessage(batch=batch).SerializeToString())
+            await asyncio.sleep(0.5)
+        print(rss())
+        call.cancel()
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def floor_in_use(addr: str) -> float:
+    out = subprocess.run([sys.executable, "-c", IN_USE, addr], cwd=REPO, capture_output=True, text=True,
+                         check=True, timeout=120)
+    return float(out.stdout.split()[-1])
+
+
 def proc_cpu(pid: int) -> float:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
@@ -131,6 +177,7 @@ class Run:
     ne_series: int
     agent_samples_per_s: float
     threads: dict[str, float]
+    floor_in_use: float
 
 
 def scrape_loop(url: str, stop: threading.Event, series: list[int]) -> None:
@@ -157,8 +204,8 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
             plugins = {
                 "nvidia": {"interval": 1, "library": "tests.fakenvml", **(nvidia or {})},
                 "kmsg": {"interval": 1, "path": "/dev/kmsg"},
-                "optics": {"interval": 1, "eeprom": "off"},
-                "power": {"interval": 1, "ipmi": {"enabled": False}},
+                "optics": {"interval": 1},  # EEPROMs as configured by default (none is live on a captured tree)
+                "power": {"interval": 1},
             }
             agent = AgentProc(t, "bench", [col.addr], plugins=plugins,
                               extra={"batch_interval": 1, "log_level": "warning", "audit_log": None,
@@ -187,6 +234,7 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
                 th1 = thread_cpu(a_pid, names)
                 a_rss, a_pss = memory(a_pid)
                 n_rss, n_pss = memory(n_pid)
+                in_use = floor_in_use(col.addr)
             finally:
                 stop.set()
                 ne.stop()
@@ -203,7 +251,7 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
         key = name.rstrip("0123456789_") if name.startswith("fleetmon-") else name
         threads[key] = threads.get(key, 0.0) + (cpu - th0.get(tid, (name, 0.0))[1]) / elapsed
     return Run((a1 - a0) / elapsed, a_rss, a_pss, (n1 - n0) / elapsed, n_rss, n_pss, series[0],
-               (samples1 - samples0) / elapsed, threads)
+               (samples1 - samples0) / elapsed, threads, in_use)
 
 
 def nvidia_per_gpu(latency_us: int, cycles: int = 120) -> tuple[float, float, float, int]:
@@ -272,6 +320,8 @@ def main() -> int:
         print(f"  ratio agent/node_exporter: CPU {r.agent_cpu / r.ne_cpu:.2f}   RSS {r.agent_rss / r.ne_rss:.2f}")
         print(f"  agent RSS above the floor: {r.agent_rss - floor_bench:+.1f} MiB (floor with the fake NVML "
               f"{floor_bench:.1f} MiB; with the real binding only {floor_real:.1f} MiB)")
+        print(f"  the same libraries in use (a grpc stream and a SQLite WAL, no agent): {r.floor_in_use:.1f} MiB; "
+              f"the agent {r.agent_rss - r.floor_in_use:+.1f} MiB above that")
         if args.threads:
             for name, cpu in sorted(r.threads.items(), key=lambda kv: -kv[1]):
                 if cpu > 0:
