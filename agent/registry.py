@@ -29,6 +29,8 @@ _BUILTINS: dict[str, str] = {
     "amd": "agent.plugins.amd:AmdPlugin",
     "ascend": "agent.plugins.ascend:AscendPlugin",
     "hygon": "agent.plugins.hygon:HygonPlugin",
+    "snmp": "agent.plugins.snmp:SnmpPlugin",
+    "modbus": "agent.plugins.modbus:ModbusPlugin",
 }
 
 

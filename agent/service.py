@@ -15,6 +15,7 @@ from agent.config import AgentConfig
 from agent.exposition import Exposition
 from agent.model import Collection, Event, Metric, MetricType, Severity
 from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
+from agent.tls import ChannelSecurity
 from agent.transport import Transport
 from agent.wal import Wal, WalError, WalFull
 from proto import telemetry_pb2 as pb
@@ -189,9 +190,11 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
                                       f"was full",
                               action="raise wal.max_bytes, free disk space, or restore the collector sooner"))
 
+    security = ChannelSecurity(cfg.tls, cfg.auth_token)
+    security.check()
     transport = Transport(cfg.node, dict(cfg.labels), cfg.collectors, wal, table,
                           batch_interval=cfg.batch_interval, backfill_rate=cfg.wal.backfill_rate,
-                          plugin_status=plugin_status, on_connected=on_connected)
+                          plugin_status=plugin_status, on_connected=on_connected, security=security)
     batcher = Batcher(cfg, wal, table, transport)
     # Opt-in /metrics (agent/exposition.py): keeps each plugin's last collection on the way to the WAL.
     exposition = Exposition({**cfg.labels, "node": cfg.node}, cfg.prometheus.names,

@@ -13,6 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,27 @@ log = logging.getLogger("fleetmon.alerts")
 
 #: How often (seconds) series that went quiet are dropped from the windows.
 GC_INTERVAL_S = 10.0
+
+
+@dataclass
+class GroupStats:
+    """How one rule group's evaluations went (the collector's ``/metrics``, like Prometheus's
+    ``prometheus_rule_group_*``)."""
+
+    evaluations: int = 0
+    missed: int = 0  # slots skipped because the evaluation before ran late (the loop was busy)
+    last_duration: float = 0.0  # seconds
+    last_evaluation: float = 0.0  # unix seconds of its last evaluation
+
+
+@dataclass(frozen=True)
+class GroupHealth:
+    name: str
+    file: str
+    interval: float
+    rules: int
+    failing: int  # rules whose last evaluation failed
+    stats: GroupStats
 
 
 class AlertEngine:
@@ -44,6 +66,7 @@ class AlertEngine:
         self._runners = [GroupRunner(g, self.windows, resolved_retention_ms=int(resolved_retention * 1000))
                          for g in groups]
         self._next_eval = [0.0] * len(groups)
+        self.stats = [GroupStats() for _ in groups]
         self._next_gc = 0.0
         self._keys: dict[tuple[str, int], tuple[tuple[str, str], ...]] = {}
 
@@ -85,8 +108,15 @@ class AlertEngine:
             tolerance = 0.1 * interval
             if now < self._next_eval[i] - tolerance:
                 continue
+            stats = self.stats[i]
+            if self._next_eval[i]:
+                stats.missed += max(0, math.floor((now + tolerance - self._next_eval[i]) / interval))
             self._next_eval[i] = (math.floor((now + tolerance) / interval) + 1) * interval
+            started = time.perf_counter()
             changed.extend(runner.eval(t_ms))
+            stats.evaluations += 1
+            stats.last_duration = time.perf_counter() - started
+            stats.last_evaluation = now
         if now >= self._next_gc:
             self.windows.gc(t_ms)
             self._next_gc = now + GC_INTERVAL_S
@@ -130,6 +160,12 @@ class AlertEngine:
 
     def rules(self) -> list[AlertingRule]:
         return [r for g in self.groups for r in g.rules if isinstance(r, AlertingRule)]
+
+    def group_health(self) -> list[GroupHealth]:
+        """Each group's evaluation counters and its failing rules, now."""
+        return [GroupHealth(r.group.name, r.group.file, r.group.interval_s, len(r.states),
+                            sum(1 for st in r.states if st.last_error), st)
+                for r, st in zip(self._runners, self.stats, strict=True)]
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:

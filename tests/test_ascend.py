@@ -123,6 +123,9 @@ def test_every_fixture_is_covered(fixtures_dir: Path) -> None:
     covered = {n + ".txt" for n in TABLES} | set(MAPS) | {
         f"{LIT}/910b_npu-smi-info-t-common-i0.txt", f"{LIT}/910b_npu-smi-info-t-usages-i0.txt",
         f"{LIT}/310p_npu-smi-info-t-common-i1.txt", f"{LIT}/310p_npu-smi-info-t-usages-i1.txt",
+    } | {  # the ascend-faultdiag command logs: hccn_tool and npu-smi -t health, tests/test_ascend_hccn.py
+        f"mind-cluster-faultdiag/{run}_npu_info_{when}.txt"
+        for run in ("kg_parse", "modelarts_worker-0") for when in ("before", "after")
     }
     assert files == covered
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import socket
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,9 +170,40 @@ def hygon_case(fx: Path, tmp: Path) -> Case:
     return Case({"hy_smi": smi, "rocminfo": info}, check)
 
 
+def _closed_port(kind: socket.SocketKind) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def snmp_case(fx: Path, tmp: Path) -> Case:
+    # The recordings need a real snmpsim (a server: tests/test_snmp.py, marked services); here
+    # the life cycle with a PDU that does not answer, which the plugin must report, not raise.
+    port = _closed_port(socket.SOCK_DGRAM)
+
+    def check(col: Collection, _events: list[Event]) -> None:
+        assert one(col, "pdu_up", pdu="a1-l", rack="A1") == 0
+        assert {s.name for s in col.samples} == {"pdu_up"}
+
+    return Case({"devices": [{"name": "a1-l", "host": "127.0.0.1", "port": port, "rack": "A1"}],
+                 "request_timeout": 0.2, "retries": 0}, check)
+
+
+def modbus_case(fx: Path, tmp: Path) -> Case:
+    # As for snmp: the SunSpec images are served by a real pymodbus server in tests/test_modbus.py.
+    port = _closed_port(socket.SOCK_STREAM)
+
+    def check(col: Collection, _events: list[Event]) -> None:
+        assert one(col, "modbus_device_up", bess="bess-1") == 0
+
+    return Case({"devices": [{"name": "bess-1", "host": "127.0.0.1", "port": port}],
+                 "models_dir": str(fx / "sunspec" / "models"), "request_timeout": 0.5}, check)
+
+
 CASES: dict[str, Callable[[Path, Path], Case]] = {
     "host": host_case, "simulated": simulated_case, "nvidia": nvidia_case, "kmsg": kmsg_case,
     "optics": optics_case, "power": power_case, "amd": amd_case, "ascend": ascend_case, "hygon": hygon_case,
+    "snmp": snmp_case, "modbus": modbus_case,
 }
 
 

@@ -148,6 +148,7 @@ class Fleet:
             sim: dict[str, Any] = {"interval": 1, "gpus": self.args.gpus}
             if i == 1:
                 sim["faults_file"] = str(faults)
+                sim["bess"] = True  # the site's battery storage, reported through node-01
             cfg = {"node": node, "labels": {"cluster": "demo", "rack": f"r{(i - 1) // 4 + 1}"},
                    "collectors": [self.grpc], "data_dir": str(self.data_dir / node), "batch_interval": 1,
                    "log_level": self.args.log_level or "warning", "plugins": {"simulated": sim}}

@@ -187,6 +187,7 @@ class KvQuery:
 def _paragraphs(text: str, source: str) -> list[dict[str, str]]:
     paras: list[dict[str, str]] = []
     current: dict[str, str] = {}
+    last: tuple[dict[str, str], str] | None = None
     for raw in text.splitlines():
         line = raw.strip()
         if not line:
@@ -195,9 +196,17 @@ def _paragraphs(text: str, source: str) -> list[dict[str, str]]:
                 current = {}
             continue
         key, sep, value = line.partition(":")
+        if sep and not key.strip() and last is not None:
+            # A value continued on its own line (`-t health` lists one Error Information entry
+            # per code: "                               : node type=adda, ..."), even after a blank line.
+            para, name = last
+            para[name] = "; ".join(v for v in (para[name], value.strip()) if v)
+            continue
         if not sep or not key.strip():
             raise ToolOutputError(f"{source}: line {line[:60]!r} is not 'Key : value'")
-        current[" ".join(key.split())] = value.strip()
+        name = " ".join(key.split())
+        current[name] = value.strip()
+        last = (current, name)
     if current:
         paras.append(current)
     return paras

@@ -15,6 +15,7 @@ from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection
 from agent.plugin import GpuRef, Plugin, PluginContext
 from agent.plugins.accel import to_collection
+from agent.plugins.ascend.hccn import parse_link_stat, parse_optical, parse_stat, parse_status_line
 from agent.plugins.ascend.npu_smi import (
     ChipMapping,
     KvQuery,
@@ -30,9 +31,19 @@ from agent.plugins.ascend.readings import (
     build_readings,
     health_events,
 )
+from agent.plugins.ascend.roce import (
+    FEC_MODE,
+    NET_HEALTH,
+    NET_HEALTH_INFO,
+    LinkTracker,
+    optical_samples,
+    port_labels,
+    stat_samples,
+)
 from agent.toolrun import Tool
 
 _QUERIES = ("common", "usages", "ecc")
+_HCCN_QUERIES = ("optical", "link_stat", "stat", "fec", "net_health")
 
 
 @dataclass
@@ -41,13 +52,21 @@ class AscendConfig:
     npu_smi: str = ""
     #: Per-card `npu-smi info -t QUERY -i N` queries each cycle: common, usages, ecc.
     queries: list[str] = field(default_factory=lambda: ["common", "usages"])
-    #: Deadline for one npu-smi run, seconds.
+    #: Deadline for one npu-smi or hccn_tool run, seconds.
     tool_timeout: float = 5.0
+    #: Path of hccn_tool (the NPUs' RoCE port tool, usually /usr/local/Ascend/driver/tools/hccn_tool);
+    #: empty: look it up on PATH. Absent: the RoCE port metrics are skipped (one info line).
+    hccn_tool: str = ""
+    #: `hccn_tool -i N -<query> -g` per NPU each cycle: optical, link_stat, stat, fec, net_health.
+    hccn_queries: list[str] = field(default_factory=lambda: ["optical", "link_stat", "stat", "fec", "net_health"])
 
     def validate(self) -> None:
         for q in self.queries:
             if q not in _QUERIES:
                 raise ValueError(f"queries: {q!r} is not one of {', '.join(_QUERIES)}")
+        for q in self.hccn_queries:
+            if q not in _HCCN_QUERIES:
+                raise ValueError(f"hccn_queries: {q!r} is not one of {', '.join(_HCCN_QUERIES)}")
         if self.tool_timeout <= 0:
             raise ValueError("tool_timeout must be positive (seconds)")
 
@@ -66,6 +85,9 @@ class AscendPlugin(Plugin):
         self._tool: Tool | None = None
         self._mapping: list[ChipMapping] = []
         self._active_codes: set[tuple[str, str]] = set()
+        self._hccn: Tool | None = None
+        self._links = LinkTracker()
+        self._hccn_failing: dict[str, str] = {}
         self._appearances: dict[tuple[tuple[str, str], ...], int] = {}
 
     def discover(self) -> None:
@@ -81,6 +103,15 @@ class AscendPlugin(Plugin):
             self.log.info("ascend: npu-smi info -m not used: %s", err)
             self._mapping = []
         self._tool = tool
+        self._hccn = None
+        if self.config.hccn_queries:
+            hccn = Tool("hccn_tool", self.config.hccn_tool, timeout=self.config.tool_timeout,
+                        config_key="plugins.ascend.hccn_tool")
+            try:
+                hccn.resolve()
+                self._hccn = hccn
+            except PluginUnavailable as err:
+                self.log.info("ascend: no RoCE port metrics: %s", err)
         for r in build_readings(table, self._mapping):
             if r.info.get("pci_bus"):
                 self.ctx.directory.register_gpu(r.info["pci_bus"], GpuRef(r.index, "", r.model, r.vendor))
@@ -123,7 +154,39 @@ class AscendPlugin(Plugin):
         # Each event also counts in a series (DESIGN.md, Events), so history sees them as numbers.
         for key, count in self._appearances.items():
             col.add(ERROR_EVENTS, float(count), dict(key))
+        if self._hccn is not None:
+            for r in readings:
+                if r.index.isdigit():  # hccn_tool -i takes the logic id (the gpu label)
+                    self._roce(col, self._hccn, r.index)
         return col
+
+    def _roce(self, col: Collection, tool: Tool, index: str) -> None:
+        """The NPU's RoCE port; a query that fails costs its own samples and the cycle goes on."""
+        for q in self.config.hccn_queries:
+            argv = ("-i", index, f"-{q}", "-g")
+            source = "hccn_tool " + " ".join(argv)
+            try:
+                text = tool.run(*argv).stdout
+                if q == "optical":
+                    optical_samples(col, index, parse_optical(text, source=source))
+                elif q == "link_stat":
+                    self._links.update(col, index, parse_link_stat(text, source=source))
+                elif q == "stat":
+                    stat_samples(col, index, parse_stat(text, source=source))
+                elif q == "fec":
+                    col.add(FEC_MODE, 1, {**port_labels(index), "mode": parse_status_line(text, "fec mode",
+                                                                                          source=source)})
+                else:
+                    status = parse_status_line(text, "net health status", source=source)
+                    col.add(NET_HEALTH, float(status.lower() == "success"), port_labels(index))
+                    col.add(NET_HEALTH_INFO, 1, {**port_labels(index), "status": status})
+            except PluginError as err:
+                # Once per query and reason: a port tool that keeps failing must not flood the log.
+                if self._hccn_failing.get(source) != str(err):
+                    self.log.warning("ascend: %s", err)
+                self._hccn_failing[source] = str(err)
+                continue
+            self._hccn_failing.pop(source, None)
 
     def close(self) -> None:
         self._tool = None

@@ -5,6 +5,8 @@
 - {at: 45s, kind: xid, gpu: 5, xid: 79, for: 30s}                 # XID 79; GPU 5 lost for 30 s
 - {at: 60s, for: 30s, kind: rx_power, port: 1, lane: 2, value: -13.5}  # lane 2 of port 1 sags (dBm)
 - {at: 90s, for: 30s, kind: psu_fail, psu: 1}                     # PSU 1 fails
+- {at: 20s, for: 80s, kind: pdu_overload, phase: 2, value: 0.9}     # PDU phase 2 at 90 % of its rating
+- {at: 15s, for: 85s, kind: bess_discharge, value: 1.5}             # the BESS discharges, SoC -1.5 %/s
 ```
 Times are seconds from the agent's start (``10s``, ``2m`` or a number). Without ``for`` a
 condition lasts until the agent stops.
@@ -29,6 +31,8 @@ KINDS = {
     "link_down": ("port",),
     "psu_fail": ("psu",),
     "ups_on_battery": (),
+    "pdu_overload": ("phase", "value"),
+    "bess_discharge": ("value",),
 }
 
 
@@ -41,6 +45,7 @@ class Fault:
     port: int = -1
     lane: int = -1
     psu: int = -1
+    phase: int = -1
     xid: int = 0
     value: float = 0.0
 

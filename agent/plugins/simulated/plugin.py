@@ -34,7 +34,9 @@ from agent.plugins.accel import POWER_LIMIT as GPU_POWER_LIMIT
 from agent.plugins.accel import SM_CLOCK as GPU_SM_CLOCK
 from agent.plugins.accel import TEMPERATURE as GPU_TEMP
 from agent.plugins.accel import UTILIZATION as GPU_UTIL
+from agent.plugins.modbus import metrics as bess_m
 from agent.plugins.simulated.faults import Fault, load_faults, parse_faults
+from agent.plugins.snmp import metrics as pdu_m
 
 # GPU: the shared accelerator vocabulary (agent/plugins/accel.py), so a simulated series has the
 # same type, unit and help as a real one; only what accel lacks is declared here.
@@ -98,6 +100,12 @@ class SimulatedConfig:
     lanes: int = 4
     psus: int = 2
     ups: bool = True
+    #: The node's rack PDU (the series a facility poller's snmp plugin would report).
+    pdu: bool = True
+    pdu_phases: int = 3
+    pdu_rating_amps: float = 32.0
+    #: A battery energy storage system (as the modbus plugin reports one); one per site is plenty.
+    bess: bool = False
     #: Fault script: a YAML file, or the list inline.
     faults_file: Path | None = None
     faults: list[dict[str, Any]] = field(default_factory=list)
@@ -109,6 +117,8 @@ class SimulatedConfig:
         for name in ("gpus", "ib_ports", "lanes", "psus"):
             if not 0 <= getattr(self, name) <= 1024:
                 raise ValueError(f"{name} must be between 0 and 1024")
+        if not 1 <= self.pdu_phases <= 3 or self.pdu_rating_amps <= 0:
+            raise ValueError("pdu_phases must be 1-3 and pdu_rating_amps positive")
         if self.time_scale <= 0:
             raise ValueError("time_scale must be positive")
 
@@ -129,8 +139,11 @@ class SimulatedPlugin(Plugin):
         self._rng = random.Random(seed)
         self._start = time.time()
         self._last_t: float | None = None
+        self._last_now: float | None = None  # wall time of the previous collect()
         self._energy = [self._rng.uniform(1e6, 5e6) for _ in range(config.gpus)]
         self._node_energy = self._rng.uniform(1e8, 2e8)
+        self._pdu_energy = self._rng.uniform(1e9, 5e9)
+        self._soc = 0.8
         self._fired: set[int] = set()
         self._xids: dict[tuple[int, int], int] = {}
         self._downed = [0] * config.ib_ports
@@ -141,7 +154,8 @@ class SimulatedPlugin(Plugin):
 
     def discover(self) -> None:
         self._start = time.time()
-        if self.config.gpus == 0 and self.config.ib_ports == 0 and self.config.psus == 0 and not self.config.ups:
+        c = self.config
+        if c.gpus == 0 and c.ib_ports == 0 and c.psus == 0 and not (c.ups or c.pdu or c.bess):
             raise ConfigError("plugins.simulated: nothing to simulate (all counts are 0)")
 
     def _wave(self, t: float, period: float, k: int) -> float:
@@ -159,13 +173,20 @@ class SimulatedPlugin(Plugin):
         dt = 0.0 if self._last_t is None else max(0.0, t - self._last_t)
         self._last_t = t
         col = Collection()
-        self._fire_events(t, now, col)
+        # Before this collection's timestamp, which the scheduler took before calling collect().
+        before = self._last_now if self._last_now is not None else self._start
+        self._last_now = now
+        self._fire_events(t, now, before, col)
         total_gpu_power = self._gpus(t, dt, col)
         self._ib(t, col)
-        self._power(t, dt, total_gpu_power, col)
+        node_power = self._power(t, dt, total_gpu_power, col)
+        if self.config.pdu:
+            self._pdu(t, dt, node_power, col)
+        if self.config.bess:
+            self._bess(t, dt, col)
         return col
 
-    def _fire_events(self, t: float, now: float, col: Collection) -> None:
+    def _fire_events(self, t: float, now: float, before: float, col: Collection) -> None:
         for i, f in enumerate(self.faults):
             if i in self._fired or t < f.at:
                 continue
@@ -173,9 +194,11 @@ class SimulatedPlugin(Plugin):
             if f.kind == "xid":
                 key = (f.gpu, f.xid)
                 if key not in self._xids:
-                    # The counter existed at 0 before its first XID: say so a moment earlier,
-                    # so increase()/changes() see the step (a series born at 1 shows none).
-                    col.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, now - 0.001))
+                    # The counter existed at 0 before its first XID: say so at the previous
+                    # collection, so increase()/changes() see the step (a series born at 1 shows
+                    # none). Not "now - 1ms": the collection's own timestamp was taken before
+                    # collect() ran, and a slow run put the 0 after the 1 (a counter reset).
+                    col.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, before))
                 self._xids[key] = self._xids.get(key, 0) + 1
                 col.events.append(Event(
                     kind="gpu.xid", severity=_XID_SEVERITY.get(f.xid, Severity.WARNING),
@@ -274,7 +297,7 @@ class SimulatedPlugin(Plugin):
                 col.add(OPT_LOS, 1 if down else 0, labels)
                 col.add(OPT_FAULT, 0, labels)
 
-    def _power(self, t: float, dt: float, gpu_power: float, col: Collection) -> None:
+    def _power(self, t: float, dt: float, gpu_power: float, col: Collection) -> float:
         node_power = gpu_power + 900 + 50 * self._wave(t, 200, 99)
         healthy = 0
         for p in range(self.config.psus):
@@ -297,3 +320,51 @@ class SimulatedPlugin(Plugin):
             col.add(UPS_CHARGE, 0.8 if on_batt else 1.0, ups)
             col.add(UPS_RUNTIME, 900 if on_batt else 2400, ups)
             col.add(UPS_LOAD, round(0.45 + 0.05 * self._wave(t, 200, 98), 3), ups)
+        return node_power
+
+    def _pdu(self, t: float, dt: float, node_power: float, col: Collection) -> None:
+        """The rack PDU feeding this node: its load split over the phases at ~230 V."""
+        c = self.config
+        pdu = {"pdu": f"{self.ctx.node}-pdu"}
+        total = 0.0
+        for phase in range(1, c.pdu_phases + 1):
+            lab = pdu | {"phase": str(phase)}
+            volts = round(230 + 2 * self._wave(t, 400, 40 + phase), 1)
+            over = self._active(t, "pdu_overload", phase=phase)
+            amps = over.value * c.pdu_rating_amps if over else node_power / c.pdu_phases / volts
+            watts = amps * volts * 0.97  # power factor of a server PSU farm
+            total += watts
+            col.add(pdu_m.PDU_PHASE_CURRENT, round(amps, 2), lab)
+            col.add(pdu_m.PDU_PHASE_VOLTAGE, volts, lab)
+            col.add(pdu_m.PDU_PHASE_POWER, round(watts, 1), lab)
+            col.add(pdu_m.PDU_PHASE_RATING, c.pdu_rating_amps, lab)
+            col.add(pdu_m.PDU_PHASE_LOAD, round(amps / c.pdu_rating_amps, 4), lab)
+        self._pdu_energy += total * dt
+        col.add(pdu_m.PDU_POWER, round(total, 1), pdu)
+        col.add(pdu_m.PDU_ENERGY, round(self._pdu_energy, 1), pdu)
+        col.add(pdu_m.PDU_UP, 1, pdu)
+
+    def _bess(self, t: float, dt: float, col: Collection) -> None:
+        """A battery storage system: idles at 80 % charge, discharges while a fault says so
+        (at the scripted rate, demo-fast), then recharges at 2 %/s."""
+        bess = {"bess": f"{self.ctx.node}-bess"}
+        drain = self._active(t, "bess_discharge")
+        if drain:
+            self._soc = max(0.05, self._soc - drain.value / 100 * dt)
+            status, watts = 3, 250e3  # ChaSt discharging; positive power = delivered
+        elif self._soc < 0.8:
+            self._soc = min(0.8, self._soc + 0.02 * dt)
+            status, watts = 4, -50e3  # charging
+        else:
+            status, watts = 6, 0.0  # holding
+        col.add(bess_m.SOC, round(self._soc, 4), bess)
+        col.add(bess_m.SOH, 0.97, bess)
+        col.add(bess_m.CHARGE_STATUS, status, bess)
+        col.add(bess_m.STATE, 3, bess)  # connected
+        col.add(bess_m.POWER, watts, bess)
+        col.add(bess_m.CHARGE_POWER, max(0.0, -watts), bess)
+        col.add(bess_m.DISCHARGE_POWER, max(0.0, watts), bess)
+        col.add(bess_m.VOLTAGE, round(1331 + 20 * (self._soc - 0.5), 1), bess)
+        col.add(bess_m.CELL_V_MAX, round(3.34 + 0.005 * self._wave(t, 300, 60), 4), bess)
+        col.add(bess_m.CELL_V_MIN, round(3.31 + 0.005 * self._wave(t, 300, 61), 4), bess)
+        col.add(bess_m.MOD_T_MAX, round(28 + (6 if drain else 0) + self._wave(t, 500, 62), 1), bess)
