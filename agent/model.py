@@ -19,6 +19,7 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -134,8 +135,9 @@ class Series:
         self.key: SeriesKey = (metric.measurement, metric.field, tuple(sorted(labels.items())))
 
     @property
-    def labels(self) -> dict[str, str]:
-        return dict(self.key[2])
+    def labels(self) -> Mapping[str, str]:
+        """A read-only view (the series is shared: relabel by adding a new sample, not in place)."""
+        return MappingProxyType(dict(self.key[2]))
 
     def __repr__(self) -> str:
         return f"Series({self.metric.name}{self.labels})"
@@ -147,7 +149,7 @@ class Sample:
 
     metric: Metric
     value: float
-    labels: dict[str, str]
+    labels: Mapping[str, str]
     ts: float | None = None
 
     @property
