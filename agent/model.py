@@ -19,8 +19,8 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 _NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
