@@ -119,10 +119,11 @@ class _Reader:
         self.source = source
         self.denied: list[str] = []
 
-    def int(self, path: str) -> int | None:
-        """The file's integer; None when it is absent now, unreadable, or not a number."""
+    def raw(self, path: str) -> bytes | None:
+        """The file's bytes; None when it is absent now or unreadable (a refusal is noted, a
+        vanished file marks the source for a rescan)."""
         try:
-            return _int(read_file(path))
+            return read_file(path)
         except PermissionError:
             self.denied.append(path)
         except OSError as err:
@@ -130,15 +131,13 @@ class _Reader:
                 self.source.stale = True
         return None
 
+    def int(self, path: str) -> int | None:
+        """The file's integer; None when it is absent now, unreadable, or not a number."""
+        return _int(self.raw(path))
+
     def text(self, path: str) -> str | None:
-        try:
-            return read_file(path).decode(errors="replace").strip() or None
-        except PermissionError:
-            self.denied.append(path)
-        except OSError as err:
-            if err.errno in _GONE:
-                self.source.stale = True
-        return None
+        data = self.raw(path)
+        return (data.decode(errors="replace").strip() or None) if data is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
