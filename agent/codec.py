@@ -99,7 +99,7 @@ class SeriesTable:
     def definition(self, sid: int) -> pb.SeriesDef:
         s = self._series[sid]
         m = s.metric
-        return pb.SeriesDef(id=sid, measurement=m.measurement, field=m.field, labels=s.labels,
+        return pb.SeriesDef(id=sid, measurement=m.measurement, field=m.field, labels=dict(s.key[2]),
                             type=_WIRE_TYPE[m.type], help=m.help, unit=m.unit)
 
     def take_new(self) -> list[SeriesRow]:
@@ -149,7 +149,7 @@ def build_batch(table: SeriesTable, items: Sequence[Stamped], events: Sequence[E
 
 def series_to_json(series: Series) -> str:
     m = series.metric
-    return json.dumps({"m": m.measurement, "f": m.field, "l": series.labels, "t": int(m.type),
+    return json.dumps({"m": m.measurement, "f": m.field, "l": dict(series.key[2]), "t": int(m.type),
                        "h": m.help, "u": m.unit}, sort_keys=True)
 
 

@@ -97,7 +97,7 @@ class Batcher:
             for sid, value in zip(block.series_ids, unpack_values(block.values), strict=True):
                 s = self.table.series(sid)
                 lines.append(json.dumps({"seq": batch.sequence, "name": s.metric.name,
-                                         "labels": s.labels, "ts_ms": block.timestamp_ms, "value": value}))
+                                         "labels": dict(s.key[2]), "ts_ms": block.timestamp_ms, "value": value}))
         with open(self.cfg.audit_log, "a") as f:
             f.write("\n".join(lines) + "\n")
 

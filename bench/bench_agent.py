@@ -24,6 +24,7 @@ same window), and use ``--repeat`` to see the spread.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -43,8 +44,14 @@ from bench_power import compare as power_compare  # noqa: E402
 from bench_power import report as power_report  # noqa: E402
 
 import tests.fakenvml as fake  # noqa: E402
+from agent.codec import SeriesTable, Stamped, build_batch  # noqa: E402
 from agent.plugin import PluginContext  # noqa: E402
+from agent.plugins.kmsg.plugin import KmsgConfig, KmsgPlugin  # noqa: E402
 from agent.plugins.nvidia.plugin import NvidiaConfig, NvidiaPlugin  # noqa: E402
+from agent.plugins.optics.plugin import OpticsConfig, OpticsPlugin  # noqa: E402
+from agent.plugins.power import PowerPlugin  # noqa: E402
+from agent.plugins.power.config import PowerConfig  # noqa: E402
+from agent.wal import Wal  # noqa: E402
 from tests.fleet import AgentProc, CollectorProc  # noqa: E402
 from tests.services import FIXTURES, Process, free_port, wait_for_http, wait_until  # noqa: E402
 
@@ -78,9 +85,9 @@ def memory_floor() -> list[tuple[str, float]]:
     return [(name, float(v)) for name, v in json.loads(out.stdout)]
 
 
-#: The same libraries in use, no agent: a grpc stream to the collector (Hello, one small batch
-#: every half second) and a SQLite file in WAL mode written as often: the code pages and buffers
-#: any agent on these libraries touches.
+#: The same libraries in use, no agent: a grpc stream over mutual TLS to the collector (Hello, one
+#: small batch every half second) and a SQLite file in WAL mode written as often: the code pages
+#: and buffers any agent on these libraries touches.
 IN_USE = """
 import asyncio, os, sqlite3, sys, tempfile, time
 import grpc, grpc.aio, pynvml, tests.fakenvml
@@ -91,14 +98,15 @@ def rss():
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
 
-async def main(addr):
+async def main(addr, ca, cert, key):
     db = sqlite3.connect(os.path.join(tempfile.mkdtemp(), "w.sqlite"), isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("CREATE TABLE b (seq INTEGER PRIMARY KEY, body BLOB)")
-    async with grpc.aio.insecure_channel(addr) as channel:
+    creds = grpc.ssl_channel_credentials(*(open(p, "rb").read() for p in (ca, key, cert)))
+    async with grpc.aio.secure_channel(addr, creds) as channel:
         call = channel.stream_stream("/fleetmon.v1.Telemetry/Stream", request_serializer=lambda b: b,
                                      response_deserializer=pb.CollectorMessage.FromString)()
-        hello = pb.Hello(node="floor", wal_id=os.urandom(8).hex(), agent_version="0")
+        hello = pb.Hello(node="floor", wal_id=os.urandom(8).hex(), agent_version="0")  # the cert's name
         await call.write(pb.AgentMessage(hello=hello).SerializeToString())
         seq = (await call.read()).welcome.last_durable_sequence
         for i in range(40):
@@ -114,13 +122,17 @@ async def main(addr):
         print(rss())
         call.cancel()
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(*sys.argv[1:5]))
 """
 
 
-def floor_in_use(addr: str) -> float:
-    out = subprocess.run([sys.executable, "-c", IN_USE, addr], cwd=REPO, capture_output=True, text=True,
-                         check=True, timeout=120)
+def floor_in_use(col: CollectorProc) -> float:
+    assert col.pki is not None, "the bench's collector speaks mutual TLS, as a deployed one does"
+    own = col.pki.node("floor")
+    out = subprocess.run([sys.executable, "-c", IN_USE, col.addr, str(col.pki.ca), str(own.cert), str(own.key)],
+                         cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"the in-use floor did not run: {out.stderr[-2000:]}")
     return float(out.stdout.split()[-1])
 
 
@@ -234,7 +246,7 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
                 th1 = thread_cpu(a_pid, names)
                 a_rss, a_pss = memory(a_pid)
                 n_rss, n_pss = memory(n_pid)
-                in_use = floor_in_use(col.addr)
+                in_use = floor_in_use(col)
             finally:
                 stop.set()
                 ne.stop()
@@ -274,6 +286,41 @@ def nvidia_per_gpu(latency_us: int, cycles: int = 120) -> tuple[float, float, fl
     finally:
         plugin.close()
     return cpu / cycles / gpus * 1e3, inside / cycles / gpus * 1e3, calls, samples
+
+
+def in_process(tree: Path, latency_us: int, cycles: int = 60) -> tuple[float, int]:
+    """The same plugins' work in this process, no scheduler, WAL thread or stream: each cycle
+    collects every plugin, encodes one batch and appends it to a WAL. (CPU s per cycle, samples.)"""
+    fake.reset("h100x8").latency_s = latency_us / 1e6
+    ctx = PluginContext(node="bench", sysfs_root=tree)
+    sync_plugins = [NvidiaPlugin(ctx, NvidiaConfig(library="tests.fakenvml")),
+                    KmsgPlugin(ctx, KmsgConfig(path="/dev/kmsg")), OpticsPlugin(ctx, OpticsConfig())]
+    power = PowerPlugin(ctx, PowerConfig())
+    for plugin in (*sync_plugins, power):
+        plugin.discover()
+
+    async def run() -> tuple[float, int]:
+        with tempfile.TemporaryDirectory() as tmp:
+            wal, table = Wal(Path(tmp) / "wal.sqlite", 256 << 20), SeriesTable()
+            samples = 0
+            c0 = 0.0
+            for i in range(cycles + 1):
+                if i == 1:
+                    c0 = time.process_time()  # the first cycle asks the details and defines every series
+                items = [Stamped(time.time(), p.collect()) for p in sync_plugins]
+                items.append(Stamped(time.time(), await power.collect()))
+                batch, ids = build_batch(table, items, [])
+                samples = sum(len(item.collection) for item in items)
+                wal.append(batch, ids, table.take_new(), samples, 0)
+            cpu = (time.process_time() - c0) / cycles
+            wal.close()
+            return cpu, samples
+
+    try:
+        return asyncio.run(run())
+    finally:
+        for plugin in (*sync_plugins, power):
+            plugin.close()
 
 
 def main() -> int:
@@ -332,6 +379,13 @@ def main() -> int:
         rss = sorted(r.agent_rss for r in runs)
         print(f"\nspread over {len(runs)} runs: agent CPU {cpus[0]:.2f}-{cpus[-1]:.2f} %, ratio to node_exporter "
               f"{ratios[0]:.2f}-{ratios[-1]:.2f}, RSS {rss[0]:.1f}-{rss[-1]:.1f} MiB")
+
+    cpu, samples = in_process(tree, args.latency_us)
+    print(f"\nthe same plugins' work in-process (collect, encode, WAL append; no scheduler, threads or stream): "
+          f"{cpu * 1e3:.2f} ms CPU per cycle for {samples} samples")
+    for i, r in enumerate(runs, 1):
+        print(f"  run {i}: the real agent {r.agent_cpu * 1e3:.2f} ms per 1 s cycle = "
+              f"{r.agent_cpu / cpu:.2f}x the in-process work")
 
     ms, inside, calls, samples = nvidia_per_gpu(args.latency_us)
     print(f"\nnvidia in-process, fake NVML at {args.latency_us} us/call: {ms:.3f} ms CPU per GPU per cycle "
