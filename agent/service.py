@@ -50,6 +50,8 @@ class Batcher:
         if len(col):
             self._pending.append(Stamped(ts, col))
         if col.events:
+            # A hardware event (an XID, a link down, a PSU fault) leaves now, with the samples
+            # collected with it, instead of waiting for the next batch tick.
             self._events.extend(col.events)
             self._wake.set()
 

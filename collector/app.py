@@ -86,6 +86,7 @@ class Collector:
         self.grpc_port = 0
         self.http_port = 0
         self._down: set[str] = set()
+        self._engine_refs: dict[int, int | None] = {}
 
     # --- callbacks from the stream handler -----------------------------------------------
     def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
@@ -95,14 +96,28 @@ class Collector:
                 if fleet.wants(info.name):
                     fleet.update(session.node.node, info.labels, block.ts_s, value)
         if self.engine is not None:
-            ingest = self.engine.ingest
+            engine, refs = self.engine, self._engine_refs
             # A sample stamped ahead of our clock (agent clock skew) would stay invisible to
             # the rules until we caught up; clamp it to now (the store keeps the agent's time).
             now = time.time()
             for block in decoded.live:
-                ts = min(block.ts_s, now)
+                # The engine's ref for each series, resolved once (store series id -> ref).
+                block_refs, values = [], []
                 for info, value in zip(block.series, block.values, strict=True):
-                    ingest(info.name, info.labels, ts, value)
+                    ref = refs.get(info.sid, -1)
+                    if ref == -1:
+                        ref = refs[info.sid] = engine.series_ref(info.name, info.labels)
+                    if ref is not None:
+                        block_refs.append(ref)
+                        values.append(value)
+                engine.append_block(block_refs, round(min(block.ts_s, now) * 1000), values)
+            if decoded.events:
+                # A hardware event: the rules that read what came with it run now, not at the next tick.
+                names = {info.name for block in decoded.live for info in block.series}
+                try:
+                    self._record(now, self.engine.evaluate_urgent(now, names))
+                except Exception as err:  # supervision boundary: evaluation must never fail a batch
+                    log.exception("urgent rule evaluation failed: %s", err)
         for notice in decoded.events:
             for n in self.notifiers:
                 n.send_event(notice)
@@ -220,12 +235,15 @@ class Collector:
                 if self.engine.wants("fleetmon_node_clock_skew_seconds") and info.connected:
                     self.engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
             try:
-                for alert in self.engine.evaluate(now):
-                    # Snapshot: the engine keeps mutating its Alert objects as states move on.
-                    self._transitions.append(Transition(now, dataclasses.replace(
-                        alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
+                self._record(now, self.engine.evaluate(now))
             except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
                 log.exception("rule evaluation failed: %s", err)
+
+    def _record(self, now: float, changed: list[Alert]) -> None:
+        for alert in changed:
+            # Snapshot: the engine keeps mutating its Alert objects as states move on.
+            self._transitions.append(Transition(now, dataclasses.replace(
+                alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
 
     async def _housekeeping(self) -> None:
         while True:
