@@ -362,7 +362,7 @@ def test_xid_79_from_nvml_and_kernel_log_counts_once(harness: list[Harness], tmp
     try:
         fake.post_event(4, fake.nvmlEventTypeXidCriticalError, 79)
         wait_for(h.events, 1)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
         # GPU 4 of the fake HGX node is at PCI 0000:9a:00.0.
         with kernel_log.open("a") as f:
@@ -450,7 +450,7 @@ def test_cli_on_a_node_without_nvidia_gpu_says_so() -> None:
 def test_xid_79_kernel_log_first_then_nvml(harness: list[Harness], tmp_path: Path) -> None:
     h = start(harness, "h100x8")
     kernel_log = tmp_path / "kmsg"
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
     kernel_log.write_text(f"{stamp} NVRM: Xid (PCI:0000:18:00): 79, pid=0, name=<unknown>, fell off the bus\n")
     kmsg = KmsgPlugin(h.ctx, KmsgConfig(path=str(kernel_log), from_start=True))
     kmsg.discover()
