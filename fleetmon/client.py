@@ -20,7 +20,6 @@ reaches the collector.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import ssl
@@ -128,15 +127,6 @@ def read_token(args: argparse.Namespace) -> tuple[str | None, str]:
     return (token, "$FLEETMON_TOKEN") if token else (None, "")
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class Api:
     """GETs against one collector's API, with its token and TLS settings."""
 
@@ -160,7 +150,7 @@ class Api:
                 raise ApiError(f"TLS files (--cacert/--cert/--key): {err}") from err
         elif cert is not None or cacert is not None:
             raise ApiError(f"--cacert/--cert are for https, and {self.url} is http")
-        if token and parts.scheme == "http" and not _loopback(parts.hostname):
+        if token and parts.scheme == "http" and not runtime.is_loopback_host(parts.hostname):
             sys.stderr.write(f"fleetmon: warning: the API token travels in clear text to {parts.hostname} "
                              "(http://); serve the API over https (http_auth.tls)\n")
 

@@ -14,6 +14,7 @@ there: a token comes from the user (``--token-file``, ``FLEETMON_TOKEN``).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -44,6 +45,16 @@ def runtime_dir() -> Path:
         return Path(xdg) / "fleetmon"
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "fleetmon" / "run"
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or an address in 127.0.0.0/8 or ``::1``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def dial_url(http_addr: str, port: int, tls: bool) -> str:
