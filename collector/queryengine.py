@@ -6,12 +6,13 @@ query is the instant query evaluated at ``start``, ``start + step``, … ``end``
 the range's ends; a subquery without a step uses 1 minute (Prometheus's default evaluation
 interval). An instant query of a range selector (``x[1h]``) returns the stored samples.
 
-Memory. The samples a query reads are fetched per *chunk* of its range (an hour of steps by
-default), each chunk with the lookback, ranges, offsets and subqueries of its expression in
-front of it, so a month-long range query holds an hour and a bit of the selected series at a
-time. An instant query of a range selector streams series by series. What stays is the answer:
-``range_query`` yields one step's vector at a time, and :func:`collect_matrix` (the HTTP API's
-``query_range``) refuses answers beyond :data:`MAX_POINTS`.
+Memory. The samples a query reads are fetched per *chunk* of its range, each chunk with the
+lookback, ranges, offsets and subqueries of its expression in front of it: the first an hour of
+steps, the next as many steps as hold about a million samples at the density seen so far (16
+MB in the evaluator's arrays), so a month-long range query over any number of series holds a
+bounded slice of them at a time. An instant query of a range selector streams series by
+series. What stays is the answer: ``range_query`` yields one step's vector at a time, and
+:func:`collect_matrix` (the HTTP API's ``query_range``) refuses answers beyond :data:`MAX_POINTS`.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ if TYPE_CHECKING:
 MAX_STEPS = 11_000
 #: Points an answer held in memory may have (the HTTP API's ``query_range``, the raw formats).
 MAX_POINTS = 2_000_000
-#: A range query reads its samples this much of its range at a time.
+#: A range query reads its samples this much of its range at first, then as much as holds about
+#: CHUNK_SAMPLES samples (16 bytes each in the evaluator's arrays).
 CHUNK_MS = 3_600_000
+CHUNK_SAMPLES = 1_000_000
 _OLDEST = -(2**62)
 _STALE_BITS = array("Q", array("d", [STALE_NAN]).tobytes())[0]
 
@@ -141,8 +144,10 @@ def _stored(labels: Labels, ts_in: Ints, vals_in: Floats, shard: str) -> _Stored
 class _Source:
     """What the evaluator selects from: the series fetched for each selector of one chunk."""
 
-    def __init__(self, by_selector: dict[ast.VectorSelector, list[_Stored]]) -> None:
+    def __init__(self, by_selector: dict[ast.VectorSelector, list[_Stored]], samples: int, reach_ms: int) -> None:
         self.by_selector = by_selector
+        self.samples = samples  # held, for sizing the next chunk
+        self.reach_ms = reach_ms  # how far before the first evaluation the selectors read
 
     def select(self, sel: ast.VectorSelector, parts: Collection[str] | None = None) -> Sequence[_Stored]:
         return self.by_selector.get(sel, ())
@@ -162,15 +167,18 @@ def fetch(reader: HistoryReader, expr: ast.Expr, first_ms: int, last_ms: int, *,
     for sel in windows:
         groups.setdefault(_matcher_key(sel), []).append(sel)
     by_selector: dict[ast.VectorSelector, list[_Stored]] = {}
+    samples = 0
     for sels in groups.values():
         lo = min(windows[s][0] for s in sels)
         hi = max(windows[s][1] for s in sels)
         found = [_stored(from_map(s.labels), s.ts_ms, s.values, shard)
                  for s in reader.select(sels[0].matchers, lo, hi) if len(s.ts_ms)]
         found.sort(key=lambda s: s.labels)
+        samples += sum(len(s.ts) for s in found)
         for sel in sels:
             by_selector[sel] = found
-    return _Source(by_selector)
+    reach = max([first_ms - lo for lo, _hi in windows.values()] + [0])
+    return _Source(by_selector, samples, reach)
 
 
 # --- queries ------------------------------------------------------------------------------------
@@ -291,10 +299,12 @@ def check_range(start_ms: int, end_ms: int, step_ms: int) -> int:
 
 
 def range_query(reader: HistoryReader, expr: ast.Expr, start_ms: int, end_ms: int, step_ms: int, *,
-                chunk_ms: int = CHUNK_MS, timeout: float | None = None,
+                chunk_ms: int = CHUNK_MS, chunk_samples: int | None = CHUNK_SAMPLES, timeout: float | None = None,
                 lookback_ms: int = LOOKBACK_MS) -> Iterator[tuple[int, Vector]]:
     """``(t, vector)`` for every step, oldest first; a scalar expression gives one series
-    without labels. Samples are fetched chunk by chunk (module docstring)."""
+    without labels. Samples are fetched chunk by chunk: the first ``chunk_ms`` of steps, then
+    as many steps as hold about ``chunk_samples`` samples at the density found so far (None:
+    every chunk ``chunk_ms``)."""
     if expr.type not in (ast.VECTOR, ast.SCALAR):
         raise QueryError(f"invalid expression type {expr.type!r} for range query, must be scalar or instant "
                          "vector (an instant query returns the samples of a range: drop --since/--step)")
@@ -302,8 +312,10 @@ def range_query(reader: HistoryReader, expr: ast.Expr, start_ms: int, end_ms: in
     expr = pin_start_end(expr, start_ms, end_ms)
     deadline = _Deadline(timeout)
     per_chunk = max(1, chunk_ms // step_ms)
-    for first in range(0, n, per_chunk):
+    first = 0
+    while first < n:
         times = [start_ms + k * step_ms for k in range(first, min(n, first + per_chunk))]
+        first += len(times)
         source = fetch(reader, expr, times[0], times[-1], lookback_ms=lookback_ms)
         for t in times:
             deadline.check()
@@ -312,6 +324,19 @@ def range_query(reader: HistoryReader, expr: ast.Expr, start_ms: int, end_ms: in
             except AlertsError as err:
                 raise QueryError(f"at {t / 1000:.3f}: {err}") from None
             yield t, [((), val)] if isinstance(val, float) else val  # type: ignore[misc]
+        if chunk_samples is not None:
+            per_chunk = _next_chunk(source, times, step_ms, per_chunk, chunk_samples)
+
+
+def _next_chunk(source: _Source, times: list[int], step_ms: int, steps: int, budget: int) -> int:
+    """Steps for the next chunk: what holds about ``budget`` samples at this chunk's density
+    (samples over the time it read), at most 8 times this chunk's (a history that was empty
+    so far may fill up) and at least one step."""
+    read_ms = times[-1] - times[0] + step_ms + source.reach_ms
+    if not source.samples:
+        return steps * 8
+    want_ms = budget * read_ms / source.samples - source.reach_ms
+    return max(1, min(steps * 8, int(want_ms // step_ms)))
 
 
 def collect_matrix(steps: Iterator[tuple[int, Vector]],

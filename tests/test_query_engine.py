@@ -160,9 +160,10 @@ def test_range_queries_are_prometheus_instant_queries_at_every_step(tmp_path: Pa
             continue
         expr = parse_query(text)
         # Ten-minute chunks: each step must see what it would see with the whole history read at once.
-        chunked = list(range_query(history(), expr, start_ms, end_ms, step_ms, chunk_ms=600_000))
+        chunked = list(range_query(history(), expr, start_ms, end_ms, step_ms, chunk_ms=600_000, chunk_samples=None))
         whole = list(range_query(history(), expr, start_ms, end_ms, step_ms, chunk_ms=10**9))
-        assert chunked == whole, text
+        sized = list(range_query(history(), expr, start_ms, end_ms, step_ms, chunk_ms=120_000, chunk_samples=200))
+        assert chunked == whole == sized, text
         assert len(chunked) == (end_ms - start_ms) // step_ms + 1
         cases.extend((text, t, vec) for t, vec in chunked)
     assert sum(len(v) for _e, _t, v in cases) > 500  # the answers are not empty
@@ -213,10 +214,19 @@ def test_each_selector_reads_only_what_its_window_needs() -> None:
     assert windows["x"] == (3_600_000 - 30_000 - 120_000 - 300_000, 3_900_000 - 30_000)
     assert windows["y"] == (100_000 - 300_000, 100_000)
     h = history()
-    list(range_query(h, parse_query("rate(c[5m])"), 0, 3 * 3_600_000, 60_000, chunk_ms=3_600_000))
+    list(range_query(h, parse_query("rate(c[5m])"), 0, 3 * 3_600_000, 60_000, chunk_ms=3_600_000, chunk_samples=None))
     # 181 steps in chunks of an hour's 60: each read is its chunk plus the 5-minute range before it.
     assert h.asked == [(-300_000, 3_540_000), (3_300_000, 7_140_000), (6_900_000, 10_740_000),
                        (10_500_000, 10_800_000)]
+
+
+def test_chunks_hold_about_the_sample_budget() -> None:
+    h = history()  # two c series with a sample every 15 s: 8 samples a minute
+    list(range_query(h, parse_query("rate(c[5m])"), 0, 45 * 60_000, 60_000, chunk_ms=120_000, chunk_samples=100))
+    # Chunk 1, two steps, read [-5m, 1m]: 10 samples (the history starts at 0) in 420 s, so 100 would take
+    # 4,200 s, less the 5-minute reach: 65 steps, capped at 8 x 2. Chunk 2 read [-3m, 17m]: 138 samples in
+    # 1,260 s; 100 take 913 s, less the reach: 10 steps, 18m to 27m.
+    assert h.asked[:3] == [(-300_000, 60_000), (-180_000, 1_020_000), (780_000, 1_620_000)]
 
 
 def test_matrix_answers_are_sorted_and_bounded() -> None:
