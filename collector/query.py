@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 from alerts.promql import ast
 from alerts.promql.labels import Labels, from_map
@@ -204,7 +204,7 @@ _TYPE = re.compile(rb'"resultType"\s*:\s*"(\w+)"')
 _DECODER = json.JSONDecoder()
 
 
-def prom_result(resp: IO[bytes], url: str) -> tuple[str, Iterator[Any]]:
+def prom_result(resp: client.Readable, url: str) -> tuple[str, Iterator[Any]]:
     """A Prometheus API answer's ``resultType`` and its ``result`` items, parsed as they arrive
     (a long matrix is never held whole). An answer whose ``resultType`` follows ``result`` (not
     fleetmon's or Prometheus's order) is read whole."""
@@ -226,7 +226,7 @@ def prom_result(resp: IO[bytes], url: str) -> tuple[str, Iterator[Any]]:
             raise client.ApiError(f"{url}: not a query API answer: {rest[:200]!r}") from None
         if not isinstance(doc, dict) or doc.get("status") != "success":
             why = doc.get("error") if isinstance(doc, dict) else None
-            raise client.ApiError(f"{url}: the query failed: {why or rest[:200]!r}")
+            raise client.ApiError(f"{url}: the query failed: {why if why else repr(rest[:200])}")
         data = doc.get("data") or {}
         result = data.get("result")
         if data.get("resultType") in ("scalar", "string"):

@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from fleetmon_common import runtime
 
@@ -217,6 +217,10 @@ class Api:
         return f"{self._shown(url)}: TLS: {getattr(err, 'reason', None) or err}{hint}"
 
 
-def iter_chunks(resp: IO[bytes], size: int = 1 << 16) -> Iterator[bytes]:
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def iter_chunks(resp: Readable, size: int = 1 << 16) -> Iterator[bytes]:
     while chunk := resp.read(size):
         yield chunk

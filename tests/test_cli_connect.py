@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.query import prom_result
 from fleetmon import client
 from fleetmon_common import runtime
 from fleetmon_common.timespec import TimeSpecError, format_duration, parse_time
@@ -174,3 +175,40 @@ def test_the_token_comes_from_a_file_or_the_environment(tmp_path: Path, monkeypa
         client.read_token(_args(token_file=tmp_path / "empty"))
     with pytest.raises(client.ApiError, match="cannot read it: No such file or directory"):
         client.read_token(_args(token_file=tmp_path / "missing"))
+
+
+# --- reading a query API's answer as it arrives ----------------------------------------------------
+class Trickle:
+    """An answer arriving a few bytes at a time (as a long one does over a socket)."""
+
+    def __init__(self, body: bytes, size: int) -> None:
+        self.body = body
+        self.size = size
+
+    def read(self, n: int = -1, /) -> bytes:
+        out, self.body = self.body[:self.size], self.body[self.size:]
+        return out
+
+
+@pytest.mark.parametrize("size", [1, 7, 1 << 16])
+def test_a_matrix_is_read_series_by_series(size: int) -> None:
+    series = [{"metric": {"__name__": "gpu_temperature_celsius", "node": f"nœud-{i}", "note": "a]b,c{\"d\"}"},
+               "values": [[1796025600 + k, str(60 + k)] for k in range(3)]} for i in range(4)]
+    body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": series}}).encode()
+    kind, items = prom_result(Trickle(body, size), "http://c")
+    assert kind == "matrix" and list(items) == series
+
+
+def test_other_answer_shapes_and_errors() -> None:
+    scalar = b'{"status":"success","data":{"resultType":"scalar","result":[1796025600,"4"]}}'
+    kind, items = prom_result(Trickle(scalar, 5), "http://c")
+    assert (kind, list(items)) == ("scalar", [[1796025600, "4"]])
+    late = b'{"status":"success","data":{"result":[{"metric":{},"value":[1,"2"]}],"resultType":"vector"}}'
+    kind, items = prom_result(Trickle(late, 3), "http://c")
+    assert (kind, list(items)) == ("vector", [{"metric": {}, "value": [1, "2"]}])
+    with pytest.raises(client.ApiError, match="the query failed: bad"):
+        prom_result(Trickle(b'{"status":"error","errorType":"bad_data","error":"bad"}', 4), "http://c")
+    kind, items = prom_result(Trickle(b'{"status":"success","data":{"resultType":"matrix","result":[{"a":', 4),
+                                      "http://c")
+    with pytest.raises(client.ApiError, match="the answer ended early"):
+        list(items)
