@@ -26,7 +26,19 @@ from alerts.promql import ast
 from alerts.promql.labels import Labels, from_map
 from collector.errors import StoreError
 from collector.history import HistoryError, HistoryReader
-from collector.queryengine import QueryError, check_range, keeps_order, matrix_window, parse_query
+from collector.queryengine import (
+    InstantVector,
+    QueryError,
+    RangeMatrix,
+    Scalar,
+    check_range,
+    collect_matrix,
+    instant_query,
+    keeps_order,
+    matrix_window,
+    parse_query,
+    range_query,
+)
 from collector.queryout import Points, Table, human, unit_of_expr
 from fleetmon import client
 from fleetmon_common import logs
@@ -138,15 +150,6 @@ class Sink:
 
 
 def run_local(hist: HistoryReader, p: Plan, sink: Sink) -> None:
-    from collector.queryengine import (  # noqa: PLC0415 - numpy only when reading a store here
-        InstantVector,
-        RangeMatrix,
-        Scalar,
-        collect_matrix,
-        instant_query,
-        range_query,
-    )
-
     if p.is_range:
         steps = range_query(hist, p.expr, round(p.start * 1000), round(p.end * 1000), round(p.step * 1000))
         if sink.table is not None:
@@ -172,7 +175,7 @@ def run_local(hist: HistoryReader, p: Plan, sink: Sink) -> None:
 
 def run_http(api: client.Api, p: Plan, sink: Sink) -> None:
     if p.is_range:
-        params = {"query": p.text, "start": f"{p.start:.3f}", "end": f"{p.end:.3f}", "step": f"{p.step:g}"}
+        params = {"query": p.text, "start": f"{p.start:.3f}", "end": f"{p.end:.3f}", "step": f"{p.step:.3f}"}
         resp = api.open("/api/v1/query_range", params)
     else:
         assert p.at is not None

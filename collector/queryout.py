@@ -23,6 +23,7 @@ from typing import TextIO
 
 from alerts.promql import ast
 from alerts.promql.labels import NAME, Labels, drop_name, get, go_quote, render
+from fleetmon_common.timespec import format_duration
 
 TREND_WIDTH = 24
 _BARS = "▁▂▃▄▅▆▇█"
@@ -271,7 +272,7 @@ class Table:
         if self.window is not None:
             when = span_text(*self.window, self.now)
             if self.step is not None:
-                when += f" every {_dur(self.step)}"
+                when += f" every {format_duration(self.step)}"
         elif self.at is not None:
             when = span_text(self.at, self.at, self.now)
         if when:  # on the same line while it fits a terminal
@@ -303,17 +304,11 @@ def _natural(text: str) -> tuple[tuple[int, int | str], ...]:
 _DIGITS = re.compile(r"(\d+)")
 
 
-def _dur(seconds: float) -> str:
-    from fleetmon_common.timespec import format_duration  # noqa: PLC0415 - light, and only here
-
-    return format_duration(seconds)
-
-
 def _split_labels(keys: Sequence[Labels]) -> tuple[Labels, list[str], bool]:
     """The labels every row has with one value; those that differ (``__name__`` first, then
     ``node``, then by name); whether they share one ``series`` column (past the limit)."""
-    first = dict(keys[0])
-    common = {k: v for k, v in first.items() if all(dict(lb).get(k) == v for lb in keys[1:])}
+    rows = [dict(lb) for lb in keys]
+    common = {k: v for k, v in rows[0].items() if all(r.get(k) == v for r in rows[1:])}
     varying = sorted({k for lb in keys for k, _ in lb} - set(common), key=lambda k: (k != NAME, k != "node", k))
     return tuple(sorted(common.items())), varying, len(varying) > MAX_LABEL_COLUMNS
 
