@@ -80,9 +80,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             result = doc["data"]["result"]
             return float(result[0]["value"][1]) / 2 if result else 0.0  # a sample every 0.5 s
 
-        wait_until(lambda: seconds_stored() >= 7, 60, "7 s of samples from both nodes")
-        f.end = int(time.time()) - 1  # batches leave the agents every 0.5 s: all of this is stored
-        f.start = f.end - 5
+        wait_until(lambda: seconds_stored() >= 7, 60, "7 s of samples from every GPU")
+        # A 4-second window ending a second or two ago (batches leave the agents every 0.5 s, so all
+        # of it is stored) and starting after every series' first sample.
+        f.end = int(time.time()) - 1
+        f.start = f.end - 4
         yield f
     finally:
         for a in agents:
