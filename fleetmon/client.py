@@ -141,6 +141,7 @@ class Api:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ApiError(f"{url!r} is not an http:// or https:// URL")
         self.context: ssl.SSLContext | None = None
+        self.client_cert = cert is not None
         if parts.scheme == "https":
             try:
                 self.context = ssl.create_default_context(cafile=str(cacert) if cacert else None)
@@ -178,6 +179,10 @@ class Api:
             reason = getattr(err, "reason", err)
             if isinstance(reason, ssl.SSLError):
                 raise ApiError(self._tls_error(url, reason)) from err
+            if isinstance(reason, ConnectionResetError) and self.context is not None and not self.client_cert:
+                # TLS 1.3: a server that requires a client certificate hangs up after the handshake.
+                raise ApiError(f"{self._shown(url)}: the server closed the connection; if it requires client "
+                               "certificates (http_auth.tls.client_ca), give --cert and --key") from err
             raise ApiError(f"{self._shown(url)}: {reason}; is the collector running, and is its `http` address "
                            "this one? (--url or FLEETMON_URL)") from err
         return resp
@@ -212,9 +217,11 @@ class Api:
         return f"{where}: HTTP {err.code} {err.reason}{detail}"
 
     def _tls_error(self, url: str, err: ssl.SSLError) -> str:
-        hint = ("; give the collector's CA with --cacert" if "CERTIFICATE_VERIFY_FAILED" in str(err) else
-                "; if it requires client certificates (http_auth.tls.client_ca), give --cert and --key")
-        return f"{self._shown(url)}: TLS: {getattr(err, 'reason', None) or err}{hint}"
+        if isinstance(err, ssl.SSLCertVerificationError):
+            return (f"{self._shown(url)}: TLS: certificate verify failed: {err.verify_message}; "
+                    "give the collector's CA with --cacert")
+        return (f"{self._shown(url)}: TLS: {getattr(err, 'reason', None) or err}; if it requires client "
+                "certificates (http_auth.tls.client_ca), give --cert and --key")
 
 
 class Readable(Protocol):

@@ -27,7 +27,7 @@ import pytest
 from collector.queryout import human
 from collector.storage.logreader import LogStoreReader
 from fleetmon import cli
-from tests.fleet import AgentProc, CollectorProc
+from tests.fleet import AgentProc, CollectorProc, lab_pki
 from tests.services import REPO, wait_until
 
 pytestmark = pytest.mark.services
@@ -284,6 +284,28 @@ def test_without_the_token_a_clear_401(fleet: Fleet, run: Any, monkeypatch: pyte
     assert rc == 0 and "2/2 nodes up" in out and TOKEN not in out + err
     rc, out, _ = run("query", "count(gpu_up)", "--token-file", str(fleet.token_file))
     assert rc == 0 and out.splitlines()[-1] == "4"
+
+
+def test_an_https_api_with_client_certificates(tmp_path: Path, run: Any) -> None:
+    pki = lab_pki(tmp_path)
+    own, me = pki.collector(), pki.node("operator")
+    tls = {"cert": str(own.cert), "key": str(own.key), "client_ca": str(pki.ca)}
+    collector = CollectorProc(tmp_path, tls=False, extra={"http_auth": {"tls": tls}}).start()
+    try:
+        url = ["--url", f"https://127.0.0.1:{collector.http_port}"]
+        rc, _, err = run("status", *url)
+        assert rc == 2 and "TLS: certificate verify failed: " in err
+        assert err.endswith("give the collector's CA with --cacert\n")
+        rc, _, err = run("status", *url, "--cacert", str(pki.ca))
+        assert rc == 2 and err.endswith("if it requires client certificates (http_auth.tls.client_ca), give --cert "
+                                        "and --key\n"), err  # said by the TLS alert or by the hang-up after it
+        mine = ["--cacert", str(pki.ca), "--cert", str(me.cert), "--key", str(me.key)]
+        rc, out, err = run("status", *url, *mine)
+        assert (rc, err) == (0, "") and "0/0 nodes up" in out
+        rc, _, err = run("query", "count(gpu_up)", *url, *mine)
+        assert (rc, err.split(" has no value")[0]) == (0, "no data: count(gpu_up)")
+    finally:
+        collector.stop()
 
 
 # --- README --------------------------------------------------------------------------------------
