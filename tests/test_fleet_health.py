@@ -8,7 +8,8 @@ import pytest
 
 from alerts.model import Alert, AlertState
 from alerts.rulefile import load_text
-from collector.api import BadParameter, downsample, parse_time, rule_for
+from collector.api import BadParameter, parse_time, rule_for
+from collector.api_query import downsample
 from collector.fleet import Accelerator, Accelerators, ModelCount, by_model, fleet_by_model, rollup
 
 H100, MI300 = ("nvidia", "H100"), ("amd", "MI300X")
