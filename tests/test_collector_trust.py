@@ -347,13 +347,18 @@ def test_victim_wal_id_and_huge_sequence_cannot_stop_a_node(tmp_path: Path) -> N
     """Issue 12, case 1 (and a buggy agent): Hello with the victim's wal_id, then
     Batch{sequence=10^12, oldest_sequence=10^12}. Nothing the real agent sends later is lost."""
 
+    # Each batch carries its own timestamp: batches built within one millisecond would otherwise share
+    # one, and the store keeps only the first sample of a (series, timestamp).
+    base = int(time.time() * 1000) - 60_000
+
     async def main() -> None:
         async with running(_cfg(tmp_path)) as c:
             client = Client(c.grpc_port)
             real = client.open()
             assert await welcome(real, hello("victim", "wal-v")) == 0
             for seq in (1, 2, 3):
-                assert (await send(real, batch(seq, [40.0 + seq], define=1 if seq == 1 else 0))).contiguous == seq
+                msg = batch(seq, [40.0 + seq], define=1 if seq == 1 else 0, ts_ms=base + seq * 1000)
+                assert (await send(real, msg)).contiguous == seq
             await real.done_writing()
             hostile = client.open()
             assert await welcome(hostile, hello("victim", "wal-v", oldest=10**12)) == 3
@@ -362,13 +367,13 @@ def test_victim_wal_id_and_huge_sequence_cannot_stop_a_node(tmp_path: Path) -> N
             ack = await send(hostile, batch(2**63 + 5, [999.0], define=1, oldest=2**63 + 5))
             assert "out of range" in ack.refused or "max_sequence_jump" in ack.refused
             # within the jump bound, with a claim: stored, but the real agent's future is untouched
-            ack = await send(hostile, batch(1000, [999.0], define=1, oldest=10**12))
+            ack = await send(hostile, batch(1000, [999.0], define=1, oldest=10**12, ts_ms=base + 3500))
             assert ack.refused == "" and ack.contiguous == 3
             await hostile.done_writing()
             real = client.open()
             assert await welcome(real, hello("victim", "wal-v", oldest=4)) == 3
             for seq in (4, 5, 6):
-                ack = await send(real, batch(seq, [40.0 + seq], define=1 if seq == 4 else 0))
+                ack = await send(real, batch(seq, [40.0 + seq], define=1 if seq == 4 else 0, ts_ms=base + seq * 1000))
                 assert (ack.refused, ack.contiguous) == ("", seq)
             await real.done_writing()
             await client.close()

@@ -67,7 +67,14 @@ def release_engine(engine: SnmpEngine) -> None:
 
 
 class SnmpError(PluginError):
-    """One device failed one poll; the message names the device and what to check."""
+    """One device failed one poll; the message names the device and what to check.
+
+    ``reason`` is what stays the same while the device stays down the same way: a silent device
+    times out on whichever request the poll happened to send first, and that is one episode."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def _secret(value: str, env: str) -> str:
@@ -133,7 +140,7 @@ class SnmpClient:
                     "silently ignored)" if self.dev.version == "2c" else
                     "check the address and port, that the device is up, and the v3 context name")
             return SnmpError(f"{self.where}: no answer to {what} ({self.timeout:g}s x {self.retries + 1} tries); "
-                             f"{hint}")
+                             f"{hint}", reason="no answer")
         if isinstance(indication, errind.WrongDigest):
             return SnmpError(f"{self.where}: SNMPv3 authentication failed for user {self.dev.v3.user!r} "
                              f"(wrong auth key or auth_protocol {self.dev.v3.auth_protocol})")

@@ -153,10 +153,10 @@ class SnmpPlugin(AsyncPlugin):
                 snap = await asyncio.wait_for(self._read(client, dev), self.config.device_timeout)
             except TimeoutError:
                 self._fail(key, f"{client.where}: no complete answer within {self.config.device_timeout:g}s "
-                                f"(plugins.snmp.device_timeout)")
+                                f"(plugins.snmp.device_timeout)", "no answer")
                 return self._down(dev, labels)
             except PluginError as err:
-                self._fail(key, str(err))
+                self._fail(key, str(err), getattr(err, "reason", str(err)))
                 return self._down(dev, labels)
             elapsed = time.monotonic() - started
         if self._failing.pop(key, None) is not None:
@@ -188,12 +188,13 @@ class SnmpPlugin(AsyncPlugin):
         col.add(UP[dev.cfg.kind], 0, labels)
         return col
 
-    def _fail(self, key: str, message: str) -> None:
+    def _fail(self, key: str, message: str, reason: str) -> None:
         # One line per failure episode, again only when the reason changes (a PDU that stays
-        # down must not flood the log every interval); the up gauge tells rules every time.
-        if self._failing.get(key) != message:
+        # down must not flood the log every interval, whichever request timed out first this
+        # time); the up gauge tells rules every time.
+        if self._failing.get(key) != reason:
             self.log.warning("snmp: %s", message)
-        self._failing[key] = message
+        self._failing[key] = reason
 
     def _release_engines(self) -> None:
         from agent.plugins.snmp.client import release_engine  # noqa: PLC0415
