@@ -15,7 +15,6 @@ from collections.abc import Callable
 from agent.plugins.optics.eeprom import EepromError
 from agent.plugins.optics.reading import Lane, ModuleReading, identifier_name
 
-_LINE = re.compile(r"^\s*(?P<key>[^:]+?)\s*:\s?(?P<value>.*?)\s*$")
 _LANE = re.compile(r"\s*\((?:Channel|Chan|Lane)\s*(\d+)\)\s*")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
@@ -49,9 +48,12 @@ def parse(text: str) -> ModuleReading:
     """One module's reading from ``ethtool -m`` output; raises EepromError when it is not one."""
     fields: list[tuple[str, str]] = []
     for line in text.splitlines():
-        m = _LINE.match(line)
-        if m:
-            fields.append((m["key"], m["value"]))
+        # ``key : value``: split at the first colon, not with a regex (``\s*[^:]+?\s*:`` backtracked
+        # cubically on a long run of blanks without a colon: a hang on one odd line).
+        key, sep, value = line.partition(":")
+        if sep and key:
+            value = value[1:] if value[:1].isspace() else value
+            fields.append((key.strip(), value.rstrip()))
     if not fields or fields[0][0].lower() != "identifier":
         raise EepromError("ethtool -m output does not start with 'Identifier'")
     ident_text = fields[0][1]
@@ -59,6 +61,8 @@ def parse(text: str) -> ModuleReading:
         ident = int(ident_text.split()[0], 16)
     except (ValueError, IndexError) as err:
         raise EepromError(f"ethtool -m: unreadable identifier {ident_text!r}") from err
+    if not 0 <= ident <= 0xFF:  # SFF-8024 identifiers are one byte
+        raise EepromError(f"ethtool -m: identifier {ident_text!r} is not a byte")
     standard = "SFF-8472" if ident == 0x03 else ("SFF-8636" if ident in (0x0C, 0x0D, 0x11) else "CMIS")
     r = ModuleReading(standard=standard, identifier=ident, type=identifier_name(ident))
     lanes: dict[int, Lane] = {}
