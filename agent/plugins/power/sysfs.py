@@ -95,12 +95,21 @@ def list_attrs(directory: Path, pattern: re.Pattern[str]) -> list[str]:
 
 
 def _int(text: str | None) -> int | None:
+    """A sysfs number: the kernel prints s64/u64 values; beyond that it is not one (and a
+    400-digit value would overflow the float conversion of the caller)."""
     if text is None or text == "":
         return None
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         return None
+    return value if -(1 << 63) <= value < 1 << 64 else None
+
+
+def _uint(text: str | None) -> int | None:
+    """A u64 sysfs counter (RAPL energy): a negative value is not one."""
+    value = _int(text)
+    return value if value is not None and value >= 0 else None
 
 
 def _scaled(text: str | None, divisor: int) -> float | None:
@@ -126,7 +135,7 @@ def parse_rapl_zone(zone: str, attrs: Mapping[str, str]) -> RaplZone:
     for key in attrs:
         mt = _CONSTRAINT.match(key)
         if mt and mt.group(2) == "power_limit_uw":
-            limit = _int(attrs[key])
+            limit = _uint(attrs[key])
             cname = attrs.get(f"constraint_{mt.group(1)}_name") or f"constraint_{mt.group(1)}"
             # 0 is what the kernel shows for a constraint nobody programmed (a disabled
             # subzone such as core): no limit, not a 0 W limit.
@@ -135,8 +144,8 @@ def parse_rapl_zone(zone: str, attrs: Mapping[str, str]) -> RaplZone:
     return RaplZone(
         zone=zone,
         name=attrs.get("name") or zone,
-        energy_uj=_int(attrs.get("energy_uj")),
-        max_energy_range_uj=_int(attrs.get("max_energy_range_uj")),
+        energy_uj=_uint(attrs.get("energy_uj")),
+        max_energy_range_uj=_uint(attrs.get("max_energy_range_uj")),
         limits_uw=limits,
     )
 
