@@ -23,13 +23,14 @@ deep branches of a decoder that random bytes never pass the first check of.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
 import re
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -250,6 +251,52 @@ def mutated_bytes(draw: st.DrawFn, corpus: Sequence[bytes], ops: int = 8) -> byt
         elif kind == "cut" and draw(st.integers(0, 3)) == 0:
             data = data[: draw(st.integers(0, len(data)))]
     return bytes(data)
+
+
+#: JSON a device may send: every type, integers past a float's range, NaN and infinities
+#: (Python's json reads ``NaN``/``Infinity`` tokens).
+json_scalars = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.sampled_from([10**400, -(10**400)])
+                | st.floats() | st.text(max_size=12) | st.sampled_from(INTERESTING))
+
+
+def json_values(keys: Sequence[str] = ()) -> st.SearchStrategy[Any]:
+    """Random JSON, its objects keyed by ``keys`` (the names a parser looks up) or random text."""
+    names = st.sampled_from(keys) | st.text(max_size=6) if keys else st.text(max_size=6)
+    return st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(names, inner, max_size=3), max_leaves=8)
+
+
+def _slots(doc: Any) -> Iterator[tuple[Any, Any]]:
+    """Every (container, key) of a JSON document, depth first."""
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield doc, k
+            yield from _slots(v)
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield doc, i
+            yield from _slots(v)
+
+
+@st.composite
+def mutated_json(draw: st.DrawFn, docs: Sequence[Any], keys: Sequence[str] = ()) -> Any:
+    """A document of ``docs`` with 1..4 of its values replaced (by random JSON, or by another
+    value of the same document: type confusion) or removed."""
+    doc = copy.deepcopy(draw(st.sampled_from(docs)))
+    for _ in range(draw(st.integers(1, 4))):
+        slots = list(_slots(doc))
+        if not slots:
+            break
+        box, key = slots[draw(st.integers(0, len(slots) - 1))]
+        how = draw(st.sampled_from(("replace", "replace", "swap", "drop")))
+        if how == "drop":
+            del box[key]
+        elif how == "swap":
+            other, okey = slots[draw(st.integers(0, len(slots) - 1))]
+            box[key] = copy.deepcopy(other[okey])
+        else:
+            box[key] = draw(json_values(keys))
+    return doc
 
 
 def read_texts(paths: Iterable[Path]) -> list[str]:
