@@ -23,6 +23,7 @@ number is due is a :class:`~agent.toolrun.ToolOutputError` naming the card and t
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -61,6 +62,9 @@ class _Card:
             value = self.data.get(label)
             if value is None:
                 continue
+            if isinstance(value, (dict, list)):  # str() of it would become a label or a "number"
+                raise ToolOutputError(f"{self.source}: {self.name} {label!r} is a JSON "
+                                      f"{'object' if isinstance(value, dict) else 'array'}, expected a value")
             if not isinstance(value, str):
                 value = str(value)
             if _na(value):
@@ -78,11 +82,12 @@ class _Card:
             return None
         label, value = got
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise ToolOutputError(
                 f"{self.source}: {self.name} {label!r} is {value!r}, expected a number"
             ) from None
+        return number if math.isfinite(number) else None  # "nan", or digits past a float: not reported
 
     def mhz(self, label: str) -> float | None:
         got = self._raw(label)

@@ -17,6 +17,7 @@ Values npu-smi cannot read print as ``NA`` (or ``-``): they are ``None`` here.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -36,9 +37,10 @@ def _number(text: str | None, what: str, source: str) -> float | None:
     if text is None or text.strip().upper() in _NA:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ToolOutputError(f"{source}: {what} is {text!r}, expected a number") from None
+    return value if math.isfinite(value) else None  # float() reads "nan"/"inf": not a reading
 
 
 def _pair(text: str | None, what: str, source: str) -> tuple[float | None, float | None]:
