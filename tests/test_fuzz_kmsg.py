@@ -14,10 +14,11 @@ from pathlib import Path
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from agent.model import Event
-from agent.plugin import PluginContext
+from agent.model import Collection, Event, Severity
+from agent.plugin import NodeDirectory, PluginContext
 from agent.plugins.kmsg.parse import Aer, Malformed, ModuleEvent, Record, SXid, Xid, classify, parse_line
 from agent.plugins.kmsg.plugin import KmsgConfig, KmsgPlugin
+from agent.plugins.nvidia.xid import XidLedger, bus_key, describe
 from tests.fuzz import assert_wire_ready, call, fuzz, mutated_text, read_texts, text_input
 from tests.services import FIXTURES
 
@@ -114,3 +115,19 @@ def test_numbers_past_the_kernel_range_are_malformed() -> None:
     assert rec is not None and rec.seq == (1 << 64) - 1 and rec.since_boot is not None
     rec = parse_line("[18446744073.709551] x")
     assert rec is not None and rec.since_boot == 18446744073.709551
+
+
+@fuzz(100)
+@given(st.integers(-(2**63), 2**64 - 1), text_input(["0000:9b:00", "00000000:3B:00.0", "3b:00.0"], max_size=30),
+       st.floats(0, 2e9))
+def test_xids_from_any_source(xid: int, pci: str, ts: float) -> None:
+    """An XID number (NVML eventData is a u64; the kernel line any digits) and a PCI address as a
+    driver prints it: the catalog entry, the ledger and the event the plugins build from them."""
+    info = describe(xid)
+    assert info.name and isinstance(info.severity, Severity)
+    ledger = XidLedger(NodeDirectory())
+    ledger.record("nvml", pci, xid, ts)
+    for (bus, n_xid), (count, first) in ledger.counts().items():
+        assert bus == bus_key(pci) and n_xid == xid and count == 1 and first == ts
+        labels = {**ledger.labels(bus), "xid": str(xid)}
+        assert_wire_ready(Collection(), [Event("gpu.xid", info.severity, f"XID {xid}", labels, info.action, ts)])
