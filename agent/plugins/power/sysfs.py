@@ -54,7 +54,7 @@ def _link_file_target(path: Path) -> Path | None:
         text = path.read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
-    if not text.startswith("../") or "\n" in text:
+    if not text.startswith("../") or "\n" in text or "\0" in text:  # NUL: no path (resolve() raises)
         return None
     target = (path.parent / text).resolve()
     return target if target.is_dir() else None
