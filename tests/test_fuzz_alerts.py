@@ -56,7 +56,7 @@ SERIES = _collect(TEST_FILES, "series")
 VALUES = _collect(TEST_FILES, "values")
 
 
-@fuzz(200)
+@fuzz(100)
 @given(text_input(EXPRS, max_size=80))
 # Found by fuzzing: nesting past Python's recursion limit raised RecursionError; "²" passed
 # str.isdigit() and tripped an assertion in the lexer; a huge hex literal overflowed float().

@@ -82,7 +82,7 @@ def images(draw: st.DrawFn) -> EepromImage:
     return EepromImage(lower=draw(mutated_bytes([LOWERS[i]])), upper=upper)
 
 
-@fuzz(120)
+@fuzz(80)
 @given(images())
 def test_eeprom_images(img: EepromImage) -> None:
     reqs = plan_pages(img.lower)

@@ -52,7 +52,7 @@ events = st.builds(Event, st.from_regex(r"[a-z]{1,8}\.[a-z_]{1,12}", fullmatch=T
                    st.floats(1.6e9, 2.0e9))
 
 
-@fuzz(50)
+@fuzz(30)
 @given(st.lists(st.tuples(st.floats(1.6e9, 2.0e9), st.lists(samples, max_size=6)), max_size=4),
        st.lists(events, max_size=3))
 def test_batches_round_trip(items: list[tuple[float, list[Sample]]], evs: list[Event]) -> None:
