@@ -31,7 +31,7 @@ lint: $(STAMP) ## ruff and mypy
 bench: $(STAMP) ## run the benchmarks and print their figures
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-proto: $(STAMP) ## regenerate proto/*_pb2*.py from proto/telemetry.proto
+proto: $(STAMP) ## regenerate proto/*_pb2*.py from proto/*.proto (fleetmon.v1, Prometheus remote write)
 	$(PY) -m proto.generate
 
 clean: ## remove the virtual environment and caches

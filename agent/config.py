@@ -15,7 +15,9 @@ import yaml
 
 from agent.errors import ConfigError
 from agent.model import check_label_name
+from agent.tls import AgentTlsConfig
 from fleetmon_common import settings
+from fleetmon_common.secrets import Secret
 from fleetmon_common.settings import parse_duration, parse_size
 
 __all__ = ["AgentConfig", "PluginSection", "PrometheusConfig", "WalConfig", "build", "load_config", "parse_duration",
@@ -75,6 +77,10 @@ class AgentConfig:
     node: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     collectors: list[str] = field(default_factory=lambda: ["127.0.0.1:7700"])
+    #: TLS to the collectors (and this node's client certificate): agent/tls.py.
+    tls: AgentTlsConfig | None = None
+    #: Bearer token the collectors want (inline, {env: NAME} or {file: PATH}).
+    auth_token: Secret | None = None
     data_dir: Path = Path("/var/lib/fleetmon")
     sysfs_root: Path = Path("/sys")
     procfs_root: Path = Path("/proc")

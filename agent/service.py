@@ -14,6 +14,7 @@ from agent.config import AgentConfig
 from agent.exposition import Exposition
 from agent.model import Collection, Event, Metric, MetricType, Sample, Severity
 from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
+from agent.tls import ChannelSecurity
 from agent.transport import Transport
 from agent.wal import Wal
 from proto import telemetry_pb2 as pb
@@ -38,13 +39,18 @@ class Batcher:
         self.transport = transport
         self._pending: list[tuple[float, list[Sample]]] = []
         self._events: list[Event] = []
+        self._urgent = asyncio.Event()
         self.batches = 0
         self.samples = 0
 
     async def sink(self, ts: float, col: Collection) -> None:
         if col.samples:
             self._pending.append((ts, col.samples))
-        self._events.extend(col.events)
+        if col.events:
+            # A hardware event (an XID, a link down, a PSU fault) leaves now, with the samples
+            # collected with it, instead of waiting for the next batch tick.
+            self._events.extend(col.events)
+            self._urgent.set()
 
     def self_metrics(self) -> list[Sample]:
         connected = self.transport.stats.connected if self.transport else False
@@ -88,8 +94,12 @@ class Batcher:
         interval = self.cfg.batch_interval
         next_at = loop.time() + interval
         while True:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            next_at += interval
+            with contextlib.suppress(asyncio.TimeoutError):  # the builtin TimeoutError only from 3.11
+                await asyncio.wait_for(self._urgent.wait(), max(0.0, next_at - loop.time()))
+            if self._urgent.is_set():
+                self._urgent.clear()  # an early batch; the regular ticks keep their phase
+            else:
+                next_at += interval
             try:
                 await self.flush()
             except Exception as err:  # noqa: BLE001 - supervision boundary: a WAL error must not stop collection
@@ -122,9 +132,11 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
                                       f"(WAL full at {cfg.wal.max_bytes} bytes)",
                               action="raise wal.max_bytes or restore the collector sooner"))
 
+    security = ChannelSecurity(cfg.tls, cfg.auth_token)
+    security.check()
     transport = Transport(cfg.node, dict(cfg.labels), cfg.collectors, wal, table,
                           batch_interval=cfg.batch_interval, backfill_rate=cfg.wal.backfill_rate,
-                          plugin_status=plugin_status, on_connected=on_connected)
+                          plugin_status=plugin_status, on_connected=on_connected, security=security)
     batcher = Batcher(cfg, wal, table, transport)
     # Opt-in /metrics (agent/exposition.py): keeps each plugin's last collection on the way to the WAL.
     exposition = Exposition({**cfg.labels, "node": cfg.node}, cfg.prometheus.names, batcher.self_metrics)

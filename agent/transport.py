@@ -24,6 +24,7 @@ import grpc
 
 from agent import __version__
 from agent.codec import SeriesTable
+from agent.tls import ChannelSecurity
 from agent.wal import Wal, WalEntry
 from proto import telemetry_pb2 as pb
 
@@ -87,7 +88,7 @@ class Transport:
                  *, batch_interval: float, backfill_rate: float,
                  plugin_status: Callable[[], list[pb.PluginStatus]] = list,
                  on_connected: Callable[[], None] = lambda: None,
-                 max_inflight: int = 256) -> None:
+                 max_inflight: int = 256, security: ChannelSecurity | None = None) -> None:
         self.node = node
         self.labels = labels
         self.order = rendezvous_order(node, collectors)
@@ -98,6 +99,7 @@ class Transport:
         self.plugin_status = plugin_status
         self.on_connected = on_connected
         self.max_inflight = max_inflight
+        self.security = security or ChannelSecurity(None, None)
         self.stats = TransportStats()
         self._wake = asyncio.Event()
 
@@ -115,7 +117,7 @@ class Transport:
                 except asyncio.CancelledError:
                     raise
                 except (grpc.aio.AioRpcError, StreamClosed, OSError, TimeoutError) as err:
-                    self._lost(addr, _describe(err))
+                    self._lost(addr, self.security.explain(_describe(err)))
                 if time.monotonic() - started > 10:
                     attempt = 0  # a session that lived resets the back-off
             attempt += 1
@@ -140,10 +142,10 @@ class Transport:
                         wal_id=self.wal.wal_id, oldest_sequence=self.wal.oldest())
 
     async def _session(self, addr: str) -> None:
-        async with grpc.aio.insecure_channel(addr, options=_CHANNEL_OPTIONS) as channel:
+        async with self.security.channel(addr, _CHANNEL_OPTIONS) as channel:
             stream = channel.stream_stream(METHOD, request_serializer=lambda b: b,
                                            response_deserializer=pb.CollectorMessage.FromString)
-            call = stream()
+            call = stream(metadata=self.security.metadata())
             await call.write(pb.AgentMessage(hello=self._hello()).SerializeToString())
             first = await asyncio.wait_for(call.read(), 15)
             if first is grpc.aio.EOF or not first.HasField("welcome"):

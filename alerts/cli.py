@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from alerts.errors import AlertsError
+from alerts.errors import AlertsError, RuleErrors
 from alerts.rulefile import AlertingRule, load_file
 from alerts.unittest import run_file
 
@@ -22,7 +22,9 @@ def check(files: Sequence[Path], out: TextIO | None = None, err: TextIO | None =
         try:
             groups = load_file(path)
         except AlertsError as exc:
-            print(f"  FAILED:\n{exc}", file=err)
+            print("  FAILED:", file=err)
+            for problem in exc.errors if isinstance(exc, RuleErrors) else [exc]:
+                print(problem, file=err)
             failed = True
             continue
         rules = [r for g in groups for r in g.rules]

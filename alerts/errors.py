@@ -23,6 +23,19 @@ class RuleError(AlertsError):
         return f"{where}: {self.message}" if where else self.message
 
 
+class RuleErrors(RuleError):
+    """Every error found in one rule file (``fleetmon rules check`` prints them all, as promtool
+    does); ``str()`` is one ``file:line:col: message`` line per error."""
+
+    def __init__(self, errors: list[RuleError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.message, first.file, first.line, first.col)
+
+    def _render(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
 class ParseError(AlertsError):
     """An expression (PromQL subset) or template could not be parsed; ``pos`` is a 0-based offset
     into the source text, turned into file:line:col by the rule-file loader."""

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from alerts.errors import ParseError, RuleError
+from alerts.errors import ParseError, RuleError, RuleErrors
 from alerts.promql import ast
-from alerts.promql.labels import NAME, valid_label_name, valid_metric_name
+from alerts.promql.labels import NAME, go_quote, valid_label_name, valid_metric_name
 from alerts.promql.lexer import format_duration_ms, parse_duration_ms
 from alerts.promql.parser import check_rule_expr, parse
 from alerts.templates import Template
@@ -183,6 +183,9 @@ def _rule(loc: _Loc, node: yaml.Node) -> Rule:
 
 
 def load_text(src: str, file: str = "<string>") -> list[RuleGroup]:
+    """Parse a rule file. Every error in it is reported (``RuleErrors`` when there is more than
+    one), each naming file:line:col, as ``promtool check rules`` reports them all; only a YAML
+    syntax error stops at once."""
     loc = _Loc(file, src)
     try:
         root = yaml.compose(src, Loader=yaml.SafeLoader)
@@ -203,38 +206,67 @@ def load_text(src: str, file: str = "<string>") -> list[RuleGroup]:
     if not isinstance(groups_node, yaml.SequenceNode):
         raise loc.err("'groups' must be a list", groups_node)
     groups: list[RuleGroup] = []
+    errors: list[RuleError] = []
     seen: set[str] = set()
     for gnode in groups_node.value:
-        g = _mapping(loc, gnode, "group", _GROUP_KEYS)
-        if "name" not in g:
-            raise loc.err("group name must not be empty", gnode)
-        gname = _scalar(loc, g["name"][1], "group name")
-        if not gname:
-            raise loc.err("group name must not be empty", g["name"][1])
-        if gname in seen:
-            raise loc.err(f"{gname!r}: repeated in the same file", g["name"][1])
-        seen.add(gname)
-        interval_s, interval_set = DEFAULT_INTERVAL_S, False
-        if "interval" in g:
-            ms = _duration(loc, g["interval"][1], "interval")
-            if ms <= 0:
-                raise loc.err("group interval must be greater than zero", g["interval"][1])
-            interval_s, interval_set = ms / 1000, True
-        limit = 0
-        if "limit" in g:
-            text = _scalar(loc, g["limit"][1], "limit")
-            if not re.fullmatch(r"\d+", text):
-                raise loc.err(f"limit must be a non-negative integer, got {text!r}", g["limit"][1])
-            limit = int(text)
-        rules: list[Rule] = []
-        if "rules" in g:
-            rnode = g["rules"][1]
-            if not (isinstance(rnode, yaml.ScalarNode) and rnode.tag.endswith(":null")):
-                if not isinstance(rnode, yaml.SequenceNode):
-                    raise loc.err("'rules' must be a list", rnode)
-                rules = [_rule(loc, r) for r in rnode.value]
-        groups.append(RuleGroup(gname, rules, interval_s, interval_set, limit, file))
+        try:
+            group = _group(loc, gnode, seen, errors)
+        except RuleError as err:
+            errors.append(err)
+            continue
+        groups.append(group)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise RuleErrors(errors)
     return groups
+
+
+def _group(loc: _Loc, gnode: yaml.Node, seen: set[str], errors: list[RuleError]) -> RuleGroup:
+    g = _mapping(loc, gnode, "group", _GROUP_KEYS)
+    if "name" not in g:
+        raise loc.err("group name must not be empty", gnode)
+    gname = _scalar(loc, g["name"][1], "group name")
+    if not gname:
+        raise loc.err("group name must not be empty", g["name"][1])
+    if gname in seen:
+        errors.append(loc.err(f"{gname!r}: repeated in the same file", g["name"][1]))
+    seen.add(gname)
+    interval_s, interval_set = DEFAULT_INTERVAL_S, False
+    if "interval" in g:
+        ms = _duration(loc, g["interval"][1], "interval")
+        if ms <= 0:
+            raise loc.err("group interval must be greater than zero", g["interval"][1])
+        interval_s, interval_set = ms / 1000, True
+    limit = 0
+    if "limit" in g:
+        text = _scalar(loc, g["limit"][1], "limit")
+        if not re.fullmatch(r"\d+", text):
+            raise loc.err(f"limit must be a non-negative integer, got {text!r}", g["limit"][1])
+        limit = int(text)
+    rules: list[Rule] = []
+    if "rules" in g:
+        rnode = g["rules"][1]
+        if not (isinstance(rnode, yaml.ScalarNode) and rnode.tag.endswith(":null")):
+            if not isinstance(rnode, yaml.SequenceNode):
+                raise loc.err("'rules' must be a list", rnode)
+            for i, r in enumerate(rnode.value, 1):
+                try:
+                    rules.append(_rule(loc, r))
+                except RuleError as err:
+                    errors.append(_in_rule(err, gname, i, r))
+    return RuleGroup(gname, rules, interval_s, interval_set, limit, loc.file)
+
+
+def _in_rule(err: RuleError, group: str, index: int, node: yaml.Node) -> RuleError:
+    """Prefix an error with the rule it is in, as promtool does: group "g", rule 2, "Name"."""
+    name = ""
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value in ("alert", "record") and isinstance(v, yaml.ScalarNode):
+                name = str(v.value)
+    where = f"group {go_quote(group)}, rule {index}" + (f", {go_quote(name)}" if name else "")
+    return RuleError(f"{where}: {err.message}", err.file, err.line, err.col)
 
 
 def load_file(path: Path) -> list[RuleGroup]:

@@ -87,11 +87,13 @@ class Template:
         self.text = text
         self.nodes = [_Text(text)] if literal else _parse(text)
         self.is_static = all(isinstance(n, _Text) for n in self.nodes)
+        # Text only, once comments and trimming are applied ('a{{/* c */}}b' is "ab").
+        self.static_text = "".join(n.text for n in self.nodes if isinstance(n, _Text))
 
     def expand(self, labels: Mapping[str, str], value: float,
                external_labels: Mapping[str, str] | None = None, external_url: str = "") -> str:
         if self.is_static:
-            return self.text
+            return self.static_text
         data = {"Labels": dict(labels), "ExternalLabels": dict(external_labels or {}),
                 "ExternalURL": external_url, "Value": value}
         out: list[str] = []

@@ -31,6 +31,7 @@ from alerts.promql.labels import NAME, Labels, from_pairs, go_quote, render
 from alerts.promql.lexer import EOF, IDENT, OP, STRING, format_duration_ms, parse_duration_ms, tokenize
 from alerts.promql.parser import parse
 from alerts.rulefile import AlertingRule, RuleGroup, load_file
+from alerts.schedule import Scheduler
 from alerts.windows import Windows
 
 _FILE_KEYS = ("rule_files", "evaluation_interval", "group_eval_order", "tests")
@@ -180,8 +181,11 @@ class _TestGroup:
                 if v is False:
                     continue
                 windows.append(name, labels, i * interval_ms, v)
-        runners = [GroupRunner(g, windows, external_labels={str(k): str(v) for k, v in ext.items()},
-                               log_errors=False)
+        # promtool's engine takes a subquery's default step from the evaluation interval.
+        scheduler = Scheduler(windows)
+        external = {str(k): str(v) for k, v in ext.items()}
+        runners = [GroupRunner(g, windows, scheduler=scheduler, external_labels=external, log_errors=False,
+                               default_step_ms=self.eval_interval_ms)
                    for g in self.rule_groups]
 
         alert_tests = spec.get("alert_rule_test") or []
@@ -251,7 +255,7 @@ class _TestGroup:
         where = f"    expr: {go_quote(expr_text)}, time: {format_duration_ms(t)}"
         try:
             expr = parse(expr_text)
-            got = Evaluator(windows, t).eval_vector(expr)
+            got = Evaluator(windows, t, default_step_ms=self.eval_interval_ms).eval_vector(expr)
         except AlertsError as err:
             return [f"{where}, err: {err}"]
         exp: list[tuple[Labels, float]] = []

@@ -1,180 +1,463 @@
-"""Live windows: the recent samples of exactly the series the loaded rules select.
+"""Live windows: the recent samples of exactly the series the loaded rules select, indexed.
 
-A series whose metric name no rule selects is never stored (``wants`` is one set lookup), and
-each stored series keeps only the lookback the rules need: the longest range selector, or the
-5-minute instant-vector lookback, whichever is longer. Timestamps are integer milliseconds.
+Like Prometheus's head block, every series gets a reference (an int the collector keeps, so
+appending costs no label work) and sits in an index: by metric name, by shard (the value of
+the ``node`` label: the unit of incremental evaluation, see ``alerts/schedule.py``) and, for
+each selector of a loaded rule, in a posting list computed once when the series is created —
+selecting is a list lookup, never a scan. A series no rule can select is not stored at all.
+
+Each series keeps two typed arrays (8 + 8 bytes a sample, no Python object per sample) for as
+long as the selectors that read it need: its lookback, its longest range plus offsets and
+enclosing subqueries, or a window pinned by ``@``. Appends record which (name, shard) pairs
+changed so rule evaluation can be limited to them.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from array import array
-from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from alerts.promql import ast
-from alerts.promql.evaluator import LOOKBACK_MS, STALE_NAN, is_stale
 from alerts.promql.labels import NAME, Labels, Matcher, from_pairs
+from alerts.promql.values import LOOKBACK_MS, STALE_NAN, is_stale
+
+#: The label whose value partitions series for incremental evaluation (every fleetmon series
+#: carries it: DESIGN.md, "Every series carries the node's identity labels").
+SHARD_LABEL = "node"
 
 # Trim a series only when its oldest sample is this far past the retention, so trimming is a
-# rare batched ``del list[:k]`` rather than a shift on every sample.
+# rare batched ``del array[:k]`` rather than a shift on every sample.
 _TRIM_SLACK_MS = 60_000
+_OLDEST = -(2**62)
 
 
 class Series:
     """One series' window: parallel typed arrays (8 + 8 bytes a sample, no Python objects).
 
-    ``dec_ts`` is the timestamp of the newest sample lower than the sample before it: a range
-    starting after it holds no counter reset, so rate() can skip its reset scan.
+    ``dec_ts`` is the timestamp of the newest sample lower than the sample before it (a range
+    starting after it holds no counter reset, so rate() skips its reset scan); ``chg_ts`` of
+    the newest sample different from the one before it (a window starting after it is flat).
     """
 
-    __slots__ = ("dec_ts", "labels", "last", "ref", "stale", "ts", "vals")
+    __slots__ = ("cell", "chg_ts", "dec_ts", "labels", "last", "last_t", "live", "min_range", "name", "part", "pin",
+                 "prev_t", "quiet", "ref", "retention", "stale", "ts", "vals")
 
-    def __init__(self, labels: Labels, ref: int) -> None:
-        self.labels = labels
+    def __init__(self, name: str, labels: Labels, ref: int, part: str, cell: _Cell) -> None:
+        self.name = name
+        self.labels = labels  # sorted pairs, with __name__
         self.ref = ref  # creation order, like a Prometheus series reference
+        self.part = part
+        self.cell = cell
         self.ts = array("q")
         self.vals = array("d")  # stale markers are STALE_NAN, as in Prometheus
         self.stale = 0
-        self.dec_ts = -(2**62)
+        self.dec_ts = _OLDEST
+        self.chg_ts = _OLDEST
         self.last = math.nan  # newest non-stale value
+        self.last_t = _OLDEST  # newest sample's time
+        self.prev_t = _OLDEST  # the one before it
+        self.retention = LOOKBACK_MS
+        # Every reader gives the same answer when a flat series repeats its value, so such a
+        # repeat changes nothing a rule sees (see append_series); min_range: the shortest range read.
+        self.quiet = True
+        self.min_range = 2**62
+        self.pin: tuple[int, int] | None = None  # [lo, hi] kept whatever the retention (@ <time>)
+        self.live = False  # in the index (it has samples within its retention)
+
+
+class _Cell:
+    """Change flag shared by the series of one (name, shard): set on append, read per tick."""
+
+    __slots__ = ("dirty", "name", "part")
+
+    def __init__(self, name: str, part: str) -> None:
+        self.name = name
+        self.part = part
+        self.dirty = False
+
+
+@dataclass(eq=False)
+class Need:
+    """What one rule selector needs kept: ``span_ms`` before the evaluation time, or a pinned
+    ``[lo, hi]`` (an ``@ <time>`` selector); ``quiet_ok``: its reader gives the same answer
+    when a flat series repeats its value (an instant selector, ``rate`` ..., not
+    ``count_over_time`` or ``timestamp``), once a range (``range_ms``) holds two samples."""
+
+    span_ms: int
+    pin: tuple[int, int] | None = None
+    quiet_ok: bool = False
+    range_ms: int = 0
+
+
+@dataclass(eq=False)
+class _Postings:
+    sel: ast.VectorSelector
+    need: Need
+    members: list[Series] = field(default_factory=list)  # ref order
+    by_part: dict[str, list[Series]] = field(default_factory=dict)
 
 
 class Windows:
-    """Per-series sample windows, indexed by metric name; the ``SeriesSource`` the evaluator reads."""
+    """Per-series sample windows and their index; the ``SeriesSource`` the evaluator reads."""
 
-    def __init__(self, selectors: Iterable[ast.VectorSelector] = (), retention_ms: int = LOOKBACK_MS,
-                 keep_all: bool = False) -> None:
-        self.retention_ms = retention_ms
-        self.keep_all = keep_all  # unit tests: every series is wanted (promql_expr_test may read any)
-        self._by_name: dict[str, dict[Labels, Series]] = {}
-        self._names: set[str] = set()
-        self._name_matchers: list[list[Matcher]] = []
-        self._name_cache: dict[str, bool] = {}
-        # id(selector) -> (generation, selector, series); the selector is kept so a recycled id
-        # of a freed selector can never hit.
-        self._select_cache: dict[int, tuple[int, ast.VectorSelector, list[Series]]] = {}
-        self.generation = 0  # bumped when a series is added or removed: invalidates select caches
-        self._refs = 0
-        for sel in selectors:
-            self.want(sel)
+    def __init__(self, selectors: Iterable[tuple[ast.VectorSelector, Need]] = (),
+                 retention_ms: int = LOOKBACK_MS, keep_all: bool = False, shard_label: str = SHARD_LABEL) -> None:
+        self.retention_ms = retention_ms  # for series no selector sizes (keep_all, ad-hoc reads)
+        self.keep_all = keep_all  # unit tests: every series is kept (promql_expr_test may read any)
+        self.shard_label = shard_label
+        self._series: list[Series] = []
+        self._by_key: dict[Labels, Series] = {}
+        self._by_name: dict[str, list[Series]] = {}  # live series, ref order
+        self._by_part: dict[str, list[Series]] = {}  # live series, ref order
+        self._postings: dict[ast.VectorSelector, _Postings] = {}
+        self._postings_by_name: dict[str, list[_Postings]] = {}
+        self._postings_nameless: list[_Postings] = []
+        self._name_cache: dict[str, list[_Postings]] = {}
+        self._cells: dict[tuple[str, str], _Cell] = {}
+        self._dirty: list[_Cell] = []
+        self._strings: dict[str, str] = {}
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._gc_cursor = 0
+        self._layouts: dict[tuple[int, ...], list[Series]] = {}
+        # id(selector) -> (generation, selector, series) for selectors of no loaded rule
+        self._adhoc: dict[int, tuple[int, ast.VectorSelector, list[Series]]] = {}
+        self.generation = 0  # bumped when the live set changes: invalidates ad-hoc caches
+        for sel, need in selectors:
+            self.register(sel, need)
 
     # -- what to keep -------------------------------------------------------------------------
-    def want(self, sel: ast.VectorSelector) -> None:
+    def register(self, sel: ast.VectorSelector, need: Need) -> None:
+        """Index the series ``sel`` selects, now and from now on."""
+        got = self._postings.get(sel)
+        if got is not None:
+            got.need.span_ms = max(got.need.span_ms, need.span_ms)
+            return
+        p = _Postings(sel, need)
+        self._postings[sel] = p
         if sel.name:
-            self._names.add(sel.name)
+            self._postings_by_name.setdefault(sel.name, []).append(p)
         else:
-            # A selector without a fixed name ({__name__=~"gpu_.*"}) wants every name its
-            # name matchers accept; wants() caches the answer per name.
-            self._name_matchers.append([m for m in sel.matchers if m.name == NAME])
+            self._postings_nameless.append(p)
         self._name_cache.clear()
+        for s in self._series:
+            if _matches(sel.matchers, s.labels):
+                self._size(s, need)
+                if s.live:
+                    self._post(p, s)
+
+    def _postings_for(self, name: str) -> list[_Postings]:
+        got = self._name_cache.get(name)
+        if got is None:
+            got = list(self._postings_by_name.get(name, ()))
+            got += [p for p in self._postings_nameless
+                    if all(m.matches(name) for m in p.sel.matchers if m.name == NAME)]
+            self._name_cache[name] = got
+        return got
 
     def wants(self, name: str) -> bool:
-        if name in self._names or self.keep_all:
-            return True
-        if not self._name_matchers:
-            return False
-        hit = self._name_cache.get(name)
-        if hit is None:
-            hit = any(all(m.matches(name) for m in ms) for ms in self._name_matchers)
-            self._name_cache[name] = hit
-        return hit
+        """Whether some loaded rule may select series of this name (a dict lookup once cached)."""
+        return self.keep_all or bool(self._postings_for(name))
+
+    # -- series ---------------------------------------------------------------------------------
+    def ref(self, name: str, labels: Labels) -> int | None:
+        """The reference of ``name{labels}`` (sorted pairs, ``__name__`` optional), created on
+        first use; None when no loaded rule selects it (then it is not stored)."""
+        s = self.series(name, labels)
+        return None if s is None else s.ref
+
+    def series(self, name: str, labels: Labels) -> Series | None:
+        d = dict(labels)
+        d[NAME] = name
+        key = from_pairs(d.items())
+        s = self._by_key.get(key)
+        if s is not None:
+            return s
+        postings = [p for p in self._postings_for(name) if _matches(p.sel.matchers, key)]
+        if not postings and not self.keep_all:
+            return None
+        # Label pairs repeat across series (a node's name, a cluster, a model): store each once.
+        pairs = self._pairs
+        key = tuple(pairs.get(p) or pairs.setdefault(p, (self._intern(p[0]), self._intern(p[1]))) for p in key)
+        part = self._intern(dict(key).get(self.shard_label, ""))
+        cell = self._cells.get((name, part))
+        if cell is None:
+            cell = self._cells[(name, part)] = _Cell(name, part)
+        s = Series(name, key, len(self._series), part, cell)
+        s.retention = self.retention_ms if self.keep_all or not postings else 0
+        s.quiet = not self.keep_all
+        for p in postings:
+            self._size(s, p.need)
+        self._series.append(s)
+        self._by_key[key] = s
+        return s
+
+    def _intern(self, text: str) -> str:
+        # Label values repeat across series (node names, label names): store each string once.
+        got = self._strings.get(text)
+        if got is None:
+            got = self._strings[text] = sys.intern(text)
+        return got
+
+    @staticmethod
+    def _size(s: Series, need: Need) -> None:
+        if need.pin is not None:
+            lo, hi = need.pin
+            s.pin = (min(lo, s.pin[0]), max(hi, s.pin[1])) if s.pin else (lo, hi)
+        s.retention = max(s.retention, need.span_ms)
+        s.quiet = s.quiet and need.quiet_ok and need.pin is None
+        if need.range_ms:
+            s.min_range = min(s.min_range, need.range_ms)
+
+    def _post(self, p: _Postings, s: Series) -> None:
+        _insert(p.members, s)
+        _insert(p.by_part.setdefault(s.part, []), s)
+
+    def _index(self, s: Series) -> None:
+        s.live = True
+        _insert(self._by_name.setdefault(s.name, []), s)
+        _insert(self._by_part.setdefault(s.part, []), s)
+        for p in self._postings_for(s.name):
+            if _matches(p.sel.matchers, s.labels):
+                self._post(p, s)
+        self.generation += 1
 
     # -- writing ------------------------------------------------------------------------------
-    def append(self, name: str, key: Labels, t: int, value: float | None) -> None:
-        """Add one sample (None = stale marker). ``key`` identifies the series within ``name``
-        (sorted label pairs, with or without ``__name__``). Out-of-order and duplicate timestamps
-        are dropped, as Prometheus's TSDB refuses them."""
-        by_labels = self._by_name.get(name)
-        if by_labels is None:
-            by_labels = self._by_name[name] = {}
-        s = by_labels.get(key)
-        if s is None:
-            d = dict(key)
-            d[NAME] = name
-            self._refs += 1
-            s = by_labels[key] = Series(from_pairs(d.items()), self._refs)
-            self.generation += 1
+    def append(self, name: str, labels: Labels, t: int, value: float | None) -> None:
+        """Add one sample (None = stale marker) to ``name{labels}``; Out-of-order and duplicate
+        timestamps are dropped, as Prometheus's TSDB refuses them."""
+        s = self.series(name, labels)
+        if s is not None:
+            self.append_series(s, t, value)
+
+    def append_ref(self, ref: int, t: int, value: float | None) -> None:
+        self.append_series(self._series[ref], t, value)
+
+    def append_refs(self, refs: Sequence[int], t: int, values: Sequence[float]) -> None:
+        """One timestamp, many series: the collector's block. The block's layout (its refs, the
+        same batch after batch) is resolved once; per sample this is two array appends and a
+        few comparisons. Trimming waits for ``gc``."""
+        key = tuple(refs)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layout(key)
+        dirty = self._dirty
+        for s, v in zip(layout, values, strict=True):
+            if t <= s.last_t:
+                continue  # out of order or a duplicate: refused, as Prometheus's TSDB does
+            s.prev_t = s.last_t
+            s.last_t = t
+            s.ts.append(t)
+            s.vals.append(v)
+            last = s.last
+            if v != last:  # NaN included
+                if v < last:
+                    s.dec_ts = t
+                s.chg_ts = t
+                s.last = v
+            elif s.quiet and s.chg_ts <= t - s.retention and s.prev_t >= t - s.min_range:
+                continue  # a flat series repeating its value: no reader's answer changes
+            cell = s.cell
+            if not cell.dirty:
+                cell.dirty = True
+                dirty.append(cell)
+
+    def _layout(self, key: tuple[int, ...]) -> list[Series]:
+        series = [self._series[ref] for ref in key]
+        for s in series:
+            if not s.live:
+                self._index(s)
+        if len(self._layouts) > 100_000:  # layouts churn (agents restarting with new ids): start over
+            self._layouts.clear()
+        self._layouts[key] = series
+        return series
+
+    def append_series(self, s: Series, t: int, value: float | None) -> None:
+        """One sample (None: a stale marker), trimming as it goes (the slow path: rule outputs,
+        stale markers, tests)."""
+        if t <= s.last_t:
+            return
         ts = s.ts
-        if ts:
-            if t <= ts[-1]:
-                return
-            if ts[0] < t - self.retention_ms - _TRIM_SLACK_MS:
-                self._trim(s, t - self.retention_ms)
+        if ts and ts[0] < t - s.retention - _TRIM_SLACK_MS:
+            self._trim(s, t - s.retention)
+        if not s.live:
+            self._index(s)
+        s.prev_t = s.last_t
+        s.last_t = t
         ts.append(t)
         if value is None:
             s.vals.append(STALE_NAN)
             s.stale += 1
-            return
-        s.vals.append(value)
-        if value < s.last:
-            s.dec_ts = t
-        s.last = value
+            s.chg_ts = t
+            s.last = math.nan
+        else:
+            s.vals.append(value)
+            last = s.last
+            if value != last:
+                if value < last:
+                    s.dec_ts = t
+                s.chg_ts = t
+                s.last = value
+            elif s.quiet and s.chg_ts <= t - s.retention and s.prev_t >= t - s.min_range:
+                return
+        cell = s.cell
+        if not cell.dirty:
+            cell.dirty = True
+            self._dirty.append(cell)
 
     @staticmethod
     def _trim(s: Series, cutoff: int) -> None:
-        k = bisect_left(s.ts, cutoff)
-        if k:
-            if s.stale:
-                s.stale -= sum(1 for v in s.vals[:k] if is_stale(v))
-            del s.ts[:k]
-            del s.vals[:k]
+        ts = s.ts
+        ranges = [(0, bisect_left(ts, cutoff))]
+        if s.pin is not None:  # keep the pinned window: drop only around it
+            lo, hi = s.pin
+            i_lo, i_hi = bisect_left(ts, lo), bisect_right(ts, hi)
+            ranges = [(i_hi, ranges[0][1]), (0, min(i_lo, ranges[0][1]))]
+        for a, b in ranges:
+            if b > a:
+                if s.stale:
+                    s.stale -= sum(1 for v in s.vals[a:b] if is_stale(v))
+                del ts[a:b]
+                del s.vals[a:b]
 
     def mark_stale(self, t: int, match: Mapping[str, str]) -> None:
         """Append a stale marker at ``t`` to every live series whose labels include ``match``."""
         items = match.items()
-        for by_labels in self._by_name.values():
-            for s in by_labels.values():
-                if s.vals and not is_stale(s.vals[-1]) and s.ts[-1] < t:
-                    d = dict(s.labels)
-                    if all(d.get(k, "") == v for k, v in items):
-                        s.ts.append(t)
-                        s.vals.append(STALE_NAN)
-                        s.stale += 1
-
-    def gc(self, now: int) -> int:
-        """Forget series with no sample within the retention; returns how many were dropped."""
-        cutoff = now - self.retention_ms
-        dropped = 0
-        for name in list(self._by_name):
-            by_labels = self._by_name[name]
-            for key in [k for k, s in by_labels.items() if not s.ts or s.ts[-1] < cutoff]:
-                del by_labels[key]
-                dropped += 1
-            if not by_labels:
-                del self._by_name[name]
-            else:
-                for s in by_labels.values():
-                    if s.ts[0] < cutoff - _TRIM_SLACK_MS:
-                        self._trim(s, cutoff)
-        if dropped:
-            self.generation += 1
-        return dropped
-
-    # -- reading ------------------------------------------------------------------------------
-    def select(self, sel: ast.VectorSelector) -> list[Series]:
-        cached = self._select_cache.get(id(sel))
-        if cached is not None and cached[0] == self.generation and cached[1] is sel:
-            return cached[2]
-        out: list[Series] = []
-        if sel.name:
-            candidates: Iterable[Series] = self._by_name.get(sel.name, {}).values()
-            matchers = [m for m in sel.matchers if not (m.name == NAME and m.op == "=")]
-        else:
-            candidates = (s for d in self._by_name.values() for s in d.values())
-            matchers = sel.matchers
+        shard = match.get(self.shard_label)
+        candidates = list(self._by_part.get(shard, ())) if shard is not None else list(self._series)
         for s in candidates:
-            d = dict(s.labels)
-            if all(m.matches(d.get(m.name, "")) for m in matchers):
-                out.append(s)
-        # Prometheus's head hands series to the engine in postings order, i.e. the order the
-        # series were created; keeping it makes sums and averages add up in the same order.
-        out.sort(key=lambda s: s.ref)
-        self._select_cache[id(sel)] = (self.generation, sel, out)
+            if s.live and s.vals and not is_stale(s.vals[-1]) and s.ts[-1] < t:
+                d = dict(s.labels)
+                if all(d.get(k, "") == v for k, v in items):
+                    self.append_series(s, t, None)
+
+    def take_changes(self) -> dict[str, set[str]]:
+        """The (name -> shards) that got samples since the last call."""
+        out: dict[str, set[str]] = {}
+        for cell in self._dirty:
+            cell.dirty = False
+            got = out.get(cell.name)
+            if got is None:
+                out[cell.name] = {cell.part}
+            else:
+                got.add(cell.part)
+        self._dirty = []
         return out
 
+    def gc(self, now: int, share: float = 1.0) -> int:
+        """Trim series to their retention, and unindex the ones with no sample left (their
+        samples are freed; their references stay valid: a later sample brings them back).
+        ``share``: the fraction of all series to visit, continuing where the last call stopped,
+        so a large index is swept a slice per tick instead of in one pause. Returns how many
+        series were unindexed."""
+        series = self._series
+        n = len(series)
+        if not n:
+            return 0
+        count = n if share >= 1 else max(1, int(n * share))
+        start = self._gc_cursor % n
+        end = min(n, start + count)
+        self._gc_cursor = end % n
+        dropped: list[Series] = []
+        for s in series[start:end]:
+            if not s.live:
+                continue
+            ts = s.ts
+            cutoff = now - s.retention
+            if ts and ts[0] < cutoff:
+                self._trim(s, cutoff)
+            if not ts and s.pin is None:
+                s.live = False
+                s.last = math.nan  # a sample that brings it back is a change
+                dropped.append(s)
+        if dropped:
+            self._unindex(dropped)
+        return len(dropped)
+
+    def _unindex(self, dropped: list[Series]) -> None:
+        self._layouts.clear()  # a layout holds only indexed series
+        names = {s.name for s in dropped}
+        parts = {s.part for s in dropped}
+        for name in names:
+            self._by_name[name] = [s for s in self._by_name[name] if s.live]
+        for part in parts:
+            self._by_part[part] = [s for s in self._by_part[part] if s.live]
+        for p in self._postings.values():
+            if p.sel.name and p.sel.name not in names:
+                continue
+            p.members = [s for s in p.members if s.live]
+            for part in parts:
+                if part in p.by_part:
+                    p.by_part[part] = [s for s in p.by_part[part] if s.live]
+        self.generation += 1
+
+    # -- reading ------------------------------------------------------------------------------
+    def select(self, sel: ast.VectorSelector, parts: Collection[str] | None = None) -> Sequence[Series]:
+        """The live series ``sel`` selects, in creation order (Prometheus's postings order, which
+        sets the order ``sum`` adds in); within ``parts``, node by node (a node-local rule never
+        adds across nodes)."""
+        p = self._postings.get(sel)
+        if p is None:
+            found = self._select_adhoc(sel)
+            return found if parts is None else [s for s in found if s.part in parts]
+        if parts is None:
+            return p.members
+        by_part = p.by_part
+        if len(parts) == 1:
+            for part in parts:
+                return by_part.get(part, ())
+        out: list[Series] = []
+        for part in parts:
+            got = by_part.get(part)
+            if got:
+                out.extend(got)
+        return out
+
+    def _select_adhoc(self, sel: ast.VectorSelector) -> list[Series]:
+        cached = self._adhoc.get(id(sel))
+        if cached is not None and cached[0] == self.generation and cached[1] is sel:
+            return cached[2]
+        if sel.name:
+            candidates: Iterable[Series] = self._by_name.get(sel.name, ())
+            matchers = [m for m in sel.matchers if not (m.name == NAME and m.op == "=")]
+        else:
+            candidates = (s for s in self._series if s.live)
+            matchers = sel.matchers
+        out = [s for s in candidates if _matches(matchers, s.labels)]
+        self._adhoc[id(sel)] = (self.generation, sel, out)
+        return out
+
+    def selects_in(self, sel: ast.VectorSelector, parts: Iterable[str]) -> bool:
+        """Whether ``sel`` has series in any of ``parts``."""
+        p = self._postings.get(sel)
+        if p is None:
+            return True
+        return any(part in p.by_part and p.by_part[part] for part in parts)
+
     def series_count(self) -> int:
-        return sum(len(d) for d in self._by_name.values())
+        return sum(1 for s in self._series if s.live)
 
     def sample_count(self) -> int:
-        return sum(len(s.ts) for d in self._by_name.values() for s in d.values())
+        return sum(len(s.ts) for s in self._series if s.live)
+
+    def live_series(self) -> Iterable[Series]:
+        return (s for s in self._series if s.live)
+
+
+def _matches(matchers: Sequence[Matcher], labels: Labels) -> bool:
+    d = dict(labels)
+    return all(m.matches(d.get(m.name, "")) for m in matchers)
+
+
+def _insert(lst: list[Series], s: Series) -> None:
+    """Keep ref order (series come back after gc out of order)."""
+    if not lst or lst[-1].ref < s.ref:
+        lst.append(s)
+    else:
+        insort(lst, s, key=_by_ref)
+
+
+_by_ref: Callable[[Series], int] = lambda s: s.ref  # noqa: E731 - a sort key shared by every insort

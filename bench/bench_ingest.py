@@ -80,7 +80,7 @@ def main() -> None:
     total = AGENTS * BATCHES * SERIES
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        col = CollectorProc(t).start()
+        col = CollectorProc(t, tls=False).start()  # plaintext: the clients below are in-process
         try:
             async def run_all() -> float:
                 t0 = time.perf_counter()

@@ -61,7 +61,7 @@ async def backfill(wal: Wal, table: SeriesTable, addr: str, rate: float) -> floa
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        col = CollectorProc(t, extra={"log_level": "warning"}).start()
+        col = CollectorProc(t, extra={"log_level": "warning"}, tls=False).start()  # in-process transport, plaintext
         try:
             for rate in (20.0, 1000.0):
                 d = t / f"r{int(rate)}"

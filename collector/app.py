@@ -14,18 +14,22 @@ from typing import Any, TypeVar
 
 import grpc
 
-from alerts.engine import AlertEngine
+from alerts.engine import AlertEngine, GroupHealth
 from alerts.errors import AlertsError
 from alerts.model import Alert, NodeStatus, Notifier
 from alerts.notifiers import build_notifiers
-from collector.config import CollectorConfig
+from alerts.notifiers.base import NotifierBase, NotifierHealth
+from alerts.rulefile import AlertingRule
+from collector.config import CollectorConfig, is_loopback
 from collector.errors import ConfigError
+from collector.fleet import Accelerator, Accelerators
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
+from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
 from collector.server import TelemetryService
 from collector.spool import Spool, build_sinks
 from collector.storage.base import HealthSample
-from collector.storage.sqlite import SqliteStore, StoreReader
+from collector.storage.sqlite import StoreReader, open_store
 from collector.view import CollectorCounters, NodeRow, Transition
 
 log = logging.getLogger("fleetmon.collector")
@@ -38,7 +42,8 @@ class Collector:
 
     def __init__(self, cfg: CollectorConfig) -> None:
         self.cfg = cfg
-        self.store = SqliteStore(cfg.data_dir / "fleetmon.sqlite", cfg.retention)
+        self.store = open_store(cfg.data_dir / "fleetmon.sqlite", cfg.retention, check=cfg.store_check,
+                                on_corrupt=cfg.corrupt_store)
         self.writer = GroupWriter(self.store)
         self.notifiers: list[Notifier] = []
         self.engine: AlertEngine | None = None
@@ -57,11 +62,20 @@ class Collector:
         self.sinks = build_sinks(cfg.sinks)
         self.spool = Spool(self.store, self.sinks, cfg.spool_max_bytes) if self.sinks else None
         engine = self.engine
+        # gpu_up always reaches _on_batch, for the node health roll-up (collector/fleet.py).
+        self.fleet = Accelerators()
+        fleet_wants = self.fleet.wants
         self.ingestor = Ingestor(self.store, self.writer, cfg.limits,
-                                 wants=engine.wants if engine is not None else (lambda _n: False),
+                                 wants=(lambda n: fleet_wants(n) or engine.wants(n)) if engine is not None
+                                 else fleet_wants,
                                  spool=self.spool is not None, on_batch=self._on_batch, on_node=self._on_node,
                                  backpressure=self.spool.wait_for_room if self.spool else None)
-        self.service = TelemetryService(self.ingestor)
+        self.service = TelemetryService(self.ingestor, Authenticator(
+            token=cfg.auth_token, mutual_tls=cfg.tls.client_ca is not None))
+        # Read the certificates now: a bad file is a config error at start, naming the key.
+        self._grpc_creds = grpc_server_credentials(cfg.tls) if cfg.tls.enabled else None
+        http_tls = cfg.http_auth.tls
+        self._http_ssl = ReloadingSslContext(http_tls, "http_auth.tls") if cfg.http and http_tls.enabled else None
         self._transitions: deque[Transition] = deque(maxlen=1000)
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-read")
         self._reader: StoreReader | None = None
@@ -72,18 +86,38 @@ class Collector:
         self.grpc_port = 0
         self.http_port = 0
         self._down: set[str] = set()
+        self._engine_refs: dict[int, int | None] = {}
 
     # --- callbacks from the stream handler -----------------------------------------------
-    def _on_batch(self, _session: StreamSession, decoded: Decoded) -> None:
+    def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
+        fleet = self.fleet
+        for block in decoded.live:
+            for info, value in zip(block.series, block.values, strict=True):
+                if fleet.wants(info.name):
+                    fleet.update(session.node.node, info.labels, block.ts_s, value)
         if self.engine is not None:
-            ingest = self.engine.ingest
+            engine, refs = self.engine, self._engine_refs
             # A sample stamped ahead of our clock (agent clock skew) would stay invisible to
             # the rules until we caught up; clamp it to now (the store keeps the agent's time).
             now = time.time()
             for block in decoded.live:
-                ts = min(block.ts_s, now)
+                # The engine's ref for each series, resolved once (store series id -> ref).
+                block_refs, values = [], []
                 for info, value in zip(block.series, block.values, strict=True):
-                    ingest(info.name, info.labels, ts, value)
+                    ref = refs.get(info.sid, -1)
+                    if ref == -1:
+                        ref = refs[info.sid] = engine.series_ref(info.name, info.labels)
+                    if ref is not None:
+                        block_refs.append(ref)
+                        values.append(value)
+                engine.append_block(block_refs, round(min(block.ts_s, now) * 1000), values)
+            if decoded.events:
+                # A hardware event: the rules that read what came with it run now, not at the next tick.
+                names = {info.name for block in decoded.live for info in block.series}
+                try:
+                    self._record(now, self.engine.evaluate_urgent(now, names))
+                except Exception as err:  # supervision boundary: evaluation must never fail a batch
+                    log.exception("urgent rule evaluation failed: %s", err)
         for notice in decoded.events:
             for n in self.notifiers:
                 n.send_event(notice)
@@ -100,11 +134,18 @@ class Collector:
             ("grpc.max_receive_message_length", self.cfg.limits.max_message_bytes),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            # Find peers that vanished without closing (a half-open stream holds a node's slot).
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
         ])
         server.add_generic_rpc_handlers((self.service.handler(),))
-        self.grpc_port = server.add_insecure_port(self.cfg.listen)
+        if self._grpc_creds is not None:
+            self.grpc_port = server.add_secure_port(self.cfg.listen, self._grpc_creds)
+        else:
+            self.grpc_port = server.add_insecure_port(self.cfg.listen)
         if self.grpc_port == 0:
             raise ConfigError(f"listen: cannot bind {self.cfg.listen}")
+        self._warn_insecure()
         await server.start()
         self._server = server
         if self.engine is not None:
@@ -115,11 +156,26 @@ class Collector:
         if self.spool is not None:
             await self.spool.start()
         if self.cfg.http:
-            self._http, self.http_port = await start_http(self, self.cfg.http)
+            self._http, self.http_port = await start_http(
+                self, self.cfg.http, token=self.cfg.http_auth.token,
+                ssl_context=self._http_ssl.context if self._http_ssl is not None else None)
         self._tasks = [asyncio.create_task(self._evaluate_loop(), name="evaluate"),
                        asyncio.create_task(self._housekeeping(), name="housekeeping")]
         log.info("collector listening on %s (gRPC) and %s (HTTP), store %s", self.grpc_port, self.http_port,
                  self.store.path)
+
+    def _warn_insecure(self) -> None:
+        cfg = self.cfg
+        if not is_loopback(cfg.listen) and not (cfg.tls.client_ca or cfg.auth_token):
+            log.warning("INSECURE: gRPC on %s takes agents without authentication (insecure: true): anyone who "
+                        "reaches this port can write any node's data and cut its stream. Set tls with client_ca "
+                        "(fleetmon certs) or auth_token.", cfg.listen)
+        elif not is_loopback(cfg.listen) and not cfg.tls.enabled:
+            log.warning("INSECURE: gRPC on %s without TLS (insecure: true): the bearer token and all data travel "
+                        "in clear", cfg.listen)
+        if cfg.http and not is_loopback(cfg.http) and not (cfg.http_auth.token or cfg.http_auth.tls.client_ca):
+            log.warning("INSECURE: the HTTP API on %s answers anyone (insecure: true). Set http_auth.token or "
+                        "http_auth.tls with client_ca.", cfg.http)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful: stop taking streams, let in-flight batches commit, flush notifiers."""
@@ -179,16 +235,22 @@ class Collector:
                 if self.engine.wants("fleetmon_node_clock_skew_seconds") and info.connected:
                     self.engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
             try:
-                for alert in self.engine.evaluate(now):
-                    # Snapshot: the engine keeps mutating its Alert objects as states move on.
-                    self._transitions.append(Transition(now, dataclasses.replace(
-                        alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
+                self._record(now, self.engine.evaluate(now))
             except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
                 log.exception("rule evaluation failed: %s", err)
 
+    def _record(self, now: float, changed: list[Alert]) -> None:
+        for alert in changed:
+            # Snapshot: the engine keeps mutating its Alert objects as states move on.
+            self._transitions.append(Transition(now, dataclasses.replace(
+                alert, labels=dict(alert.labels), annotations=dict(alert.annotations))))
+
     async def _housekeeping(self) -> None:
         while True:
-            await asyncio.sleep(300)
+            for _ in range(10):
+                await asyncio.sleep(30)
+                if self._http_ssl is not None:
+                    self._http_ssl.refresh()
             try:
                 n = await self.writer.run_in_thread(self.store.apply_retention)
                 if n:
@@ -205,16 +267,33 @@ class Collector:
     def counters(self) -> CollectorCounters:
         i = self.ingestor.counters
         return CollectorCounters(i.samples, i.duplicates, self.store.duplicate_samples, i.refused_batches,
-                                 i.refused_streams)
+                                 i.refused_streams, self.ingestor.streams)
 
     def active_alerts(self) -> list[Alert]:
         return self.engine.active() if self.engine is not None else []
+
+    def alert_rules(self) -> list[AlertingRule]:
+        return self.engine.rules() if self.engine is not None else []
+
+    def accelerators(self, node: str, now: float, *, streaming: bool = True) -> list[Accelerator]:
+        return self.fleet.of(node, now, streaming=streaming)
+
+    def notifier_health(self) -> list[NotifierHealth]:
+        return [h for n in self.notifiers if isinstance(n, NotifierBase) for h in n.health()]
+
+    def rule_groups(self) -> list[GroupHealth]:
+        return self.engine.group_health() if self.engine is not None else []
 
     def transitions(self, since: float) -> list[Transition]:
         return [t for t in self._transitions if t.time > since]
 
     def health(self) -> list[HealthSample]:
-        return self.spool.health() if self.spool is not None else []
+        out = [HealthSample("fleetmon_collector_refusals_total", (("reason", reason), ("what", what)), float(n))
+               for (what, reason), n in sorted(self.ingestor.counters.refusals.items())]
+        out.append(HealthSample("fleetmon_collector_series", (), float(self.store.series_count())))
+        if self.spool is not None:
+            out.extend(self.spool.health())
+        return out
 
     async def read_store(self, fn: Callable[[StoreReader], T]) -> T:
         def run() -> T:

@@ -15,25 +15,39 @@ class IngestError(CollectorError):
     """An agent sent input the collector refuses; the message names what was wrong.
 
     Raised for a batch, it refuses that batch (the stream goes on); raised while opening a
-    stream, it ends the stream with INVALID_ARGUMENT."""
+    stream, it ends the stream with INVALID_ARGUMENT. ``reason`` is a short fixed key for the
+    refusal counters in ``/metrics`` (never built from the input)."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class IdentityError(IngestError):
-    """The peer is not who its Hello says (certificate, token): PERMISSION_DENIED."""
+    """The peer is not who its Hello says (its certificate names another node): PERMISSION_DENIED."""
+
+    def __init__(self, message: str, reason: str = "identity") -> None:
+        super().__init__(message, reason)
+
+
+class AuthenticationError(IdentityError):
+    """No credentials, or wrong ones (bearer token): UNAUTHENTICATED."""
+
+    def __init__(self, message: str, reason: str = "unauthenticated") -> None:
+        super().__init__(message, reason)
 
 
 class StreamSuperseded(IngestError):
     """A newer stream of the same node took over: this one ends with ABORTED."""
 
+    def __init__(self, message: str, reason: str = "superseded") -> None:
+        super().__init__(message, reason)
+
 
 class LimitError(IngestError):
-    """A limit was reached (series, streams, events per second...): RESOURCE_EXHAUSTED.
-
-    ``limit`` names the limit (the key under ``limits:``), for the refusal counters."""
-
-    def __init__(self, message: str, limit: str) -> None:
-        super().__init__(message)
-        self.limit = limit
+    """A limit that passes with time was reached (streams per node, events per second): the
+    stream ends with RESOURCE_EXHAUSTED, nothing is acked, the agent resends after its back-off.
+    ``reason`` is the limit's key under ``limits:``."""
 
 
 class StoreError(CollectorError):

@@ -25,6 +25,7 @@ import logging
 import math
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,10 +33,12 @@ from typing import Any, NamedTuple
 
 from alerts.model import EventNotice
 from collector.config import Limits
-from collector.errors import IngestError, StoreError, StreamSuperseded
+from collector.errors import IdentityError, IngestError, LimitError, StoreError, StreamSuperseded
+from collector.security import PeerIdentity
 from collector.sequence import NodeState, SequenceLimits
 from collector.spool import encode_spool
 from collector.storage.embedded import EmbeddedStore, EventRow, NewSeries, SampleColumns, WriteItem
+from fleetmon_common.logs import Throttled
 from proto import telemetry_pb2 as pb
 
 log = logging.getLogger("fleetmon.collector.ingest")
@@ -101,6 +104,9 @@ class NodeInfo:
     clock_skew: float = 0.0
     agent_version: str = ""
     plugins: list[PluginState] = field(default_factory=list)
+    streams: int = 0  # open streams (superseded ones included until they end)
+    event_tokens: float = -1.0  # token bucket for limits.max_events_per_second (-1: full)
+    event_tokens_at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -125,7 +131,8 @@ class StreamSession:
     """Per-stream state: the series this stream defined (ids are the agent's), and the
     oldest sequence the agent says its WAL still holds."""
 
-    def __init__(self, node: NodeInfo, peer: str, oldest: int = 0) -> None:
+    def __init__(self, node: NodeInfo, peer: str, oldest: int = 0,
+                 interrupt: Callable[[], None] = lambda: None) -> None:
         self.node = node
         self.peer = peer
         self.who = f"node {node.node} ({peer})"
@@ -133,6 +140,7 @@ class StreamSession:
         self.oldest = oldest
         self.welcome_sequence = 0
         self.announced = False  # the node was reported online for this stream
+        self.interrupt = interrupt  # ends a read in progress on this stream (the server's)
 
     @property
     def superseded(self) -> bool:
@@ -145,6 +153,27 @@ class IngestCounters:
     duplicates: int = 0
     refused_batches: int = 0
     refused_streams: int = 0
+    #: (what, reason) -> count, what being "stream" or "batch" (fleetmon_collector_refusals_total).
+    refusals: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+
+def check_hello(hello: pb.Hello, peer: str, limits: Limits) -> None:
+    """IngestError naming what is wrong with a Hello (before anything is looked up for it)."""
+    if not hello.node:
+        raise IngestError(f"hello from {peer} has no node name", "hello")
+    if len(hello.node) > 253 or any(not c.isprintable() for c in hello.node):
+        raise IngestError(f"hello from {peer}: node name {hello.node[:64]!r} is not a valid node id", "hello")
+    if len(hello.wal_id) > 128:
+        raise IngestError(f"hello from {peer}: wal_id is longer than 128 characters", "hello")
+    if len(hello.labels) > limits.max_labels:
+        raise IngestError(f"node {hello.node}: {len(hello.labels)} identity labels, more than "
+                          f"{limits.max_labels}", "max_labels")
+    for k, v in hello.labels.items():
+        if not _label_name_ok(k) or k == "node":
+            raise IngestError(f"node {hello.node}: identity label name {k[:64]!r} is not valid", "hello")
+        if len(v.encode()) > limits.max_label_value_bytes:
+            raise IngestError(f"node {hello.node}: identity label {k} is longer than "
+                              f"{limits.max_label_value_bytes} bytes", "max_label_value_bytes")
 
 
 class GroupWriter:
@@ -227,46 +256,74 @@ class Ingestor:
         self.nodes: dict[str, NodeInfo] = {}
         self.counters = IngestCounters()
         self.streams = 0
+        #: What a remote party can make the collector log is rate-limited per reason (issue 12:
+        #: hostile input once produced 10.7 MB of logs in 3 minutes).
+        self._log = Throttled(log, burst=10, per=60.0)
 
     # --- the stream life cycle -----------------------------------------------------------------
-    def stream_refused(self, who: str, why: str) -> None:
-        """A stream ended before or instead of a Hello (framing): counted and logged here."""
+    def stream_refused(self, who: str, why: str, reason: str) -> None:
+        """A stream ended refused (framing, identity, a limit...): counted and logged, rate-limited."""
         self.counters.refused_streams += 1
-        log.warning("refused stream from %s: %s", who, why)
+        self.counters.refusals["stream", reason] += 1
+        self._log.warning(f"stream:{reason}", "refused stream from %s: %s", who, why)
 
-    async def open_stream(self, hello: pb.Hello, peer: str) -> StreamSession:
-        """Check the Hello and load the node's durable state; the returned session supersedes
-        any older stream of the same node. IngestError: refuse the stream."""
-        try:
-            self.check_hello(hello, peer)
-        except IngestError as err:
-            self.stream_refused(peer, str(err))
-            raise
+    async def open_stream(self, hello: pb.Hello, peer: str, identity: PeerIdentity | None = None, *,
+                          interrupt: Callable[[], None] = lambda: None) -> StreamSession:
+        """Check the Hello against the peer's identity and load the node's durable state; the
+        returned session supersedes any older stream of the same node (``interrupt`` ends this
+        one's reads when a newer one does the same). IngestError: refuse the stream."""
+        self.check_hello(hello, peer)
+        if identity is not None and not identity.allows(hello.node):
+            names = ", ".join(sorted(identity.names or ())) or "none"
+            raise IdentityError(f"hello from {peer} claims node {hello.node[:253]!r}, but its client certificate "
+                                f"names {names} (subjectAltName DNS); each node needs its own certificate")
         node = self._node(hello.node)
-        session = StreamSession(node, peer, hello.oldest_sequence)
-        node.stream = session  # a newer stream for the same node supersedes the older one
-        async with node.lock:
-            state = await self.writer.run_in_thread(self.store.load_node, hello.node)
-            node.known = node.known or bool(state.wal_id)
-            if state.wal_id != hello.wal_id:
-                if state.wal_id:
-                    log.warning("node %s: new agent WAL %s (was %s); its sequences start again",
-                                hello.node, hello.wal_id, state.wal_id)
-                state = NodeState.new_wal(hello.node, hello.wal_id)
-            node.state = state
-            node.labels = dict(hello.labels)
-            node.labels_json = json.dumps(node.labels, sort_keys=True)
-            session.welcome_sequence = state.contiguous
+        if node.streams >= self.limits.max_streams_per_node:
+            raise LimitError(f"node {hello.node} has {node.streams} open streams (limits.max_streams_per_node)",
+                             "max_streams_per_node")
+        session = StreamSession(node, peer, hello.oldest_sequence, interrupt)
+        older, node.stream = node.stream, session  # a newer stream for the same node supersedes the older one
+        node.streams += 1
+        self.streams += 1
+        if older is not None:
+            older.interrupt()
+        try:
+            async with node.lock:
+                state = await self.writer.run_in_thread(self.store.load_node, hello.node)
+                node.known = node.known or bool(state.wal_id)
+                if state.wal_id != hello.wal_id:
+                    if state.wal_id:
+                        log.warning("node %s: new agent WAL %s (was %s); its sequences start again",
+                                    hello.node, hello.wal_id[:64], state.wal_id)
+                    state = NodeState.new_wal(hello.node, hello.wal_id)
+                node.state = state
+                node.labels = dict(hello.labels)
+                node.labels_json = json.dumps(node.labels, sort_keys=True)
+                session.welcome_sequence = state.contiguous
+        except BaseException:
+            self.close_stream(session)
+            raise
         node.connected = True
         node.connected_at = time.time()
-        node.agent_version = hello.agent_version
-        node.plugins = [PluginState(p.name, p.enabled, p.detail) for p in hello.plugins]
+        node.agent_version = hello.agent_version[:128]
+        node.plugins = [PluginState(p.name[:128], p.enabled, p.detail[:1024]) for p in hello.plugins[:256]]
         if hello.sent_at_ms:
             node.clock_skew = hello.sent_at_ms / 1000 - time.time()
-        self.streams += 1
-        log.info("node %s connected from %s (agent %s, durable up to %d)", hello.node, peer,
-                 hello.agent_version, state.contiguous)
+        self._log.info("connect", "node %s connected from %s (agent %s, durable up to %d)", hello.node, peer,
+                        node.agent_version, state.contiguous)
         return session
+
+    def _take_events(self, node: NodeInfo, n: int, now: float) -> None:
+        """Token bucket of limits.max_events_per_second per node; LimitError when it is empty."""
+        rate, burst = self.limits.max_events_per_second, float(self.limits.max_event_burst)
+        tokens = burst if node.event_tokens < 0 else min(burst, node.event_tokens + (now - node.event_tokens_at) * rate)
+        node.event_tokens_at = now
+        if tokens < n:
+            node.event_tokens = tokens
+            raise LimitError(f"node {node.node} sent {n} events faster than limits.max_events_per_second "
+                             f"({rate:g}/s, burst {burst:g}); the agent resends them after its back-off",
+                             "max_events_per_second")
+        node.event_tokens = tokens - n
 
     async def receive(self, session: StreamSession, batch: pb.Batch) -> pb.Ack:
         """Store one batch (or recognise a replay, or refuse it) and say so in the Ack.
@@ -292,15 +349,21 @@ class Ingestor:
                 state.check(seq, self.sequence_limits)
             except IngestError as err:  # a bogus sequence: refused, and not settled
                 return self._refused(session, seq, err)
+            now = time.time()
             try:
+                if len(batch.events) > self.limits.max_event_burst:
+                    raise IngestError(f"{len(batch.events)} events in one batch, more than limits.max_event_burst "
+                                      f"({self.limits.max_event_burst})", "max_event_burst")
                 if batch.series:
                     # New series are inserted in one transaction with an fsync: do it on the
                     # store's thread, not on the event loop that serves every other stream.
                     await self.writer.run_in_thread(self.define, session, batch.series)
-                decoded = self.decode(session, batch, time.time())
+                decoded = self.decode(session, batch, now)
             except IngestError as err:
                 await self._settle_refused(session, seq)
                 return self._refused(session, seq, err)
+            if batch.events:
+                self._take_events(node, len(batch.events), now)  # LimitError: the stream ends, nothing acked
             if self.backpressure is not None:
                 await self.backpressure()
             await self.writer.submit(decoded.item)
@@ -318,7 +381,8 @@ class Ingestor:
 
     def _refused(self, session: StreamSession, seq: int, err: IngestError) -> pb.Ack:
         self.counters.refused_batches += 1
-        log.warning("%s: refused batch %d: %s", session.who, seq, err)
+        self.counters.refusals["batch", err.reason] += 1
+        self._log.warning(f"batch:{err.reason}", "%s: refused batch %d: %s", session.who, seq, err)
         state = session.node.state
         assert state is not None
         return pb.Ack(sequence=seq, contiguous=state.contiguous, refused=str(err))
@@ -340,15 +404,15 @@ class Ingestor:
         """The stream ended (any way). A node that never stored anything is forgotten."""
         self.streams -= 1
         node = session.node
-        if session.superseded:
-            return
-        node.stream = None
-        node.connected = False
-        if session.announced:
-            self.on_node(node, False)
-        log.info("node %s disconnected", node.node)
-        if not node.known:
-            # Connected, said Hello, stored nothing, ever: not a node to list as down.
+        node.streams -= 1
+        if not session.superseded:
+            node.stream = None
+            node.connected = False
+            if session.announced:
+                self.on_node(node, False)
+            self._log.info("disconnect", "node %s disconnected", node.node)
+        if node.stream is None and node.streams == 0 and not node.known and self.nodes.get(node.node) is node:
+            # Said Hello, stored nothing, ever: not a node to list as down (phantoms, probes).
             del self.nodes[node.node]
 
     def _node(self, name: str) -> NodeInfo:
@@ -359,19 +423,7 @@ class Ingestor:
 
     # --- validation and decoding -----------------------------------------------------------------
     def check_hello(self, hello: pb.Hello, peer: str) -> None:
-        if not hello.node:
-            raise IngestError(f"hello from {peer} has no node name")
-        if len(hello.node) > 253 or any(c in hello.node for c in "\n\r\0"):
-            raise IngestError(f"hello from {peer}: node name {hello.node[:64]!r} is not a valid node id")
-        if len(hello.labels) > self.limits.max_labels:
-            raise IngestError(f"node {hello.node}: {len(hello.labels)} identity labels, more than "
-                              f"{self.limits.max_labels}")
-        for k, v in hello.labels.items():
-            if not _label_name_ok(k) or k == "node":
-                raise IngestError(f"node {hello.node}: identity label name {k!r} is not valid")
-            if len(v.encode()) > self.limits.max_label_value_bytes:
-                raise IngestError(f"node {hello.node}: identity label {k} is longer than "
-                                  f"{self.limits.max_label_value_bytes} bytes")
+        check_hello(hello, peer, self.limits)
 
     def decode(self, session: StreamSession, batch: pb.Batch, now: float) -> Decoded:
         """Validate and resolve one batch whose series are defined (``define``); IngestError
@@ -390,20 +442,22 @@ class Ingestor:
             if not lo <= ts <= hi:
                 off = ts / 1000 - now
                 raise IngestError(f"block timestamp {ts} is {abs(off):.0f}s in the "
-                                  f"{'future' if off > 0 else 'past'}, outside the accepted window (agent clock?)")
+                                  f"{'future' if off > 0 else 'past'}, outside the accepted window (agent clock?)",
+                                  "timestamp")
             ids = block.series_ids
             if len(block.values) != 8 * len(ids):
                 raise IngestError(f"block at {ts}: {len(ids)} series ids but {len(block.values)} value bytes "
-                                  "(need 8 per id)")
+                                  "(need 8 per id)", "values")
             values = unpack_values(block.values)
             wanted: LiveBlock | None = None
             for sid, value in zip(ids, values, strict=True):
                 info = series.get(sid)
                 if info is None:
-                    raise IngestError(f"block at {ts} uses series id {sid}, never defined on this stream")
+                    raise IngestError(f"block at {ts} uses series id {sid}, never defined on this stream",
+                                      "unknown_series")
                 if math.isnan(value) or (info.counter and (math.isinf(value) or value < 0)):
                     raise IngestError(f"series {info.name} {info.labels}: value {value} is not allowed "
-                                      f"for a {'counter' if info.counter else 'gauge'}")
+                                      f"for a {'counter' if info.counter else 'gauge'}", "values")
                 sids.append(info.sid)
                 stamps.append(ts)
                 vals.append(value)
@@ -418,7 +472,19 @@ class Ingestor:
         node_labels = {**node.labels, "node": node.node}
         for e in batch.events:
             if not e.kind or len(e.kind) > 128:
-                raise IngestError("event without a valid kind")
+                raise IngestError("event without a valid kind", "events")
+            if not lo <= e.timestamp_ms <= hi:
+                off = e.timestamp_ms / 1000 - now
+                raise IngestError(f"event {e.kind[:128]} is stamped {abs(off):.0f}s in the "
+                                  f"{'future' if off > 0 else 'past'}, outside the window samples are accepted in "
+                                  "(agent clock?)", "timestamp")
+            if len(e.labels) > self.limits.max_labels:
+                raise IngestError(f"event {e.kind}: {len(e.labels)} labels, more than {self.limits.max_labels}",
+                                  "max_labels")
+            for k, v in e.labels.items():
+                if not _label_name_ok(k) or len(v.encode()) > self.limits.max_label_value_bytes:
+                    raise IngestError(f"event {e.kind}: label {k[:64]!r} is not valid or its value is longer than "
+                                      f"{self.limits.max_label_value_bytes} bytes", "events")
             lab = {**dict(e.labels), **node_labels}
             severity = severity_name(e.severity)
             message, action = e.message[:4096], e.action[:1024]
@@ -437,24 +503,36 @@ class Ingestor:
         node = session.node.node
         node_labels = {**session.node.labels, "node": node}
         checked: list[NewSeries] = []
-        new = sum(1 for d in defs if d.id not in session.series)
-        if len(session.series) + new > self.limits.max_series_per_node:
-            raise IngestError(f"node {node} defined more than {self.limits.max_series_per_node} series "
-                              "(label bomb?); raise limits.max_series_per_node if this is real")
+        lim = self.limits
+        if len(defs) > lim.max_series_per_node:
+            raise IngestError(f"node {node}: {len(defs)} series defined in one batch, more than "
+                              f"limits.max_series_per_node ({lim.max_series_per_node})", "max_series_per_node")
         for d in defs:
-            if not d.measurement or not d.field:
-                raise IngestError(f"series id {d.id} has no measurement or field")
-            if len(d.labels) > self.limits.max_labels:
+            if not d.measurement or not d.field or len(d.measurement) + len(d.field) > 256:
+                raise IngestError(f"series id {d.id} has no measurement or field, or they are too long", "series")
+            if len(d.labels) > lim.max_labels:
                 raise IngestError(f"series {d.measurement}_{d.field} has {len(d.labels)} labels, more than "
-                                  f"{self.limits.max_labels} (label bomb?)")
+                                  f"{lim.max_labels} (label bomb?)", "max_labels")
             for k, v in d.labels.items():
                 if not _label_name_ok(k):
-                    raise IngestError(f"series {d.measurement}_{d.field}: label name {k!r} is not valid")
-                if len(v.encode()) > self.limits.max_label_value_bytes:
+                    raise IngestError(f"series {d.measurement}_{d.field}: label name {k[:64]!r} is not valid",
+                                      "series")
+                if len(v.encode()) > lim.max_label_value_bytes:
                     raise IngestError(f"series {d.measurement}_{d.field}: label {k} is longer than "
-                                      f"{self.limits.max_label_value_bytes} bytes")
+                                      f"{lim.max_label_value_bytes} bytes", "max_label_value_bytes")
             checked.append(NewSeries(f"{d.measurement}_{d.field}", d.measurement, d.field,
-                                     {**dict(d.labels), **node_labels}, int(d.type), d.help))
+                                     {**dict(d.labels), **node_labels}, int(d.type), d.help[:1024]))
+        new = sum(1 for sid in self.store.known_series(checked) if sid is None)
+        if new:
+            have = self.store.node_series_count(node)
+            if have + new > lim.max_series_per_node:
+                raise IngestError(f"node {node} has {have} series and this batch defines {new} more: over "
+                                  f"limits.max_series_per_node ({lim.max_series_per_node}); label bomb? Raise the "
+                                  "limit if this is real", "max_series_per_node")
+            total = self.store.series_count()
+            if total + new > lim.max_series_total:
+                raise IngestError(f"the store holds {total} series; {new} more from node {node} would pass "
+                                  f"limits.max_series_total ({lim.max_series_total})", "max_series_total")
         sids = self.store.series_ids(node, checked)
         for d, sid, s in zip(defs, sids, checked, strict=True):
             session.series[d.id] = SeriesInfo(sid, s.name, s.measurement, s.field, s.labels, d.type == pb.COUNTER,

@@ -121,12 +121,12 @@ class NodeState:
     def check(self, seq: int, limits: SequenceLimits) -> None:
         """IngestError (the batch is refused, alone) for a sequence the collector will not take."""
         if seq <= 0:
-            raise IngestError("batch has no sequence number")
+            raise IngestError("batch has no sequence number", "sequence")
         if seq > MAX_SEQUENCE:
-            raise IngestError(f"sequence {seq} is out of range (the limit is 2^63-1)")
+            raise IngestError(f"sequence {seq} is out of range (the limit is 2^63-1)", "sequence")
         if seq - self.high > limits.max_jump:
             raise IngestError(f"sequence {seq} is {seq - self.high} past the highest this agent WAL has sent "
-                              f"({self.high}); more than limits.max_sequence_jump ({limits.max_jump})")
+                              f"({self.high}); more than limits.max_sequence_jump ({limits.max_jump})", "sequence")
 
     def plan(self, seq: int, oldest: int = 0, limits: SequenceLimits = SequenceLimits()) -> SeqUpdate:
         """The change settling batch ``seq`` makes; ``oldest`` is the agent's oldest_sequence claim.
@@ -157,7 +157,7 @@ class NodeState:
             if fold is None:
                 raise IngestError(f"sequence {seq} would open gap number {len(los)} in this agent's sequence "
                                   f"(limit limits.max_sequence_ranges = {limits.max_ranges}); the agent is "
-                                  "skipping sequences")
+                                  "skipping sequences", "max_sequence_ranges")
             los[fold:fold + 2], his[fold:fold + 2] = [los[fold]], [his[fold + 1]]
             written.append(SeqRange(los[fold], his[fold]))
         return SeqUpdate(self.node, self.wal_id, not self.persisted, seq, tuple(written), floor,

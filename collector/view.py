@@ -10,7 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, TypeVar
 
+from alerts.engine import GroupHealth
 from alerts.model import Alert
+from alerts.notifiers.base import NotifierHealth
+from alerts.rulefile import AlertingRule
+from collector.fleet import Accelerator
 from collector.ingest import PluginState
 from collector.storage.base import HealthSample
 from collector.storage.sqlite import StoreReader
@@ -41,6 +45,7 @@ class CollectorCounters:
     duplicate_samples: int  # samples whose (series, timestamp) the store already held
     refused_batches: int
     refused_streams: int
+    streams: int = 0  # open agent streams
 
 
 class Transition(NamedTuple):
@@ -58,6 +63,22 @@ class CollectorView(Protocol):
     def samples_per_second(self) -> float: ...
 
     def active_alerts(self) -> list[Alert]: ...
+
+    def alert_rules(self) -> list[AlertingRule]:
+        """The loaded alerting rules (for an alert's ``for``)."""
+        ...
+
+    def accelerators(self, node: str, now: float, *, streaming: bool = True) -> list[Accelerator]:
+        """The node's accelerators as their latest ``gpu_up`` says (collector/fleet.py)."""
+        ...
+
+    def notifier_health(self) -> list[NotifierHealth]:
+        """Every notifier target's queue and delivery counters."""
+        ...
+
+    def rule_groups(self) -> list[GroupHealth]:
+        """Every rule group's evaluation counters."""
+        ...
 
     def transitions(self, since: float) -> list[Transition]: ...
 

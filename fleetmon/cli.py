@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fleetmon import __version__
+from fleetmon import __version__, certs
 from fleetmon_common import logs
 
 
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("files", nargs="+", type=Path)
     rt = rsub.add_parser("test", help="run promtool-format rule unit tests")
     rt.add_argument("files", nargs="+", type=Path)
+
+    certs.add_parser(sub)
     return parser
 
 
@@ -111,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from alerts.cli import main as rules_main  # noqa: PLC0415 - import only the side that runs
 
         return rules_main(args)
+    if args.command == "certs":
+        return certs.main(args)
     logs.setup()
     print(f"unknown command {args.command}", file=sys.stderr)
     return 2

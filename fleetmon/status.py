@@ -6,8 +6,9 @@ the collector. ``status`` prints once and exits 0 when every node is healthy, 1 
 degraded or failed (for scripts and health checks), 2 when the collector cannot be read.
 ``top`` redraws every ``--interval`` seconds until Ctrl-C (or ``-n`` times).
 
-Health per node, from what the API says: *failed* when its agent is not streaming or a critical
-alert fires on it; *degraded* when another alert fires or one is pending on it; else *healthy*.
+Health per node is the collector's roll-up (``/api/v1/nodes``, collector/fleet.py): *failed*
+when its agent is silent, an accelerator is down or a critical alert fires on it; *degraded*
+when another alert fires or one is pending on it; else *healthy*; with the reasons.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_URL = "http://127.0.0.1:7780"
-HEALTH_ORDER = {"failed": 0, "degraded": 1, "healthy": 2}
-HEALTH_STYLE = {"failed": "bold red", "degraded": "yellow", "healthy": "green"}
+HEALTH_ORDER = {"failed": 0, "degraded": 1, "unknown": 2, "healthy": 3}
+HEALTH_STYLE = {"failed": "bold red", "degraded": "yellow", "healthy": "green", "unknown": "dim"}
 #: Labels that say where an alert is (shown); identity labels the node column already shows are not.
 _HIDDEN = {"alertname", "severity", "node", "cluster", "rack", "pod", "zone", "uuid", "vendor", "model",
            "xid_name", "xid_action"}
@@ -46,15 +47,9 @@ class Snapshot:
     taken_at: float = field(default_factory=time.time)
 
     def health(self) -> dict[str, str]:
-        """node -> failed | degraded | healthy."""
-        out = {n["node"]: "healthy" if n.get("up") else "failed" for n in self.nodes}
-        for a in self.alerts:
-            node = a["labels"].get("node")
-            if node not in out or out[node] == "failed":
-                continue
-            critical = a["labels"].get("severity") == "critical" and a["state"] == "firing"
-            out[node] = "failed" if critical else "degraded"
-        return out
+        """node -> failed | degraded | healthy, as the collector rolled it up ("unknown" from a
+        collector too old to say)."""
+        return {n["node"]: n.get("health", "unknown") for n in self.nodes}
 
 
 def _get(url: str, timeout: float) -> Any:
@@ -119,13 +114,19 @@ def render(snap: Snapshot, *, show_all: bool = False, max_nodes: int = MAX_LISTE
     listed = nodes if show_all or len(nodes) <= max_nodes else \
         [n for n in nodes if health[n["node"]] != "healthy"][:max_nodes]
     table = Table(title=None, expand=False, box=None, header_style="bold", pad_edge=False)
-    for col in ("node", "health", "last batch", "samples", "agent", "where", "firing"):
-        table.add_column(col, no_wrap=True, overflow="ellipsis")
+    # Names, health and ages keep their width; the free-text columns give way on a narrow terminal.
+    node_width = max([len(n["node"]) for n in listed] + [4])
+    for col, width in (("node", node_width), ("health", 8), ("accelerators", None), ("last batch", 10),
+                       ("agent", None), ("where", None), ("firing", 6), ("why", None)):
+        table.add_column(col, no_wrap=True, overflow="ellipsis", min_width=width,
+                         max_width=40 if col in ("accelerators", "where") else None)
     for n in listed:
         h = health[n["node"]]
         where = " ".join(f"{k}={n['labels'][k]}" for k in ("cluster", "pod", "rack", "zone") if k in n["labels"])
-        table.add_row(n["node"], Text(h, HEALTH_STYLE[h]), _age(n.get("last_batch_age")), _si(n.get("samples", 0)),
-                      n.get("agent_version", ""), where, str(alerts_by_node.get(n["node"], "")))
+        acc = ", ".join(f"{m['up']}/{m['total']} {m['model'] or m['vendor']}" for m in n.get("accelerators", []))
+        table.add_row(n["node"], Text(h, HEALTH_STYLE[h]), acc or "-", _age(n.get("last_batch_age")),
+                      n.get("agent_version", ""), where, str(alerts_by_node.get(n["node"], "")),
+                      "; ".join(n.get("reasons", [])[:2]))
     hidden = len(nodes) - len(listed)
     parts: list[Any] = [head, ""]
     if listed:
@@ -180,10 +181,7 @@ def status_main(args: argparse.Namespace) -> int:
         print(f"fleetmon status: {err}", file=sys.stderr)
         return 2
     if args.json:
-        health = snap.health()
-        out = {"summary": snap.summary, "alerts": snap.alerts,
-               "nodes": [{**n, "health": health[n["node"]]} for n in snap.nodes]}
-        print(json.dumps(out, indent=2))
+        print(json.dumps({"summary": snap.summary, "alerts": snap.alerts, "nodes": snap.nodes}, indent=2))
     else:
         console.print(render(snap, show_all=args.all))
     return 0 if set(snap.health().values()) <= {"healthy"} and not snap.alerts else 1

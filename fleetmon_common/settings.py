@@ -17,6 +17,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fleetmon_common.secrets import Secret
+
 
 class SettingsError(ValueError):
     """A setting is wrong; the message names the key and the fix (one line per problem)."""
@@ -86,6 +88,8 @@ def coerce(value: Any, tp: Any, where: str, *, error: type[Exception] = Settings
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        if Secret in args and isinstance(value, Mapping):  # {env: NAME} / {file: PATH}: say why not
+            return coerce(value, Secret, where, error=error)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -147,6 +151,11 @@ def coerce(value: Any, tp: Any, where: str, *, error: type[Exception] = Settings
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise error(_at(where, f"expected a string, got {value!r}"))
+    if tp is Secret:
+        try:
+            return Secret.from_setting(value, where)
+        except ValueError as err:
+            raise error(str(err)) from err
     if tp is Path:
         if isinstance(value, str):
             return Path(value)

@@ -1,4 +1,6 @@
-"""Regenerate the Python modules from telemetry.proto (``make proto``).
+"""Regenerate the Python modules from the schemas in ``proto/`` (``make proto``).
+
+``telemetry.proto`` is fleetmon's own wire protocol; ``remote.proto`` is Prometheus remote write.
 
 ``check()`` is used by the drift test: it generates into a temp dir and compares.
 """
@@ -13,22 +15,24 @@ HERE = Path(__file__).resolve().parent
 # No ``*_pb2_grpc.py``: neither side uses generated stubs. The collector registers a generic
 # handler that takes raw bytes (so garbage gets a clear status) and the agent calls the method
 # by its path, sending WAL bytes as they are.
-OUTPUTS = ("telemetry_pb2.py", "telemetry_pb2.pyi")
-HEADER = "# Generated from proto/telemetry.proto by `make proto` (python -m proto.generate). DO NOT EDIT.\n"
+SCHEMAS = ("telemetry.proto", "remote.proto")
+OUTPUTS = tuple(f"{Path(schema).stem}_pb2{ext}" for schema in SCHEMAS for ext in (".py", ".pyi"))
+HEADER = "# Generated from proto/{schema} by `make proto` (python -m proto.generate). DO NOT EDIT.\n"
 
 
 def generate(out_dir: Path) -> None:
     from grpc_tools import protoc  # noqa: PLC0415 - dev dependency (grpcio-tools), only for `make proto`
 
-    rc = protoc.main([
-        "grpc_tools.protoc", f"-I{HERE}", f"--python_out={out_dir}", f"--pyi_out={out_dir}",
-        str(HERE / "telemetry.proto"),
-    ])
-    if rc != 0:
-        raise SystemExit(f"protoc failed with exit status {rc}")
-    for name in OUTPUTS:
-        path = out_dir / name
-        path.write_text(HEADER + path.read_text())
+    for schema in SCHEMAS:
+        rc = protoc.main([
+            "grpc_tools.protoc", f"-I{HERE}", f"--python_out={out_dir}", f"--pyi_out={out_dir}",
+            str(HERE / schema),
+        ])
+        if rc != 0:
+            raise SystemExit(f"protoc failed on {schema} with exit status {rc}")
+        for ext in (".py", ".pyi"):
+            path = out_dir / f"{Path(schema).stem}_pb2{ext}"
+            path.write_text(HEADER.format(schema=schema) + path.read_text())
 
 
 def check() -> list[str]:

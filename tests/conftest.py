@@ -41,6 +41,8 @@ def fleetmon_cmd() -> list[str]:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update-golden", action="store_true", default=False,
                      help="rewrite tests/golden/* from the current output instead of comparing")
+    parser.addoption("--update-screenshots", action="store_true", default=False,
+                     help="write the dashboard test's screenshots into docs/screenshots/ (the README shows them)")
 
 
 @pytest.fixture

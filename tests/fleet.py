@@ -1,4 +1,9 @@
-"""Start real fleetmon collector and agent processes for end-to-end and chaos tests."""
+"""Start real fleetmon collector and agent processes for end-to-end and chaos tests.
+
+Both sides speak mutual TLS by default, as a deployment off loopback must: :func:`lab_pki`
+makes a CA and certificates (``fleetmon certs``, i.e. openssl) in the test's temp dir, once.
+Pass ``tls=False`` for a plaintext collector on loopback (clients in the test process).
+"""
 
 from __future__ import annotations
 
@@ -8,19 +13,57 @@ import sqlite3
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.services import Process, free_port
+from fleetmon.certs import Issued, issue, make_ca
+from tests.services import Process, free_port, require_binary
 
 PY = [sys.executable, "-m", "fleetmon"]
 
 
+@dataclass
+class Pki:
+    """A lab CA in ``dir`` and the certificates issued from it so far (by name)."""
+
+    dir: Path
+    issued: dict[str, Issued] = field(default_factory=dict)
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "ca.crt"
+
+    def collector(self) -> Issued:
+        """The collectors' certificate: names localhost and 127.0.0.1 (what tests dial)."""
+        if "localhost" not in self.issued:
+            self.issued["localhost"] = issue(self.dir, self.dir, "localhost", server=True, ips=["127.0.0.1"])
+        return self.issued["localhost"]
+
+    def node(self, name: str) -> Issued:
+        if name not in self.issued:
+            self.issued[name] = issue(self.dir, self.dir, name, server=False)
+        return self.issued[name]
+
+
+_PKIS: dict[Path, Pki] = {}
+
+
+def lab_pki(tmp: Path) -> Pki:
+    """The PKI of one test (one temp dir), made on first use."""
+    pki = _PKIS.get(tmp)
+    if pki is None:
+        require_binary("openssl")
+        make_ca(tmp / "pki")
+        pki = _PKIS[tmp] = Pki(tmp / "pki")
+    return pki
+
+
 class CollectorProc:
     def __init__(self, tmp: Path, *, rules: list[Path] | None = None, extra: dict[str, Any] | None = None,
-                 port: int | None = None, name: str = "collector") -> None:
+                 port: int | None = None, name: str = "collector", tls: bool = True) -> None:
         self.tmp = tmp
         self.port = port or free_port()
         self.http_port = free_port()
@@ -30,6 +73,10 @@ class CollectorProc:
             "data_dir": str(self.data_dir), "log_level": "info", "node_timeout": 5,
             "alerting": {"rules": [str(r) for r in rules or []], "notifiers": {"log": {}}},
         }
+        self.pki = lab_pki(tmp) if tls else None
+        if self.pki is not None:
+            own = self.pki.collector()
+            cfg["tls"] = {"cert": str(own.cert), "key": str(own.key), "client_ca": str(self.pki.ca)}
         for key, value in (extra or {}).items():
             if isinstance(value, dict) and isinstance(cfg.get(key), dict):
                 cfg[key] = {**cfg[key], **value}
@@ -82,7 +129,7 @@ class CollectorProc:
 
 class AgentProc:
     def __init__(self, tmp: Path, node: str, collectors: list[str], *, plugins: dict[str, Any] | None = None,
-                 extra: dict[str, Any] | None = None) -> None:
+                 extra: dict[str, Any] | None = None, tls: bool = True) -> None:
         self.node = node
         self.data_dir = tmp / f"agent-{node}"
         self.audit = tmp / f"audit-{node}.jsonl"
@@ -92,6 +139,10 @@ class AgentProc:
             "audit_log": str(self.audit),
             "plugins": plugins or {"simulated": {"interval": 0.5, "gpus": 2, "ib_ports": 1, "lanes": 2}},
         }
+        if tls:
+            pki = lab_pki(tmp)
+            own = pki.node(node)
+            cfg["tls"] = {"ca": str(pki.ca), "cert": str(own.cert), "key": str(own.key)}
         cfg.update(extra or {})
         self.config = tmp / f"agent-{node}.yml"
         self.config.write_text(yaml.safe_dump(cfg))
@@ -113,7 +164,10 @@ class AgentProc:
     def audit_rows(self) -> list[dict[str, Any]]:
         if not self.audit.exists():
             return []
-        return [json.loads(line) for line in self.audit.read_text().splitlines() if line.strip()]
+        text = self.audit.read_text()
+        # A running agent may be half-way through a line: only whole lines (ending in \n) count.
+        whole = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
     def log_lines(self, pattern: str) -> list[str]:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -174,3 +228,12 @@ def assert_store_equals_audit(db: Path, agent: AgentProc, unaudited_batches: int
         f"{len(unexplained)} stored samples the agent never sent"
     assert all(have[k] == v for k, v in expect.items())
     return len(expect)
+
+
+def lost_gpu_pair(tmp: Path, collector: CollectorProc) -> list[AgentProc]:
+    """Two small simulated nodes (not started): on n1 an XID 79 takes GPU 1 off the bus at once
+    (gpu_up 0 from its first collection); n2 is healthy."""
+    sim = {"interval": 0.5, "gpus": 2, "ib_ports": 1, "lanes": 2}
+    xid = [{"at": "0s", "kind": "xid", "gpu": 1, "xid": 79}]
+    return [AgentProc(tmp, "n1", [collector.addr], plugins={"simulated": {**sim, "faults": xid}}),
+            AgentProc(tmp, "n2", [collector.addr], plugins={"simulated": sim})]

@@ -1,11 +1,12 @@
-"""Real InfluxDB 1.x and VictoriaMetrics for tests, benches and chaos tests.
+"""Real InfluxDB 1.x and VictoriaMetrics (with vmagent and vmalert) for tests, benches and chaos tests.
 
-``start_influxd(tmp_path)`` / ``start_victoria_metrics(tmp_path)`` start the Debian binaries on
-free loopback ports with their data under ``tmp_path`` and return ``(Process, url)``; pass the
-same ``tmp_path`` and ``port`` again to restart a server on its old data (chaos tests). The
-pytest fixtures ``influxd`` and ``victoria_metrics`` (one server per test module) wrap them; a
-test module uses them with ``from tests.influx_servers import influxd, victoria_metrics``
-(``# noqa: F401``) or by listing this module in ``pytest_plugins``.
+``start_influxd(tmp_path)`` / ``start_victoria_metrics(tmp_path)`` / ``start_vmagent(tmp_path,
+url)`` / ``start_vmalert(tmp_path, rules, …)`` start the Debian binaries on free loopback ports
+with their data under ``tmp_path`` and return ``(Process, url)``; pass the same ``tmp_path`` and
+``port`` again to restart a server on its old data (chaos tests). The pytest fixtures ``influxd``
+and ``victoria_metrics`` (one server per test module) wrap them; a test module uses them with
+``from tests.influx_servers import influxd, victoria_metrics`` (``# noqa: F401``) or by listing
+this module in ``pytest_plugins``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,20 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
+def _started(name: str, argv: list[str], root: Path, port: int, health: str,
+             ok: Callable[[int], bool] = lambda code: code == 200) -> tuple[Process, str]:
+    """Start ``argv`` with its log under ``root``; return once ``health`` answers, or fail with
+    the log's tail."""
+    proc = Process(argv, root / f"{name}.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}{health}", timeout=30, proc=proc.proc, ok=ok)
+    except (TimeoutError, RuntimeError) as err:
+        proc.stop()
+        raise RuntimeError(f"{name} did not start: {err}\n{proc.log_text()[-2000:]}") from err
+    return proc, url
+
+
 def start_influxd(tmp_path: Path, port: int | None = None) -> tuple[Process, str]:
     """influxd 1.x with its meta/data/wal under ``tmp_path/influxd``; answers /ping when returned."""
     binary = require_binary("influxd", "/usr/bin/influxd")
@@ -59,14 +74,7 @@ def start_influxd(tmp_path: Path, port: int | None = None) -> tuple[Process, str
     port = port or free_port()
     conf = root / "influxd.conf"
     conf.write_text(INFLUXD_CONF.format(root=root, port=port, rpc_port=free_port()))
-    proc = Process([binary, "-config", str(conf)], root / "influxd.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/ping", timeout=30, proc=proc.proc)
-    except (TimeoutError, RuntimeError) as err:
-        proc.stop()
-        raise RuntimeError(f"influxd did not start: {err}\n{proc.log_text()[-2000:]}") from err
-    return proc, url
+    return _started("influxd", [binary, "-config", str(conf)], root, port, "/ping", lambda code: code < 500)
 
 
 def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Process, str]:
@@ -81,16 +89,43 @@ def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Pro
         f"-httpListenAddr=127.0.0.1:{port}",
         # Test points carry timestamps near now; keep a year so nothing is refused as too old.
         "-retentionPeriod=1y",
+        # Queries see samples as soon as they are stored (the default hides the last 30 s).
+        "-search.latencyOffset=0s",
         "-loggerLevel=WARN",
     ]
-    proc = Process(argv, root / "victoria-metrics.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/health", timeout=30, proc=proc.proc, ok=lambda code: code == 200)
-    except (TimeoutError, RuntimeError) as err:
-        proc.stop()
-        raise RuntimeError(f"victoria-metrics did not start: {err}\n{proc.log_text()[-2000:]}") from err
-    return proc, url
+    return _started("victoria-metrics", argv, root, port, "/health")
+
+
+def start_vmagent(tmp_path: Path, remote_write_url: str, port: int | None = None) -> tuple[Process, str]:
+    """vmagent (same Debian package) forwarding what it receives to ``remote_write_url``; its
+    queue lives under ``tmp_path/vmagent``. It accepts Prometheus remote write at /api/v1/write."""
+    binary = require_binary("vmagent", "/usr/bin/vmagent")
+    root = tmp_path / "vmagent"
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-remoteWrite.url={remote_write_url}",
+            f"-remoteWrite.tmpDataPath={root / 'queue'}", "-remoteWrite.flushInterval=200ms", "-loggerLevel=WARN"]
+    return _started("vmagent", argv, root, port, "/health")
+
+
+def start_vmalert(tmp_path: Path, rules: list[Path], datasource: str, notifiers: list[str], *,
+                  remote_write: str | None = None, remote_read: str | None = None,
+                  interval: str = "1s", port: int | None = None) -> tuple[Process, str]:
+    """vmalert (same Debian package) evaluating ``rules`` over ``datasource`` (a VictoriaMetrics
+    URL) every ``interval`` and sending to the Alertmanagers ``notifiers``; with ``remote_write``
+    / ``remote_read`` it keeps ALERTS/ALERTS_FOR_STATE there and restores ``for`` state."""
+    binary = require_binary("vmalert", "/usr/bin/vmalert")
+    root = tmp_path / "vmalert"
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [binary, f"-httpListenAddr=127.0.0.1:{port}", f"-datasource.url={datasource}",
+            f"-evaluationInterval={interval}", "-loggerLevel=WARN",
+            *(f"-rule={r}" for r in rules), *(f"-notifier.url={n}" for n in notifiers)]
+    if remote_write:
+        argv += [f"-remoteWrite.url={remote_write}", "-remoteWrite.flushInterval=200ms"]
+    if remote_read:
+        argv.append(f"-remoteRead.url={remote_read}")
+    return _started("vmalert", argv, root, port, "/health")
 
 
 @dataclass

@@ -85,6 +85,7 @@ def wait_for_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes]
                 if ok(resp.status):
                     return
         except urllib.error.HTTPError as err:
+            err.close()  # it holds the response's socket: a ResourceWarning later, in another test
             if ok(err.code):
                 return
             last = err

@@ -118,10 +118,11 @@ def test_mark_stale_ends_series(rules_file: Path) -> None:
 
 def test_rule_error_names_file_line_col(tmp_path: Path) -> None:
     p = tmp_path / "bad.yml"
-    p.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: rate(x[5m] offset 1m) > 0\n")
+    p.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: rate(x offset 1m) > 0\n")
     with pytest.raises(RuleError) as exc:
         AlertEngine.from_files([p])
-    assert str(exc.value) == f"{p}:5:26: the offset modifier is not supported by fleetmon"
+    assert str(exc.value) == (f'{p}:5:20: group "g", rule 1, "A": expected type range vector in call to '
+                              'function "rate", got instant vector')
 
 
 def test_source_ts_is_the_alerts_own_sample(rules_file: Path) -> None:
@@ -158,3 +159,20 @@ def test_groups_run_once_per_interval_despite_timer_jitter(tmp_path: Path) -> No
     for i in range(20):
         eng.evaluate(t0 + i + jitter[i % len(jitter)])
     assert calls == {"fast": 20, "slow": 4}
+
+
+def test_series_ref_append_block_and_urgent_evaluation(rules_file: Path) -> None:
+    """The collector's path: a ref per series, blocks of samples, urgent evaluation by name."""
+    rec = Recorder()
+    eng = AlertEngine.from_files([rules_file], [rec])
+    assert eng.series_ref("gpu_power_watts", {"node": "n1"}) is None  # no rule reads it
+    refs = [eng.series_ref("gpu_temperature_celsius", {"node": "n1", "gpu": str(g)}) for g in range(2)]
+    assert None not in refs and len(set(refs)) == 2
+    assert eng.series_ref("gpu_temperature_celsius", {"gpu": "0", "node": "n1"}) == refs[0]
+    t0 = 1_700_000_000_000
+    eng.append_block(refs, t0, [99.0, 50.0])  # type: ignore[arg-type]
+    changed = eng.evaluate_urgent(t0 / 1000 + 0.1, {"gpu_temperature_celsius"})
+    assert sorted((a.name, a.labels.get("gpu"), a.state) for a in changed) == [
+        ("GpuHot", "0", AlertState.PENDING), ("NodeHot", None, AlertState.FIRING)]
+    assert rec.batches == [[("NodeHot", AlertState.FIRING)]]
+    assert eng.evaluate_urgent(t0 / 1000 + 0.2, {"gpu_power_watts"}) == []

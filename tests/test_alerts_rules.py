@@ -22,28 +22,38 @@ from tests.services import REPO, require_binary
 
 
 @pytest.mark.parametrize(("expr", "message", "pos"), [
-    ("rate(x[5m] offset 1m)", "the offset modifier is not supported by fleetmon", 11),
-    ("x @ 100", "the @ modifier is not supported by fleetmon", 2),
-    ("max_over_time(rate(x[1m])[5m:1m])", "subqueries ([range:resolution]) are not supported by fleetmon", 25),
-    ("topk(3, x)", "aggregation topk() is not supported by fleetmon", 0),
-    ("histogram_quantile(0.9, x)", "function histogram_quantile() is not supported by fleetmon", 0),
-    ("label_replace(x, 'a', 'b', 'c', 'd')", "function label_replace() is not supported by fleetmon", 0),
-    ("frobnicate(x)", "unknown function with name 'frobnicate'", 0),
-    ("x atan2 y", "operator atan2 is not supported by fleetmon", 2),
+    ("frobnicate(x)", 'unknown function with name "frobnicate"', 0),
     ("1 > 2", "comparisons between scalars must use BOOL modifier", 2),
     ("x and 1", "set operator \"and\" not allowed in binary scalar expression", 2),
     ("x + on(a) 1", "vector matching only allowed between instant vectors", 2),
     ("x + bool y", "bool modifier can only be used on comparison operators", 4),
-    ("rate(x)", "expected type range vector in call to function 'rate', argument 1, got instant vector", 5),
+    ("rate(x)", 'expected type range vector in call to function "rate", got instant vector', 5),
     ("sum(x[5m])", "expected type instant vector in aggregation expression, got range vector", 4),
+    ("rate(x[5m], 1)", 'expected 1 argument(s) in call to "rate", got 2', 0),
+    ("label_join(x, 'a')", 'expected at least 3 argument(s) in call to "label_join", got 2', 0),
+    ("round(x, 1, 2)", 'expected at most 2 argument(s) in call to "round", got 3', 0),
+    ("topk(x)", "wrong number of arguments for aggregate expression provided, expected 2, got 1", 0),
+    ("count_values(1, x)", "expected type string in aggregation parameter, got scalar", 13),
+    ("quantile('a', x)", "expected type scalar in aggregation parameter, got string", 9),
+    ("sum(x) offset 1m", "offset modifier must be preceded by an instant vector selector", 7),
+    ("(x) @ 100", "@ modifier must be preceded by an instant vector selector", 4),
+    ("x offset 1m offset 2m", "offset may not be set multiple times", 12),
+    ("x @ 1 @ 2", "@ <timestamp> may not be set multiple times", 6),
+    ("x @ start", "in @ modifier, expected \"(\"", 9),
+    ("x offset 1m [5m]", "no offset modifiers allowed before range", 12),
+    ("(x + 1)[5m]", "ranges only allowed for vector selectors", 7),
+    ("x[5m][10m:1m]", "subquery is only allowed on instant vector, got range vector", 5),
+    ("x[5m:1m][1m]", "ranges only allowed for vector selectors", 8),
+    ("x[5q]", "bad duration syntax", 2),
     ('{a=""}', "vector selector must contain at least one non-empty matcher", 0),
-    ('x{__name__="y"}', "metric name must not be set twice: 'x'", 0),
+    ('x{__name__="y"}', 'metric name must not be set twice: "x"', 0),
     ('x{a=~"(?=b)"}', 'regex "(?=b)": look-around assertions are not supported by RE2', 5),
     ('x{a=~"(a)\\\\1"}', 'regex "(a)\\\\1": back-references are not supported by RE2', 5),
-    ('x{a=~"[[:alpha:]]"}', "POSIX character classes", 5),
+    ('x{a=~"[[:^alpha:]]"}', "negated POSIX character classes", 5),
+    ('x{a=~"\\\\pL"}', "\\p, \\P and \\C are not supported", 5),
     ('x{a=~"("}', "invalid regex", 5),
     ("x[0s]", "range must be greater than zero", 2),
-    ("x[5m", "unexpected end of input in range, expected \"]\"", 4),
+    ("x[5m", "unclosed left bracket", 4),
     ("sum(x) by (a) by (b)", "unexpected ident 'by'", 14),
     ("", "no expression found in input", 0),
 ])
@@ -52,6 +62,29 @@ def test_parser_refuses_with_position(expr: str, message: str, pos: int) -> None
         parse(expr)
     assert message in exc.value.message
     assert exc.value.pos == pos
+
+
+@pytest.mark.parametrize("expr", [
+    "rate(x[5m] offset 1m)", "x offset -5m", "x @ 1700000000", "x @ start() offset 1m", "rate(x[5m] @ end())",
+    "max_over_time(rate(x[1m])[5m:30s])", "max_over_time(x[5m:])", "min_over_time(x[1h:5m] offset 1d @ 100)",
+    "topk(3, x)", "bottomk by (a) (2, x)", "quantile(0.9, x)", "count_values(\"v\", x)", "stddev(x)",
+    "stdvar without (a) (x)", "group(x)", "histogram_quantile(0.9, rate(x_bucket[5m]))",
+    "label_replace(x, 'a', '$1', 'b', '(.*)')", "label_join(x, 'a', ',', 'b', 'c')", "x atan2 y",
+    "predict_linear(x[1h], 3600)", "deriv(x[5m])", "idelta(x[5m])", "quantile_over_time(0.5, x[5m])",
+    "timestamp(x)", "round(x, 0.5)", "day_of_week()", "holt_winters(x[5m], 0.5, 0.5)", "sort_desc(x)",
+])
+def test_parser_accepts_the_language(expr: str) -> None:
+    e = parse(expr)
+    assert e.type in (ast.VECTOR, ast.SCALAR)
+
+
+def test_offset_and_at_bind_to_the_selector() -> None:
+    e = parse("-x offset 1m @ 100.0005")
+    assert isinstance(e, ast.Unary) and isinstance(e.expr, ast.VectorSelector)
+    assert (e.expr.offset_ms, e.expr.at, e.expr.at_ms) == (60_000, ast.AT_TIME, 100_001)
+    e = parse("rate(x[5m:30s] offset -1m)")
+    assert isinstance(e, ast.Call) and isinstance(e.args[0], ast.Subquery)
+    assert (e.args[0].range_ms, e.args[0].step_ms, e.args[0].offset_ms) == (300_000, 30_000, -60_000)
 
 
 def test_precedence_and_associativity() -> None:
@@ -140,7 +173,7 @@ def test_load_rule_file() -> None:
     ("groups:\n  - name: g\n  - name: g\n", "f.yml:3:11", "'g': repeated in the same file"),
     ("groups:\n  - name: g\n    rules: [\n", "f.yml:4:1", "YAML:"),
     ("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: |\n          sum by (a) (\n"
-     "            x offset 5m\n          )\n", "f.yml:7:15", "the offset modifier is not supported"),
+     "            rate(x)\n          )\n", "f.yml:7:18", 'expected type range vector in call to function "rate"'),
 ])
 def test_rule_errors_name_file_line_col(text: str, where: str, message: str) -> None:
     with pytest.raises(RuleError) as exc:
@@ -171,12 +204,23 @@ def test_rules_check_cli(tmp_path: Path) -> None:
     good = tmp_path / "good.yml"
     good.write_text(RULES)
     bad = tmp_path / "bad.yml"
-    bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: topk(1, x)\n")
+    bad.write_text("groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: topk(x)\n"
+                   "      - alert: B\n        expr: sum(x) offset 1m\n      - record: a-b\n        expr: x\n"
+                   "      - alert: C\n        expr: x > 1\n  - name: g\n    rules: []\n")
     res = subprocess.run([sys.executable, "-m", "fleetmon", "rules", "check", str(good), str(bad)],
                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 1
     assert f"Checking {good}\n  SUCCESS: 3 rules found (2 alerting, 1 recording)" in res.stdout
-    assert f"{bad}:5:15: aggregation topk() is not supported by fleetmon" in res.stderr
+    # Every error in the file, each with its position, as promtool reports them.
+    assert res.stderr.splitlines() == [
+        "  FAILED:",
+        f'{bad}:5:15: group "g", rule 1, "A": wrong number of arguments for aggregate expression provided, '
+        "expected 2, got 1",
+        f'{bad}:7:22: group "g", rule 2, "B": offset modifier must be preceded by an instant vector selector '
+        "or range vector selector or a subquery",
+        f"{bad}:8:17: group \"g\", rule 3, \"a-b\": invalid recording rule name: 'a-b'",
+        f"{bad}:12:11: 'g': repeated in the same file",
+    ]
 
 
 def test_rule_files_of_the_suite_pass_promtool_check() -> None:

@@ -14,10 +14,10 @@ import pytest
 
 from agent.codec import pack_values
 from agent.transport import METHOD
+from collector.api import summary
 from collector.app import Collector
 from collector.config import CollectorConfig, Limits, load_config
 from collector.errors import ConfigError
-from collector.http import summary
 from collector.storage.sqlite import StoreReader
 from proto import telemetry_pb2 as pb
 

@@ -33,7 +33,9 @@ def _replay(faults: list[Fault], until: float, monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(sim, "time", types.SimpleNamespace(time=lambda: clock[0]))
     gpus = 1 + max([f.gpu for f in faults] + [0])
     ports = 1 + max([f.port for f in faults] + [0])
-    plugin = sim.SimulatedPlugin(PluginContext(node="node-01"), sim.SimulatedConfig(gpus=gpus, ib_ports=ports))
+    # node-01 of the demo also reports the site's battery storage (collector/demo: ``bess``)
+    plugin = sim.SimulatedPlugin(PluginContext(node="node-01"),
+                                 sim.SimulatedConfig(gpus=gpus, ib_ports=ports, bess=True))
     plugin.faults = list(faults)
     plugin.discover()
     engine = AlertEngine.from_files(default_rules())
@@ -56,6 +58,35 @@ def _replay(faults: list[Fault], until: float, monkeypatch: pytest.MonkeyPatch, 
             break
         t += 1.0 if t < faults_over else 10.0
     return out
+
+
+@pytest.mark.parametrize("fault_at", [0.0, 5.0])
+def test_xid_counter_steps_up_from_zero_when_collect_runs_late(monkeypatch: pytest.MonkeyPatch,
+                                                                fault_at: float) -> None:
+    """The scheduler stamps a collection before collect() runs; a slow collect must not put the
+    counter's 0 after its 1 (a counter reset to PromQL, and the XID alert never fired)."""
+    clock = [T0]
+    monkeypatch.setattr(sim, "time", types.SimpleNamespace(time=lambda: clock[0]))
+    plugin = sim.SimulatedPlugin(PluginContext(node="node-01"), sim.SimulatedConfig(gpus=2, ib_ports=1))
+    plugin.faults = [Fault(at=fault_at, duration=None, kind="xid", gpu=1, xid=79)]
+    plugin.discover()
+    engine = AlertEngine.from_files(default_rules())
+    points: list[tuple[float, float]] = []
+    fired = set()
+    for step in range(1, 10):
+        stamp = T0 + step  # the collection's time, taken before collect()
+        clock[0] = stamp + 0.05  # collect() runs 50 ms later
+        for smp in plugin.collect().samples:
+            ts = smp.ts if smp.ts is not None else stamp
+            if smp.name == "gpu_xid_errors_total":
+                points.append((ts, smp.value))
+            if engine.wants(smp.name):
+                engine.ingest(smp.name, {**smp.labels, **NODE}, ts, smp.value)
+        fired |= {a.name for a in engine.evaluate(stamp + 0.5) if a.state.value == "firing"}
+    points.sort()
+    assert points[0][1] == 0 and points[-1][1] == 1
+    assert [v for _, v in points] == sorted(v for _, v in points)  # never down: no reset
+    assert "GPUXidCritical" in fired
 
 
 def test_every_scripted_fault_fires_and_resolves_within_the_default_duration(

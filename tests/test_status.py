@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from fleetmon.status import Snapshot, render
-from tests.fleet import AgentProc, CollectorProc
+from tests.fleet import CollectorProc, lost_gpu_pair
 from tests.services import free_port, wait_until
 
 ENV = {**os.environ, "COLUMNS": "160"}
@@ -36,10 +36,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProc]:
     tmp = tmp_path_factory.mktemp("status")
     (tmp / "rules.yml").write_text(RULES)
     collector = CollectorProc(tmp, rules=[tmp / "rules.yml"]).start()
-    sim = {"interval": 0.5, "gpus": 2, "ib_ports": 1, "lanes": 2}
-    agents = [AgentProc(tmp, "n1", [collector.addr],
-                        plugins={"simulated": {**sim, "faults": [{"at": "0s", "kind": "xid", "gpu": 1, "xid": 79}]}}),
-              AgentProc(tmp, "n2", [collector.addr], plugins={"simulated": sim})]
+    agents = lost_gpu_pair(tmp, collector)
     try:
         for a in agents:
             a.start()
@@ -68,7 +65,10 @@ def test_status_shows_nodes_health_and_alerts(fleet: CollectorProc, fleetmon_cmd
     [n2] = [line for line in lines if line.startswith("n2 ")]
     assert n1.split()[:2] == ["n1", "failed"] and n2.split()[:2] == ["n2", "healthy"]
     assert "cluster=test rack=r1" in n1
-    [alert] = [line for line in lines if "GPULostNow" in line]
+    # The collector's roll-up says why, and counts the accelerators by model.
+    assert n1.split("  ")[-1].strip() == "GPU 1 down; critical alert GPULostNow firing"
+    assert "1/2 NVIDIA H100 80GB HBM3 (simulated)" in n1 and "2/2 NVIDIA H100" in n2
+    [alert] = [line for line in lines if line.startswith("firing ")]
     assert alert.split()[:5] == ["firing", "critical", "GPULostNow", "n1", "gpu=1"]
     assert alert.rstrip().endswith("GPU 1 on n1 is lost")
 
@@ -78,6 +78,10 @@ def test_status_json(fleet: CollectorProc, fleetmon_cmd: list[str]) -> None:
     out = _run(fleetmon_cmd, "status", "--url", fleet.http, "--json")
     data = json.loads(out.stdout)
     assert {n["node"]: n["health"] for n in data["nodes"]} == {"n1": "failed", "n2": "healthy"}
+    [n1] = [n for n in data["nodes"] if n["node"] == "n1"]
+    assert n1["reasons"] == ["GPU 1 down", "critical alert GPULostNow firing"]
+    model = "NVIDIA H100 80GB HBM3 (simulated)"
+    assert n1["accelerators"] == [{"vendor": "nvidia", "model": model, "up": 1, "total": 2}]
     assert data["summary"]["nodes_up"] == 2
 
 
@@ -96,7 +100,9 @@ def test_collector_unreachable_exit_2(fleetmon_cmd: list[str]) -> None:
 
 
 def test_large_fleet_lists_only_unhealthy_nodes(tmp_path: Path) -> None:
-    nodes = [{"node": f"gpu-{i:04d}", "up": i != 7, "labels": {}, "samples": 10} for i in range(500)]
+    health = {7: "failed", 42: "degraded"}  # as the collector rolled it up
+    nodes = [{"node": f"gpu-{i:04d}", "up": i != 7, "labels": {}, "samples": 10, "health": health.get(i, "healthy")}
+             for i in range(500)]
     snap = Snapshot("http://c", {"nodes_up": 499, "nodes_total": 500}, nodes,
                     [{"state": "pending", "labels": {"alertname": "GPUOverTemperature", "node": "gpu-0042",
                                                      "severity": "critical", "gpu": "3"}, "active_at": None}])

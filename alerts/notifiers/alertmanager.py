@@ -28,6 +28,7 @@ import httpx
 from alerts.model import Alert, AlertState, EventNotice, NodeStatus
 from alerts.notifiers.base import DeliveryError, NotifierBase, QueueWorker, log, rfc3339
 from alerts.notifiers.config import AlertmanagerConfig
+from fleetmon_common.secrets import redact_url
 
 # Prometheus label names (model.LabelNameRE); Alertmanager rejects the whole batch with 400 when
 # one alert carries another, so such labels are dropped here (and logged) instead.
@@ -63,7 +64,7 @@ def postable_alert(alert: Alert, now: float, valid_for: float, external_url: str
 
 class _Replica(QueueWorker[dict[str, Any]]):
     def __init__(self, base_url: str, cfg: AlertmanagerConfig) -> None:
-        super().__init__("alertmanager", base_url, capacity=cfg.queue_size, max_batch=cfg.max_batch)
+        super().__init__("alertmanager", redact_url(base_url), capacity=cfg.queue_size, max_batch=cfg.max_batch)
         self.endpoint = base_url.rstrip("/") + "/api/v2/alerts"
         self.cfg = cfg
         self._client: httpx.AsyncClient | None = None
@@ -75,13 +76,13 @@ class _Replica(QueueWorker[dict[str, Any]]):
             resp = await self._client.post(self.endpoint, json=batch)
         except httpx.HTTPError as err:
             self.connected = False
-            raise DeliveryError(f"POST {self.endpoint}: {type(err).__name__}: {err}") from err
+            raise DeliveryError(f"POST {self.target}/api/v2/alerts: {type(err).__name__}: {err}") from err
         self.connected = True
         if resp.status_code >= 500 or resp.status_code == 429:
-            raise DeliveryError(f"POST {self.endpoint}: HTTP {resp.status_code}: {resp.text[:200]}")
+            raise DeliveryError(f"POST {self.target}/api/v2/alerts: HTTP {resp.status_code}: {resp.text[:200]}")
         if resp.status_code >= 400:
             # Alertmanager explains a rejected alert in the body ("start time must be before end time").
-            raise DeliveryError(f"POST {self.endpoint}: HTTP {resp.status_code}: {resp.text[:200]}",
+            raise DeliveryError(f"POST {self.target}/api/v2/alerts: HTTP {resp.status_code}: {resp.text[:200]}",
                                 retryable=False)
 
     async def on_close(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from alerts.errors import NotifierError
 from fleetmon_common import settings
+from fleetmon_common.secrets import Secret, redact_url, reveal
 
 
 @dataclass
@@ -54,7 +55,8 @@ class MqttConfig:
     host: str = ""
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    #: Inline, {env: NAME} or {file: PATH} (fleetmon_common.secrets); never logged.
+    password: str | Secret | None = field(default=None, repr=False)
     tls: bool = False
     ca_file: str | None = None
     topic_prefix: str = "fleetmon/v1"
@@ -88,7 +90,9 @@ class MqttConfig:
 
 @dataclass
 class WebhookConfig:
-    url: str = ""
+    #: Inline, {env: NAME} or {file: PATH}: webhook URLs often carry a token. Logs show only
+    #: scheme://host:port/… (fleetmon_common.secrets.redact_url).
+    url: str | Secret = field(default="", repr=False)
     timeout: float = 5.0
     #: Attempts after the first one before an entry is counted failed and dropped.
     retries: int = 3
@@ -96,8 +100,12 @@ class WebhookConfig:
     headers: dict[str, str] = field(default_factory=dict)
     queue_size: int = 10_000
 
+    @property
+    def endpoint(self) -> str:
+        return reveal(self.url) or ""
+
     def validate(self) -> None:
-        _check_http_url(self.url, "url")
+        _check_http_url(self.endpoint, "url")
         if self.retries < 0:
             raise ValueError("retries: must be 0 or more")
         _positive(self, "timeout", "backoff", "queue_size")
@@ -122,7 +130,7 @@ def _positive(cfg: object, *names: str) -> None:
 def _check_http_url(url: str, key: str) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"{key}: {url!r} is not an http(s) URL")
+        raise ValueError(f"{key}: {redact_url(url)!r} is not an http(s) URL")
 
 
 C = TypeVar("C")

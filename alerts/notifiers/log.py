@@ -27,6 +27,7 @@ class _Writer(QueueWorker[tuple[int, str, dict[str, Any]]]):
     def __init__(self, cfg: LogConfig) -> None:
         super().__init__("log", cfg.logger, capacity=cfg.queue_size, max_batch=100)
         self.logger = logging.getLogger(cfg.logger)
+        self.connected = True  # a logger is always there (fleetmon_notifier_connected)
 
     async def deliver(self, batch: list[tuple[int, str, dict[str, Any]]]) -> None:
         for level, tag, record in batch:

@@ -49,6 +49,7 @@ from alerts.notifiers.base import (
     rfc3339,
 )
 from alerts.notifiers.config import MqttConfig
+from fleetmon_common.secrets import reveal
 
 _ESCAPES = {"%": "%25", "/": "%2F", "+": "%2B", "#": "%23", "\0": "%00"}
 
@@ -83,7 +84,7 @@ class _Broker(QueueWorker[_Msg]):
         will = aiomqtt.Will(self.owner.collector_topic, json.dumps({"status": "offline"}).encode(),
                             qos=cfg.qos, retain=True)
         return aiomqtt.Client(
-            cfg.host, cfg.port, username=cfg.username, password=cfg.password,
+            cfg.host, cfg.port, username=cfg.username, password=reveal(cfg.password),
             identifier=self.owner.client_id, will=will, tls_params=tls_params,
             keepalive=max(1, round(cfg.keepalive)), timeout=10.0,
         )

@@ -29,13 +29,15 @@ from alerts.notifiers.base import (
     node_status_json,
 )
 from alerts.notifiers.config import WebhookConfig
+from fleetmon_common.secrets import redact_url
 
 _RETRYABLE_4XX = (408, 429)
 
 
 class _Endpoint(QueueWorker[dict[str, Any]]):
     def __init__(self, cfg: WebhookConfig) -> None:
-        super().__init__("webhook", cfg.url, capacity=cfg.queue_size, max_batch=1,
+        # Logs and metrics name the target without its path or credentials (often the secret).
+        super().__init__("webhook", redact_url(cfg.endpoint, keep_path=False), capacity=cfg.queue_size, max_batch=1,
                          max_attempts=cfg.retries + 1, backoff=Backoff(initial=cfg.backoff))
         self.cfg = cfg
         self._client: httpx.AsyncClient | None = None
@@ -45,14 +47,14 @@ class _Endpoint(QueueWorker[dict[str, Any]]):
             self._client = httpx.AsyncClient(timeout=self.cfg.timeout, headers=self.cfg.headers)
         (body,) = batch
         try:
-            resp = await self._client.post(self.cfg.url, json=body)
+            resp = await self._client.post(self.cfg.endpoint, json=body)
         except httpx.HTTPError as err:
             self.connected = False
-            raise DeliveryError(f"POST {self.cfg.url}: {type(err).__name__}: {err}") from err
+            raise DeliveryError(f"POST {self.target}: {type(err).__name__}") from err
         self.connected = True
         if resp.status_code >= 400:
             retryable = resp.status_code >= 500 or resp.status_code in _RETRYABLE_4XX
-            raise DeliveryError(f"POST {self.cfg.url}: HTTP {resp.status_code}", retryable=retryable)
+            raise DeliveryError(f"POST {self.target}: HTTP {resp.status_code}", retryable=retryable)
 
     async def on_close(self) -> None:
         if self._client is not None:

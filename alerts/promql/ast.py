@@ -1,5 +1,5 @@
-"""Expression tree of the PromQL subset. Every node carries ``pos`` (offset in the source) so
-load-time errors can name file:line:col."""
+"""Expression tree of PromQL as Prometheus 2.42 parses it. Every node carries ``pos`` (offset
+in the source) so load-time errors can name file:line:col."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from alerts.promql.labels import Matcher
 
 SCALAR, VECTOR, MATRIX, STRING = "scalar", "instant vector", "range vector", "string"
+
+#: ``@`` modifier forms: a fixed unix time, or the query's start/end (both the rule's
+#: evaluation time when a rule is evaluated).
+AT_NONE, AT_TIME, AT_START, AT_END = "", "time", "start", "end"
 
 
 @dataclass
@@ -39,10 +43,19 @@ class StringLiteral(Expr):
         return STRING
 
 
-@dataclass
+@dataclass(eq=False)
 class VectorSelector(Expr):
+    """Also the series part of a range selector (``offset``/``@`` live here, as in Prometheus).
+    Compared by identity: the windows index selectors by object."""
+
     name: str  # "" when only matchers select
     matchers: list[Matcher]
+    offset_ms: int = 0
+    at: str = AT_NONE
+    at_ms: int = 0
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
     @property
     def type(self) -> str:
@@ -53,6 +66,20 @@ class VectorSelector(Expr):
 class MatrixSelector(Expr):
     vector: VectorSelector
     range_ms: int
+
+    @property
+    def type(self) -> str:
+        return MATRIX
+
+
+@dataclass
+class Subquery(Expr):
+    expr: Expr
+    range_ms: int
+    step_ms: int  # 0: the default step (the evaluation interval)
+    offset_ms: int = 0
+    at: str = AT_NONE
+    at_ms: int = 0
 
     @property
     def type(self) -> str:
@@ -77,6 +104,7 @@ class Aggregate(Expr):
     grouping: frozenset[str]
     without: bool
     has_grouping: bool  # "by ()" differs from no clause only in printing
+    param: Expr | None = None  # topk/bottomk/quantile: a scalar; count_values: a string
 
     @property
     def type(self) -> str:
@@ -128,20 +156,31 @@ class Paren(Expr):
         return self.expr.type
 
 
+def children(node: Expr) -> list[Expr]:
+    if isinstance(node, MatrixSelector):
+        return [node.vector]
+    if isinstance(node, Subquery):
+        return [node.expr]
+    if isinstance(node, Call):
+        return list(node.args)
+    if isinstance(node, Aggregate):
+        return [node.expr] if node.param is None else [node.param, node.expr]
+    if isinstance(node, Binary):
+        return [node.lhs, node.rhs]
+    if isinstance(node, (Unary, Paren)):
+        return [node.expr]
+    return []
+
+
 def walk(node: Expr) -> list[Expr]:
     """All nodes, depth first (used to collect the selectors a rule needs)."""
     out: list[Expr] = [node]
-    children: list[Expr] = []
-    if isinstance(node, MatrixSelector):
-        children = [node.vector]
-    elif isinstance(node, Call):
-        children = list(node.args)
-    elif isinstance(node, Aggregate):
-        children = [node.expr]
-    elif isinstance(node, Binary):
-        children = [node.lhs, node.rhs]
-    elif isinstance(node, (Unary, Paren)):
-        children = [node.expr]
-    for c in children:
+    for c in children(node):
         out.extend(walk(c))
     return out
+
+
+def unwrap(node: Expr) -> Expr:
+    while isinstance(node, Paren):
+        node = node.expr
+    return node

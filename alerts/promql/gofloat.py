@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 
+from alerts.promql import gomath
+
 INF = math.inf
 NAN = math.nan
 
@@ -31,40 +33,12 @@ def mod(a: float, b: float) -> float:
 
 
 def power(a: float, b: float) -> float:
-    """Go ``math.Pow``. Integer exponents follow Go's algorithm (repeated squaring of the
-    mantissa), which is not correctly rounded, so results match Prometheus to the last bit;
-    other exponents use the C library (Go computes exp(y*log(x)); a last-bit difference is
-    possible there)."""
-    if b == int(b) and not math.isinf(b) and not math.isnan(a) and not math.isinf(a) and a != 0.0 \
-            and abs(b) < 2**62:
-        return _go_pow_int(a, int(b))
-    try:
-        return math.pow(a, b)
-    except OverflowError:
-        # |a| > 1 and b large: +Inf, or -Inf for a negative base and an odd integer exponent.
-        if a < 0 and b == int(b) and int(b) % 2 == 1:
-            return -INF
-        return INF
-    except ValueError:
-        if a == 0.0 and b < 0:
-            # Pow(±0, y<0): ±Inf for odd integer y, +Inf otherwise.
-            if b == int(b) and int(b) % 2 == 1:
-                return math.copysign(INF, a)
-            return INF
-        return NAN  # negative base with a non-integer exponent
+    """Go ``math.Pow``, operation for operation (``gomath``)."""
+    return gomath.power(a, b)
 
 
-def fmax(a: float, b: float) -> float:
-    """Go ``math.Max``: NaN wins."""
-    if math.isnan(a) or math.isnan(b):
-        return NAN
-    return a if a > b else b
-
-
-def fmin(a: float, b: float) -> float:
-    if math.isnan(a) or math.isnan(b):
-        return NAN
-    return a if a < b else b
+fmax = gomath.fmax
+fmin = gomath.fmin
 
 
 def format_v(v: float) -> str:
@@ -99,35 +73,3 @@ def format_g(v: float, prec: int) -> str:
     if math.isinf(v):
         return "+Inf" if v > 0 else "-Inf"
     return f"%.{prec}g" % v
-
-
-def _go_pow_int(x: float, y: int) -> float:
-    """Go's ``math.Pow(x, y)`` for a finite non-zero x and an integer y (``yf == 0`` path)."""
-    if y == 0 or x == 1.0:
-        return 1.0
-    if y == 1:
-        return x
-    a1, ae = 1.0, 0
-    x1, xe = math.frexp(x)
-    i = abs(y)
-    while i != 0:
-        if xe < -(1 << 12) or xe > (1 << 12):
-            # Catastrophic overflow: guaranteed 0 or Inf; Go stops multiplying here.
-            ae += xe
-            break
-        if i & 1:
-            a1 *= x1
-            ae += xe
-        x1 *= x1
-        xe <<= 1
-        if x1 < 0.5:
-            x1 += x1
-            xe -= 1
-        i >>= 1
-    if y < 0:
-        a1 = 1 / a1
-        ae = -ae
-    try:
-        return math.ldexp(a1, ae)
-    except OverflowError:
-        return math.copysign(INF, a1)

@@ -99,17 +99,36 @@ def go_quote(s: str) -> str:
 
 
 # RE2 (Go's regexp, used by Prometheus) and Python's ``re`` share the common syntax but differ
-# at the edges. Constructs RE2 rejects but Python accepts (look-around, back-references) would
-# make fleetmon match where Prometheus refuses the rule, and RE2 constructs Python lacks (POSIX
-# classes, \p{..}) would fail obscurely, so both are refused with a clear message.
+# at the edges. Constructs RE2 rejects but Python accepts (look-around, back-references, \Z)
+# would make fleetmon match where Prometheus refuses the rule: refused here too. Of RE2's own
+# constructs, POSIX classes (``[[:alpha:]]``) and ``\z`` are translated; the few Python cannot
+# express (Unicode classes ``\p{..}``, ``\C``, negated POSIX classes) are refused clearly.
 _RE2_UNSUPPORTED = (
     (re.compile(r"\(\?[=!]|\(\?<[=!]"), "look-around assertions are not supported by RE2"),
     (re.compile(r"(?<!\\)(?:\\\\)*\\[1-9]"), "back-references are not supported by RE2"),
     (re.compile(r"\(\?P="), "back-references are not supported by RE2"),
     (re.compile(r"\(\?\("), "conditional groups are not supported by RE2"),
-    (re.compile(r"\[:[a-z]+:\]"), "POSIX character classes ([:alpha:]) are not supported by fleetmon"),
-    (re.compile(r"(?<!\\)(?:\\\\)*\\[pPCzZ]"), r"\p, \P, \C, \z and \Z are not supported by fleetmon"),
+    (re.compile(r"(?<!\\)(?:\\\\)*\\Z"), "\\Z is not supported by RE2 (\\z is)"),
+    (re.compile(r"\[:\^[a-z]+:\]"), "negated POSIX character classes ([:^alpha:]) are not supported by fleetmon"),
+    (re.compile(r"(?<!\\)(?:\\\\)*\\[pPC]"), r"\p, \P and \C are not supported by fleetmon"),
 )
+_POSIX_CLASSES = {
+    "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ", "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9", "graph": "!-~", "lower": "a-z", "print": " -~", "punct": "!-/:-@\\[-`{-~",
+    "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z", "word": "0-9A-Za-z_", "xdigit": "0-9A-Fa-f",
+}
+_POSIX = re.compile(r"\[:([a-z]+):\]")
+_END_OF_TEXT = re.compile(r"(?<!\\)((?:\\\\)*)\\z")
+
+
+def _translate_re2(pattern: str) -> str:
+    """RE2 spellings Python reads otherwise: ``[[:digit:]]`` classes, ``\\z``."""
+    def posix(m: re.Match[str]) -> str:
+        ranges = _POSIX_CLASSES.get(m.group(1))
+        if ranges is None:
+            raise ParseError(f"regex {go_quote(pattern)}: unknown POSIX class [:{m.group(1)}:]")
+        return ranges
+    return _END_OF_TEXT.sub(lambda m: m.group(1) + "\\Z", _POSIX.sub(posix, pattern))
 
 
 _LEADING_FLAGS = re.compile(r"^\(\?([ims]+)\)")
@@ -120,6 +139,11 @@ def compile_regex(pattern: str, pos: int = 0) -> re.Pattern[str]:
     for probe, why in _RE2_UNSUPPORTED:
         if probe.search(pattern):
             raise ParseError(f"regex {go_quote(pattern)}: {why}", pos)
+    original = pattern
+    try:
+        pattern = _translate_re2(pattern)
+    except ParseError as err:
+        raise ParseError(err.message, pos) from err
     flags = ""
     lead = _LEADING_FLAGS.match(pattern)
     if lead:
@@ -130,7 +154,7 @@ def compile_regex(pattern: str, pos: int = 0) -> re.Pattern[str]:
         # RE2's \d \w \s are ASCII-only; re.ASCII gives Python the same classes.
         return re.compile(f"{flags}(?:{pattern})\\Z", re.ASCII)
     except re.error as err:
-        raise ParseError(f"invalid regex {go_quote(pattern)}: {err}", pos) from err
+        raise ParseError(f"invalid regex {go_quote(original)}: {err}", pos) from err
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,33 @@ def unquote(text: str, pos: int = 0) -> str:
     return "".join(out)
 
 
+def _lex_range(src: str, i: int, toks: list[Token]) -> int:
+    """Inside ``[...]``: a duration, optionally ``:`` and a step (Prometheus lexes brackets in
+    their own state, so ``[5m:1m]`` is not read as a metric name ``:1m``)."""
+    n = len(src)
+    while i < n:
+        ch = src[i]
+        if ch in " \t\r\n":
+            i += 1
+            continue
+        if ch == "]":
+            toks.append(Token(OP, "]", i))
+            return i + 1
+        if ch == ":":
+            toks.append(Token(OP, ":", i))
+            i += 1
+            continue
+        m = _DURATION.match(src, i)
+        if m is None or (m.end() < n and (src[m.end()].isalnum() or src[m.end()] == "_")):
+            end = i
+            while end < n and (src[end].isalnum() or src[end] in "_."):
+                end += 1
+            raise ParseError(f"bad duration syntax: {src[i:max(end, i + 1)]!r}", i)
+        toks.append(Token(DURATION, m.group(), i, parse_duration_ms(m.group(), i)))
+        i = m.end()
+    raise ParseError("unclosed left bracket", i)
+
+
 def tokenize(src: str) -> list[Token]:
     toks: list[Token] = []
     i, n = 0, len(src)
@@ -160,6 +187,10 @@ def tokenize(src: str) -> list[Token]:
             else:
                 toks.append(Token(IDENT, text, i))
             i = m.end()
+            continue
+        if ch == "[":
+            toks.append(Token(OP, "[", i))
+            i = _lex_range(src, i + 1, toks)
             continue
         for op in _OPS:
             if src.startswith(op, i):

@@ -1,71 +1,111 @@
-"""Recursive-descent parser for the PromQL subset fleetmon evaluates.
+"""Recursive-descent parser for PromQL as Prometheus 2.42 parses it (``promql/parser``).
 
-Precedence and type rules follow Prometheus 2.42 (``promql/parser``): ``^`` binds tightest
-and is right-associative, unary minus binds like ``*``, then ``+ -``, comparisons,
-``and unless``, ``or``. Constructs outside the subset (``offset``, ``@``, subqueries, functions and
-aggregations fleetmon does not implement) are refused here, at load time, with their position:
-never evaluated wrongly.
+Precedence and type rules follow Prometheus: ``^`` binds tightest and is right-associative,
+unary minus binds like ``*``, then ``* / % atan2``, ``+ -``, comparisons, ``and unless``,
+``or``; ``offset``, ``@``, ``[range]`` and ``[range:step]`` bind to the selector or subquery
+they follow. Errors carry the offset of the offending token.
 """
 
 from __future__ import annotations
 
+import math
+
 from alerts.errors import ParseError
 from alerts.promql import ast
 from alerts.promql.ast import MATRIX, SCALAR, STRING, VECTOR
-from alerts.promql.labels import NAME, Matcher, valid_label_name
+from alerts.promql.labels import NAME, Matcher, go_quote, valid_label_name
 from alerts.promql.lexer import DURATION, EOF, IDENT, KEYWORDS, NUMBER, OP, Token, tokenize
 from alerts.promql.lexer import STRING as T_STRING
 
-#: Supported functions: argument types and result type.
-FUNCTIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "rate": ((MATRIX,), VECTOR),
-    "irate": ((MATRIX,), VECTOR),
-    "increase": ((MATRIX,), VECTOR),
-    "delta": ((MATRIX,), VECTOR),
-    "changes": ((MATRIX,), VECTOR),
-    "resets": ((MATRIX,), VECTOR),
-    "avg_over_time": ((MATRIX,), VECTOR),
-    "min_over_time": ((MATRIX,), VECTOR),
-    "max_over_time": ((MATRIX,), VECTOR),
-    "sum_over_time": ((MATRIX,), VECTOR),
-    "count_over_time": ((MATRIX,), VECTOR),
-    "last_over_time": ((MATRIX,), VECTOR),
-    "absent_over_time": ((MATRIX,), VECTOR),
-    "absent": ((VECTOR,), VECTOR),
-    "time": ((), SCALAR),
-    "clamp_min": ((VECTOR, SCALAR), VECTOR),
-    "clamp_max": ((VECTOR, SCALAR), VECTOR),
-    "clamp": ((VECTOR, SCALAR, SCALAR), VECTOR),
-    "abs": ((VECTOR,), VECTOR),
-    "vector": ((SCALAR,), VECTOR),
-    "scalar": ((VECTOR,), SCALAR),
+#: name -> (argument types, variadic, result type). ``variadic``: 0 = exactly the listed
+#: arguments; 1 = the last one is optional; -1 = the last one repeats (Prometheus ``Variadic``).
+FUNCTIONS: dict[str, tuple[tuple[str, ...], int, str]] = {
+    "abs": ((VECTOR,), 0, VECTOR),
+    "absent": ((VECTOR,), 0, VECTOR),
+    "absent_over_time": ((MATRIX,), 0, VECTOR),
+    "acos": ((VECTOR,), 0, VECTOR),
+    "acosh": ((VECTOR,), 0, VECTOR),
+    "asin": ((VECTOR,), 0, VECTOR),
+    "asinh": ((VECTOR,), 0, VECTOR),
+    "atan": ((VECTOR,), 0, VECTOR),
+    "atanh": ((VECTOR,), 0, VECTOR),
+    "avg_over_time": ((MATRIX,), 0, VECTOR),
+    "ceil": ((VECTOR,), 0, VECTOR),
+    "changes": ((MATRIX,), 0, VECTOR),
+    "clamp": ((VECTOR, SCALAR, SCALAR), 0, VECTOR),
+    "clamp_max": ((VECTOR, SCALAR), 0, VECTOR),
+    "clamp_min": ((VECTOR, SCALAR), 0, VECTOR),
+    "cos": ((VECTOR,), 0, VECTOR),
+    "cosh": ((VECTOR,), 0, VECTOR),
+    "count_over_time": ((MATRIX,), 0, VECTOR),
+    "days_in_month": ((VECTOR,), 1, VECTOR),
+    "day_of_month": ((VECTOR,), 1, VECTOR),
+    "day_of_week": ((VECTOR,), 1, VECTOR),
+    "day_of_year": ((VECTOR,), 1, VECTOR),
+    "deg": ((VECTOR,), 0, VECTOR),
+    "delta": ((MATRIX,), 0, VECTOR),
+    "deriv": ((MATRIX,), 0, VECTOR),
+    "exp": ((VECTOR,), 0, VECTOR),
+    "floor": ((VECTOR,), 0, VECTOR),
+    "histogram_count": ((VECTOR,), 0, VECTOR),
+    "histogram_fraction": ((SCALAR, SCALAR, VECTOR), 0, VECTOR),
+    "histogram_quantile": ((SCALAR, VECTOR), 0, VECTOR),
+    "histogram_sum": ((VECTOR,), 0, VECTOR),
+    "holt_winters": ((MATRIX, SCALAR, SCALAR), 0, VECTOR),
+    "hour": ((VECTOR,), 1, VECTOR),
+    "idelta": ((MATRIX,), 0, VECTOR),
+    "increase": ((MATRIX,), 0, VECTOR),
+    "irate": ((MATRIX,), 0, VECTOR),
+    "label_join": ((VECTOR, STRING, STRING, STRING), -1, VECTOR),
+    "label_replace": ((VECTOR, STRING, STRING, STRING, STRING), 0, VECTOR),
+    "last_over_time": ((MATRIX,), 0, VECTOR),
+    "ln": ((VECTOR,), 0, VECTOR),
+    "log10": ((VECTOR,), 0, VECTOR),
+    "log2": ((VECTOR,), 0, VECTOR),
+    "max_over_time": ((MATRIX,), 0, VECTOR),
+    "min_over_time": ((MATRIX,), 0, VECTOR),
+    "minute": ((VECTOR,), 1, VECTOR),
+    "month": ((VECTOR,), 1, VECTOR),
+    "pi": ((), 0, SCALAR),
+    "predict_linear": ((MATRIX, SCALAR), 0, VECTOR),
+    "present_over_time": ((MATRIX,), 0, VECTOR),
+    "quantile_over_time": ((SCALAR, MATRIX), 0, VECTOR),
+    "rad": ((VECTOR,), 0, VECTOR),
+    "rate": ((MATRIX,), 0, VECTOR),
+    "resets": ((MATRIX,), 0, VECTOR),
+    "round": ((VECTOR, SCALAR), 1, VECTOR),
+    "scalar": ((VECTOR,), 0, SCALAR),
+    "sgn": ((VECTOR,), 0, VECTOR),
+    "sin": ((VECTOR,), 0, VECTOR),
+    "sinh": ((VECTOR,), 0, VECTOR),
+    "sort": ((VECTOR,), 0, VECTOR),
+    "sort_desc": ((VECTOR,), 0, VECTOR),
+    "sqrt": ((VECTOR,), 0, VECTOR),
+    "stddev_over_time": ((MATRIX,), 0, VECTOR),
+    "stdvar_over_time": ((MATRIX,), 0, VECTOR),
+    "sum_over_time": ((MATRIX,), 0, VECTOR),
+    "tan": ((VECTOR,), 0, VECTOR),
+    "tanh": ((VECTOR,), 0, VECTOR),
+    "time": ((), 0, SCALAR),
+    "timestamp": ((VECTOR,), 0, VECTOR),
+    "vector": ((SCALAR,), 0, VECTOR),
+    "year": ((VECTOR,), 1, VECTOR),
 }
 
-#: Prometheus functions fleetmon knows of but does not implement: a clearer message than "unknown".
-PROMETHEUS_ONLY_FUNCTIONS = frozenset({
-    "acos", "acosh", "asin", "asinh", "atan", "atanh", "ceil", "cos", "cosh", "count_values",
-    "day_of_month", "day_of_week", "day_of_year", "days_in_month", "deg", "deriv", "exp", "floor",
-    "histogram_count", "histogram_fraction", "histogram_quantile", "histogram_sum", "holt_winters",
-    "hour", "idelta", "label_join", "label_replace", "ln", "log10", "log2", "minute", "month",
-    "pi", "predict_linear", "present_over_time", "quantile_over_time", "rad", "round", "sgn",
-    "sin", "sinh", "sort", "sort_desc", "sqrt", "stddev_over_time", "stdvar_over_time", "tan",
-    "tanh", "timestamp", "year",
-})
-
-AGGREGATIONS = frozenset({"sum", "avg", "min", "max", "count"})
-PROMETHEUS_ONLY_AGGREGATIONS = frozenset({
-    "topk", "bottomk", "quantile", "count_values", "stddev", "stdvar", "group",
-})
+AGGREGATIONS = frozenset({"sum", "avg", "count", "min", "max", "group", "stddev", "stdvar", "topk", "bottomk",
+                          "count_values", "quantile"})
+AGGREGATIONS_WITH_PARAM = frozenset({"topk", "bottomk", "count_values", "quantile"})
 
 COMPARISONS = frozenset({"==", "!=", "<", ">", "<=", ">="})
 SET_OPS = frozenset({"and", "or", "unless"})
-ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^"})
+ARITHMETIC = frozenset({"+", "-", "*", "/", "%", "^", "atan2"})
 _PRECEDENCE = {
     "or": 1, "and": 2, "unless": 2,
     "==": 3, "!=": 3, "<": 3, ">": 3, "<=": 3, ">=": 3,
-    "+": 4, "-": 4, "*": 5, "/": 5, "%": 5, "^": 6,
+    "+": 4, "-": 4, "*": 5, "/": 5, "%": 5, "atan2": 5, "^": 6,
 }
 _MUL_PREC = 5
+_WORD_OPS = frozenset({"and", "or", "unless", "atan2"})
 
 
 class Parser:
@@ -118,10 +158,8 @@ class Parser:
         t = self.tok
         if t.kind == OP and t.text in _PRECEDENCE:
             return t.text
-        if t.kind == IDENT and t.text.lower() in SET_OPS:
+        if t.kind == IDENT and t.text.lower() in _WORD_OPS:
             return t.text.lower()
-        if t.kind == IDENT and t.text.lower() == "atan2":
-            raise self.error("operator atan2 is not supported by fleetmon")
         return None
 
     def parse_binary(self, min_prec: int) -> ast.Expr:
@@ -149,19 +187,17 @@ class Parser:
             on = self.advance().text.lower() == "on"
             names = self.parse_label_list()
             matching = ast.VectorMatching("one-to-one", on, frozenset(names))
-        if self.at_kw("group_left", "group_right"):
-            if op in SET_OPS:
-                raise self.error(f"no grouping allowed for \"{op}\" operation")
-            if matching is None:
-                raise self.error("unexpected grouping modifier: group_left/group_right need on() or ignoring()")
-            card = "many-to-one" if self.advance().text.lower() == "group_left" else "one-to-many"
-            include: list[str] = []
-            if self.at_op("("):
-                include = self.parse_label_list()
-            for name in include:
-                if matching.on and name in matching.labels:
-                    raise self.error(f"label \"{name}\" must not occur in ON and GROUP clause at once")
-            matching = ast.VectorMatching(card, matching.on, matching.labels, tuple(include))
+            if self.at_kw("group_left", "group_right"):
+                if op in SET_OPS:
+                    raise self.error(f"no grouping allowed for \"{op}\" operation")
+                card = "many-to-one" if self.advance().text.lower() == "group_left" else "one-to-many"
+                include: list[str] = []
+                if self.at_op("("):
+                    include = self.parse_label_list()
+                for name in include:
+                    if matching.on and name in matching.labels:
+                        raise self.error(f"label \"{name}\" must not occur in ON and GROUP clause at once")
+                matching = ast.VectorMatching(card, matching.on, matching.labels, tuple(include))
         return return_bool, matching
 
     def parse_label_list(self) -> list[str]:
@@ -197,27 +233,87 @@ class Parser:
     def parse_postfix(self, expr: ast.Expr) -> ast.Expr:
         while True:
             if self.at_op("["):
-                start = self.tok.pos
-                self.advance()
-                if self.tok.kind != DURATION:
-                    raise self.error(f"unexpected {self.describe(self.tok)} in range, expected duration")
-                dur = self.advance()
-                if self.at_op(":") or (self.tok.kind == IDENT and self.tok.text.startswith(":")):
-                    # The lexer reads ":1m" as an identifier (metric names may hold colons).
-                    raise ParseError("subqueries ([range:resolution]) are not supported by fleetmon", start)
-                self.expect_op("]", "range")
-                if not isinstance(expr, ast.VectorSelector):
-                    raise ParseError("ranges only allowed for vector selectors", start)
-                assert isinstance(dur.value, int)
-                if dur.value <= 0:
-                    raise ParseError("range must be greater than zero", dur.pos)
-                expr = ast.MatrixSelector(expr, dur.value, pos=expr.pos)
+                expr = self.parse_range(expr)
             elif self.at_kw("offset"):
-                raise self.error("the offset modifier is not supported by fleetmon")
+                expr = self.parse_offset(expr)
             elif self.at_op("@"):
-                raise self.error("the @ modifier is not supported by fleetmon")
+                expr = self.parse_at(expr)
             else:
                 return expr
+
+    def parse_range(self, expr: ast.Expr) -> ast.Expr:
+        start = self.advance().pos
+        if self.tok.kind != DURATION:
+            raise self.error(f"unexpected {self.describe(self.tok)} in range, expected duration")
+        dur = self.advance()
+        assert isinstance(dur.value, int)
+        if self.at_op(":"):
+            self.advance()
+            step = 0
+            if self.tok.kind == DURATION:
+                assert isinstance(self.tok.value, int)
+                step = self.advance().value  # type: ignore[assignment]
+            self.expect_op("]", "subquery")
+            if expr.type != VECTOR:
+                raise ParseError(f"subquery is only allowed on instant vector, got {expr.type} instead", start)
+            if dur.value <= 0:
+                raise ParseError("subquery range must be greater than zero", dur.pos)
+            return ast.Subquery(expr, dur.value, step, pos=expr.pos)
+        self.expect_op("]", "range")
+        if not isinstance(expr, ast.VectorSelector):
+            raise ParseError("ranges only allowed for vector selectors", start)
+        if expr.offset_ms or expr.at:
+            raise ParseError("no offset modifiers allowed before range", start)
+        if dur.value <= 0:
+            raise ParseError("range must be greater than zero", dur.pos)
+        return ast.MatrixSelector(expr, dur.value, pos=expr.pos)
+
+    def _modifier_target(self, expr: ast.Expr, what: str, pos: int) -> ast.VectorSelector | ast.Subquery:
+        target = expr.vector if isinstance(expr, ast.MatrixSelector) else expr
+        if not isinstance(target, (ast.VectorSelector, ast.Subquery)):
+            raise ParseError(f"{what} modifier must be preceded by an instant vector selector or range vector "
+                             "selector or a subquery", pos)
+        return target
+
+    def parse_offset(self, expr: ast.Expr) -> ast.Expr:
+        t = self.advance()
+        target = self._modifier_target(expr, "offset", t.pos)
+        sign = 1
+        if self.at_op("-", "+"):
+            sign = -1 if self.advance().text == "-" else 1
+        if self.tok.kind != DURATION:
+            raise self.error(f"unexpected {self.describe(self.tok)} in offset, expected duration")
+        dur = self.advance()
+        assert isinstance(dur.value, int)
+        if target.offset_ms:
+            raise ParseError("offset may not be set multiple times", t.pos)
+        target.offset_ms = sign * dur.value
+        return expr
+
+    def parse_at(self, expr: ast.Expr) -> ast.Expr:
+        t = self.advance()
+        target = self._modifier_target(expr, "@", t.pos)
+        if target.at:
+            raise ParseError("@ <timestamp> may not be set multiple times", t.pos)
+        if self.at_kw("start", "end"):
+            kind = ast.AT_START if self.advance().text.lower() == "start" else ast.AT_END
+            self.expect_op("(", "@ modifier")
+            self.expect_op(")", "@ modifier")
+            target.at = kind
+            return expr
+        sign = 1.0
+        if self.at_op("-", "+"):
+            sign = -1.0 if self.advance().text == "-" else 1.0
+        if self.tok.kind != NUMBER:
+            raise self.error(f"unexpected {self.describe(self.tok)} in @, expected timestamp")
+        value = self.advance().value
+        assert isinstance(value, float)
+        ts = sign * value
+        if math.isinf(ts) or math.isnan(ts) or not -9.223372036854776e18 < ts * 1000 < 9.223372036854776e18:
+            raise ParseError(f"timestamp out of bounds for @ modifier: {ts:f}", t.pos)
+        target.at = ast.AT_TIME
+        target.at_ms = _go_round(ts * 1000)
+        return expr
 
     def parse_primary(self) -> ast.Expr:
         t = self.tok
@@ -230,7 +326,7 @@ class Parser:
             assert isinstance(t.value, str)
             return ast.StringLiteral(t.value, pos=t.pos)
         if t.kind == DURATION:
-            raise self.error(f"unexpected duration {t.text!r}: durations are only allowed in ranges")
+            raise self.error(f"unexpected duration {t.text!r}: durations are only allowed in ranges and offsets")
         if self.at_op("("):
             self.advance()
             inner = self.parse_binary(0)
@@ -243,11 +339,11 @@ class Parser:
             nxt = self.toks[self.i + 1]
             opens = (nxt.kind == OP and nxt.text == "(") or (
                 nxt.kind == IDENT and nxt.text.lower() in ("by", "without"))
-            if (low in AGGREGATIONS or low in PROMETHEUS_ONLY_AGGREGATIONS) and opens:
+            if low in AGGREGATIONS and opens:
                 return self.parse_aggregate()
             if nxt.kind == OP and nxt.text == "(":
                 return self.parse_call()
-            if low in KEYWORDS:
+            if low in KEYWORDS or low in AGGREGATIONS:
                 raise self.error(f"unexpected keyword {t.text!r}")
             self.advance()
             return self.parse_selector(t.text, t.pos)
@@ -280,7 +376,7 @@ class Parser:
             self.advance()
         if name:
             if any(m.name == NAME for m in matchers):
-                raise ParseError(f"metric name must not be set twice: {name!r}", pos)
+                raise ParseError(f"metric name must not be set twice: {go_quote(name)}", pos)
             matchers.insert(0, Matcher.new(NAME, "=", name))
         else:
             eq = [m.value for m in matchers if m.name == NAME and m.op == "="]
@@ -289,58 +385,73 @@ class Parser:
             raise ParseError("vector selector must contain at least one non-empty matcher", pos)
         return ast.VectorSelector(name, matchers, pos=pos)
 
-    def parse_call(self) -> ast.Call:
-        t = self.advance()
-        name = t.text
-        if name not in FUNCTIONS:
-            if name in PROMETHEUS_ONLY_FUNCTIONS:
-                raise ParseError(f"function {name}() is not supported by fleetmon", t.pos)
-            raise ParseError(f"unknown function with name {name!r}", t.pos)
-        self.expect_op("(", "function call")
+    def parse_args(self, what: str) -> list[ast.Expr]:
+        self.expect_op("(", what)
         args: list[ast.Expr] = []
         while not self.at_op(")"):
             args.append(self.parse_binary(0))
             if self.at_op(","):
                 self.advance()
             elif not self.at_op(")"):
-                raise self.error(f"unexpected {self.describe(self.tok)} in function call, expected \",\" or \")\"")
+                raise self.error(f"unexpected {self.describe(self.tok)} in {what}, expected \",\" or \")\"")
         self.advance()
-        want, ret = FUNCTIONS[name]
-        if len(args) != len(want):
-            raise ParseError(f"expected {len(want)} argument(s) in call to {name!r}, got {len(args)}", t.pos)
-        for i, (arg, typ) in enumerate(zip(args, want, strict=True)):
+        return args
+
+    def parse_call(self) -> ast.Call:
+        t = self.advance()
+        name = t.text
+        if name not in FUNCTIONS:
+            raise ParseError(f"unknown function with name {go_quote(name)}", t.pos)
+        args = self.parse_args("function call")
+        want, variadic, ret = FUNCTIONS[name]
+        nargs = len(want)
+        if variadic == 0:
+            if nargs != len(args):
+                raise ParseError(f"expected {nargs} argument(s) in call to {go_quote(name)}, got {len(args)}", t.pos)
+        elif nargs - 1 > len(args):
+            raise ParseError(f"expected at least {nargs - 1} argument(s) in call to {go_quote(name)}, "
+                             f"got {len(args)}", t.pos)
+        elif variadic > 0 and nargs - 1 + variadic < len(args):
+            raise ParseError(f"expected at most {nargs - 1 + variadic} argument(s) in call to {go_quote(name)}, "
+                             f"got {len(args)}", t.pos)
+        for i, arg in enumerate(args):
+            typ = want[min(i, nargs - 1)]
             if arg.type != typ:
-                raise ParseError(f"expected type {typ} in call to function {name!r}, argument {i + 1}, "
-                                 f"got {arg.type}", arg.pos)
+                raise ParseError(f"expected type {typ} in call to function {go_quote(name)}, got {arg.type}",
+                                 arg.pos)
         return ast.Call(name, args, ret, pos=t.pos)
 
     def parse_aggregate(self) -> ast.Aggregate:
         t = self.advance()
         op = t.text.lower()
-        if op in PROMETHEUS_ONLY_AGGREGATIONS:
-            raise ParseError(f"aggregation {op}() is not supported by fleetmon", t.pos)
         grouping: list[str] = []
         without = has_grouping = False
         if self.at_kw("by", "without"):
             without = self.advance().text.lower() == "without"
             grouping = self.parse_label_list()
             has_grouping = True
-        self.expect_op("(", "aggregation")
-        if self.at_op(")"):
-            raise self.error(f"no arguments for aggregate expression {op!r} provided")
-        inner = self.parse_binary(0)
-        if self.at_op(","):
-            raise self.error(f"aggregation {op}() takes a single argument")
-        self.expect_op(")", "aggregation")
+        args = self.parse_args("aggregation")
         if self.at_kw("by", "without"):
             if has_grouping:
                 raise self.error("aggregation has both a leading and a trailing grouping clause")
             without = self.advance().text.lower() == "without"
             grouping = self.parse_label_list()
             has_grouping = True
+        if not args:
+            raise ParseError("no arguments for aggregate expression provided", t.pos)
+        want = 2 if op in AGGREGATIONS_WITH_PARAM else 1
+        if len(args) != want:
+            raise ParseError(f"wrong number of arguments for aggregate expression provided, expected {want}, "
+                             f"got {len(args)}", t.pos)
+        inner = args[-1]
+        param = args[0] if want == 2 else None
         if inner.type != VECTOR:
             raise ParseError(f"expected type instant vector in aggregation expression, got {inner.type}", inner.pos)
-        return ast.Aggregate(op, inner, frozenset(grouping), without, has_grouping, pos=t.pos)
+        if param is not None:
+            need = STRING if op == "count_values" else SCALAR
+            if param.type != need:
+                raise ParseError(f"expected type {need} in aggregation parameter, got {param.type}", param.pos)
+        return ast.Aggregate(op, inner, frozenset(grouping), without, has_grouping, param, pos=t.pos)
 
     def check_binary(self, op: str, lhs: ast.Expr, rhs: ast.Expr, *, return_bool: bool,
                      matching: ast.VectorMatching | None, pos: int) -> ast.Binary:
@@ -350,16 +461,26 @@ class Parser:
         both_vectors = lhs.type == VECTOR and rhs.type == VECTOR
         if op in COMPARISONS and lhs.type == SCALAR and rhs.type == SCALAR and not return_bool:
             raise ParseError("comparisons between scalars must use BOOL modifier", pos)
-        if op in SET_OPS:
-            if not both_vectors:
-                raise ParseError(f"set operator \"{op}\" not allowed in binary scalar expression", pos)
+        if not both_vectors and matching is not None and matching.labels:
+            raise ParseError("vector matching only allowed between instant vectors", pos)
+        if op in SET_OPS and not both_vectors:
+            raise ParseError(f"set operator \"{op}\" not allowed in binary scalar expression", pos)
+        if not both_vectors:
+            matching = None
+        elif op in SET_OPS:
             base = matching or ast.VectorMatching("many-to-many", False, frozenset())
             matching = ast.VectorMatching("many-to-many", base.on, base.labels)
-        elif matching is not None and not both_vectors:
-            raise ParseError("vector matching only allowed between instant vectors", pos)
-        elif both_vectors and matching is None:
+        elif matching is None:
             matching = ast.VectorMatching("one-to-one", False, frozenset())
         return ast.Binary(op, lhs, rhs, return_bool, matching, pos=lhs.pos)
+
+
+def _go_round(x: float) -> int:
+    """Go ``math.Round``: half away from zero."""
+    t = math.trunc(x)
+    if abs(x - t) >= 0.5:
+        t += 1 if x > 0 else -1
+    return t
 
 
 def parse(src: str) -> ast.Expr:

@@ -94,6 +94,16 @@ class EmbeddedStore(Protocol):
         """The node's durable sequence state (an empty one for a node never stored)."""
         ...
 
+    def known_series(self, defs: Sequence[NewSeries]) -> list[int | None]:
+        """The ids of those series the store holds already (None for the others); creates nothing."""
+        ...
+
+    def series_count(self) -> int: ...
+
+    def node_series_count(self, node: str) -> int:
+        """Series the store holds for ``node`` (``limits.max_series_per_node``)."""
+        ...
+
     def series_ids(self, node: str, defs: Sequence[NewSeries]) -> list[int]:
         """The store's ids for these series, creating the missing ones durably."""
         ...

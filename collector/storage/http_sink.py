@@ -1,53 +1,59 @@
-"""What the InfluxDB-family sinks share: the HTTP config keys and their checks, the sink's name
-and health metrics, and how refused chunks are reported.
+"""What the HTTP sinks share: the endpoint's config keys and their checks, the sink's name and
+health metrics; and what the InfluxDB-family sinks share on top (line-protocol keys, encoder).
 
 The v1 sink (:mod:`collector.storage.influx_v1`) and the v2 sink
 (:mod:`collector.storage.influx_v2`) differ in the destination (database/retention policy vs
-org/bucket), the credentials and the client; everything here is the same for both.
+org/bucket), the credentials and the client; the remote-write sink
+(:mod:`collector.storage.remote_write`) speaks protobuf instead of line protocol. Everything
+here is the same for all of them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from collector.errors import ConfigError, SinkError
-from collector.storage.base import HealthSample
-from collector.storage.retry import MAX_LINES, SinkHealth
-from proto.lineprotocol import DIALECTS, Dialect, LineEncoder
+from collector.errors import ConfigError
+from collector.storage.base import HealthSample, SinkBatch
+from collector.storage.lines import ColumnLineEncoder, EncodedBatch, encode_batch
+from collector.storage.retry import MAX_LINES, SinkHealth, gzip_body, raise_refused, send_pipelined
+from fleetmon_common.secrets import redact_url
+from proto.lineprotocol import DIALECTS, Dialect
 
 
 @dataclass
-class HttpSinkConfig:
-    """The keys every InfluxDB-family sink takes; a subclass adds its destination and credentials,
-    checks the destination in :meth:`validate_destination` and extends :meth:`validate`."""
+class HttpEndpointConfig:
+    """The keys of every HTTP sink: where, how long to wait, which TLS trust, and its name. A
+    subclass checks its destination in :meth:`validate_destination` and extends :meth:`validate`."""
 
     url: str = ""
     timeout: float = 10.0
-    gzip: bool = True
-    batch_size: int = MAX_LINES
-    dialect: Dialect = "influxdb1"
-    # Events go to measurement "event" (tags node, kind, severity + labels; fields message,
-    # action). VictoriaMetrics cannot store strings, so its preset turns this off.
-    events: bool = True
     # TLS: a CA bundle (PEM) for a private CA, or verification off (tls_verify: false, tests only).
     tls_ca: str | None = None
     tls_verify: bool = True
-    name: str = "influxdb"
+    name: str = ""
+    # What the spool hands the sink per write (collector/spool.py): at most write_samples samples,
+    # and, with flush_interval > 0, up to that many seconds' worth (so a series brings several
+    # samples per request: several times cheaper for the TSDB, docs/capacity.md).
+    flush_interval: float = 0.0
+    write_samples: int = 100_000
 
     def validate(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+            raise ValueError(f"url must start with http:// or https://, got {redact_url(self.url)!r}")
         # Right after the url, so a section missing its destination hears about that first.
         self.validate_destination()
-        if not 1 <= self.batch_size <= MAX_LINES:
-            raise ValueError(f"batch_size must be 1..{MAX_LINES}, got {self.batch_size}")
         if self.tls_ca is not None and not os.path.isfile(self.tls_ca):
             raise ValueError(f"tls_ca: no such file {self.tls_ca!r}")
         if self.timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {self.timeout}")
-        if self.dialect not in DIALECTS:
-            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
+        if not 0 <= self.flush_interval <= 300:
+            raise ValueError(f"flush_interval must be 0..300 seconds, got {self.flush_interval}")
+        if not 1 <= self.write_samples <= 10_000_000:
+            raise ValueError(f"write_samples must be 1..10000000, got {self.write_samples}")
 
     def validate_destination(self) -> None:
         """Raise ValueError when the sink's required destination keys are missing."""
@@ -59,14 +65,41 @@ class HttpSinkConfig:
             raise ConfigError(f"sink {self.name}: environment variable {variable} ({key}) is not set")
         return value
 
+    def ssl_verify(self) -> bool | ssl.SSLContext:
+        """What an httpx client takes as ``verify``."""
+        if self.tls_ca and self.tls_verify:
+            return ssl.create_default_context(cafile=self.tls_ca)
+        return self.tls_verify
 
-class HttpSinkBase:
-    """The name, health counters and line encoder of an InfluxDB-family sink."""
 
-    def __init__(self, config: HttpSinkConfig) -> None:
+@dataclass
+class HttpSinkConfig(HttpEndpointConfig):
+    """The keys every InfluxDB-family sink takes; a subclass adds its destination and credentials."""
+
+    gzip: bool = True
+    batch_size: int = MAX_LINES
+    dialect: Dialect = "influxdb1"
+    # Events go to measurement "event" (tags node, kind, severity + labels; fields message,
+    # action). VictoriaMetrics cannot store strings, so its preset turns this off.
+    events: bool = True
+    name: str = "influxdb"
+
+    def validate(self) -> None:
+        super().validate()
+        if not 1 <= self.batch_size <= MAX_LINES:
+            raise ValueError(f"batch_size must be 1..{MAX_LINES}, got {self.batch_size}")
+        if self.dialect not in DIALECTS:
+            raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
+
+
+class NamedSink:
+    """The name and health counters of a sink, and how the spool should batch for it."""
+
+    def __init__(self, config: HttpEndpointConfig) -> None:
         config.validate()
         self._health = SinkHealth(config.name)
-        self._encoder = LineEncoder(config.dialect)
+        self.flush_interval = config.flush_interval
+        self.write_samples = config.write_samples
 
     @property
     def name(self) -> str:
@@ -81,13 +114,29 @@ class HttpSinkBase:
         return self._health.samples()
 
 
-def raise_refused(rejected: list[SinkError]) -> None:
-    """After every chunk of a batch was tried: report the chunks the server refused, if any.
+class HttpSinkBase(NamedSink):
+    """The name, health counters and line encoder of an InfluxDB-family sink, and how it sends a
+    batch: planned off the event loop, each chunk rendered (and gzipped) in a worker thread while
+    the previous one is on the wire (:func:`~collector.storage.retry.send_pipelined`)."""
 
-    A refused chunk does not stop the others (they may be fine), so the refusals are collected
-    and raised together, not retryable, naming the first.
-    """
-    if rejected:
-        first = rejected[0]
-        more = f" (and {len(rejected) - 1} more refused requests)" if len(rejected) > 1 else ""
-        raise SinkError(f"{first}{more}", retryable=False) from first
+    def __init__(self, config: HttpSinkConfig) -> None:
+        super().__init__(config)
+        self._lines = config
+        self._encoder = ColumnLineEncoder(config.dialect)
+
+    async def _send_lines(self, batch: SinkBatch, post: Callable[[bytes, bytes], Awaitable[None]]) -> EncodedBatch:
+        """Encode ``batch`` and ``post(chunk, body)`` each chunk; ``chunk`` is the plain text (to
+        name a refused line), ``body`` what goes on the wire."""
+        cfg = self._lines
+        encoded = await asyncio.to_thread(encode_batch, batch, self._encoder, events=cfg.events,
+                                          max_lines=cfg.batch_size)
+
+        def body(i: int) -> tuple[bytes, bytes]:
+            chunk = encoded.render(i)
+            return chunk, gzip_body(chunk) if cfg.gzip else chunk
+
+        await send_pipelined(encoded.n_chunks, body, lambda chunk_body: post(*chunk_body))
+        return encoded
+
+
+__all__ = ["HttpEndpointConfig", "HttpSinkBase", "HttpSinkConfig", "NamedSink", "raise_refused"]

@@ -1,4 +1,4 @@
-"""Build an InfluxDB-family sink from its YAML section, with errors that name where and what.
+"""Build a storage sink from its YAML section, with errors that name where and what.
 
 Kinds:
 
@@ -15,8 +15,17 @@ Kinds:
     ``influxdb2`` dialect, which is how VictoriaMetrics reads backslashes; ``events: false``,
     since it keeps string fields only as 0-valued series. Keys as ``influxdb2``.
 
-Both also take ``events`` (write events to measurement ``event``, default true), ``tls_ca``
-(PEM bundle of a private CA) and ``tls_verify``.
+``remote_write``
+    :class:`~collector.storage.remote_write.RemoteWriteSink`: Prometheus remote write (snappy
+    protobuf) to VictoriaMetrics, vmagent, Prometheus, Mimir, Cortex or Thanos Receive; ``url``
+    is the write endpoint itself (``http://vm:8428/api/v1/write``). Keys: url, timeout,
+    batch_size (samples per request), headers (e.g. ``X-Scope-OrgID``), username, password |
+    password_env, bearer_token | bearer_token_env, tls_ca, tls_verify, name.
+
+Every kind also takes ``flush_interval`` (seconds the spool may gather rows before a write, so a
+series brings several samples per request; default 0) and ``write_samples`` (most samples per
+write; default 100,000), ``tls_ca`` (PEM bundle of a private CA) and ``tls_verify``. The
+InfluxDB kinds also take ``events`` (write events to measurement ``event``, default true).
 
 ``name`` (the ``sink`` label of the health metrics and the prefix of every error) defaults to
 the kind.
@@ -34,8 +43,9 @@ from collector.errors import ConfigError
 from collector.storage.base import Sink
 from collector.storage.influx_v1 import InfluxV1Config, InfluxV1Sink
 from collector.storage.influx_v2 import InfluxV2Config, InfluxV2Sink
+from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
 
-KINDS = ("influxdb", "influxdb_v1", "influxdb2", "influxdb_v2", "victoriametrics")
+KINDS = ("influxdb", "influxdb_v1", "influxdb2", "influxdb_v2", "victoriametrics", "remote_write")
 SINK_TYPES = KINDS
 
 
@@ -51,7 +61,10 @@ def build_sink(kind: str, section: Mapping[str, Any], where: str) -> Sink:
         preset = {"name": kind, "bucket": "fleetmon", "dialect": "influxdb2", "events": False}
         vm = _build(InfluxV2Config, {**preset, **section}, where)
         return _construct(InfluxV2Sink, vm, where)
-    raise ConfigError(f"{where}: unknown sink kind {kind!r}; InfluxDB-family kinds are {', '.join(KINDS)}")
+    if kind == "remote_write":
+        rw = _build(RemoteWriteConfig, {"name": kind, **section}, where)
+        return _construct(RemoteWriteSink, rw, where)
+    raise ConfigError(f"{where}: unknown sink kind {kind!r}; kinds are {', '.join(KINDS)}")
 
 
 def _construct(cls: Any, config: Any, where: str) -> Sink:
@@ -88,6 +101,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return value
         if t in (str, bool) and isinstance(value, t):
             return value
+        if typing.get_origin(t) is dict and isinstance(value, Mapping):
+            if all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                return dict(value)
+            raise ConfigError(f"{where}: expected a mapping of strings to strings, got {value!r}")
     names = ", ".join(_type_name(t) for t in allowed)
     raise ConfigError(f"{where}: expected {names}, got {value!r}")
 
@@ -95,4 +112,6 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 def _type_name(t: Any) -> str:
     if typing.get_origin(t) is typing.Literal:
         return " | ".join(repr(a) for a in typing.get_args(t))
+    if typing.get_origin(t) is dict:
+        return "mapping"
     return "null" if t is type(None) else getattr(t, "__name__", str(t))

@@ -8,9 +8,7 @@ so a returned ``write()`` means durable.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +17,9 @@ import httpx
 
 from collector.errors import SinkError
 from collector.storage.base import SinkBatch
-from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig, raise_refused
-from collector.storage.retry import batch_lines, chunk_lines, gzip_body, http_error
+from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig
+from collector.storage.retry import http_error
+from fleetmon_common.secrets import Secret, redact_url, reveal
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ class InfluxV1Config(HttpSinkConfig):
     retention_policy: str = ""
     username: str | None = None
     # Never logged, never in repr; prefer password_env so the YAML file holds no secret.
-    password: str | None = field(default=None, repr=False)
+    password: str | Secret | None = field(default=None, repr=False)  # or {env: NAME} / {file: PATH}
     password_env: str | None = None
     create_database: bool = False
 
@@ -47,7 +46,7 @@ class InfluxV1Config(HttpSinkConfig):
     def resolved_password(self) -> str | None:
         if self.password_env:
             return self.secret_from_env(self.password_env, "password_env")
-        return self.password
+        return reveal(self.password)
 
 
 @dataclass(frozen=True)
@@ -89,10 +88,7 @@ class InfluxV1Sink(HttpSinkBase):
         auth = None
         if self.config.username is not None:
             auth = httpx.BasicAuth(self.config.username, self.config.resolved_password() or "")
-        verify: bool | ssl.SSLContext = self.config.tls_verify
-        if self.config.tls_ca and self.config.tls_verify:
-            verify = ssl.create_default_context(cafile=self.config.tls_ca)
-        self._client = httpx.AsyncClient(timeout=self.config.timeout, auth=auth, verify=verify,
+        self._client = httpx.AsyncClient(timeout=self.config.timeout, auth=auth, verify=self.config.ssl_verify(),
                                          headers={"User-Agent": "fleetmon-collector"})
         # The server may be down now: the database is created before the first write instead,
         # so a collector starts (and spools) while InfluxDB is away.
@@ -119,33 +115,17 @@ class InfluxV1Sink(HttpSinkBase):
     async def write(self, batch: SinkBatch) -> None:
         self._health.attempt(batch)
         started = time.monotonic()
-        rejected: list[SinkError] = []
         try:
             if not self._db_ready:
                 await self._create_database()
-            # Encoding and gzip are CPU work: off the event loop (a 5,000-line chunk is ~10 ms).
-            n_lines, chunks = await asyncio.to_thread(self._prepare, batch)
-            for text, body in chunks:
-                try:
-                    await self._post(text, body)
-                except SinkError as err:
-                    if err.retryable:
-                        raise
-                    # The other chunks may be fine: write them, then report the refusal.
-                    rejected.append(err)
-            raise_refused(rejected)
+            encoded = await self._send_lines(batch, self._post)
         except SinkError as err:
             self._health.failure(batch, err, time.monotonic() - started)
             raise
-        self._health.success(batch, n_lines, time.monotonic() - started)
+        self._health.success(batch, encoded.n_lines, time.monotonic() - started,
+                            events=encoded.n_event_lines)
 
-    def _prepare(self, batch: SinkBatch) -> tuple[int, list[tuple[str, bytes]]]:
-        lines = batch_lines(batch, encoder=self._encoder, events=self.config.events)
-        chunks = chunk_lines(lines, self.config.batch_size)
-        encode = gzip_body if self.config.gzip else (lambda text: text.encode("utf-8"))
-        return len(lines), [(text, encode(text)) for text in chunks]
-
-    async def _post(self, chunk: str, body: bytes) -> None:
+    async def _post(self, chunk: bytes, body: bytes) -> None:
         params = {"db": self.config.database, "precision": "ns"}
         if self.config.retention_policy:
             params["rp"] = self.config.retention_policy
@@ -157,15 +137,15 @@ class InfluxV1Sink(HttpSinkBase):
         try:
             resp = await self._http().post(url, params=params, content=body, headers=headers)
         except httpx.TimeoutException as err:
-            raise SinkError(f"sink {self.name}: {url} timed out after {self.config.timeout:g}s: "
+            raise SinkError(f"sink {self.name}: {redact_url(url)} timed out after {self.config.timeout:g}s: "
                             f"{type(err).__name__}", retryable=True) from err
         except httpx.TransportError as err:
-            raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
+            raise SinkError(f"sink {self.name}: cannot reach {redact_url(url)}: {type(err).__name__}: {err}",
                             retryable=True) from err
         if resp.status_code in (200, 204):
             return
         raise http_error(self.name, resp.status_code, headers=resp.headers, body=resp.content,
-                         chunk=chunk, url=url)
+                         chunk=chunk.decode("utf-8", "replace"), url=redact_url(url))
 
     async def query(self, influxql: str, *, database: str | None = "", epoch: str = "ns") -> list[Series]:
         """Run InfluxQL (one statement) and return its series; ``database=""`` means the
@@ -181,17 +161,17 @@ class InfluxV1Sink(HttpSinkBase):
         try:
             resp = await self._http().post(url, data=data)
         except httpx.TimeoutException as err:
-            raise SinkError(f"sink {self.name}: query to {url} timed out", retryable=True) from err
+            raise SinkError(f"sink {self.name}: query to {redact_url(url)} timed out", retryable=True) from err
         except httpx.TransportError as err:
-            raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
+            raise SinkError(f"sink {self.name}: cannot reach {redact_url(url)}: {type(err).__name__}: {err}",
                             retryable=True) from err
         if resp.status_code != 200:
             raise http_error(self.name, resp.status_code, headers=resp.headers, body=resp.content,
-                             chunk="", url=url)
+                             chunk="", url=redact_url(url))
         try:
             doc = resp.json()
         except ValueError as err:
-            raise SinkError(f"sink {self.name}: {url} answered non-JSON to {influxql!r}",
+            raise SinkError(f"sink {self.name}: {redact_url(url)} answered non-JSON to {influxql!r}",
                             retryable=False) from err
         series: list[Series] = []
         for result in doc.get("results", []):

@@ -8,12 +8,13 @@ retries, then logs and drops a batch unless an error callback is wired (influxdb
 issues #80, #198, #332). This sink therefore never batches inside the client: it calls the
 client's synchronous write call (``WriteService.post_write``, which the SYNCHRONOUS WriteApi
 wraps) once per chunk, in a worker thread so the event loop never blocks (urllib3 is blocking),
-and every failure raises :class:`~collector.errors.SinkError`. The client's own retries are
-switched off (``retries=False``): retrying is the spool's job, with the back-off in
+while the next chunk is encoded in another, and every failure raises
+:class:`~collector.errors.SinkError`. The client's own retries are switched off
+(``retries=False``): retrying is the spool's job, with the back-off in
 :mod:`collector.storage.retry`.
 
 Why ``post_write`` rather than ``WriteApi.write``: the WriteApi compresses with gzip level 9
-(``enable_gzip``), which cost more than half the sink's time in ``bench/bench_influx.py``; the
+(``enable_gzip``), which cost more than half the sink's time in ``bench/bench_sinks.py``; the
 sink compresses at level 1 itself and passes ``content_encoding="gzip"``, which ``WriteApi.write``
 cannot forward.
 """
@@ -21,7 +22,6 @@ cannot forward.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,8 +34,9 @@ from influxdb_client.service.write_service import WriteService
 
 from collector.errors import SinkError
 from collector.storage.base import SinkBatch
-from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig, raise_refused
-from collector.storage.retry import batch_lines, chunk_lines, gzip_body, http_error, parse_retry_after
+from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig
+from collector.storage.retry import http_error, parse_retry_after
+from fleetmon_common.secrets import Secret, redact_url, reveal
 from proto.lineprotocol import Dialect
 
 
@@ -44,7 +45,7 @@ class InfluxV2Config(HttpSinkConfig):
     org: str = ""
     bucket: str = ""
     # Never logged, never in repr; prefer token_env so the YAML file holds no secret.
-    token: str | None = field(default=None, repr=False)
+    token: str | Secret | None = field(default=None, repr=False)  # or {env: NAME} / {file: PATH}
     token_env: str | None = None
     # InfluxDB 2.x/3.x and VictoriaMetrics unescape "\\"; use influxdb1 against 1.8's v2 API.
     dialect: Dialect = "influxdb2"
@@ -62,7 +63,7 @@ class InfluxV2Config(HttpSinkConfig):
     def resolved_token(self) -> str:
         if self.token_env:
             return self.secret_from_env(self.token_env, "token_env")
-        return self.token or ""
+        return reveal(self.token) or ""
 
 
 class InfluxV2Sink(HttpSinkBase):
@@ -74,7 +75,7 @@ class InfluxV2Sink(HttpSinkBase):
         self._client: Any = None
         self._service: Any = None
         # One write at a time goes through the client (urllib3 pool, health counters).
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         if self._client is not None:
@@ -97,54 +98,43 @@ class InfluxV2Sink(HttpSinkBase):
     async def write(self, batch: SinkBatch) -> None:
         if self._service is None:
             raise SinkError(f"sink {self.name}: write before start()", retryable=False)
-        self._health.attempt(batch)
-        started = time.monotonic()
-        try:
-            n_lines = await asyncio.to_thread(self._write_sync, batch)
-        except SinkError as err:
-            self._health.failure(batch, err, time.monotonic() - started)
-            raise
-        self._health.success(batch, n_lines, time.monotonic() - started)
+        async with self._lock:
+            self._health.attempt(batch)
+            started = time.monotonic()
+            try:
+                # The client's blocking call in a worker thread of its own.
+                encoded = await self._send_lines(
+                    batch, lambda chunk, body: asyncio.to_thread(self._write_one, chunk, body))
+            except SinkError as err:
+                self._health.failure(batch, err, time.monotonic() - started)
+                raise
+            self._health.success(batch, encoded.n_lines, time.monotonic() - started,
+                                events=encoded.n_event_lines)
 
-    def _write_sync(self, batch: SinkBatch) -> int:
-        """Encode, chunk, compress and send, all off the event loop; returns the line count."""
-        lines = batch_lines(batch, encoder=self._encoder, events=self.config.events)
-        rejected: list[SinkError] = []
-        with self._lock:
-            for chunk in chunk_lines(lines, self.config.batch_size):
-                try:
-                    self._write_one(chunk)
-                except SinkError as err:
-                    if err.retryable:
-                        raise
-                    rejected.append(err)  # the other chunks may be fine: write them first
-        raise_refused(rejected)
-        return len(lines)
-
-    def _write_one(self, chunk: str) -> None:
+    def _write_one(self, chunk: bytes, body: bytes) -> None:
         url = f"{self.config.url.rstrip('/')}/api/v2/write"
         self._health.requests += 1
         try:
             if self.config.gzip:
-                self._service.post_write(org=self.config.org, bucket=self.config.bucket, body=gzip_body(chunk),
+                self._service.post_write(org=self.config.org, bucket=self.config.bucket, body=body,
                                          precision=WritePrecision.NS, content_encoding="gzip",
                                          content_type="text/plain; charset=utf-8")
             else:
-                self._service.post_write(org=self.config.org, bucket=self.config.bucket,
-                                         body=chunk.encode("utf-8"), precision=WritePrecision.NS,
-                                         content_type="text/plain; charset=utf-8")
+                self._service.post_write(org=self.config.org, bucket=self.config.bucket, body=body,
+                                         precision=WritePrecision.NS, content_type="text/plain; charset=utf-8")
         except ApiException as err:
             if not err.status:
                 # No HTTP answer: the client reports TLS failures as status 0 with the reason.
                 reason = " ".join(str(err.reason or err).split())
-                raise SinkError(f"sink {self.name}: cannot reach {url}: {reason}", retryable=True) from err
+                raise SinkError(f"sink {self.name}: cannot reach {redact_url(url)}: {reason}", retryable=True) from err
             headers = {k: v for k, v in (err.headers or {}).items()} if err.headers else {}
             raise http_error(self.name, int(err.status), headers=headers, body=err.body,
-                             chunk=chunk, url=url) from err
+                             chunk=chunk.decode("utf-8", "replace"), url=redact_url(url)) from err
         except (urllib3.exceptions.HTTPError, OSError) as err:
             # Connection refused/reset, timeouts: urllib3 raises these with retries=False.
-            raise SinkError(f"sink {self.name}: cannot reach {url}: {type(err).__name__}: {err}",
+            raise SinkError(f"sink {self.name}: cannot reach {redact_url(url)}: {type(err).__name__}: {err}",
                             retryable=True) from err
         except InfluxDBError as err:
             retry_after = parse_retry_after(str(err.retry_after)) if err.retry_after else None
-            raise SinkError(f"sink {self.name}: {url}: {err}", retryable=True, retry_after=retry_after) from err
+            raise SinkError(f"sink {self.name}: {redact_url(url)}: {err}", retryable=True,
+                            retry_after=retry_after) from err

@@ -26,11 +26,13 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from collector.errors import SinkError
-from collector.storage.base import HealthSample, SinkBatch, StoredEvent
-from proto.lineprotocol import Dialect, LineEncoder, encode_line
+from collector.storage.base import HealthSample, SinkBatch
 
 #: Most lines in one HTTP request (InfluxDB's own guidance is 5,000 lines per write).
 MAX_LINES = 5000
@@ -39,47 +41,12 @@ MAX_LINES = 5000
 MAX_BYTES = 8 * 1024 * 1024
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-def batch_lines(batch: SinkBatch, dialect: Dialect = "influxdb1", encoder: LineEncoder | None = None,
-                *, events: bool = True) -> list[str]:
-    """The batch as line protocol: points grouped per series and instant, then events.
-
-    Values are always written as floats: InfluxDB fixes a field's type per shard, so a counter
-    once written as ``5i`` and later as ``5.5`` would be refused as a field type conflict.
-    A sink passes its long-lived ``encoder`` so escaped series are reused across batches.
-    """
-    enc = encoder or LineEncoder(dialect)
-    grouped: dict[tuple[str, tuple[tuple[str, str], ...], int], dict[str, float]] = {}
-    # The points of one device and instant usually arrive together: while they do, skip hashing
-    # the (measurement, tags, ts) key, which is most of the grouping's cost (bench_influx).
-    last_meas, last_tags, last_ts = "", None, -1
-    fields: dict[str, float] = {}
-    for p in batch.points:
-        if p.tags is not last_tags or p.ts_ns != last_ts or p.measurement != last_meas:
-            last_meas, last_tags, last_ts = p.measurement, p.tags, p.ts_ns
-            key = (last_meas, last_tags, last_ts)
-            found = grouped.get(key)
-            if found is None:
-                found = grouped[key] = {}
-            fields = found
-        fields[p.field] = float(p.value)
-    lines = []
-    for (measurement, tags, ts_ns), fields in grouped.items():
-        line = enc.line(measurement, tags, fields, ts_ns)
-        if line is not None:
-            lines.append(line)
-    for ev in batch.events if events else ():
-        line = encode_line("event", event_tags(ev), {"message": ev.message, "action": ev.action},
-                           ev.ts_ns, dialect=enc.dialect)
-        if line is not None:
-            lines.append(line)
-    return lines
-
-
-def event_tags(ev: StoredEvent) -> dict[str, str]:
-    """Tags of an event line: its labels, then node/kind/severity, which win on a clash."""
-    return {**dict(ev.tags), "node": ev.node, "kind": ev.kind, "severity": ev.severity}
+_INFLUX_HINTS = {
+    401: "check the credentials (username/password or token)",
+    403: "check the credentials' write permission",
+    404: "does the database/bucket exist? (set create_database: true to create it)",
+    413: "the server's max-body-size is below one chunk; lower batch_size",
+}
 
 
 def chunk_lines(lines: Sequence[str], max_lines: int = MAX_LINES, max_bytes: int = MAX_BYTES) -> list[str]:
@@ -99,9 +66,39 @@ def chunk_lines(lines: Sequence[str], max_lines: int = MAX_LINES, max_bytes: int
     return chunks
 
 
-def gzip_body(text: str, level: int = 1) -> bytes:
+def cut_chunks(cum_counts: npt.NDArray[np.int64], cum_bytes: npt.NDArray[np.int64], max_count: int,
+               max_bytes: int, *, ramp: int = 4) -> list[tuple[int, int]]:
+    """(first, end) ranges over units (lines, series) whose running totals of samples-or-lines
+    and of bytes are ``cum_counts`` and ``cum_bytes``: at most ``max_count`` and ``max_bytes``
+    per range; a single unit larger than that still gets a range of its own.
+
+    When more than one range is needed, the first holds at most ``1/ramp`` of the limits: the
+    sink renders the next request while one is on the wire (:func:`send_pipelined`), and a
+    small first request puts the server to work sooner.
+    """
+    if max_count < 1:
+        raise ValueError(f"max_count must be at least 1, got {max_count}")
+    n = len(cum_counts)
+    several = n and (int(cum_counts[-1]) > max_count or int(cum_bytes[-1]) > max_bytes)
+    chunks = []
+    first = 0
+    while first < n:
+        count0 = int(cum_counts[first - 1]) if first else 0
+        bytes0 = int(cum_bytes[first - 1]) if first else 0
+        most, most_bytes = (max_count, max_bytes) if first or not several else (
+            max(1, max_count // ramp), max(1, max_bytes // ramp))
+        end = min(int(np.searchsorted(cum_counts, count0 + most, side="right")),
+                  int(np.searchsorted(cum_bytes, bytes0 + most_bytes, side="right")))
+        end = max(end, first + 1)
+        chunks.append((first, end))
+        first = end
+    return chunks
+
+
+def gzip_body(text: str | bytes, level: int = 1) -> bytes:
     """Level 1: line protocol compresses ~10x even so, at a fraction of level 9's CPU."""
-    return gzip.compress(text.encode("utf-8"), compresslevel=level, mtime=0)
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return gzip.compress(data, compresslevel=level, mtime=0)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -181,25 +178,21 @@ def offending_line(message: str, chunk: str) -> str | None:
 
 
 def http_error(sink: str, status: int, *, headers: Mapping[str, str] | None, body: bytes | str | None,
-               chunk: str, url: str) -> SinkError:
-    """The SinkError for a non-2xx answer, classified by status."""
+               chunk: str, url: str, hints: Mapping[int, str] | None = None) -> SinkError:
+    """The SinkError for a non-2xx answer, classified by status; ``hints`` replaces the
+    InfluxDB-flavoured advice appended to a refusal."""
     message = error_text(body)
     retry_after = parse_retry_after((headers or {}).get("Retry-After")) if status in (429, 503) else None
     if status in RETRYABLE_STATUS:
         hint = f" (Retry-After {retry_after:g}s)" if retry_after is not None else ""
         return SinkError(f"sink {sink}: {url} answered {status}{hint}: {message}",
                          retryable=True, retry_after=retry_after)
-    if status == 400:
+    if status == 400 and hints is None:
         bad = offending_line(message, chunk)
         where = f"; first offending line: {bad[:300]!r}" if bad else ""
         return SinkError(f"sink {sink}: {url} refused data (400, not retried): {message}{where}",
                          retryable=False)
-    hint = {
-        401: "check the credentials (username/password or token)",
-        403: "check the credentials' write permission",
-        404: "does the database/bucket exist? (set create_database: true to create it)",
-        413: "the server's max-body-size is below one chunk; lower batch_size",
-    }.get(status, "")
+    hint = (_INFLUX_HINTS if hints is None else hints).get(status, "")
     return SinkError(f"sink {sink}: {url} answered {status} (not retried): {message}"
                      + (f" — {hint}" if hint else ""), retryable=False)
 
@@ -229,10 +222,12 @@ class SinkHealth:
         if self._failing:
             self.retries += 1
 
-    def success(self, batch: SinkBatch, lines: int, duration: float) -> None:
+    def success(self, batch: SinkBatch, lines: int, duration: float, *, events: int | None = None) -> None:
+        """``lines``: line-protocol lines or remote-write series sent; ``events``: events written
+        (all of the batch's unless told)."""
         self._failing = False
-        self.written_points += len(batch.points)
-        self.written_events += len(batch.events)
+        self.written_points += batch.n_points
+        self.written_events += len(batch.events) if events is None else events
         self.written_lines += lines
         self.last_duration = duration
         self.last_success = time.time()
@@ -296,3 +291,49 @@ async def write_with_retry(
                 raise
             await sleep(backoff.delay(attempt, err.retry_after))
 
+
+
+Body = TypeVar("Body")
+
+
+async def send_pipelined(n_chunks: int, render: Callable[[int], Body],
+                         post: Callable[[Body], Awaitable[None]]) -> None:
+    """Post chunks 0..n-1 in order while the next one is rendered in a worker thread.
+
+    Rendering (encoding, compressing) is CPU work and posting is mostly waiting for the server,
+    so overlapping them is what lets a sink approach a raw POST of ready-made bodies
+    (``bench/bench_sinks.py``). A retryable failure stops at once (the spool sends the whole batch
+    again; the servers overwrite what was already stored); a refused chunk does not stop the
+    others, and the refusals are raised together at the end (:func:`raise_refused`).
+    """
+    rejected: list[SinkError] = []
+    upcoming: asyncio.Future[Body] | None = None
+    try:
+        for i in range(n_chunks):
+            body = await (upcoming or asyncio.to_thread(render, i))
+            upcoming = asyncio.ensure_future(asyncio.to_thread(render, i + 1)) if i + 1 < n_chunks else None
+            try:
+                await post(body)
+            except SinkError as err:
+                if err.retryable:
+                    raise
+                rejected.append(err)
+    finally:
+        if upcoming is not None:
+            # Stopped early: the render in flight is not needed; its outcome is collected so an
+            # error in it is not reported as "never retrieved".
+            upcoming.add_done_callback(lambda f: f.cancelled() or f.exception())
+            upcoming.cancel()
+    raise_refused(rejected)
+
+
+def raise_refused(rejected: list[SinkError]) -> None:
+    """After every chunk of a batch was tried: report the chunks the server refused, if any.
+
+    A refused chunk does not stop the others (they may be fine), so the refusals are collected
+    and raised together, not retryable, naming the first.
+    """
+    if rejected:
+        first = rejected[0]
+        more = f" (and {len(rejected) - 1} more refused requests)" if len(rejected) > 1 else ""
+        raise SinkError(f"{first}{more}", retryable=False) from first

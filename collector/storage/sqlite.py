@@ -24,17 +24,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.errors import StoreError
+from collector.errors import CorruptStoreError, StoreError
 from collector.sequence import NodeState, SeqRange
 from collector.storage.embedded import NewSeries, SeriesMeta, SpoolDepth, SpoolRow, WriteItem
+
+_log = logging.getLogger("fleetmon.collector.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS series (
@@ -84,11 +88,54 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 @contextlib.contextmanager
 def _store_errors(path: Path, what: str) -> Iterator[None]:
-    """sqlite3's errors leave as StoreError naming the file and what was being done."""
+    """sqlite3's errors leave as StoreError naming the file and what was being done (damage
+    found on the way as CorruptStoreError, which says what to run)."""
     try:
         yield
+    except sqlite3.DatabaseError as err:
+        if isinstance(err, sqlite3.OperationalError) or not _DAMAGE.search(str(err)):
+            raise StoreError(f"{path}: {what} failed: {err}") from err
+        raise CorruptStoreError(f"{path}: {what} failed: {err}. {recovery_hint(path)}") from err
     except sqlite3.Error as err:
         raise StoreError(f"{path}: {what} failed: {err}") from err
+
+
+_DAMAGE = re.compile(r"malformed|not a database|corrupt", re.IGNORECASE)
+
+
+def recovery_hint(path: Path) -> str:
+    return (f"Stop the collector, then either keep what can be read: `sqlite3 {path} .recover > {path}.sql` "
+            f"(Debian: apt-get install sqlite3), move {path}, {path}-wal and {path}-shm away and load it with "
+            f"`sqlite3 {path} < {path}.sql`; or move the three files away to start with an empty store "
+            "(`corrupt_store: move_aside` in the collector config does that by itself)")
+
+
+def open_store(path: Path, retention_s: float, *, check: str = "quick", on_corrupt: str = "move_aside") -> SqliteStore:
+    """The embedded store at ``path``. A damaged file (issue 12: 8 KB of garbage in the middle
+    was served silently) is moved aside with a clear error line and a fresh store started, or,
+    with ``on_corrupt="refuse"``, a CorruptStoreError says exactly what to run."""
+    try:
+        return SqliteStore(path, retention_s, check)
+    except CorruptStoreError as err:
+        if on_corrupt != "move_aside":
+            raise CorruptStoreError(f"{err} — the collector did not start. {recovery_hint(path)}") from err
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = []
+        for suffix in ("", "-wal", "-shm"):
+            src = path.with_name(path.name + suffix)
+            if src.exists():
+                dst = path.with_name(f"{path.name}.corrupt-{stamp}{suffix}")
+                try:
+                    src.rename(dst)
+                except OSError as move_err:
+                    raise CorruptStoreError(f"{err}; moving it aside failed: {move_err.strerror}. "
+                                            f"{recovery_hint(path)}") from move_err
+                moved.append(str(dst))
+        _log.error("embedded store damaged (%s); moved it aside to %s and started an empty store. What it held "
+                   "(history, the spool for the external sinks, delivery state) is not served any more; agents "
+                   "resend what their WALs still hold. To read the old file: sqlite3 %s .recover",
+                   err, ", ".join(moved), moved[0] if moved else path)
+        return SqliteStore(path, retention_s, check)
 
 
 @dataclass
@@ -122,7 +169,9 @@ class SqliteStore:
 
     Implements :class:`collector.storage.embedded.EmbeddedStore`."""
 
-    def __init__(self, path: Path, retention_s: float = 30 * 86400) -> None:
+    def __init__(self, path: Path, retention_s: float = 30 * 86400, check: str = "quick") -> None:
+        """``check``: ``quick`` / ``full`` runs SQLite's quick_check / integrity_check first;
+        CorruptStoreError when the file is damaged (see :func:`open_store`)."""
         self.path = path
         self.retention_s = retention_s
         self._lock = threading.Lock()
@@ -132,6 +181,11 @@ class SqliteStore:
             raise StoreError(f"{path.parent}: cannot create the data dir: {err.strerror}") from err
         with self._errors("open"):
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            try:
+                self._check(check)
+            except BaseException:
+                self._db.close()
+                raise
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: an ack promises durability, so the commit must reach the disk.
             self._db.execute("PRAGMA synchronous=FULL")
@@ -140,12 +194,27 @@ class SqliteStore:
             self._series: dict[tuple[str, str], int] = {}
             for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
                 self._series[(name, labels)] = sid
+            self._per_node: Counter[str] = Counter(dict(self._db.execute(
+                "SELECT node, count(*) FROM series GROUP BY node").fetchall()))
         #: Samples dropped because the store already held a value for their (series, timestamp):
         #: the first value is kept (see the module docstring). Counted since this process started.
         self.duplicate_samples = 0
 
     def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         return _store_errors(self.path, what)
+
+    def _check(self, how: str) -> None:
+        """Damage SQLite can see: a file that is not a database, broken pages, bad indexes."""
+        try:
+            if how == "off":
+                self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return
+            pragma = "integrity_check" if how == "full" else "quick_check"
+            rows = [str(r[0]) for r in self._db.execute(f"PRAGMA {pragma}(20)").fetchall()]
+        except sqlite3.DatabaseError as err:
+            raise CorruptStoreError(f"{self.path}: {err}") from err
+        if rows != ["ok"]:
+            raise CorruptStoreError(f"{self.path}: {pragma} found {len(rows)} problem(s), first: {rows[0]}")
 
     @contextlib.contextmanager
     def _transaction(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -172,6 +241,20 @@ class SqliteStore:
                 "SELECT lo, hi FROM seq_ranges WHERE node = ? ORDER BY lo", (node,))]
             return NodeState(node, row[0], ranges, int(row[1]))
 
+    @staticmethod
+    def _key(d: NewSeries) -> tuple[str, str]:
+        return d.name, json.dumps(d.labels, sort_keys=True, separators=(",", ":"))
+
+    def known_series(self, defs: Sequence[NewSeries]) -> list[int | None]:
+        """The ids of those series the store holds already (None for the others); creates nothing."""
+        return [self._series.get(self._key(d)) for d in defs]
+
+    def series_count(self) -> int:
+        return len(self._series)
+
+    def node_series_count(self, node: str) -> int:
+        return self._per_node[node]
+
     def series_ids(self, node: str, defs: Sequence[NewSeries]) -> list[int]:
         """Ids of these series, creating missing ones in one transaction (a stream's first
         batch defines thousands: one fsync, not thousands)."""
@@ -179,7 +262,7 @@ class SqliteStore:
         missing: list[int] = []
         keys = []
         for i, d in enumerate(defs):
-            key = (d.name, json.dumps(d.labels, sort_keys=True, separators=(",", ":")))
+            key = self._key(d)
             keys.append(key)
             sid = self._series.get(key)
             out.append(sid if sid is not None else -1)
@@ -197,6 +280,8 @@ class SqliteStore:
                     (d.name, d.measurement, d.field, keys[i][1], node, d.type, d.help))
                 out[i] = int(cur.fetchone()[0])
         for i in missing:
+            if keys[i] not in self._series:
+                self._per_node[node] += 1
             self._series[keys[i]] = out[i]
         return out
 

@@ -139,6 +139,7 @@ class SimulatedPlugin(Plugin):
         self._rng = random.Random(seed)
         self._start = time.time()
         self._last_t: float | None = None
+        self._last_now: float | None = None  # wall time of the previous collect()
         self._energy = [self._rng.uniform(1e6, 5e6) for _ in range(config.gpus)]
         self._node_energy = self._rng.uniform(1e8, 2e8)
         self._pdu_energy = self._rng.uniform(1e9, 5e9)
@@ -172,7 +173,10 @@ class SimulatedPlugin(Plugin):
         dt = 0.0 if self._last_t is None else max(0.0, t - self._last_t)
         self._last_t = t
         col = Collection()
-        self._fire_events(t, now, col)
+        # Before this collection's timestamp, which the scheduler took before calling collect().
+        before = self._last_now if self._last_now is not None else self._start
+        self._last_now = now
+        self._fire_events(t, now, before, col)
         total_gpu_power = self._gpus(t, dt, col)
         self._ib(t, col)
         node_power = self._power(t, dt, total_gpu_power, col)
@@ -182,7 +186,7 @@ class SimulatedPlugin(Plugin):
             self._bess(t, dt, col)
         return col
 
-    def _fire_events(self, t: float, now: float, col: Collection) -> None:
+    def _fire_events(self, t: float, now: float, before: float, col: Collection) -> None:
         for i, f in enumerate(self.faults):
             if i in self._fired or t < f.at:
                 continue
@@ -190,9 +194,11 @@ class SimulatedPlugin(Plugin):
             if f.kind == "xid":
                 key = (f.gpu, f.xid)
                 if key not in self._xids:
-                    # The counter existed at 0 before its first XID: say so a moment earlier,
-                    # so increase()/changes() see the step (a series born at 1 shows none).
-                    col.samples.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, now - 0.001))
+                    # The counter existed at 0 before its first XID: say so at the previous
+                    # collection, so increase()/changes() see the step (a series born at 1 shows
+                    # none). Not "now - 1ms": the collection's own timestamp was taken before
+                    # collect() ran, and a slow run put the 0 after the 1 (a counter reset).
+                    col.samples.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, before))
                 self._xids[key] = self._xids.get(key, 0) + 1
                 col.events.append(Event(
                     kind="gpu.xid", severity=_XID_SEVERITY.get(f.xid, Severity.WARNING),

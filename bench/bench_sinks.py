@@ -1,0 +1,292 @@
+"""Every storage sink against real servers, beside a raw POST of the same points, in one run.
+
+    .venv/bin/python bench/bench_sinks.py [--gpus 1000] [--instants 8] [--repeat 3]
+
+Starts influxd 1.x, VictoriaMetrics and vmagent on loopback (Debian packages), then for each
+target writes the same points (GPUs x 10 fields x instants) through:
+
+* ``raw``: the request bodies made beforehand, in the sink's wire format (line protocol in
+  5,000-line requests, uncompressed and gzipped; remote write as the snappy protobuf the sink
+  sends, in 10,000-sample requests), POSTed one after the other with one keep-alive httpx
+  client: the floor a sink can approach;
+* the sink's ``write()`` of one SinkBatch (planning, encoding, compression, HTTP, error checks),
+  for the line-protocol sinks with gzip off and on (the default). The gzip sink is also set
+  against the uncompressed raw POST: that ratio is the price of compression itself, on both
+  sides (level-1 zlib here, gunzip at the server).
+
+Batches are what the spool hands the sinks: columns over a long-lived series catalog, so the
+sinks' per-series caches are warm after the first (untimed) write, as in a running collector.
+Values look like GPU telemetry (whole-degree temperatures, mW power, MiB memory, three clocks,
+an energy counter, error counters at 0), so some repeat, as in a fleet; the share of distinct
+values per batch is printed. ``--distinct`` makes every value distinct instead (worst case).
+
+Each run writes new timestamps into the same series (as a live fleet does); the best of
+``--repeat`` runs is printed as points/s, and in brackets the median over the runs of the ratio
+sink/raw, each raw POST paired with the sink write right after it (the machine is shared: compare
+ratios, not absolute figures, between runs). The server's CPU time
+per million samples during the raw POSTs is printed too (``docs/capacity.md`` uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from collector.storage.base import Samples, SeriesCatalog, SeriesKey, SinkBatch
+from collector.storage.influx_v1 import InfluxV1Config, InfluxV1Sink
+from collector.storage.influx_v2 import InfluxV2Config, InfluxV2Sink
+from collector.storage.lines import ColumnLineEncoder, encode_batch
+from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteEncoder, RemoteWriteSink
+from collector.storage.retry import gzip_body
+from tests.influx_servers import influx_create_database, start_influxd, start_victoria_metrics, start_vmagent
+
+FIELDS = ("temperature_celsius", "memory_temperature_celsius", "power_watts", "utilization_ratio",
+          "memory_used_bytes", "sm_clock_hertz", "energy_joules_total", "pcie_replay_total",
+          "ecc_errors_total", "power_limit_watts")
+
+
+class AnySink(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def write(self, batch: SinkBatch) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Fleet:
+    """The bench's series (one catalog for the whole run) and batches of new instants."""
+
+    def __init__(self, gpus: int, instants: int, distinct: bool) -> None:
+        self.gpus, self.instants, self.distinct = gpus, instants, distinct
+        self.catalog = SeriesCatalog()
+        for g in range(gpus):
+            tags = (("cluster", "c1"), ("gpu", str(g % 8)), ("model", "NVIDIA H100 80GB HBM3"),
+                    ("node", f"node-{g // 8:04d}"), ("rack", f"r{g // 64:03d}"))
+            for f in FIELDS:
+                self.catalog.intern(SeriesKey("gpu", f, tags))
+        self.slot = 0
+
+    def batch(self) -> SinkBatch:
+        self.slot += 1  # a fresh minute of timestamps per batch: the server does the same work each time
+        base = (time.time_ns() // 1_000_000_000 - 86_400 + self.slot * 60) * 1_000_000_000
+        n_series = len(self.catalog)
+        ids = np.tile(np.arange(n_series, dtype=np.int64), self.instants)
+        t = np.repeat(np.arange(self.instants, dtype=np.int64), n_series)
+        ts = base + t * 1_000_000_000
+        g, f = ids // len(FIELDS), ids % len(FIELDS)
+        if self.distinct:
+            values = np.random.default_rng(self.slot).uniform(0, 1000, len(ids))
+        else:
+            values = self.telemetry(g, f, t + self.slot * self.instants)
+        return SinkBatch(self.slot, samples=Samples(self.catalog, ids, ts, values))
+
+    @staticmethod
+    def telemetry(g: np.ndarray, f: np.ndarray, t: np.ndarray) -> np.ndarray:
+        per_field = [
+            45.0 + (g * 7 + t // 4) % 30,  # whole degrees, as NVML reports
+            50.0 + (g * 5 + t // 4) % 30,
+            250 + ((g * 7919 + t * 104729) % 450_000) / 1000,  # NVML reports milliwatts
+            ((g * 13 + t * 7) % 101) / 100,
+            ((g * 2_654_435_761 + t * 40_503) % 80_000) * 1_048_576.0,  # MiB steps of 80 GB
+            np.choose((g + t) % 3, [1.41e9, 1.755e9, 1.98e9]),
+            1e9 + g * 1e6 + t * 412.345,  # energy, ever increasing
+            np.where(g % 97 == 0, 3.0, 0.0),
+            np.zeros_like(g, dtype=np.float64),
+            np.full(g.shape, 700.0),
+        ]
+        return np.choose(f, per_field).astype(np.float64)
+
+
+@dataclass
+class Variant:
+    """One wire format: how the raw bodies are made and sent, and the sink that makes them itself."""
+
+    name: str
+    raw_bodies: Callable[[SinkBatch], list[bytes]]
+    raw_headers: dict[str, str]
+    sink: Callable[[], AnySink]
+
+
+@dataclass
+class Target:
+    label: str
+    raw_url: str
+    raw_params: dict[str, str]
+    variants: list[Variant]
+    server_pid: int
+
+
+def line_bodies(dialect: Any, compress: bool = False) -> Callable[[SinkBatch], list[bytes]]:
+    def make(batch: SinkBatch) -> list[bytes]:
+        encoded = encode_batch(batch, ColumnLineEncoder(dialect), events=False)
+        bodies = [encoded.render(i) for i in range(encoded.n_chunks)]
+        return [gzip_body(b) for b in bodies] if compress else bodies
+    return make
+
+
+def line_variants(dialect: Any, sink: Callable[[bool], AnySink]) -> list[Variant]:
+    plain = {"Content-Type": "text/plain; charset=utf-8"}
+    return [Variant("plain", line_bodies(dialect), plain, lambda: sink(False)),
+            Variant("gzip", line_bodies(dialect, True), {**plain, "Content-Encoding": "gzip"}, lambda: sink(True))]
+
+
+def remote_write_bodies(batch: SinkBatch) -> list[bytes]:
+    plan = RemoteWriteEncoder().plan(batch, RemoteWriteConfig.batch_size)
+    return [plan.render(i)[1] for i in range(len(plan.chunks))]
+
+
+def remote_write_variant(url: str) -> list[Variant]:
+    headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
+               "X-Prometheus-Remote-Write-Version": "0.1.0"}
+    return [Variant("snappy", remote_write_bodies, headers, lambda: RemoteWriteSink(RemoteWriteConfig(url=url)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+async def compare(target: Target, fleet: Fleet, repeat: int) -> None:
+    """Per wire format, a raw POST of ready-made bodies and the sink making them from a batch,
+    interleaved per repeat so all see the same server state."""
+
+    async def raw(client: httpx.AsyncClient, variant: Variant, bodies: list[bytes]) -> float:
+        started = time.perf_counter()
+        for body in bodies:
+            resp = await client.post(target.raw_url, params=target.raw_params, content=body,
+                                     headers=variant.raw_headers)
+            if resp.status_code not in (200, 204):
+                raise RuntimeError(f"{target.raw_url} answered {resp.status_code}: {resp.text[:200]}")
+        return time.perf_counter() - started
+
+    async def via(sink: AnySink, batch: SinkBatch) -> float:
+        started = time.perf_counter()
+        await sink.write(batch)
+        return time.perf_counter() - started
+
+    sinks = {v.name: v.sink() for v in target.variants}
+    best = {(v.name, kind): float("inf") for v in target.variants for kind in ("raw", "sink")}
+    # Ratios of each raw POST and the sink write right after it: the machine's other load hits
+    # both alike, so their median is steadier than a ratio of the bests.
+    paired: dict[str, list[float]] = {v.name: [] for v in target.variants}
+    n = len(fleet.catalog) * fleet.instants
+    cpu_raw = 0.0
+    async with httpx.AsyncClient(timeout=60) as client:
+        for sink in sinks.values():
+            await sink.start()
+        try:
+            for v in target.variants:  # warm up: the series exist and the caches are full before timing
+                await raw(client, v, v.raw_bodies(fleet.batch()))
+                await via(sinks[v.name], fleet.batch())
+            for _ in range(repeat):
+                for v in target.variants:
+                    bodies = v.raw_bodies(fleet.batch())
+                    cpu = cpu_seconds(target.server_pid)
+                    raw_s = await raw(client, v, bodies)
+                    cpu_raw += cpu_seconds(target.server_pid) - cpu
+                    sink_s = await via(sinks[v.name], fleet.batch())
+                    best[v.name, "raw"] = min(best[v.name, "raw"], raw_s)
+                    best[v.name, "sink"] = min(best[v.name, "sink"], sink_s)
+                    paired[v.name].append(raw_s / sink_s)
+        finally:
+            for sink in sinks.values():
+                await sink.aclose()
+    rate = {k: n / t for k, t in best.items()}
+    cells = []
+    for v in target.variants:
+        raw_rate, sink_rate = rate[v.name, "raw"], rate[v.name, "sink"]
+        cells.append(f"{v.name}: raw {raw_rate:>9,.0f} sink {sink_rate:>9,.0f} pts/s "
+                     f"({statistics.median(paired[v.name]):.2f}x)")
+    if any(v.name == "gzip" for v in target.variants):
+        cells.append(f"gzip sink vs plain raw {rate['gzip', 'sink'] / rate['plain', 'raw']:.2f}x")
+    print(f"{target.label:<34} {n:>6} pts | " + " | ".join(cells)
+          + f" | server {cpu_raw / (repeat * len(target.variants) * n) * 1e6:.2f} cpu-s per 1M pts (raw)",
+          flush=True)
+
+
+def encode_rates(fleet: Fleet) -> None:
+    """The encoders alone (no HTTP), warm, on batches they have not seen (new values, as in a
+    running collector), as points per CPU-second of this process."""
+    values = fleet.batch().columns().values
+    distinct = len(np.unique(values.view(np.int64))) / len(values)
+    for label, encode in (("line protocol", _render_lines), ("remote write", _render_remote)):
+        enc: Any = ColumnLineEncoder("influxdb2") if label == "line protocol" else RemoteWriteEncoder()
+        encode(enc, fleet.batch())
+        batches = [fleet.batch() for _ in range(3)]
+        started = time.process_time()
+        for batch in batches:
+            encode(enc, batch)
+        n = sum(b.n_points for b in batches)
+        print(f"encode alone: {label:<14} {n / (time.process_time() - started):>10,.0f} pts per CPU-second "
+              f"(distinct values {distinct:.0%} of a batch)", flush=True)
+
+
+def _render_lines(enc: ColumnLineEncoder, batch: SinkBatch) -> None:
+    encoded = encode_batch(batch, enc, events=False)
+    for i in range(encoded.n_chunks):
+        encoded.render(i)
+
+
+def _render_remote(enc: RemoteWriteEncoder, batch: SinkBatch) -> None:
+    plan = enc.plan(batch, RemoteWriteConfig.batch_size)
+    for i in range(len(plan.chunks)):
+        plan.render(i)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gpus", type=int, default=1000)
+    ap.add_argument("--instants", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--distinct", action="store_true", help="every value distinct (the encoders' worst case)")
+    args = ap.parse_args()
+    fleet = Fleet(args.gpus, args.instants, args.distinct)
+    encode_rates(fleet)
+    with tempfile.TemporaryDirectory(prefix="fleetmon-bench-") as tmp:
+        influxd, influx_url = start_influxd(Path(tmp))
+        vm, vm_url = start_victoria_metrics(Path(tmp))
+        vmagent, vmagent_url = start_vmagent(Path(tmp), f"{vm_url}/api/v1/write")
+        try:
+            influx_create_database(influx_url, "bench")
+            targets = [
+                Target("influxd 1.x /write (v1 sink)", f"{influx_url}/write", {"db": "bench", "precision": "ns"},
+                       line_variants("influxdb1", lambda gz: InfluxV1Sink(InfluxV1Config(
+                           url=influx_url, database="bench", gzip=gz))), influxd.pid),
+                Target("VictoriaMetrics /api/v2/write (v2)", f"{vm_url}/api/v2/write",
+                       {"org": "o", "bucket": "b", "precision": "ns"},
+                       line_variants("influxdb2", lambda gz: InfluxV2Sink(InfluxV2Config(
+                           url=vm_url, org="o", bucket="b", gzip=gz))), vm.pid),
+                Target("VictoriaMetrics /write (v1 sink)", f"{vm_url}/write", {"db": "bench", "precision": "ns"},
+                       line_variants("influxdb2", lambda gz: InfluxV1Sink(InfluxV1Config(
+                           url=vm_url, database="bench", gzip=gz, dialect="influxdb2"))), vm.pid),
+                Target("VictoriaMetrics remote write", f"{vm_url}/api/v1/write", {},
+                       remote_write_variant(f"{vm_url}/api/v1/write"), vm.pid),
+                Target("vmagent remote write", f"{vmagent_url}/api/v1/write", {},
+                       remote_write_variant(f"{vmagent_url}/api/v1/write"), vmagent.pid),
+            ]
+            for target in targets:
+                asyncio.run(compare(target, fleet, args.repeat))
+        finally:
+            vmagent.stop()
+            influxd.stop()
+            vm.stop()
+
+
+if __name__ == "__main__":
+    main()
