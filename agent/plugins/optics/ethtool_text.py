@@ -9,6 +9,7 @@ prints: mA, mW (with dBm beside it), degrees C, V, nm.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Callable
 
@@ -87,12 +88,13 @@ def parse(text: str) -> ModuleReading:
         elif key == "vendor sn":
             r.serial = value
         elif key in ("laser wavelength", "wavelength"):
-            num = _NUMBER.search(value)
-            if num and value.rstrip().endswith("nm"):
-                r.wavelength_nm = float(num.group())
+            num = _number(value)
+            if num is not None and value.rstrip().endswith("nm"):
+                r.wavelength_nm = num
         elif key in ("module state",):
             with contextlib.suppress(ValueError, IndexError):
-                r.module_state = int(value.split()[0], 16)
+                state = int(value.split()[0], 16)
+                r.module_state = state if 0 <= state <= 0xFF else None  # a byte (CMIS lower page 3)
         elif key in _LIST_FLAGS and value.startswith("["):
             items = [v.strip().lower() for v in value.strip("[] ").split(",") if v.strip()]
             for n, item in enumerate(items, start=1):
@@ -126,7 +128,8 @@ def _level(key: str) -> str | None:
 
 def _number(value: str) -> float | None:
     m = _NUMBER.search(value)
-    return float(m.group()) if m else None
+    number = float(m.group()) if m else math.inf
+    return number if math.isfinite(number) else None  # 400 digits read as inf: not a reading
 
 
 def _threshold(r: ModuleReading, key: str, value: str) -> None:

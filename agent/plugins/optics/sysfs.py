@@ -57,8 +57,9 @@ def parse_state(text: str | None) -> int | None:
     if not text:
         return None
     head = text.partition(":")[0].strip()
-    # isdigit() alone is true for "²" and other digits int() refuses; the kernel prints ASCII.
-    return int(head) if head.isascii() and head.isdigit() else None
+    # isdigit() alone is true for "²" and other digits int() refuses; the kernel prints ASCII
+    # (and a small number: 4300 digits are past what int() reads).
+    return int(head) if head.isascii() and head.isdigit() and len(head) <= 20 else None
 
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec")
@@ -73,6 +74,12 @@ def parse_rate(text: str | None) -> float | None:
         return None
     gbits = float(m.group(1))
     return gbits * 1e9 / 8 if math.isfinite(gbits) else None  # 400 nines read as inf: no rate
+
+
+def parse_count(text: str | None) -> int | None:
+    """A counter the kernel prints unsigned (carrier_changes, …): anything else is not one."""
+    value = parse_int(text)
+    return value if value is not None and 0 <= value < 1 << 64 else None
 
 
 def parse_speed(text: str | None) -> float | None:
@@ -241,9 +248,9 @@ def read_net(sysfs_root: str, name: str) -> NetInterface:
         name=name,
         operstate=read_text(f"{path}/operstate") or None,
         carrier=parse_int(read_text(f"{path}/carrier")),
-        carrier_changes=parse_int(read_text(f"{path}/carrier_changes")),
-        carrier_up=parse_int(read_text(f"{path}/carrier_up_count")),
-        carrier_down=parse_int(read_text(f"{path}/carrier_down_count")),
+        carrier_changes=parse_count(read_text(f"{path}/carrier_changes")),
+        carrier_up=parse_count(read_text(f"{path}/carrier_up_count")),
+        carrier_down=parse_count(read_text(f"{path}/carrier_down_count")),
         speed=parse_speed(read_text(f"{path}/speed")),
         mtu=parse_int(read_text(f"{path}/mtu")),
         address=parse_address(read_text(f"{path}/address")),
