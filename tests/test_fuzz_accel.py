@@ -59,6 +59,8 @@ assert TABLES[0] != NAN_TABLE
 @fuzz(60)
 @given(text_input(TABLES), text_input(MAPPINGS), st.lists(text_input(QUERIES), max_size=2), text_input(HEALTH))
 @example(NAN_TABLE, MAPPINGS[0], [QUERIES[0].replace(":", ": inf #", 3)], HEALTH[0])
+# Found by the long run: a 4400-digit id in the mapping raised ValueError (int()'s digit limit).
+@example(TABLES[0], "NPU ID  Chip ID  Chip Logic ID  Chip Name\n" + "1" * 4400 + " 0 0 Ascend 910\n", [], HEALTH[0])
 def test_npu_smi(table_text: str, mapping_text: str, query_texts: list[str], health_text: str) -> None:
     """A collection as the plugin makes it: table, mapping, ``-t`` queries, health, events."""
     table = call(parse_info_table, table_text, errors=(ToolOutputError,))
@@ -126,6 +128,11 @@ def rocm_smi_inputs() -> st.SearchStrategy[str]:
 # the collector refuses label values past 1024 bytes), "nan" a NaN gauge.
 @example(json.dumps({"card0": {"Device Name": {"(Topology)": 10**400}, "Unique ID": "0x1"}}))
 @example(json.dumps({"card0": {"Temperature (Sensor edge) (C)": "nan", "GPU use (%)": "1" + "0" * 400}}))
+# Found by the long run: json.loads raises ValueError (not JSONDecodeError) for a 4400-digit
+# number and RecursionError for deep nesting; a 4400-digit card index broke the sort.
+@example('{"card0": {"GPU ID": ' + "1" * 4400 + "}}")
+@example("[" * 100_000)
+@example('{"card' + "1" * 4400 + '": {}}')
 def test_rocm_smi(text: str) -> None:
     readings = call(parse_rocm_smi, text, errors=(ToolOutputError,))
     if readings is not None:
@@ -144,6 +151,7 @@ AMD_SMI_KEYS = sorted({k for k in mi300_metric()} | {"value", "unit", "gpu"})
 @example(json.dumps([{**mi300_metric(), "power": {"socket_power": {"value": 10**400, "unit": "W"}},
                       "temperature": {"edge": {"value": float("nan"), "unit": "C"}}}]),
          json.dumps([{**LIST[0], "market_name": {"x": "y" * 2000}}]))
+@example('[{"gpu": ' + "1" * 4400 + "}]", "[" * 100_000)
 def test_amd_smi(metric: str, listing: str) -> None:
     identity = call(parse_amd_smi_list, listing, errors=(ToolOutputError,))
     readings = call(parse_amd_smi_metric, metric, identity, errors=(ToolOutputError,))

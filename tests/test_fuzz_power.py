@@ -250,6 +250,19 @@ def test_redfish_source_against_a_hostile_bmc(bmc: Bmc, changes: list[tuple[str,
     assert_wire_ready(col)
 
 
+def test_redfish_nesting_past_the_stack_is_a_source_error(bmc: Bmc) -> None:
+    """Found by fuzzing the tool outputs: json.loads raises RecursionError (not ValueError) for
+    deep nesting; a BMC answering that crashed the source instead of failing it with a reason."""
+    with tempfile.TemporaryDirectory() as tmp:
+        deep = Path(tmp) / "deep.json"
+        deep.write_text("[" * 100_000)
+        bmc.state.routes = {**{p: deep for p in MOCKUP}}
+        src = redfish.RedfishSource(env(), RedfishConfig(url=bmc.url, username=USER, password=PASSWORD,
+                                                         auth="basic"), 5.0)
+        with pytest.raises(PluginError, match="invalid JSON"):
+            asyncio.run(src.collect(Collection(), 1000.0))
+
+
 # --- power sysfs -----------------------------------------------------------------------------------
 
 SYSFS_ROOTS = [FIXTURES / "sysfs" / name / "sys" for name in ("procfs", "node-exporter")]

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import DecodeError
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from agent.codec import SeriesTable, build_batch, def_from_json, def_to_json, pack_values, unpack_values
@@ -31,6 +31,7 @@ from agent.model import Event, Metric, MetricType, Sample, Severity
 from agent.transport import METHOD
 from collector.app import Collector
 from collector.config import CollectorConfig
+from collector.storage.retry import error_text
 from proto import telemetry_pb2 as pb
 from proto.lineprotocol import DIALECTS, Dialect, encode_line
 from tests.fuzz import fuzz, mutated_bytes
@@ -229,6 +230,16 @@ def test_messages_decode_or_say_why(data: bytes) -> None:
         assert str(err)
         return
     assert msg.WhichOneof("msg") in (None, "hello", "batch")
+
+
+@fuzz(60)
+@given(st.binary(max_size=300) | st.text(max_size=300) | st.none()
+       | st.sampled_from(['{"error": "partial write: field type conflict"}', '{"message": "unauthorized"}']))
+@example("[" * 100_000)  # found by fuzzing: json.loads raises RecursionError on deep nesting
+def test_sink_error_bodies(body: bytes | str | None) -> None:
+    """What a TSDB answers with a failed write (its message goes into the sink's log line)."""
+    text = error_text(body)
+    assert isinstance(text, str) and len(text) <= 500
 
 
 # --- line protocol, decoded back by each dialect's rules ------------------------------------------

@@ -37,11 +37,9 @@ class AmdSmiIdentity:
 def _load(text: str, source: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ToolOutputError(
-            f"{source}: output is not JSON ({err.msg} at line {err.lineno} column {err.colno}); "
-            f"it starts {text.strip()[:40]!r}"
-        ) from err
+    except (ValueError, RecursionError) as err:  # also a 4300-digit number, or nesting past the stack
+        why = f"{err.msg} at line {err.lineno} column {err.colno}" if isinstance(err, json.JSONDecodeError) else err
+        raise ToolOutputError(f"{source}: output is not JSON ({why}); it starts {text.strip()[:40]!r}") from err
 
 
 def _gpu_list(doc: Any, source: str) -> list[dict[str, Any]]:

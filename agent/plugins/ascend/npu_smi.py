@@ -170,8 +170,11 @@ def parse_mapping(text: str, *, source: str = "npu-smi info -m") -> list[ChipMap
         m = _MAP_ROW_RE.match(line)
         if m is None:
             continue  # blank or trailing lines
-        logic = None if m.group(3) == "-" else int(m.group(3))
-        out.append(ChipMapping(int(m.group(1)), int(m.group(2)), logic, m.group(4)))
+        try:
+            logic = None if m.group(3) == "-" else int(m.group(3))
+            out.append(ChipMapping(int(m.group(1)), int(m.group(2)), logic, m.group(4)))
+        except ValueError:  # past int()'s 4300 digits
+            raise ToolOutputError(f"{source}: chip row {line.strip()[:60]!r} has a number out of range") from None
     if not out:
         raise ToolOutputError(f"{source}: header but no chip rows (truncated?)")
     return out

@@ -304,7 +304,7 @@ class RedfishSource(Source):
             raise SourceError(f"{self.target}: GET {path}: HTTP {resp.status_code}")
         try:
             doc = json.loads(resp.content)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # RecursionError: nesting past the stack
             raise SourceError(f"{self.target}: GET {path}: invalid JSON: {err}") from err
         if not isinstance(doc, dict):
             raise SourceError(f"{self.target}: GET {path}: expected a JSON object, got {type(doc).__name__}")
