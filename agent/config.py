@@ -155,11 +155,15 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None,
         import yaml  # noqa: PLC0415 - the parser is needed at start only; the agent drops it after (main.py)
 
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from err
         try:
             loaded = yaml.safe_load(text)
+        except RecursionError as err:  # PyYAML composes nested collections recursively
+            raise ConfigError(f"{path}: not valid YAML: nested too deeply") from err
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             pos = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""

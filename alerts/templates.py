@@ -205,7 +205,10 @@ def _operand(kind: str, text: str, at: int) -> _Operand:
     if kind == "str":
         return _Lit(unquote(text, at))
     if kind == "num":
-        return _Lit(float(text) if any(c in text for c in ".eE") else int(text))
+        try:
+            return _Lit(float(text) if any(c in text for c in ".eE") else int(text))
+        except ValueError:  # past int()'s 4300 digits; Go's template parser refuses it too
+            raise ParseError(f"illegal number syntax: {text[:20]}...", at) from None
     if kind == "var":
         parts = text[1:].split(".")
         if parts[0] not in _PREDEFINED:
@@ -398,6 +401,12 @@ def printf(fmt: Any, *args: Any) -> str:
         out.append(fmt[pos:m.start()])
         pos = m.end()
         flags, width, prec, verb = m.groups()
+        if _too_large(width) or _too_large(prec):
+            # Go's fmt gives up on a width or precision past 10^6 and prints the rest as NOVERB:
+            # without that bound one verb would build a string of any size.
+            out.append("%!(NOVERB)")
+            pos = len(fmt)
+            break
         if verb == "%":
             out.append("%")
             continue
@@ -413,6 +422,16 @@ def printf(fmt: Any, *args: Any) -> str:
         extra = ", ".join(f"{_go_type(a)}={_print(a)}" for a in args[argi:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
+
+
+def _too_large(digits: str | None) -> bool:
+    """fmt.parsenum: a number whose value passes 10^6 before its last digit is refused."""
+    num = 0
+    for d in digits or "":
+        if num > 1_000_000:
+            return True
+        num = num * 10 + int(d)
+    return False
 
 
 def _format_one(spec: str, verb: str, arg: Any) -> str:

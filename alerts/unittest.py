@@ -90,7 +90,7 @@ def expand_values(text: str) -> list[float | bool | None]:
             continue
         gap = _GAP.match(item)
         if gap:
-            out.extend([False] * int(gap.group("n") or 1))
+            out.extend([False] * _repeat(len(out), gap.group("n") or "1", text))
             continue
         m = _ITEM.match(item)
         if not m:
@@ -101,10 +101,21 @@ def expand_values(text: str) -> list[float | bool | None]:
             continue
         b = float(m.group("b")) if m.group("b") else 0.0
         # "a+bxN" is N+1 values; promtool adds b step by step, so do the same float sums.
-        for _ in range(int(m.group("n")) + 1):
+        for _ in range(_repeat(len(out), m.group("n"), text) + 1):
             out.append(a)
             a += b
     return out
+
+
+#: Samples one series may expand to (a year at one a minute is 525,600): "1x100000000" would
+#: otherwise build gigabytes of floats before any test runs.
+MAX_SERIES_VALUES = 1_000_000
+
+
+def _repeat(have: int, digits: str, text: str) -> int:
+    if len(digits) > 7 or have + int(digits) + 1 > MAX_SERIES_VALUES:
+        raise UnitTestError(f"series values {text[:60]!r} expand to more than {MAX_SERIES_VALUES} samples")
+    return int(digits)
 
 
 def _duration(value: Any, what: str) -> int:

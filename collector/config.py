@@ -152,9 +152,13 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     where = str(path) if path else "collector config"
     if path is not None:
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as err:
             raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from err
+        except RecursionError as err:  # PyYAML composes nested collections recursively
+            raise ConfigError(f"{path}: not valid YAML: nested too deeply") from err
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from err
         if loaded is not None and not isinstance(loaded, dict):

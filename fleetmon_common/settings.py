@@ -260,7 +260,10 @@ def parse_size(text: str) -> int:
     text = text.strip()
     for unit, mult in _SIZES.items():
         if text.endswith(unit):
-            return int(float(text[: -len(unit)].strip()) * mult)
+            try:
+                return int(float(text[: -len(unit)].strip()) * mult)
+            except OverflowError:  # "infKB", "1e400MiB": float() reads them, int() cannot
+                raise ValueError(f"{text!r} is not a size") from None
     return int(text)
 
 

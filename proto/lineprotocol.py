@@ -39,6 +39,7 @@ _MEAS = str.maketrans({",": r"\,", " ": r"\ "})
 _KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 
 
+_LINE_START = "#\t\0"
 _V1_BEFORE_SPECIAL = re.compile(r"\\+(?=[ ,=]|$)")
 
 
@@ -53,7 +54,9 @@ def _prepare(text: str, dialect: Dialect, *, tag: bool) -> str:
 
 
 def escape_measurement(name: str, dialect: Dialect = "influxdb1") -> str:
-    return _prepare(name, dialect, tag=False).translate(_MEAS)
+    # A line starting with '#' is a comment (the point would be dropped without a word), and a
+    # leading tab or NUL is skipped as blank by the parsers: neither can start a measurement.
+    return _prepare(name, dialect, tag=False).lstrip(_LINE_START).translate(_MEAS)
 
 
 def escape_key(text: str, dialect: Dialect = "influxdb1") -> str:

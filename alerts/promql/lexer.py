@@ -158,7 +158,8 @@ def tokenize(src: str) -> list[Token]:
             toks.append(Token(STRING, text, i, unquote(text, i)))
             i = j + 1
             continue
-        if ch.isdigit() or (ch == "." and i + 1 < n and src[i + 1].isdigit()):
+        # ASCII digits only: str.isdigit() is also true for "²", which no number pattern matches.
+        if "0" <= ch <= "9" or (ch == "." and i + 1 < n and "0" <= src[i + 1] <= "9"):
             m = _DURATION.match(src, i)
             end_ok = m is not None and (m.end() >= n or not (src[m.end()].isalnum() or src[m.end()] == "_"))
             if m and end_ok:
@@ -170,7 +171,10 @@ def tokenize(src: str) -> list[Token]:
             text = m.group()
             if m.end() < n and (src[m.end()].isalnum() or src[m.end()] == "_"):
                 raise ParseError(f"bad number or duration syntax: {src[i:m.end() + 1]!r}", i)
-            value = float(int(text, 16)) if text[:2] in ("0x", "0X") else float(text)
+            try:
+                value = float(int(text, 16)) if text[:2] in ("0x", "0X") else float(text)
+            except OverflowError:  # a hex literal past float64 (Prometheus: "error parsing number")
+                raise ParseError(f"error parsing number: {text[:20]}... is out of range", i) from None
             toks.append(Token(NUMBER, text, i, value))
             i = m.end()
             continue

@@ -485,7 +485,10 @@ def _go_round(x: float) -> int:
 
 def parse(src: str) -> ast.Expr:
     """Parse an expression; raises ``ParseError`` with the offset of the problem."""
-    return Parser(src).parse()
+    try:
+        return Parser(src).parse()
+    except RecursionError:  # the parser recurses per nesting level and per operator
+        raise ParseError("expression nests too deeply (parentheses, unary or binary operators)", 0) from None
 
 
 def check_rule_expr(expr: ast.Expr) -> None:

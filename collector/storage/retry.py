@@ -151,7 +151,7 @@ def error_text(body: bytes | str | None) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting past the stack
         return text.strip()[:500]
     if isinstance(doc, dict):
         for key in ("error", "message"):

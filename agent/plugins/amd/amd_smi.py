@@ -13,6 +13,7 @@ amd-smi documentation and CHANGELOG (``ecc_blocks``, ``throttle.*_violation_stat
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +37,9 @@ class AmdSmiIdentity:
 def _load(text: str, source: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ToolOutputError(
-            f"{source}: output is not JSON ({err.msg} at line {err.lineno} column {err.colno}); "
-            f"it starts {text.strip()[:40]!r}"
-        ) from err
+    except (ValueError, RecursionError) as err:  # also a 4300-digit number, or nesting past the stack
+        why = f"{err.msg} at line {err.lineno} column {err.colno}" if isinstance(err, json.JSONDecodeError) else err
+        raise ToolOutputError(f"{source}: output is not JSON ({why}); it starts {text.strip()[:40]!r}") from err
 
 
 def _gpu_list(doc: Any, source: str) -> list[dict[str, Any]]:
@@ -66,6 +65,8 @@ def parse_amd_smi_list(text: str, *, source: str = "amd-smi list --json") -> dic
 
 def _text(v: Any) -> str:
     if v is None or (isinstance(v, str) and v.strip().upper().startswith("N/A")):
+        return ""
+    if isinstance(v, (dict, list)):  # not a name: str() of it would become a label
         return ""
     return str(v).strip()
 
@@ -97,10 +98,12 @@ class _Gpu:
             raise ToolOutputError(f"{self.source}: {self.name} {'.'.join(path)} is {raw!r}, expected a number")
         try:
             value = float(raw)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an integer past a float's range
             raise ToolOutputError(
                 f"{self.source}: {self.name} {'.'.join(path)} is {raw!r}, expected a number"
             ) from None
+        if not math.isfinite(value):  # NaN/Infinity (JSON tokens Python reads): not reported
+            return None
         if units is not None and unit:
             if unit not in units:
                 raise ToolOutputError(f"{self.source}: {self.name} {'.'.join(path)} has unknown unit {unit!r}")

@@ -23,6 +23,7 @@ number is due is a :class:`~agent.toolrun.ToolOutputError` naming the card and t
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -34,7 +35,7 @@ AMD_CLOCK = gauge("amd_clock_hertz", "Other AMD clock domains (fclk, socclk, dce
 AMD_VOLTAGE = gauge("amd_voltage_volts", "GPU core voltage", "volts")
 AMD_HBM_TEMPERATURE = gauge("amd_hbm_temperature_celsius", "Temperature of one HBM stack", "celsius")
 
-_CARD_RE = re.compile(r"^card(\d+)$")
+_CARD_RE = re.compile(r"^card([0-9]{1,9})$")  # a bounded ASCII index: int() of 4300 digits raises
 _MHZ_RE = re.compile(r"^\(?\s*(\d+(?:\.\d+)?)\s*Mhz\s*\)?$", re.IGNORECASE)
 # "pcie clock level": "1 (16.0GT/s x16)" -- current DPM level, then rate and width.
 _PCIE_RE = re.compile(r"\(\s*(\d+(?:\.\d+)?)\s*GT/s\s+x(\d+)\s*\)")
@@ -61,6 +62,9 @@ class _Card:
             value = self.data.get(label)
             if value is None:
                 continue
+            if isinstance(value, (dict, list)):  # str() of it would become a label or a "number"
+                raise ToolOutputError(f"{self.source}: {self.name} {label!r} is a JSON "
+                                      f"{'object' if isinstance(value, dict) else 'array'}, expected a value")
             if not isinstance(value, str):
                 value = str(value)
             if _na(value):
@@ -78,11 +82,12 @@ class _Card:
             return None
         label, value = got
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             raise ToolOutputError(
                 f"{self.source}: {self.name} {label!r} is {value!r}, expected a number"
             ) from None
+        return number if math.isfinite(number) else None  # "nan", or digits past a float: not reported
 
     def mhz(self, label: str) -> float | None:
         got = self._raw(label)
@@ -111,12 +116,10 @@ def parse_rocm_smi(text: str, *, source: str = "rocm-smi", vendor: str = "amd", 
     """Parse rocm-smi/hy-smi JSON; ``source`` names the command in errors."""
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError as err:
+    except (ValueError, RecursionError) as err:  # also a 4300-digit number, or nesting past the stack
         snippet = text.strip()[:40]
-        raise ToolOutputError(
-            f"{source}: output is not JSON ({err.msg} at line {err.lineno} column {err.colno}); "
-            f"it starts {snippet!r}"
-        ) from err
+        why = f"{err.msg} at line {err.lineno} column {err.colno}" if isinstance(err, json.JSONDecodeError) else err
+        raise ToolOutputError(f"{source}: output is not JSON ({why}); it starts {snippet!r}") from err
     if not isinstance(doc, dict):
         raise ToolOutputError(f"{source}: expected a JSON object of cards, got {type(doc).__name__}")
     system = doc.get("system")

@@ -16,6 +16,7 @@ Checked against the ascend-faultdiag captures in ``shared/fixtures/ascend/mind-c
 from __future__ import annotations
 
 import calendar
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -55,7 +56,8 @@ def _quantity(text: str, want_unit: str, what: str, source: str) -> float | None
     m = _NUMBER_UNIT.match(text.strip())
     if m is None or m.group(2) not in (want_unit, ""):
         raise ToolOutputError(f"{source}: {what} is {text!r}, expected a number in {want_unit}")
-    return float(m.group(1))
+    value = float(m.group(1))
+    return value if math.isfinite(value) else None  # 400 digits read as inf: not a reading
 
 
 @dataclass
@@ -173,6 +175,8 @@ def parse_link_stat(text: str, *, source: str) -> LinkStat:
                 up_count = int(value.strip())
             except ValueError:
                 raise ToolOutputError(f"{source}: link up count is {value.strip()!r}, expected a number") from None
+            if not 0 <= up_count < 1 << 64:
+                raise ToolOutputError(f"{source}: link up count is {up_count}, not a count")
             seen_header = True
             continue
         if sep and key in ("current time", "link change records"):
@@ -197,9 +201,12 @@ def parse_stat(text: str, *, source: str) -> dict[str, int]:
         if not sep:
             raise ToolOutputError(f"{source}: line {line[:60]!r} is not 'name:number'")
         try:
-            out[key.strip()] = int(value.strip())
+            number = int(value.strip())
         except ValueError:
             raise ToolOutputError(f"{source}: {key.strip()} is {value.strip()!r}, expected a number") from None
+        if not 0 <= number < 1 << 64:  # the tool's counters are u64; -1 would be a counter run backwards
+            raise ToolOutputError(f"{source}: {key.strip()} is {number}, not a counter (0 to 2^64-1)")
+        out[key.strip()] = number
     if not out:
         raise ToolOutputError(f"{source}: no counters")
     return out

@@ -17,6 +17,7 @@ Values npu-smi cannot read print as ``NA`` (or ``-``): they are ``None`` here.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -36,9 +37,10 @@ def _number(text: str | None, what: str, source: str) -> float | None:
     if text is None or text.strip().upper() in _NA:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ToolOutputError(f"{source}: {what} is {text!r}, expected a number") from None
+    return value if math.isfinite(value) else None  # float() reads "nan"/"inf": not a reading
 
 
 def _pair(text: str | None, what: str, source: str) -> tuple[float | None, float | None]:
@@ -168,8 +170,11 @@ def parse_mapping(text: str, *, source: str = "npu-smi info -m") -> list[ChipMap
         m = _MAP_ROW_RE.match(line)
         if m is None:
             continue  # blank or trailing lines
-        logic = None if m.group(3) == "-" else int(m.group(3))
-        out.append(ChipMapping(int(m.group(1)), int(m.group(2)), logic, m.group(4)))
+        try:
+            logic = None if m.group(3) == "-" else int(m.group(3))
+            out.append(ChipMapping(int(m.group(1)), int(m.group(2)), logic, m.group(4)))
+        except ValueError:  # past int()'s 4300 digits
+            raise ToolOutputError(f"{source}: chip row {line.strip()[:60]!r} has a number out of range") from None
     if not out:
         raise ToolOutputError(f"{source}: header but no chip rows (truncated?)")
     return out

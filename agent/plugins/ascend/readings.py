@@ -14,6 +14,8 @@ Vocabulary choices for Ascend, documented in the README:
 
 from __future__ import annotations
 
+import math
+
 from agent.model import Event, Metric, Severity, counter, gauge
 from agent.plugins.accel import AccelReading, EccCount, Extra
 from agent.plugins.ascend.npu_smi import ChipMapping, Health, InfoTable, KvQuery, TableChip
@@ -73,9 +75,10 @@ def _num(fields: dict[str, str], key: str, where: str) -> float | None:
     if text is None or text.strip().upper() in ("NA", "N/A", "-", ""):
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ToolOutputError(f"npu-smi: {where} {key!r} is {text!r}, expected a number") from None
+    return value if math.isfinite(value) else None  # float() reads "nan"/"inf": not a reading
 
 
 def _mib(v: float | None) -> float | None:

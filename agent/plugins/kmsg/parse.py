@@ -44,6 +44,7 @@ class Record:
     seq: int | None = None
 
 
+_U64 = 1 << 64
 _KMSG = re.compile(r"^(\d+),(\d+),(\d+),[^;]*;(.*)$", re.S)
 _DECODE_PREFIX = re.compile(r"^[a-z]+\s*:[a-z]+\s*: ")
 _ISO = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)[,.](\d{1,9})([+-]\d\d:?\d\d|Z)? (.*)$", re.S)
@@ -59,6 +60,10 @@ def parse_line(line: str) -> Record | None:
     m = _KMSG.match(line)
     if m:
         prio, seq, usec, message = m.groups()
+        # Sequence and timestamp are u64 (dev-kmsg ABI): more than 20 digits is not a record
+        # (and int() refuses past 4300 digits, float() overflows past 308).
+        if max(len(prio), len(seq), len(usec)) > 20 or int(usec) >= _U64 or int(seq) >= _U64:
+            raise Malformed(f"kmsg record numbers out of range in {line[:80]!r}")
         return Record(message, since_boot=int(usec) / 1e6, priority=int(prio) & 7, seq=int(seq))
     body = _DECODE_PREFIX.sub("", line, count=1)
     m = _ISO.match(body)
@@ -83,7 +88,10 @@ def parse_line(line: str) -> Record | None:
         return Record(m.group(2), wall=when)
     m = _MONO.match(body)
     if m:
-        return Record(m.group(2), since_boot=float(m.group(1)))
+        since_boot = float(m.group(1))
+        if not since_boot <= _U64 / 1e9:  # printk time is a u64 of nanoseconds (this also refuses inf)
+            raise Malformed(f"bad timestamp in {line[:80]!r}")
+        return Record(m.group(2), since_boot=since_boot)
     raise Malformed(f"not a kernel log line: {line[:80]!r}")
 
 

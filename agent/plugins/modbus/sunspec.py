@@ -164,8 +164,10 @@ def _decode_group(g: GroupDef, regs: list[int], offset: int, end: int, *, model:
         p = out.points[name]
         if p.sf and isinstance(raw, (int, float)):
             sf = _lookup_sf(p.sf, chain)
-            if sf is None:
-                continue  # scale factor not implemented: the value cannot be known
+            if sf is None or not -10 <= sf <= 10:
+                # Not implemented, or outside the specification's range (sunssf: -10..10; 32767
+                # would make a 32768-digit number): the value cannot be known.
+                continue
             out.values[name] = raw * 10**sf if sf >= 0 else raw / 10**-sf
         else:
             out.values[name] = raw

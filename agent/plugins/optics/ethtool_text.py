@@ -9,13 +9,13 @@ prints: mA, mW (with dBm beside it), degrees C, V, nm.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Callable
 
 from agent.plugins.optics.eeprom import EepromError
 from agent.plugins.optics.reading import Lane, ModuleReading, identifier_name
 
-_LINE = re.compile(r"^\s*(?P<key>[^:]+?)\s*:\s?(?P<value>.*?)\s*$")
 _LANE = re.compile(r"\s*\((?:Channel|Chan|Lane)\s*(\d+)\)\s*")
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
@@ -49,9 +49,12 @@ def parse(text: str) -> ModuleReading:
     """One module's reading from ``ethtool -m`` output; raises EepromError when it is not one."""
     fields: list[tuple[str, str]] = []
     for line in text.splitlines():
-        m = _LINE.match(line)
-        if m:
-            fields.append((m["key"], m["value"]))
+        # ``key : value``: split at the first colon, not with a regex (``\s*[^:]+?\s*:`` backtracked
+        # cubically on a long run of blanks without a colon: a hang on one odd line).
+        key, sep, value = line.partition(":")
+        if sep and key:
+            value = value[1:] if value[:1].isspace() else value
+            fields.append((key.strip(), value.rstrip()))
     if not fields or fields[0][0].lower() != "identifier":
         raise EepromError("ethtool -m output does not start with 'Identifier'")
     ident_text = fields[0][1]
@@ -59,6 +62,8 @@ def parse(text: str) -> ModuleReading:
         ident = int(ident_text.split()[0], 16)
     except (ValueError, IndexError) as err:
         raise EepromError(f"ethtool -m: unreadable identifier {ident_text!r}") from err
+    if not 0 <= ident <= 0xFF:  # SFF-8024 identifiers are one byte
+        raise EepromError(f"ethtool -m: identifier {ident_text!r} is not a byte")
     standard = "SFF-8472" if ident == 0x03 else ("SFF-8636" if ident in (0x0C, 0x0D, 0x11) else "CMIS")
     r = ModuleReading(standard=standard, identifier=ident, type=identifier_name(ident))
     lanes: dict[int, Lane] = {}
@@ -83,12 +88,13 @@ def parse(text: str) -> ModuleReading:
         elif key == "vendor sn":
             r.serial = value
         elif key in ("laser wavelength", "wavelength"):
-            num = _NUMBER.search(value)
-            if num and value.rstrip().endswith("nm"):
-                r.wavelength_nm = float(num.group())
+            num = _number(value)
+            if num is not None and value.rstrip().endswith("nm"):
+                r.wavelength_nm = num
         elif key in ("module state",):
             with contextlib.suppress(ValueError, IndexError):
-                r.module_state = int(value.split()[0], 16)
+                state = int(value.split()[0], 16)
+                r.module_state = state if 0 <= state <= 0xFF else None  # a byte (CMIS lower page 3)
         elif key in _LIST_FLAGS and value.startswith("["):
             items = [v.strip().lower() for v in value.strip("[] ").split(",") if v.strip()]
             for n, item in enumerate(items, start=1):
@@ -122,7 +128,8 @@ def _level(key: str) -> str | None:
 
 def _number(value: str) -> float | None:
     m = _NUMBER.search(value)
-    return float(m.group()) if m else None
+    number = float(m.group()) if m else math.inf
+    return number if math.isfinite(number) else None  # 400 digits read as inf: not a reading
 
 
 def _threshold(r: ModuleReading, key: str, value: str) -> None:

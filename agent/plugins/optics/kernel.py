@@ -144,6 +144,10 @@ def parse_reply(buf: bytes, seq: int) -> NetlinkReply:
         body = buf[pos + 16 : pos + length]
         if rseq == seq:
             if kind == NLMSG_ERROR:
+                # struct nlmsgerr: the error code, then the request's header (16 bytes) at least.
+                if len(body) < 4 + 16:
+                    raise EepromError(f"netlink error reply for request {seq} is {len(body)} bytes, "
+                                      "shorter than struct nlmsgerr")
                 (code,) = struct.unpack_from("=i", body, 0)
                 reply = NetlinkReply(error=-code)
                 if flags & NLM_F_ACK_TLVS:

@@ -7,6 +7,7 @@ table 9-11 (A2h byte 110 status), table 9-12 (alarm and warning flags).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from agent.plugins.optics.fields import EepromError, f32, s16, text, u16
@@ -72,13 +73,13 @@ def decode(a0: bytes, a2: bytes | None) -> ModuleReading:
     txp = cal.tx_power if cal else float
     rxp = cal.rx_power if cal else float
 
-    r.temperature_c = temp(s16(a2, 96)) * TEMP_LSB_C
-    r.voltage_v = volt(u16(a2, 98)) * VCC_LSB_V
+    r.temperature_c = _finite(temp(s16(a2, 96)) * TEMP_LSB_C)
+    r.voltage_v = _finite(volt(u16(a2, 98)) * VCC_LSB_V)
     lane = Lane(
         lane=1,
-        tx_bias_a=bias(u16(a2, 100)) * BIAS_LSB_A,
-        tx_power_mw=txp(u16(a2, 102)) * POWER_LSB_MW,
-        rx_power_mw=rxp(u16(a2, 104)) * POWER_LSB_MW,
+        tx_bias_a=_finite(bias(u16(a2, 100)) * BIAS_LSB_A),
+        tx_power_mw=_finite(txp(u16(a2, 102)) * POWER_LSB_MW),
+        rx_power_mw=_finite(rxp(u16(a2, 104)) * POWER_LSB_MW),
     )
     # Thresholds are stored in the same raw form as the readings; with external calibration
     # they are A/D counts too and take the same conversion (section 9.3).
@@ -93,7 +94,9 @@ def decode(a0: bytes, a2: bytes | None) -> ModuleReading:
         fn, lsb, signed = conv[quantity]
         for i, level in enumerate(LEVELS):
             raw = s16(a2, base + 2 * i) if signed else u16(a2, base + 2 * i)
-            r.thresholds[(quantity, level)] = fn(raw) * lsb
+            value = _finite(fn(raw) * lsb)
+            if value is not None:
+                r.thresholds[(quantity, level)] = value
 
     if a0[93] & FLAGS_IMPLEMENTED:
         for quantity, (byte, bit) in FLAG_BITS.items():
@@ -109,6 +112,12 @@ def decode(a0: bytes, a2: bytes | None) -> ModuleReading:
         lane.tx_fault = bool(status & 0x04)
     r.lanes.append(lane)
     return r
+
+
+def _finite(value: float) -> float | None:
+    """External calibration constants are IEEE-754 floats the module's vendor wrote: NaN or
+    infinity there (or a product that overflows) is no reading, and is omitted."""
+    return value if math.isfinite(value) else None
 
 
 class _Calibration:

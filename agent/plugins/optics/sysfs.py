@@ -10,6 +10,7 @@ that reads ``N/A (no PMA)`` on an iWARP device) is unsupported: it yields None, 
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -56,7 +57,9 @@ def parse_state(text: str | None) -> int | None:
     if not text:
         return None
     head = text.partition(":")[0].strip()
-    return int(head) if head.isdigit() else None
+    # isdigit() alone is true for "²" and other digits int() refuses; the kernel prints ASCII
+    # (and a small number: 4300 digits are past what int() reads).
+    return int(head) if head.isascii() and head.isdigit() and len(head) <= 20 else None
 
 
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec")
@@ -67,13 +70,23 @@ def parse_rate(text: str | None) -> float | None:
     if not text:
         return None
     m = _RATE.match(text)
-    return float(m.group(1)) * 1e9 / 8 if m else None
+    if not m:
+        return None
+    gbits = float(m.group(1))
+    return gbits * 1e9 / 8 if math.isfinite(gbits) else None  # 400 nines read as inf: no rate
+
+
+def parse_count(text: str | None) -> int | None:
+    """A counter the kernel prints unsigned (carrier_changes, …): anything else is not one."""
+    value = parse_int(text)
+    return value if value is not None and 0 <= value < 1 << 64 else None
 
 
 def parse_speed(text: str | None) -> float | None:
     """``speed`` in Mb/s -> bytes per second; -1 (unknown, e.g. no link) is None."""
     value = parse_int(text)
-    if value is None or value <= 0:
+    # The kernel prints a u32 (ethtool_link_ksettings.speed); -1 and beyond are no speed.
+    if value is None or not 0 < value < 1 << 32:
         return None
     return value * 1e6 / 8
 
@@ -145,9 +158,11 @@ def _read_numbers(pfd: int, folder: str, names: tuple[str, ...] | None = None) -
             if raw is None:
                 continue
             try:
-                out[name] = int(raw)
+                value = int(raw)
             except ValueError:
                 continue  # "N/A (no PMA)" and the like: unsupported, never 0
+            if 0 <= value < 1 << 64:  # the kernel prints u64 counters; anything else is not one
+                out[name] = value
     finally:
         os.close(dfd)
     return out
@@ -291,9 +306,9 @@ def read_net(sysfs_root: str, name: str, address: bytes | None = None) -> NetInt
         name=name,
         operstate=read_text(f"{path}/operstate") or None,
         carrier=parse_int(read_text(f"{path}/carrier")),
-        carrier_changes=parse_int(read_text(f"{path}/carrier_changes")),
-        carrier_up=parse_int(read_text(f"{path}/carrier_up_count")),
-        carrier_down=parse_int(read_text(f"{path}/carrier_down_count")),
+        carrier_changes=parse_count(read_text(f"{path}/carrier_changes")),
+        carrier_up=parse_count(read_text(f"{path}/carrier_up_count")),
+        carrier_down=parse_count(read_text(f"{path}/carrier_down_count")),
         speed=parse_speed(read_text(f"{path}/speed")),
         mtu=parse_int(read_text(f"{path}/mtu")),
         address=address if address is not None else parse_address(read_text(f"{path}/address")),

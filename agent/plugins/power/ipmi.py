@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -54,7 +55,9 @@ def parse_dcmi_power_reading(text: str) -> DcmiPower:
         key = key.strip().lower()
         if key in _DCMI_FIELDS:
             mt = _WATTS.match(value)
-            if mt:
+            # DCMI carries watts as an unsigned 16-bit number: a negative or overflowing
+            # (400 nines read as inf) reading is no reading.
+            if mt and 0 <= float(mt.group(1)) < math.inf:
                 setattr(out, _DCMI_FIELDS[key], float(mt.group(1)))
         elif key == "power reading state is":
             out.active = value.strip().lower() == "activated"
@@ -73,7 +76,7 @@ class SdrSensor:
     @property
     def entity_id(self) -> int | None:
         head = self.entity.split(".", 1)[0]
-        return int(head) if head.isdigit() else None
+        return int(head) if head.isascii() and head.isdigit() else None  # "²".isdigit() is True
 
 
 _READING = re.compile(r"^(-?\d+(?:\.\d+)?)\s+(\S.*)$")
@@ -87,6 +90,8 @@ def _split_reading(text: str) -> tuple[float | None, str, list[str]]:
         mt = _READING.match(parts[0])
         if mt:
             value, unit = float(mt.group(1)), mt.group(2)
+            if not math.isfinite(value):  # digits past a float's range: no reading
+                value = None
             parts = parts[1:]
         elif parts[0].lower() in ("no reading", "not readable", "disabled") or parts[0].startswith("0x"):
             parts = parts[1:]

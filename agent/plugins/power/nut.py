@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -95,9 +96,10 @@ class UpsReading:
 
 def _float(vars_: Mapping[str, str], key: str) -> float | None:
     try:
-        return float(vars_[key])
+        value = float(vars_[key])
     except (KeyError, ValueError):
         return None
+    return value if math.isfinite(value) else None  # float() reads "nan" and "inf" too
 
 
 def _pct(vars_: Mapping[str, str], key: str) -> float | None:

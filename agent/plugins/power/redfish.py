@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import ssl
 from dataclasses import dataclass, field
@@ -73,9 +74,21 @@ class LegacyPower:
 
 
 def _num(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else, and for NaN/Infinity (Python's json
+    reads those tokens) and integers past a float's range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _list(doc: dict[str, Any], key: str) -> list[Any]:
+    """A collection property; anything but a JSON array (a BMC's mistake) reads as empty."""
+    value = doc.get(key)
+    return value if isinstance(value, list) else []
 
 
 def _reading(doc: dict[str, Any], key: str) -> float | None:
@@ -124,13 +137,13 @@ def parse_power_supply(doc: dict[str, Any], metrics: dict[str, Any] | None, fall
         r.output_w = _reading(metrics, "OutputPowerWatts")
         r.input_v = _reading(metrics, "InputVoltage")
         kwh = _reading(metrics, "EnergykWh")
-        r.energy_j = None if kwh is None else kwh * 3_600_000  # Redfish reports kWh
+        # Redfish reports kWh; a counter never reads negative (nor overflows to inf as joules).
+        r.energy_j = kwh * 3_600_000 if kwh is not None and 0 <= kwh * 3_600_000 < math.inf else None
     return r
 
 
 def parse_power_subsystem(doc: dict[str, Any]) -> list[bool | None]:
-    groups = doc.get("PowerSupplyRedundancy")
-    return [redundancy_ok(g) for g in groups if isinstance(g, dict)] if isinstance(groups, list) else []
+    return [redundancy_ok(g) for g in _list(doc, "PowerSupplyRedundancy") if isinstance(g, dict)]
 
 
 def parse_environment_metrics(doc: dict[str, Any]) -> tuple[float | None, float | None]:
@@ -143,7 +156,7 @@ def parse_environment_metrics(doc: dict[str, Any]) -> tuple[float | None, float 
 def parse_legacy_power(doc: dict[str, Any]) -> LegacyPower:
     """The deprecated ``Power`` resource (Power.v1_x)."""
     out = LegacyPower()
-    for ctl in doc.get("PowerControl") or []:
+    for ctl in _list(doc, "PowerControl"):
         if not isinstance(ctl, dict):
             continue
         watts = _num(ctl.get("PowerConsumedWatts"))
@@ -154,7 +167,7 @@ def parse_legacy_power(doc: dict[str, Any]) -> LegacyPower:
         if isinstance(limit, dict):
             out.limit_w = _num(limit.get("LimitInWatts"))  # null means "no limit": omitted
         break
-    for i, ps in enumerate(doc.get("PowerSupplies") or []):
+    for i, ps in enumerate(_list(doc, "PowerSupplies")):
         if not isinstance(ps, dict):
             continue
         present, up, health = _psu_state(ps)
@@ -166,7 +179,7 @@ def parse_legacy_power(doc: dict[str, Any]) -> LegacyPower:
             input_w=_num(ps.get("PowerInputWatts")), output_w=output,
             input_v=_num(ps.get("LineInputVoltage")), capacity_w=_num(ps.get("PowerCapacityWatts")),
         ))
-    out.redundancy = [redundancy_ok(g) for g in doc.get("Redundancy") or [] if isinstance(g, dict)]
+    out.redundancy = [redundancy_ok(g) for g in _list(doc, "Redundancy") if isinstance(g, dict)]
     return out
 
 
@@ -178,7 +191,7 @@ def _link(doc: dict[str, Any], key: str) -> str | None:
 
 
 def members(doc: dict[str, Any]) -> list[str]:
-    return [str(x["@odata.id"]) for x in doc.get("Members") or []
+    return [str(x["@odata.id"]) for x in _list(doc, "Members")
             if isinstance(x, dict) and isinstance(x.get("@odata.id"), str)]
 
 
@@ -291,7 +304,7 @@ class RedfishSource(Source):
             raise SourceError(f"{self.target}: GET {path}: HTTP {resp.status_code}")
         try:
             doc = json.loads(resp.content)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # RecursionError: nesting past the stack
             raise SourceError(f"{self.target}: GET {path}: invalid JSON: {err}") from err
         if not isinstance(doc, dict):
             raise SourceError(f"{self.target}: GET {path}: expected a JSON object, got {type(doc).__name__}")

@@ -13,6 +13,7 @@ its own: a failure costs that source's samples and one log line, never the other
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -39,8 +40,8 @@ class Env:
     def node_power(self, col: Collection, source: str, watts: float | None, now: float,
                    labels: Labels | None = None) -> None:
         """Add ``node_power_watts`` and its integral ``node_energy_joules_total``."""
-        if watts is None:
-            return
+        if watts is None or not 0 <= watts < math.inf:
+            return  # no power a node draws: it would also run the energy counter backwards
         lab = {"source": source, **(labels or {})}
         col.add(m.NODE_POWER, watts, lab)
         key = "\x00".join(f"{k}={v}" for k, v in sorted(lab.items()))

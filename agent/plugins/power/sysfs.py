@@ -78,7 +78,7 @@ def _link_file_target(path: Path) -> Path | None:
         text = path.read_text().strip()
     except (OSError, UnicodeDecodeError):
         return None
-    if not text.startswith("../") or "\n" in text:
+    if not text.startswith("../") or "\n" in text or "\0" in text:  # NUL: no path (resolve() raises)
         return None
     target = (path.parent / text).resolve()
     return target if target.is_dir() else None
@@ -145,15 +145,24 @@ class _Reader:
 
 
 def _int(text: str | bytes | None) -> int | None:
-    if text is None:
+    """A sysfs number: the kernel prints s64/u64 values; beyond that it is not one (and a
+    400-digit value would overflow the float conversion of the caller)."""
+    if text is None or text == "" or text == b"":
         return None
     try:
-        return int(text)  # int() takes surrounding whitespace, str or bytes
+        value = int(text)  # int() takes surrounding whitespace, str or bytes
     except ValueError:
         return None
+    return value if -(1 << 63) <= value < 1 << 64 else None
 
 
-def _scaled(text: str | None, divisor: int) -> float | None:
+def _uint(text: str | bytes | None) -> int | None:
+    """A u64 sysfs counter (RAPL energy): a negative value is not one."""
+    value = _int(text)
+    return value if value is not None and value >= 0 else None
+
+
+def _scaled(text: str | bytes | None, divisor: int) -> float | None:
     """A sysfs integer in a sub-unit (µW, mV, …) → base unit; None when absent or not a number."""
     value = _int(text)
     return None if value is None else value / divisor
@@ -176,7 +185,7 @@ def parse_rapl_zone(zone: str, attrs: Mapping[str, str]) -> RaplZone:
     for key in attrs:
         mt = _CONSTRAINT.match(key)
         if mt and mt.group(2) == "power_limit_uw":
-            limit = _int(attrs[key])
+            limit = _uint(attrs[key])
             cname = attrs.get(f"constraint_{mt.group(1)}_name") or f"constraint_{mt.group(1)}"
             # 0 is what the kernel shows for a constraint nobody programmed (a disabled
             # subzone such as core): no limit, not a 0 W limit.
@@ -185,8 +194,8 @@ def parse_rapl_zone(zone: str, attrs: Mapping[str, str]) -> RaplZone:
     return RaplZone(
         zone=zone,
         name=attrs.get("name") or zone,
-        energy_uj=_int(attrs.get("energy_uj")),
-        max_energy_range_uj=_int(attrs.get("max_energy_range_uj")),
+        energy_uj=_uint(attrs.get("energy_uj")),
+        max_energy_range_uj=_uint(attrs.get("max_energy_range_uj")),
         limits_uw=limits,
     )
 
