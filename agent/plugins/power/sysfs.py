@@ -147,7 +147,7 @@ class _Reader:
 def _int(text: str | bytes | None) -> int | None:
     """A sysfs number: the kernel prints s64/u64 values; beyond that it is not one (and a
     400-digit value would overflow the float conversion of the caller)."""
-    if text is None or text == "" or text == b"":
+    if not text:
         return None
     try:
         value = int(text)  # int() takes surrounding whitespace, str or bytes
