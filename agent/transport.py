@@ -38,6 +38,9 @@ log = logging.getLogger("fleetmon.agent.transport")
 
 METHOD = "/fleetmon.v1.Telemetry/Stream"
 _CHANNEL_OPTIONS = [
+    # No BDP probing: it sizes the window for data this side *receives*, and the agent receives
+    # only acks; every probe is a ping, its answer and a timer on grpc's threads (see agent/main.py).
+    ("grpc.http2.bdp_probe", 0),
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
