@@ -32,7 +32,14 @@ CONNECTED = Metric("fleetmon_agent", "connected", MetricType.GAUGE, "1 while str
 
 class Batcher:
     """Collects plugin output and writes one batch per ``batch_interval`` to the WAL; a batch
-    with events is written at once, so an XID reaches the collector without waiting."""
+    with events is written at once, so an XID reaches the collector without waiting.
+
+    The batch is written when a collection cycle ends (:meth:`cycle_done`, called by the
+    scheduler once every plugin of the cycle has delivered) whose time reaches the next
+    wall-clock multiple of ``batch_interval``: at 1 Hz with a 1 s batch that is right after each
+    cycle, with no timer of its own; plugins faster than the batch interval have several
+    cycles in one batch.
+    """
 
     def __init__(self, cfg: AgentConfig, wal: Wal, table: SeriesTable, transport: Transport | None) -> None:
         self.cfg = cfg
@@ -42,6 +49,8 @@ class Batcher:
         self._pending: list[Stamped] = []
         self._events: list[Event] = []
         self._wake = asyncio.Event()
+        self._next_batch = 0.0  # wall-clock time from which a cycle's end writes a batch
+        self._flushing = asyncio.Lock()  # cycles and events both write: one batch at a time, in order
         self._last_error = ""
         self.batches = 0
         self.samples = 0
@@ -54,6 +63,14 @@ class Batcher:
             # collected with it, instead of waiting for the next batch tick.
             self._events.extend(col.events)
             self._wake.set()
+
+    async def cycle_done(self, ts: float) -> None:
+        """The plugins of the cycle that started at ``ts`` have all delivered."""
+        if ts < self._next_batch - 0.001:
+            return
+        interval = self.cfg.batch_interval
+        self._next_batch = (ts // interval + 1) * interval
+        await self._flush_logged()
 
     def self_metrics(self) -> Collection:
         connected = self.transport.stats.connected if self.transport else False
@@ -71,6 +88,10 @@ class Batcher:
         Raises WalError (WalFull on a full disk) when the batch could not be stored; its series
         definitions are kept for the next batch, so no id is ever sent without its definition.
         """
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int | None:
         if not self._pending and not self._events:
             return None
         items, events = self._pending, self._events
@@ -104,29 +125,11 @@ class Batcher:
             f.write("\n".join(lines) + "\n")
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.cfg.batch_interval
-        next_at = loop.time() + interval
-        due = asyncio.Event()  # the interval's timer fired (self._wake: that, or an urgent event)
-
-        def tick() -> None:
-            due.set()
-            self._wake.set()
-
-        handle = loop.call_at(next_at, tick)
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                if due.is_set():
-                    due.clear()
-                    next_at += interval
-                    if next_at < loop.time():  # fell behind (a slow disk): keep the phase, skip the missed
-                        next_at += ((loop.time() - next_at) // interval + 1) * interval
-                    handle = loop.call_at(next_at, tick)
-                await self._flush_logged()
-        finally:
-            handle.cancel()
+        """Write a batch at once whenever an event comes (the cycles write the others)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush_logged()
 
     async def _flush_logged(self) -> None:
         try:
@@ -203,7 +206,8 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
                             lambda: list(batcher.self_metrics().samples))
     if cfg.prometheus.listen:
         await exposition.start(cfg.prometheus.listen)
-    scheduler = Scheduler(runners, events, exposition.tee(batcher.sink) if cfg.prometheus.listen else batcher.sink)
+    scheduler = Scheduler(runners, events, exposition.tee(batcher.sink) if cfg.prometheus.listen else batcher.sink,
+                          batcher.cycle_done)
     await scheduler.start()
     log.info("node %s: agent started with plugins %s, WAL %s, collectors %s", cfg.node,
              ",".join(r.name for r in runners if r.enabled), wal.path, ",".join(transport.order))
