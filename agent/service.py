@@ -9,16 +9,19 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.codec import SeriesTable, Stamped, build_batch, unpack_values
 from agent.config import AgentConfig
-from agent.exposition import Exposition
 from agent.model import Collection, Event, Metric, MetricType, Severity
-from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
+from agent.scheduler import EventBuffer, Scheduler, Sink, build_runners, make_context
 from agent.tls import ChannelSecurity
 from agent.transport import Transport
 from agent.wal import Wal, WalError, WalFull
 from proto import telemetry_pb2 as pb
+
+if TYPE_CHECKING:
+    from agent.exposition import Exposition
 
 log = logging.getLogger("fleetmon.agent")
 
@@ -201,13 +204,18 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
                           batch_interval=cfg.batch_interval, backfill_rate=cfg.wal.backfill_rate,
                           plugin_status=plugin_status, on_connected=on_connected, security=security)
     batcher = Batcher(cfg, wal, table, transport)
-    # Opt-in /metrics (agent/exposition.py): keeps each plugin's last collection on the way to the WAL.
-    exposition = Exposition({**cfg.labels, "node": cfg.node}, cfg.prometheus.names,
-                            lambda: list(batcher.self_metrics().samples))
+    sink: Sink = batcher.sink
+    exposition: Exposition | None = None
     if cfg.prometheus.listen:
+        # Opt-in /metrics: keeps each plugin's last collection on the way to the WAL (imported
+        # only then).
+        from agent.exposition import Exposition  # noqa: PLC0415
+
+        exposition = Exposition({**cfg.labels, "node": cfg.node}, cfg.prometheus.names,
+                                lambda: list(batcher.self_metrics().samples))
         await exposition.start(cfg.prometheus.listen)
-    scheduler = Scheduler(runners, events, exposition.tee(batcher.sink) if cfg.prometheus.listen else batcher.sink,
-                          batcher.cycle_done)
+        sink = exposition.tee(batcher.sink)
+    scheduler = Scheduler(runners, events, sink, batcher.cycle_done)
     await scheduler.start()
     log.info("node %s: agent started with plugins %s, WAL %s, collectors %s", cfg.node,
              ",".join(r.name for r in runners if r.enabled), wal.path, ",".join(transport.order))
@@ -222,7 +230,8 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await scheduler.stop()
-        await exposition.close()
+        if exposition is not None:
+            await exposition.close()
         with contextlib.suppress(Exception):
             await batcher.flush()
         wal.close()
