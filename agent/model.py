@@ -89,8 +89,23 @@ class Metric:
         if found is None:
             if len(self._series) >= _SERIES_CACHE_MAX:
                 self._series.clear()
-            found = self._series[items] = Series(self, labels or {})
+            found = Series(self, labels or {})
+            pairs = found.key[2]
+            # Kept under the series' own sorted pairs when the labels came in that order (the
+            # usual case), else under the same shared pairs in the order given: no copies.
+            self._series[pairs if pairs == items else _shared(items)] = found
         return found
+
+
+#: One object per distinct label pair: a node's ~1,000 series share ~100 pairs (``vendor="nvidia"``,
+#: one GPU's ``uuid`` on ~100 of its series), so each series holds only its tuple of them.
+_PAIRS: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def _shared(pairs: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    if len(_PAIRS) >= _SERIES_CACHE_MAX:
+        _PAIRS.clear()  # churning label values must not grow it without bound
+    return tuple([_PAIRS.setdefault(pair, pair) for pair in pairs])
 
 
 def gauge(name: str, help: str, unit: str = "", *, measurement: str | None = None) -> Metric:
@@ -132,7 +147,7 @@ class Series:
 
     def __init__(self, metric: Metric, labels: Labels) -> None:
         self.metric = metric
-        self.key: SeriesKey = (metric.measurement, metric.field, tuple(sorted(labels.items())))
+        self.key: SeriesKey = (metric.measurement, metric.field, _shared(sorted(labels.items())))
 
     @property
     def labels(self) -> Mapping[str, str]:

@@ -4,6 +4,12 @@ Every plugin gets its own single worker thread. A collection that runs past its 
 abandoned (Python cannot kill a thread stuck in C) and counted as failed; while it is still
 stuck, that plugin's later runs are skipped rather than piling up threads, and every other
 plugin keeps its own timing.
+
+One timer drives every plugin: intervals are aligned to wall-clock multiples, so the plugins due
+at one instant (all of them, at 1 Hz) start together and are awaited together, and the event
+loop wakes once when the last of them is done (or at their deadline), not once per plugin. Then
+each collection goes to the sink, and ``on_cycle`` is told (the batcher writes its batch there:
+a cycle at 1 Hz costs one timer, one wake-up for the plugins and one for the WAL).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,26 +139,51 @@ class PluginRunner:
 
     async def collect(self) -> RunResult:
         """Run one collection. Never raises."""
-        start = time.perf_counter()
-        ok = False
-        result = Collection()
-        try:
-            plugin = self.plugin
-            if isinstance(plugin, AsyncPlugin):
-                result = await asyncio.wait_for(plugin.collect(), self.section.timeout)
+        return (await collect_together([self]))[0]
+
+    def _start(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
+        """Start one collection: on the worker thread, or as a task on the loop (an AsyncPlugin)."""
+        plugin = self.plugin
+        if isinstance(plugin, AsyncPlugin):
+            task = loop.create_task(_within(plugin.collect(), self.section.timeout))
+            job.future = task
+            task.add_done_callback(job.done_on_loop)
+            return
+        if self._busy is not None and not self._busy.done():
+            job.error = TimeoutError("previous call is still running")
+            job.done_on_loop(None)
+            return
+        fut = self._pool.submit(plugin.collect)
+        self._busy = job.future = fut
+        fut.add_done_callback(job.done_in_thread)
+
+    def _result(self, job: _Job, started: float) -> RunResult:
+        """What one started collection came to; logs its failure."""
+        seconds = (job.finished if job.finished is not None else time.perf_counter()) - started
+        fut = job.future
+        err: BaseException | None = job.error
+        if err is None:
+            if fut is None or not fut.done() or fut.cancelled():
+                err = TimeoutError()
             else:
-                result = await self._in_thread(plugin.collect, self.section.timeout)
-            ok = True
+                err = fut.exception()
+                if err is None and seconds > self.section.timeout:
+                    err = TimeoutError()  # it finished, but past its deadline: not used, as wait_for would
+        if err is None:
+            assert fut is not None
             self._stuck_logged = False
-        except TimeoutError:
+            return RunResult(fut.result(), True, seconds)
+        if isinstance(err, TimeoutError):
             if not self._stuck_logged:
                 log.warning("plugin %s: collection ran past its %gs deadline", self.name, self.section.timeout)
                 self._stuck_logged = True
-        except AgentError as err:
+        elif isinstance(err, AgentError):
             log.warning("plugin %s: collection failed: %s", self.name, err)
-        except Exception as err:  # supervision boundary
-            log.exception("plugin %s: collection crashed: %s", self.name, err)
-        return RunResult(result, ok, time.perf_counter() - start)
+        elif isinstance(err, Exception):  # supervision boundary
+            log.error("plugin %s: collection crashed: %s", self.name, err, exc_info=err)
+        else:
+            raise err  # KeyboardInterrupt, SystemExit: not the plugin's to swallow
+        return RunResult(Collection(), False, seconds)
 
     def close(self) -> None:
         try:
@@ -160,6 +191,84 @@ class PluginRunner:
         except Exception as err:  # noqa: BLE001 - supervision boundary: closing one plugin never blocks the others
             log.warning("plugin %s: close failed: %s", self.name, err)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _Job:
+    """One collection in flight within :func:`collect_together`."""
+
+    __slots__ = ("error", "finished", "future", "group")
+
+    def __init__(self, group: _Group) -> None:
+        self.group = group
+        self.future: Future[Collection] | asyncio.Future[Collection] | None = None
+        self.error: BaseException | None = None  # set when it could not even start
+        self.finished: float | None = None
+
+    def done_in_thread(self, _fut: object) -> None:
+        self.finished = time.perf_counter()
+        self.group.one_done(in_thread=True)
+
+    def done_on_loop(self, fut: asyncio.Future[Collection] | None) -> None:
+        self.finished = time.perf_counter()
+        if fut is not None and not fut.cancelled():
+            fut.exception()  # looked at here: a task that ends after its group gave up on it is not "never retrieved"
+        self.group.one_done(in_thread=False)
+
+
+class _Group:
+    """Counts the collections of one cycle down; the last one wakes the loop, once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
+        self.loop = loop
+        self.left = count
+        self.lock = threading.Lock()
+        self.all_done: asyncio.Future[None] = loop.create_future()
+
+    def one_done(self, *, in_thread: bool) -> None:
+        with self.lock:
+            self.left -= 1
+            last = self.left == 0
+        if not last:
+            return
+        if in_thread:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the agent is stopping
+                self.loop.call_soon_threadsafe(self.release)
+        else:
+            self.release()
+
+    def release(self) -> None:
+        if not self.all_done.done():
+            self.all_done.set_result(None)
+
+
+async def _within(coro: Awaitable[Collection], seconds: float) -> Collection:
+    async with asyncio.timeout(seconds):
+        return await coro
+
+
+async def collect_together(runners: Sequence[PluginRunner]) -> list[RunResult]:
+    """One collection of each runner, all started at once and awaited together. Never raises.
+
+    The loop wakes once, when the last collection is done or when the longest deadline among
+    them has passed, whichever comes first; a collection that finished past its own deadline
+    counts as failed, as one still running does (its result is not used).
+    """
+    loop = asyncio.get_running_loop()
+    group = _Group(loop, len(runners))
+    jobs = [_Job(group) for _ in runners]
+    started = time.perf_counter()
+    for runner, job in zip(runners, jobs, strict=True):
+        runner._start(job, loop)
+    if group.left > 0:
+        handle = loop.call_later(max(r.section.timeout for r in runners), group.release)
+        try:
+            await group.all_done
+        finally:
+            handle.cancel()
+            for job in jobs:
+                if isinstance(job.future, asyncio.Task) and not job.future.done() and group.all_done.cancelled():
+                    job.future.cancel()  # this cycle was cancelled (the agent stops): so are its tasks
+    return [runner._result(job, started) for runner, job in zip(runners, jobs, strict=True)]
 
 
 def add_self_metrics(col: Collection, name: str, ok: bool, seconds: float) -> None:
@@ -218,41 +327,61 @@ def build_runners(cfg: AgentConfig, ctx: PluginContext, only: list[str] | None =
 
 
 Sink = Callable[[float, Collection], Awaitable[None]]
+CycleHook = Callable[[float], Awaitable[None]]
+#: Plugins due within this many seconds of each other collect in the same cycle.
+_SAME_TICK = 0.001
 
 
 class Scheduler:
-    """Drives the runners; hands every collection (with self-metrics) to ``sink``."""
+    """Drives the runners; hands every collection (with self-metrics) to ``sink``, then calls
+    ``on_cycle`` with the cycle's time once all of that cycle's collections are in."""
 
-    def __init__(self, runners: list[PluginRunner], events: EventBuffer, sink: Sink) -> None:
+    def __init__(self, runners: list[PluginRunner], events: EventBuffer, sink: Sink,
+                 on_cycle: CycleHook | None = None) -> None:
         self.runners = runners
         self.events = events
         self.sink = sink
+        self.on_cycle = on_cycle
         self._tasks: list[asyncio.Task[None]] = []
+        self._cycles: set[asyncio.Task[None]] = set()
 
     def status(self) -> list[PluginStatus]:
         return [PluginStatus(r.name, r.enabled, r.detail) for r in self.runners]
 
     async def start(self) -> None:
         await asyncio.gather(*(r.discover() for r in self.runners))
-        for r in self.runners:
-            if r.enabled:
-                self._tasks.append(asyncio.create_task(self._loop(r), name=f"plugin-{r.name}"))
+        live = [r for r in self.runners if r.enabled]
+        if live:
+            self._tasks.append(asyncio.create_task(self._tick(live), name="plugins"))
         self._tasks.append(asyncio.create_task(self._drain_events(), name="events"))
 
-    async def _loop(self, runner: PluginRunner) -> None:
-        interval = runner.section.interval
+    async def _tick(self, runners: list[PluginRunner]) -> None:
         loop = asyncio.get_running_loop()
-        # Align to wall-clock multiples of the interval so a fleet samples at the same instants.
-        next_at = loop.time() + (-time.time()) % interval
+        # Align to wall-clock multiples of each interval so a fleet samples at the same instants
+        # (and plugins with intervals that divide each other collect together).
+        now, wall = loop.time(), time.time()
+        due_at = [now + (-wall) % r.section.interval for r in runners]
         while True:
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
-            ts = time.time()
-            result, ok, secs = await runner.collect()
+            at = min(due_at)
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            now = loop.time()
+            due = [i for i, t in enumerate(due_at) if t <= at + _SAME_TICK]
+            cycle = asyncio.create_task(self._cycle([runners[i] for i in due], time.time()))
+            self._cycles.add(cycle)  # a slow cycle never holds the next tick back
+            cycle.add_done_callback(self._cycles.discard)
+            for i in due:
+                interval = runners[i].section.interval
+                due_at[i] += interval
+                if due_at[i] < now:  # we fell behind (a stalled loop): skip missed ticks, keep the phase
+                    due_at[i] += ((now - due_at[i]) // interval + 1) * interval
+
+    async def _cycle(self, runners: list[PluginRunner], ts: float) -> None:
+        results = await collect_together(runners)
+        for runner, (result, ok, secs) in zip(runners, results, strict=True):
             add_self_metrics(result, runner.name, ok, secs)
             await self.sink(ts, result)
-            next_at += interval
-            if next_at < loop.time():  # we fell behind (a slow run): skip missed ticks, keep the phase
-                next_at += ((loop.time() - next_at) // interval + 1) * interval
+        if self.on_cycle is not None:
+            await self.on_cycle(ts)
 
     async def _drain_events(self) -> None:
         ready = self.events.bind(asyncio.get_running_loop())
@@ -264,9 +393,10 @@ class Scheduler:
                 await self.sink(time.time(), Collection(events=events))
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        tasks = [*self._tasks, *self._cycles]
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         for r in self.runners:
@@ -278,7 +408,7 @@ async def collect_once(runners: list[PluginRunner], events: EventBuffer) -> Stam
     await asyncio.gather(*(r.discover() for r in runners))
     ts = time.time()
     live = [r for r in runners if r.enabled]
-    results = await asyncio.gather(*(r.collect() for r in live))
+    results = await collect_together(live) if live else []
     total = Collection()
     for r, (result, ok, secs) in zip(live, results, strict=True):
         add_self_metrics(result, r.name, ok, secs)

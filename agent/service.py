@@ -9,16 +9,19 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.codec import SeriesTable, Stamped, build_batch, unpack_values
 from agent.config import AgentConfig
-from agent.exposition import Exposition
 from agent.model import Collection, Event, Metric, MetricType, Severity
-from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
+from agent.scheduler import EventBuffer, Scheduler, Sink, build_runners, make_context
 from agent.tls import ChannelSecurity
 from agent.transport import Transport
 from agent.wal import Wal, WalError, WalFull
 from proto import telemetry_pb2 as pb
+
+if TYPE_CHECKING:
+    from agent.exposition import Exposition
 
 log = logging.getLogger("fleetmon.agent")
 
@@ -32,7 +35,14 @@ CONNECTED = Metric("fleetmon_agent", "connected", MetricType.GAUGE, "1 while str
 
 class Batcher:
     """Collects plugin output and writes one batch per ``batch_interval`` to the WAL; a batch
-    with events is written at once, so an XID reaches the collector without waiting."""
+    with events is written at once, so an XID reaches the collector without waiting.
+
+    The batch is written when a collection cycle ends (:meth:`cycle_done`, called by the
+    scheduler once every plugin of the cycle has delivered) whose time reaches the next
+    wall-clock multiple of ``batch_interval``: at 1 Hz with a 1 s batch that is right after each
+    cycle, with no timer of its own; plugins faster than the batch interval have several
+    cycles in one batch.
+    """
 
     def __init__(self, cfg: AgentConfig, wal: Wal, table: SeriesTable, transport: Transport | None) -> None:
         self.cfg = cfg
@@ -42,6 +52,8 @@ class Batcher:
         self._pending: list[Stamped] = []
         self._events: list[Event] = []
         self._wake = asyncio.Event()
+        self._next_batch = 0.0  # wall-clock time from which a cycle's end writes a batch
+        self._flushing = asyncio.Lock()  # cycles and events both write: one batch at a time, in order
         self._last_error = ""
         self.batches = 0
         self.samples = 0
@@ -54,6 +66,14 @@ class Batcher:
             # collected with it, instead of waiting for the next batch tick.
             self._events.extend(col.events)
             self._wake.set()
+
+    async def cycle_done(self, ts: float) -> None:
+        """The plugins of the cycle that started at ``ts`` have all delivered."""
+        if ts < self._next_batch - 0.001:
+            return
+        interval = self.cfg.batch_interval
+        self._next_batch = (ts // interval + 1) * interval
+        await self._flush_logged()
 
     def self_metrics(self) -> Collection:
         connected = self.transport.stats.connected if self.transport else False
@@ -71,6 +91,10 @@ class Batcher:
         Raises WalError (WalFull on a full disk) when the batch could not be stored; its series
         definitions are kept for the next batch, so no id is ever sent without its definition.
         """
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int | None:
         if not self._pending and not self._events:
             return None
         items, events = self._pending, self._events
@@ -104,29 +128,11 @@ class Batcher:
             f.write("\n".join(lines) + "\n")
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.cfg.batch_interval
-        next_at = loop.time() + interval
-        due = asyncio.Event()  # the interval's timer fired (self._wake: that, or an urgent event)
-
-        def tick() -> None:
-            due.set()
-            self._wake.set()
-
-        handle = loop.call_at(next_at, tick)
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                if due.is_set():
-                    due.clear()
-                    next_at += interval
-                    if next_at < loop.time():  # fell behind (a slow disk): keep the phase, skip the missed
-                        next_at += ((loop.time() - next_at) // interval + 1) * interval
-                    handle = loop.call_at(next_at, tick)
-                await self._flush_logged()
-        finally:
-            handle.cancel()
+        """Write a batch at once whenever an event comes (the cycles write the others)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush_logged()
 
     async def _flush_logged(self) -> None:
         try:
@@ -198,12 +204,18 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
                           batch_interval=cfg.batch_interval, backfill_rate=cfg.wal.backfill_rate,
                           plugin_status=plugin_status, on_connected=on_connected, security=security)
     batcher = Batcher(cfg, wal, table, transport)
-    # Opt-in /metrics (agent/exposition.py): keeps each plugin's last collection on the way to the WAL.
-    exposition = Exposition({**cfg.labels, "node": cfg.node}, cfg.prometheus.names,
-                            lambda: list(batcher.self_metrics().samples))
+    sink: Sink = batcher.sink
+    exposition: Exposition | None = None
     if cfg.prometheus.listen:
+        # Opt-in /metrics: keeps each plugin's last collection on the way to the WAL (imported
+        # only then).
+        from agent.exposition import Exposition  # noqa: PLC0415
+
+        exposition = Exposition({**cfg.labels, "node": cfg.node}, cfg.prometheus.names,
+                                lambda: list(batcher.self_metrics().samples))
         await exposition.start(cfg.prometheus.listen)
-    scheduler = Scheduler(runners, events, exposition.tee(batcher.sink) if cfg.prometheus.listen else batcher.sink)
+        sink = exposition.tee(batcher.sink)
+    scheduler = Scheduler(runners, events, sink, batcher.cycle_done)
     await scheduler.start()
     log.info("node %s: agent started with plugins %s, WAL %s, collectors %s", cfg.node,
              ",".join(r.name for r in runners if r.enabled), wal.path, ",".join(transport.order))
@@ -218,7 +230,8 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await scheduler.stop()
-        await exposition.close()
+        if exposition is not None:
+            await exposition.close()
         with contextlib.suppress(Exception):
             await batcher.flush()
         wal.close()

@@ -20,11 +20,13 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING
 
 from agent.errors import ConfigError
 from fleetmon_common.secrets import Secret
+
+if TYPE_CHECKING:  # grpc is imported by the streaming agent only (agent/main.py: its settings come first)
+    import grpc
 
 
 @dataclass
@@ -76,6 +78,8 @@ class ChannelSecurity:
                 raise ConfigError(f"tls: {tls.key} does not go with {tls.cert}: {err.reason or err}") from err
 
     def channel(self, addr: str, options: Sequence[tuple[str, object]]) -> grpc.aio.Channel:
+        import grpc  # noqa: PLC0415 - see the TYPE_CHECKING import above
+
         tls = self.tls
         if tls is None:
             return grpc.aio.insecure_channel(addr, options=options)

@@ -38,6 +38,9 @@ log = logging.getLogger("fleetmon.agent.transport")
 
 METHOD = "/fleetmon.v1.Telemetry/Stream"
 _CHANNEL_OPTIONS = [
+    # No BDP probing: it sizes the window for data this side *receives*, and the agent receives
+    # only acks; every probe is a ping, its answer and a timer on grpc's threads (see agent/main.py).
+    ("grpc.http2.bdp_probe", 0),
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
@@ -45,6 +48,8 @@ _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 4 << 20),
     ("grpc.enable_retries", 0),
 ]
+#: Batch intervals after an ack before it gets a WAL transaction of its own (see _acks_pending).
+ACK_TIMER_BATCHES = 5
 
 
 def rendezvous_order(node: str, collectors: list[str]) -> list[str]:
@@ -267,20 +272,24 @@ class Transport:
                           self.node, ack.sequence, ack.refused)
             self.wal.ack(ack.sequence)  # noted in memory; the WAL deletes it with its next write
             self._acks_pending()
+            was_full = len(inflight) >= self.max_inflight
             inflight.discard(ack.sequence)
             self.stats.acked_batches += 1
             self.stats.last_ack_at = time.time()
-            self._wake.set()
+            if was_full:
+                self._wake.set()  # room to send again (a backfill comes back by itself, live sends are offered)
 
     def _acks_pending(self) -> None:
-        """Make sure noted acks reach the file: many at once now, else after one batch interval
-        (by then the batcher's next write has usually deleted them already)."""
+        """Make sure noted acks reach the file: many at once now, else after a few batch
+        intervals (the batcher's next write deletes them long before: the timer is for an agent
+        that stopped writing, and does not wake the loop every second)."""
         if self._acks_task is not None and not self._acks_task.done():
             return
         if self.wal.acks_waiting >= ACKS_PER_DELETE:
             self._acks_task = asyncio.create_task(self._apply_acks())
         elif self._acks_due is None:
-            self._acks_due = asyncio.get_running_loop().call_later(self.batch_interval, self._acks_timer)
+            delay = ACK_TIMER_BATCHES * self.batch_interval
+            self._acks_due = asyncio.get_running_loop().call_later(delay, self._acks_timer)
 
     def _acks_timer(self) -> None:
         self._acks_due = None

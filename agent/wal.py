@@ -27,10 +27,10 @@ import array
 import asyncio
 import concurrent.futures as cf
 import logging
+import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +120,7 @@ class Wal:
                                f"{err2}") from err2
         try:
             if "wal_id" not in meta:
-                meta["wal_id"] = uuid.uuid4().hex
+                meta["wal_id"] = os.urandom(16).hex()  # as random as uuid4().hex, without the uuid module
                 self._db.execute("INSERT INTO meta VALUES ('wal_id', ?)", (meta["wal_id"],))
             self.wal_id: str = meta["wal_id"]
             last, oldest, size, count = self._db.execute(

@@ -120,6 +120,30 @@ def test_field_decoding_fast_path_equals_the_bindings_own_reading() -> None:
         nvml_mod._decode_fields(values)
 
 
+def test_field_decoding_reuses_the_layout_and_notices_when_it_changes() -> None:
+    """The plan kept per request (types and return codes of the last answer) decodes the next
+    answers the same way, and is rebuilt when an entry fails, recovers or reports a lost GPU."""
+    values = (pynvml.c_nvmlFieldValue_t * 4)()
+    for i, (vtype, member, v) in enumerate([(pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, "ullVal", 2**40),
+                                            (pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, "uiVal", 7),
+                                            (pynvml.NVML_VALUE_TYPE_DOUBLE, "dVal", 0.5),
+                                            (pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, "uiVal", 9)]):
+        values[i].value.ullVal = 0xDEADBEEF_DEADBEEF
+        values[i].fieldId, values[i].valueType, values[i].nvmlReturn = 83 + i, vtype, 0
+        setattr(values[i].value, member, v)
+    plan = nvml_mod.FieldRequest([83, 84, 85, 86], None)
+    assert nvml_mod._decode_fields(values, plan) == [float(2**40), 7.0, 0.5, 9.0]
+    values[0].value.ullVal, values[1].value.uiVal = 2**40 + 1, 8  # the next cycle: new values, same layout
+    assert nvml_mod._decode_fields(values, plan) == [float(2**40 + 1), 8.0, 0.5, 9.0]
+    values[3].nvmlReturn = pynvml.NVML_ERROR_NOT_SUPPORTED
+    assert nvml_mod._decode_fields(values, plan) == [float(2**40 + 1), 8.0, 0.5, None]
+    values[3].nvmlReturn = 0
+    assert nvml_mod._decode_fields(values, plan) == nvml_mod._decode_fields(values) == [float(2**40 + 1), 8.0, 0.5, 9.0]
+    values[2].nvmlReturn = pynvml.NVML_ERROR_GPU_IS_LOST
+    with pytest.raises(DeviceLost):
+        nvml_mod._decode_fields(values, plan)
+
+
 def test_every_metric_is_in_a_readme() -> None:
     for module, readme in ((metrics, "agent/plugins/nvidia/README.md"), (kmsg_plugin, "agent/plugins/kmsg/README.md")):
         text = (REPO / readme).read_text()

@@ -12,10 +12,11 @@ from __future__ import annotations
 import ctypes
 import importlib
 import logging
+import operator
 import struct
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, ModuleType
 from typing import Any, NamedTuple
 
@@ -75,6 +76,10 @@ class FieldRequest:
     def __init__(self, keys: list[FieldKey], struct: Any) -> None:
         self.keys = keys
         self.array: Any = None
+        #: How the last answer was laid out, and how it was decoded: value types follow the field
+        #: ids and return codes rarely change, so from one cycle to the next only the values do.
+        self.layout = b""
+        self.decode: _Decoder | None = None
         if struct is not None and keys:
             self.array = (struct * len(keys))()
             for entry, key in zip(self.array, keys, strict=True):
@@ -202,7 +207,7 @@ class Nvml:
             if ret != 0:
                 raise self._translate("nvmlDeviceGetFieldValues", self._error_cls(ret))
             values = request.array
-        return _decode_fields(values)
+        return _decode_fields(values, request)
 
     def _raw_field_values(self) -> Any:
         """The C ``nvmlDeviceGetFieldValues`` through the binding's symbol lookup, or None."""
@@ -282,7 +287,7 @@ _REINTERPRET = {0: struct.Struct("<d"), 4: struct.Struct("<q"), 5: struct.Struct
 _UINT, _ULL = 1, 3
 
 
-def _decode_fields(values: Any) -> list[float | None]:
+def _decode_fields(values: Any, plan: FieldRequest | None = None) -> list[float | None]:
     """The value of each entry, None where its return code is not success; DeviceLost when an
     entry says the GPU is lost.
 
@@ -305,13 +310,42 @@ def _decode_fields(values: Any) -> list[float | None]:
         return [None if ret else float(getattr(fv.value, _VALUE_MEMBER.get(int(fv.valueType), "ullVal")))
                 for ret, fv in pairs]
     words = raw.cast("I")  # ten u32 per entry: the type is the 7th, the return code the 8th
-    rets = words[_OFF_RETURN // 4 :: _FIELD_SIZE // 4].tolist()
-    if _GPU_IS_LOST in rets:
-        raise DeviceLost("nvmlDeviceGetFieldValues: GPU is lost")
-    types = words[_OFF_TYPE // 4 :: _FIELD_SIZE // 4].tolist()
+    layout = words[_OFF_TYPE // 4 :: _FIELD_SIZE // 4].tobytes() + words[_OFF_RETURN // 4 :: _FIELD_SIZE // 4].tobytes()
+    plan = plan if plan is not None else FieldRequest([], None)
+    if layout != plan.layout or plan.decode is None:
+        rets = words[_OFF_RETURN // 4 :: _FIELD_SIZE // 4].tolist()
+        if _GPU_IS_LOST in rets:
+            raise DeviceLost("nvmlDeviceGetFieldValues: GPU is lost")
+        plan.layout, plan.decode = layout, _Decoder(words[_OFF_TYPE // 4 :: _FIELD_SIZE // 4].tolist(), rets)
     unions = raw.cast("Q")[_OFF_VALUE // 8 :: _FIELD_SIZE // 8].tolist()  # little-endian, as the layout
-    return [None if ret else float(word) if vtype == _ULL else float(word & 0xFFFFFFFF) if vtype == _UINT
-            else _value(vtype, word) for ret, vtype, word in zip(rets, types, unions, strict=True)]
+    low_words = words[_OFF_VALUE // 4 :: _FIELD_SIZE // 4].tolist()  # the union's first 4 bytes
+    return plan.decode(unions, low_words)
+
+
+class _Decoder:
+    """Decodes answers laid out as one call answered them (value type and return code of each entry).
+
+    Unsigned long long values (counters) are the union read as a u64, unsigned int values
+    (states, temperatures) its first u32: both are picked by one ``itemgetter`` from the two
+    columns and converted by one ``map(float, …)``; the rarer types are decoded one by one.
+    """
+
+    def __init__(self, types: list[int], rets: list[int]) -> None:
+        n = len(types)
+        where = [n + i if t == _UINT else i for i, t in enumerate(types)]
+        # itemgetter of one index returns the item, not a 1-tuple: the picks are tuples always.
+        self.pick: Callable[[list[int]], Sequence[int]] = (
+            operator.itemgetter(*where) if n > 1 else lambda column: [column[i] for i in where])
+        self.other = [(i, t) for i, t in enumerate(types) if t not in (_ULL, _UINT) and not rets[i]]
+        self.failed = [i for i, ret in enumerate(rets) if ret]
+
+    def __call__(self, unions: list[int], low_words: list[int]) -> list[float | None]:
+        out: list[float | None] = list(map(float, self.pick(unions + low_words)))
+        for i, vtype in self.other:
+            out[i] = _value(vtype, unions[i])
+        for i in self.failed:
+            out[i] = None
+        return out
 
 
 def _value(vtype: int, word: int) -> float:

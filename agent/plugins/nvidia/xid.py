@@ -21,7 +21,6 @@ import threading
 import weakref
 from collections import Counter
 from dataclasses import dataclass
-from importlib import resources
 from typing import NamedTuple
 
 from agent.model import Collection, Metric, Severity
@@ -60,6 +59,10 @@ def parse_catalog(text: str, where: str = "xid_catalog.csv") -> dict[int, XidInf
 
 @functools.lru_cache(maxsize=1)
 def catalog() -> dict[int, XidInfo]:
+    # importlib.resources (and the tempfile, shutil and compression modules it loads, ~0.6 MiB)
+    # only once an XID comes: most nodes never see one.
+    from importlib import resources  # noqa: PLC0415
+
     text = resources.files(__package__).joinpath("xid_catalog.csv").read_text(encoding="utf-8")
     return parse_catalog(text)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 
@@ -38,6 +39,12 @@ class IpmiConfig:
         if not 0 < self.port < 65536:
             raise ValueError(f"ipmi.port {self.port} is not a TCP/UDP port (1-65535)")
 
+    def unset(self, dev_root: Path) -> str | None:
+        """Why there is no BMC to ask (no host, no local device), or None."""
+        if self.host or any((dev_root / p).exists() for p in ("ipmi0", "ipmi/0", "ipmidev/0")):
+            return None
+        return f"no local BMC device ({dev_root}/ipmi0; load ipmi_si and ipmi_devintf) and ipmi.host not set"
+
 
 @dataclass
 class RedfishConfig:
@@ -58,6 +65,9 @@ class RedfishConfig:
         if self.url and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"redfish.url {self.url!r} must start with https:// (or http://)")
 
+    def unset(self) -> str | None:
+        return None if self.url else "plugins.power.redfish.url not set"
+
 
 @dataclass
 class NutConfig:
@@ -70,6 +80,9 @@ class NutConfig:
     username: str = ""
     password: str = ""
     password_env: str = "NUT_PASSWORD"
+
+    def unset(self) -> str | None:
+        return None if self.host else "plugins.power.nut.host not set"
 
 
 @dataclass

@@ -169,12 +169,7 @@ class IpmiSource(Source):
     def absent_reason(self) -> str | None:
         if shutil.which(self.cfg.ipmitool) is None:
             return f"{self.cfg.ipmitool} not installed (Debian/Ubuntu: apt install ipmitool)"
-        if self.cfg.host:
-            return None
-        dev = self.env.ctx.dev_root
-        if any((dev / p).exists() for p in ("ipmi0", "ipmi/0", "ipmidev/0")):
-            return None
-        return f"no local BMC device ({dev}/ipmi0; load ipmi_si and ipmi_devintf) and ipmi.host not set"
+        return self.cfg.unset(self.env.ctx.dev_root)
 
     def argv(self, *command: str) -> list[str]:
         argv = [self.cfg.ipmitool]

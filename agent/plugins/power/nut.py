@@ -183,7 +183,7 @@ class NutSource(Source):
         return f"upsd {self.cfg.host}:{self.cfg.port}"
 
     def absent_reason(self) -> str | None:
-        return None if self.cfg.host else "plugins.power.nut.host not set"
+        return self.cfg.unset()
 
     async def _connect(self) -> NutClient:
         try:

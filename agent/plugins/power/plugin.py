@@ -27,9 +27,6 @@ from agent.plugins.power import metrics as m
 from agent.plugins.power.config import PowerConfig
 from agent.plugins.power.energy import PowerIntegrator
 from agent.plugins.power.hotplug import UeventWatch
-from agent.plugins.power.ipmi import IpmiSource
-from agent.plugins.power.nut import NutSource
-from agent.plugins.power.redfish import RedfishSource
 from agent.plugins.power.source import Env, LocalSource, Source, SourceBase
 from agent.plugins.power.sysfs import AcpiSource, HwmonSource, PowerSupplySource, RaplSource
 
@@ -76,12 +73,32 @@ class PowerPlugin(AsyncPlugin):
             out.append(PowerSupplySource(self.env))
         if c.acpi.enabled:
             out.append(AcpiSource(self.env))
+        # A network source's module (ipmitool's runner, HTTP and JSON code: ~1 MiB together) is
+        # imported only when the source has an address to ask: most nodes read the kernel alone.
         if c.ipmi.enabled:
-            out.append(IpmiSource(self.env, c.ipmi))
+            why = c.ipmi.unset(self.ctx.dev_root)
+            if why is None:
+                from agent.plugins.power.ipmi import IpmiSource  # noqa: PLC0415
+
+                out.append(IpmiSource(self.env, c.ipmi))
+            else:
+                out.append(Unset(self.env, "ipmi", why))
         if c.redfish.enabled:
-            out.append(RedfishSource(self.env, c.redfish, c.source_timeout))
+            why = c.redfish.unset()
+            if why is None:
+                from agent.plugins.power.redfish import RedfishSource  # noqa: PLC0415
+
+                out.append(RedfishSource(self.env, c.redfish, c.source_timeout))
+            else:
+                out.append(Unset(self.env, "redfish", why))
         if c.nut.enabled:
-            out.append(NutSource(self.env, c.nut))
+            why = c.nut.unset()
+            if why is None:
+                from agent.plugins.power.nut import NutSource  # noqa: PLC0415
+
+                out.append(NutSource(self.env, c.nut))
+            else:
+                out.append(Unset(self.env, "nut", why))
         return out
 
     def discover(self) -> None:
@@ -268,6 +285,18 @@ class PowerPlugin(AsyncPlugin):
         if self._reader is not None:
             self._reader.shutdown(wait=False, cancel_futures=True)
             self._reader = None
+
+
+class Unset(SourceBase):
+    """A network source without an address: absent, for the one line that says why."""
+
+    def __init__(self, env: Env, name: str, why: str) -> None:
+        super().__init__(env)
+        self.name = name
+        self._why = why
+
+    def absent_reason(self) -> str:
+        return self._why
 
 
 def _where(src: SourceBase) -> str:

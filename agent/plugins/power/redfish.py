@@ -228,8 +228,9 @@ class RedfishSource(Source):
         return f"BMC {parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
 
     def absent_reason(self) -> str | None:
-        if not self.cfg.url:
-            return "plugins.power.redfish.url not set"
+        unset = self.cfg.unset()
+        if unset is not None:
+            return unset
         try:
             _httpx()
         except ImportError:
