@@ -43,8 +43,8 @@ class Series:
     the newest sample different from the one before it (a window starting after it is flat).
     """
 
-    __slots__ = ("cell", "chg_ts", "dec_ts", "labels", "last", "last_t", "live", "min_range", "name", "part", "pin",
-                 "prev_t", "quiet", "ref", "retention", "stale", "ts", "vals")
+    __slots__ = ("cell", "chg_ts", "dec_ts", "labels", "last", "last_t", "latest", "live", "min_range", "name", "part",
+                 "pin", "prev_t", "quiet", "ref", "retention", "stale", "ts", "vals")
 
     def __init__(self, name: str, labels: Labels, ref: int, part: str, cell: _Cell) -> None:
         self.name = name
@@ -66,6 +66,10 @@ class Series:
         self.quiet = True
         self.min_range = 2**62
         self.pin: tuple[int, int] | None = None  # [lo, hi] kept whatever the retention (@ <time>)
+        # Every reader is a plain instant selector (no offset, @ or subquery): only the newest
+        # sample at or before the next evaluation can be read, so older ones are dropped as
+        # they are passed (Windows.floor).
+        self.latest = False
         self.live = False  # in the index (it has samples within its retention)
 
 
@@ -85,12 +89,15 @@ class Need:
     """What one rule selector needs kept: ``span_ms`` before the evaluation time, or a pinned
     ``[lo, hi]`` (an ``@ <time>`` selector); ``quiet_ok``: its reader gives the same answer
     when a flat series repeats its value (an instant selector, ``rate`` ..., not
-    ``count_over_time`` or ``timestamp``), once a range (``range_ms``) holds two samples."""
+    ``count_over_time`` or ``timestamp``), once a range (``range_ms``) holds two samples;
+    ``latest``: a plain instant selector at the evaluation time (no offset, ``@`` or enclosing
+    subquery), which reads only the newest sample at or before it (within ``span_ms``)."""
 
     span_ms: int
     pin: tuple[int, int] | None = None
     quiet_ok: bool = False
     range_ms: int = 0
+    latest: bool = False
 
 
 @dataclass(eq=False)
@@ -122,6 +129,10 @@ class Windows:
         self._strings: dict[str, str] = {}
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
         self._gc_cursor = 0
+        #: No evaluation will read the windows at or before this time again (the engine raises
+        #: it as its groups evaluate): of a ``latest`` series, only the newest sample at or
+        #: before it and the ones after it can still be read.
+        self.floor = _OLDEST
         self._layouts: dict[tuple[int, ...], list[Series]] = {}
         # id(selector) -> (generation, selector, series) for selectors of no loaded rule
         self._adhoc: dict[int, tuple[int, ast.VectorSelector, list[Series]]] = {}
@@ -135,6 +146,10 @@ class Windows:
         got = self._postings.get(sel)
         if got is not None:
             got.need.span_ms = max(got.need.span_ms, need.span_ms)
+            got.need.latest = got.need.latest and need.latest
+            for s in self._series:
+                if _matches(sel.matchers, s.labels):
+                    self._size(s, got.need)
             return
         p = _Postings(sel, need)
         self._postings[sel] = p
@@ -188,7 +203,7 @@ class Windows:
             cell = self._cells[(name, part)] = _Cell(name, part)
         s = Series(name, key, len(self._series), part, cell)
         s.retention = self.retention_ms if self.keep_all or not postings else 0
-        s.quiet = not self.keep_all
+        s.quiet = s.latest = not self.keep_all
         for p in postings:
             self._size(s, p.need)
         self._series.append(s)
@@ -209,6 +224,7 @@ class Windows:
             s.pin = (min(lo, s.pin[0]), max(hi, s.pin[1])) if s.pin else (lo, hi)
         s.retention = max(s.retention, need.span_ms)
         s.quiet = s.quiet and need.quiet_ok and need.pin is None
+        s.latest = s.latest and need.latest and need.pin is None
         if need.range_ms:
             s.min_range = min(s.min_range, need.range_ms)
 
@@ -250,8 +266,11 @@ class Windows:
                 continue  # out of order or a duplicate: refused, as Prometheus's TSDB does
             s.prev_t = s.last_t
             s.last_t = t
-            s.ts.append(t)
+            ts = s.ts
+            ts.append(t)
             s.vals.append(v)
+            if s.latest and len(ts) > 2:
+                _drop_unread(s, self.floor)
             last = s.last
             if v != last:  # NaN included
                 if v < last:
@@ -283,6 +302,8 @@ class Windows:
         ts = s.ts
         if ts and ts[0] < t - s.retention - _TRIM_SLACK_MS:
             self._trim(s, t - s.retention)
+        elif s.latest and len(ts) > 1:
+            _drop_unread(s, self.floor)
         if not s.live:
             self._index(s)
         s.prev_t = s.last_t
@@ -445,6 +466,18 @@ class Windows:
 
     def live_series(self) -> Iterable[Series]:
         return (s for s in self._series if s.live)
+
+
+def _drop_unread(s: Series, floor: int) -> None:
+    """Of a ``latest`` series, drop the samples before the newest one at or before ``floor``
+    (no evaluation reads them again: each reads the newest sample at or before its time)."""
+    ts = s.ts
+    i = bisect_right(ts, floor) - 1
+    if i > 0:
+        if s.stale:
+            s.stale -= sum(1 for v in s.vals[:i] if is_stale(v))
+        del ts[:i]
+        del s.vals[:i]
 
 
 def _matches(matchers: Sequence[Matcher], labels: Labels) -> bool:
