@@ -52,8 +52,10 @@ class Series:
         self.ref = ref  # creation order, like a Prometheus series reference
         self.part = part
         self.cell = cell
-        self.ts = array("q")
-        self.vals = array("d")  # stale markers are STALE_NAN, as in Prometheus
+        # Typed arrays; for a ``latest`` series, tuples of its one or two samples (a tuple of
+        # shared objects costs less than an array: the block's timestamp int is one object).
+        self.ts: array[int] | tuple[int, ...] = ()
+        self.vals: array[float] | tuple[float, ...] = ()  # stale markers are STALE_NAN, as in Prometheus
         self.stale = 0
         self.dec_ts = _OLDEST
         self.chg_ts = _OLDEST
@@ -191,9 +193,10 @@ class Windows:
         s = self._by_key.get(key)
         if s is not None:
             return s
-        postings = [p for p in self._postings_for(name) if _matches(p.sel.matchers, key)]
+        postings = [p for p in self._postings_for(name) if _matches_map(p.sel.matchers, d)]
         if not postings and not self.keep_all:
             return None
+        name = self._intern(name)
         # Label pairs repeat across series (a node's name, a cluster, a model): store each once.
         pairs = self._pairs
         key = tuple(pairs.get(p) or pairs.setdefault(p, (self._intern(p[0]), self._intern(p[1]))) for p in key)
@@ -206,6 +209,8 @@ class Windows:
         s.quiet = s.latest = not self.keep_all
         for p in postings:
             self._size(s, p.need)
+        if not s.latest and isinstance(s.ts, tuple):
+            s.ts, s.vals = array("q"), array("d")
         self._series.append(s)
         self._by_key[key] = s
         return s
@@ -219,12 +224,14 @@ class Windows:
 
     @staticmethod
     def _size(s: Series, need: Need) -> None:
+        if s.latest and not (need.latest and need.pin is None):
+            s.latest = False
+            s.ts, s.vals = array("q", s.ts), array("d", s.vals)
         if need.pin is not None:
             lo, hi = need.pin
             s.pin = (min(lo, s.pin[0]), max(hi, s.pin[1])) if s.pin else (lo, hi)
         s.retention = max(s.retention, need.span_ms)
         s.quiet = s.quiet and need.quiet_ok and need.pin is None
-        s.latest = s.latest and need.latest and need.pin is None
         if need.range_ms:
             s.min_range = min(s.min_range, need.range_ms)
 
@@ -236,8 +243,9 @@ class Windows:
         s.live = True
         _insert(self._by_name.setdefault(s.name, []), s)
         _insert(self._by_part.setdefault(s.part, []), s)
+        d = dict(s.labels)
         for p in self._postings_for(s.name):
-            if _matches(p.sel.matchers, s.labels):
+            if _matches_map(p.sel.matchers, d):
                 self._post(p, s)
         self.generation += 1
 
@@ -261,16 +269,23 @@ class Windows:
         if layout is None:
             layout = self._layout(key)
         dirty = self._dirty
+        floor = self.floor
         for s, v in zip(layout, values, strict=True):
             if t <= s.last_t:
                 continue  # out of order or a duplicate: refused, as Prometheus's TSDB does
             s.prev_t = s.last_t
             s.last_t = t
             ts = s.ts
-            ts.append(t)
-            s.vals.append(v)
-            if s.latest and len(ts) > 2:
-                _drop_unread(s, self.floor)
+            if not s.latest:
+                ts.append(t)  # type: ignore[union-attr]  # arrays unless latest
+                s.vals.append(v)  # type: ignore[union-attr]
+            elif t <= floor or not ts:
+                s.ts, s.vals = (t,), (v,)
+                s.stale = 0
+            elif ts[-1] <= floor and not s.stale:
+                s.ts, s.vals = (ts[-1], t), (s.vals[-1], v)
+            else:
+                _append_latest(s, t, v, floor)
             last = s.last
             if v != last:  # NaN included
                 if v < last:
@@ -302,20 +317,22 @@ class Windows:
         ts = s.ts
         if ts and ts[0] < t - s.retention - _TRIM_SLACK_MS:
             self._trim(s, t - s.retention)
-        elif s.latest and len(ts) > 1:
-            _drop_unread(s, self.floor)
         if not s.live:
             self._index(s)
         s.prev_t = s.last_t
         s.last_t = t
-        ts.append(t)
+        v = STALE_NAN if value is None else value
+        if s.latest:
+            _append_latest(s, t, v, self.floor)
+        else:
+            ts.append(t)  # type: ignore[union-attr]  # arrays unless latest
+            s.vals.append(v)  # type: ignore[union-attr]
+            if value is None:
+                s.stale += 1
         if value is None:
-            s.vals.append(STALE_NAN)
-            s.stale += 1
             s.chg_ts = t
             s.last = math.nan
         else:
-            s.vals.append(value)
             last = s.last
             if value != last:
                 if value < last:
@@ -341,8 +358,11 @@ class Windows:
             if b > a:
                 if s.stale:
                     s.stale -= sum(1 for v in s.vals[a:b] if is_stale(v))
-                del ts[a:b]
-                del s.vals[a:b]
+                if isinstance(ts, tuple):  # a latest series (never pinned): the oldest go
+                    s.ts, s.vals = ts[b:], s.vals[b:]
+                else:
+                    del ts[a:b]
+                    del s.vals[a:b]  # type: ignore[union-attr]
 
     def mark_stale(self, t: int, match: Mapping[str, str]) -> None:
         """Append a stale marker at ``t`` to every live series whose labels include ``match``."""
@@ -468,21 +488,23 @@ class Windows:
         return (s for s in self._series if s.live)
 
 
-def _drop_unread(s: Series, floor: int) -> None:
-    """Of a ``latest`` series, drop the samples before the newest one at or before ``floor``
-    (no evaluation reads them again: each reads the newest sample at or before its time)."""
-    ts = s.ts
-    i = bisect_right(ts, floor) - 1
-    if i > 0:
-        if s.stale:
-            s.stale -= sum(1 for v in s.vals[:i] if is_stale(v))
-        del ts[:i]
-        del s.vals[:i]
+def _append_latest(s: Series, t: int, v: float, floor: int) -> None:
+    """Append to a ``latest`` series, keeping only the newest sample at or before ``floor``
+    and the ones after it (no evaluation reads the others again: each reads the newest sample
+    at or before its time, and none is earlier than ``floor``)."""
+    ts, vals = s.ts, s.vals
+    i = max(0, bisect_right(ts, floor) - 1) if t > floor else len(ts)
+    s.ts = (*ts[i:], t)
+    s.vals = (*vals[i:], v)
+    s.stale = sum(1 for x in s.vals if is_stale(x))
 
 
 def _matches(matchers: Sequence[Matcher], labels: Labels) -> bool:
-    d = dict(labels)
-    return all(m.matches(d.get(m.name, "")) for m in matchers)
+    return _matches_map(matchers, dict(labels))
+
+
+def _matches_map(matchers: Sequence[Matcher], labels: Mapping[str, str]) -> bool:
+    return all(m.matches(labels.get(m.name, "")) for m in matchers)
 
 
 def _insert(lst: list[Series], s: Series) -> None:

@@ -91,25 +91,25 @@ class RuleRunner:
 
     def _define(self, sid: int, name: str, labels: str) -> None:
         self._ref_table(sid)
+        if not self.engine.wants(name):  # most series: no rule reads their name (labels not parsed)
+            self.refs[sid] = NO_REF
+            return
         self.refs[sid] = ref = self.feed.ref(name, json.loads(labels))
         if ref != NO_REF:
             self.names.extend([""] * (sid + 1 - len(self.names)))
-            self.names[sid] = name
+            self.names[sid] = sys.intern(name)
 
     def _known_series(self) -> None:
         """Series defined before our start position (streams that are already live): from the
         store, and from the log's part the compactor has not copied yet."""
-        wants = self.engine.wants
         for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
-            if wants(name):
-                self._define(int(sid), name, labels)
+            self._define(int(sid), name, labels)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
         for pos, payload in applog.read(self.folder, int(row[0]) if row else 0, frozenset({applog.SERIES})):
             if pos >= self.next:
                 break
             for sid, name, _m, _f, labels, _node, _t, _h in applog.decode_json(payload)["series"]:
-                if wants(name):
-                    self._define(int(sid), name, labels)
+                self._define(int(sid), name, labels)
 
     def _ref_table(self, sid: int) -> None:
         if sid >= len(self.refs):
