@@ -67,7 +67,7 @@ class RuleFeed:
         r, v = refs[keep], values[keep]
         self.samples += len(r)
         if self._blocks:
-            self.engine.append_block(r.tolist(), ts_ms, v.tolist())
+            self.engine.append_block(r, ts_ms, v.tolist())  # refs as an array: no int per series
             return
         ingest = self.engine.ingest
         ts = ts_ms / 1000
