@@ -20,6 +20,7 @@ from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from math import copysign
 
 from alerts.promql import ast
 from alerts.promql.labels import NAME, Labels, Matcher, from_pairs
@@ -33,6 +34,8 @@ SHARD_LABEL = "node"
 # rare batched ``del array[:k]`` rather than a shift on every sample.
 _TRIM_SLACK_MS = 60_000
 _OLDEST = -(2**62)
+# Distinct values whose (v, v) pair is shared by flat series (see Windows._flat_pair).
+_FLAT_PAIRS = 4096
 
 
 class Sizing:
@@ -156,6 +159,7 @@ class Windows:
         self._dirty: list[_Cell] = []
         self._strings: dict[str, str] = {}
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._flat: dict[float | tuple[float, float], tuple[float, float]] = {}
         self._sizings: dict[tuple[int, bool, int, tuple[int, int] | None, bool], Sizing] = {}
         self._gc_cursor = 0
         #: No evaluation will read the windows at or before this time again (the engine raises
@@ -327,7 +331,12 @@ class Windows:
                 two = shared.get(ts)  # type: ignore[arg-type]  # a tuple: the series is latest
                 if two is None:
                     two = shared[ts] = (ts[-1], t)  # type: ignore[index]
-                s.ts, s.vals = two, (s.vals[-1], v)
+                s.ts = two
+                w = s.vals[-1]
+                if v == w and (w or copysign(1.0, v) == copysign(1.0, w)):  # the same value, bit for bit
+                    s.vals = self._flat_pair(w)
+                else:
+                    s.vals = (w, v)
             else:
                 _append_latest(s, t, v, floor)
             last = s.last
@@ -342,6 +351,17 @@ class Windows:
             if not cell.dirty:
                 cell.dirty = True
                 dirty.append(cell)
+
+    def _flat_pair(self, v: float) -> tuple[float, float]:
+        """``(v, v)``, one tuple for every flat series at that value (hardware states, limits
+        and thresholds repeat a handful of values across a fleet)."""
+        key: float | tuple[float, float] = v if v else (v, copysign(1.0, v))  # 0.0 and -0.0 apart
+        got = self._flat.get(key)
+        if got is None:
+            got = (v, v)
+            if len(self._flat) < _FLAT_PAIRS:
+                self._flat[key] = got
+        return got
 
     def _layout(self, key: bytes | tuple[int, ...], refs: Sequence[int]) -> list[Series]:
         series = [self._series[int(ref)] for ref in refs]

@@ -355,7 +355,7 @@ class Target:
         extra["alerting"]["rules"] = rules
         if args.rules == "none":
             extra["alerting"]["rules"] = []
-        extra["alerting"]["process"] = args.rules_process
+        extra["alerting"]["process"] = not args.rules_in_collector
         for kv in args.set or []:
             key, _, value = kv.partition("=")
             extra[key] = json.loads(value)
@@ -420,7 +420,9 @@ def main() -> None:
     ap.add_argument("--profiles", type=int, default=8, help="distinct simulated nodes (value shapes)")
     ap.add_argument("--rules", default="default", help="default | none | comma-separated rule files")
     ap.add_argument("--rules-process", action="store_true",
-                    help="rules in a process of their own (alerting.process: true)")
+                    help="rules in a process of their own (alerting.process: true, the default)")
+    ap.add_argument("--rules-in-collector", action="store_true",
+                    help="rules in the collector's process (alerting.process: false)")
     ap.add_argument("--set", action="append", help="collector config override KEY=JSON (repeatable)")
     ap.add_argument("--storm", action="store_true", help="after the last step: reconnect storm + loss check")
     ap.add_argument("--verify", action="store_true", help="after the run: drain and count stored samples")

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from alerts.engine import AlertEngine
+from alerts.engine import AlertEngine, GroupHealth, GroupStats
 from alerts.model import Alert, EventNotice, NodeStatus
 from alerts.notifiers import build_notifiers
+from alerts.notifiers.base import NotifierBase, NotifierHealth
 from alerts.rules import default_rule_files
 from collector.config import CollectorConfig
 from collector.rulefeed import NO_REF, RuleFeed
@@ -205,7 +206,11 @@ class RuleRunner:
     def publish(self) -> None:
         active = [alert_dict(a) for a in self.engine.active()]
         trans = [{"time": t, **a} for t, a in self.transitions]
-        rows = [("active", json.dumps(active)), ("transitions", json.dumps(trans))]
+        notifiers = [dataclasses.asdict(h) for n in self.notifiers if isinstance(n, NotifierBase) for h in n.health()]
+        groups = [{"name": g.name, "file": g.file, "interval": g.interval, "rules": g.rules, "failing": g.failing,
+                   "stats": dataclasses.asdict(g.stats)} for g in self.engine.group_health()]
+        rows = [("active", json.dumps(active)), ("transitions", json.dumps(trans)),
+                ("notifiers", json.dumps(notifiers)), ("groups", json.dumps(groups))]
         self._db.executemany("INSERT INTO alert_state VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                              "body = excluded.body", rows)
 
@@ -231,15 +236,33 @@ class RuleRunner:
             self._db.close()
 
 
-def read_state(data_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(active alerts, transitions) as the rules process last published them."""
+def read_published(data_dir: Path, *keys: str) -> list[list[dict[str, Any]]]:
+    """What the rules process last published under each key (``active``, ``transitions``,
+    ``notifiers``, ``groups``); an empty list for a key not published yet."""
     db = open_db(data_dir / STORE_FILE)
     try:
         db.execute(_STATE_SCHEMA)
         rows = dict(db.execute("SELECT key, body FROM alert_state").fetchall())
     finally:
         db.close()
-    return json.loads(rows.get("active", "[]")), json.loads(rows.get("transitions", "[]"))
+    return [json.loads(rows.get(k, "[]")) for k in keys]
+
+
+def read_state(data_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(active alerts, transitions) as the rules process last published them."""
+    active, transitions = read_published(data_dir, "active", "transitions")
+    return active, transitions
+
+
+def read_notifier_health(data_dir: Path) -> list[NotifierHealth]:
+    """Every notifier target's counters, as the rules process last published them."""
+    return [NotifierHealth(**d) for d in read_published(data_dir, "notifiers")[0]]
+
+
+def read_group_health(data_dir: Path) -> list[GroupHealth]:
+    """Every rule group's evaluation counters, as the rules process last published them."""
+    return [GroupHealth(g["name"], g["file"], g["interval"], g["rules"], g["failing"], GroupStats(**g["stats"]))
+            for g in read_published(data_dir, "groups")[0]]
 
 
 def main(argv: list[str] | None = None) -> int:
