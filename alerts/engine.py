@@ -141,6 +141,7 @@ class AlertEngine:
                 stats.evaluations += 1
                 stats.last_duration = time.perf_counter() - started
                 stats.last_evaluation = now
+        self._raise_floor()
         if now >= self._next_gc:
             self.windows.gc(t_ms, share=1 / GC_SWEEP_S)
             self._next_gc = now + 1.0
@@ -156,8 +157,15 @@ class AlertEngine:
         for runner in self._runners:
             if t_ms > runner.last_t and runner.reads(names):
                 changed.extend(runner.eval(t_ms))
+        self._raise_floor()
         self._notify(now, changed)
         return changed
+
+    def _raise_floor(self) -> None:
+        # A group evaluates only after its last evaluation time: the windows may forget what
+        # none of them can read again (the older samples of instant-only series).
+        if self._runners:
+            self.windows.floor = min(r.last_t for r in self._runners)
 
     def _with_external(self, alert: Alert) -> None:
         for k, v in self.external_labels.items():

@@ -98,7 +98,9 @@ def needs(expr: ast.Expr, lookback_ms: int = LOOKBACK_MS) -> list[tuple[ast.Vect
             first = slo - sel.offset_ms - span
             last = shi - sel.offset_ms
             if base is None:
-                out.append((sel, Need(max(span, -first), None, quiet_ok, range_ms)))
+                latest = (isinstance(node, ast.VectorSelector) and not sel.at and not sel.offset_ms
+                          and lo == 0 and hi == 0 and ref is None)
+                out.append((sel, Need(max(span, -first), None, quiet_ok, range_ms, latest)))
             else:
                 # timestamp() of a pinned selector reads up to the pin itself: widen by the offset.
                 widen = abs(sel.offset_ms)

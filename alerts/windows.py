@@ -20,6 +20,7 @@ from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from math import copysign
 
 from alerts.promql import ast
 from alerts.promql.labels import NAME, Labels, Matcher, from_pairs
@@ -33,6 +34,31 @@ SHARD_LABEL = "node"
 # rare batched ``del array[:k]`` rather than a shift on every sample.
 _TRIM_SLACK_MS = 60_000
 _OLDEST = -(2**62)
+# Distinct values whose (v, v) pair is shared by flat series (see Windows._flat_pair).
+_FLAT_PAIRS = 4096
+
+
+class Sizing:
+    """What a series' readers need kept, shared by every series with the same readers (a
+    million series have a handful of these)."""
+
+    __slots__ = ("latest", "min_range", "pin", "quiet", "retention")
+
+    def __init__(self, retention: int, quiet: bool, min_range: int, pin: tuple[int, int] | None,
+                 latest: bool) -> None:
+        self.retention = retention  # how far back from the newest sample to keep
+        # Every reader gives the same answer when a flat series repeats its value, so such a
+        # repeat changes nothing a rule sees (see append_series); min_range: the shortest range read.
+        self.quiet = quiet
+        self.min_range = min_range
+        self.pin = pin  # [lo, hi] kept whatever the retention (@ <time>)
+        # Every reader is a plain instant selector (no offset, @ or subquery): only the newest
+        # sample at or before the next evaluation can be read, so older ones are dropped as
+        # they are passed (Windows.floor).
+        self.latest = latest
+
+    def key(self) -> tuple[int, bool, int, tuple[int, int] | None, bool]:
+        return self.retention, self.quiet, self.min_range, self.pin, self.latest
 
 
 class Series:
@@ -41,32 +67,41 @@ class Series:
     ``dec_ts`` is the timestamp of the newest sample lower than the sample before it (a range
     starting after it holds no counter reset, so rate() skips its reset scan); ``chg_ts`` of
     the newest sample different from the one before it (a window starting after it is flat).
+    A million of these live in a large collector: every slot costs 8 MB there.
     """
 
-    __slots__ = ("cell", "chg_ts", "dec_ts", "labels", "last", "last_t", "live", "min_range", "name", "part", "pin",
-                 "prev_t", "quiet", "ref", "retention", "stale", "ts", "vals")
+    __slots__ = ("cell", "chg_ts", "dec_ts", "labels", "last", "last_t", "live", "part", "prev_t", "ref", "size",
+                 "stale", "ts", "vals")
 
-    def __init__(self, name: str, labels: Labels, ref: int, part: str, cell: _Cell) -> None:
-        self.name = name
+    def __init__(self, labels: Labels, ref: int, part: str, cell: _Cell, size: Sizing) -> None:
         self.labels = labels  # sorted pairs, with __name__
         self.ref = ref  # creation order, like a Prometheus series reference
         self.part = part
         self.cell = cell
-        self.ts = array("q")
-        self.vals = array("d")  # stale markers are STALE_NAN, as in Prometheus
+        # Typed arrays; for a ``latest`` series, tuples of its one or two samples (a tuple of
+        # shared objects costs less than an array: the block's timestamp int is one object).
+        self.ts: array[int] | tuple[int, ...] = ()
+        self.vals: array[float] | tuple[float, ...] = ()  # stale markers are STALE_NAN, as in Prometheus
         self.stale = 0
         self.dec_ts = _OLDEST
         self.chg_ts = _OLDEST
         self.last = math.nan  # newest non-stale value
         self.last_t = _OLDEST  # newest sample's time
         self.prev_t = _OLDEST  # the one before it
-        self.retention = LOOKBACK_MS
-        # Every reader gives the same answer when a flat series repeats its value, so such a
-        # repeat changes nothing a rule sees (see append_series); min_range: the shortest range read.
-        self.quiet = True
-        self.min_range = 2**62
-        self.pin: tuple[int, int] | None = None  # [lo, hi] kept whatever the retention (@ <time>)
+        self.size = size
         self.live = False  # in the index (it has samples within its retention)
+
+    @property
+    def name(self) -> str:
+        return self.cell.name
+
+    @property
+    def retention(self) -> int:
+        return self.size.retention
+
+    @property
+    def latest(self) -> bool:
+        return self.size.latest
 
 
 class _Cell:
@@ -85,12 +120,15 @@ class Need:
     """What one rule selector needs kept: ``span_ms`` before the evaluation time, or a pinned
     ``[lo, hi]`` (an ``@ <time>`` selector); ``quiet_ok``: its reader gives the same answer
     when a flat series repeats its value (an instant selector, ``rate`` ..., not
-    ``count_over_time`` or ``timestamp``), once a range (``range_ms``) holds two samples."""
+    ``count_over_time`` or ``timestamp``), once a range (``range_ms``) holds two samples;
+    ``latest``: a plain instant selector at the evaluation time (no offset, ``@`` or enclosing
+    subquery), which reads only the newest sample at or before it (within ``span_ms``)."""
 
     span_ms: int
     pin: tuple[int, int] | None = None
     quiet_ok: bool = False
     range_ms: int = 0
+    latest: bool = False
 
 
 @dataclass(eq=False)
@@ -121,8 +159,14 @@ class Windows:
         self._dirty: list[_Cell] = []
         self._strings: dict[str, str] = {}
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}
+        self._flat: dict[float | tuple[float, float], tuple[float, float]] = {}
+        self._sizings: dict[tuple[int, bool, int, tuple[int, int] | None, bool], Sizing] = {}
         self._gc_cursor = 0
-        self._layouts: dict[tuple[int, ...], list[Series]] = {}
+        #: No evaluation will read the windows at or before this time again (the engine raises
+        #: it as its groups evaluate): of a ``latest`` series, only the newest sample at or
+        #: before it and the ones after it can still be read.
+        self.floor = _OLDEST
+        self._layouts: dict[bytes | tuple[int, ...], list[Series]] = {}
         # id(selector) -> (generation, selector, series) for selectors of no loaded rule
         self._adhoc: dict[int, tuple[int, ast.VectorSelector, list[Series]]] = {}
         self.generation = 0  # bumped when the live set changes: invalidates ad-hoc caches
@@ -135,6 +179,10 @@ class Windows:
         got = self._postings.get(sel)
         if got is not None:
             got.need.span_ms = max(got.need.span_ms, need.span_ms)
+            got.need.latest = got.need.latest and need.latest
+            for s in self._series:
+                if _matches(sel.matchers, s.labels):
+                    self._size(s, got.need)
             return
         p = _Postings(sel, need)
         self._postings[sel] = p
@@ -176,9 +224,10 @@ class Windows:
         s = self._by_key.get(key)
         if s is not None:
             return s
-        postings = [p for p in self._postings_for(name) if _matches(p.sel.matchers, key)]
+        postings = [p for p in self._postings_for(name) if _matches_map(p.sel.matchers, d)]
         if not postings and not self.keep_all:
             return None
+        name = self._intern(name)
         # Label pairs repeat across series (a node's name, a cluster, a model): store each once.
         pairs = self._pairs
         key = tuple(pairs.get(p) or pairs.setdefault(p, (self._intern(p[0]), self._intern(p[1]))) for p in key)
@@ -186,11 +235,13 @@ class Windows:
         cell = self._cells.get((name, part))
         if cell is None:
             cell = self._cells[(name, part)] = _Cell(name, part)
-        s = Series(name, key, len(self._series), part, cell)
-        s.retention = self.retention_ms if self.keep_all or not postings else 0
-        s.quiet = not self.keep_all
+        kept = not self.keep_all
+        s = Series(key, len(self._series), part, cell,
+                   self._sizing(self.retention_ms if self.keep_all or not postings else 0, kept, 2**62, None, kept))
         for p in postings:
             self._size(s, p.need)
+        if not s.size.latest and isinstance(s.ts, tuple):
+            s.ts, s.vals = array("q"), array("d")
         self._series.append(s)
         self._by_key[key] = s
         return s
@@ -202,15 +253,25 @@ class Windows:
             got = self._strings[text] = sys.intern(text)
         return got
 
-    @staticmethod
-    def _size(s: Series, need: Need) -> None:
+    def _sizing(self, retention: int, quiet: bool, min_range: int, pin: tuple[int, int] | None,
+                latest: bool) -> Sizing:
+        key = (retention, quiet, min_range, pin, latest)
+        got = self._sizings.get(key)
+        if got is None:
+            got = self._sizings[key] = Sizing(*key)
+        return got
+
+    def _size(self, s: Series, need: Need) -> None:
+        z = s.size
+        latest = z.latest and need.latest and need.pin is None
+        if z.latest and not latest:
+            s.ts, s.vals = array("q", s.ts), array("d", s.vals)
+        pin = z.pin
         if need.pin is not None:
             lo, hi = need.pin
-            s.pin = (min(lo, s.pin[0]), max(hi, s.pin[1])) if s.pin else (lo, hi)
-        s.retention = max(s.retention, need.span_ms)
-        s.quiet = s.quiet and need.quiet_ok and need.pin is None
-        if need.range_ms:
-            s.min_range = min(s.min_range, need.range_ms)
+            pin = (min(lo, pin[0]), max(hi, pin[1])) if pin else (lo, hi)
+        s.size = self._sizing(max(z.retention, need.span_ms), z.quiet and need.quiet_ok and need.pin is None,
+                              min(z.min_range, need.range_ms) if need.range_ms else z.min_range, pin, latest)
 
     def _post(self, p: _Postings, s: Series) -> None:
         _insert(p.members, s)
@@ -220,8 +281,9 @@ class Windows:
         s.live = True
         _insert(self._by_name.setdefault(s.name, []), s)
         _insert(self._by_part.setdefault(s.part, []), s)
+        d = dict(s.labels)
         for p in self._postings_for(s.name):
-            if _matches(p.sel.matchers, s.labels):
+            if _matches_map(p.sel.matchers, d):
                 self._post(p, s)
         self.generation += 1
 
@@ -239,34 +301,70 @@ class Windows:
     def append_refs(self, refs: Sequence[int], t: int, values: Sequence[float]) -> None:
         """One timestamp, many series: the collector's block. The block's layout (its refs, the
         same batch after batch) is resolved once; per sample this is two array appends and a
-        few comparisons. Trimming waits for ``gc``."""
-        key = tuple(refs)
+        few comparisons. Trimming waits for ``gc``. ``refs`` may be an int64 array (numpy's
+        or ``array('q')``): its bytes are the layout's key, with no int object per series."""
+        tobytes = getattr(refs, "tobytes", None)
+        key: bytes | tuple[int, ...] = tobytes() if tobytes is not None else tuple(refs)
         layout = self._layouts.get(key)
         if layout is None:
-            layout = self._layout(key)
+            layout = self._layout(key, refs)
         dirty = self._dirty
+        floor = self.floor
+        # The series of a block share their timestamps: a latest series' times are one tuple
+        # per block (the same previous sample, the same new one), not one per series.
+        one = (t,)
+        shared: dict[tuple[int, ...], tuple[int, ...]] = {}
         for s, v in zip(layout, values, strict=True):
             if t <= s.last_t:
                 continue  # out of order or a duplicate: refused, as Prometheus's TSDB does
             s.prev_t = s.last_t
             s.last_t = t
-            s.ts.append(t)
-            s.vals.append(v)
+            ts = s.ts
+            z = s.size
+            if not z.latest:
+                ts.append(t)  # type: ignore[union-attr]  # arrays unless latest
+                s.vals.append(v)  # type: ignore[union-attr]
+            elif t <= floor or not ts:
+                s.ts, s.vals = one, (v,)
+                s.stale = 0
+            elif ts[-1] <= floor and not s.stale:
+                two = shared.get(ts)  # type: ignore[arg-type]  # a tuple: the series is latest
+                if two is None:
+                    two = shared[ts] = (ts[-1], t)  # type: ignore[index]
+                s.ts = two
+                w = s.vals[-1]
+                if v == w and (w or copysign(1.0, v) == copysign(1.0, w)):  # the same value, bit for bit
+                    s.vals = self._flat_pair(w)
+                else:
+                    s.vals = (w, v)
+            else:
+                _append_latest(s, t, v, floor)
             last = s.last
             if v != last:  # NaN included
                 if v < last:
                     s.dec_ts = t
                 s.chg_ts = t
                 s.last = v
-            elif s.quiet and s.chg_ts <= t - s.retention and s.prev_t >= t - s.min_range:
+            elif z.quiet and s.chg_ts <= t - z.retention and s.prev_t >= t - z.min_range:
                 continue  # a flat series repeating its value: no reader's answer changes
             cell = s.cell
             if not cell.dirty:
                 cell.dirty = True
                 dirty.append(cell)
 
-    def _layout(self, key: tuple[int, ...]) -> list[Series]:
-        series = [self._series[ref] for ref in key]
+    def _flat_pair(self, v: float) -> tuple[float, float]:
+        """``(v, v)``, one tuple for every flat series at that value (hardware states, limits
+        and thresholds repeat a handful of values across a fleet)."""
+        key: float | tuple[float, float] = v if v else (v, copysign(1.0, v))  # 0.0 and -0.0 apart
+        got = self._flat.get(key)
+        if got is None:
+            got = (v, v)
+            if len(self._flat) < _FLAT_PAIRS:
+                self._flat[key] = got
+        return got
+
+    def _layout(self, key: bytes | tuple[int, ...], refs: Sequence[int]) -> list[Series]:
+        series = [self._series[int(ref)] for ref in refs]
         for s in series:
             if not s.live:
                 self._index(s)
@@ -281,27 +379,32 @@ class Windows:
         if t <= s.last_t:
             return
         ts = s.ts
-        if ts and ts[0] < t - s.retention - _TRIM_SLACK_MS:
-            self._trim(s, t - s.retention)
+        z = s.size
+        if ts and ts[0] < t - z.retention - _TRIM_SLACK_MS:
+            self._trim(s, t - z.retention)
         if not s.live:
             self._index(s)
         s.prev_t = s.last_t
         s.last_t = t
-        ts.append(t)
+        v = STALE_NAN if value is None else value
+        if z.latest:
+            _append_latest(s, t, v, self.floor)
+        else:
+            ts.append(t)  # type: ignore[union-attr]  # arrays unless latest
+            s.vals.append(v)  # type: ignore[union-attr]
+            if value is None:
+                s.stale += 1
         if value is None:
-            s.vals.append(STALE_NAN)
-            s.stale += 1
             s.chg_ts = t
             s.last = math.nan
         else:
-            s.vals.append(value)
             last = s.last
             if value != last:
                 if value < last:
                     s.dec_ts = t
                 s.chg_ts = t
                 s.last = value
-            elif s.quiet and s.chg_ts <= t - s.retention and s.prev_t >= t - s.min_range:
+            elif z.quiet and s.chg_ts <= t - z.retention and s.prev_t >= t - z.min_range:
                 return
         cell = s.cell
         if not cell.dirty:
@@ -312,16 +415,20 @@ class Windows:
     def _trim(s: Series, cutoff: int) -> None:
         ts = s.ts
         ranges = [(0, bisect_left(ts, cutoff))]
-        if s.pin is not None:  # keep the pinned window: drop only around it
-            lo, hi = s.pin
+        pin = s.size.pin
+        if pin is not None:  # keep the pinned window: drop only around it
+            lo, hi = pin
             i_lo, i_hi = bisect_left(ts, lo), bisect_right(ts, hi)
             ranges = [(i_hi, ranges[0][1]), (0, min(i_lo, ranges[0][1]))]
         for a, b in ranges:
             if b > a:
                 if s.stale:
                     s.stale -= sum(1 for v in s.vals[a:b] if is_stale(v))
-                del ts[a:b]
-                del s.vals[a:b]
+                if isinstance(ts, tuple):  # a latest series (never pinned): the oldest go
+                    s.ts, s.vals = ts[b:], s.vals[b:]
+                else:
+                    del ts[a:b]
+                    del s.vals[a:b]  # type: ignore[union-attr]
 
     def mark_stale(self, t: int, match: Mapping[str, str]) -> None:
         """Append a stale marker at ``t`` to every live series whose labels include ``match``."""
@@ -366,10 +473,10 @@ class Windows:
             if not s.live:
                 continue
             ts = s.ts
-            cutoff = now - s.retention
+            cutoff = now - s.size.retention
             if ts and ts[0] < cutoff:
                 self._trim(s, cutoff)
-            if not ts and s.pin is None:
+            if not ts and s.size.pin is None:
                 s.live = False
                 s.last = math.nan  # a sample that brings it back is a change
                 dropped.append(s)
@@ -447,9 +554,23 @@ class Windows:
         return (s for s in self._series if s.live)
 
 
+def _append_latest(s: Series, t: int, v: float, floor: int) -> None:
+    """Append to a ``latest`` series, keeping only the newest sample at or before ``floor``
+    and the ones after it (no evaluation reads the others again: each reads the newest sample
+    at or before its time, and none is earlier than ``floor``)."""
+    ts, vals = s.ts, s.vals
+    i = max(0, bisect_right(ts, floor) - 1) if t > floor else len(ts)
+    s.ts = (*ts[i:], t)
+    s.vals = (*vals[i:], v)
+    s.stale = sum(1 for x in s.vals if is_stale(x))
+
+
 def _matches(matchers: Sequence[Matcher], labels: Labels) -> bool:
-    d = dict(labels)
-    return all(m.matches(d.get(m.name, "")) for m in matchers)
+    return _matches_map(matchers, dict(labels))
+
+
+def _matches_map(matchers: Sequence[Matcher], labels: Mapping[str, str]) -> bool:
+    return all(m.matches(labels.get(m.name, "")) for m in matchers)
 
 
 def _insert(lst: list[Series], s: Series) -> None:

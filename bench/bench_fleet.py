@@ -27,6 +27,7 @@ import contextlib
 import json
 import math
 import multiprocessing as mp
+import os
 import random
 import sys
 import tempfile
@@ -211,6 +212,16 @@ class Worker:
             await asyncio.sleep(0.2)
         return None
 
+    async def caught_up(self, timeout: float) -> float | None:
+        """Seconds until no node has more than one batch waiting for its ack (the backlog a
+        slow ramp leaves behind is drained), or None after ``timeout``."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if all(len(a.unacked) <= 1 for a in self.agents.values()):
+                return time.monotonic() - t0
+            await asyncio.sleep(0.5)
+        return None
+
     async def step(self, start: float, end: float, settle: float) -> dict[str, Any]:
         self.window = (start, end)
         self.latencies = []
@@ -312,6 +323,8 @@ def worker_main(conn: Connection, addr: str, names: list[str], shape: tuple[int,
             cmd = await loop.run_in_executor(None, conn.recv)
             if cmd[0] == "ramp":
                 conn.send(("ramp", await w.ramp(*cmd[1:])))
+            elif cmd[0] == "caught_up":
+                conn.send(("caught_up", await w.caught_up(*cmd[1:])))
             elif cmd[0] == "step":
                 conn.send(("step", await w.step(*cmd[1:])))
             elif cmd[0] == "storm":
@@ -342,7 +355,7 @@ class Target:
         extra["alerting"]["rules"] = rules
         if args.rules == "none":
             extra["alerting"]["rules"] = []
-        extra["alerting"]["process"] = args.rules_process
+        extra["alerting"]["process"] = not args.rules_in_collector
         for kv in args.set or []:
             key, _, value = kv.partition("=")
             extra[key] = json.loads(value)
@@ -369,12 +382,14 @@ class Target:
                 out[f"{p.pid} {name}"] = t.user + t.system
         return out
 
-    def rss(self) -> int:
-        total = 0
+    def rss(self) -> dict[str, int]:
+        """RSS by process (named as in ``cpu``)."""
+        out: dict[str, int] = {}
         for p in self.procs():
             with contextlib.suppress(psutil.NoSuchProcess):
-                total += p.memory_info().rss
-        return total
+                name = " ".join(p.cmdline()[2:4]) or p.name()
+                out[f"{p.pid} {name}"] = p.memory_info().rss
+        return out
 
     def summary(self) -> dict[str, Any]:
         with urllib.request.urlopen(self.col.http + "/api/v1/summary", timeout=30) as r:
@@ -405,7 +420,9 @@ def main() -> None:
     ap.add_argument("--profiles", type=int, default=8, help="distinct simulated nodes (value shapes)")
     ap.add_argument("--rules", default="default", help="default | none | comma-separated rule files")
     ap.add_argument("--rules-process", action="store_true",
-                    help="rules in a process of their own (alerting.process: true)")
+                    help="rules in a process of their own (alerting.process: true, the default)")
+    ap.add_argument("--rules-in-collector", action="store_true",
+                    help="rules in the collector's process (alerting.process: false)")
     ap.add_argument("--set", action="append", help="collector config override KEY=JSON (repeatable)")
     ap.add_argument("--storm", action="store_true", help="after the last step: reconnect storm + loss check")
     ap.add_argument("--verify", action="store_true", help="after the run: drain and count stored samples")
@@ -433,7 +450,8 @@ def main() -> None:
         print(f"collector {target.addr}, rules={args.rules}, {args.series} series/node every {args.interval:g}s, "
               f"{args.procs} generator process(es); measured {args.duration:g}s per step", flush=True)
         print(f"{'nodes':>6} {'samples/s':>10} {'expected':>9} {'col cores':>9} {'CPU-s/M':>8} {'ack p50':>8} "
-              f"{'ack p99':>8} {'RSS MB':>7} {'gen cores':>9} {'conn':>6} {'err':>5}  split", flush=True)
+              f"{'ack p99':>8} {'RSS MB':>7} {'gen cores':>9} {'conn':>6} {'err':>5}  {'ramp':>6}  "
+              "per process: CPU (cores) / peak RSS", flush=True)
         try:
             for n in steps:
                 # Ramp: new nodes connect at phases spread over one interval and define their
@@ -442,6 +460,13 @@ def main() -> None:
                     c.send(("ramp", len(names[:n][i::args.procs]), args.ramp_timeout))
                 ramps = [c.recv()[1] for c in conns]
                 ramp = None if None in ramps else max(ramps)
+                # Measure the steady state: first let the backlog of a slow ramp drain.
+                for c in conns:
+                    c.send(("caught_up", args.ramp_timeout))
+                drains = [c.recv()[1] for c in conns]
+                drained = None if None in drains else max(drains)
+                print(f"  {n} nodes streaming after {'-' if ramp is None else f'{ramp:.0f}s'}, their backlog "
+                      f"drained after {'-' if drained is None else f'{drained:.0f}s'} more", flush=True)
                 start = time.time() + warmup
                 end = start + args.duration
                 for c in conns:
@@ -449,16 +474,21 @@ def main() -> None:
                 time.sleep(max(0.0, start - time.time()))
                 cpu0 = target.cpu()
                 rss_peak = 0
+                rss_each: dict[str, int] = {}
                 while time.time() < end:
-                    rss_peak = max(rss_peak, target.rss())
+                    rss = target.rss()
+                    rss_peak = max(rss_peak, sum(rss.values()))
+                    for k, v in rss.items():
+                        rss_each[k] = max(rss_each.get(k, 0), v)
                     time.sleep(min(1.0, max(0.0, end - time.time())))
                 cpu1 = target.cpu()
+                load = os.getloadavg()[1]  # the machine's 5-minute load average, other users included
                 results = [c.recv()[1] for c in conns]
                 lat = [x for r in results for x in r["latencies"]]
                 acked = sum(r["acked_samples"] for r in results)
                 col_cpu = sum(cpu1.get(k, 0) - cpu0.get(k, 0) for k in cpu1)
-                split = " ".join(f"{k.split(' ', 1)[1][:24]}={(cpu1[k] - cpu0.get(k, 0)) / args.duration:.2f}"
-                                 for k in cpu1)
+                split = " ".join(f"{k.split(' ', 1)[1][:24]}={(cpu1[k] - cpu0.get(k, 0)) / args.duration:.2f} "
+                                 f"core/{rss_each.get(k, 0) / 2**20:.0f} MB" for k in cpu1)
                 gen = sum(r["cpu"] for r in results) / args.duration
                 rate = acked / args.duration
                 per_m = f"{col_cpu / acked * 1e6:>8.2f}" if acked else f"{'-':>8}"
@@ -467,7 +497,7 @@ def main() -> None:
                       f"{pct(lat, 0.5) * 1000:>6.0f}ms {pct(lat, 0.99) * 1000:>6.0f}ms {rss_peak / 2**20:>7.0f} "
                       f"{gen:>9.2f} {sum(r['connected'] for r in results):>6} "
                       f"{sum(r['errors'] for r in results):>5} "
-                      f"{'-' if ramp is None else f'{ramp:.0f}s':>6}  {split}", flush=True)
+                      f"{'-' if ramp is None else f'{ramp:.0f}s':>6}  {split}  (load average {load:.1f})", flush=True)
             if args.storm:
                 for c in conns:
                     c.send(("storm", 300.0))

@@ -23,7 +23,7 @@ from alerts.errors import AlertsError
 from alerts.model import Alert, AlertState, NodeStatus, Notifier
 from alerts.notifiers import build_notifiers
 from alerts.notifiers.base import NotifierBase, NotifierHealth
-from alerts.rulefile import AlertingRule
+from alerts.rulefile import AlertingRule, RuleGroup, load_files
 from alerts.rules import default_rule_files
 from collector.config import CollectorConfig, is_loopback
 from collector.errors import ConfigError
@@ -31,7 +31,7 @@ from collector.fleet import Accelerator, Accelerators
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
 from collector.rulefeed import RuleFeed
-from collector.rulesproc import read_state
+from collector.rulesproc import read_group_health, read_notifier_health, read_state
 from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
 from collector.server import TelemetryService
 from collector.spool import Spool, build_sinks
@@ -63,8 +63,13 @@ class Collector:
         rules = default_rule_files() if cfg.alerting.rules is None else cfg.alerting.rules
         #: Rules (and their notifiers) in a child process fed by the append log (collector/rulesproc.py).
         self.rules_process = bool(rules) and cfg.alerting.process
+        self._rule_groups: list[RuleGroup] = []
         if self.rules_process:
             self.notifiers = []  # they live in the rules process (built here once: config errors)
+            try:
+                self._rule_groups = load_files(rules)  # for the API's rule metadata (and config errors)
+            except AlertsError as err:
+                raise ConfigError(str(err)) from err
         if rules and not self.rules_process:
             try:
                 self.engine = AlertEngine.from_files(
@@ -325,15 +330,21 @@ class Collector:
         return self.engine.active() if self.engine is not None else []
 
     def alert_rules(self) -> list[AlertingRule]:
+        if self.rules_process:
+            return [r for g in self._rule_groups for r in g.rules if isinstance(r, AlertingRule)]
         return self.engine.rules() if self.engine is not None else []
 
     def accelerators(self, node: str, now: float, *, streaming: bool = True) -> list[Accelerator]:
         return self.fleet.of(node, now, streaming=streaming)
 
     def notifier_health(self) -> list[NotifierHealth]:
+        if self.rules_process:
+            return read_notifier_health(self.cfg.data_dir)
         return [h for n in self.notifiers if isinstance(n, NotifierBase) for h in n.health()]
 
     def rule_groups(self) -> list[GroupHealth]:
+        if self.rules_process:
+            return read_group_health(self.cfg.data_dir)
         return self.engine.group_health() if self.engine is not None else []
 
     def transitions(self, since: float) -> list[Transition]:

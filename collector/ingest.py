@@ -493,8 +493,12 @@ class Ingestor:
         if len(self._watched_ids) != len(self.watched):
             self._watched_ids = np.array(sorted(self.watched), np.int64)
         out = []
+        watched = self._watched_ids
         for b in blocks:
-            hit = np.flatnonzero(np.isin(b.sids, self._watched_ids))
+            # A binary search per sample in the sorted watched ids: np.isin would sort the
+            # block and the fleet's watched ids on every batch (a quarter of ingest at 2,500 nodes).
+            pos = np.minimum(np.searchsorted(watched, b.sids), len(watched) - 1)
+            hit = np.flatnonzero(watched[pos] == b.sids)
             for i in hit.tolist():
                 name, labels = self.watched[int(b.sids[i])]
                 out.append((name, labels, b.ts_ms / 1000, float(b.values[i])))

@@ -12,6 +12,7 @@ agent's time.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -27,7 +28,7 @@ class RuleFeed:
         self.engine = engine
         self._blocks = hasattr(engine, "series_ref") and hasattr(engine, "append_block")
         self._series: list[tuple[str, dict[str, str]]] = []  # ref -> series, for ingest()
-        self._names: dict[int, str] = {}  # ref -> metric name
+        self._names: list[str] = []  # ref -> metric name (refs count up from 0)
         self.samples = 0
 
     def ref(self, name: str, labels: Mapping[str, str]) -> int:
@@ -36,17 +37,24 @@ class RuleFeed:
             r = self.engine.series_ref(name, labels)
             if r is None:
                 return NO_REF
-            self._names[int(r)] = name
+            self._name(int(r), name)
             return int(r)
         if not self.engine.wants(name):
             return NO_REF
         self._series.append((name, dict(labels)))
-        self._names[len(self._series) - 1] = name
+        self._name(len(self._series) - 1, name)
         return len(self._series) - 1
+
+    def _name(self, ref: int, name: str) -> None:
+        names = self._names
+        if ref >= len(names):
+            names.extend([""] * (ref + 1 - len(names)))
+        names[ref] = sys.intern(name)
 
     def names(self, refs: Iterable[int]) -> set[str]:
         """The metric names of these refs (for ``evaluate_urgent``)."""
-        return {self._names[r] for r in refs if r != NO_REF and r in self._names}
+        names = self._names
+        return {names[r] for r in refs if 0 <= r < len(names) and names[r]}
 
     def block(self, refs: npt.NDArray[np.int64], ts_ms: int, values: npt.NDArray[np.float64],
               now: float | None = None) -> None:
@@ -59,7 +67,7 @@ class RuleFeed:
         r, v = refs[keep], values[keep]
         self.samples += len(r)
         if self._blocks:
-            self.engine.append_block(r.tolist(), ts_ms, v.tolist())
+            self.engine.append_block(r, ts_ms, v.tolist())  # refs as an array: no int per series
             return
         ingest = self.engine.ingest
         ts = ts_ms / 1000

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from alerts.engine import AlertEngine
+from alerts.engine import AlertEngine, GroupHealth, GroupStats
 from alerts.model import Alert, EventNotice, NodeStatus
 from alerts.notifiers import build_notifiers
+from alerts.notifiers.base import NotifierBase, NotifierHealth
 from alerts.rules import default_rule_files
 from collector.config import CollectorConfig
 from collector.rulefeed import NO_REF, RuleFeed
@@ -91,25 +92,25 @@ class RuleRunner:
 
     def _define(self, sid: int, name: str, labels: str) -> None:
         self._ref_table(sid)
+        if not self.engine.wants(name):  # most series: no rule reads their name (labels not parsed)
+            self.refs[sid] = NO_REF
+            return
         self.refs[sid] = ref = self.feed.ref(name, json.loads(labels))
         if ref != NO_REF:
             self.names.extend([""] * (sid + 1 - len(self.names)))
-            self.names[sid] = name
+            self.names[sid] = sys.intern(name)
 
     def _known_series(self) -> None:
         """Series defined before our start position (streams that are already live): from the
         store, and from the log's part the compactor has not copied yet."""
-        wants = self.engine.wants
         for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
-            if wants(name):
-                self._define(int(sid), name, labels)
+            self._define(int(sid), name, labels)
         row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
         for pos, payload in applog.read(self.folder, int(row[0]) if row else 0, frozenset({applog.SERIES})):
             if pos >= self.next:
                 break
             for sid, name, _m, _f, labels, _node, _t, _h in applog.decode_json(payload)["series"]:
-                if wants(name):
-                    self._define(int(sid), name, labels)
+                self._define(int(sid), name, labels)
 
     def _ref_table(self, sid: int) -> None:
         if sid >= len(self.refs):
@@ -205,7 +206,11 @@ class RuleRunner:
     def publish(self) -> None:
         active = [alert_dict(a) for a in self.engine.active()]
         trans = [{"time": t, **a} for t, a in self.transitions]
-        rows = [("active", json.dumps(active)), ("transitions", json.dumps(trans))]
+        notifiers = [dataclasses.asdict(h) for n in self.notifiers if isinstance(n, NotifierBase) for h in n.health()]
+        groups = [{"name": g.name, "file": g.file, "interval": g.interval, "rules": g.rules, "failing": g.failing,
+                   "stats": dataclasses.asdict(g.stats)} for g in self.engine.group_health()]
+        rows = [("active", json.dumps(active)), ("transitions", json.dumps(trans)),
+                ("notifiers", json.dumps(notifiers)), ("groups", json.dumps(groups))]
         self._db.executemany("INSERT INTO alert_state VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                              "body = excluded.body", rows)
 
@@ -231,15 +236,33 @@ class RuleRunner:
             self._db.close()
 
 
-def read_state(data_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(active alerts, transitions) as the rules process last published them."""
+def read_published(data_dir: Path, *keys: str) -> list[list[dict[str, Any]]]:
+    """What the rules process last published under each key (``active``, ``transitions``,
+    ``notifiers``, ``groups``); an empty list for a key not published yet."""
     db = open_db(data_dir / STORE_FILE)
     try:
         db.execute(_STATE_SCHEMA)
         rows = dict(db.execute("SELECT key, body FROM alert_state").fetchall())
     finally:
         db.close()
-    return json.loads(rows.get("active", "[]")), json.loads(rows.get("transitions", "[]"))
+    return [json.loads(rows.get(k, "[]")) for k in keys]
+
+
+def read_state(data_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(active alerts, transitions) as the rules process last published them."""
+    active, transitions = read_published(data_dir, "active", "transitions")
+    return active, transitions
+
+
+def read_notifier_health(data_dir: Path) -> list[NotifierHealth]:
+    """Every notifier target's counters, as the rules process last published them."""
+    return [NotifierHealth(**d) for d in read_published(data_dir, "notifiers")[0]]
+
+
+def read_group_health(data_dir: Path) -> list[GroupHealth]:
+    """Every rule group's evaluation counters, as the rules process last published them."""
+    return [GroupHealth(g["name"], g["file"], g["interval"], g["rules"], g["failing"], GroupStats(**g["stats"]))
+            for g in read_published(data_dir, "groups")[0]]
 
 
 def main(argv: list[str] | None = None) -> int:

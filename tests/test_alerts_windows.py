@@ -150,3 +150,24 @@ def test_a_flat_series_repeating_its_value_changes_nothing_its_readers_see() -> 
     assert w.take_changes() == {"samples_total": {"n1"}}
     w.append("errors_total", (("node", "n1"),), 410_000, 6.0)  # a change is always seen
     assert w.take_changes() == {"errors_total": {"n1"}}
+
+
+def test_instant_only_series_keep_one_or_two_samples_bit_for_bit(tmp_path: Path) -> None:
+    """A series read only by ``x > c`` keeps the newest sample at or before the last evaluation
+    and the newer ones; flat runs share one (v, v) pair, and 0.0 and -0.0 stay apart."""
+    rules = tmp_path / "r.yml"
+    rules.write_text(RULES)
+    eng = AlertEngine.from_files([rules])
+    ref = eng.series_ref("gpu_temperature_celsius", {"node": "n1", "gpu": "0"})
+    other = eng.series_ref("gpu_temperature_celsius", {"node": "n2", "gpu": "0"})
+    assert ref is not None and other is not None
+    s, o = eng.windows._series[ref], eng.windows._series[other]
+    assert s.latest and eng.windows._series[ref].retention == 300_000
+    t0 = 1_800_000_000_000
+    for i, v in enumerate([50.0, 50.0, 0.0, -0.0, -0.0, -0.0, 91.0]):
+        eng.append_block([ref, other], t0 + i * 10_000, [v, 50.0])
+        assert len(s.ts) <= 2 and s.ts[-1] == t0 + i * 10_000 and str(s.vals[-1]) == str(v)
+        eng.evaluate((t0 + i * 10_000) / 1000 + 1)
+    assert list(s.vals) == [-0.0, 91.0] and str(s.vals[0]) == "-0.0"
+    assert o.vals == (50.0, 50.0) and len(o.ts) == 2
+    assert [a.labels["node"] for a in eng.active()] == ["n1"]

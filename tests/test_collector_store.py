@@ -27,13 +27,14 @@ def test_collector_loads_the_default_rule_pack_unless_told_otherwise(tmp_path: P
     cfg = CollectorConfig(listen="127.0.0.1:0", http="", data_dir=tmp_path / "a")
     cfg.alerting.notifiers = {}
     c = Collector(cfg)
+    assert c.rules_process and c.engine is None, "by default, rules in a process of their own"
+    assert "GPUXidWarning" in {r.name for r in c.alert_rules()}  # the API's rule metadata
+    c.store.close()
+    cfg.alerting.process = False
+    c = Collector(cfg)
     assert c.engine is not None and not c.rules_process
     assert "GPUXidWarning" in {r.name for r in c.engine.rules()}
     assert {g.file for g in c.engine.groups} == {str(p) for p in default_rule_files()}
-    c.store.close()
-    cfg.alerting.process = True
-    c = Collector(cfg)
-    assert c.rules_process and c.engine is None, "alerting.process: rules in a process of their own"
     c.store.close()
     conf = tmp_path / "collector.yml"
     conf.write_text(f"data_dir: {tmp_path / 'b'}\nalerting:\n  rules: []\n  notifiers: {{}}\n")
