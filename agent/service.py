@@ -136,7 +136,8 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
     security.check()
     transport = Transport(cfg.node, dict(cfg.labels), cfg.collectors, wal, table,
                           batch_interval=cfg.batch_interval, backfill_rate=cfg.wal.backfill_rate,
-                          plugin_status=plugin_status, on_connected=on_connected, security=security)
+                          plugin_status=plugin_status, on_connected=on_connected, security=security,
+                          failback=cfg.failback)
     batcher = Batcher(cfg, wal, table, transport)
     # Opt-in /metrics (agent/exposition.py): keeps each plugin's last collection on the way to the WAL.
     exposition = Exposition({**cfg.labels, "node": cfg.node}, cfg.prometheus.names, batcher.self_metrics)

@@ -26,7 +26,7 @@ from collector.fleet import Accelerator, Accelerators
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
 from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
-from collector.server import TelemetryService
+from collector.server import TelemetryService, health_handler
 from collector.spool import Spool, build_sinks
 from collector.storage.base import HealthSample
 from collector.storage.sqlite import StoreReader, open_store
@@ -86,6 +86,7 @@ class Collector:
         self.grpc_port = 0
         self.http_port = 0
         self._down: set[str] = set()
+        self._serving = False  # the gRPC health check's answer: taking streams
         self._engine_refs: dict[int, int | None] = {}
 
     # --- callbacks from the stream handler -----------------------------------------------
@@ -133,12 +134,17 @@ class Collector:
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", self.cfg.limits.max_message_bytes),
             ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-            # Find peers that vanished without closing (a half-open stream holds a node's slot).
-            ("grpc.keepalive_time_ms", 60_000),
-            ("grpc.keepalive_timeout_ms", 20_000),
+            # Agents ping every 2 s to notice a dead collector host within 5 s (agent/transport.py,
+            # KEEPALIVE_MS); pings closer than this are strikes, and two strikes end the connection.
+            ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
+            # Find agents that vanished without closing (a half-open stream holds a node's slot)
+            # within 15 s, pinging between acks however long an agent's batch interval.
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.http2.ping_timeout_ms", 5_000),  # what gRPC core >= 1.5x times an unanswered ping with
+            ("grpc.http2.max_pings_without_data", 0),
         ])
-        server.add_generic_rpc_handlers((self.service.handler(),))
+        server.add_generic_rpc_handlers((self.service.handler(), health_handler(lambda: self._serving)))
         if self._grpc_creds is not None:
             self.grpc_port = server.add_secure_port(self.cfg.listen, self._grpc_creds)
         else:
@@ -148,6 +154,7 @@ class Collector:
         self._warn_insecure()
         await server.start()
         self._server = server
+        self._serving = True
         if self.engine is not None:
             await self.engine.start()
         else:
@@ -179,6 +186,7 @@ class Collector:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful: stop taking streams, let in-flight batches commit, flush notifiers."""
+        self._serving = False
         if self._server is not None:
             await self._server.stop(grace)
         for t in self._tasks:
