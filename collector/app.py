@@ -20,15 +20,19 @@ from alerts.model import Alert, NodeStatus, Notifier
 from alerts.notifiers import build_notifiers
 from alerts.notifiers.base import NotifierBase, NotifierHealth
 from alerts.rulefile import AlertingRule
+from collector.alertstate import AlertStateKeeper
 from collector.config import CollectorConfig, is_loopback
 from collector.errors import ConfigError
 from collector.fleet import Accelerator, Accelerators
+from collector.handover import Handover, sources_for
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
+from collector.promquery import PromQueryClient
 from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
 from collector.server import TelemetryService, health_handler
 from collector.spool import Spool, build_sinks
 from collector.storage.base import HealthSample
+from collector.storage.remote_write import RemoteWriteSink
 from collector.storage.sqlite import StoreReader, open_store
 from collector.view import CollectorCounters, NodeRow, Transition
 
@@ -56,10 +60,24 @@ class Collector:
             try:
                 self.engine = AlertEngine.from_files(
                     cfg.alerting.rules, self.notifiers, external_labels=cfg.alerting.external_labels,
-                    resend_delay=cfg.alerting.resend_delay)
+                    resend_delay=cfg.alerting.resend_delay, for_grace_period=cfg.alerting.for_grace_period,
+                    for_outage_tolerance=cfg.alerting.for_outage_tolerance)
             except AlertsError as err:
                 raise ConfigError(str(err)) from err
         self.sinks = build_sinks(cfg.sinks)
+        #: The shared TSDB's query API (cfg.query), when there is one.
+        self.query = PromQueryClient(cfg.query) if cfg.query.enabled else None
+        # Alert state across restarts and moves (collector/handover.py): kept after each
+        # evaluation, locally and in the TSDB through the remote-write sinks.
+        self.keeper: AlertStateKeeper | None = None
+        self.handover: Handover | None = None
+        if self.engine is not None:
+            tolerance = cfg.alerting.for_outage_tolerance
+            remote_write = [s.config for s in self.sinks if isinstance(s, RemoteWriteSink)]
+            self.keeper = AlertStateKeeper(cfg.data_dir, remote_write, tolerance)
+            sources, tsdb = sources_for(self.keeper, self.read_store, self.query, tolerance)
+            self.handover = Handover(self.engine, self.keeper, sources, hold=cfg.node_timeout, tsdb=tsdb)
+        self._last_sample_ms: dict[str, int] = {}
         self.spool = Spool(self.store, self.sinks, cfg.spool_max_bytes) if self.sinks else None
         engine = self.engine
         # gpu_up always reaches _on_batch, for the node health roll-up (collector/fleet.py).
@@ -92,6 +110,11 @@ class Collector:
     # --- callbacks from the stream handler -----------------------------------------------
     def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
         fleet = self.fleet
+        if decoded.live:
+            node = session.node.node
+            newest = round(max(b.ts_s for b in decoded.live) * 1000)
+            if newest > self._last_sample_ms.get(node, 0):
+                self._last_sample_ms[node] = newest
         for block in decoded.live:
             for info, value in zip(block.series, block.values, strict=True):
                 if fleet.wants(info.name):
@@ -125,6 +148,11 @@ class Collector:
 
     def _on_node(self, node: NodeInfo, online: bool) -> None:
         status = NodeStatus(node=node.node, online=online, ts=time.time(), labels=dict(node.labels))
+        if self.handover is not None:
+            if online:
+                self.handover.online(node.node, status.ts)
+            else:
+                self.handover.offline(node.node, self._last_sample_ms.get(node.node, 0), status.ts)
         for n in self.notifiers:
             n.send_node_status(status)
 
@@ -160,6 +188,9 @@ class Collector:
         else:
             for n in self.notifiers:
                 await n.start()
+        if self.keeper is not None and self.handover is not None:
+            await self.keeper.start()
+            await self.handover.start()
         if self.spool is not None:
             await self.spool.start()
         if self.cfg.http:
@@ -196,6 +227,12 @@ class Collector:
                 await t
         if self._http is not None:
             await self._http.cleanup()
+        if self.handover is not None:
+            await self.handover.aclose()
+        if self.keeper is not None:
+            await self.keeper.aclose()
+        if self.query is not None:
+            await self.query.aclose()
         if self.spool is not None:
             await self.spool.stop()
         await self.writer.stop()
@@ -228,9 +265,12 @@ class Collector:
             self._rate.append((now, self.ingestor.counters.samples))
             if self.engine is None:
                 continue
+            handover = self.handover
             for node, up in self.node_up(now).items():
+                if handover is not None and node in handover.released:
+                    continue  # it streams to another collector, which owns its alerts
                 info = self.ingestor.nodes[node]
-                if not up and node not in self._down:
+                if not up and node not in self._down and not (handover is not None and handover.holds(node, now)):
                     # Like Prometheus for a vanished target: the node's series end now, so
                     # device rules stop evaluating stale values (NodeAgentSilent covers it).
                     self.engine.mark_stale({"node": node}, now)
@@ -244,6 +284,9 @@ class Collector:
                     self.engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
             try:
                 self._record(now, self.engine.evaluate(now))
+                if self.keeper is not None and handover is not None:
+                    self.keeper.record(self.engine.active_states(), now)
+                    handover.after_evaluation(now)
             except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
                 log.exception("rule evaluation failed: %s", err)
 
@@ -268,9 +311,11 @@ class Collector:
 
     # --- the read-only view (collector/view.py) ---------------------------------------------
     def nodes(self, now: float) -> list[NodeRow]:
+        """The nodes this collector owns (one that moved to another collector is that one's)."""
         up = self.node_up(now)
+        moved = self.handover.released if self.handover is not None else set()
         return [NodeRow(n, up[n], i.connected, dict(i.labels), i.samples, i.batches, i.last_batch_at, i.clock_skew,
-                        i.agent_version, tuple(i.plugins)) for n, i in self.ingestor.nodes.items()]
+                        i.agent_version, tuple(i.plugins)) for n, i in self.ingestor.nodes.items() if n not in moved]
 
     def counters(self) -> CollectorCounters:
         i = self.ingestor.counters

@@ -1,0 +1,81 @@
+"""A collector killed and restarted while an alert fires: it restores the alert's ``for`` state from
+its own alert state file (no shared TSDB here), so the alert fires on with its first active time,
+Alertmanager keeps one alert the whole time, and its receiver gets no resolve and no second
+notification (issue 14; the move between collectors is tests/test_fleet_e2e.py)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.alert_tier import alert_tier, watching
+from tests.fleet import AgentProc, CollectorProc
+from tests.services import wait_until
+
+pytestmark = pytest.mark.services
+
+#: GPUOverTemperature as the pack has it, with a short ``for`` (a test must stay short) that is
+#: still long enough to tell a restored timer (firing within a second or two) from a new one.
+RULES = """\
+groups:
+  - name: gpu
+    rules:
+      - alert: GPUOverTemperature
+        expr: gpu_temperature_celsius > 85
+        for: 6s
+        labels: {severity: critical}
+        annotations:
+          summary: "GPU {{ $labels.gpu }} on {{ $labels.node }} is at {{ $value }} °C"
+"""
+HOT_GPU = {"simulated": {"interval": 0.5, "gpus": 2, "ib_ports": 0, "lanes": 1, "psus": 0,
+                         "faults": [{"at": "0s", "kind": "gpu_temperature", "gpu": 0, "value": 92}]}}
+
+
+def collector_alert(col: CollectorProc, name: str) -> dict[str, Any] | None:
+    try:
+        got = [a for a in col.get("/api/v1/alerts") if a["labels"].get("alertname") == name]
+    except OSError:
+        return None
+    return got[0] if got else None
+
+
+def _stamp(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_restarted_collector_restores_its_firing_alert_from_its_own_store(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    with alert_tier(tmp_path) as tier:
+        col = CollectorProc(tmp_path, rules=[rules], extra={"alerting": {
+            "notifiers": {"alertmanager": {"urls": [tier.url]}}, "for_grace_period": "1s"}})
+        agent = AgentProc(tmp_path, "n1", [col.addr], plugins=HOT_GPU)
+        labels = {"node": "n1", "gpu": "0"}
+        try:
+            col.start()
+            agent.start()
+            before = wait_until(lambda: (a := collector_alert(col, "GPUOverTemperature")) and a["state"] == "firing"
+                                and a, 60, "the alert to fire")
+            wait_until(lambda: tier.alerts("GPUOverTemperature"), 30, "the alert in Alertmanager")
+            with watching(tier, "GPUOverTemperature", labels) as watch:
+                col.kill()
+                restarted = time.time()
+                col.start()
+                after = wait_until(lambda: (a := collector_alert(col, "GPUOverTemperature")) and a, 30,
+                                   "the restarted collector to hold the alert again")
+                # Restored, not started over: the first life's active time, never a new one.
+                assert after["active_at"] == int(before["active_at"])
+                wait_until(lambda: (a := collector_alert(col, "GPUOverTemperature")) and a["state"] == "firing",
+                           30, "the restored alert to fire")
+                # The restarted collector sends it on (Alertmanager's copy is refreshed by it).
+                wait_until(lambda: any(_stamp(a["updatedAt"]) > restarted for a in tier.alerts("GPUOverTemperature")),
+                           30, "the restarted collector to send the alert")
+            assert watch.readings and not watch.gaps(), f"Alertmanager lost the alert: {watch.gaps()[:5]}"
+            assert [s for s, _ in tier.notifications("GPUOverTemperature")] == ["firing"]
+        finally:
+            agent.stop()
+            col.stop()
