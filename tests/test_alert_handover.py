@@ -35,12 +35,14 @@ HOT_GPU = {"simulated": {"interval": 0.5, "gpus": 2, "ib_ports": 0, "lanes": 1, 
                          "faults": [{"at": "0s", "kind": "gpu_temperature", "gpu": 0, "value": 92}]}}
 
 
-def collector_alert(col: CollectorProc, name: str) -> dict[str, Any] | None:
+def collector_alert(col: CollectorProc, name: str, state: str | None = None) -> dict[str, Any]:
+    """The collector's alert named ``name`` (in ``state`` when given); {} when it has none."""
     try:
-        got = [a for a in col.get("/api/v1/alerts") if a["labels"].get("alertname") == name]
+        got = [a for a in col.get("/api/v1/alerts") if a["labels"].get("alertname") == name
+               and (state is None or a["state"] == state)]
     except OSError:
-        return None
-    return got[0] if got else None
+        return {}
+    return dict(got[0]) if got else {}
 
 
 def _stamp(rfc3339: str) -> float:
@@ -58,19 +60,18 @@ def test_a_restarted_collector_restores_its_firing_alert_from_its_own_store(tmp_
         try:
             col.start()
             agent.start()
-            before = wait_until(lambda: (a := collector_alert(col, "GPUOverTemperature")) and a["state"] == "firing"
-                                and a, 60, "the alert to fire")
+            before = wait_until(lambda: collector_alert(col, "GPUOverTemperature", "firing"), 60, "the alert to fire")
             wait_until(lambda: tier.alerts("GPUOverTemperature"), 30, "the alert in Alertmanager")
             with watching(tier, "GPUOverTemperature", labels) as watch:
                 col.kill()
                 restarted = time.time()
                 col.start()
-                after = wait_until(lambda: (a := collector_alert(col, "GPUOverTemperature")) and a, 30,
+                after = wait_until(lambda: collector_alert(col, "GPUOverTemperature"), 30,
                                    "the restarted collector to hold the alert again")
                 # Restored, not started over: the first life's active time, never a new one.
                 assert after["active_at"] == int(before["active_at"])
-                wait_until(lambda: (a := collector_alert(col, "GPUOverTemperature")) and a["state"] == "firing",
-                           30, "the restored alert to fire")
+                wait_until(lambda: collector_alert(col, "GPUOverTemperature", "firing"), 30,
+                           "the restored alert to fire")
                 # The restarted collector sends it on (Alertmanager's copy is refreshed by it).
                 wait_until(lambda: any(_stamp(a["updatedAt"]) > restarted for a in tier.alerts("GPUOverTemperature")),
                            30, "the restarted collector to send the alert")
