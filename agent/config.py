@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
-
 from agent.errors import ConfigError
 from agent.failback import FailbackConfig
 from agent.model import check_label_name
@@ -157,6 +155,8 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None,
     data: dict[str, Any] = {}
     where = str(path) if path else "agent config"
     if path is not None:
+        import yaml  # noqa: PLC0415 - the parser is needed at start only; the agent drops it after (main.py)
+
         try:
             text = path.read_text()
         except OSError as err:

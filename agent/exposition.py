@@ -63,7 +63,7 @@ def families(samples: Iterable[Sample], node_labels: Mapping[str, str], names: s
     if names != "fleetmon":
         for s in samples:
             if s.name == "gpu_info":
-                gpu_info[(s.labels.get("gpu"), s.labels.get("uuid"))] = s.labels
+                gpu_info[(s.labels.get("gpu"), s.labels.get("uuid"))] = dict(s.labels)
     for s in samples:
         labels = {**s.labels, **node_labels}
         fields = []

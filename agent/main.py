@@ -10,12 +10,9 @@ import signal
 import sys
 from typing import Any
 
-import yaml
-
 from agent.config import AgentConfig, load_config
-from agent.errors import ConfigError
+from agent.errors import AgentError, ConfigError
 from agent.model import Collection
-from agent.output import FORMATS, to_prom
 from agent.scheduler import PLUGIN_SUCCESS, EventBuffer, PluginRunner, build_runners, collect_once, make_context
 from fleetmon_common import logs
 from fleetmon_common.settings import Problems
@@ -36,6 +33,8 @@ def config_from_args(args: argparse.Namespace, problems: Problems | None = None)
     cfg_path = args.config
     raw_plugins: dict[str, Any] | None = None
     if args.set:
+        import yaml  # noqa: PLC0415 - needed at start only (dropped once the agent runs, see main)
+
         raw_plugins = {}
         if cfg_path is not None:
             with contextlib.suppress(OSError, yaml.YAMLError):
@@ -68,15 +67,36 @@ def main(args: argparse.Namespace) -> int:
             return asyncio.run(_once(cfg, only, args.format, args.names or cfg.prometheus.names))
         from agent.service import run_agent  # noqa: PLC0415 - grpc (~30 MiB) only for a streaming agent, not --once
 
+        drop_modules(START_ONLY)
         return asyncio.run(_run_until_signal(run_agent(cfg, only)))
     except ConfigError as err:
         # Once, on stderr, one ``file: key: problem; fix`` line per problem (not also logged:
         # under systemd stderr is the journal already).
         print(err, file=sys.stderr)
         return 2
+    except AgentError as err:  # e.g. a WAL that cannot be created: say so, do not print a traceback
+        print(f"fleetmon agent: {err}", file=sys.stderr)
+        return 1
+
+
+#: Modules the long-running agent needs only while it starts: the YAML parser (the config is
+#: read by then). Forgetting them lets their objects go (~0.7 MiB for a process that runs for
+#: years); an import later, should one come, loads them again.
+START_ONLY = ("yaml",)
+
+
+def drop_modules(packages: tuple[str, ...]) -> None:
+    for name in [m for m in sys.modules if m.split(".", 1)[0] in packages]:
+        parent, _, child = name.rpartition(".")
+        if parent in sys.modules:
+            with contextlib.suppress(AttributeError):
+                delattr(sys.modules[parent], child)
+        del sys.modules[name]
 
 
 async def _once(cfg: AgentConfig, only: list[str] | None, fmt: str, names: str = "fleetmon") -> int:
+    from agent.output import FORMATS, to_prom  # noqa: PLC0415 - the text formats serve --once only
+
     events = EventBuffer()
     ctx = make_context(cfg, events)
     runners = build_runners(cfg, ctx, only)

@@ -3,21 +3,35 @@
 A metric name is ``<measurement>_<field>`` (DESIGN.md, Metrics); the two halves are kept apart
 so the InfluxDB mapping is natural (measurement ``gpu``, field ``temperature_celsius``).
 Plugins declare their metrics once as :class:`Metric` constants and emit samples from them.
+
+A :class:`Collection` is columnar: one list of :class:`Series` (a metric with its labels,
+interned, so a series seen every cycle is one object for the agent's life) and one list of
+values. Adding a sample costs two list appends, and the batch encoder maps a series to its wire
+id with one identity lookup: no per-sample Python object between a plugin and the WAL. Hot
+plugins resolve their series once (``metric.series(labels)``) and add with ``col.put``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import NamedTuple
 
 _NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 Labels = Mapping[str, str]
+#: measurement, field, labels sorted by name: what makes two series the same.
+SeriesKey = tuple[str, str, tuple[tuple[str, str], ...]]
+#: Interned series per metric beyond which the cache starts again (a plugin whose labels churn
+#: must not grow it without bound; the series table keeps the ids either way).
+_SERIES_CACHE_MAX = 65_536
 
 
 class MetricType(enum.IntEnum):
@@ -52,6 +66,8 @@ class Metric:
     type: MetricType
     help: str
     unit: str = ""
+    _series: dict[tuple[tuple[str, str], ...], Series] = dataclasses.field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.measurement) or not _NAME_RE.match(self.field):
@@ -65,6 +81,16 @@ class Metric:
 
     def sample(self, value: float, labels: Labels | None = None, ts: float | None = None) -> Sample:
         return Sample(self, float(value), dict(labels) if labels else {}, ts)
+
+    def series(self, labels: Labels | None = None) -> Series:
+        """The interned series of this metric with these labels (the same object every time)."""
+        items = tuple(labels.items()) if labels else ()
+        found = self._series.get(items)
+        if found is None:
+            if len(self._series) >= _SERIES_CACHE_MAX:
+                self._series.clear()
+            found = self._series[items] = Series(self, labels or {})
+        return found
 
 
 def gauge(name: str, help: str, unit: str = "", *, measurement: str | None = None) -> Metric:
@@ -95,13 +121,35 @@ def _split(name: str, measurement: str | None) -> tuple[str, str]:
     return measurement, rest
 
 
+class Series:
+    """One metric with one set of labels; compared and hashed by identity (see ``Metric.series``).
+
+    Only the sorted label pairs are kept (``key``); ``labels`` builds a dict when asked, which the
+    hot path never does.
+    """
+
+    __slots__ = ("key", "metric")
+
+    def __init__(self, metric: Metric, labels: Labels) -> None:
+        self.metric = metric
+        self.key: SeriesKey = (metric.measurement, metric.field, tuple(sorted(labels.items())))
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        """A read-only view (the series is shared: relabel by adding a new sample, not in place)."""
+        return MappingProxyType(dict(self.key[2]))
+
+    def __repr__(self) -> str:
+        return f"Series({self.metric.name}{self.labels})"
+
+
 @dataclass(slots=True)
 class Sample:
     """One value of one series. ``ts`` is unix seconds; None means "the collection's time"."""
 
     metric: Metric
     value: float
-    labels: dict[str, str]
+    labels: Mapping[str, str]
     ts: float | None = None
 
     @property
@@ -127,22 +175,74 @@ class Event:
     ts: float = field(default_factory=time.time)
 
 
-@dataclass(slots=True)
 class Collection:
-    """What one plugin run produced."""
+    """What one plugin run produced: columnar samples (series, value) and events.
 
-    samples: list[Sample] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
+    Samples stamped with their own time (rare: a counter's zero just before its first event) are
+    kept apart in ``stamped``. ``samples`` materialises everything as :class:`Sample` objects for
+    readers that want them (``--once`` output, tests); the hot path never builds them.
+    """
+
+    __slots__ = ("events", "series", "stamped", "values")
+
+    def __init__(self, samples: Iterable[Sample] = (), events: list[Event] | None = None) -> None:
+        self.series: list[Series] = []
+        self.values: list[float] = []
+        self.stamped: list[Sample] = []
+        self.events: list[Event] = events if events is not None else []
+        for smp in samples:
+            self.append(smp)
 
     def add(self, metric: Metric, value: float | None, labels: Labels | None = None) -> None:
         """Append a sample; ``None`` means unsupported and is omitted, never invented."""
         if value is None:
             return
-        self.samples.append(metric.sample(value, labels))
+        self.series.append(metric.series(labels))
+        self.values.append(float(value))
+
+    def put(self, series: Series, value: float | None) -> None:
+        """Append a sample of a series resolved beforehand (``metric.series(labels)``)."""
+        if value is None:
+            return
+        self.series.append(series)
+        self.values.append(float(value))
+
+    def append(self, sample: Sample) -> None:
+        if sample.ts is None:
+            self.add(sample.metric, sample.value, sample.labels)
+        else:
+            self.stamped.append(sample)
 
     def extend(self, other: Collection) -> None:
-        self.samples.extend(other.samples)
+        self.series.extend(other.series)
+        self.values.extend(other.values)
+        self.stamped.extend(other.stamped)
         self.events.extend(other.events)
+
+    def __len__(self) -> int:
+        """Samples held (events not counted)."""
+        return len(self.series) + len(self.stamped)
+
+    def pairs(self) -> Iterable[tuple[Series, float]]:
+        """(series, value) of the samples without their own time."""
+        return zip(self.series, self.values, strict=True)
+
+    @property
+    def samples(self) -> tuple[Sample, ...]:
+        """Every sample as a :class:`Sample` (a copy: add through ``add``/``put``/``append``).
+
+        Stamped samples come first: they are stamped before the collection (a counter's zero
+        just before its first event), so readers that ingest in order see time move forward.
+        """
+        out = [Sample(s.metric, v, s.labels) for s, v in zip(self.series, self.values, strict=True)]
+        return (*self.stamped, *out)
+
+
+class Stamped(NamedTuple):
+    """A plugin's collection and the time it was taken (its samples' time unless they carry one)."""
+
+    ts: float
+    collection: Collection
 
 
 def check_label_name(name: str) -> bool:

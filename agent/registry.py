@@ -1,14 +1,15 @@
 """Plugin registry (STYLE 2): built-ins by name in one place, third parties by entry point.
 
 Built-ins are listed as import paths so that importing the registry probes no hardware and
-loads no vendor library; a plugin's module is imported only when it is used.
+loads no vendor library; a plugin's module is imported only when it is used. Installed packages
+are looked up (``importlib.metadata``, about 1 MiB of modules a node would keep for its life)
+only when a name is not built-in; a built-in name always means the built-in.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from importlib.metadata import entry_points
 
 from agent.errors import ConfigError
 from agent.plugin import AsyncPlugin, Plugin
@@ -38,6 +39,8 @@ def builtin_names() -> list[str]:
 
 
 def _third_party() -> dict[str, str]:
+    from importlib.metadata import entry_points  # noqa: PLC0415 - only when a name is not built-in (see above)
+
     found: dict[str, str] = {}
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name in _BUILTINS:
@@ -58,10 +61,12 @@ def available() -> dict[str, str]:
 
 def load(name: str) -> type[Plugin] | type[AsyncPlugin]:
     """Import and return the plugin class registered under ``name``."""
-    table = available()
-    target = table.get(name)
+    target = _BUILTINS.get(name)
     if target is None:
-        raise ConfigError(f"unknown plugin {name!r}; available: {', '.join(sorted(table))}")
+        table = available()
+        target = table.get(name)
+        if target is None:
+            raise ConfigError(f"unknown plugin {name!r}; available: {', '.join(sorted(table))}")
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)

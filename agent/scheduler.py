@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent import registry
 from agent.config import AgentConfig, PluginSection, build
 from agent.errors import AgentError, ConfigError, PluginUnavailable
-from agent.model import Collection, Event, Metric, MetricType, Sample
+from agent.model import Collection, Event, Metric, MetricType, Stamped
 from agent.plugin import AnyPlugin, AsyncPlugin, NodeDirectory, Plugin, PluginContext
 from fleetmon_common.settings import Problems
 
@@ -50,24 +50,49 @@ class PluginStatus:
 
 
 class EventBuffer:
-    """Thread-safe, bounded: plugins' background threads push, the scheduler drains."""
+    """Thread-safe, bounded: plugins' background threads push, the scheduler drains.
+
+    Once bound to the event loop, the first push into an empty buffer wakes the drain (one
+    ``call_soon_threadsafe``); nothing polls while no event comes.
+    """
 
     def __init__(self, maxlen: int = 10_000) -> None:
         self._q: deque[Event] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: asyncio.Event | None = None
         self.dropped = 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+        """Wake an ``asyncio.Event`` on ``loop`` when events arrive; returns it."""
+        self._loop, self._ready = loop, asyncio.Event()
+        if self._q:
+            self._ready.set()
+        return self._ready
 
     def push(self, event: Event) -> None:
         with self._lock:
             if len(self._q) == self._q.maxlen:
                 self.dropped += 1
+            first = not self._q
             self._q.append(event)
+        if first and self._loop is not None and self._ready is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the agent is stopping
+                self._loop.call_soon_threadsafe(self._ready.set)
 
     def drain(self) -> list[Event]:
         with self._lock:
             out = list(self._q)
             self._q.clear()
         return out
+
+
+class RunResult(NamedTuple):
+    """One collection of one plugin, as the scheduler saw it."""
+
+    collection: Collection
+    ok: bool  # finished within its deadline without an error
+    seconds: float
 
 
 class PluginRunner:
@@ -93,6 +118,8 @@ class PluginRunner:
     async def discover(self) -> bool:
         try:
             await self._in_thread(self.plugin.discover, self.section.timeout)
+            if isinstance(self.plugin, AsyncPlugin):
+                self._pool.shutdown(wait=False)  # collect runs on the loop: the worker thread is not needed again
         except PluginUnavailable as err:
             self.enabled, self.detail = False, str(err)
             log.warning("plugin %s disabled: %s", self.name, err)
@@ -104,8 +131,8 @@ class PluginRunner:
             log.exception("plugin %s disabled: discovery failed: %s", self.name, err)
         return self.enabled
 
-    async def collect(self) -> tuple[Collection, bool, float]:
-        """Run one collection; returns (result, success, seconds). Never raises."""
+    async def collect(self) -> RunResult:
+        """Run one collection. Never raises."""
         start = time.perf_counter()
         ok = False
         result = Collection()
@@ -125,7 +152,7 @@ class PluginRunner:
             log.warning("plugin %s: collection failed: %s", self.name, err)
         except Exception as err:  # supervision boundary
             log.exception("plugin %s: collection crashed: %s", self.name, err)
-        return result, ok, time.perf_counter() - start
+        return RunResult(result, ok, time.perf_counter() - start)
 
     def close(self) -> None:
         try:
@@ -135,13 +162,13 @@ class PluginRunner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def self_metrics(name: str, ok: bool, seconds: float, n: int) -> list[Sample]:
+def add_self_metrics(col: Collection, name: str, ok: bool, seconds: float) -> None:
+    """The plugin's report on itself (STYLE 9), added to its own collection."""
     labels = {"plugin": name}
-    return [
-        PLUGIN_DURATION.sample(seconds, labels),
-        PLUGIN_SUCCESS.sample(1.0 if ok else 0.0, labels),
-        PLUGIN_SAMPLES.sample(float(n), labels),
-    ]
+    n = len(col)
+    col.put(PLUGIN_DURATION.series(labels), seconds)
+    col.put(PLUGIN_SUCCESS.series(labels), 1.0 if ok else 0.0)
+    col.put(PLUGIN_SAMPLES.series(labels), float(n))
 
 
 def make_context(cfg: AgentConfig, events: EventBuffer, directory: NodeDirectory | None = None) -> PluginContext:
@@ -221,15 +248,17 @@ class Scheduler:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             ts = time.time()
             result, ok, secs = await runner.collect()
-            result.samples.extend(self_metrics(runner.name, ok, secs, len(result.samples)))
+            add_self_metrics(result, runner.name, ok, secs)
             await self.sink(ts, result)
             next_at += interval
             if next_at < loop.time():  # we fell behind (a slow run): skip missed ticks, keep the phase
                 next_at += ((loop.time() - next_at) // interval + 1) * interval
 
     async def _drain_events(self) -> None:
+        ready = self.events.bind(asyncio.get_running_loop())
         while True:
-            await asyncio.sleep(0.2)
+            await ready.wait()
+            ready.clear()
             events = self.events.drain()
             if events:
                 await self.sink(time.time(), Collection(events=events))
@@ -244,7 +273,7 @@ class Scheduler:
             r.close()
 
 
-async def collect_once(runners: list[PluginRunner], events: EventBuffer) -> tuple[float, Collection]:
+async def collect_once(runners: list[PluginRunner], events: EventBuffer) -> Stamped:
     """Discover and collect every plugin once, concurrently (``fleetmon agent --once``)."""
     await asyncio.gather(*(r.discover() for r in runners))
     ts = time.time()
@@ -252,7 +281,7 @@ async def collect_once(runners: list[PluginRunner], events: EventBuffer) -> tupl
     results = await asyncio.gather(*(r.collect() for r in live))
     total = Collection()
     for r, (result, ok, secs) in zip(live, results, strict=True):
+        add_self_metrics(result, r.name, ok, secs)
         total.extend(result)
-        total.samples.extend(self_metrics(r.name, ok, secs, len(result.samples)))
     total.events.extend(events.drain())
-    return ts, total
+    return Stamped(ts, total)

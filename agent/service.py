@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
 from pathlib import Path
 
-from agent.codec import SeriesTable, build_batch, unpack_values
+from agent.codec import SeriesTable, Stamped, build_batch, unpack_values
 from agent.config import AgentConfig
 from agent.exposition import Exposition
-from agent.model import Collection, Event, Metric, MetricType, Sample, Severity
+from agent.model import Collection, Event, Metric, MetricType, Severity
 from agent.scheduler import EventBuffer, Scheduler, build_runners, make_context
 from agent.tls import ChannelSecurity
 from agent.transport import Transport
-from agent.wal import Wal
+from agent.wal import Wal, WalError, WalFull
 from proto import telemetry_pb2 as pb
 
 log = logging.getLogger("fleetmon.agent")
@@ -30,62 +31,75 @@ CONNECTED = Metric("fleetmon_agent", "connected", MetricType.GAUGE, "1 while str
 
 
 class Batcher:
-    """Collects plugin output and writes one batch per ``batch_interval`` to the WAL."""
+    """Collects plugin output and writes one batch per ``batch_interval`` to the WAL; a batch
+    with events is written at once, so an XID reaches the collector without waiting."""
 
     def __init__(self, cfg: AgentConfig, wal: Wal, table: SeriesTable, transport: Transport | None) -> None:
         self.cfg = cfg
         self.wal = wal
         self.table = table
         self.transport = transport
-        self._pending: list[tuple[float, list[Sample]]] = []
+        self._pending: list[Stamped] = []
         self._events: list[Event] = []
-        self._urgent = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._last_error = ""
         self.batches = 0
         self.samples = 0
 
     async def sink(self, ts: float, col: Collection) -> None:
-        if col.samples:
-            self._pending.append((ts, col.samples))
+        if len(col):
+            self._pending.append(Stamped(ts, col))
         if col.events:
             # A hardware event (an XID, a link down, a PSU fault) leaves now, with the samples
             # collected with it, instead of waiting for the next batch tick.
             self._events.extend(col.events)
-            self._urgent.set()
+            self._wake.set()
 
-    def self_metrics(self) -> list[Sample]:
+    def self_metrics(self) -> Collection:
         connected = self.transport.stats.connected if self.transport else False
-        return [
-            WAL_BYTES.sample(self.wal.bytes), WAL_BATCHES.sample(self.wal.count),
-            DROPPED.sample(self.wal.dropped_samples), SERIES.sample(len(self.table)),
-            CONNECTED.sample(1 if connected else 0),
-        ]
+        col = Collection()
+        col.add(WAL_BYTES, self.wal.bytes)
+        col.add(WAL_BATCHES, self.wal.count)
+        col.add(DROPPED, self.wal.dropped_samples)
+        col.add(SERIES, len(self.table))
+        col.add(CONNECTED, 1 if connected else 0)
+        return col
 
     async def flush(self) -> int | None:
+        """Write what is pending as one batch; its sequence, or None when there was nothing.
+
+        Raises WalError (WalFull on a full disk) when the batch could not be stored; its series
+        definitions are kept for the next batch, so no id is ever sent without its definition.
+        """
         if not self._pending and not self._events:
             return None
         items, events = self._pending, self._events
         self._pending, self._events = [], []
-        items.append((time.time(), self.self_metrics()))
+        items.append(Stamped(time.time(), self.self_metrics()))
         batch, ids = build_batch(self.table, items, events)
         new_defs = self.table.take_new()
         n = sum(len(b.series_ids) for b in batch.blocks)
-        seq = await asyncio.to_thread(self.wal.append, batch, ids, new_defs, n, int(time.time() * 1000))
+        try:
+            entry = await self.wal.run(self.wal.append, batch, ids, new_defs, n, int(time.time() * 1000))
+        except WalError:
+            self.table.restore_new(new_defs)
+            raise
         if self.cfg.audit_log is not None:
             await asyncio.to_thread(self._audit, batch)
         self.batches += 1
         self.samples += n
         if self.transport is not None:
-            self.transport.notify()
-        return seq
+            self.transport.offer(entry)
+        return entry.seq
 
     def _audit(self, batch: pb.Batch) -> None:
         assert self.cfg.audit_log is not None
         lines = []
         for block in batch.blocks:
             for sid, value in zip(block.series_ids, unpack_values(block.values), strict=True):
-                d = self.table.definition(sid)
-                lines.append(json.dumps({"seq": batch.sequence, "name": f"{d.measurement}_{d.field}",
-                                         "labels": dict(d.labels), "ts_ms": block.timestamp_ms, "value": value}))
+                s = self.table.series(sid)
+                lines.append(json.dumps({"seq": batch.sequence, "name": s.metric.name,
+                                         "labels": dict(s.key[2]), "ts_ms": block.timestamp_ms, "value": value}))
         with open(self.cfg.audit_log, "a") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -93,17 +107,62 @@ class Batcher:
         loop = asyncio.get_running_loop()
         interval = self.cfg.batch_interval
         next_at = loop.time() + interval
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):  # the builtin TimeoutError only from 3.11
-                await asyncio.wait_for(self._urgent.wait(), max(0.0, next_at - loop.time()))
-            if self._urgent.is_set():
-                self._urgent.clear()  # an early batch; the regular ticks keep their phase
-            else:
-                next_at += interval
-            try:
-                await self.flush()
-            except Exception as err:  # noqa: BLE001 - supervision boundary: a WAL error must not stop collection
+        due = asyncio.Event()  # the interval's timer fired (self._wake: that, or an urgent event)
+
+        def tick() -> None:
+            due.set()
+            self._wake.set()
+
+        handle = loop.call_at(next_at, tick)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if due.is_set():
+                    due.clear()
+                    next_at += interval
+                    if next_at < loop.time():  # fell behind (a slow disk): keep the phase, skip the missed
+                        next_at += ((loop.time() - next_at) // interval + 1) * interval
+                    handle = loop.call_at(next_at, tick)
+                await self._flush_logged()
+        finally:
+            handle.cancel()
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush()
+        except WalFull:
+            pass  # the WAL said "disk full" once for the episode and counts what it drops
+        except Exception as err:  # noqa: BLE001 - supervision boundary: a WAL error must not stop collection
+            text = str(err)
+            if text != self._last_error:  # once per reason, not once a second
                 log.error("node %s: could not write a batch to the WAL %s: %s", self.cfg.node, self.wal.path, err)
+            self._last_error = text
+        else:
+            self._last_error = ""
+
+
+async def _settle_memory() -> None:
+    """Once the agent has run a while (every plugin collected, batches sent), and every hour after."""
+    await asyncio.sleep(30)
+    while True:
+        gc.collect()
+        release_memory()
+        await asyncio.sleep(3600)
+
+
+def release_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``).
+
+    Start-up (imports, discovery, the first batches) leaves freed memory behind in the heap that
+    glibc keeps for reuse; an agent that runs for years at a steady size never needs it again.
+    A no-op where the C library has no such call.
+    """
+    import ctypes  # noqa: PLC0415 - loaded already when a vendor library is; here only for this call
+
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def wal_path(cfg: AgentConfig) -> Path:
@@ -128,9 +187,10 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
         dropped = wal.take_unreported_drops()
         if dropped:
             events.push(Event(kind="agent.wal_dropped", severity=Severity.WARNING,
-                              message=f"{dropped} samples were dropped while the collector was unreachable "
-                                      f"(WAL full at {cfg.wal.max_bytes} bytes)",
-                              action="raise wal.max_bytes or restore the collector sooner"))
+                              message=f"{dropped} samples were dropped before they could be sent: the WAL "
+                                      f"{wal.path} reached wal.max_bytes ({cfg.wal.max_bytes} bytes) or its disk "
+                                      f"was full",
+                              action="raise wal.max_bytes, free disk space, or restore the collector sooner"))
 
     security = ChannelSecurity(cfg.tls, cfg.auth_token)
     security.check()
@@ -140,14 +200,16 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
                           failback=cfg.failback)
     batcher = Batcher(cfg, wal, table, transport)
     # Opt-in /metrics (agent/exposition.py): keeps each plugin's last collection on the way to the WAL.
-    exposition = Exposition({**cfg.labels, "node": cfg.node}, cfg.prometheus.names, batcher.self_metrics)
+    exposition = Exposition({**cfg.labels, "node": cfg.node}, cfg.prometheus.names,
+                            lambda: list(batcher.self_metrics().samples))
     if cfg.prometheus.listen:
         await exposition.start(cfg.prometheus.listen)
     scheduler = Scheduler(runners, events, exposition.tee(batcher.sink) if cfg.prometheus.listen else batcher.sink)
     await scheduler.start()
     log.info("node %s: agent started with plugins %s, WAL %s, collectors %s", cfg.node,
              ",".join(r.name for r in runners if r.enabled), wal.path, ",".join(transport.order))
-    tasks = [asyncio.create_task(batcher.run(), name="batcher"), asyncio.create_task(transport.run(), name="transport")]
+    tasks = [asyncio.create_task(batcher.run(), name="batcher"), asyncio.create_task(transport.run(), name="transport"),
+             asyncio.create_task(_settle_memory(), name="memory")]
     try:
         await asyncio.gather(*tasks)
     finally:

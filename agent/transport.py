@@ -12,6 +12,11 @@
   ``backfill_rate`` batches per batch interval. Only acks delete batches from the WAL.
 - Batches are sent as their WAL bytes plus the series definitions this stream has not seen
   yet, concatenated (protobuf merges concatenated messages): no re-serialisation.
+- A batch just written is handed over in memory (:meth:`Transport.offer`); the WAL is read
+  only for what memory does not hold (backfill, a gap after a reconnect). Acks are noted in
+  memory and deleted by the WAL's next write, so a streaming second costs one WAL transaction.
+  Every WAL call runs on the WAL's thread; a WAL that cannot be written (a full disk) costs a
+  log line, never the stream.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import hashlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,7 +37,7 @@ from agent import __version__
 from agent.codec import SeriesTable
 from agent.failback import FailbackConfig, MovingBack, watch
 from agent.tls import ChannelSecurity
-from agent.wal import Wal, WalEntry
+from agent.wal import ACKS_PER_DELETE, Wal, WalEntry, WalError, WalFull
 from proto import telemetry_pb2 as pb
 
 log = logging.getLogger("fleetmon.agent.transport")
@@ -126,9 +132,21 @@ class Transport:
         self.failback = failback or FailbackConfig()
         #: Set when a collector ranked above the current one is healthy again: (its index, drain deadline).
         self._leaving: tuple[int, float] | None = None
+        #: Batches just written, newest last: sent from memory while the stream keeps up (a few
+        #: only: a stream that falls behind reads the WAL, so memory stays small).
+        self._live: deque[WalEntry] = deque(maxlen=8)
+        self._acks_due: asyncio.TimerHandle | None = None
+        self._ack_error = ""
+        self._acks_task: asyncio.Task[None] | None = None
+
+    def offer(self, entry: WalEntry) -> None:
+        """A batch is in the WAL (this is it): send it."""
+        if self.stats.connected:
+            self._live.append(entry)
+        self._wake.set()
 
     def notify(self) -> None:
-        """A new batch is in the WAL."""
+        """A new batch is in the WAL (read it from there)."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -148,7 +166,7 @@ class Transport:
                     log.info("node %s: collector %s is healthy again; moving back to it from %s", self.node,
                              move.addr, addr)
                     break
-                except (grpc.aio.AioRpcError, StreamClosed, OSError, TimeoutError) as err:
+                except (grpc.aio.AioRpcError, StreamClosed, OSError, TimeoutError, WalError) as err:
                     self._lost(addr, self.security.explain(_describe(err)))
                 if time.monotonic() - started > 10:
                     attempt = 0  # a session that lived resets the back-off
@@ -184,7 +202,7 @@ class Transport:
     def _hello(self) -> pb.Hello:
         return pb.Hello(node=self.node, labels=self.labels, agent_version=__version__,
                         plugins=self.plugin_status(), instance_id=_INSTANCE, sent_at_ms=int(time.time() * 1000),
-                        wal_id=self.wal.wal_id, oldest_sequence=self.wal.oldest())
+                        wal_id=self.wal.wal_id, oldest_sequence=self.wal.oldest)
 
     async def _session(self, index: int, addr: str) -> None:
         async with self.security.channel(addr, _CHANNEL_OPTIONS) as channel:
@@ -197,14 +215,20 @@ class Transport:
             if first is grpc.aio.EOF or not first.HasField("welcome"):
                 raise StreamClosed(await _status(call))
             durable = first.welcome.last_durable_sequence
-            await asyncio.to_thread(self.wal.ack_upto, durable)
+            try:
+                await self.wal.run(self.wal.ack_upto, durable)
+            except WalError as err:  # not deleted now: the next write or ack retries; nothing is lost
+                log.warning("node %s: %s", self.node, err)
             if self.stats.outage_started is not None:
                 log.warning("node %s: streaming to collector %s again after %.0fs", self.node, addr,
                             time.time() - self.stats.outage_started)
                 self.stats.reconnects += 1
             self.stats.outage_started = None
             self.stats.connected, self.stats.collector = True, addr
-            self.on_connected()
+            try:
+                self.on_connected()
+            except Exception as err:  # noqa: BLE001 - supervision boundary: a hook never ends the stream
+                log.warning("node %s: after connecting: %s", self.node, err)
             self._leaving = None
             watcher = asyncio.create_task(self._watch_preferred(index)) if index > 0 else None
             try:
@@ -221,8 +245,8 @@ class Transport:
         back_cursor = durable
         tokens = 0.0
         last = time.monotonic()
-        acks_done = asyncio.Event()
-        reader = asyncio.create_task(self._read_acks(call, inflight, acks_done))
+        reader = asyncio.create_task(self._read_acks(call, inflight))
+        reader.add_done_callback(lambda _task: self._wake.set())  # the stream ended: stop waiting
         try:
             while True:
                 if reader.done():
@@ -236,8 +260,8 @@ class Transport:
                         await asyncio.wait_for(self._wake.wait(), 0.1)
                     continue
                 room = self.max_inflight - len(inflight)
-                if room > 0:
-                    for e in await asyncio.to_thread(self.wal.read, live_cursor, self.wal.newest(), room):
+                if room > 0 and live_cursor < self.wal.newest():
+                    for e in await self._live_entries(live_cursor, room):
                         await self._send(call, e, defined, inflight)
                         live_cursor = e.seq
                 now = time.monotonic()
@@ -246,7 +270,7 @@ class Transport:
                 room = self.max_inflight - len(inflight)
                 if back_cursor < live_from and tokens >= 1 and room > 0:
                     n = int(min(tokens, room))
-                    entries = await asyncio.to_thread(self.wal.read, back_cursor, live_from, n)
+                    entries = await self.wal.run(self.wal.read, back_cursor, live_from, n)
                     if not entries:
                         back_cursor = live_from
                     for e in entries:
@@ -254,29 +278,44 @@ class Transport:
                         back_cursor = e.seq
                         tokens -= 1
                 self._wake.clear()
-                wait = 0.02 if back_cursor < live_from else 1.0
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                if back_cursor < live_from:  # backfilling: come back when the next token is due
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 0.02)
+                else:  # live: parked until a batch is offered or an ack frees room
+                    await self._wake.wait()
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, StreamClosed):
                 await reader
             call.cancel()
 
+    async def _live_entries(self, after: int, limit: int) -> list[WalEntry]:
+        """The batches after ``after``, from memory when it holds them all, else from the WAL."""
+        live = self._live
+        while live and live[0].seq <= after:
+            live.popleft()
+        if live and live[0].seq == after + 1:
+            out: list[WalEntry] = []
+            while live and len(out) < limit:
+                out.append(live.popleft())
+            return out
+        return await self.wal.run(self.wal.read, after, self.wal.newest(), limit)
+
     async def _send(self, call: grpc.aio.StreamStreamCall, e: WalEntry, defined: set[int],
                     inflight: set[int]) -> None:
-        missing = [i for i in e.ids if i not in defined]
-        extra = pb.Batch(series=[self.table.definition(i) for i in missing], oldest_sequence=self.wal.oldest())
+        # Every series this agent knows is defined on this stream already (the steady state):
+        # nothing to look up among the batch's ids.
+        missing = [i for i in e.ids if i not in defined] if len(defined) < len(self.table) else []
+        extra = pb.Batch(series=[self.table.definition(i) for i in missing], oldest_sequence=self.wal.oldest)
         await call.write(frame_batch(e.body + extra.SerializeToString()))
         defined.update(missing)
         inflight.add(e.seq)
         self.stats.sent_batches += 1
 
-    async def _read_acks(self, call: grpc.aio.StreamStreamCall, inflight: set[int], done: asyncio.Event) -> None:
+    async def _read_acks(self, call: grpc.aio.StreamStreamCall, inflight: set[int]) -> None:
         while True:
             msg = await call.read()
             if msg is grpc.aio.EOF:
-                done.set()
                 return
             if not msg.HasField("ack"):
                 continue
@@ -285,11 +324,39 @@ class Transport:
                 self.stats.refused_batches += 1
                 log.error("node %s: collector refused batch %d: %s (dropped from the WAL)",
                           self.node, ack.sequence, ack.refused)
-            await asyncio.to_thread(self.wal.ack, ack.sequence)
+            self.wal.ack(ack.sequence)  # noted in memory; the WAL deletes it with its next write
+            self._acks_pending()
             inflight.discard(ack.sequence)
             self.stats.acked_batches += 1
             self.stats.last_ack_at = time.time()
             self._wake.set()
+
+    def _acks_pending(self) -> None:
+        """Make sure noted acks reach the file: many at once now, else after one batch interval
+        (by then the batcher's next write has usually deleted them already)."""
+        if self._acks_task is not None and not self._acks_task.done():
+            return
+        if self.wal.acks_waiting >= ACKS_PER_DELETE:
+            self._acks_task = asyncio.create_task(self._apply_acks())
+        elif self._acks_due is None:
+            self._acks_due = asyncio.get_running_loop().call_later(self.batch_interval, self._acks_timer)
+
+    def _acks_timer(self) -> None:
+        self._acks_due = None
+        if self.wal.acks_waiting and (self._acks_task is None or self._acks_task.done()):
+            self._acks_task = asyncio.create_task(self._apply_acks())
+
+    async def _apply_acks(self) -> None:
+        try:
+            await self.wal.run(self.wal.apply_acks)
+        except WalFull:
+            pass  # the WAL said "disk full" once; the acks stay noted and go with a later write
+        except WalError as err:  # kept in memory; deleted by a later write
+            if str(err) != self._ack_error:
+                log.warning("node %s: %s", self.node, err)
+            self._ack_error = str(err)
+        else:
+            self._ack_error = ""
 
 
 async def _connected(channel: grpc.aio.Channel, addr: str) -> None:

@@ -60,7 +60,7 @@ class _Pipe:
     commands: list[list[_Operand]]
 
 
-_Operand = Union[_Ref, _Lit, _Func, _Pipe]  # noqa: UP007 - runtime alias, Python 3.10
+_Operand = _Ref | _Lit | _Func | _Pipe
 _Node = Union[_Text, _Pipe]  # noqa: UP007
 
 _ACTION_TOKEN = re.compile(

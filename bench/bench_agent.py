@@ -1,92 +1,404 @@
-"""Agent cost per collection cycle on a simulated 8-GPU node, and wire bytes per sample.
+"""What the agent costs a GPU node, beside Debian's node_exporter measured in the same run.
 
-1. In-process: simulated collect + batch encoding + WAL append, CPU ms and RSS per cycle.
-2. A real agent process streaming to a real collector for a while: its CPU ms per cycle and RSS
-   (psutil on the process), i.e. what the node pays, scheduler and gRPC included.
+    .venv/bin/python bench/bench_agent.py [--seconds 120] [--repeat 1] [--tree node-exporter] [--threads]
+
+1. **Memory floor**: a fresh interpreter imports, one by one, the libraries the agent cannot run
+   without (asyncio, sqlite3, protobuf and the wire schema, grpc, the NVML binding; the fake NVML
+   too, since this benchmark loads it) and prints the RSS after each: the floor under any agent
+   written in Python on these libraries.
+2. **The real agent** (``python -m fleetmon agent``) with the nvidia (fake NVML, 8 H100-style
+   GPUs, ``--latency-us`` per driver call), kmsg (``/dev/kmsg``), optics and power plugins at 1 Hz
+   on the captured sysfs tree, streaming to a real collector, for ``--seconds`` after a warm-up;
+   beside it node_exporter (default collectors, ``--path.sysfs`` on the same tree) scraped once a
+   second. CPU is the utime+stime delta of ``/proc/<pid>/stat`` over the same window for both
+   processes; RSS and PSS at the end. ``--threads`` adds the agent's CPU per thread.
+3. **NVIDIA per GPU per cycle** (in this process, same fake and latency): CPU of one collection
+   divided by the GPUs, and the part spent inside the fake itself.
+4. **Power per series** on each captured tree with power files, against node_exporter's rapl,
+   powersupplyclass and hwmon collectors (see ``bench/bench_power.py``).
+
+The machine is shared with other jobs: read the ratios (agent / node_exporter, measured in the
+same window), and use ``--repeat`` to see the spread.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
+import os
+import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_power import compare as power_compare  # noqa: E402
+from bench_power import report as power_report  # noqa: E402
 
-from agent.codec import SeriesTable, build_batch
-from agent.plugin import PluginContext
-from agent.plugins.simulated import SimulatedPlugin
-from agent.plugins.simulated.plugin import SimulatedConfig
-from agent.transport import frame_batch
-from agent.wal import Wal
+import tests.fakenvml as fake  # noqa: E402
+from agent.codec import SeriesTable, Stamped, build_batch  # noqa: E402
+from agent.plugin import PluginContext  # noqa: E402
+from agent.plugins.kmsg.plugin import KmsgConfig, KmsgPlugin  # noqa: E402
+from agent.plugins.nvidia.plugin import NvidiaConfig, NvidiaPlugin  # noqa: E402
+from agent.plugins.optics.plugin import OpticsConfig, OpticsPlugin  # noqa: E402
+from agent.plugins.power import PowerPlugin  # noqa: E402
+from agent.plugins.power.config import PowerConfig  # noqa: E402
+from agent.wal import Wal  # noqa: E402
+from tests.fleet import AgentProc, CollectorProc  # noqa: E402
+from tests.services import FIXTURES, Process, free_port, wait_for_http, wait_until  # noqa: E402
+
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
+TICK = os.sysconf("SC_CLK_TCK")
+#: The libraries the agent needs, in import order, for the floor (module, what it is).
+FLOOR = [
+    ("asyncio", "asyncio (imports ssl, so OpenSSL)"),
+    ("sqlite3", "sqlite3 (the WAL)"),
+    ("proto.telemetry_pb2", "protobuf runtime + the wire schema"),
+    ("grpc", "grpc (+ grpc.aio)"),
+    ("pynvml", "nvidia-ml-py (NVML binding)"),
+    ("tests.fakenvml", "the fake NVML this benchmark loads"),
+]
+
+
+def memory_floor() -> list[tuple[str, float]]:
+    code = (
+        "import importlib, json, sys\n"
+        "def rss():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmRSS'): return int(line.split()[1]) / 1024\n"
+        "out = [('python', rss())]\n"
+        f"for mod in {[m for m, _ in FLOOR]!r}:\n"
+        "    importlib.import_module(mod)\n"
+        "    if mod == 'grpc': importlib.import_module('grpc.aio')\n"
+        "    out.append((mod, rss()))\n"
+        "print(json.dumps(out))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return [(name, float(v)) for name, v in json.loads(out.stdout)]
+
+
+#: The same libraries in use, no agent: a grpc stream over mutual TLS to the collector (Hello, one
+#: small batch every half second) and a SQLite file in WAL mode written as often: the code pages
+#: and buffers any agent on these libraries touches.
+IN_USE = """
+import asyncio, os, sqlite3, sys, tempfile, time
+import grpc, grpc.aio, pynvml, tests.fakenvml
 from proto import telemetry_pb2 as pb
-from tests.fleet import AgentProc, CollectorProc
-from tests.services import wait_until
 
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
 
-def in_process(cycles: int = 300) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        plugin = SimulatedPlugin(PluginContext(node="bench"), SimulatedConfig(gpus=8))
-        plugin.discover()
-        wal = Wal(Path(tmp) / "wal.sqlite", 256 << 20)
-        table = SeriesTable()
-        first = None
-        steady = None
-        c0 = time.process_time()
-        w0 = time.perf_counter()
-        samples = 0
-        for i in range(cycles):
-            col = plugin.collect()
-            batch, ids = build_batch(table, [(time.time(), col.samples)], col.events)
-            defs = table.take_new()
-            wal.append(batch, ids, defs, len(col.samples), 0)
-            samples += len(col.samples)
-            body = batch.SerializeToString()
+async def main(addr, ca, cert, key):
+    db = sqlite3.connect(os.path.join(tempfile.mkdtemp(), "w.sqlite"), isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE b (seq INTEGER PRIMARY KEY, body BLOB)")
+    creds = grpc.ssl_channel_credentials(*(open(p, "rb").read() for p in (ca, key, cert)))
+    async with grpc.aio.secure_channel(addr, creds) as channel:
+        call = channel.stream_stream("/fleetmon.v1.Telemetry/Stream", request_serializer=lambda b: b,
+                                     response_deserializer=pb.CollectorMessage.FromString)()
+        hello = pb.Hello(node="floor", wal_id=os.urandom(8).hex(), agent_version="0")  # the cert's name
+        await call.write(pb.AgentMessage(hello=hello).SerializeToString())
+        seq = (await call.read()).welcome.last_durable_sequence
+        for i in range(40):
+            seq += 1
+            batch = pb.Batch(sequence=seq, oldest_sequence=seq)
             if i == 0:
-                first = len(frame_batch(body + pb.Batch(series=defs).SerializeToString())) / len(col.samples)
-            elif i == 1:
-                steady = len(frame_batch(body)) / len(col.samples)
-        cpu = (time.process_time() - c0) / cycles
-        wall = (time.perf_counter() - w0) / cycles
-        rss = psutil.Process().memory_info().rss
-        wal.close()
-    per = samples // cycles
-    print(f"in-process, simulated 8-GPU node: {per} samples/cycle")
-    print(f"  collect+encode+WAL append: {cpu * 1e3:.2f} ms CPU/cycle ({wall * 1e3:.2f} ms wall), "
-          f"{cpu / per * 1e6:.1f} us CPU/sample, RSS {rss / 2**20:.1f} MiB")
-    print(f"  wire bytes/sample: {steady:.2f} steady state, {first:.2f} in a stream's first batch "
-          f"(series definitions included)")
+                batch.series.add(id=1, measurement="floor", field="value", type=pb.GAUGE, help="h")
+            batch.blocks.add(timestamp_ms=int(time.time() * 1000), series_ids=[1], values=bytes(8))
+            body = batch.SerializeToString()
+            db.execute("INSERT INTO b VALUES (?, ?)", (seq, body))
+            await call.write(pb.AgentMessage(batch=batch).SerializeToString())
+            await asyncio.sleep(0.5)
+        print(rss())
+        call.cancel()
+
+asyncio.run(main(*sys.argv[1:5]))
+"""
 
 
-def real_processes(seconds: float = 20.0) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        t = Path(tmp)
-        col = CollectorProc(t).start()
-        agent = AgentProc(t, "bench", [col.addr], plugins={"simulated": {"interval": 1, "gpus": 8}},
-                          extra={"batch_interval": 1, "log_level": "warning", "audit_log": None}).start()
+def floor_in_use(col: CollectorProc) -> float:
+    assert col.pki is not None, "the bench's collector speaks mutual TLS, as a deployed one does"
+    own = col.pki.node("floor")
+    out = subprocess.run([sys.executable, "-c", IN_USE, col.addr, str(col.pki.ca), str(own.cert), str(own.key)],
+                         cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"the in-use floor did not run: {out.stderr[-2000:]}")
+    return float(out.stdout.split()[-1])
+
+
+def proc_cpu(pid: int) -> float:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def thread_names(pid: int) -> dict[int, str]:
+    """Python thread names by native id, from ``py-spy dump`` when it is installed (else none)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return {}
+    out = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, check=False).stdout
+    names = {}
+    for line in out.splitlines():
+        if line.startswith("Thread ") and '"' in line:
+            tid = line.split()[1]
+            names[int(tid, 16) if tid.startswith("0x") else int(tid)] = line.split('"')[1]
+    return names
+
+
+def thread_cpu(pid: int, names: dict[int, str]) -> dict[int, tuple[str, float]]:
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            wait_until(lambda: col.get("/api/v1/summary")["nodes_up"] == 1, 30, "agent streaming")
-            assert agent.proc is not None
-            p = psutil.Process(agent.proc.pid)
-            time.sleep(3)  # past start-up and imports
-            c0 = sum(p.cpu_times()[:2])
-            t0 = time.monotonic()
-            time.sleep(seconds)
-            cpu = sum(p.cpu_times()[:2]) - c0
-            elapsed = time.monotonic() - t0
-            rss = p.memory_info().rss
-        finally:
-            agent.stop()
-            col.stop()
-    cycles = elapsed / 1.0
-    print(f"agent process streaming to a collector ({elapsed:.0f}s, 1 s interval, 8 GPUs):")
-    print(f"  {cpu / cycles * 1e3:.2f} ms CPU/cycle = {cpu / elapsed * 100:.2f}% of one core, "
-          f"RSS {rss / 2**20:.1f} MiB")
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(tid)] = (names.get(int(tid), "(grpc/native)"), (int(fields[11]) + int(fields[12])) / TICK)
+    return out
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) in MiB."""
+    got = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("Rss:", "Pss:"):
+            got[parts[0]] = int(parts[1]) / 1024
+    return got.get("Rss:", 0.0), got.get("Pss:", 0.0)
+
+
+@dataclass
+class Run:
+    agent_cpu: float  # fraction of one core
+    agent_rss: float
+    agent_pss: float
+    ne_cpu: float
+    ne_rss: float
+    ne_pss: float
+    ne_series: int
+    agent_samples_per_s: float
+    threads: dict[str, float]
+    floor_in_use: float
+
+
+def scrape_loop(url: str, stop: threading.Event, series: list[int]) -> None:
+    next_at = time.monotonic()
+    while not stop.is_set():
+        try:
+            body = urllib.request.urlopen(url, timeout=5).read().decode()
+            own = ("go_", "process_", "promhttp_")
+            series[0] = sum(1 for ln in body.splitlines() if ln and not ln.startswith("#") and not ln.startswith(own))
+        except OSError:
+            pass
+        next_at += 1.0
+        stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, per_thread: bool,
+               nvidia: dict[str, object] | None = None) -> Run:
+    env_before = os.environ.get("FAKENVML_LATENCY_US")
+    os.environ["FAKENVML_LATENCY_US"] = str(latency_us)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = Path(tmp)
+            col = CollectorProc(t, extra={"log_level": "warning"}).start()
+            plugins = {
+                "nvidia": {"interval": 1, "library": "tests.fakenvml", **(nvidia or {})},
+                "kmsg": {"interval": 1, "path": "/dev/kmsg"},
+                "optics": {"interval": 1},  # EEPROMs as configured by default (none is live on a captured tree)
+                "power": {"interval": 1},
+            }
+            agent = AgentProc(t, "bench", [col.addr], plugins=plugins,
+                              extra={"batch_interval": 1, "log_level": "warning", "audit_log": None,
+                                     "sysfs_root": str(tree)}).start()
+            port = free_port()
+            ne = Process([NODE_EXPORTER, f"--path.sysfs={tree}", f"--web.listen-address=127.0.0.1:{port}"],
+                         t / "node_exporter.log")
+            stop = threading.Event()
+            series = [0]
+            try:
+                url = f"http://127.0.0.1:{port}/metrics"
+                wait_for_http(url, proc=ne.proc)
+                wait_until(lambda: col.get("/api/v1/summary")["nodes_up"] == 1, 60, "agent streaming")
+                scraper = threading.Thread(target=scrape_loop, args=(url, stop, series), daemon=True)
+                scraper.start()
+                time.sleep(warmup)  # past imports, discovery and the first batches
+                assert agent.proc is not None
+                a_pid, n_pid = agent.proc.pid, ne.pid
+                names = thread_names(a_pid) if per_thread else {}
+                th0 = thread_cpu(a_pid, names)
+                samples0 = col.get("/api/v1/summary")["samples_total"]
+                a0, n0, w0 = proc_cpu(a_pid), proc_cpu(n_pid), time.monotonic()
+                time.sleep(seconds)
+                a1, n1, w1 = proc_cpu(a_pid), proc_cpu(n_pid), time.monotonic()
+                samples1 = col.get("/api/v1/summary")["samples_total"]
+                th1 = thread_cpu(a_pid, names)
+                a_rss, a_pss = memory(a_pid)
+                n_rss, n_pss = memory(n_pid)
+                in_use = floor_in_use(col)
+            finally:
+                stop.set()
+                ne.stop()
+                agent.stop()
+                col.stop()
+    finally:
+        if env_before is None:
+            os.environ.pop("FAKENVML_LATENCY_US", None)
+        else:
+            os.environ["FAKENVML_LATENCY_US"] = env_before
+    elapsed = w1 - w0
+    threads: dict[str, float] = {}
+    for tid, (name, cpu) in th1.items():
+        key = name.rstrip("0123456789_") if name.startswith("fleetmon-") else name
+        threads[key] = threads.get(key, 0.0) + (cpu - th0.get(tid, (name, 0.0))[1]) / elapsed
+    return Run((a1 - a0) / elapsed, a_rss, a_pss, (n1 - n0) / elapsed, n_rss, n_pss, series[0],
+               (samples1 - samples0) / elapsed, threads, in_use)
+
+
+def nvidia_per_gpu(latency_us: int, cycles: int = 120) -> tuple[float, float, float, int]:
+    """In-process: (CPU ms per GPU per cycle, of which inside the fake, NVML calls per GPU per cycle, samples)."""
+    fake.reset("h100x8").latency_s = latency_us / 1e6
+    plugin = NvidiaPlugin(PluginContext(node="bench"), NvidiaConfig(library="tests.fakenvml", events=False))
+    plugin.discover()
+    try:
+        plugin.collect()  # warm: "not supported" answers are learnt in the first cycle
+        assert plugin.nvml is not None
+        gpus = len(plugin.gpus)
+        calls0, inside0 = plugin.nvml.calls, fake.state.seconds_inside
+        c0 = time.process_time()
+        samples = 0
+        for _ in range(cycles):
+            samples = len(plugin.collect())
+        cpu = time.process_time() - c0
+        inside = fake.state.seconds_inside - inside0
+        calls = (plugin.nvml.calls - calls0) / cycles / gpus
+    finally:
+        plugin.close()
+    return cpu / cycles / gpus * 1e3, inside / cycles / gpus * 1e3, calls, samples
+
+
+def in_process(tree: Path, latency_us: int, cycles: int = 60) -> tuple[float, int]:
+    """The same plugins' work in this process, no scheduler, WAL thread or stream: each cycle
+    collects every plugin, encodes one batch and appends it to a WAL. (CPU s per cycle, samples.)"""
+    fake.reset("h100x8").latency_s = latency_us / 1e6
+    ctx = PluginContext(node="bench", sysfs_root=tree)
+    sync_plugins = [NvidiaPlugin(ctx, NvidiaConfig(library="tests.fakenvml")),
+                    KmsgPlugin(ctx, KmsgConfig(path="/dev/kmsg")), OpticsPlugin(ctx, OpticsConfig())]
+    power = PowerPlugin(ctx, PowerConfig())
+    for plugin in (*sync_plugins, power):
+        plugin.discover()
+
+    async def run() -> tuple[float, int]:
+        with tempfile.TemporaryDirectory() as tmp:
+            wal, table = Wal(Path(tmp) / "wal.sqlite", 256 << 20), SeriesTable()
+            samples = 0
+            c0 = 0.0
+            for i in range(cycles + 1):
+                if i == 1:
+                    c0 = time.process_time()  # the first cycle asks the details and defines every series
+                items = [Stamped(time.time(), p.collect()) for p in sync_plugins]
+                items.append(Stamped(time.time(), await power.collect()))
+                batch, ids = build_batch(table, items, [])
+                samples = sum(len(item.collection) for item in items)
+                wal.append(batch, ids, table.take_new(), samples, 0)
+            cpu = (time.process_time() - c0) / cycles
+            wal.close()
+            return cpu, samples
+
+    try:
+        return asyncio.run(run())
+    finally:
+        for plugin in (*sync_plugins, power):
+            plugin.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=120.0)
+    ap.add_argument("--warmup", type=float, default=15.0)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--tree", default="node-exporter", help="captured tree for the real agent and node_exporter")
+    ap.add_argument("--latency-us", type=int, default=100, help="fake NVML: driver time per call")
+    ap.add_argument("--threads", action="store_true", help="print the agent's CPU per thread")
+    ap.add_argument("--nvidia", default="{}",
+                    help='extra nvidia plugin options as JSON, e.g. \'{"isolation": "none"}\'')
+    ap.add_argument("--skip-power", action="store_true")
+    args = ap.parse_args()
+    if not os.access(NODE_EXPORTER, os.X_OK):
+        print(f"{NODE_EXPORTER} not installed (Debian prometheus-node-exporter): no baseline", file=sys.stderr)
+        return 2
+    tree = FIXTURES / "sysfs" / args.tree / "sys"
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+
+    floor = memory_floor()
+    print("\nmemory floor (RSS of a fresh interpreter after each import):")
+    prev = floor[0][1]
+    print(f"  {'python':40s} {prev:6.1f} MiB")
+    labels = dict(FLOOR)
+    for name, rss in floor[1:]:
+        print(f"  + {labels[name]:38s} {rss:6.1f} MiB  (+{rss - prev:.1f})")
+        prev = rss
+    floor_real = floor[-2][1]  # up to the real NVML binding
+    floor_bench = floor[-1][1]
+
+    runs = []
+    for i in range(args.repeat):
+        r = real_agent(tree, args.seconds, args.latency_us, warmup=args.warmup, per_thread=args.threads,
+                       nvidia=json.loads(args.nvidia))
+        runs.append(r)
+        print(f"\nrun {i + 1}/{args.repeat}: {args.seconds:.0f} s on {args.tree}, nvidia (8 GPUs, fake NVML at "
+              f"{args.latency_us} us/call) + kmsg + optics + power at 1 Hz, {r.agent_samples_per_s:.0f} samples/s "
+              f"stored by the collector")
+        print(f"  agent:         CPU {r.agent_cpu * 100:5.2f} % of a core   RSS {r.agent_rss:5.1f} MiB   "
+              f"PSS {r.agent_pss:5.1f} MiB")
+        print(f"  node_exporter: CPU {r.ne_cpu * 100:5.2f} % of a core   RSS {r.ne_rss:5.1f} MiB   "
+              f"PSS {r.ne_pss:5.1f} MiB   ({r.ne_series} series, scraped at 1 Hz)")
+        print(f"  ratio agent/node_exporter: CPU {r.agent_cpu / r.ne_cpu:.2f}   RSS {r.agent_rss / r.ne_rss:.2f}")
+        print(f"  agent RSS above the floor: {r.agent_rss - floor_bench:+.1f} MiB (floor with the fake NVML "
+              f"{floor_bench:.1f} MiB; with the real binding only {floor_real:.1f} MiB)")
+        print(f"  the same libraries in use (a grpc stream and a SQLite WAL, no agent): {r.floor_in_use:.1f} MiB; "
+              f"the agent {r.agent_rss - r.floor_in_use:+.1f} MiB above that")
+        if args.threads:
+            for name, cpu in sorted(r.threads.items(), key=lambda kv: -kv[1]):
+                if cpu > 0:
+                    print(f"    {cpu * 1e3:6.2f} ms/s  {name}")
+    if len(runs) > 1:
+        cpus = sorted(r.agent_cpu * 100 for r in runs)
+        ratios = sorted(r.agent_cpu / r.ne_cpu for r in runs)
+        rss = sorted(r.agent_rss for r in runs)
+        print(f"\nspread over {len(runs)} runs: agent CPU {cpus[0]:.2f}-{cpus[-1]:.2f} %, ratio to node_exporter "
+              f"{ratios[0]:.2f}-{ratios[-1]:.2f}, RSS {rss[0]:.1f}-{rss[-1]:.1f} MiB")
+
+    cpu, samples = in_process(tree, args.latency_us)
+    print(f"\nthe same plugins' work in-process (collect, encode, WAL append; no scheduler, threads or stream): "
+          f"{cpu * 1e3:.2f} ms CPU per cycle for {samples} samples")
+    for i, r in enumerate(runs, 1):
+        print(f"  run {i}: the real agent {r.agent_cpu * 1e3:.2f} ms per 1 s cycle = "
+              f"{r.agent_cpu / cpu:.2f}x the in-process work")
+
+    ms, inside, calls, samples = nvidia_per_gpu(args.latency_us)
+    print(f"\nnvidia in-process, fake NVML at {args.latency_us} us/call: {ms:.3f} ms CPU per GPU per cycle "
+          f"(of which {inside:.3f} ms inside the fake, sleeps included), {calls:.1f} NVML calls per GPU per cycle, "
+          f"{samples} samples per cycle for 8 GPUs")
+
+    if not args.skip_power:
+        print()
+        for name in ("node-exporter", "procfs"):
+            root = FIXTURES / "sysfs" / name / "sys"
+            power_report(name, root, power_compare(root, 200))
+    return 0
 
 
 if __name__ == "__main__":
-    in_process()
-    real_processes()
+    raise SystemExit(main())

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import contextlib
 
-from agent.codec import SeriesTable, build_batch
+from agent.codec import SeriesTable, Stamped, build_batch
 from agent.plugin import PluginContext
 from agent.plugins.simulated import SimulatedPlugin
 from agent.plugins.simulated.plugin import SimulatedConfig
@@ -34,7 +34,7 @@ def fill(tmp: Path) -> tuple[Wal, SeriesTable, float, float]:
     encode = write = 0.0
     for i in range(BATCHES):
         a = time.perf_counter()
-        batch, ids = build_batch(table, [(t0 + i, col.samples)], [])
+        batch, ids = build_batch(table, [Stamped(t0 + i, col)], [])
         defs = table.take_new()
         batch.SerializeToString()
         b = time.perf_counter()

@@ -19,7 +19,6 @@ no Hello in time, idle       DEADLINE_EXCEEDED
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -132,11 +131,9 @@ class _Reader:
         if self._it is None:
             self._it = self._requests.__aiter__()
         try:
-            if sys.version_info >= (3, 11):
-                # One timer per read, no task: cheap on the ingest hot path.
-                async with asyncio.timeout(timeout) as self._deadline:
-                    return await self._it.__anext__()
-            return await asyncio.wait_for(self._it.__anext__(), timeout)  # 3.10: no interrupt
+            # One timer per read, no task: cheap on the ingest hot path.
+            async with asyncio.timeout(timeout) as self._deadline:
+                return await self._it.__anext__()
         except StopAsyncIteration:
             return None
         finally:

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +169,7 @@ def test_alerts_carry_their_action_and_for(fleet: CollectorProc) -> None:
 @pytest.mark.services
 def test_query_takes_human_times_and_a_step(fleet: CollectorProc) -> None:
     sel = urllib.parse.quote('gpu_temperature_celsius{node="n2",gpu="0"}')
-    start = datetime.fromtimestamp(time.time() - 120, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    start = datetime.fromtimestamp(time.time() - 120, tz=UTC).isoformat().replace("+00:00", "Z")
     wait_until(lambda: len(fleet.get(f"/api/v1/query?selector={sel}&since=1m")[0]["values"]) >= 8, 30,
                "four seconds of samples")
     raw = fleet.get(f"/api/v1/query?selector={sel}&since=1m")[0]["values"]

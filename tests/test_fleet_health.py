@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -80,7 +80,7 @@ def test_parse_time_forms() -> None:
     assert parse_time("since", "1699999000.5", now) == 1699999000.5
     assert parse_time("since", "15m", now) == now - 900
     assert parse_time("since", "1h30m", now) == now - 5400
-    stamp = datetime(2024, 5, 1, 12, tzinfo=timezone.utc).timestamp()
+    stamp = datetime(2024, 5, 1, 12, tzinfo=UTC).timestamp()
     assert parse_time("since", "2024-05-01T12:00:00Z", now) == stamp
     assert parse_time("since", "2024-05-01T14:00:00+02:00", now) == stamp
     for bad in ("abc", "nan", "inf", "-1", "2024-05-01T12:00:00", "2024-02-30T00:00:00Z", "yesterday", ""):

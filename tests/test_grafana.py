@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 import agent.plugins.simulated.plugin as sim
-from agent.model import Collection, Metric, MetricType
+from agent.model import Metric, MetricType
 from agent.output import to_influx
 from agent.plugin import PluginContext
-from agent.scheduler import self_metrics
+from agent.scheduler import add_self_metrics
 from tests.influx_servers import Server, influx_create_database, influx_query, influxd, victoria_metrics, vm_flush
 
 pytestmark = pytest.mark.services
@@ -54,9 +54,9 @@ def history(monkeypatch: pytest.MonkeyPatch) -> str:
         for step in range(STEPS):
             clock[0] = ts = start + 60 * step
             col = plugin.collect()
-            col.samples.extend(self_metrics("simulated", True, 0.01, len(col.samples)))
-            col.samples.append(WAL_BYTES.sample(4096.0 * (step % 7)))
-            lines.append(to_influx(ts, Collection(col.samples), {**labels, "node": node}))
+            add_self_metrics(col, "simulated", True, 0.01)
+            col.append(WAL_BYTES.sample(4096.0 * (step % 7)))
+            lines.append(to_influx(ts, col, {**labels, "node": node}))
     return "".join(lines)
 
 

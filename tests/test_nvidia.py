@@ -171,36 +171,72 @@ def test_h100_node_prints_every_family(harness: list[Harness]) -> None:
     assert len(errors) == 8 * 18 * 4
     assert {s.labels["type"] for s in errors} == {"crc_flit", "crc_data", "replay", "recovery"}
     assert all(s.labels["vendor"] == "nvidia" and s.labels["model"] == "NVIDIA H100 80GB HBM3" for s in col.samples)
-    # Static facts are read once: a second collection asks NVML only for what changes.
-    def cycle_calls() -> int:  # the event thread's waits are not part of a collection
+    # Static facts are read once; a later collection asks one field-value batch per GPU plus the
+    # three questions no field id covers (utilization, memory, temperature); the slower ones wait
+    # for the next detail_interval.
+    def cycle_calls(h: Harness) -> int:  # the event thread's waits are not part of a collection
         return sum(n for name, n in h.state.calls.items() if not name.startswith("nvmlEventSetWait"))
 
-    before = cycle_calls()
-    h.plugin.collect()
+    before = cycle_calls(h)
+    col2 = h.plugin.collect()
     assert h.state.calls["nvmlDeviceGetMaxClockInfo"] == 8 * 3
-    # Per GPU: 19 calls (20 less the fan, N/A in the recording, not asked twice) + 6 NVLinks past
-    # the 12 the field API covers x 4 error counters.
-    assert cycle_calls() - before == 8 * (19 + 6 * 4)
+    assert cycle_calls(h) - before == 8 * (1 + 3)
+    assert h.state.calls["nvmlDeviceGetFieldValues"] == 8 * 2
+    slow = {"gpu_performance_state", "gpu_pcie_link_generation", "gpu_mig_mode", "gpu_sm_clock_max_hertz",
+            "gpu_sm_clock_hertz", "gpu_clock_event_active"}
+    names2 = {s.name for s in col2.samples}
+    assert not slow & names2 and "gpu_utilization_ratio" in names2 and "gpu_power_watts" in names2
+    errors2 = [s for s in col2.samples if s.name == "gpu_nvlink_errors_total"]
+    assert len(errors2) == 8 * (18 * 2 + 12 * 2)  # CRC counters of links 12-17 come with the details
+    h.plugin.close()
+
+    # detail_interval 0: every collection is detailed. Per GPU: the 4 above, 12 details (encoder,
+    # decoder, SM, memory and graphics clocks, clock event reasons, P-state, PCIe generation,
+    # width, TX, RX, MIG mode; the fan is N/A in the recording and not asked twice) and 6 NVLinks
+    # x 2 CRC counters.
+    every = start(harness, "h100x8", detail_interval=0)
+    every.plugin.collect()
+    before = cycle_calls(every)
+    assert {s.name for s in every.plugin.collect().samples} == H100_FAMILIES
+    assert cycle_calls(every) - before == 8 * (4 + 12 + 6 * 2)
 
 
 def test_not_supported_per_metric_is_omitted_for_that_gpu_only(harness: list[Harness]) -> None:
     h = start(harness, "h100x8")
-    h.state.not_supported.add((2, "nvmlDeviceGetPowerUsage"))
+    # GPU 2 has no power reading at all; GPU 3 lacks the power field, so its older call answers.
+    h.state.not_supported.update({(2, "field:185"), (2, "nvmlDeviceGetPowerUsage"), (3, "field:185")})
     h.state.not_supported.add((2, "field:83"))  # energy field on GPU 2
     col = h.plugin.collect()
     assert h.value(col, "gpu_power_watts", gpu="2") is None
     assert h.value(col, "gpu_energy_joules_total", gpu="2") is None
     assert h.value(col, "gpu_power_watts", gpu="3") == pytest.approx(67.03)
+    assert h.value(col, "gpu_power_watts", gpu="4") == pytest.approx(67.03)
     assert h.value(col, "gpu_up", gpu="2") == 1
+    assert h.state.calls["nvmlDeviceGetPowerUsage"] == 2  # GPUs 2 and 3; the others read the field
     # Not asked again: a device that said "not supported" keeps saying it.
     calls = h.state.calls["nvmlDeviceGetPowerUsage"]
     h.plugin.collect()
-    assert h.state.calls["nvmlDeviceGetPowerUsage"] - calls == 7
+    assert h.state.calls["nvmlDeviceGetPowerUsage"] - calls == 1
+
+
+def test_nvlink_counters_without_the_scoped_field_are_asked_per_link(harness: list[Harness]) -> None:
+    """A driver without the per-link scoped fields (pre-R525) still reports every link's counters."""
+    h = start(harness, "h100x8")
+    h.state.not_supported.update({(0, "field:161"), (0, "field:165")})
+    h.plugin.collect()
+    before = h.state.calls["nvmlDeviceGetNvLinkErrorCounter"], h.state.calls["nvmlDeviceGetNvLinkState"]
+    col = h.plugin.collect()
+    # GPU 0 alone: replay of links 12-17 and the state of all 18 links, one call each, every cycle.
+    assert h.state.calls["nvmlDeviceGetNvLinkErrorCounter"] - before[0] == 6
+    assert h.state.calls["nvmlDeviceGetNvLinkState"] - before[1] == 18
+    for gpu in ("0", "1"):
+        assert h.value(col, "gpu_nvlink_errors_total", gpu=gpu, link="15", type="replay") == 0
+        assert h.value(col, "gpu_nvlink_up", gpu=gpu, link="15") == 1
 
 
 def test_function_not_found_falls_back_and_is_remembered(
         harness: list[Harness], caplog: pytest.LogCaptureFixture) -> None:
-    h = Harness("t4")
+    h = Harness("t4", detail_interval=0)
     harness.append(h)
     h.state.missing.update({"nvmlDeviceGetFieldValues", "nvmlDeviceGetCurrentClocksEventReasons",
                             "nvmlDeviceGetPciInfo_v3"})
@@ -264,6 +300,17 @@ def test_hanging_gpu_is_bounded_and_others_report(harness: list[Harness]) -> Non
     assert h.value(h.plugin.collect(), "gpu_up", gpu="5") == 1
 
 
+def test_slow_gpus_each_get_their_own_deadline(harness: list[Harness]) -> None:
+    """GPUs are collected in turn: eight slow-but-answering GPUs take longer together than one
+    gpu_timeout, and none of them is reported down for it."""
+    h = start(harness, "h100x8", gpu_timeout=1.0)
+    h.plugin.collect()  # the first collection asks the details too
+    h.state.latency_s = 0.05  # 4 calls x 50 ms a GPU: 0.2 s each (5x inside its deadline), 1.6 s for the eight
+    col = h.plugin.collect()
+    assert [h.value(col, "gpu_up", gpu=str(i)) for i in range(8)] == [1.0] * 8
+    assert col.events == []
+
+
 def test_no_library_or_driver_disables_the_plugin() -> None:
     state = fake.reset("t4")
     state.init_error = fake.NVML_ERROR_LIBRARY_NOT_FOUND
@@ -315,7 +362,7 @@ def test_xid_79_from_nvml_and_kernel_log_counts_once(harness: list[Harness], tmp
     try:
         fake.post_event(4, fake.nvmlEventTypeXidCriticalError, 79)
         wait_for(h.events, 1)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
         # GPU 4 of the fake HGX node is at PCI 0000:9a:00.0.
         with kernel_log.open("a") as f:
@@ -403,7 +450,7 @@ def test_cli_on_a_node_without_nvidia_gpu_says_so() -> None:
 def test_xid_79_kernel_log_first_then_nvml(harness: list[Harness], tmp_path: Path) -> None:
     h = start(harness, "h100x8")
     kernel_log = tmp_path / "kmsg"
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S,%f+00:00")
     kernel_log.write_text(f"{stamp} NVRM: Xid (PCI:0000:18:00): 79, pid=0, name=<unknown>, fell off the bus\n")
     kmsg = KmsgPlugin(h.ctx, KmsgConfig(path=str(kernel_log), from_start=True))
     kmsg.discover()
@@ -435,7 +482,7 @@ def test_xid_79_kernel_log_first_then_nvml(harness: list[Harness], tmp_path: Pat
 
 def test_serial_hang_is_bounded_by_the_scheduler_deadline(harness: list[Harness]) -> None:
     """Without per-GPU workers, the scheduler's plugin deadline is what bounds a hung NVML call."""
-    h = start(harness, "t4", parallel=False)
+    h = start(harness, "t4", isolation="none")
     runner = PluginRunner(h.plugin, PluginSection("nvidia", 10.0, 0.3, True, {}))
     h.state.hang[0] = threading.Event()
 

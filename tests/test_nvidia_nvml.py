@@ -13,7 +13,7 @@ from agent.model import Metric
 from agent.plugins.kmsg import plugin as kmsg_plugin
 from agent.plugins.nvidia import metrics
 from agent.plugins.nvidia import nvml as nvml_mod
-from agent.plugins.nvidia.nvml import FunctionMissing, Nvml
+from agent.plugins.nvidia.nvml import FunctionMissing, Nvml, Variant
 from tests.services import REPO
 
 
@@ -75,7 +75,7 @@ def test_versioned_symbols_newest_first() -> None:
         nvmlDeviceGetPciInfo_v2=failing(pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH),
         nvmlDeviceGetPciInfo=lambda h: "plain",
     ))
-    candidates = [(f"nvmlDeviceGetPciInfo{v}", (None,), {}) for v in ("_v3", "_v2", "")]
+    candidates = [Variant(f"nvmlDeviceGetPciInfo{v}", (None,)) for v in ("_v3", "_v2", "")]
     assert n.first(candidates) == "plain"
     assert n.first(candidates) == "plain"
     assert n.calls == 4  # v3 and v2 were tried once, then skipped
@@ -96,23 +96,28 @@ def test_init_failure_is_unavailable_with_a_reason() -> None:
 
 
 def test_field_decoding_fast_path_equals_the_bindings_own_reading() -> None:
-    values = (pynvml.c_nvmlFieldValue_t * 5)()
+    values = (pynvml.c_nvmlFieldValue_t * 8)()
     entries = [
         (pynvml.NVML_VALUE_TYPE_DOUBLE, "dVal", 12.5),
         (pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, "uiVal", 4_000_000_000),
         (pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, "ullVal", 2**60 + 3),
         (pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG, "sllVal", -7),
+        (pynvml.NVML_VALUE_TYPE_SIGNED_INT, "siVal", -70_000),
+        (pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT, "usVal", 65_000),
+        (pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, "uiVal", 5),
     ]
     for i, (vtype, member, v) in enumerate(entries):
+        values[i].value.ullVal = 0xDEADBEEF_DEADBEEF  # what a narrower member leaves in the union's upper bytes
         values[i].fieldId, values[i].valueType, values[i].nvmlReturn = 83 + i, vtype, 0
         setattr(values[i].value, member, v)
-    values[4].fieldId, values[4].nvmlReturn = 99, pynvml.NVML_ERROR_NOT_SUPPORTED
+    values[7].fieldId, values[7].nvmlReturn = 99, pynvml.NVML_ERROR_NOT_SUPPORTED
     decoded = nvml_mod._decode_fields(values)
-    assert decoded == [(0, 12.5), (0, 4_000_000_000.0), (0, float(2**60 + 3)), (0, -7.0),
-                       (pynvml.NVML_ERROR_NOT_SUPPORTED, 0.0)]
-    slow = [(int(fv.nvmlReturn), float(getattr(fv.value, nvml_mod._VALUE_MEMBER[int(fv.valueType)])))
-            for fv in values[:4]]
-    assert decoded[:4] == slow
+    assert decoded == [12.5, 4_000_000_000.0, float(2**60 + 3), -7.0, -70_000.0, 65_000.0, 5.0, None]
+    slow = [float(getattr(fv.value, nvml_mod._VALUE_MEMBER[int(fv.valueType)])) for fv in values[:7]]
+    assert decoded[:7] == slow
+    values[3].nvmlReturn = pynvml.NVML_ERROR_GPU_IS_LOST
+    with pytest.raises(DeviceLost):
+        nvml_mod._decode_fields(values)
 
 
 def test_every_metric_is_in_a_readme() -> None:
@@ -136,8 +141,8 @@ def test_one_binding_function_two_driver_symbols() -> None:
         return "v1"
 
     n = Nvml(binding(nvmlDeviceGetMemoryInfo=memory))
-    candidates = [("nvmlDeviceGetMemoryInfo", (None,), {"version": 2}, "nvmlDeviceGetMemoryInfo_v2"),
-                  ("nvmlDeviceGetMemoryInfo", (None,), {})]
+    candidates = [Variant("nvmlDeviceGetMemoryInfo", (None,), {"version": 2}, "nvmlDeviceGetMemoryInfo_v2"),
+                  Variant("nvmlDeviceGetMemoryInfo", (None,))]
     assert n.first(candidates) == "v1"
     assert n.first(candidates) == "v1"
     assert seen == [2, None, None]

@@ -321,9 +321,12 @@ def test_bmc_faults_leave_other_sources_running(
     with serve(state) as bmc:
         plugin = redfish_plugin(bmc.url, sysfs, kernel=True, timeout=1.0, chassis=["System.Embedded.1"], **extra)
         plugin.discover()
-        with caplog.at_level(logging.WARNING):
-            got, _ = collect(plugin)
-            collect(plugin)  # the same failure again is not logged again
+        try:
+            with caplog.at_level(logging.WARNING):
+                got, _ = collect(plugin)
+                collect(plugin)  # the same failure again is not logged again
+        finally:
+            plugin.close()
         # "timeout": the BMC answers after 3 s, past the 1 s source deadline; had the source
         # waited for it, redfish would be up here.
         assert got[key("power_source_up", source="redfish")] == 0.0

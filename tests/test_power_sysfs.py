@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from agent.errors import PluginUnavailable
 from agent.model import Collection
 from agent.plugin import PluginContext
-from agent.plugins.power import PowerPlugin
+from agent.plugins.power import PowerPlugin, sysfs
 from agent.plugins.power.config import PowerConfig
 from agent.plugins.power.energy import PowerIntegrator, WrappingCounter
 from agent.plugins.power.sysfs import parse_acpi_power_meter, parse_hwmon_chip
@@ -29,9 +30,21 @@ def key(metric: str, **labels: str) -> Key:
     return metric, tuple(sorted(labels.items()))
 
 
+_MADE: list[PowerPlugin] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_plugins() -> Iterator[None]:
+    yield
+    while _MADE:
+        _MADE.pop().close()
+
+
 def plugin_for(root: Path, dev: Path | None = None, **cfg: object) -> PowerPlugin:
     ctx = PluginContext(node="t", sysfs_root=root, dev_root=dev or root / "no-dev")
-    return PowerPlugin(ctx, PowerConfig(**cfg))  # type: ignore[arg-type]
+    plugin = PowerPlugin(ctx, PowerConfig(**cfg))  # type: ignore[arg-type]
+    _MADE.append(plugin)
+    return plugin
 
 
 def collect(plugin: PowerPlugin) -> Collection:
@@ -165,14 +178,14 @@ def test_unreadable_energy_uj_names_the_file_and_the_fix(
         node_exporter_sys: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # Root reads any file, so the EACCES of a non-root agent (Linux >= 5.10) is simulated
     # at the one read function.
-    real = Path.read_text
+    real = sysfs.read_file
 
-    def read_text(self: Path, *a: object, **kw: object) -> str:
-        if self.name == "energy_uj":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self, *a, **kw)  # type: ignore[arg-type]
+    def read_file(path: str) -> bytes:
+        if path.endswith("/energy_uj"):
+            raise PermissionError(13, "Permission denied", path)
+        return real(path)
 
-    monkeypatch.setattr(Path, "read_text", read_text)
+    monkeypatch.setattr(sysfs, "read_file", read_file)
     plugin = plugin_for(node_exporter_sys)
     plugin.discover()
     with caplog.at_level(logging.WARNING):

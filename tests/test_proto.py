@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.codec import SeriesTable, build_batch, pack_values, unpack_values
-from agent.model import gauge
+from agent.codec import SeriesTable, Stamped, build_batch, pack_values, unpack_values
+from agent.model import Collection, gauge
 from agent.transport import frame_batch, rendezvous_order
 from proto import telemetry_pb2 as pb
 
@@ -25,7 +25,8 @@ def test_values_round_trip_bytes() -> None:
 def test_framed_concatenation_equals_message() -> None:
     table = SeriesTable()
     m = gauge("gpu_temperature_celsius", "t", "celsius")
-    batch, ids = build_batch(table, [(100.0, [m.sample(50, {"gpu": "0"}), m.sample(51, {"gpu": "1"})])], [])
+    col = Collection([m.sample(50, {"gpu": "0"}), m.sample(51, {"gpu": "1"})])
+    batch, ids = build_batch(table, [Stamped(100.0, col)], [])
     batch.sequence = 7
     defs = pb.Batch(series=[table.definition(i) for i in ids], oldest_sequence=3)
     framed = frame_batch(batch.SerializeToString() + defs.SerializeToString())

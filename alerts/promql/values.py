@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Collection, Sequence
-from typing import NamedTuple, Protocol, Union
+from typing import NamedTuple, Protocol
 
 from alerts.errors import EvalError
 from alerts.promql import ast
@@ -29,7 +29,7 @@ class RangeSeries(NamedTuple):
 
 
 Matrix = list[RangeSeries]
-Value = Union[float, str, Vector, Matrix]  # noqa: UP007 - a runtime alias on 3.10
+Value = float | str | Vector | Matrix
 
 
 # A stale marker is a NaN with a payload no arithmetic produces (Prometheus uses 0x7ff0000000000002,

@@ -16,6 +16,14 @@ Nodes (``reset(node)`` or the ``FAKENVML_NODE`` environment variable, read at ``
   error counters, and an energy counter of one day at the recorded power draw (nvidia-smi's XML
   has none). Identity (uuid, serial, PCI address) differs per GPU; every number is the same.
 
+Field values: the counters nvidia-smi recorded, every NVLink's state and error counters (per-link
+ids for links 0-11, scoped replay/recovery for every link), and the power fields (185-192). Those
+answer only for records from driver 530 or newer (here the A100's 535; the 515 recordings, A10G
+and T4, then exercise the older per-function calls). ``nvmlDeviceGetPowerUsage`` answers the
+1 s average on Ampere-or-newer GPUs other than GA100 and the instant power elsewhere (nvml.h), so
+the recorded draw is the POWER_AVERAGE field (A10G, the H100 node) or POWER_INSTANT (A100, T4);
+the other one was not recorded and answers NOT_SUPPORTED.
+
 Faults, for error-path tests: ``state.not_supported`` ({(gpu index or None, function)}),
 ``state.missing`` (functions answering FUNCTION_NOT_FOUND), ``state.lost`` (GPU indexes answering
 GPU_IS_LOST), ``state.hang`` ({index: threading.Event}: calls on that GPU block until it is set),
@@ -90,6 +98,8 @@ class FakeState:
     latency_s: float = 0.0
     #: CPU seconds spent inside the fake's functions (benchmarks subtract it to get fleetmon's own cost).
     seconds_inside: float = 0.0
+    #: Field-value answers per device, request and injected faults (see ``_fill_fields``).
+    field_answers: dict[int, dict[Any, bytes]] = field(default_factory=dict)
 
 
 state = FakeState()
@@ -525,43 +535,119 @@ def _field_getters() -> dict[int, tuple[int, Callable[[GpuRecord], Any]]]:
                 return getattr(r.nvlinks[link], kind) if link < len(r.nvlinks) else None
 
             table[fid] = (ull, get)
+    _power_fields(table)
     return table
 
 
+def _instant_power(r: GpuRecord) -> bool:
+    """Whether nvmlDeviceGetPowerUsage (the recorded draw) is the instant power: GA100 and pre-Ampere."""
+    return "A100" in r.name or "T4" in r.name
+
+
+def _power_fields(table: dict[int, tuple[int, Callable[[GpuRecord], Any]]]) -> None:
+    p = _pynvml
+    ui = p.NVML_VALUE_TYPE_UNSIGNED_INT
+
+    def since_530(get: Callable[[GpuRecord], Any]) -> Callable[[GpuRecord], Any]:
+        return lambda r: get(r) if int(r.driver.split(".")[0] or 0) >= 530 else None
+
+    table[p.NVML_FI_DEV_POWER_AVERAGE] = (ui, since_530(
+        lambda r: None if _instant_power(r) or r.power_w is None else round(r.power_w * 1000)))
+    table[p.NVML_FI_DEV_POWER_INSTANT] = (ui, since_530(
+        lambda r: round(r.power_w * 1000) if _instant_power(r) and r.power_w is not None else None))
+    table[p.NVML_FI_DEV_POWER_REQUESTED_LIMIT] = (ui, since_530(
+        lambda r: None if r.power_limit_w is None else round(r.power_limit_w * 1000)))
+    table[p.NVML_FI_DEV_POWER_CURRENT_LIMIT] = (ui, since_530(
+        lambda r: None if r.power_enforced_w is None else round(r.power_enforced_w * 1000)))
+
+
+_SCOPED_NVLINK = {165: "active", 161: "replay", 162: "recovery"}  # NVLINK_GET_STATE, ERROR_DL_REPLAY, _RECOVERY
+
+
 def _scoped_field(rec: GpuRecord, fid: int, scope: int) -> tuple[int, Any]:
-    if fid == _pynvml.NVML_FI_DEV_NVLINK_GET_STATE and scope < len(rec.nvlinks):
-        return _pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, rec.nvlinks[scope].active
-    return 0, None
+    attr = _SCOPED_NVLINK.get(fid)
+    if attr is None or scope >= len(rec.nvlinks):
+        return 0, None
+    vtype = _pynvml.NVML_VALUE_TYPE_UNSIGNED_INT if attr == "active" else _pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+    return vtype, getattr(rec.nvlinks[scope], attr)
 
 
 _FIELDS = _field_getters()
 
 
-@_api
-def nvmlDeviceGetFieldValues(h: Device, field_ids: list[Any]) -> Any:
-    values = (_pynvml.c_nvmlFieldValue_t * len(field_ids))()
-    for i, requested in enumerate(field_ids):
-        scoped = isinstance(requested, tuple)
-        fid, scope = requested if scoped else (requested, 0)
+def _fill_fields(h: Device, values: Any) -> None:
+    """Answer every entry of an nvmlFieldValue_t array whose fieldId/scopeId are set, in place.
+
+    Answers are computed once per device, request and set of injected faults, then copied into
+    the array: the fake's own Python cost stays out of the agent's figures in benchmarks.
+    """
+    words = memoryview(values).cast("B").cast("I")  # 10 uint32 per 40-byte entry: fieldId, scopeId, ...
+    faults = frozenset(f for f in state.not_supported if f[0] == h.index and f[1].startswith("field:"))
+    key = (words[0::10].tobytes(), words[1::10].tobytes(), faults)
+    cache = state.field_answers.setdefault(id(h), {})
+    answer = cache.get(key)
+    if answer is None:
+        ids = tuple(zip(words[0::10].tolist(), words[1::10].tolist(), strict=True))
+        answer = cache[key] = _compute_fields(h, ids, faults)
+    ctypes.memmove(ctypes.addressof(values), answer, len(answer))
+
+
+def _compute_fields(h: Device, ids: tuple[tuple[int, int], ...], faults: frozenset[tuple[int | None, str]]) -> bytes:
+    values = (_pynvml.c_nvmlFieldValue_t * len(ids))()
+    for i, (fid, scope) in enumerate(ids):
         values[i].fieldId, values[i].scopeId = fid, scope
         entry = _FIELDS.get(fid)
+        scoped = fid in _SCOPED_NVLINK
         if scoped:
             vtype, value = _scoped_field(h.rec, fid, scope)
-            entry = (vtype, lambda r: None) if value is not None else None
         else:
-            value = entry[1](h.rec) if entry else None
-        if (h.index, f"field:{fid}") in state.not_supported:
+            vtype, value = (entry[0], entry[1](h.rec)) if entry else (0, None)
+        if (h.index, f"field:{fid}") in faults:
             value = None
         if value is None:
             values[i].nvmlReturn = _pynvml.NVML_ERROR_NOT_SUPPORTED
             continue
         values[i].nvmlReturn = _pynvml.NVML_SUCCESS
-        values[i].valueType = entry[0] if entry else 0
-        if values[i].valueType == _pynvml.NVML_VALUE_TYPE_UNSIGNED_INT:
+        values[i].valueType = vtype
+        if vtype == _pynvml.NVML_VALUE_TYPE_UNSIGNED_INT:
             values[i].value.uiVal = int(value)
         else:
             values[i].value.ullVal = int(value)
+    return bytes(memoryview(values).cast("B"))
+
+
+@_api
+def nvmlDeviceGetFieldValues(h: Device, field_ids: list[Any]) -> Any:
+    """pynvml's wrapper: a fresh array from a list of ids or (id, scope) pairs."""
+    values = (_pynvml.c_nvmlFieldValue_t * len(field_ids))()
+    for i, requested in enumerate(field_ids):
+        values[i].fieldId, values[i].scopeId = requested if isinstance(requested, tuple) else (requested, 0)
+    _fill_fields(h, values)
     return values
+
+
+def _raw_field_values(h: Device, count: Any, ref: Any) -> int:
+    """The C function as ``_nvmlGetFunctionPointer`` hands it out: fills the caller's array, returns a code."""
+    try:
+        _raw_checked(h, ref._obj)
+    except _pynvml.NVMLError as err:
+        return int(err.value)
+    return _pynvml.NVML_SUCCESS
+
+
+def _raw_fill(h: Device, values: Any) -> None:
+    _fill_fields(h, values)
+
+
+_raw_fill.__name__ = "nvmlDeviceGetFieldValues"  # counted, delayed and faulted under the C name
+_raw_checked = _api(_raw_fill)
+
+
+def _nvmlGetFunctionPointer(name: str) -> Callable[..., int]:
+    """pynvml's symbol lookup, for the callers that bypass its Python wrappers (prebuilt arrays)."""
+    if name != "nvmlDeviceGetFieldValues":
+        _raise(_pynvml.NVML_ERROR_FUNCTION_NOT_FOUND)
+    return _raw_field_values
 
 
 @_api

@@ -41,9 +41,9 @@ def optical_samples(col: Collection, index: str, r: OpticalReading) -> None:
     labels = port_labels(index)
     sub = Collection()
     module_samples(sub, labels["interface"], r.module)
-    for s in sub.samples:
-        s.labels["gpu"] = index
-    col.extend(sub)
+    for s in sub.samples:  # the module's series, with the NPU's index added
+        col.add(s.metric, s.value, {**s.labels, "gpu": index})
+    col.events.extend(sub.events)
     if r.present is not None:
         col.add(OPT_PRESENT, float(r.present), labels)
     for lane, flag in r.tx_los.items():

@@ -104,10 +104,13 @@ class KmsgReader:
             self._partial = b""
         return lines
 
-    def wait(self, timeout_s: float) -> None:
+    def wait(self, timeout_s: float | None, wake_fd: int | None = None) -> None:
+        """Block until a record is readable (or ``wake_fd`` is, or the timeout passed; None: no timeout)."""
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
-        poller.poll(int(timeout_s * 1000))
+        if wake_fd is not None:
+            poller.register(wake_fd, select.POLLIN)
+        poller.poll(None if timeout_s is None else int(timeout_s * 1000))
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -128,6 +131,7 @@ class KmsgPlugin(Plugin):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._wake: tuple[int, int] | None = None  # a pipe that ends the follower's wait at close()
         # Printk time is CLOCK_MONOTONIC-based (local_clock); on servers that do not suspend,
         # boot time = now - monotonic converts it to wall time well within the 1 s XID window.
         self._boot = time.time() - time.monotonic()
@@ -145,16 +149,22 @@ class KmsgPlugin(Plugin):
         self.reader = KmsgReader(path, self.config.from_start)
         self._ledger.claim(self.name, 1)
         if self.config.follow and self.reader.is_device:
+            self._wake = os.pipe()
             self._thread = threading.Thread(target=self._follow, name="fleetmon-kmsg", daemon=True)
             self._thread.start()
 
     def _follow(self) -> None:
+        # Parked in poll() until the kernel logs something or close() writes to the wake pipe:
+        # no timeout, so an idle node costs this thread no wake-ups at all.
+        wake_fd = self._wake[0] if self._wake is not None else None
         while not self._stop.is_set():
             reader = self.reader
             if reader is None:
                 return
             try:
-                reader.wait(0.5)
+                reader.wait(None, wake_fd)
+                if self._stop.is_set():
+                    return
                 self.drain()
             except Exception as err:  # noqa: BLE001 - supervision boundary: the follower must outlive one bad read
                 self.log.warning("kmsg follower: %s", err)
@@ -162,9 +172,15 @@ class KmsgPlugin(Plugin):
 
     def close(self) -> None:
         self._stop.set()
+        if self._wake is not None:
+            os.write(self._wake[1], b"x")
         if self._thread is not None:
             self._thread.join(2.0)
             self._thread = None
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
         self._ledger.release(self.name)
         with self._lock:
             if self.reader is not None:

@@ -148,7 +148,7 @@ def _dedupe(col: Collection) -> Collection:
         key = s.key()
         if key not in seen:
             seen.add(key)
-            out.samples.append(s)
+            out.append(s)
     return out
 
 

@@ -13,10 +13,11 @@ import ctypes
 import importlib
 import logging
 import struct
+import sys
 import threading
-from collections.abc import Sequence
-from types import ModuleType
-from typing import Any
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType, ModuleType
+from typing import Any, NamedTuple
 
 from agent.errors import DeviceLost, NotSupported, PluginError, PluginUnavailable
 
@@ -49,6 +50,37 @@ _LOST = {_GPU_IS_LOST, _RESET_REQUIRED, _UNKNOWN, _TIMEOUT}
 _NO_NVML = {_LIBRARY_NOT_FOUND, _DRIVER_NOT_LOADED, _LIB_RM_VERSION_MISMATCH}
 
 
+class Variant(NamedTuple):
+    """One way to ask NVML a question: a binding function, its arguments, and the driver symbol it needs.
+
+    ``symbol`` is what is remembered as missing when the driver lacks it; empty means ``fname``.
+    One binding function may reach two driver symbols (``nvmlDeviceGetMemoryInfo`` with
+    ``version=`` calls ``nvmlDeviceGetMemoryInfo_v2``), and only the absent one may be forgotten.
+    """
+
+    fname: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = MappingProxyType({})
+    symbol: str = ""
+
+
+#: A field request: a device-wide field id, or (field id, scope id) for a scoped one (per NVLink).
+FieldKey = int | tuple[int, int]
+_UNRESOLVED = object()
+
+
+class FieldRequest:
+    """The field ids of one device's ``nvmlDeviceGetFieldValues``, with its ctypes array filled once."""
+
+    def __init__(self, keys: list[FieldKey], struct: Any) -> None:
+        self.keys = keys
+        self.array: Any = None
+        if struct is not None and keys:
+            self.array = (struct * len(keys))()
+            for entry, key in zip(self.array, keys, strict=True):
+                entry.fieldId, entry.scopeId = key if isinstance(key, tuple) else (key, 0)
+
+
 class FunctionMissing(NotSupported):
     """The driver's libnvidia-ml (or the binding) lacks this function; remembered, asked never again."""
 
@@ -73,6 +105,7 @@ class Nvml:
         self._calls = 0
         self._missing: set[str] = set()
         self._logged: set[tuple[str, int]] = set()
+        self._raw_fields: Any = _UNRESOLVED
         self.initialized = False
 
     # -- life cycle ------------------------------------------------------------------------
@@ -133,37 +166,54 @@ class Nvml:
         except self._error_cls as err:
             raise self._translate(symbol, err) from err
 
-    def first(self, candidates: Sequence[tuple[Any, ...]]) -> Any:
-        """Try versioned variants newest first (``_v3``, ``_v2``, plain); a missing one is skipped for good.
-
-        Each candidate is ``(function, args, kwargs)`` or ``(function, args, kwargs, driver symbol)``.
-        """
+    def first(self, variants: Sequence[Variant]) -> Any:
+        """Try versioned variants newest first (``_v3``, ``_v2``, plain); a missing one is skipped for good."""
         last: NotSupported | None = None
-        for candidate in candidates:
-            fname, args, kwargs = candidate[:3]
-            symbol = candidate[3] if len(candidate) > 3 else fname
+        for v in variants:
+            symbol = v.symbol or v.fname
             if symbol in self._missing:
                 continue
             try:
-                return self._call(symbol, fname, args, kwargs)
+                return self._call(symbol, v.fname, v.args, dict(v.kwargs))
             except FunctionMissing as err:
                 last = err
-        raise last or FunctionMissing(f"none of {', '.join(c[0] for c in candidates)} is available")
+        raise last or FunctionMissing(f"none of {', '.join(v.fname for v in variants)} is available")
 
-    def field_values(self, handle: Any, ids: Sequence[int | tuple[int, int]]) -> dict[Any, float]:
-        """One ``nvmlDeviceGetFieldValues`` for many counters; unsupported entries are left out.
+    def field_request(self, keys: Sequence[FieldKey]) -> FieldRequest:
+        """Prepare one device's field-value request once; :meth:`read_fields` reuses it every cycle."""
+        return FieldRequest(list(keys), getattr(self.mod, "c_nvmlFieldValue_t", None))
+
+    def read_fields(self, handle: Any, request: FieldRequest) -> list[float | None]:
+        """One ``nvmlDeviceGetFieldValues`` for many counters: a value per requested key, None
+        for an entry the device does not answer.
 
         Each entry carries its own return code (nvml.h ``nvmlFieldValue_t.nvmlReturn``), so one
-        field the GPU lacks does not cost the others.
+        field the GPU lacks does not cost the others. The binding's wrapper fills a fresh ctypes
+        array in Python on every call (about 1.5 µs per field); the request's array is filled
+        once and handed to the C function as it is, the driver overwriting the answers.
         """
-        values = self.call("nvmlDeviceGetFieldValues", handle, list(ids))
-        out: dict[Any, float] = {}
-        for key, (ret, value) in zip(ids, _decode_fields(values), strict=True):
-            if ret == 0:
-                out[key] = value
-            elif ret == _GPU_IS_LOST:
-                raise DeviceLost(f"nvmlDeviceGetFieldValues: field {key}: GPU is lost")
-        return out
+        raw = self._raw_field_values() if request.array is not None else None
+        if raw is None:
+            values = self.call("nvmlDeviceGetFieldValues", handle, request.keys)
+        else:
+            with self._lock:
+                self._calls += 1
+            ret = raw(handle, ctypes.c_int32(len(request.keys)), ctypes.byref(request.array))
+            if ret != 0:
+                raise self._translate("nvmlDeviceGetFieldValues", self._error_cls(ret))
+            values = request.array
+        return _decode_fields(values)
+
+    def _raw_field_values(self) -> Any:
+        """The C ``nvmlDeviceGetFieldValues`` through the binding's symbol lookup, or None."""
+        if self._raw_fields is _UNRESOLVED:
+            lookup = getattr(self.mod, "_nvmlGetFunctionPointer", None)
+            try:
+                self._raw_fields = lookup("nvmlDeviceGetFieldValues") if lookup is not None else None
+            except self._error_cls as err:  # FUNCTION_NOT_FOUND: the binding's own wrapper will say so
+                log.debug("nvmlDeviceGetFieldValues symbol: %s", err)
+                self._raw_fields = None
+        return self._raw_fields
 
     def wait_event(self, event_set: Any, timeout_ms: int) -> Any | None:
         """``nvmlEventSetWait`` (v2 where present); None when nothing arrived within the timeout."""
@@ -222,39 +272,59 @@ def _code(err: BaseException) -> int:
 
 # nvml.h ``nvmlValueType_t``: which member of the value union holds the answer.
 _VALUE_MEMBER = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
-_VALUE_FORMAT = {0: "<d", 1: "<I", 2: "<Q", 3: "<Q", 4: "<q", 5: "<i", 6: "<H"}
 # nvml.h ``nvmlFieldValue_t`` on 64-bit Linux: fieldId u32, scopeId u32, timestamp s64,
 # latencyUsec s64, valueType u32, nvmlReturn u32, value (8-byte union): 40 bytes.
 _FIELD_SIZE, _OFF_TYPE, _OFF_RETURN, _OFF_VALUE = 40, 24, 28, 32
 
 
-def _decode_fields(values: Any) -> list[tuple[int, float]]:
-    """(return code, value) per entry.
+_UNSIGNED_MASK = {1: 0xFFFFFFFF, 2: (1 << 64) - 1, 3: (1 << 64) - 1, 6: 0xFFFF}  # ui, ul, ull, us
+_REINTERPRET = {0: struct.Struct("<d"), 4: struct.Struct("<q"), 5: struct.Struct("<i")}  # d, sll, si
+_UINT, _ULL = 1, 3
+
+
+def _decode_fields(values: Any) -> list[float | None]:
+    """The value of each entry, None where its return code is not success; DeviceLost when an
+    entry says the GPU is lost.
 
     pynvml's structures decode every attribute access in Python (``_PrintableStructure``), about
-    1 µs each; reading the array's bytes once is ~10x cheaper per entry. The layout is checked
-    against the binding's own ctypes description and the slow path is kept for anything else.
+    1 µs each; the array's bytes are read column by column instead (return codes, value types,
+    the 8-byte value unions), ~30x cheaper per entry. The layout is checked against the binding's
+    own ctypes description and the slow path is kept for anything else.
     """
     try:
         cls = type(values[0])
         fast = (ctypes.sizeof(cls) == _FIELD_SIZE and cls.valueType.offset == _OFF_TYPE
                 and cls.nvmlReturn.offset == _OFF_RETURN and cls.value.offset == _OFF_VALUE)
-        raw = bytes(memoryview(values).cast("B")) if fast else b""
+        raw = memoryview(values).cast("B") if fast else None
     except (AttributeError, TypeError, IndexError, ValueError):
-        fast = False
-    if not fast:
-        out = []
-        for fv in values:
-            member = _VALUE_MEMBER.get(int(fv.valueType), "ullVal")
-            out.append((int(fv.nvmlReturn), float(getattr(fv.value, member))))
-        return out
-    decoded = []
-    for vtype, ret, base in (
-        (*struct.unpack_from("<II", raw, i + _OFF_TYPE), i) for i in range(0, len(raw), _FIELD_SIZE)
-    ):
-        value = struct.unpack_from(_VALUE_FORMAT.get(vtype, "<Q"), raw, base + _OFF_VALUE)[0] if ret == 0 else 0
-        decoded.append((ret, float(value)))
-    return decoded
+        raw = None
+    if raw is None:
+        pairs = [(int(fv.nvmlReturn), fv) for fv in values]
+        if any(ret == _GPU_IS_LOST for ret, _ in pairs):
+            raise DeviceLost("nvmlDeviceGetFieldValues: GPU is lost")
+        return [None if ret else float(getattr(fv.value, _VALUE_MEMBER.get(int(fv.valueType), "ullVal")))
+                for ret, fv in pairs]
+    words = raw.cast("I")  # ten u32 per entry: the type is the 7th, the return code the 8th
+    rets = words[_OFF_RETURN // 4 :: _FIELD_SIZE // 4].tolist()
+    if _GPU_IS_LOST in rets:
+        raise DeviceLost("nvmlDeviceGetFieldValues: GPU is lost")
+    types = words[_OFF_TYPE // 4 :: _FIELD_SIZE // 4].tolist()
+    unions = raw.cast("Q")[_OFF_VALUE // 8 :: _FIELD_SIZE // 8].tolist()  # little-endian, as the layout
+    return [None if ret else float(word) if vtype == _ULL else float(word & 0xFFFFFFFF) if vtype == _UINT
+            else _value(vtype, word) for ret, vtype, word in zip(rets, types, unions, strict=True)]
+
+
+def _value(vtype: int, word: int) -> float:
+    """The union member ``vtype`` names, from its 8 bytes read as one u64."""
+    mask = _UNSIGNED_MASK.get(vtype)
+    if mask is not None:
+        return float(word & mask)  # a narrower member leaves the union's upper bytes undefined
+    fmt = _REINTERPRET.get(vtype)
+    if fmt is None:
+        return float(word)  # an unknown type: as unsigned long long, as the slow path reads it
+    if vtype == 5:
+        return float(fmt.unpack((word & 0xFFFFFFFF).to_bytes(4, sys.byteorder))[0])
+    return float(fmt.unpack(word.to_bytes(8, sys.byteorder))[0])
 
 
 def text(value: Any) -> str:

@@ -1,18 +1,22 @@
 """NVIDIA GPUs through NVML: health telemetry per GPU, XID and other events from an NVML event set.
 
-Isolation (measured, see README "Why threads"): each GPU is collected on its own worker thread
-with a per-GPU deadline (``gpu_timeout``, below the plugin's own). A GPU whose call hangs is
-reported ``gpu_up 0`` with an event and skipped until the stuck call returns; the others report
-on time.
+Isolation (measured, see README "Why threads"): the GPUs are collected one after another on a
+worker thread, each under its own deadline (``gpu_timeout``, below the plugin's own). A GPU whose
+call hangs is reported ``gpu_up 0`` with an event, the GPUs after it go on at once on a fresh
+worker, and the stuck one is skipped until its call returns. In the steady state that is one
+thread and one hand-off per collection, whatever the number of GPUs.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import ctypes
+import functools
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agent.errors import DeviceLost, PluginError, PluginUnavailable
 from agent.model import Collection, Event, Severity
@@ -30,7 +34,7 @@ from agent.plugins.nvidia.events import (
     EventWatcher,
     NvmlEvent,
 )
-from agent.plugins.nvidia.nvml import Nvml, load_module, text
+from agent.plugins.nvidia.nvml import Nvml, Variant, load_module, text
 from agent.plugins.nvidia.xid import XID_FALLEN_OFF_BUS, XidLedger, add_appearing_counter, describe, ledger_for
 
 # Health events other than XIDs: (kind, severity, message, suggested action).
@@ -51,20 +55,31 @@ class NvidiaConfig:
     library: str = "pynvml"
     #: Seconds one GPU may take before it is reported unresponsive; keep it below the plugin timeout.
     gpu_timeout: float = 3.0
-    #: Collect GPUs concurrently, one worker thread each (False: one after another).
-    parallel: bool = True
+    #: How a hung GPU is kept from stalling the others: ``chain`` (default) collects the GPUs in
+    #: turn on one worker thread and moves the rest to a fresh one when a GPU misses
+    #: ``gpu_timeout``; ``thread_per_gpu`` collects them concurrently, one worker each (lower wall
+    #: time, more threads and wake-ups); ``none`` collects them on the plugin's own thread, where
+    #: only the plugin deadline bounds a hung call.
+    isolation: Literal["chain", "thread_per_gpu", "none"] = "chain"
     #: Listen to the NVML event set (XIDs) on a background thread.
     events: bool = True
-    #: Milliseconds each nvmlEventSetWait blocks; bounds how long close() waits for the thread.
-    event_wait_ms: int = 500
+    #: Milliseconds each nvmlEventSetWait blocks (events come at once either way); bounds how long
+    #: close() waits for the thread, and is how often the idle thread wakes.
+    event_wait_ms: int = 1000
     #: PCIe TX/RX throughput (each costs a 20 ms sampling wait in the driver per GPU).
     pcie_throughput: bool = True
     #: Batch counters into nvmlDeviceGetFieldValues (False: one call per counter, for comparison).
     field_values: bool = True
+    #: Seconds between readings of the slower or secondary values (clocks and clock event reasons,
+    #: P-state, encoder/decoder, fan, PCIe link and throughput, MIG, static facts, CRC counters of
+    #: NVLinks past the field range); 0 reads them every collection.
+    detail_interval: float = 10.0
 
     def validate(self) -> None:
         if self.gpu_timeout <= 0:
             raise ValueError("gpu_timeout must be positive (seconds)")
+        if self.detail_interval < 0:
+            raise ValueError("detail_interval must be 0 (every collection) or a number of seconds")
         if not 10 <= self.event_wait_ms <= 10_000:
             raise ValueError("event_wait_ms must be between 10 and 10000")
 
@@ -75,6 +90,7 @@ class _GpuState:
     busy: cf.Future[Collection] | None = None
     down_reason: str = ""  # why gpu_up is 0; "" while it answers
     announced: bool = False  # the outage's event was emitted (one event per outage)
+    detail_at: float = float("-inf")  # monotonic time of the last detailed collection
 
 
 class NvidiaPlugin(Plugin):
@@ -124,8 +140,9 @@ class NvidiaPlugin(Plugin):
                     state.gpu.pci, GpuRef(str(index), state.gpu.uuid, state.gpu.model, "nvidia"))
         self._ledger.claim(self.name, 0)
         # Even one GPU gets its worker: a hung call then costs gpu_up 0, not the whole collection.
-        if self.config.parallel:
-            self._pool = cf.ThreadPoolExecutor(max_workers=len(self.gpus), thread_name_prefix="fleetmon-nvidia-gpu")
+        # The pool makes a thread only when no idle one is left: a chain uses one, plus one per stuck GPU.
+        if self.config.isolation != "none":
+            self._pool = cf.ThreadPoolExecutor(max_workers=len(self.gpus) + 1, thread_name_prefix="fleetmon-nvidia-gpu")
         if self.config.events:
             handles = [s.gpu.handle for s in self.gpus if s.gpu.handle is not None]
             self._watcher = EventWatcher(nvml, handles, self._on_event, self.config.event_wait_ms)
@@ -142,8 +159,8 @@ class NvidiaPlugin(Plugin):
     def _cuda_version(self) -> str:
         assert self.nvml is not None
         try:
-            v = int(self.nvml.first([("nvmlSystemGetCudaDriverVersion_v2", (), {}),
-                                     ("nvmlSystemGetCudaDriverVersion", (), {})]))
+            v = int(self.nvml.first([Variant("nvmlSystemGetCudaDriverVersion_v2"),
+                                     Variant("nvmlSystemGetCudaDriverVersion")]))
         except PluginError:
             return ""
         return f"{v // 1000}.{v % 1000 // 10}"  # NVML encodes 12.2 as 12020
@@ -182,10 +199,12 @@ class NvidiaPlugin(Plugin):
             if state.busy is not None and not state.busy.done():
                 self._down(col, state, "a previous NVML call is still stuck")
                 continue
-            state.busy = self._submit(state)
             running.append(state)
-        if running and self._pool is not None:
-            cf.wait([s.busy for s in running if s.busy is not None], timeout=self.config.gpu_timeout)
+        jobs = [(state, self._job(state)) for state in running]
+        if self.config.isolation == "chain":
+            self._run_chain(jobs)
+        else:
+            self._run_each(jobs)
         for state in running:
             assert state.busy is not None
             fut = state.busy
@@ -205,23 +224,61 @@ class NvidiaPlugin(Plugin):
         self._xid_counters(col, started)
         return col
 
-    def _submit(self, state: _GpuState) -> cf.Future[Collection]:
+    def _job(self, state: _GpuState) -> Callable[[], Collection]:
         assert self.nvml is not None
-        nvml, gpu = self.nvml, state.gpu
-        use_fields, pcie = self.config.field_values, self.config.pcie_throughput
-        if self._pool is None:
-            fut: cf.Future[Collection] = cf.Future()
-            try:
-                fut.set_result(collect_gpu(nvml, gpu, use_fields, pcie))
-            except Exception as err:  # noqa: BLE001 - handed to the caller through the future, as the pool does
-                fut.set_exception(err)
-            return fut
-        return self._pool.submit(collect_gpu, nvml, gpu, use_fields, pcie)
+        now = time.monotonic()
+        detail = now - state.detail_at >= self.config.detail_interval
+        if detail:
+            state.detail_at = now
+        return functools.partial(collect_gpu, self.nvml, state.gpu, detail=detail,
+                                 use_fields=self.config.field_values, pcie_throughput=self.config.pcie_throughput)
+
+    def _run_each(self, jobs: list[tuple[_GpuState, Callable[[], Collection]]]) -> None:
+        """``thread_per_gpu``: every GPU on its own worker at once; ``none``: here, one after another."""
+        for state, job in jobs:
+            if self._pool is not None:
+                state.busy = self._pool.submit(job)
+            else:
+                state.busy = cf.Future()
+                _settle(state.busy, job)
+        if jobs and self._pool is not None:
+            cf.wait([state.busy for state, _ in jobs if state.busy is not None], timeout=self.config.gpu_timeout)
+
+    def _run_chain(self, jobs: list[tuple[_GpuState, Callable[[], Collection]]]) -> None:
+        """The GPUs in turn on one worker; each must answer within ``gpu_timeout`` of its turn.
+
+        The collector waits for the whole turn at once (one wake-up per collection). When one
+        GPU does not answer in time, the worker is left to it (its stop flag makes it quit once
+        the call returns) and the GPUs after it continue on a fresh worker.
+        """
+        assert self._pool is not None
+        timeout = self.config.gpu_timeout
+        work = [_Turn(state, cf.Future(), job) for state, job in jobs]
+        for turn in work:
+            turn.state.busy = turn.fut
+        start = 0
+        while start < len(work):
+            stop = threading.Event()
+            self._pool.submit(_chain, work[start:], stop)
+            pending = [turn.fut for turn in work[start:]]
+            while cf.wait(pending, timeout=timeout).not_done:
+                # The first GPU not done is the one the worker is on: give it its full turn.
+                i = next(k for k in range(start, len(work)) if not work[k].fut.done())
+                began = work[i].began
+                left = timeout - (time.monotonic() - began) if began is not None else timeout
+                if left > 0 and cf.wait([work[i].fut], timeout=left).done:
+                    continue
+                stop.set()  # stuck: the worker ends after this GPU's call returns
+                start = i + 1
+                break
+            else:
+                start = len(work)
 
     def _up(self, col: Collection, state: _GpuState) -> None:
         gpu = state.gpu
-        col.add(m.UP, 1.0, gpu.labels)
-        col.add(m.INFO, 1.0, {**gpu.labels, **gpu.info_labels})
+        assert gpu.series is not None
+        col.put(gpu.series.up, 1.0)
+        col.put(gpu.series.info, 1.0)
         if state.announced:
             self.log.warning("GPU %d (%s) answers again", gpu.index, gpu.uuid)
             col.events.append(Event("gpu.recovered", Severity.INFO, f"GPU {gpu.index} answers NVML again",
@@ -282,6 +339,35 @@ class NvidiaPlugin(Plugin):
         self.ctx.emit(Event("gpu.xid", entry.severity, message, {**labels, "xid": str(xid)}, entry.action, ts))
         if xid == XID_FALLEN_OFF_BUS:
             self.log.error("GPU %d (%s) fell off the bus (XID 79)", gpu.index, gpu.uuid)
+
+
+def _settle(fut: cf.Future[Collection], job: Callable[[], Collection]) -> None:
+    """Run ``job`` into ``fut``, as a pool's worker does."""
+    if not fut.set_running_or_notify_cancel():
+        return
+    try:
+        fut.set_result(job())
+    except Exception as err:  # noqa: BLE001 - handed to the caller through the future, as the pool does
+        fut.set_exception(err)
+
+
+@dataclass
+class _Turn:
+    """One GPU's place in a chained collection."""
+
+    state: _GpuState
+    fut: cf.Future[Collection]
+    job: Callable[[], Collection]
+    began: float | None = None  # monotonic time the worker started on it
+
+
+def _chain(work: list[_Turn], stop: threading.Event) -> None:
+    """One worker's turn: the GPUs in order, until the collector moves the rest elsewhere."""
+    for turn in work:
+        if stop.is_set():
+            return
+        turn.began = time.monotonic()
+        _settle(turn.fut, turn.job)
 
 
 def _handle_key(handle: Any) -> Any:

@@ -22,6 +22,7 @@ import weakref
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
+from typing import NamedTuple
 
 from agent.model import Collection, Metric, Severity
 from agent.plugin import NodeDirectory
@@ -76,6 +77,13 @@ def bus_key(pci: str) -> str:
     return NodeDirectory.normalize_pci(pci).split(".")[0]
 
 
+class XidCount(NamedTuple):
+    """One (bus, XID)'s sightings counted once across NVML and the kernel log."""
+
+    n: int
+    first_ts: float  # time of the first sighting
+
+
 class XidLedger:
     """XID counts per (GPU bus, xid), cross-source de-duplication, GPUs fallen off the bus."""
 
@@ -105,10 +113,10 @@ class XidLedger:
                 self._fallen.add(bus)
         return first
 
-    def counts(self) -> dict[tuple[str, int], tuple[int, float]]:
-        """(count, time of the first sighting) per (bus, xid)."""
+    def counts(self) -> dict[tuple[str, int], XidCount]:
+        """How often, and since when, per (bus, xid)."""
         with self._lock:
-            return {key: (n, self._first[key]) for key, n in self._counts.items()}
+            return {key: XidCount(n, self._first[key]) for key, n in self._counts.items()}
 
     def fallen(self, pci: str) -> bool:
         with self._lock:
@@ -167,5 +175,5 @@ def add_appearing_counter(col: Collection, metric: Metric, value: float, labels:
     if flat not in seen:
         seen.add(flat)
         zero_ts = max(started - _ZERO_MAX_AGE_S, min(first_ts, started - 1.0)) - 0.001
-        col.samples.append(metric.sample(0.0, labels, zero_ts))
+        col.append(metric.sample(0.0, labels, zero_ts))
     col.add(metric, value, labels)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import NamedTuple
 
 from agent.model import Metric, counter, gauge, info
 
@@ -127,33 +128,40 @@ def dynamic(field: str, help: str, unit: str = "", kind: str = "counter") -> Met
         return metric
 
 
-_by_counter: dict[str, tuple[Metric, int]] = {}
-_by_hw: dict[str, tuple[Metric, float]] = {}
+class CounterSpec(NamedTuple):
+    """The family a sysfs counter file feeds, and what its raw value is multiplied by."""
+
+    metric: Metric
+    scale: float
 
 
-def ib_counter_metric(file: str) -> tuple[Metric, int]:
+_by_counter: dict[str, CounterSpec] = {}
+_by_hw: dict[str, CounterSpec] = {}
+
+
+def ib_counter_metric(file: str) -> CounterSpec:
     """The family and multiplier of a ``counters/`` file (looked up once per file name)."""
     found = _by_counter.get(file)
     if found is None:
         known = IB_COUNTERS.get(file)
         if known is not None:
             field, mult, help = known
-            found = dynamic(field, help), mult
+            found = CounterSpec(dynamic(field, help), mult)
         else:
-            found = dynamic(f"{file}_total", f"sysfs counters/{file}"), 1
+            found = CounterSpec(dynamic(f"{file}_total", f"sysfs counters/{file}"), 1)
         _by_counter[file] = found
     return found
 
 
-def ib_hw_metric(file: str) -> tuple[Metric, float]:
+def ib_hw_metric(file: str) -> CounterSpec:
     """The family and scale of a ``hw_counters/`` file (looked up once per file name)."""
     found = _by_hw.get(file)
     if found is None:
         gauge_spec = IB_HW_GAUGES.get(file)
         if gauge_spec is not None:
             field, help, unit, scale = gauge_spec
-            found = dynamic(field, help, unit, kind="gauge"), scale
+            found = CounterSpec(dynamic(field, help, unit, kind="gauge"), scale)
         else:
-            found = dynamic(f"hw_{file}_total", f"Driver hw_counters/{file}"), 1.0
+            found = CounterSpec(dynamic(f"hw_{file}_total", f"Driver hw_counters/{file}"), 1.0)
         _by_hw[file] = found
     return found

@@ -1,7 +1,10 @@
 """The optics plugin: InfiniBand/RoCE port counters, network links and transceiver diagnostics.
 
-Port counters and link state are read every collection (default 10 s). Module EEPROMs are
-read at most every ``eeprom_interval`` (default 30 s): I2C reads are slow and the module's
+Port counters and link state are read every collection (default 10 s). Which devices, ports,
+counter files and interfaces there are, and what never changes (a HCA's type and firmware, a
+port's link layer, an interface's hardware address), is found by a scan at discovery and again
+every ``rescan_interval`` or when a port is gone: a collection lists no directory. Module EEPROMs
+are read at most every ``eeprom_interval`` (default 30 s): I2C reads are slow and the module's
 microcontroller updates its monitors only every few hundred milliseconds. Between EEPROM
 reads the last decoded values are emitted again, so series stay continuous.
 """
@@ -20,11 +23,15 @@ from agent.plugins.optics.eeprom import EepromError
 from agent.plugins.optics.kernel import EepromDenied, EepromUnavailable, ModuleReader, live_address
 from agent.plugins.optics.reading import ModuleReading
 from agent.plugins.optics.sysfs import (
+    DevicePlan,
     NetInterface,
     ib_devices,
     net_interfaces,
-    read_ib_device,
+    parse_address,
+    read_ib_ports,
     read_net,
+    read_text,
+    scan_ib_device,
 )
 
 
@@ -45,10 +52,15 @@ class OpticsConfig:
     #: The ethtool binary for the text fallback (fixed argv, no shell).
     ethtool_path: str = "ethtool"
     ethtool_timeout: float = 5.0
+    #: Seconds between scans for IB devices, ports, counter files and interfaces that came or went
+    #: (a port that disappears triggers one at once).
+    rescan_interval: float = 300.0
 
     def validate(self) -> None:
         if self.eeprom_interval <= 0:
             raise ValueError("eeprom_interval must be positive (seconds)")
+        if self.rescan_interval <= 0:
+            raise ValueError("rescan_interval must be positive (seconds)")
         if self.ethtool_timeout <= 0:
             raise ValueError("ethtool_timeout must be positive (seconds)")
 
@@ -72,6 +84,9 @@ class OpticsPlugin(Plugin):
         self._carrier_changes: dict[str, int] = {}
         self._link_downed: dict[tuple[str, str], int] = {}
         self._logged: set[str] = set()
+        self._devices: list[DevicePlan] = []
+        self._nics: list[tuple[str, bytes | None]] = []  # (interface, hardware address)
+        self._scanned_at = float("-inf")
 
     def discover(self) -> None:
         c = self.config
@@ -87,16 +102,30 @@ class OpticsPlugin(Plugin):
         if c.eeprom != "off":
             self._reader = ModuleReader(c.eeprom, c.ethtool_path, c.ethtool_timeout)
 
+    def _scan(self) -> None:
+        c = self.config
+        self._devices = [scan_ib_device(self._root, name)
+                         for name in ib_devices(self._root, c.ib_devices, c.exclude_ib_devices)]
+        self._nics = [(n, parse_address(read_text(f"{self._root}/class/net/{n}/address")))
+                      for n in net_interfaces(self._root, c.interfaces, c.exclude_interfaces, c.physical_only)]
+        self._scanned_at = time.monotonic()
+
     def collect(self) -> Collection:
         c = self.config
         col = Collection()
-        for name in ib_devices(self._root, c.ib_devices, c.exclude_ib_devices):
-            dev = read_ib_device(self._root, name)
+        if time.monotonic() - self._scanned_at >= c.rescan_interval:
+            self._scan()
+        devices = [read_ib_ports(self._root, plan) for plan in self._devices]
+        if any(dev is None for dev in devices):  # a port went away: scan again, read again
+            self._scan()
+            devices = [read_ib_ports(self._root, plan) for plan in self._devices]
+        for dev in devices:
+            if dev is None:
+                continue
             emit.ib_device_samples(col, dev)
             for port in dev.ports:
                 self._watch_link_downed(col, port.device, port.port, port.counters.get("link_downed"))
-        nics = [read_net(self._root, n)
-                for n in net_interfaces(self._root, c.interfaces, c.exclude_interfaces, c.physical_only)]
+        nics = [read_net(self._root, name, address) for name, address in self._nics]
         for nic in nics:
             emit.net_samples(col, nic)
             self._watch_carrier(col, nic)

@@ -130,17 +130,17 @@ def _text_at(dfd: int, name: str) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace").strip()
 
 
-def _read_numbers(pfd: int, folder: str) -> dict[str, int]:
-    """Every numeric file of a counters folder. Files are opened relative to the folder's
-    descriptor (openat), so the kernel walks the long sysfs path once per folder rather than
-    once per file: this halves the cost of a 45-file port."""
+def _read_numbers(pfd: int, folder: str, names: tuple[str, ...] | None = None) -> dict[str, int]:
+    """Every numeric file of a counters folder (or the ``names`` a scan found there). Files are
+    opened relative to the folder's descriptor (openat), so the kernel walks the long sysfs path
+    once per folder rather than once per file: this halves the cost of a 45-file port."""
     out: dict[str, int] = {}
     try:
         dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY, dir_fd=pfd)
     except OSError:
         return out
     try:
-        for name in sorted(os.listdir(dfd)):
+        for name in names if names is not None else sorted(os.listdir(dfd)):
             raw = _read_at(dfd, name, 64)
             if raw is None:
                 continue
@@ -153,22 +153,43 @@ def _read_numbers(pfd: int, folder: str) -> dict[str, int]:
     return out
 
 
-def read_ib_port(base: str, device: str, port: str) -> IbPort:
+@dataclass(frozen=True)
+class PortPlan:
+    """What a scan found of one IB port: the facts that do not change and the files that do."""
+
+    device: str
+    port: str
+    link_layer: str | None
+    counters: tuple[str, ...]
+    hw_counters: tuple[str, ...]
+
+
+def read_ib_port(base: str, device: str, port: str, plan: PortPlan | None = None) -> IbPort | None:
+    """One port; with a ``plan`` only the files that change are read, without listing a folder.
+    None when the port is gone."""
     ib = IbPort(device=device, port=port)
     try:
         pfd = os.open(f"{base}/{device}/ports/{port}", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
-        return ib
+        return None
     try:
         ib.state = parse_state(_text_at(pfd, "state"))
         ib.phys_state = parse_state(_text_at(pfd, "phys_state"))
         ib.rate = parse_rate(_text_at(pfd, "rate"))
-        ib.link_layer = _text_at(pfd, "link_layer") or None
-        ib.counters = _read_numbers(pfd, "counters")
-        ib.hw_counters = _read_numbers(pfd, "hw_counters")
+        ib.link_layer = plan.link_layer if plan is not None else _text_at(pfd, "link_layer") or None
+        ib.counters = _read_numbers(pfd, "counters", plan.counters if plan is not None else None)
+        ib.hw_counters = _read_numbers(pfd, "hw_counters", plan.hw_counters if plan is not None else None)
     finally:
         os.close(pfd)
     return ib
+
+
+def scan_ib_port(base: str, device: str, port: str) -> PortPlan | None:
+    path = f"{base}/{device}/ports/{port}"
+    if not os.path.isdir(path):
+        return None
+    return PortPlan(device, port, read_text(f"{path}/link_layer") or None,
+                    tuple(list_dir(f"{path}/counters")), tuple(list_dir(f"{path}/hw_counters")))
 
 
 def ib_devices(sysfs_root: str, include: list[str], exclude: list[str]) -> list[str]:
@@ -176,16 +197,51 @@ def ib_devices(sysfs_root: str, include: list[str], exclude: list[str]) -> list[
 
 
 def read_ib_device(sysfs_root: str, device: str) -> IbDevice:
+    """A device and all its ports, listing and reading everything (``scan_ib_device`` once, then
+    ``read_ib_ports`` each collection, reads only what changes)."""
     base = f"{sysfs_root}/class/infiniband"
-    dev = IbDevice(
+    dev = _ib_identity(base, device)
+    ports = list_dir(f"{base}/{device}/ports")
+    for port in sorted(ports, key=lambda p: (len(p), p)):
+        ib = read_ib_port(base, device, port)
+        dev.ports.append(ib if ib is not None else IbPort(device=device, port=port))
+    return dev
+
+
+def _ib_identity(base: str, device: str) -> IbDevice:
+    return IbDevice(
         name=device,
         hca_type=read_text(f"{base}/{device}/hca_type") or None,
         fw_ver=read_text(f"{base}/{device}/fw_ver") or None,
         board_id=read_text(f"{base}/{device}/board_id") or None,
     )
-    ports = list_dir(f"{base}/{device}/ports")
-    for port in sorted(ports, key=lambda p: (len(p), p)):
-        dev.ports.append(read_ib_port(base, device, port))
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """A scanned IB device: its identity (read once) and its ports' plans."""
+
+    identity: IbDevice
+    ports: tuple[PortPlan, ...]
+
+
+def scan_ib_device(sysfs_root: str, device: str) -> DevicePlan:
+    base = f"{sysfs_root}/class/infiniband"
+    ports = sorted(list_dir(f"{base}/{device}/ports"), key=lambda p: (len(p), p))
+    plans = tuple(plan for port in ports if (plan := scan_ib_port(base, device, port)) is not None)
+    return DevicePlan(_ib_identity(base, device), plans)
+
+
+def read_ib_ports(sysfs_root: str, plan: DevicePlan) -> IbDevice | None:
+    """A scanned device's ports now; None when one of them is gone (time to scan again)."""
+    base = f"{sysfs_root}/class/infiniband"
+    ident = plan.identity
+    dev = IbDevice(name=ident.name, hca_type=ident.hca_type, fw_ver=ident.fw_ver, board_id=ident.board_id)
+    for port in plan.ports:
+        ib = read_ib_port(base, ident.name, port.port, port)
+        if ib is None:
+            return None
+        dev.ports.append(ib)
     return dev
 
 
@@ -227,7 +283,9 @@ def net_interfaces(sysfs_root: str, include: list[str], exclude: list[str], phys
     return out
 
 
-def read_net(sysfs_root: str, name: str) -> NetInterface:
+def read_net(sysfs_root: str, name: str, address: bytes | None = None) -> NetInterface:
+    """One interface; ``address`` known from a scan (a hardware address does not change) is not
+    read again."""
     path = f"{sysfs_root}/class/net/{name}"
     return NetInterface(
         name=name,
@@ -238,5 +296,5 @@ def read_net(sysfs_root: str, name: str) -> NetInterface:
         carrier_down=parse_int(read_text(f"{path}/carrier_down_count")),
         speed=parse_speed(read_text(f"{path}/speed")),
         mtu=parse_int(read_text(f"{path}/mtu")),
-        address=parse_address(read_text(f"{path}/address")),
+        address=address if address is not None else parse_address(read_text(f"{path}/address")),
     )

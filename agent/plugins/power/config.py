@@ -85,9 +85,14 @@ class PowerConfig:
     source_timeout: float = 5.0
     #: Longest gap between two power readings that energy integration bridges.
     energy_max_gap: float = 300.0
+    #: Seconds between rescans of the kernel sources' sysfs classes (new supplies, hwmon chips,
+    #: RAPL zones). A kernel hot-plug event or a vanished file rescans at once.
+    rescan_interval: float = 300.0
 
     def validate(self) -> None:
         if self.source_timeout <= 0:
             raise ValueError("source_timeout must be positive (seconds)")
         if self.energy_max_gap <= 0:
             raise ValueError("energy_max_gap must be positive (seconds)")
+        if self.rescan_interval <= 0:
+            raise ValueError("rescan_interval must be positive (seconds)")

@@ -7,6 +7,7 @@ tests drive them with exact numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass
@@ -14,6 +15,11 @@ class _Counter:
     last_raw: int
     offset: int  # raw units added by the wraps seen so far
     last_t: float
+
+
+class CounterReading(NamedTuple):
+    total: int  # raw units since the first reading, wraps unwrapped
+    rate: float | None  # raw units per second since the last reading; None on the first
 
 
 class WrappingCounter:
@@ -28,12 +34,12 @@ class WrappingCounter:
     def __init__(self) -> None:
         self._state: dict[str, _Counter] = {}
 
-    def update(self, key: str, raw: int, max_range: int | None, t: float) -> tuple[int, float | None]:
-        """Return (unwrapped raw total, raw units per second since the last update or None)."""
+    def update(self, key: str, raw: int, max_range: int | None, t: float) -> CounterReading:
+        """The unwrapped raw total, and raw units per second since the last update (None at first)."""
         st = self._state.get(key)
         if st is None:
             self._state[key] = _Counter(raw, 0, t)
-            return raw, None
+            return CounterReading(raw, None)
         delta = raw - st.last_raw
         if delta < 0:
             if not max_range or max_range <= st.last_raw:
@@ -46,7 +52,7 @@ class WrappingCounter:
         dt = t - st.last_t
         st.last_raw, st.last_t = raw, t
         rate = delta / dt if dt > 0 else None
-        return raw + st.offset, rate
+        return CounterReading(raw + st.offset, rate)
 
 
 @dataclass

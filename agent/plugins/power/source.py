@@ -1,8 +1,13 @@
-"""What every power source shares: its error type and the small interface the plugin drives.
+"""What every power source shares: its error type and the small interfaces the plugin drives.
 
 Each source (RAPL, hwmon, power_supply, ACPI, IPMI, Redfish, NUT) is optional and fails on
-its own: the plugin runs them concurrently, each under its own deadline, and a failure costs
-that source's samples and one log line, never the others'.
+its own: a failure costs that source's samples and one log line, never the others'.
+
+- :class:`LocalSource` (the kernel's sysfs): ``scan()`` finds the files once (and again on a
+  hot-plug signal or the rescan timer), ``read()`` reads them with plain file reads. The plugin
+  reads every local source in one pass on one worker thread, under one deadline.
+- :class:`Source` (a BMC, a UPS daemon): ``async collect()`` on the event loop, each under its
+  own deadline, concurrently.
 """
 
 from __future__ import annotations
@@ -42,8 +47,8 @@ class Env:
         col.add(m.NODE_ENERGY, self.integrator.update(key, watts, now), lab)
 
 
-class Source(ABC):
-    """Base class; ``collect`` fills a Collection or raises :class:`SourceError`."""
+class SourceBase:
+    """What both kinds of source share."""
 
     name = ""
 
@@ -59,9 +64,28 @@ class Source(ABC):
         """None when the source applies to this node, else why not (cheap checks only)."""
         return None
 
+    def close(self) -> None:
+        """Release what the source holds (a BMC session); safe twice and without collect."""
+
+
+class Source(SourceBase, ABC):
+    """A network source: ``collect`` fills a Collection on the event loop or raises :class:`SourceError`."""
+
     @abstractmethod
     async def collect(self, col: Collection, now: float) -> None:
         """Add this source's samples to ``col``; raise SourceError when it cannot."""
 
-    def close(self) -> None:
-        """Release what the source holds (a BMC session); safe twice and without collect."""
+
+class LocalSource(SourceBase, ABC):
+    """A kernel source under ``--sysfs-root``: blocking file reads, off the event loop."""
+
+    #: Set by ``read`` when a planned file vanished (a device unplugged): the plugin rescans.
+    stale = False
+
+    @abstractmethod
+    def scan(self) -> None:
+        """Find this source's devices and files (blocking; at discovery and on rescans)."""
+
+    @abstractmethod
+    def read(self, col: Collection, now: float) -> None:
+        """Read the planned files once and add the samples; raise SourceError when it cannot."""

@@ -1,27 +1,51 @@
 """Kernel power sources under ``--sysfs-root``: RAPL (powercap), hwmon, power_supply, ACPI meter.
 
-Reading (small functions returning ``{attribute: text}``) is apart from parsing (pure
-functions turning those texts into readings in base units), so tests feed the parsers and the
-whole source the captured trees in ``shared/fixtures/sysfs``.
+Each source scans its class directory once (:meth:`LocalSource.scan`: which devices, which
+attribute files, the facts that never change such as names, labels and ranges) and then reads
+only the files that change, with plain ``open``/``read``/``close`` calls and no directory
+listing (:meth:`LocalSource.read`). A file that vanishes (a device unplugged) marks the source
+stale and the plugin rescans; new devices appear at the next rescan (hot-plug signal or timer).
+
+Reading is apart from parsing: :func:`read_file` is the one read, and the pure functions below
+turn attribute texts into readings in base units, so tests feed them captured data.
 """
 
 from __future__ import annotations
 
-import asyncio
+import errno
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
-from agent.model import Collection
+from agent.model import Collection, Metric, Series
 from agent.plugins.power import metrics as m
-from agent.plugins.power.source import Env, Source, SourceError
+from agent.plugins.power.source import Env, LocalSource, SourceError
 
 # ---------------------------------------------------------------------------------------------
 # reading
 
+#: errno values meaning the file (its device) is gone: rescan.
+_GONE = {errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.ENOTDIR}
 
-def class_entries(class_dir: Path) -> list[tuple[str, Path]]:
+
+def read_file(path: str) -> bytes:
+    """The one read of an attribute file (sysfs attributes fit in a page)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
+class ClassEntry(NamedTuple):
+    name: str  # the entry in class/<class>/ (intel-rapl:0, hwmon3, BAT0)
+    path: Path  # the device directory it links to, resolved
+
+
+def class_entries(class_dir: Path) -> list[ClassEntry]:
     """The devices of a sysfs class, as (name, resolved directory), sorted by name.
 
     Entries are symlinks into ``devices/``. A tree checked out where symlinks are not
@@ -39,11 +63,11 @@ def class_entries(class_dir: Path) -> list[tuple[str, Path]]:
     for name in names:
         path = class_dir / name
         if path.is_dir():
-            out.append((name, path.resolve()))
+            out.append(ClassEntry(name, path.resolve()))
             continue
         target = _link_file_target(path)
         if target is not None:
-            out.append((name, target))
+            out.append(ClassEntry(name, target))
     return out
 
 
@@ -63,22 +87,20 @@ def _link_file_target(path: Path) -> Path | None:
 def read_attrs(directory: Path, names: Iterable[str]) -> tuple[dict[str, str], list[Path]]:
     """Read the named attribute files that exist: ({name: text}, [files we may not read]).
 
-    Attributes that are absent are simply left out (unsupported, never invented); one the
-    kernel refuses (EACCES, or EIO/ENODATA from a driver that cannot answer) is left out too,
-    and a permission refusal is returned so the caller can say how to fix it.
+    For scans. Attributes that are absent are simply left out (unsupported, never invented);
+    one the kernel refuses (EACCES, or EIO/ENODATA from a driver that cannot answer) is left out
+    too, and a permission refusal is returned so the caller can say how to fix it.
     """
     values: dict[str, str] = {}
     denied: list[Path] = []
     for name in names:
         path = directory / name
         try:
-            values[name] = path.read_text(errors="replace").strip()
+            values[name] = read_file(str(path)).decode(errors="replace").strip()
         except PermissionError:
             denied.append(path)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            continue
         except OSError:
-            # e.g. EIO/ENODATA: hwmon drivers return errors for sensors they cannot read now.
+            # absent, or e.g. EIO/ENODATA: hwmon drivers return errors for sensors they cannot read now.
             continue
     return values, denied
 
@@ -90,15 +112,43 @@ def list_attrs(directory: Path, pattern: re.Pattern[str]) -> list[str]:
         return []
 
 
+class _Reader:
+    """Reads planned files during one pass; remembers refusals and vanished files."""
+
+    def __init__(self, source: LocalSource) -> None:
+        self.source = source
+        self.denied: list[str] = []
+
+    def raw(self, path: str) -> bytes | None:
+        """The file's bytes; None when it is absent now or unreadable (a refusal is noted, a
+        vanished file marks the source for a rescan)."""
+        try:
+            return read_file(path)
+        except PermissionError:
+            self.denied.append(path)
+        except OSError as err:
+            if err.errno in _GONE:
+                self.source.stale = True
+        return None
+
+    def int(self, path: str) -> int | None:
+        """The file's integer; None when it is absent now, unreadable, or not a number."""
+        return _int(self.raw(path))
+
+    def text(self, path: str) -> str | None:
+        data = self.raw(path)
+        return (data.decode(errors="replace").strip() or None) if data is not None else None
+
+
 # ---------------------------------------------------------------------------------------------
 # parsing
 
 
-def _int(text: str | None) -> int | None:
-    if text is None or text == "":
+def _int(text: str | bytes | None) -> int | None:
+    if text is None:
         return None
     try:
-        return int(text)
+        return int(text)  # int() takes surrounding whitespace, str or bytes
     except ValueError:
         return None
 
@@ -160,24 +210,33 @@ _HWMON_ATTR = re.compile(r"^(power|energy|in|curr)(\d+)_(input|average|label|cap
 # hwmon sysfs ABI (Documentation/hwmon/sysfs-interface.rst): power µW, energy µJ,
 # voltage (in*) mV, current (curr*) mA.
 _HWMON_DIVISOR = {"power": 1_000_000, "energy": 1_000_000, "in": 1000, "curr": 1000}
+_HWMON_METRIC = {"power": m.HWMON_POWER, "energy": m.HWMON_ENERGY, "in": m.HWMON_VOLTAGE, "curr": m.HWMON_CURRENT}
 
 
-def parse_hwmon_chip(hwmon: str, attrs: Mapping[str, str], device: str = "") -> HwmonChip:
+def hwmon_sensors(attrs: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(kind, sensor name, value attribute) of each reading a chip offers, sorted by kind and index."""
     stems: dict[tuple[str, int], None] = {}
     for key in attrs:
         mt = _HWMON_ATTR.match(key)
         if mt:
             stems[(mt.group(1), int(mt.group(2)))] = None
-    readings = []
+    out = []
     for kind, idx in sorted(stems):
         stem = f"{kind}{idx}"
-        raw = attrs.get(f"{stem}_input")
-        if raw is None and kind == "power":
-            raw = attrs.get(f"{stem}_average")  # meters that only average (acpi_power_meter)
-        value = _scaled(raw, _HWMON_DIVISOR[kind])
-        if value is None:
-            continue
-        readings.append(HwmonReading(kind, attrs.get(f"{stem}_label") or stem, value))
+        attr = f"{stem}_input"
+        if attr not in attrs and kind == "power":
+            attr = f"{stem}_average"  # meters that only average (acpi_power_meter)
+        if attr in attrs:
+            out.append((kind, attrs.get(f"{stem}_label") or stem, attr))
+    return out
+
+
+def parse_hwmon_chip(hwmon: str, attrs: Mapping[str, str], device: str = "") -> HwmonChip:
+    readings = []
+    for kind, sensor, attr in hwmon_sensors(attrs):
+        value = _scaled(attrs.get(attr), _HWMON_DIVISOR[kind])
+        if value is not None:
+            readings.append(HwmonReading(kind, sensor, value))
     return HwmonChip(attrs.get("name") or hwmon, device, readings)
 
 
@@ -213,30 +272,45 @@ SUPPLY_ATTRS = (
 )
 
 
-def _uwh_to_j(text: str | None) -> float | None:
-    value = _int(text)
+def _uwh_to_j(value: int) -> float:
     # µWh → J: 1 µWh = 3600 µJ; integer multiply first so the result is rounded once.
-    return None if value is None else value * 3600 / 1_000_000
+    return value * 3600 / 1_000_000
+
+
+# The numeric power_supply attributes and their metrics, in the order they are emitted.
+_SUPPLY_METRIC: dict[str, Metric] = {
+    "online": m.PS_ONLINE, "present": m.PS_PRESENT, "power_now": m.PS_POWER, "energy_now": m.PS_ENERGY,
+    "energy_full": m.PS_ENERGY_FULL, "energy_full_design": m.PS_ENERGY_DESIGN, "charge_now": m.PS_CHARGE,
+    "capacity": m.PS_CAPACITY, "voltage_now": m.PS_VOLTAGE, "current_now": m.PS_CURRENT,
+}
+
+
+def _supply_value(attr: str, raw: int) -> float:
+    """One numeric attribute in base units (power_supply class ABI,
+    Documentation/ABI/testing/sysfs-class-power: µW, µWh, µAh, µV, µA, percent)."""
+    if attr in ("energy_now", "energy_full", "energy_full_design", "charge_now"):
+        return _uwh_to_j(raw)  # µWh → J, µAh → C: the same factor
+    if attr == "capacity":
+        return raw / 100  # percent
+    if attr in ("power_now", "voltage_now", "current_now"):
+        return raw / 1_000_000  # µW, µV, µA
+    return float(raw)
 
 
 def parse_power_supply(name: str, attrs: Mapping[str, str]) -> SupplyReading:
     """power_supply class ABI (Documentation/ABI/testing/sysfs-class-power): µW, µWh, µAh, µV, µA, %."""
-    charge = _int(attrs.get("charge_now"))
-    capacity = _int(attrs.get("capacity"))
+
+    def num(attr: str) -> float | None:
+        raw = _int(attrs.get(attr))
+        return None if raw is None else _supply_value(attr, raw)
+
     return SupplyReading(
-        name=name,
-        type=attrs.get("type", ""),
-        online=_int(attrs.get("online")),
-        present=_int(attrs.get("present")),
+        name=name, type=attrs.get("type", ""),
+        online=_int(attrs.get("online")), present=_int(attrs.get("present")),
         status=attrs.get("status") or None,
-        power_w=_scaled(attrs.get("power_now"), 1_000_000),
-        energy_j=_uwh_to_j(attrs.get("energy_now")),
-        energy_full_j=_uwh_to_j(attrs.get("energy_full")),
-        energy_full_design_j=_uwh_to_j(attrs.get("energy_full_design")),
-        charge_c=None if charge is None else charge * 3600 / 1_000_000,  # µAh → C
-        capacity_ratio=None if capacity is None else capacity / 100,  # percent
-        voltage_v=_scaled(attrs.get("voltage_now"), 1_000_000),
-        current_a=_scaled(attrs.get("current_now"), 1_000_000),
+        power_w=num("power_now"), energy_j=num("energy_now"), energy_full_j=num("energy_full"),
+        energy_full_design_j=num("energy_full_design"), charge_c=num("charge_now"),
+        capacity_ratio=num("capacity"), voltage_v=num("voltage_now"), current_a=num("current_now"),
     )
 
 
@@ -244,59 +318,79 @@ def parse_power_supply(name: str, attrs: Mapping[str, str]) -> SupplyReading:
 # sources
 
 
-def _denied_message(path: Path) -> str:
+def _denied_message(path: Path | str) -> str:
     return (f"cannot read {path}: permission denied; RAPL energy_uj is root-only since Linux 5.10 "
             f"(CVE-2020-8694): run the agent as root or grant it read access to that file "
             f"(e.g. a udev rule or tmpfiles.d entry setting mode 0444)")
 
 
-class RaplSource(Source):
+@dataclass
+class _ZonePlan:
+    key: str  # counter key: rapl/<zone>
+    energy_path: str
+    max_range_uj: int | None
+    energy: Series
+    power: Series
+    limits: list[tuple[str, Series]]  # (constraint_N_power_limit_uw path, series)
+
+
+class RaplSource(LocalSource):
     name = "rapl"
 
     def __init__(self, env: Env) -> None:
         super().__init__(env)
-        self._warned_denied: set[Path] = set()
+        self._warned_denied: set[str] = set()
+        self._zones: list[_ZonePlan] = []
 
     @property
     def target(self) -> str:
         return str(self.env.ctx.sysfs("class", "powercap"))
 
-    def read(self) -> tuple[list[RaplZone], list[Path]]:
-        zones: list[RaplZone] = []
-        denied: list[Path] = []
+    def scan(self) -> None:
+        zones = []
         for zone, path in class_entries(self.env.ctx.sysfs("class", "powercap")):
             if not (path / "energy_uj").exists():
                 continue  # a control type (intel-rapl), not a zone
-            names = ["name", "energy_uj", "max_energy_range_uj",
-                     *list_attrs(path, _CONSTRAINT)]
-            attrs, refused = read_attrs(path, names)
-            denied.extend(refused)
-            zones.append(parse_rapl_zone(zone, attrs))
-        return zones, denied
+            names = [n for n in list_attrs(path, _CONSTRAINT) if n.endswith("_name")]
+            attrs, _ = read_attrs(path, ["name", "max_energy_range_uj", *names])
+            name = attrs.get("name") or zone
+            labels = {"zone": zone, "name": name}
+            limits = []
+            for limit_file in list_attrs(path, _CONSTRAINT):
+                mt = _CONSTRAINT.match(limit_file)
+                if mt and mt.group(2) == "power_limit_uw":
+                    cname = attrs.get(f"constraint_{mt.group(1)}_name") or f"constraint_{mt.group(1)}"
+                    limits.append((str(path / limit_file), m.RAPL_LIMIT.series({**labels, "constraint": cname})))
+            zones.append(_ZonePlan(f"rapl/{zone}", str(path / "energy_uj"), _int(attrs.get("max_energy_range_uj")),
+                                   m.RAPL_ENERGY.series(labels), m.RAPL_POWER.series(labels), limits))
+        self._zones = zones
+        self.stale = False
 
     def absent_reason(self) -> str | None:
-        entries = class_entries(self.env.ctx.sysfs("class", "powercap"))
-        if not any((p / "energy_uj").exists() for _, p in entries):
-            return f"no RAPL zone under {self.target}"
-        return None
+        return None if self._zones else f"no RAPL zone under {self.target}"
 
-    async def collect(self, col: Collection, now: float) -> None:
-        zones, denied = await asyncio.to_thread(self.read)
-        readable = [z for z in zones if z.energy_uj is not None]
-        if denied and not readable:
-            raise SourceError(_denied_message(denied[0]))
-        for path in denied:
+    def read(self, col: Collection, now: float) -> None:
+        r = _Reader(self)
+        readable = 0
+        for z in self._zones:
+            energy_uj = r.int(z.energy_path)
+            if energy_uj is not None:
+                readable += 1
+                total_uj, rate = self.env.counters.update(z.key, energy_uj, z.max_range_uj, now)
+                col.put(z.energy, total_uj / 1_000_000)  # RAPL reports µJ
+                col.put(z.power, None if rate is None else rate / 1_000_000)  # µJ/s → W
+            for path, series in z.limits:
+                # 0 is what the kernel shows for a constraint nobody programmed (a disabled
+                # subzone such as core): no limit, not a 0 W limit.
+                limit = r.int(path)
+                if limit:
+                    col.put(series, limit / 1_000_000)  # µW
+        if r.denied and not readable:
+            raise SourceError(_denied_message(r.denied[0]))
+        for path in r.denied:
             if path not in self._warned_denied:
                 self._warned_denied.add(path)
                 self.env.log.warning("rapl: %s", _denied_message(path))
-        for z in zones:
-            labels = {"zone": z.zone, "name": z.name}
-            if z.energy_uj is not None:
-                total_uj, rate = self.env.counters.update(f"rapl/{z.zone}", z.energy_uj, z.max_energy_range_uj, now)
-                col.add(m.RAPL_ENERGY, total_uj / 1_000_000, labels)  # RAPL reports µJ
-                col.add(m.RAPL_POWER, None if rate is None else rate / 1_000_000, labels)  # µJ/s → W
-            for cname, limit in z.limits_uw.items():
-                col.add(m.RAPL_LIMIT, limit / 1_000_000, {**labels, "constraint": cname})  # µW
 
 
 def _hwmon_device(path: Path) -> str:
@@ -313,107 +407,145 @@ def _hwmon_device(path: Path) -> str:
     return target.name if target is not None else ""
 
 
-def scan_hwmon(class_dir: Path) -> list[tuple[str, str, dict[str, str]]]:
-    """(hwmonN, device, attributes) for every chip, reading only power-related attributes."""
+@dataclass
+class HwmonScan:
+    hwmon: str  # hwmonN
+    path: Path
+    device: str
+    attrs: dict[str, str]  # name and the labels (static); value files are listed, not read
+
+
+def scan_hwmon(class_dir: Path) -> list[HwmonScan]:
+    """Every chip with its power-related attribute names, its ``name`` and sensor labels."""
     chips = []
     for hwmon, path in class_entries(class_dir):
-        names = ["name", *list_attrs(path, _HWMON_ATTR)]
-        attrs, _ = read_attrs(path, names)
-        chips.append((hwmon, _hwmon_device(path), attrs))
+        files = list_attrs(path, _HWMON_ATTR)
+        attrs, _ = read_attrs(path, ["name", *(f for f in files if f.endswith("_label"))])
+        attrs.update({f: "" for f in files if not f.endswith("_label")})
+        chips.append(HwmonScan(hwmon, path, _hwmon_device(path), attrs))
     return chips
 
 
-class HwmonSource(Source):
+class HwmonSource(LocalSource):
     name = "hwmon"
+
+    def __init__(self, env: Env) -> None:
+        super().__init__(env)
+        self._sensors: list[tuple[str, int, Series]] = []  # (value file, unit divisor, series)
 
     @property
     def target(self) -> str:
         return str(self.env.ctx.sysfs("class", "hwmon"))
 
-    def read(self) -> list[HwmonChip]:
-        return [parse_hwmon_chip(h, attrs, dev) for h, dev, attrs in scan_hwmon(self.env.ctx.sysfs("class", "hwmon"))]
-
-    def absent_reason(self) -> str | None:
-        for _, path in class_entries(self.env.ctx.sysfs("class", "hwmon")):
-            if any(_HWMON_ATTR.match(n) for n in list_attrs(path, _HWMON_ATTR)):
-                return None
-        return f"no hwmon power, energy, voltage or current sensor under {self.target}"
-
-    async def collect(self, col: Collection, now: float) -> None:
-        chips = await asyncio.to_thread(self.read)
-        metric = {"power": m.HWMON_POWER, "energy": m.HWMON_ENERGY, "in": m.HWMON_VOLTAGE, "curr": m.HWMON_CURRENT}
-        for chip in chips:
-            for r in chip.readings:
-                labels = {"chip": chip.chip, "sensor": r.sensor}
+    def scan(self) -> None:
+        sensors = []
+        for chip in scan_hwmon(self.env.ctx.sysfs("class", "hwmon")):
+            base = {"chip": chip.attrs.get("name") or chip.hwmon}
+            for kind, sensor, attr in hwmon_sensors(chip.attrs):
+                labels = {**base, "sensor": sensor}
                 if chip.device:
                     labels["device"] = chip.device
-                col.add(metric[r.kind], r.value, labels)
+                sensors.append((str(chip.path / attr), _HWMON_DIVISOR[kind], _HWMON_METRIC[kind].series(labels)))
+        self._sensors = sensors
+        self.stale = False
+
+    def absent_reason(self) -> str | None:
+        if self._sensors:
+            return None
+        return f"no hwmon power, energy, voltage or current sensor under {self.target}"
+
+    def read(self, col: Collection, now: float) -> None:
+        r = _Reader(self)
+        for path, divisor, series in self._sensors:
+            raw = r.int(path)  # EIO/ENODATA: a sensor the driver cannot read now is left out
+            if raw is not None:
+                col.put(series, raw / divisor)
 
 
-class PowerSupplySource(Source):
+@dataclass
+class _SupplyPlan:
+    labels: dict[str, str]
+    status_path: str | None
+    numbers: list[tuple[str, str, Series]]  # (attribute, path, series)
+
+
+class PowerSupplySource(LocalSource):
     name = "power_supply"
+
+    def __init__(self, env: Env) -> None:
+        super().__init__(env)
+        self._supplies: list[_SupplyPlan] = []
 
     @property
     def target(self) -> str:
         return str(self.env.ctx.sysfs("class", "power_supply"))
 
-    def read(self) -> list[SupplyReading]:
-        out = []
+    def scan(self) -> None:
+        supplies = []
         for name, path in class_entries(self.env.ctx.sysfs("class", "power_supply")):
-            attrs, _ = read_attrs(path, SUPPLY_ATTRS)
-            out.append(parse_power_supply(name, attrs))
-        return out
+            attrs, _ = read_attrs(path, ["type"])
+            kind = attrs.get("type", "")
+            labels = {"supply": name, "type": kind} if kind else {"supply": name}
+            numbers = [(attr, str(path / attr), metric.series(labels))
+                       for attr, metric in _SUPPLY_METRIC.items() if (path / attr).exists()]
+            status = str(path / "status") if (path / "status").exists() else None
+            supplies.append(_SupplyPlan(labels, status, numbers))
+        self._supplies = supplies
+        self.stale = False
 
     def absent_reason(self) -> str | None:
-        if not class_entries(self.env.ctx.sysfs("class", "power_supply")):
-            return f"no power supply under {self.target}"
-        return None
+        return None if self._supplies else f"no power supply under {self.target}"
 
-    async def collect(self, col: Collection, now: float) -> None:
-        for s in await asyncio.to_thread(self.read):
-            labels = {"supply": s.name, "type": s.type} if s.type else {"supply": s.name}
-            col.add(m.PS_ONLINE, s.online, labels)
-            col.add(m.PS_PRESENT, s.present, labels)
-            if s.status:
-                col.add(m.PS_STATUS, 1, {**labels, "status": s.status})
-            col.add(m.PS_POWER, s.power_w, labels)
-            col.add(m.PS_ENERGY, s.energy_j, labels)
-            col.add(m.PS_ENERGY_FULL, s.energy_full_j, labels)
-            col.add(m.PS_ENERGY_DESIGN, s.energy_full_design_j, labels)
-            col.add(m.PS_CHARGE, s.charge_c, labels)
-            col.add(m.PS_CAPACITY, s.capacity_ratio, labels)
-            col.add(m.PS_VOLTAGE, s.voltage_v, labels)
-            col.add(m.PS_CURRENT, s.current_a, labels)
+    def read(self, col: Collection, now: float) -> None:
+        r = _Reader(self)
+        for s in self._supplies:
+            if s.status_path is not None:
+                status = r.text(s.status_path)
+                if status:
+                    col.add(m.PS_STATUS, 1, {**s.labels, "status": status})
+            for attr, path, series in s.numbers:
+                raw = r.int(path)
+                if raw is not None:
+                    col.put(series, _supply_value(attr, raw))
 
 
-class AcpiSource(Source):
+@dataclass
+class _Meter:
+    device: str
+    average_path: str
+    cap_path: str
+
+
+class AcpiSource(LocalSource):
     """The ACPI 4.0 power meter (ACPI000D), exposed as the hwmon chip ``power_meter``."""
 
     name = "acpi"
+
+    def __init__(self, env: Env) -> None:
+        super().__init__(env)
+        self._meters: list[_Meter] = []
 
     @property
     def target(self) -> str:
         return str(self.env.ctx.sysfs("class", "hwmon"))
 
-    def read(self) -> list[tuple[str, float | None, float | None]]:
-        out = []
-        for _, dev, attrs in scan_hwmon(self.env.ctx.sysfs("class", "hwmon")):
-            if attrs.get("name") == "power_meter":
-                watts, cap = parse_acpi_power_meter(attrs)
-                out.append((dev, watts, cap))
-        return out
+    def scan(self) -> None:
+        chips = scan_hwmon(self.env.ctx.sysfs("class", "hwmon"))
+        self._meters = [_Meter(c.device, str(c.path / "power1_average"), str(c.path / "power1_cap"))
+                        for c in chips if c.attrs.get("name") == "power_meter"]
+        self.stale = False
 
     def absent_reason(self) -> str | None:
-        for _, path in class_entries(self.env.ctx.sysfs("class", "hwmon")):
-            attrs, _ = read_attrs(path, ["name"])
-            if attrs.get("name") == "power_meter":
-                return None
+        if self._meters:
+            return None
         return f"no ACPI power meter (hwmon chip power_meter) under {self.target}"
 
-    async def collect(self, col: Collection, now: float) -> None:
-        meters = await asyncio.to_thread(self.read)
-        for dev, watts, cap in meters:
+    def read(self, col: Collection, now: float) -> None:
+        r = _Reader(self)
+        for meter in self._meters:
+            # power1_average and power1_cap in µW (Documentation/hwmon/acpi_power_meter.rst).
+            watts, cap = r.int(meter.average_path), r.int(meter.cap_path)
             # One meter per node is the norm; label by device only when there are several.
-            extra = {"meter": dev} if len(meters) > 1 and dev else None
-            self.env.node_power(col, "acpi", watts, now, extra)
-            col.add(m.NODE_POWER_CAP, cap, {"source": "acpi", **(extra or {})})
+            extra = {"meter": meter.device} if len(self._meters) > 1 and meter.device else None
+            self.env.node_power(col, "acpi", None if watts is None else watts / 1_000_000, now, extra)
+            col.add(m.NODE_POWER_CAP, None if cap is None else cap / 1_000_000, {"source": "acpi", **(extra or {})})

@@ -198,7 +198,7 @@ class SimulatedPlugin(Plugin):
                     # collection, so increase()/changes() see the step (a series born at 1 shows
                     # none). Not "now - 1ms": the collection's own timestamp was taken before
                     # collect() ran, and a slow run put the 0 after the 1 (a counter reset).
-                    col.samples.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, before))
+                    col.append(GPU_XID.sample(0, self._gpu_labels(f.gpu) | {"xid": str(f.xid)}, before))
                 self._xids[key] = self._xids.get(key, 0) + 1
                 col.events.append(Event(
                     kind="gpu.xid", severity=_XID_SEVERITY.get(f.xid, Severity.WARNING),
