@@ -110,9 +110,10 @@ class Collector:
     # --- callbacks from the stream handler -----------------------------------------------
     def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
         fleet = self.fleet
-        if decoded.live:
+        stamps = decoded.item.samples.ts_ms
+        if stamps:  # the newest sample received from the node (the hand-over compares the TSDB's with it)
             node = session.node.node
-            newest = round(max(b.ts_s for b in decoded.live) * 1000)
+            newest = max(stamps)
             if newest > self._last_sample_ms.get(node, 0):
                 self._last_sample_ms[node] = newest
         for block in decoded.live:

@@ -223,9 +223,9 @@ class Handover:
             self.stats.restored += restored
             self.stats.taken_over += len(resolved)
             self.stats.last_adoption_seconds = now - a.started
-            if restored or resolved:
-                log.info("node %s adopted: %d alert(s) restored, %d resolved (ended during the move), from %s",
-                         node, restored, len(resolved), a.source)
+            log.info("node %s adopted in %.1fs: %d alert(s) restored, %d resolved (ended during the move), from %s "
+                     "(%d alert state record(s))", node, now - a.started, restored, len(resolved), a.source,
+                     len(a.records))
 
     # --- adoption ---------------------------------------------------------------------------
     async def _adopter(self) -> None:

@@ -15,7 +15,7 @@ import json
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,8 +77,8 @@ def start_influxd(tmp_path: Path, port: int | None = None) -> tuple[Process, str
     return _started("influxd", [binary, "-config", str(conf)], root, port, "/ping", lambda code: code < 500)
 
 
-def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Process, str]:
-    """VictoriaMetrics single-node with its data under ``tmp_path/victoria-metrics``."""
+def start_victoria_metrics(tmp_path: Path, port: int | None = None, extra: Sequence[str] = ()) -> tuple[Process, str]:
+    """VictoriaMetrics single-node with its data under ``tmp_path/victoria-metrics``; ``extra``: more flags."""
     binary = require_binary("victoria-metrics", "/usr/bin/victoria-metrics")
     root = tmp_path / "victoria-metrics"
     root.mkdir(parents=True, exist_ok=True)
@@ -92,6 +92,7 @@ def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Pro
         # Queries see samples as soon as they are stored (the default hides the last 30 s).
         "-search.latencyOffset=0s",
         "-loggerLevel=WARN",
+        *extra,
     ]
     return _started("victoria-metrics", argv, root, port, "/health")
 
