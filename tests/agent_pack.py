@@ -46,6 +46,8 @@ async def _run(paths: list[str]) -> None:
     cfgs = [load_config(Path(p)) for p in paths]
     logs.setup(cfgs[0].log_level)
     tasks = [asyncio.create_task(run_agent(cfg), name=cfg.node) for cfg in cfgs]
+    for t in tasks:
+        t.add_done_callback(_report)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -56,6 +58,12 @@ async def _run(paths: list[str]) -> None:
     for t in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await t
+
+
+def _report(task: asyncio.Task[int]) -> None:
+    """An agent that ends on its own (it should not): say so, with why, as its own process would."""
+    if not task.cancelled() and task.exception() is not None:
+        print(f"agent {task.get_name()} failed: {task.exception()!r}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
