@@ -21,6 +21,7 @@ duration meaning that long ago (``15m``, ``2h``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -35,7 +36,8 @@ from alerts.model import Alert, AlertState
 from alerts.rulefile import AlertingRule
 from collector.errors import StoreError
 from collector.fleet import HEALTH_STATES, NodeHealth, fleet_by_model, node_health
-from collector.query import parse_selector, run_query
+from collector.query import Selector, iter_query, parse_selector
+from collector.storage.logreader import LogStoreReader
 from collector.view import CollectorView, NodeRow
 from fleetmon_common.settings import parse_duration
 
@@ -239,6 +241,37 @@ def downsample(values: list[list[float]], step: float) -> list[list[float]]:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+async def stream_query(req: web.Request, c: CollectorView, sel: Selector, since: float, until: float, *,
+                       limit: int, step: float | None) -> web.StreamResponse:
+    """A JSON array written series by series as the store yields them (on the collector's read
+    thread): memory holds one node's answer and a few encoded series, whatever the query's size."""
+    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
+
+    def produce(reader: LogStoreReader) -> None:
+        try:
+            for row in iter_query(reader, sel, since, until, limit):
+                if step is not None:
+                    row["values"] = downsample(row["values"], step)
+                item = json.dumps(_clean(row), allow_nan=False).encode()
+                asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+        finally:
+            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+    done = asyncio.ensure_future(c.read_store(produce))
+    await resp.prepare(req)
+    await resp.write(b"[")
+    sep = b""
+    while (item := await queue.get()) is not None:
+        await resp.write(sep + item)
+        sep = b","
+    await done
+    await resp.write(b"]")
+    await resp.write_eof()
+    return resp
+
+
 def api_routes(c: CollectorView) -> list[web.RouteDef]:
     async def api_summary(req: web.Request) -> web.Response:
         params(req, ())
@@ -291,7 +324,7 @@ def api_routes(c: CollectorView) -> list[web.RouteDef]:
         since_ms = int(since * 1000)
         return json_response(await c.read_store(lambda r: r.events(since_ms, limit)))
 
-    async def api_query(req: web.Request) -> web.Response:
+    async def api_query(req: web.Request) -> web.StreamResponse:
         p = params(req, ("selector", "since", "until", "step"))
         if not p.get("selector", "").strip():
             raise BadParameter("selector", 'required, e.g. gpu_temperature_celsius{node="n1"}')
@@ -306,15 +339,12 @@ def api_routes(c: CollectorView) -> list[web.RouteDef]:
             raise BadParameter("since", "is after until")
         step = parse_step("step", p["step"]) if "step" in p else None
         if step is None:
-            return json_response(await c.read_store(lambda r: run_query(r, sel, since, until, QUERY_POINTS)))
+            return await stream_query(req, c, sel, since, until, limit=QUERY_POINTS, step=None)
         if (until - since) / step > MAX_STEPS:
             raise BadParameter("step", f"{p['step']} gives more than {MAX_STEPS} points over this range; "
                                        f"give at least {math.ceil((until - since) / MAX_STEPS)}s")
         # The whole range is read (no cap), so a long range is not cut to its oldest samples.
-        rows = await c.read_store(lambda r: run_query(r, sel, since, until))
-        for row in rows:
-            row["values"] = downsample(row["values"], step)
-        return json_response(rows)
+        return await stream_query(req, c, sel, since, until, limit=0, step=step)
 
     return [
         web.get("/api/v1/summary", api_summary), web.get("/api/v1/nodes", api_nodes),

@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,10 +20,11 @@ import grpc
 
 from alerts.engine import AlertEngine, GroupHealth
 from alerts.errors import AlertsError
-from alerts.model import Alert, NodeStatus, Notifier
+from alerts.model import Alert, AlertState, NodeStatus, Notifier
 from alerts.notifiers import build_notifiers
 from alerts.notifiers.base import NotifierBase, NotifierHealth
 from alerts.rulefile import AlertingRule
+from alerts.rules import default_rule_files
 from collector.alertstate import AlertStateKeeper
 from collector.config import CollectorConfig, is_loopback
 from collector.errors import ConfigError
@@ -28,12 +33,16 @@ from collector.handover import Handover, sources_for
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
 from collector.promquery import PromQueryClient
+from collector.rulefeed import RuleFeed
+from collector.rulesproc import read_state
 from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
 from collector.server import TelemetryService, health_handler
 from collector.spool import Spool, build_sinks
 from collector.storage.base import HealthSample
+from collector.storage.compactor import CompactorThread
+from collector.storage.logreader import LogStoreReader
+from collector.storage.logstore import open_log_store
 from collector.storage.remote_write import RemoteWriteSink
-from collector.storage.sqlite import StoreReader, open_store
 from collector.view import CollectorCounters, NodeRow, Transition
 
 log = logging.getLogger("fleetmon.collector")
@@ -46,8 +55,7 @@ class Collector:
 
     def __init__(self, cfg: CollectorConfig) -> None:
         self.cfg = cfg
-        self.store = open_store(cfg.data_dir / "fleetmon.sqlite", cfg.retention, check=cfg.store_check,
-                                on_corrupt=cfg.corrupt_store)
+        self.store = open_log_store(cfg.data_dir, cfg.retention, check=cfg.store_check, on_corrupt=cfg.corrupt_store)
         self.writer = GroupWriter(self.store)
         self.notifiers: list[Notifier] = []
         self.engine: AlertEngine | None = None
@@ -56,10 +64,15 @@ class Collector:
                 self.notifiers = build_notifiers(cfg.alerting.notifiers, "alerting.notifiers")
             except AlertsError as err:
                 raise ConfigError(str(err)) from err
-        if cfg.alerting.rules:
+        rules = default_rule_files() if cfg.alerting.rules is None else cfg.alerting.rules
+        #: Rules (and their notifiers) in a child process fed by the append log (collector/rulesproc.py).
+        self.rules_process = bool(rules) and cfg.alerting.process
+        if self.rules_process:
+            self.notifiers = []  # they live in the rules process (built here once: config errors)
+        if rules and not self.rules_process:
             try:
                 self.engine = AlertEngine.from_files(
-                    cfg.alerting.rules, self.notifiers, external_labels=cfg.alerting.external_labels,
+                    rules, self.notifiers, external_labels=cfg.alerting.external_labels,
                     resend_delay=cfg.alerting.resend_delay, for_grace_period=cfg.alerting.for_grace_period,
                     for_outage_tolerance=cfg.alerting.for_outage_tolerance)
             except AlertsError as err:
@@ -78,14 +91,12 @@ class Collector:
             sources, tsdb = sources_for(self.keeper, self.read_store, self.query, tolerance)
             self.handover = Handover(self.engine, self.keeper, sources, hold=cfg.node_timeout, tsdb=tsdb)
         self._last_sample_ms: dict[str, int] = {}
+        self.store.set_sinks([s.name for s in self.sinks])
         self.spool = Spool(self.store, self.sinks, cfg.spool_max_bytes) if self.sinks else None
-        engine = self.engine
+        self.feed = RuleFeed(self.engine) if self.engine is not None else None
         # gpu_up always reaches _on_batch, for the node health roll-up (collector/fleet.py).
         self.fleet = Accelerators()
-        fleet_wants = self.fleet.wants
-        self.ingestor = Ingestor(self.store, self.writer, cfg.limits,
-                                 wants=(lambda n: fleet_wants(n) or engine.wants(n)) if engine is not None
-                                 else fleet_wants,
+        self.ingestor = Ingestor(self.store, self.writer, cfg.limits, feed=self.feed, watch=self.fleet.wants,
                                  spool=self.spool is not None, on_batch=self._on_batch, on_node=self._on_node,
                                  backpressure=self.spool.wait_for_room if self.spool else None)
         self.service = TelemetryService(self.ingestor, Authenticator(
@@ -96,7 +107,10 @@ class Collector:
         self._http_ssl = ReloadingSslContext(http_tls, "http_auth.tls") if cfg.http and http_tls.enabled else None
         self._transitions: deque[Transition] = deque(maxlen=1000)
         self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-read")
-        self._reader: StoreReader | None = None
+        self._reader: LogStoreReader | None = None
+        self._compactor: subprocess.Popen[bytes] | CompactorThread | None = None
+        self._rules: subprocess.Popen[bytes] | None = None
+        self._pending: set[asyncio.Future[Any]] = set()
         self._rate: deque[tuple[float, int]] = deque(maxlen=64)
         self._server: grpc.aio.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -105,40 +119,22 @@ class Collector:
         self.http_port = 0
         self._down: set[str] = set()
         self._serving = False  # the gRPC health check's answer: taking streams
-        self._engine_refs: dict[int, int | None] = {}
 
     # --- callbacks from the stream handler -----------------------------------------------
     def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
         fleet = self.fleet
-        stamps = decoded.item.samples.ts_ms
-        if stamps:  # the newest sample received from the node (the hand-over compares the TSDB's with it)
-            node = session.node.node
-            newest = max(stamps)
-            if newest > self._last_sample_ms.get(node, 0):
-                self._last_sample_ms[node] = newest
-        for block in decoded.live:
-            for info, value in zip(block.series, block.values, strict=True):
-                if fleet.wants(info.name):
-                    fleet.update(session.node.node, info.labels, block.ts_s, value)
-        if self.engine is not None:
-            engine, refs = self.engine, self._engine_refs
-            # A sample stamped ahead of our clock (agent clock skew) would stay invisible to
-            # the rules until we caught up; clamp it to now (the store keeps the agent's time).
+        newest = newest_sample_ms(decoded)
+        if newest > self._last_sample_ms.get(session.node.node, 0):  # what the hand-over compares the TSDB's with
+            self._last_sample_ms[session.node.node] = newest
+        for _name, labels, ts_s, value in decoded.watched:
+            fleet.update(session.node.node, labels, ts_s, value)
+        if self.feed is not None and self.engine is not None:
             now = time.time()
             for block in decoded.live:
-                # The engine's ref for each series, resolved once (store series id -> ref).
-                block_refs, values = [], []
-                for info, value in zip(block.series, block.values, strict=True):
-                    ref = refs.get(info.sid, -1)
-                    if ref == -1:
-                        ref = refs[info.sid] = engine.series_ref(info.name, info.labels)
-                    if ref is not None:
-                        block_refs.append(ref)
-                        values.append(value)
-                engine.append_block(block_refs, round(min(block.ts_s, now) * 1000), values)
+                self.feed.block(block.refs, block.ts_ms, block.values, now)
             if decoded.events:
                 # A hardware event: the rules that read what came with it run now, not at the next tick.
-                names = {info.name for block in decoded.live for info in block.series}
+                names = self.feed.names(r for block in decoded.live for r in block.refs.tolist())
                 try:
                     self._record(now, self.engine.evaluate_urgent(now, names))
                 except Exception as err:  # supervision boundary: evaluation must never fail a batch
@@ -154,11 +150,51 @@ class Collector:
                 self.handover.online(node.node, status.ts)
             else:
                 self.handover.offline(node.node, self._last_sample_ms.get(node.node, 0), status.ts)
+        if self.rules_process:
+            # The rules process learns it from the log, in order with the node's batches.
+            task = asyncio.ensure_future(self.writer.run_in_thread(
+                self.store.note_node, node.node, online, status.labels, node.clock_skew))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return
         for n in self.notifiers:
             n.send_node_status(status)
 
     # --- life cycle -------------------------------------------------------------------------
+    def _start_compactor(self) -> None:
+        """Compaction runs beside ingest: a process of its own (another core) unless configured
+        as a thread."""
+        if self.cfg.compactor == "thread":
+            thread = CompactorThread(self.cfg.data_dir, self.cfg.retention)
+            thread.start()
+            self._compactor = thread
+            return
+        self._compactor = subprocess.Popen(
+            [sys.executable, "-m", "collector.storage.compactor", "--data-dir", str(self.cfg.data_dir),
+             "--retention", str(self.cfg.retention), "--parent", str(os.getpid())])
+
+    def _stop_compactor(self) -> None:
+        c, self._compactor = self._compactor, None
+        if isinstance(c, CompactorThread):
+            c.stop()
+        elif c is not None:
+            _stop_child(c)
+
+    def _start_rules(self) -> None:
+        body = json.dumps(dataclasses.asdict(self.cfg), default=str).encode()
+        # From the log's end as it is now: what it holds already is history (the series defined
+        # in it, the process reads from the store).
+        self._rules = subprocess.Popen([sys.executable, "-m", "collector.rulesproc", "--config-json", "-",
+                                        "--parent", str(os.getpid()), "--start", str(self.store.log.end())],
+                                       stdin=subprocess.PIPE)
+        assert self._rules.stdin is not None
+        self._rules.stdin.write(body)  # not on the command line: notifier settings may hold secrets
+        self._rules.stdin.close()
+
     async def start(self) -> None:
+        self._start_compactor()
+        if self.rules_process:
+            self._start_rules()
         self.writer.start()
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", self.cfg.limits.max_message_bytes),
@@ -237,6 +273,10 @@ class Collector:
         if self.spool is not None:
             await self.spool.stop()
         await self.writer.stop()
+        await asyncio.to_thread(self._stop_compactor)
+        if self._rules is not None:
+            rules, self._rules = self._rules, None
+            await asyncio.to_thread(_stop_child, rules)
         self._reads.shutdown(wait=True)
         if self._reader is not None:
             self._reader.close()
@@ -303,6 +343,13 @@ class Collector:
                 await asyncio.sleep(30)
                 if self._http_ssl is not None:
                     self._http_ssl.refresh()
+                c = self._compactor
+                if isinstance(c, subprocess.Popen) and c.poll() is not None:
+                    log.error("compactor exited with status %s; restarting it", c.returncode)
+                    self._start_compactor()
+                if self._rules is not None and self._rules.poll() is not None:
+                    log.error("rules process exited with status %s; restarting it", self._rules.returncode)
+                    self._start_rules()
             try:
                 n = await self.writer.run_in_thread(self.store.apply_retention)
                 if n:
@@ -324,6 +371,8 @@ class Collector:
                                  i.refused_streams, self.ingestor.streams)
 
     def active_alerts(self) -> list[Alert]:
+        if self.rules_process:
+            return [_alert(a) for a in read_state(self.cfg.data_dir)[0]]
         return self.engine.active() if self.engine is not None else []
 
     def alert_rules(self) -> list[AlertingRule]:
@@ -339,6 +388,8 @@ class Collector:
         return self.engine.group_health() if self.engine is not None else []
 
     def transitions(self, since: float) -> list[Transition]:
+        if self.rules_process:
+            return [Transition(t["time"], _alert(t)) for t in read_state(self.cfg.data_dir)[1] if t["time"] > since]
         return [t for t in self._transitions if t.time > since]
 
     def health(self) -> list[HealthSample]:
@@ -349,10 +400,10 @@ class Collector:
             out.extend(self.spool.health())
         return out
 
-    async def read_store(self, fn: Callable[[StoreReader], T]) -> T:
+    async def read_store(self, fn: Callable[[LogStoreReader], T]) -> T:
         def run() -> T:
             if self._reader is None:
-                self._reader = StoreReader(self.store.path)
+                self._reader = LogStoreReader(self.cfg.data_dir)
             return fn(self._reader)
 
         return await asyncio.get_running_loop().run_in_executor(self._reads, run)
@@ -363,3 +414,27 @@ class Collector:
         recent = [r for r in self._rate if r[0] >= self._rate[-1][0] - 10] or list(self._rate)
         (t0, s0), (t1, s1) = recent[0], self._rate[-1]
         return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def _alert(d: dict[str, Any]) -> Alert:
+    """An alert as the rules process published it (collector/rulesproc.py)."""
+    value = d["value"]
+    return Alert(labels=d["labels"], annotations=d["annotations"], state=AlertState(d["state"]),
+                 active_at=d["active_at"], value=float(value), fired_at=d["fired_at"], resolved_at=d["resolved_at"])
+
+
+def _stop_child(p: subprocess.Popen[bytes]) -> None:
+    p.terminate()
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def newest_sample_ms(decoded: Decoded) -> int:
+    """The newest sample time (ms, the agent's clock) of a decoded batch, 0 for none."""
+    item = decoded.item
+    if item.blocks:
+        return max(b.ts_ms for b in item.blocks)
+    return max(item.samples.ts_ms, default=0)

@@ -93,11 +93,16 @@ def is_loopback(addr: str) -> bool:
 
 @dataclass
 class AlertingConfig:
-    rules: list[Path] = field(default_factory=list)
+    #: Rule files. Absent: fleetmon's default rule pack (alerts/rules/); ``[]``: no rules.
+    rules: list[Path] | None = None
     evaluation_interval: float = 1.0
     resend_delay: float = 60.0
     notifiers: dict[str, Any] = field(default_factory=lambda: {"log": {}})
     external_labels: dict[str, str] = field(default_factory=dict)
+    #: Evaluate rules in a process of their own that tails the append log (another core: ingest
+    #: never waits for rules). Off by default for now: notifier health metrics and the rule
+    #: metadata of the HTTP API are only served with the engine in the collector's process.
+    process: bool = False
     #: Alert state restored when a collector adopts a node (alerts/restore.py), with the meaning
     #: of Prometheus's --rules.alert.for-grace-period / --rules.alert.for-outage-tolerance.
     #: The grace period is shorter than Prometheus's 10m: an adopted node's windows are warmed
@@ -132,6 +137,8 @@ class CollectorConfig:
     #: Bound of the spool that holds acked data for the external sinks; when full, agents wait.
     spool_max_bytes: int = 1 << 30
     node_timeout: float = 30.0
+    #: Where the block store's compaction runs: its own process (another core) or a thread.
+    compactor: Literal["process", "thread"] = "process"
     limits: Limits = field(default_factory=Limits)
     alerting: AlertingConfig = field(default_factory=AlertingConfig)
     log_level: str = "warning"
@@ -186,6 +193,8 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     # Every problem in one pass, the alerting section's rule files and notifiers included.
     problems = settings.Problems(where)
     cfg = settings.build(CollectorConfig, data, "", error=ConfigError, problems=problems)
+    if cfg.alerting.rules is None:  # absent: the default rule pack; `rules: []` means none
+        cfg.alerting.rules = [Path(f"{BUILTIN}*.yml")]
     cfg.alerting.rules = expand_rule_paths(cfg.alerting.rules, path.parent if path else Path.cwd(), problems)
     check_rules(cfg.alerting.rules, problems)
     check_notifiers(cfg.alerting.notifiers, problems)

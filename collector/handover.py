@@ -43,6 +43,8 @@ from alerts.restore import ForState
 from collector.alertstate import AlertStateKeeper
 from collector.errors import CollectorError
 from collector.promquery import PromQueryClient, RawSeries, any_of, quote
+from collector.storage.logreader import LogStoreReader
+from collector.storage.sqlite import Matcher
 
 log = logging.getLogger("fleetmon.collector.handover")
 
@@ -104,13 +106,16 @@ class TsdbHistory:
         return {node for s in got if s.ts_ms and s.ts_ms[-1] > after_ms.get(node := s.labels.get("node", ""), 2**62)}
 
 
+#: The collector's ``read_store``: run a function with the store's reader, off the event loop.
+ReadStore = Callable[[Callable[[LogStoreReader], list[RawSeries]]], Awaitable[list[RawSeries]]]
+
+
 class LocalHistory:
     """This collector's own store and alert state file (a restart without a shared TSDB)."""
 
     name = "the local store"
 
-    def __init__(self, keeper: AlertStateKeeper,
-                 read_store: Callable[[Callable[..., list[RawSeries]]], Awaitable[list[RawSeries]]]) -> None:
+    def __init__(self, keeper: AlertStateKeeper, read_store: ReadStore) -> None:
         self.keeper = keeper
         self.read_store = read_store
 
@@ -118,19 +123,14 @@ class LocalHistory:
         return await self.keeper.read(nodes, now)
 
     async def samples(self, nodes: list[str], plan: dict[str, int], now: float) -> list[RawSeries]:
-        from collector.storage.sqlite import Matcher  # noqa: PLC0415 - the reader's own matcher type
-
-        def read(reader: object) -> list[RawSeries]:
+        def read(reader: LogStoreReader) -> list[RawSeries]:
             out: list[RawSeries] = []
-            find = reader.find_series  # type: ignore[attr-defined]
-            samples = reader.samples  # type: ignore[attr-defined]
-            for node in nodes:
-                for name, span in plan.items():
-                    for s in find(name, [Matcher("node", "=", node)]):
-                        points = samples(s.id, round(now * 1000) - span, round(now * 1000))
-                        if points:
-                            out.append(RawSeries({**s.labels, "__name__": s.name}, [t for t, _ in points],
-                                                 [v for _, v in points]))
+            now_ms = round(now * 1000)
+            for name, span in plan.items():
+                rows = reader.find_series(name, [Matcher("node", "=~", any_of(nodes))])
+                for row, ts, vals in reader.query(rows, now_ms - span, now_ms):
+                    if len(ts):
+                        out.append(RawSeries({**row.labels, "__name__": row.name}, ts.tolist(), vals.tolist()))
             return out
 
         return await self.read_store(read)
@@ -300,7 +300,7 @@ class Handover:
         log.info("node %s streams to another collector now: %d alert(s) handed over", node, n)
 
 
-def sources_for(keeper: AlertStateKeeper, read_store: Callable[..., Awaitable[list[RawSeries]]],
+def sources_for(keeper: AlertStateKeeper, read_store: ReadStore,
                 client: PromQueryClient | None, tolerance_s: float) -> tuple[list[History], TsdbHistory | None]:
     """The TSDB first when there is one (it has what any collector wrote), the local store next."""
     tsdb = TsdbHistory(client, tolerance_s) if client is not None else None

@@ -17,13 +17,10 @@ batch's transaction committed, and its node's sequence state moves only then
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
 import json
 import logging
-import math
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,19 +28,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
+import numpy.typing as npt
+
 from alerts.model import EventNotice
 from collector.config import Limits
 from collector.errors import IdentityError, IngestError, LimitError, StoreError, StreamSuperseded
+from collector.rulefeed import NO_REF, RuleFeed
 from collector.security import PeerIdentity
 from collector.sequence import NodeState, SequenceLimits
-from collector.spool import encode_spool
+from collector.seriesdefs import SeriesColumns, canonical_labels, definition_hashes, label_name_ok
+from collector.storage.codec import Block
 from collector.storage.embedded import EmbeddedStore, EventRow, NewSeries, SampleColumns, WriteItem
 from fleetmon_common.logs import Throttled
 from proto import telemetry_pb2 as pb
 
 log = logging.getLogger("fleetmon.collector.ingest")
-
-_LABEL_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 #: The wire's Severity enum by name: the one map (storage, notifications and the API use these names).
 SEVERITY_NAMES: dict[int, str] = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING: "warning",
@@ -53,29 +53,6 @@ SEVERITY_NAMES: dict[int, str] = {pb.SEVERITY_INFO: "info", pb.SEVERITY_WARNING:
 def severity_name(value: int) -> str:
     """An unknown severity (a newer agent) is a warning, never dropped."""
     return SEVERITY_NAMES.get(value, "warning")
-
-
-def _label_name_ok(name: str) -> bool:
-    return bool(name) and not name[0].isdigit() and set(name) <= _LABEL_OK and not name.startswith("__")
-
-
-def unpack_values(data: bytes) -> list[float]:
-    arr = array.array("d")
-    arr.frombytes(data)
-    if sys.byteorder == "big":
-        arr.byteswap()
-    return arr.tolist()
-
-
-@dataclass(slots=True)
-class SeriesInfo:
-    sid: int
-    name: str
-    measurement: str
-    field: str
-    labels: dict[str, str]
-    counter: bool
-    alert: bool  # a loaded rule selects this name
 
 
 class PluginState(NamedTuple):
@@ -108,15 +85,20 @@ class NodeInfo:
     event_tokens: float = -1.0  # token bucket for limits.max_events_per_second (-1: full)
     event_tokens_at: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: What this node's streams defined (reused, unchecked, when a new stream sends the same
+    #: definition bytes again: a reconnect storm), and the node labels they were resolved under.
+    defs: SeriesColumns = field(default_factory=SeriesColumns)
+    defs_labels: str = ""
 
 
 @dataclass(slots=True)
 class LiveBlock:
-    """Samples for the rule engine's windows: one timestamp, the series rules want, their values."""
+    """Samples for the rule engine: one timestamp, the engine's refs (NO_REF: no rule reads
+    that series), the values."""
 
-    ts_s: float
-    series: list[SeriesInfo]
-    values: list[float]
+    ts_ms: int
+    refs: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
 
 
 @dataclass
@@ -125,6 +107,8 @@ class Decoded:
     live: list[LiveBlock]
     events: list[EventNotice]
     samples: int
+    #: Samples of the series ``watch`` selects (name, labels, ts s, value): the fleet roll-up.
+    watched: list[tuple[str, dict[str, str], float, float]] = field(default_factory=list)
 
 
 class StreamSession:
@@ -136,7 +120,7 @@ class StreamSession:
         self.node = node
         self.peer = peer
         self.who = f"node {node.node} ({peer})"
-        self.series: dict[int, SeriesInfo] = {}
+        self.cols = SeriesColumns()  # what this stream defined
         self.oldest = oldest
         self.welcome_sequence = 0
         self.announced = False  # the node was reported online for this stream
@@ -169,7 +153,7 @@ def check_hello(hello: pb.Hello, peer: str, limits: Limits) -> None:
         raise IngestError(f"node {hello.node}: {len(hello.labels)} identity labels, more than "
                           f"{limits.max_labels}", "max_labels")
     for k, v in hello.labels.items():
-        if not _label_name_ok(k) or k == "node":
+        if not label_name_ok(k) or k == "node":
             raise IngestError(f"node {hello.node}: identity label name {k[:64]!r} is not valid", "hello")
         if len(v.encode()) > limits.max_label_value_bytes:
             raise IngestError(f"node {hello.node}: identity label {k} is longer than "
@@ -240,7 +224,8 @@ class Ingestor:
     """The one owner of node and sequence state (see the module doc for its API)."""
 
     def __init__(self, store: EmbeddedStore, writer: GroupWriter, limits: Limits, *,
-                 wants: Callable[[str], bool] = lambda _n: False, spool: bool = False,
+                 feed: RuleFeed | None = None, watch: Callable[[str], bool] = lambda _n: False,
+                 spool: bool = False,
                  on_batch: Callable[[StreamSession, Decoded], None] = _ignore_batch,
                  on_node: Callable[[NodeInfo, bool], None] = _ignore_node,
                  backpressure: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -248,7 +233,10 @@ class Ingestor:
         self.writer = writer
         self.limits = limits
         self.sequence_limits = SequenceLimits(limits.max_sequence_jump, limits.max_sequence_ranges)
-        self.wants = wants
+        self.feed = feed
+        self.watch = watch
+        self.watched: dict[int, tuple[str, dict[str, str]]] = {}  # store id -> series, of watched names
+        self._watched_ids = np.zeros(0, np.int64)
         self.spool = spool
         self.on_batch = on_batch
         self.on_node = on_node
@@ -433,10 +421,10 @@ class Ingestor:
         assert state is not None
         lo = (now - self.limits.max_past_seconds) * 1000
         hi = (now + self.limits.max_future_seconds) * 1000
-        samples = SampleColumns()
-        sids, stamps, vals = samples.series_ids, samples.ts_ms, samples.values
+        blocks: list[Block] = []
         live: list[LiveBlock] = []
-        series = session.series
+        nsamples = 0
+        cols = session.cols
         for block in batch.blocks:
             ts = block.timestamp_ms
             if not lo <= ts <= hi:
@@ -444,29 +432,32 @@ class Ingestor:
                 raise IngestError(f"block timestamp {ts} is {abs(off):.0f}s in the "
                                   f"{'future' if off > 0 else 'past'}, outside the accepted window (agent clock?)",
                                   "timestamp")
-            ids = block.series_ids
+            ids = np.array(block.series_ids, np.int64)
             if len(block.values) != 8 * len(ids):
                 raise IngestError(f"block at {ts}: {len(ids)} series ids but {len(block.values)} value bytes "
                                   "(need 8 per id)", "values")
-            values = unpack_values(block.values)
-            wanted: LiveBlock | None = None
-            for sid, value in zip(ids, values, strict=True):
-                info = series.get(sid)
-                if info is None:
-                    raise IngestError(f"block at {ts} uses series id {sid}, never defined on this stream",
-                                      "unknown_series")
-                if math.isnan(value) or (info.counter and (math.isinf(value) or value < 0)):
-                    raise IngestError(f"series {info.name} {info.labels}: value {value} is not allowed "
-                                      f"for a {'counter' if info.counter else 'gauge'}", "values")
-                sids.append(info.sid)
-                stamps.append(ts)
-                vals.append(value)
-                if info.alert:
-                    if wanted is None:
-                        wanted = LiveBlock(ts / 1000, [], [])
-                        live.append(wanted)
-                    wanted.series.append(info)
-                    wanted.values.append(value)
+            if not len(ids):
+                continue
+            # By column: one lookup for the block's ids, one check of its values.
+            values = np.frombuffer(block.values, "<f8")
+            pos, known = cols.find(ids)
+            if not known.all():
+                bad = int(ids[np.argmin(known)])
+                raise IngestError(f"block at {ts} uses series id {bad}, never defined on this stream",
+                                  "unknown_series")
+            counters = cols.counters[pos]
+            with np.errstate(invalid="ignore"):
+                wrong = np.isnan(values) | (counters & (np.isinf(values) | (values < 0)))
+            if wrong.any():
+                i = int(np.argmax(wrong))
+                raise IngestError(f"series {self._describe(int(cols.sids[pos[i]]), int(ids[i]))}: value "
+                                  f"{float(values[i])} is not allowed for a {'counter' if counters[i] else 'gauge'}",
+                                  "values")
+            blocks.append(Block(ts, cols.sids[pos], values))
+            nsamples += len(ids)
+            refs = cols.refs[pos]
+            if (refs != NO_REF).any():
+                live.append(LiveBlock(ts, refs, values))
         rows: list[EventRow] = []
         notices: list[EventNotice] = []
         node_labels = {**node.labels, "node": node.node}
@@ -482,7 +473,7 @@ class Ingestor:
                 raise IngestError(f"event {e.kind}: {len(e.labels)} labels, more than {self.limits.max_labels}",
                                   "max_labels")
             for k, v in e.labels.items():
-                if not _label_name_ok(k) or len(v.encode()) > self.limits.max_label_value_bytes:
+                if not label_name_ok(k) or len(v.encode()) > self.limits.max_label_value_bytes:
                     raise IngestError(f"event {e.kind}: label {k[:64]!r} is not valid or its value is longer than "
                                       f"{self.limits.max_label_value_bytes} bytes", "events")
             lab = {**dict(e.labels), **node_labels}
@@ -492,48 +483,95 @@ class Ingestor:
             notices.append(EventNotice(node=node.node, kind=e.kind, severity=severity, message=message,
                                        ts=e.timestamp_ms / 1000, labels=lab, action=action))
         update = state.plan(batch.sequence, session.oldest, self.sequence_limits)
-        item = WriteItem(update, node.labels_json, samples, rows,
-                         spool_body=encode_spool(samples, rows) if self.spool else None)
-        return Decoded(item, live, notices, len(samples))
+        # The store's append log is the sinks' spool too: no separate spool body.
+        item = WriteItem(update, node.labels_json, SampleColumns(), rows, blocks=blocks)
+        return Decoded(item, live, notices, nsamples, self._watched_samples(blocks))
+
+    def _watched_samples(self, blocks: Sequence[Block]) -> list[tuple[str, dict[str, str], float, float]]:
+        if not self.watched:
+            return []
+        if len(self._watched_ids) != len(self.watched):
+            self._watched_ids = np.array(sorted(self.watched), np.int64)
+        out = []
+        for b in blocks:
+            hit = np.flatnonzero(np.isin(b.sids, self._watched_ids))
+            for i in hit.tolist():
+                name, labels = self.watched[int(b.sids[i])]
+                out.append((name, labels, b.ts_ms / 1000, float(b.values[i])))
+        return out
+
+    def _describe(self, sid: int, agent_id: int) -> str:
+        """A series by name and labels for an error message (its id if the store cannot say)."""
+        try:
+            meta = self.store.series_meta(sid)
+        except (KeyError, StoreError):
+            return f"id {agent_id}"
+        return f"{meta.measurement}_{meta.field} {dict(meta.tags)}"
 
     def define(self, session: StreamSession, defs: Sequence[pb.SeriesDef]) -> None:
-        """Check and register a batch's series definitions (one store transaction for new ones)."""
+        """Check and register a batch's series definitions. A definition this node sent before,
+        byte for byte, is reused as it was resolved; new ones are validated and resolved in bulk
+        (collector/seriesdefs.py)."""
         if not defs:
             return
-        node = session.node.node
-        node_labels = {**session.node.labels, "node": node}
-        checked: list[NewSeries] = []
+        info = session.node
+        node = info.node
+        node_labels = {**info.labels, "node": node}
+        sig = canonical_labels(node_labels)
+        if info.defs_labels != sig:  # identity labels changed: every series is another one
+            info.defs, info.defs_labels = SeriesColumns(), sig
         lim = self.limits
         if len(defs) > lim.max_series_per_node:
             raise IngestError(f"node {node}: {len(defs)} series defined in one batch, more than "
                               f"limits.max_series_per_node ({lim.max_series_per_node})", "max_series_per_node")
-        for d in defs:
-            if not d.measurement or not d.field or len(d.measurement) + len(d.field) > 256:
-                raise IngestError(f"series id {d.id} has no measurement or field, or they are too long", "series")
-            if len(d.labels) > lim.max_labels:
-                raise IngestError(f"series {d.measurement}_{d.field} has {len(d.labels)} labels, more than "
-                                  f"{lim.max_labels} (label bomb?)", "max_labels")
-            for k, v in d.labels.items():
-                if not _label_name_ok(k):
-                    raise IngestError(f"series {d.measurement}_{d.field}: label name {k[:64]!r} is not valid",
+        ids = np.fromiter((d.id for d in defs), np.int64, len(defs))
+        hashes = definition_hashes(defs)
+        fresh = np.flatnonzero(~info.defs.same(ids, hashes))
+        if len(fresh):
+            checked: list[NewSeries] = []
+            for i in fresh.tolist():
+                d = defs[i]
+                if not d.measurement or not d.field or len(d.measurement) + len(d.field) > 256:
+                    raise IngestError(f"series id {d.id} has no measurement or field, or they are too long",
                                       "series")
-                if len(v.encode()) > lim.max_label_value_bytes:
-                    raise IngestError(f"series {d.measurement}_{d.field}: label {k} is longer than "
-                                      f"{lim.max_label_value_bytes} bytes", "max_label_value_bytes")
-            checked.append(NewSeries(f"{d.measurement}_{d.field}", d.measurement, d.field,
-                                     {**dict(d.labels), **node_labels}, int(d.type), d.help[:1024]))
-        new = sum(1 for sid in self.store.known_series(checked) if sid is None)
-        if new:
-            have = self.store.node_series_count(node)
-            if have + new > lim.max_series_per_node:
-                raise IngestError(f"node {node} has {have} series and this batch defines {new} more: over "
-                                  f"limits.max_series_per_node ({lim.max_series_per_node}); label bomb? Raise the "
-                                  "limit if this is real", "max_series_per_node")
-            total = self.store.series_count()
-            if total + new > lim.max_series_total:
-                raise IngestError(f"the store holds {total} series; {new} more from node {node} would pass "
-                                  f"limits.max_series_total ({lim.max_series_total})", "max_series_total")
-        sids = self.store.series_ids(node, checked)
-        for d, sid, s in zip(defs, sids, checked, strict=True):
-            session.series[d.id] = SeriesInfo(sid, s.name, s.measurement, s.field, s.labels, d.type == pb.COUNTER,
-                                              self.wants(s.name))
+                lab = dict(d.labels)
+                if len(lab) > lim.max_labels:
+                    raise IngestError(f"series {d.measurement}_{d.field} has {len(lab)} labels, more than "
+                                      f"{lim.max_labels} (label bomb?)", "max_labels")
+                for k, v in lab.items():
+                    if not label_name_ok(k):
+                        raise IngestError(f"series {d.measurement}_{d.field}: label name {k[:64]!r} is not valid",
+                                          "series")
+                    if len(v) * 4 > lim.max_label_value_bytes and len(v.encode()) > lim.max_label_value_bytes:
+                        raise IngestError(f"series {d.measurement}_{d.field}: label {k} is longer than "
+                                          f"{lim.max_label_value_bytes} bytes", "max_label_value_bytes")
+                lab.update(node_labels)
+                checked.append(NewSeries(f"{d.measurement}_{d.field}", d.measurement, d.field, lab, int(d.type),
+                                         d.help[:1024]))
+            new = sum(1 for sid in self.store.known_series(checked) if sid is None)
+            if new:
+                have = self.store.node_series_count(node)
+                if have + new > lim.max_series_per_node:
+                    raise IngestError(f"node {node} has {have} series and this batch defines {new} more: over "
+                                      f"limits.max_series_per_node ({lim.max_series_per_node}); label bomb? Raise "
+                                      "the limit if this is real", "max_series_per_node")
+                total = self.store.series_count()
+                if total + new > lim.max_series_total:
+                    raise IngestError(f"the store holds {total} series; {new} more from node {node} would pass "
+                                      f"limits.max_series_total ({lim.max_series_total})", "max_series_total")
+            sids = np.array(self.store.series_ids(node, checked), np.int64)
+            feed, watch = self.feed, self.watch
+            refs = np.array([feed.ref(c.name, c.labels) for c in checked] if feed is not None
+                            else [NO_REF] * len(checked), np.int64)
+            watched = np.array([watch(c.name) for c in checked], bool)
+            for c, sid, w in zip(checked, sids.tolist(), watched.tolist(), strict=True):
+                if w:
+                    self.watched[sid] = (c.name, c.labels)
+            counters = np.array([defs[i].type == pb.COUNTER for i in fresh.tolist()], bool)
+            info.defs.merge(ids[fresh], hashes[fresh], sids, refs, counters)
+        if not len(session.cols) and len(ids) == len(info.defs) and np.array_equal(np.sort(ids), info.defs.ids):
+            # The usual first batch of a stream: it defines all the node has. Share the columns
+            # (half the memory at 2,500 nodes); later definitions on this stream go to both alike.
+            session.cols = info.defs
+        elif session.cols is not info.defs:
+            session.cols.merge(ids, *info.defs.rows(ids))

@@ -8,12 +8,14 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from collector.errors import StoreError
-from collector.storage.sqlite import Matcher, StoreReader
+from collector.storage.logreader import LogStoreReader
+from collector.storage.sqlite import Matcher
 from fleetmon_common import logs
 from fleetmon_common.settings import parse_duration
 
@@ -70,13 +72,19 @@ def parse_selector(text: str) -> Selector:
     return Selector(name, matchers)
 
 
-def run_query(reader: StoreReader, sel: Selector, since: float, until: float, limit: int = 0) -> list[dict[str, Any]]:
-    out = []
-    for s in reader.find_series(sel.name, sel.matchers):
-        points = reader.samples(s.id, int(since * 1000), int(until * 1000), limit)
-        if points:
-            out.append({"name": s.name, "labels": s.labels, "values": [[t / 1000, v] for t, v in points]})
-    return out
+def iter_query(reader: LogStoreReader, sel: Selector, since: float, until: float,
+               limit: int = 0) -> Iterator[dict[str, Any]]:
+    """Series by series (memory holds one node's answer at a time); ``limit`` points each."""
+    series = reader.find_series(sel.name, sel.matchers)
+    for s, ts, vals in reader.query(series, int(since * 1000), int(until * 1000)):
+        n = limit or len(ts)
+        yield {"name": s.name, "labels": s.labels,
+               "values": [[t / 1000, v] for t, v in zip(ts[:n].tolist(), vals[:n].tolist(), strict=True)]}
+
+
+def run_query(reader: LogStoreReader, sel: Selector, since: float, until: float,
+              limit: int = 0) -> list[dict[str, Any]]:
+    return list(iter_query(reader, sel, since, until, limit))
 
 
 def _fmt_labels(labels: dict[str, str]) -> str:
@@ -85,33 +93,33 @@ def _fmt_labels(labels: dict[str, str]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     logs.setup("warning")
-    data_dir = args.data_dir or Path(".fleetmon/demo")
-    db = Path(data_dir) / "fleetmon.sqlite"
+    data_dir = Path(args.data_dir or Path(".fleetmon/demo"))
     try:
         sel = parse_selector(args.selector)
         now = time.time()
         since = now - parse_duration(args.since)
         until = now - parse_duration(args.until) if args.until else now
-        reader = StoreReader(db)
-        rows = run_query(reader, sel, since, until, args.limit)
-    except (ValueError, StoreError) as err:
+        reader = LogStoreReader(data_dir)
+    except (ValueError, StoreError, FileNotFoundError) as err:
         print(f"fleetmon query: {err}", file=sys.stderr)
         return 2
-    if args.format == "json":
-        for r in rows:
-            print(json.dumps(r))
-    elif args.format == "csv":
-        w = csv.writer(sys.stdout)
+    found = False
+    w = csv.writer(sys.stdout)
+    if args.format == "csv":
         w.writerow(["name", "labels", "time", "value"])
-        for r in rows:
+    # Printed series by series as the store yields them: memory stays bounded.
+    for r in iter_query(reader, sel, since, until, args.limit):
+        found = True
+        if args.format == "json":
+            print(json.dumps(r))
+        elif args.format == "csv":
             for t, v in r["values"]:
                 w.writerow([r["name"], _fmt_labels(r["labels"]), f"{t:.3f}", v])
-    else:
-        for r in rows:
+        else:
             print(f"{r['name']}{_fmt_labels(r['labels'])}")
             for t, v in r["values"]:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
                 print(f"  {stamp}.{int(t * 1000) % 1000:03d}  {v:g}")
-    if not rows:
+    if not found:
         print(f"no samples match {args.selector} in the last {args.since}", file=sys.stderr)
     return 0

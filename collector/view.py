@@ -17,7 +17,7 @@ from alerts.rulefile import AlertingRule
 from collector.fleet import Accelerator
 from collector.ingest import PluginState
 from collector.storage.base import HealthSample
-from collector.storage.sqlite import StoreReader
+from collector.storage.logreader import LogStoreReader
 
 T = TypeVar("T")
 
@@ -86,6 +86,6 @@ class CollectorView(Protocol):
         """Extra ``/metrics`` samples (sinks, spool, limits)."""
         ...
 
-    async def read_store(self, fn: Callable[[StoreReader], T]) -> T:
+    async def read_store(self, fn: Callable[[LogStoreReader], T]) -> T:
         """Run ``fn`` with a read-only store reader, off the event loop."""
         ...

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 import sys
 import time
 import urllib.request
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from collector.storage.logreader import LogStoreReader
 from fleetmon.certs import Issued, issue, make_ca
 from tests.services import Process, free_port, require_binary
 
@@ -184,22 +184,23 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
 
 
 def stored(db: Path, node: str) -> dict[tuple[str, tuple[tuple[str, str], ...], int], float]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    """Every sample the store holds for a node (blocks and the log's unflushed tail)."""
+    reader = LogStoreReader(db)
     out = {}
-    for name, labels, ts, value in con.execute(
-            "SELECT name, labels, ts, value FROM samples JOIN series ON series.id = samples.series_id "
-            "WHERE series.node = ?", (node,)):
-        lab = json.loads(labels)
-        out[(name, tuple(sorted(lab.items())), ts)] = value
-    con.close()
+    for name, labels, ts, vals in reader.stored(node):
+        key = tuple(sorted(labels.items()))
+        for t, v in zip(ts.tolist(), vals.tolist(), strict=True):
+            out[(name, key, t)] = v
+    reader.close()
     return out
 
 
 def durable_seq(db: Path, node: str) -> int:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    row = con.execute("SELECT contiguous FROM nodes WHERE node = ?", (node,)).fetchone()
-    con.close()
-    return int(row[0]) if row else 0
+    reader = LogStoreReader(db)
+    try:
+        return reader.contiguous(node)
+    finally:
+        reader.close()
 
 
 def assert_store_equals_audit(db: Path, agent: AgentProc, unaudited_batches: int = 0) -> int:

@@ -18,7 +18,7 @@ from collector.api import summary
 from collector.app import Collector
 from collector.config import CollectorConfig, Limits, load_config
 from collector.errors import ConfigError
-from collector.storage.sqlite import StoreReader
+from collector.storage.logreader import LogStoreReader as StoreReader
 from proto import telemetry_pb2 as pb
 
 

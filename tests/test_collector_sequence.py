@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ from collector.config import CollectorConfig
 from collector.errors import IngestError, StoreError
 from collector.sequence import MAX_SEQUENCE, NodeState, SeqRange, SequenceLimits
 from collector.storage.embedded import SampleColumns, WriteItem
-from collector.storage.sqlite import SqliteStore, StoreReader
+from collector.storage.logreader import LogStoreReader
+from collector.storage.sqlite import SqliteStore
 from proto import telemetry_pb2 as pb
 
 LIMITS = SequenceLimits()
@@ -231,7 +233,8 @@ def test_failed_commit_acks_nothing_and_moves_nothing(tmp_path: Path) -> None:
                 for seq in (1, 2):
                     await call.write(_msg_batch(seq, 40.0 + seq, define=seq == 1))
                     assert (await call.read()).ack.contiguous == seq
-                c.store._db.execute("PRAGMA query_only = 1")  # the disk refuses writes from now on
+                # The disk refuses writes from now on: the append log's file (the durable copy).
+                saved, c.store.log._fd = c.store.log._fd, os.open(os.devnull, os.O_RDONLY)
                 await call.write(_msg_batch(3, 43.0, define=False))
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await call.read()
@@ -239,7 +242,8 @@ def test_failed_commit_acks_nothing_and_moves_nothing(tmp_path: Path) -> None:
                 assert "store unavailable" in (err.value.details() or "")
                 state = c.ingestor.nodes["n1"].state
                 assert state is not None and state.contiguous == 2 and not state.has(3)
-                c.store._db.execute("PRAGMA query_only = 0")
+                os.close(c.store.log._fd)
+                c.store.log._fd = saved
                 call = open_stream()
                 await call.write(_msg_hello("n1"))
                 assert (await call.read()).welcome.last_durable_sequence == 2
@@ -251,6 +255,6 @@ def test_failed_commit_acks_nothing_and_moves_nothing(tmp_path: Path) -> None:
             await c.stop(grace=1)
 
     asyncio.run(main())
-    reader = StoreReader(tmp_path / "fleetmon.sqlite")
+    reader = LogStoreReader(tmp_path)
     assert reader.count_samples("n1") == 3
     reader.close()

@@ -31,7 +31,8 @@ from collector.config import CollectorConfig, Limits, TlsConfig, load_config
 from collector.errors import ConfigError, CorruptStoreError
 from collector.sequence import NodeState
 from collector.storage.embedded import NewSeries, SampleColumns, WriteItem
-from collector.storage.sqlite import SqliteStore, StoreReader, open_store
+from collector.storage.logreader import LogStoreReader
+from collector.storage.sqlite import SqliteStore, open_store
 from fleetmon.certs import issue, make_ca
 from fleetmon_common.secrets import Secret, redact_url
 from proto import telemetry_pb2 as pb
@@ -373,7 +374,7 @@ def test_victim_wal_id_and_huge_sequence_cannot_stop_a_node(tmp_path: Path) -> N
             await client.close()
 
     asyncio.run(main())
-    reader = StoreReader(tmp_path / "data" / "fleetmon.sqlite")
+    reader = LogStoreReader(tmp_path / "data")  # the collector's store (blocks + its log)
     (series,) = reader.find_series("gpu_temperature_celsius", [])
     assert [v for _t, v in reader.samples(series.id, 0, 2**62)] == [41.0, 42.0, 43.0, 999.0, 44.0, 45.0, 46.0]
     reader.close()

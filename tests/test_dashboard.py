@@ -141,10 +141,12 @@ def test_node_page_lists_devices_and_plots_their_history(page: Page, fleet: Flee
     assert "down" in page.inner_text('#devices tr[data-gpu="1"]')
     assert "up" in page.inner_text('#devices tr[data-gpu="0"]')
     # plotly.js keeps what it drew on the element: one trace per GPU, each with points.
-    page.wait_for_function("""() => {
-        const d = document.getElementById("plot-gpu_temperature_celsius");
-        return d && d.data && d.data.length === 4 && d.data.every(t => t.x.length > 2);
-    }""", timeout=30_000)
+    # The plots load one query each, in turn: wait for both.
+    for metric in ("gpu_temperature_celsius", "gpu_power_watts"):
+        page.wait_for_function("""(id) => {
+            const d = document.getElementById(id);
+            return d && d.data && d.data.length === 4 && d.data.every(t => t.x.length > 2);
+        }""", arg=f"plot-{metric}", timeout=30_000)
     assert page.locator("#plot-gpu_power_watts .scatterlayer .trace").count() == 4
     page.wait_for_selector('#node-alerts tr:has-text("GPUXidCritical")')
     page.screenshot(path=str(shots / "dashboard-node.png"), full_page=True)

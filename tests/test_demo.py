@@ -125,10 +125,11 @@ def demo(tmp_path: Path, fleetmon_cmd: list[str]) -> Iterator[tuple[subprocess.P
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and len(children) < 3:
-            children = psutil.Process(proc.pid).children(recursive=True)
+            children = psutil.Process(proc.pid).children()
             time.sleep(0.1)
         assert len(children) == 3, "collector + 2 agents expected"
-        yield proc, children
+        # And the collector's own children (its compactor and rules processes): every one must stop.
+        yield proc, psutil.Process(proc.pid).children(recursive=True)
     finally:
         for p in [*children, psutil.Process(proc.pid)] if proc.poll() is None else children:
             if p.is_running():

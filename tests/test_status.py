@@ -43,6 +43,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CollectorProc]:
         wait_until(lambda: any(a["labels"].get("alertname") == "GPULostNow" and a["state"] == "firing"
                                for a in collector.get("/api/v1/alerts")), 30, "the alert to fire")
         wait_until(lambda: collector.get("/api/v1/summary")["nodes_up"] == 2, 30, "both nodes up")
+        # n1's XID batch leaves its agent at once, so the alert can be in before n2's first batch.
+        wait_until(lambda: all(n["accelerators"] for n in collector.get("/api/v1/nodes")), 30, "both nodes' GPUs")
         yield collector
     finally:
         for a in agents:

@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 
 from collector.sequence import NodeState
+from collector.storage.compactor import Compactor
 from collector.storage.embedded import NewSeries, SampleColumns, WriteItem
+from collector.storage.logreader import LogStoreReader
+from collector.storage.logstore import LogStore
 from collector.storage.sqlite import SqliteStore, StoreReader
 
 NODE = "n1"
@@ -43,7 +46,25 @@ def _sqlite(tmp: Path) -> Iterator[Opened]:
         store.close()
 
 
-STORES = {"sqlite": _sqlite}
+def _blocks(tmp: Path) -> Iterator[Opened]:
+    """The block store the collector runs on: append log + compactor + reader (blocks and the
+    log's unflushed tail)."""
+    store = LogStore(tmp)
+    compactor = Compactor(tmp, flush_s=0)
+
+    def read(sid: int) -> list[tuple[int, float]]:
+        compactor.poll()
+        compactor.maintain(force_flush=True)
+        return LogStoreReader(tmp).samples(sid, 0, 2**62)
+
+    try:
+        yield Opened(store, read)  # type: ignore[arg-type]
+    finally:
+        compactor.store.close()
+        store.close()
+
+
+STORES = {"sqlite": _sqlite, "blocks": _blocks}
 
 
 @pytest.fixture(params=sorted(STORES))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from collector.sequence import NodeState, SeqUpdate
+from collector.storage.codec import Block
 
 
 @dataclass(slots=True)
@@ -78,6 +79,9 @@ class WriteItem:
     samples: SampleColumns
     events: list[EventRow]
     spool_body: bytes | None = None
+    #: The same samples as columnar blocks (one timestamp, numpy ids and values), when the
+    #: ingest path built them so; a block store takes these and leaves ``samples`` empty.
+    blocks: list[Block] | None = None
 
     @property
     def node(self) -> str:
@@ -86,9 +90,11 @@ class WriteItem:
 
 class EmbeddedStore(Protocol):
     path: Path
-    #: Samples dropped because the store already held their (series, timestamp): the first value
-    #: stored is kept (tests/test_store_contract.py). Counted since the process started.
-    duplicate_samples: int
+    @property
+    def duplicate_samples(self) -> int:
+        """Samples dropped because the store already held their (series, timestamp): the first
+        value stored is kept (tests/test_store_contract.py)."""
+        ...
 
     def load_node(self, node: str) -> NodeState:
         """The node's durable sequence state (an empty one for a node never stored)."""

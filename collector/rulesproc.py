@@ -1,0 +1,271 @@
+"""Rule evaluation apart from ingest: a child process that tails the append log.
+
+Everything the rules need is in the log already, in order: series definitions (SERIES), samples
+and events as acked (BATCH), and the nodes' stream status (NODE ``status`` records the ingest
+side writes on connect and disconnect). So the rule engine, its notifiers and the node
+liveness logic run here, on a core of their own, and ingest costs what ingest costs.
+
+The HTTP API reads what this process publishes after each evaluation (active alerts, recent
+transitions) from the store's ``alert_state`` table. Reading starts at the log's end: like an
+in-process engine after a restart, the windows fill from live data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alerts.engine import AlertEngine
+from alerts.model import Alert, EventNotice, NodeStatus
+from alerts.notifiers import build_notifiers
+from alerts.rules import default_rule_files
+from collector.config import CollectorConfig
+from collector.rulefeed import NO_REF, RuleFeed
+from collector.storage import applog
+from collector.storage.logstore import LOG_DIR, STORE_FILE, open_db
+from fleetmon_common import logs, settings
+
+log = logging.getLogger("fleetmon.collector.rules")
+
+_SEVERITY_NAMES = {0: "info", 1: "warning", 2: "critical"}
+_STATE_SCHEMA = "CREATE TABLE IF NOT EXISTS alert_state (key TEXT PRIMARY KEY, body TEXT NOT NULL)"
+
+
+def alert_dict(a: Alert) -> dict[str, Any]:
+    return {"labels": a.labels, "annotations": a.annotations, "state": a.state.value, "active_at": a.active_at,
+            "fired_at": a.fired_at, "resolved_at": a.resolved_at,
+            "value": a.value if np.isfinite(a.value) else str(a.value)}
+
+
+@dataclass
+class _Node:
+    labels: dict[str, str]
+    connected: bool = False
+    connected_at: float = 0.0
+    last_batch_at: float = 0.0
+    clock_skew: float = 0.0
+
+
+def log_end(folder: Path) -> int:
+    files = applog.log_files(folder)
+    if not files:
+        return 0
+    no, path = files[-1]
+    return applog.position(no, path.stat().st_size)
+
+
+class RuleRunner:
+    def __init__(self, cfg: CollectorConfig, start: int | None = None) -> None:
+        self.cfg = cfg
+        a = cfg.alerting
+        notifiers = build_notifiers(a.notifiers, "alerting.notifiers") if a.notifiers else []
+        rules = default_rule_files() if a.rules is None else a.rules
+        self.engine = AlertEngine.from_files(rules, notifiers, external_labels=a.external_labels,
+                                             resend_delay=a.resend_delay)
+        self.notifiers = notifiers
+        self.feed = RuleFeed(self.engine)
+        self.folder = cfg.data_dir / LOG_DIR
+        self.next = log_end(self.folder) if start is None else start
+        self.refs = np.full(1024, NO_REF, np.int64)  # store series id -> engine ref
+        self.names: list[str] = []  # store series id -> name, for the series rules read
+        self.nodes: dict[str, _Node] = {}
+        self.down: set[str] = set()
+        self.transitions: deque[tuple[float, dict[str, Any]]] = deque(maxlen=1000)
+        self._db = open_db(cfg.data_dir / STORE_FILE)
+        self._db.execute(_STATE_SCHEMA)
+        self._known_series()
+
+    def _define(self, sid: int, name: str, labels: str) -> None:
+        self._ref_table(sid)
+        self.refs[sid] = ref = self.feed.ref(name, json.loads(labels))
+        if ref != NO_REF:
+            self.names.extend([""] * (sid + 1 - len(self.names)))
+            self.names[sid] = name
+
+    def _known_series(self) -> None:
+        """Series defined before our start position (streams that are already live): from the
+        store, and from the log's part the compactor has not copied yet."""
+        wants = self.engine.wants
+        for sid, name, labels in self._db.execute("SELECT id, name, labels FROM series"):
+            if wants(name):
+                self._define(int(sid), name, labels)
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
+        for pos, payload in applog.read(self.folder, int(row[0]) if row else 0, frozenset({applog.SERIES})):
+            if pos >= self.next:
+                break
+            for sid, name, _m, _f, labels, _node, _t, _h in applog.decode_json(payload)["series"]:
+                if wants(name):
+                    self._define(int(sid), name, labels)
+
+    def _ref_table(self, sid: int) -> None:
+        if sid >= len(self.refs):
+            grown = np.full(max(sid + 1, 2 * len(self.refs)), NO_REF, np.int64)
+            grown[:len(self.refs)] = self.refs
+            self.refs = grown
+
+    def read(self, now: float, max_records: int = 5000) -> int:
+        n = 0
+        for pos, payload in applog.read(self.folder, self.next):
+            self.next = pos + applog.FRAME_BYTES + len(payload)
+            n += 1
+            kind = applog.kind(payload)
+            if kind == applog.SERIES:
+                for sid, name, _m, _f, labels, _node, _t, _h in applog.decode_json(payload)["series"]:
+                    self._define(int(sid), name, labels)
+            elif kind == applog.BATCH:
+                self._batch(applog.decode_batch(payload), now)
+            elif kind == applog.NODE:
+                self._node(applog.decode_json(payload))
+            if n >= max_records:
+                break
+        return n
+
+    def _batch(self, rec: applog.BatchRecord, now: float) -> None:
+        if not rec.node:
+            return
+        info = self.nodes.get(rec.node)
+        if info is not None:
+            info.last_batch_at = now
+        for b in rec.blocks:
+            sids = b.sids
+            inside = sids < len(self.refs)
+            refs = np.where(inside, self.refs[np.where(inside, sids, 0)], NO_REF)
+            self.feed.block(refs, b.ts_ms, b.values, now)
+        if rec.events:
+            node_labels = info.labels if info is not None else {}
+            for ts, kind, severity, message, action, labels in rec.events:
+                notice = EventNotice(node=rec.node, kind=kind, severity=severity, message=message, ts=ts / 1000,
+                                     labels=json.loads(labels) if labels else dict(node_labels), action=action)
+                for n in self.notifiers:
+                    n.send_event(notice)
+            urgent = getattr(self.engine, "evaluate_urgent", None)
+            if urgent is not None:
+                # Events come with their counter samples (gpu_xid_errors_total, ...): the groups
+                # reading the counters of this batch's series evaluate now, not at the next tick.
+                self._record(now, urgent(now, self._counter_names(rec)))
+
+    def _counter_names(self, rec: applog.BatchRecord) -> set[str]:
+        return {self.names[int(s)] for b in rec.blocks for s in b.sids.tolist()
+                if int(s) < len(self.names) and self.names[int(s)].endswith("_total")}
+
+    def _node(self, body: dict[str, Any]) -> None:
+        if body.get("op") != "status":
+            return
+        node = body["node"]
+        info = self.nodes.setdefault(node, _Node(body.get("labels", {})))
+        info.labels = body.get("labels", info.labels)
+        info.connected = bool(body["online"])
+        if info.connected:
+            info.connected_at = float(body["ts"])
+            info.clock_skew = float(body.get("skew", 0.0))
+        status = NodeStatus(node=node, online=info.connected, ts=float(body["ts"]), labels=dict(info.labels))
+        for n in self.notifiers:
+            n.send_node_status(status)
+
+    def _record(self, now: float, changed: list[Alert]) -> None:
+        for alert in changed:
+            self.transitions.append((now, alert_dict(dataclasses.replace(
+                alert, labels=dict(alert.labels), annotations=dict(alert.annotations)))))
+
+    def evaluate(self, now: float) -> None:
+        timeout = self.cfg.node_timeout
+        engine = self.engine
+        for node, info in self.nodes.items():
+            up = info.connected and now - max(info.last_batch_at, info.connected_at) < timeout
+            if not up and node not in self.down:
+                engine.mark_stale({"node": node}, now)
+                self.down.add(node)
+            elif up:
+                self.down.discard(node)
+            labels = {**info.labels, "node": node}
+            if engine.wants("fleetmon_node_up"):
+                engine.ingest("fleetmon_node_up", labels, now, 1.0 if up else 0.0)
+            if engine.wants("fleetmon_node_clock_skew_seconds") and info.connected:
+                engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
+        try:
+            self._record(now, engine.evaluate(now))
+        except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
+            log.exception("rule evaluation failed: %s", err)
+        self.publish()
+
+    def publish(self) -> None:
+        active = [alert_dict(a) for a in self.engine.active()]
+        trans = [{"time": t, **a} for t, a in self.transitions]
+        rows = [("active", json.dumps(active)), ("transitions", json.dumps(trans))]
+        self._db.executemany("INSERT INTO alert_state VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+                             "body = excluded.body", rows)
+
+    async def run(self, stop: asyncio.Event, parent: int | None) -> None:
+        await self.engine.start()
+        interval = self.cfg.alerting.evaluation_interval
+        next_eval = time.time()
+        try:
+            while not stop.is_set():
+                if parent is not None and os.getppid() != parent:
+                    log.warning("rules: the collector (pid %d) is gone; stopping", parent)
+                    break
+                now = time.time()
+                got = self.read(now)
+                if now >= next_eval:
+                    self.evaluate(now)
+                    next_eval = (now // interval + 1) * interval
+                if not got:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), min(0.05, max(0.0, next_eval - time.time())))
+        finally:
+            await self.engine.aclose()
+            self._db.close()
+
+
+def read_state(data_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(active alerts, transitions) as the rules process last published them."""
+    db = open_db(data_dir / STORE_FILE)
+    try:
+        db.execute(_STATE_SCHEMA)
+        rows = dict(db.execute("SELECT key, body FROM alert_state").fetchall())
+    finally:
+        db.close()
+    return json.loads(rows.get("active", "[]")), json.loads(rows.get("transitions", "[]"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m collector.rulesproc")
+    ap.add_argument("--config-json", required=True, help="the collector's validated config (- : stdin)")
+    ap.add_argument("--parent", type=int, default=None)
+    ap.add_argument("--start", type=int, default=None, help="log position to read from (default: its end)")
+    args = ap.parse_args(argv)
+    text = sys.stdin.read() if args.config_json == "-" else Path(args.config_json).read_text()
+    cfg = settings.build(CollectorConfig, json.loads(text), "collector config")
+    logs.setup(cfg.log_level)
+    stop = asyncio.Event()
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await RuleRunner(cfg, args.start).run(stop, args.parent)
+
+    try:
+        asyncio.run(go())
+    except Exception as err:  # supervision boundary: say why (with the traceback), exit 1
+        log.exception("rules process failed: %s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
