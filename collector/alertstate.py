@@ -36,7 +36,7 @@ from alerts.model import AlertState
 from alerts.promql.labels import Labels
 from alerts.restore import ForState
 from collector.errors import SinkError, StoreError
-from collector.storage.base import Point, SinkBatch
+from collector.storage.base import HealthSample, Point, SinkBatch
 from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
 
 log = logging.getLogger("fleetmon.collector.alertstate")
@@ -194,6 +194,10 @@ class AlertStateKeeper:
                 del self._pending[:dropped]
                 self.stats.tsdb_dropped += dropped
         self._wake.set()
+
+    def health(self) -> list[HealthSample]:
+        return [HealthSample("fleetmon_collector_alert_state_samples_total", (("outcome", outcome),), float(n))
+                for outcome, n in (("written", self.stats.tsdb_samples), ("dropped", self.stats.tsdb_dropped))]
 
     def forget(self, node: str) -> None:
         """The node moved to another collector: its alerts end here without stale markers."""

@@ -398,6 +398,9 @@ class Collector:
         out.append(HealthSample("fleetmon_collector_series", (), float(self.store.series_count())))
         if self.spool is not None:
             out.extend(self.spool.health())
+        if self.handover is not None and self.keeper is not None:
+            out.extend(self.handover.health())
+            out.extend(self.keeper.health())
         return out
 
     async def read_store(self, fn: Callable[[LogStoreReader], T]) -> T:

@@ -43,6 +43,7 @@ from alerts.restore import ForState
 from collector.alertstate import AlertStateKeeper
 from collector.errors import CollectorError
 from collector.promquery import PromQueryClient, RawSeries, any_of, quote
+from collector.storage.base import HealthSample
 from collector.storage.logreader import LogStoreReader
 from collector.storage.sqlite import Matcher
 
@@ -184,6 +185,19 @@ class Handover:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+
+    def health(self) -> list[HealthSample]:
+        st = self.stats
+        return [HealthSample(name, (), float(value)) for name, value in (
+            ("fleetmon_collector_nodes_adopted_total", st.adopted),
+            ("fleetmon_collector_alerts_restored_total", st.restored),
+            ("fleetmon_collector_alerts_taken_over_total", st.taken_over),
+            ("fleetmon_collector_nodes_handed_over_total", st.released),
+            ("fleetmon_collector_alerts_handed_over_total", st.released_alerts),
+            ("fleetmon_collector_warmed_samples_total", st.warmed_samples),
+            ("fleetmon_collector_history_errors_total", st.history_errors),
+            ("fleetmon_collector_last_adoption_seconds", st.last_adoption_seconds),
+        )]
 
     # --- what the collector tells it ------------------------------------------------------
     def online(self, node: str, now: float) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.alert_tier import alert_tier, watching
-from tests.fleet import AgentProc, CollectorProc
+from tests.fleet import AgentProc, CollectorProc, metric_value
 from tests.services import wait_until
 
 pytestmark = pytest.mark.services
@@ -75,6 +75,10 @@ def test_a_restarted_collector_restores_its_firing_alert_from_its_own_store(tmp_
                 # The restarted collector sends it on (Alertmanager's copy is refreshed by it).
                 wait_until(lambda: any(_stamp(a["updatedAt"]) > restarted for a in tier.alerts("GPUOverTemperature")),
                            30, "the restarted collector to send the alert")
+            # Its windows came back from its own store too (the local history).
+            metrics = col.metrics()
+            assert metric_value(metrics, "fleetmon_collector_alerts_restored_total") == 1
+            assert metric_value(metrics, "fleetmon_collector_warmed_samples_total") > 0
             assert watch.readings and not watch.gaps(), f"Alertmanager lost the alert: {watch.gaps()[:5]}"
             assert [s for s, _ in tier.notifications("GPUOverTemperature")] == ["firing"]
         finally:
