@@ -16,7 +16,12 @@ duration meaning that long ago (``15m``, ``2h``).
 | ``/api/v1/alerts`` | ``state``, ``node`` | pending and firing alerts with their runbook ``action`` and ``for`` |
 | ``/api/v1/alerts/transitions`` | ``since``, ``node``, ``limit`` | alert history: each state change, newest last |
 | ``/api/v1/events`` | ``since``, ``limit`` | hardware events, newest first |
-| ``/api/v1/query`` | ``selector``, ``since``, ``until``, ``step`` | stored samples of the matching series |
+| ``/api/v1/query`` | ``selector`` or ``expr``, ``since``, ``until``, ``step`` | stored samples of the matching series |
+
+With a query API configured (``query.url``: the shared TSDB, VictoriaMetrics), ``/api/v1/query``
+reads from it, so it answers for every node of the fleet and a moved node's whole history (the
+embedded store when the API does not answer); ``expr`` passes any PromQL through to it as a
+range query (``step`` defaults to the range / 300).
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ from alerts.model import Alert, AlertState
 from alerts.rulefile import AlertingRule
 from collector.errors import StoreError
 from collector.fleet import HEALTH_STATES, NodeHealth, fleet_by_model, node_health
-from collector.query import Selector, iter_query, parse_selector
-from collector.storage.logreader import LogStoreReader
+from collector.promquery import QueryError
+from collector.query import DEFAULT_POINTS, Selector, SeriesReader, iter_query, parse_selector
+from collector.remote_read import promql_range
 from collector.view import CollectorView, NodeRow
 from fleetmon_common.settings import parse_duration
 
@@ -249,7 +255,7 @@ async def stream_query(req: web.Request, c: CollectorView, sel: Selector, since:
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
 
-    def produce(reader: LogStoreReader) -> None:
+    def produce(reader: SeriesReader) -> None:
         try:
             for row in iter_query(reader, sel, since, until, limit):
                 if step is not None:
@@ -259,7 +265,7 @@ async def stream_query(req: web.Request, c: CollectorView, sel: Selector, since:
         finally:
             asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
 
-    done = asyncio.ensure_future(c.read_store(produce))
+    done = asyncio.ensure_future(c.read_series(since, until, produce))
     await resp.prepare(req)
     await resp.write(b"[")
     sep = b""
@@ -270,6 +276,18 @@ async def stream_query(req: web.Request, c: CollectorView, sel: Selector, since:
     await resp.write(b"]")
     await resp.write_eof()
     return resp
+
+
+async def promql_query(c: CollectorView, expr: str, since: float, until: float, step: float) -> web.Response:
+    """``expr`` through the query API; its errors (a PromQL mistake, the API away) are the caller's: 422/503."""
+    if (until - since) / step > MAX_STEPS:
+        raise BadParameter("step", f"gives more than {MAX_STEPS} points over this range")
+    try:
+        rows = await c.read_promql(lambda client: [_clean(r) for r in promql_range(client, expr, since, until, step)])
+    except QueryError as err:
+        status = 422 if "HTTP 4" in str(err) else 503
+        return json_response({"error": str(err), "parameter": "expr"}, status=status)
+    return json_response(rows)
 
 
 def api_routes(c: CollectorView) -> list[web.RouteDef]:
@@ -325,19 +343,24 @@ def api_routes(c: CollectorView) -> list[web.RouteDef]:
         return json_response(await c.read_store(lambda r: r.events(since_ms, limit)))
 
     async def api_query(req: web.Request) -> web.StreamResponse:
-        p = params(req, ("selector", "since", "until", "step"))
-        if not p.get("selector", "").strip():
-            raise BadParameter("selector", 'required, e.g. gpu_temperature_celsius{node="n1"}')
-        try:
-            sel = parse_selector(p["selector"])
-        except ValueError as err:
-            raise BadParameter("selector", str(err)) from None
+        p = params(req, ("selector", "expr", "since", "until", "step"))
+        expr = p.get("expr", "").strip()
+        if not expr and not p.get("selector", "").strip():
+            raise BadParameter("selector", 'required, e.g. gpu_temperature_celsius{node="n1"} (or expr: any PromQL)')
+        if expr and "selector" in p:
+            raise BadParameter("expr", "give selector or expr, not both")
         now = time.time()
         since = parse_time("since", p["since"], now) if "since" in p else now - 600
         until = parse_time("until", p["until"], now) if "until" in p else now
         if since > until:
             raise BadParameter("since", "is after until")
         step = parse_step("step", p["step"]) if "step" in p else None
+        if expr:
+            return await promql_query(c, expr, since, until, step or max(1.0, (until - since) / DEFAULT_POINTS))
+        try:
+            sel = parse_selector(p["selector"])
+        except ValueError as err:
+            raise BadParameter("selector", str(err)) from None
         if step is None:
             return await stream_query(req, c, sel, since, until, limit=QUERY_POINTS, step=None)
         if (until - since) / step > MAX_STEPS:

@@ -32,7 +32,9 @@ from collector.fleet import Accelerator, Accelerators
 from collector.handover import Handover, sources_for
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
-from collector.promquery import PromQueryClient
+from collector.promquery import PromQueryClient, PromQuerySync, QueryError
+from collector.query import SeriesReader
+from collector.remote_read import FallbackReader, RemoteReader
 from collector.rulefeed import RuleFeed
 from collector.rulesproc import read_state
 from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
@@ -91,6 +93,7 @@ class Collector:
             sources, tsdb = sources_for(self.keeper, self.read_store, self.query, tolerance)
             self.handover = Handover(self.engine, self.keeper, sources, hold=cfg.node_timeout, tsdb=tsdb)
         self._last_sample_ms: dict[str, int] = {}
+        self._sync_query: PromQuerySync | None = None
         self.store.set_sinks([s.name for s in self.sinks])
         self.spool = Spool(self.store, self.sinks, cfg.spool_max_bytes) if self.sinks else None
         self.feed = RuleFeed(self.engine) if self.engine is not None else None
@@ -278,6 +281,8 @@ class Collector:
             rules, self._rules = self._rules, None
             await asyncio.to_thread(_stop_child, rules)
         self._reads.shutdown(wait=True)
+        if self._sync_query is not None:
+            self._sync_query.close()
         if self._reader is not None:
             self._reader.close()
         if self.engine is not None:
@@ -402,6 +407,28 @@ class Collector:
             out.extend(self.handover.health())
             out.extend(self.keeper.health())
         return out
+
+    async def read_series(self, since: float, until: float, fn: Callable[[SeriesReader], T]) -> T:
+        if not self.cfg.query.enabled:
+            return await self.read_store(fn)
+
+        def run() -> T:
+            if self._reader is None:
+                self._reader = LogStoreReader(self.cfg.data_dir)
+            return fn(FallbackReader(RemoteReader(self._query_sync(), since, until), self._reader))
+
+        return await asyncio.get_running_loop().run_in_executor(self._reads, run)
+
+    async def read_promql(self, fn: Callable[[PromQuerySync], T]) -> T:
+        if not self.cfg.query.enabled:
+            raise QueryError("PromQL beyond a selector needs the shared TSDB's query API: set query.url")
+        return await asyncio.get_running_loop().run_in_executor(self._reads, lambda: fn(self._query_sync()))
+
+    def _query_sync(self) -> PromQuerySync:
+        """The read thread's client of the query API (made there, used only there)."""
+        if self._sync_query is None:
+            self._sync_query = PromQuerySync(self.cfg.query)
+        return self._sync_query
 
     async def read_store(self, fn: Callable[[LogStoreReader], T]) -> T:
         def run() -> T:

@@ -16,6 +16,7 @@ dashboards that must show the last seconds.)
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -90,8 +91,47 @@ def _float(text: str) -> float:
         return math.nan
 
 
-class PromQueryClient:
-    """One HTTP client per collector (or per ``fleetmon query``); all calls are async."""
+@dataclass(frozen=True)
+class Call:
+    """One API request and how its answer is read."""
+
+    path: str
+    params: list[tuple[str, str]]
+    read: Callable[[Any], Any]
+
+
+def raw_call(selector: str, range_s: float, at: float) -> Call:
+    """The stored samples of ``selector`` in ``(at - range_s, at]``: an instant query of a range
+    selector, which answers with the samples themselves (stale markers as NaN)."""
+    return Call("/api/v1/query", [("query", f"{selector}[{duration_ms(range_s)}]"), ("time", f"{at:.3f}")], matrix)
+
+
+def range_call(expr: str, start: float, end: float, step: float) -> Call:
+    """A range query: ``expr`` evaluated every ``step`` over ``[start, end]`` (PromQL passed through)."""
+    return Call("/api/v1/query_range", [("query", expr), ("start", f"{start:.3f}"), ("end", f"{end:.3f}"),
+                                        ("step", f"{step:g}")], matrix)
+
+
+def series_call(match: str, start: float, end: float) -> Call:
+    """The label sets of the series ``match`` selects that have samples in ``[start, end]``."""
+    return Call("/api/v1/series", [("match[]", match), ("start", f"{start:.3f}"), ("end", f"{end:.3f}")],
+                lambda data: [dict(d) for d in data or []])
+
+
+def matrix(data: Any) -> list[RawSeries]:
+    if not isinstance(data, dict) or data.get("resultType") != "matrix":
+        kind = data.get("resultType") if isinstance(data, dict) else data
+        raise QueryError(f"query API: expected a matrix, got {kind!r}")
+    out = []
+    for item in data.get("result") or []:
+        values = item.get("values") or []
+        out.append(RawSeries(dict(item.get("metric") or {}), [round(float(t) * 1000) for t, _ in values],
+                             [_float(v) for _, v in values]))
+    return out
+
+
+class _Api:
+    """What both clients share: the base URL, headers and TLS of ``cfg``, and reading answers."""
 
     def __init__(self, cfg: QueryConfig) -> None:
         self.cfg = cfg
@@ -100,20 +140,15 @@ class PromQueryClient:
         token = reveal(cfg.bearer_token)
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        verify: Any = cfg.tls_ca if cfg.tls_ca else cfg.tls_verify
-        self._client = httpx.AsyncClient(timeout=cfg.timeout, headers=headers, verify=verify)
+        self.client_args: dict[str, Any] = {"timeout": cfg.timeout, "headers": headers,
+                                            "verify": cfg.tls_ca if cfg.tls_ca else cfg.tls_verify}
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+    def _request(self, call: Call) -> tuple[str, bytes]:
+        # POSTed as a form (every server takes it): a selector of many nodes fits.
+        return self.base + call.path, urlencode(call.params).encode()
 
-    async def _get(self, path: str, params: list[tuple[str, str]]) -> Any:
-        url = self.base + path
-        try:
-            # POSTed as a form (every server takes it): a selector of many nodes fits.
-            resp = await self._client.post(url, content=urlencode(params),
-                                           headers={"Content-Type": "application/x-www-form-urlencoded"})
-        except httpx.HTTPError as err:
-            raise QueryError(f"query API {redact_url(url)}: {type(err).__name__}: {err}") from err
+    @staticmethod
+    def _answer(call: Call, url: str, resp: httpx.Response) -> Any:
         try:
             body = resp.json()
         except ValueError:
@@ -121,38 +156,52 @@ class PromQueryClient:
         if resp.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
             why = body.get("error") if isinstance(body, dict) else resp.text[:200]
             raise QueryError(f"query API {redact_url(url)}: HTTP {resp.status_code}: {why}")
-        return body.get("data")
-
-    async def raw(self, selector: str, range_s: float, at: float) -> list[RawSeries]:
-        """The stored samples of ``selector`` in ``(at - range_s, at]`` (an instant query of a
-        range selector: the samples themselves, stale markers as NaN)."""
-        data = await self._get("/api/v1/query", [("query", f"{selector}[{duration_ms(range_s)}]"),
-                                                 ("time", f"{at:.3f}")])
-        return self._matrix(data)
-
-    async def query(self, expr: str, at: float) -> dict[str, Any]:
-        """An instant query, its ``data`` as the API gives it (``resultType``, ``result``)."""
-        data = await self._get("/api/v1/query", [("query", expr), ("time", f"{at:.3f}")])
-        return data if isinstance(data, dict) else {}
-
-    async def query_range(self, expr: str, start: float, end: float, step: float) -> list[RawSeries]:
-        data = await self._get("/api/v1/query_range", [("query", expr), ("start", f"{start:.3f}"),
-                                                       ("end", f"{end:.3f}"), ("step", f"{step:g}")])
-        return self._matrix(data)
-
-    async def series(self, match: str, start: float, end: float) -> list[dict[str, str]]:
-        data = await self._get("/api/v1/series", [("match[]", match), ("start", f"{start:.3f}"),
-                                                  ("end", f"{end:.3f}")])
-        return [dict(d) for d in data or []]
+        return call.read(body.get("data"))
 
     @staticmethod
-    def _matrix(data: Any) -> list[RawSeries]:
-        if not isinstance(data, dict) or data.get("resultType") != "matrix":
-            kind = data.get("resultType") if isinstance(data, dict) else data
-            raise QueryError(f"query API: expected a matrix, got {kind!r}")
-        out = []
-        for item in data.get("result") or []:
-            values = item.get("values") or []
-            out.append(RawSeries(dict(item.get("metric") or {}), [round(float(t) * 1000) for t, _ in values],
-                                 [_float(v) for _, v in values]))
-        return out
+    def _failed(url: str, err: httpx.HTTPError) -> QueryError:
+        return QueryError(f"query API {redact_url(url)}: {type(err).__name__}: {err}")
+
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+class PromQueryClient(_Api):
+    """For the event loop (the collector's hand-over)."""
+
+    def __init__(self, cfg: QueryConfig) -> None:
+        super().__init__(cfg)
+        self._client = httpx.AsyncClient(**self.client_args)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def call(self, call: Call) -> Any:
+        url, body = self._request(call)
+        try:
+            resp = await self._client.post(url, content=body, headers=_FORM)
+        except httpx.HTTPError as err:
+            raise self._failed(url, err) from err
+        return self._answer(call, url, resp)
+
+    async def raw(self, selector: str, range_s: float, at: float) -> list[RawSeries]:
+        return list(await self.call(raw_call(selector, range_s, at)))
+
+
+class PromQuerySync(_Api):
+    """For threads and the command line (the reader interface is synchronous)."""
+
+    def __init__(self, cfg: QueryConfig) -> None:
+        super().__init__(cfg)
+        self._client = httpx.Client(**self.client_args)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def call(self, call: Call) -> Any:
+        url, body = self._request(call)
+        try:
+            resp = self._client.post(url, content=body, headers=_FORM)
+        except httpx.HTTPError as err:
+            raise self._failed(url, err) from err
+        return self._answer(call, url, resp)

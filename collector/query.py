@@ -1,21 +1,28 @@
-"""``fleetmon query``: read history from the embedded store with a PromQL-style selector."""
+"""``fleetmon query``: read history with a PromQL selector, from the embedded store or, when a
+query API is given (``--query-url``, or ``query.url`` of the collector config given with
+``--config``), from the shared TSDB: the whole fleet and a moved node's whole history. With a
+query API any PromQL expression passes through to it as a range query."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from collector.errors import StoreError
+from collector.errors import CollectorError
+from collector.promquery import PromQuerySync, QueryConfig
+from collector.remote_read import RemoteReader, promql_range
+from collector.storage.codec import F64, I64
 from collector.storage.logreader import LogStoreReader
-from collector.storage.sqlite import Matcher
+from collector.storage.sqlite import Matcher, SeriesRow
 from fleetmon_common import logs
 from fleetmon_common.settings import parse_duration
 
@@ -72,7 +79,18 @@ def parse_selector(text: str) -> Selector:
     return Selector(name, matchers)
 
 
-def iter_query(reader: LogStoreReader, sel: Selector, since: float, until: float,
+class SeriesReader(Protocol):
+    """What a query reads through: the embedded store
+    (:class:`collector.storage.logreader.LogStoreReader`) or the shared TSDB's query API
+    (:class:`collector.remote_read.RemoteReader`)."""
+
+    def find_series(self, name: str | None, matchers: Sequence[Matcher]) -> list[SeriesRow]: ...
+
+    def query(self, series: Sequence[SeriesRow], since_ms: int, until_ms: int) -> Iterator[tuple[SeriesRow, I64, F64]]:
+        ...
+
+
+def iter_query(reader: SeriesReader, sel: Selector, since: float, until: float,
                limit: int = 0) -> Iterator[dict[str, Any]]:
     """Series by series (memory holds one node's answer at a time); ``limit`` points each."""
     series = reader.find_series(sel.name, sel.matchers)
@@ -82,7 +100,7 @@ def iter_query(reader: LogStoreReader, sel: Selector, since: float, until: float
                "values": [[t / 1000, v] for t, v in zip(ts[:n].tolist(), vals[:n].tolist(), strict=True)]}
 
 
-def run_query(reader: LogStoreReader, sel: Selector, since: float, until: float,
+def run_query(reader: SeriesReader, sel: Selector, since: float, until: float,
               limit: int = 0) -> list[dict[str, Any]]:
     return list(iter_query(reader, sel, since, until, limit))
 
@@ -91,35 +109,78 @@ def _fmt_labels(labels: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
 
+#: Points a PromQL range query returns per series when no --step is given.
+DEFAULT_POINTS = 300
+
+
+def _sources(args: argparse.Namespace) -> tuple[str, Path]:
+    """(query API url or "", embedded store dir): --query-url / $FLEETMON_QUERY_URL, --data-dir,
+    else the collector config's ``query.url`` and ``data_dir``."""
+    url = args.query_url or os.environ.get("FLEETMON_QUERY_URL", "")
+    data_dir = args.data_dir
+    if args.config is not None:
+        from collector.config import load_config  # noqa: PLC0415 - the config's checks only when one is given
+
+        cfg = load_config(args.config)
+        url = url or cfg.query.url
+        data_dir = data_dir or cfg.data_dir
+    return url, Path(data_dir or Path(".fleetmon/demo"))
+
+
+def _rows(args: argparse.Namespace, url: str, data_dir: Path, since: float,
+          until: float) -> tuple[Iterator[dict[str, Any]], Callable[[], None]]:
+    """The answer's rows and how to close what they were read from."""
+    try:
+        sel: Selector | None = parse_selector(args.selector)
+    except ValueError as err:
+        if not url:
+            raise ValueError(f"{err}; PromQL beyond a selector needs a query API (--query-url, or query.url in "
+                             "the collector config given with --config)") from None
+        sel = None
+    if not url:
+        reader = LogStoreReader(data_dir)
+        return iter_query(reader, sel, since, until, args.limit) if sel else iter(()), reader.close
+    client = PromQuerySync(QueryConfig(url=url))
+    if sel is None:
+        step = parse_duration(args.step) if args.step else max(1.0, (until - since) / DEFAULT_POINTS)
+        return promql_range(client, args.selector, since, until, step), client.close
+    return iter_query(RemoteReader(client, since, until), sel, since, until, args.limit), client.close
+
+
 def main(args: argparse.Namespace) -> int:
     logs.setup("warning")
-    data_dir = Path(args.data_dir or Path(".fleetmon/demo"))
     try:
-        sel = parse_selector(args.selector)
+        url, data_dir = _sources(args)
         now = time.time()
         since = now - parse_duration(args.since)
         until = now - parse_duration(args.until) if args.until else now
-        reader = LogStoreReader(data_dir)
-    except (ValueError, StoreError, FileNotFoundError) as err:
+        rows, close = _rows(args, url, data_dir, since, until)
+    except (ValueError, CollectorError, FileNotFoundError) as err:
         print(f"fleetmon query: {err}", file=sys.stderr)
         return 2
     found = False
     w = csv.writer(sys.stdout)
     if args.format == "csv":
         w.writerow(["name", "labels", "time", "value"])
-    # Printed series by series as the store yields them: memory stays bounded.
-    for r in iter_query(reader, sel, since, until, args.limit):
-        found = True
-        if args.format == "json":
-            print(json.dumps(r))
-        elif args.format == "csv":
-            for t, v in r["values"]:
-                w.writerow([r["name"], _fmt_labels(r["labels"]), f"{t:.3f}", v])
-        else:
-            print(f"{r['name']}{_fmt_labels(r['labels'])}")
-            for t, v in r["values"]:
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-                print(f"  {stamp}.{int(t * 1000) % 1000:03d}  {v:g}")
+    # Printed series by series as the store (or the query API, node by node) yields them.
+    try:
+        for r in rows:
+            found = True
+            if args.format == "json":
+                print(json.dumps(r))
+            elif args.format == "csv":
+                for t, v in r["values"]:
+                    w.writerow([r["name"], _fmt_labels(r["labels"]), f"{t:.3f}", v])
+            else:
+                print(f"{r['name']}{_fmt_labels(r['labels'])}")
+                for t, v in r["values"]:
+                    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+                    print(f"  {stamp}.{int(t * 1000) % 1000:03d}  {v:g}")
+    except CollectorError as err:
+        print(f"fleetmon query: {err}", file=sys.stderr)
+        return 2
+    finally:
+        close()
     if not found:
         print(f"no samples match {args.selector} in the last {args.since}", file=sys.stderr)
     return 0

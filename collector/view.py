@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 from alerts.engine import GroupHealth
 from alerts.model import Alert
@@ -16,8 +16,12 @@ from alerts.notifiers.base import NotifierHealth
 from alerts.rulefile import AlertingRule
 from collector.fleet import Accelerator
 from collector.ingest import PluginState
+from collector.promquery import PromQuerySync
 from collector.storage.base import HealthSample
 from collector.storage.logreader import LogStoreReader
+
+if TYPE_CHECKING:  # collector.query imports the store readers this module's users see
+    from collector.query import SeriesReader
 
 T = TypeVar("T")
 
@@ -84,6 +88,16 @@ class CollectorView(Protocol):
 
     def health(self) -> list[HealthSample]:
         """Extra ``/metrics`` samples (sinks, spool, limits)."""
+        ...
+
+    async def read_series(self, since: float, until: float, fn: Callable[[SeriesReader], T]) -> T:
+        """Run ``fn`` with the reader of samples over ``[since, until]``, off the event loop: the
+        shared TSDB's query API when one is configured (the whole fleet, whole histories),
+        else (or while it does not answer) the embedded store."""
+        ...
+
+    async def read_promql(self, fn: Callable[[PromQuerySync], T]) -> T:
+        """Run ``fn`` with the query API's client, off the event loop; QueryError when none is configured."""
         ...
 
     async def read_store(self, fn: Callable[[LogStoreReader], T]) -> T:

@@ -57,13 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rules", action="append", type=Path)
     d.add_argument("--log-level")
 
-    q = sub.add_parser("query", help="read history from the embedded store")
-    q.add_argument("selector", help="e.g. 'gpu_temperature_celsius{node=\"n1\"}'")
+    q = sub.add_parser("query", help="read history: the embedded store, or the shared TSDB's query API")
+    q.add_argument("selector", help="e.g. 'gpu_temperature_celsius{node=\"n1\"}'; with a query API, any PromQL")
     q.add_argument("--since", default="10m")
     q.add_argument("--until", default=None)
     q.add_argument("--format", choices=("table", "json", "csv"), default="table")
     q.add_argument("--data-dir", type=Path, default=None)
     q.add_argument("--limit", type=int, default=0)
+    q.add_argument("--query-url", default=None,
+                   help="a Prometheus-compatible query API (VictoriaMetrics) to read from "
+                        "(default: $FLEETMON_QUERY_URL)")
+    q.add_argument("--config", type=Path, default=None, help="a collector config: its query.url and data_dir")
+    q.add_argument("--step", default=None, help="PromQL only: the range query's step (default: range/300)")
 
     url_help = "the collector's HTTP API (default: $FLEETMON_URL, else http://127.0.0.1:7780)"
     default_url = os.environ.get("FLEETMON_URL", "http://127.0.0.1:7780")

@@ -25,6 +25,9 @@ Rules have short ``for`` durations to keep it lean. Timings are ``bench/bench_fa
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +43,7 @@ from tests.agent_pack import AgentPack
 from tests.alert_tier import AlertTier, alert_tier, watching
 from tests.fleet import AgentProc, CollectorProc
 from tests.influx_servers import start_victoria_metrics, start_vmalert
-from tests.services import Process, wait_until
+from tests.services import REPO, Process, wait_until
 
 pytestmark = pytest.mark.services
 
@@ -212,5 +215,9 @@ def raw(vm: str, selector: str, since: float) -> list[int]:
 
 
 def query_history(vm: str, since: float) -> list[int]:
-    """The hot GPU's temperature samples (ms) through the query API."""
-    return raw(vm, f'gpu_temperature_celsius{{node="{HOT}", gpu="0"}}', since)
+    """The hot GPU's temperature samples (ms), as ``fleetmon query`` reads them from the query API."""
+    out = subprocess.run([sys.executable, "-m", "fleetmon", "query", "--query-url", vm, "--since", f"{since:.0f}s",
+                          "--format", "json", f'gpu_temperature_celsius{{node="{HOT}", gpu="0"}}'],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    return [round(t * 1000) for line in out.stdout.splitlines() for t, _v in json.loads(line)["values"]]

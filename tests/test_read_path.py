@@ -1,0 +1,156 @@
+"""The read path through the shared TSDB (issue 14): ``fleetmon query`` and ``/api/v1/query`` read
+from VictoriaMetrics' query API when one is configured, raw samples through the embedded store's
+reader interface, and any PromQL passed through; without one, or while it does not answer, the
+embedded store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alerts.restore import ForState
+from collector.alertstate import PROMETHEUS_STALE_NAN
+from collector.storage.base import Point, SinkBatch
+from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
+from tests.fleet import CollectorProc
+from tests.influx_servers import start_victoria_metrics, vm_export
+from tests.services import REPO, free_port
+
+pytestmark = pytest.mark.services
+
+NOW_S = int(time.time())
+#: Two nodes' GPU temperatures, 10 samples each a second apart; node b's series ends with a stale marker.
+SAMPLES = {("a", "0"): [(NOW_S - 20 + i, 60.0 + i) for i in range(10)],
+           ("b", "1"): [(NOW_S - 20 + i, 70.0 + i) for i in range(10)]}
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    proc, url = start_victoria_metrics(tmp_path_factory.mktemp("vm"), extra=["-dedup.minScrapeInterval=1ms"])
+    try:
+        points = [Point("gpu", "temperature_celsius", (("gpu", gpu), ("node", node)), v, t * 10**9)
+                  for (node, gpu), rows in SAMPLES.items() for t, v in rows]
+        points.append(Point("gpu", "temperature_celsius", (("gpu", "1"), ("node", "b")), PROMETHEUS_STALE_NAN,
+                            (NOW_S - 10) * 10**9))
+        sink = RemoteWriteSink(RemoteWriteConfig(url=f"{url}/api/v1/write"))
+
+        async def write() -> None:
+            await sink.start()
+            try:
+                await sink.write(SinkBatch(1, points))
+            finally:
+                await sink.aclose()
+
+        asyncio.run(write())
+        vm_export(url, "gpu_temperature_celsius", samples=21)
+        yield url
+    finally:
+        proc.stop()
+
+
+def fleetmon_query(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fleetmon", "query", *args], capture_output=True, text=True,
+                          timeout=60, cwd=REPO)
+
+
+def rows(out: str) -> dict[str, list[list[float]]]:
+    return {json.loads(line)["labels"]["node"]: json.loads(line)["values"] for line in out.splitlines()}
+
+
+def test_fleetmon_query_reads_raw_samples_from_the_query_api(vm: str) -> None:
+    got = fleetmon_query("--query-url", vm, "--since", "5m", "--format", "json", "gpu_temperature_celsius")
+    assert got.returncode == 0, got.stderr
+    # Every sample as written, in order, once; the stale marker is the end of b's series, not a sample.
+    assert rows(got.stdout) == {node: [[float(t), v] for t, v in pts] for (node, _gpu), pts in SAMPLES.items()}
+    one = fleetmon_query("--query-url", vm, "--since", "5m", "--format", "json", 'gpu_temperature_celsius{node="b"}')
+    assert list(rows(one.stdout)) == ["b"]
+
+
+def test_fleetmon_query_passes_promql_through(vm: str) -> None:
+    got = fleetmon_query("--query-url", vm, "--since", "60s", "--step", "5s", "--format", "json",
+                         "max by (node) (gpu_temperature_celsius) * 2")
+    assert got.returncode == 0, got.stderr
+    answer = rows(got.stdout)
+    assert set(answer) == {"a", "b"}
+    assert all(v % 2 == 0 and 120 <= v <= 158 for _t, v in answer["a"])
+
+
+def test_promql_needs_a_query_api(tmp_path: Path) -> None:
+    got = fleetmon_query("--data-dir", str(tmp_path), "rate(gpu_energy_joules_total[5m])")
+    assert got.returncode == 2
+    assert "needs a query API" in got.stderr and "--query-url" in got.stderr
+
+
+def get(col: CollectorProc, path: str, **q: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"{col.http}{path}?{urllib.parse.urlencode(q)}", timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        with err:
+            return err.code, json.loads(err.read())
+
+
+def test_the_http_api_reads_the_whole_fleet_from_the_query_api(tmp_path: Path, vm: str) -> None:
+    # No agent streams to this collector: what it answers is the fleet's, from VictoriaMetrics.
+    col = CollectorProc(tmp_path, tls=False, extra={"query": {"url": vm}}).start()
+    dead = CollectorProc(tmp_path, tls=False, name="orphan", extra={"query": {"url": f"http://127.0.0.1:{free_port()}"}})
+    try:
+        status, got = get(col, "/api/v1/query", selector="gpu_temperature_celsius", since="5m")
+        assert status == 200
+        assert {r["labels"]["node"]: [v for _t, v in r["values"]] for r in got} == {
+            node: [v for _t, v in pts] for (node, _gpu), pts in SAMPLES.items()}
+        status, got = get(col, "/api/v1/query", expr="count(gpu_temperature_celsius)", since="60s", step="10s")
+        assert status == 200 and got and all(v in (1.0, 2.0) for _t, v in got[0]["values"])
+        status, got = get(col, "/api/v1/query", expr="sum(", since="60s")
+        assert status == 422 and got["parameter"] == "expr"
+        # A query API that does not answer: the collector's own store (empty here) answers instead.
+        dead.start()
+        status, got = get(dead, "/api/v1/query", selector="gpu_temperature_celsius", since="5m")
+        assert (status, got) == (200, [])
+        status, got = get(dead, "/api/v1/query", expr="up", since="60s")
+        assert status == 503
+    finally:
+        col.stop()
+        dead.stop()
+
+
+def test_a_stale_marker_ends_an_alert_for_the_restore(vm: str) -> None:
+    """What the hand-over reads: the last ALERTS_FOR_STATE sample of each alert, a stale marker
+    for an alert that ended (Prometheus's bit pattern survives the trip through VictoriaMetrics)."""
+    from collector.handover import TsdbHistory  # noqa: PLC0415 - only this test reads the state
+    from collector.promquery import PromQueryClient, QueryConfig  # noqa: PLC0415
+
+    points = [Point("ALERTS", "FOR_STATE", (("alertname", "A"), ("node", "c")), float(NOW_S - 60), (NOW_S - 5) * 10**9),
+              Point("ALERTS", "FOR_STATE", (("alertname", "B"), ("node", "c")), float(NOW_S - 60), (NOW_S - 6) * 10**9),
+              Point("ALERTS", "FOR_STATE", (("alertname", "B"), ("node", "c")), PROMETHEUS_STALE_NAN,
+                    (NOW_S - 5) * 10**9)]
+    sink = RemoteWriteSink(RemoteWriteConfig(url=f"{vm}/api/v1/write"))
+
+    async def go() -> dict[str, list[ForState]]:
+        await sink.start()
+        try:
+            await sink.write(SinkBatch(1, points))
+        finally:
+            await sink.aclose()
+        vm_export(vm, "ALERTS_FOR_STATE", samples=3)
+        client = PromQueryClient(QueryConfig(url=vm))
+        try:
+            return await TsdbHistory(client, 3600).for_state(["c"], time.time())
+        finally:
+            await client.aclose()
+
+    got = {dict(r.labels)["alertname"]: r for r in asyncio.run(go())["c"]}
+    assert got["A"].active_at == NOW_S - 60 and got["A"].ts_ms == (NOW_S - 5) * 1000 and not got["A"].stale
+    assert got["B"].stale and math.isnan(got["B"].active_at)
