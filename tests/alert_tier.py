@@ -35,6 +35,32 @@ receivers:
 """
 
 
+def node_rules(hot_for: str, silent_for: str | None = None) -> str:
+    """A test rule file: GPUOverTemperature as the pack has it, with a short ``for`` (tests stay
+    short), and NodeAgentSilent when ``silent_for`` is given."""
+    text = f"""\
+groups:
+  - name: node
+    rules:
+      - alert: GPUOverTemperature
+        expr: gpu_temperature_celsius > 85
+        for: {hot_for}
+        labels: {{severity: critical}}
+        annotations:
+          summary: "GPU {{{{ $labels.gpu }}}} on {{{{ $labels.node }}}} is at {{{{ $value }}}} °C"
+"""
+    if silent_for is not None:
+        text += f"""\
+      - alert: NodeAgentSilent
+        expr: fleetmon_node_up == 0
+        for: {silent_for}
+        labels: {{severity: critical}}
+        annotations:
+          summary: "No data from {{{{ $labels.node }}}}"
+"""
+    return text
+
+
 @dataclass
 class AlertTier:
     url: str  # Alertmanager

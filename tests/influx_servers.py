@@ -11,6 +11,7 @@ this module in ``pytest_plugins``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.parse
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from collector.storage.base import Point, SinkBatch
+from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
 from tests.services import Process, free_port, require_binary, wait_for_http
 
 INFLUXD_CONF = """\
@@ -187,6 +190,21 @@ def influx_write(url: str, database: str, body: str) -> None:
     with urllib.request.urlopen(req, timeout=30) as resp:
         if resp.status != 204:
             raise RuntimeError(f"influxd answered {resp.status}")
+
+
+def remote_write(vm_url: str, points: list[Point]) -> None:
+    """Write ``points`` to VictoriaMetrics through fleetmon's remote-write sink, then make them readable."""
+    sink = RemoteWriteSink(RemoteWriteConfig(url=f"{vm_url}/api/v1/write"))
+
+    async def go() -> None:
+        await sink.start()
+        try:
+            await sink.write(SinkBatch(1, points))
+        finally:
+            await sink.aclose()
+
+    asyncio.run(go())
+    vm_flush(vm_url)
 
 
 def vm_flush(url: str) -> None:

@@ -12,25 +12,12 @@ from typing import Any
 
 import pytest
 
-from tests.alert_tier import alert_tier, watching
+from tests.alert_tier import alert_tier, node_rules, watching
 from tests.fleet import AgentProc, CollectorProc, metric_value
 from tests.services import wait_until
 
 pytestmark = pytest.mark.services
 
-#: GPUOverTemperature as the pack has it, with a short ``for`` (a test must stay short) that is
-#: still long enough to tell a restored timer (firing within a second or two) from a new one.
-RULES = """\
-groups:
-  - name: gpu
-    rules:
-      - alert: GPUOverTemperature
-        expr: gpu_temperature_celsius > 85
-        for: 6s
-        labels: {severity: critical}
-        annotations:
-          summary: "GPU {{ $labels.gpu }} on {{ $labels.node }} is at {{ $value }} °C"
-"""
 HOT_GPU = {"simulated": {"interval": 0.5, "gpus": 2, "ib_ports": 0, "lanes": 1, "psus": 0,
                          "faults": [{"at": "0s", "kind": "gpu_temperature", "gpu": 0, "value": 92}]}}
 
@@ -51,7 +38,8 @@ def _stamp(rfc3339: str) -> float:
 
 def test_a_restarted_collector_restores_its_firing_alert_from_its_own_store(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yml"
-    rules.write_text(RULES)
+    # A ``for`` long enough to tell a restored timer (firing within a second or two) from a new one.
+    rules.write_text(node_rules("6s"))
     with alert_tier(tmp_path) as tier:
         col = CollectorProc(tmp_path, rules=[rules], extra={"alerting": {
             "notifiers": {"alertmanager": {"urls": [tier.url]}}, "for_grace_period": "1s"}})

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from alerts import AlertEngine, AlertState
-from alerts.model import Alert, EventNotice, NodeStatus
+from alerts.model import Alert
 from alerts.promql.labels import from_map
 from alerts.restore import ForState, restored_active_at
+from tests.test_alerts_engine import Recorder as EngineRecorder
 
 RULES = """\
 groups:
@@ -36,26 +37,16 @@ T0 = 1_800_000_000.0
 HOT = {"node": "n1", "gpu": "0"}
 
 
-class Recorder:
-    name = "recorder"
+class Recorder(EngineRecorder):
+    """Keeps the alerts sent themselves (labels, annotations, times), not only their states."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sent: list[Alert] = []
 
-    async def start(self) -> None:
-        return None
-
     def send_alerts(self, alerts: list[Alert]) -> None:
+        super().send_alerts(alerts)
         self.sent.extend(alerts)
-
-    def send_event(self, event: EventNotice) -> None:
-        return None
-
-    def send_node_status(self, status: NodeStatus) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
     def states(self, name: str) -> list[AlertState]:
         return [a.state for a in self.sent if a.name == name]

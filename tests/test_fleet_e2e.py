@@ -40,30 +40,13 @@ from agent.transport import rendezvous_order
 from alerts.rules.fleet import fleet_rule_files
 from collector.promquery import PromQueryClient, QueryConfig
 from tests.agent_pack import AgentPack
-from tests.alert_tier import AlertTier, alert_tier, watching
+from tests.alert_tier import AlertTier, alert_tier, node_rules, watching
 from tests.fleet import AgentProc, CollectorProc
 from tests.influx_servers import start_victoria_metrics, start_vmalert
 from tests.services import REPO, Process, wait_until
 
 pytestmark = pytest.mark.services
 
-NODE_RULES = """\
-groups:
-  - name: node
-    rules:
-      - alert: GPUOverTemperature
-        expr: gpu_temperature_celsius > 85
-        for: 4s
-        labels: {severity: critical}
-        annotations:
-          summary: "GPU {{ $labels.gpu }} on {{ $labels.node }} is at {{ $value }} °C"
-      - alert: NodeAgentSilent
-        expr: fleetmon_node_up == 0
-        for: 15s
-        labels: {severity: critical}
-        annotations:
-          summary: "No data from {{ $labels.node }}"
-"""
 HOT, LOST = "n00", "n01"
 NODES = [f"n{i:02d}" for i in range(20)]
 SIM = {"interval": 0.5, "gpus": 1, "ib_ports": 0, "psus": 0}
@@ -111,12 +94,12 @@ def fleet(tmp_path: Path) -> Iterator[dict[str, Any]]:
             group = {"name": "fleet-gpus", "rules": [{**rule, "for": "0s"}]}
             fleet_rules.write_text(yaml.safe_dump({"groups": [group]}))
             procs.append(start_vmalert(tmp_path, [fleet_rules], vm, [tier.url], remote_write=vm, remote_read=vm)[0])
-            node_rules = tmp_path / "node-rules.yml"
-            node_rules.write_text(NODE_RULES)
+            rules = tmp_path / "node-rules.yml"
+            rules.write_text(node_rules("4s", silent_for="15s"))
             extra = {"sinks": {"vm": {"type": "remote_write", "url": f"{vm}/api/v1/write"}}, "query": {"url": vm},
                      "node_timeout": 8, "alerting": {"notifiers": {"alertmanager": {"urls": [tier.url]}},
                                                      "for_grace_period": "1s"}}
-            collectors = [CollectorProc(tmp_path, rules=[node_rules], extra=extra, name=f"c{i}") for i in range(3)]
+            collectors = [CollectorProc(tmp_path, rules=[rules], extra=extra, name=f"c{i}") for i in range(3)]
             addrs = [c.addr for c in collectors]
             agents = [AgentProc(tmp_path, node, addrs, plugins=plugins(node),
                                 extra={"failback": FAILBACK, "log_level": "warning",

@@ -22,10 +22,9 @@ import pytest
 
 from alerts.restore import ForState
 from collector.alertstate import PROMETHEUS_STALE_NAN
-from collector.storage.base import Point, SinkBatch
-from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
+from collector.storage.base import Point
 from tests.fleet import CollectorProc
-from tests.influx_servers import start_victoria_metrics, vm_export
+from tests.influx_servers import remote_write, start_victoria_metrics, vm_export
 from tests.services import REPO, free_port
 
 pytestmark = pytest.mark.services
@@ -44,16 +43,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                   for (node, gpu), rows in SAMPLES.items() for t, v in rows]
         points.append(Point("gpu", "temperature_celsius", (("gpu", "1"), ("node", "b")), PROMETHEUS_STALE_NAN,
                             (NOW_S - 10) * 10**9))
-        sink = RemoteWriteSink(RemoteWriteConfig(url=f"{url}/api/v1/write"))
-
-        async def write() -> None:
-            await sink.start()
-            try:
-                await sink.write(SinkBatch(1, points))
-            finally:
-                await sink.aclose()
-
-        asyncio.run(write())
+        remote_write(url, points)
         vm_export(url, "gpu_temperature_celsius", samples=21)
         yield url
     finally:
@@ -136,15 +126,10 @@ def test_a_stale_marker_ends_an_alert_for_the_restore(vm: str) -> None:
               Point("ALERTS", "FOR_STATE", (("alertname", "B"), ("node", "c")), float(NOW_S - 60), (NOW_S - 6) * 10**9),
               Point("ALERTS", "FOR_STATE", (("alertname", "B"), ("node", "c")), PROMETHEUS_STALE_NAN,
                     (NOW_S - 5) * 10**9)]
-    sink = RemoteWriteSink(RemoteWriteConfig(url=f"{vm}/api/v1/write"))
+    remote_write(vm, points)
+    vm_export(vm, "ALERTS_FOR_STATE", samples=3)
 
     async def go() -> dict[str, list[ForState]]:
-        await sink.start()
-        try:
-            await sink.write(SinkBatch(1, points))
-        finally:
-            await sink.aclose()
-        vm_export(vm, "ALERTS_FOR_STATE", samples=3)
         client = PromQueryClient(QueryConfig(url=vm))
         try:
             return await TsdbHistory(client, 3600).for_state(["c"], time.time())
