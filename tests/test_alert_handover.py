@@ -38,8 +38,9 @@ def _stamp(rfc3339: str) -> float:
 
 def test_a_restarted_collector_restores_its_firing_alert_from_its_own_store(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yml"
-    # A ``for`` long enough to tell a restored timer (firing within a second or two) from a new one.
-    rules.write_text(node_rules("6s"))
+    # A short ``for`` (the restored active time tells a restored timer from a new one), above
+    # the grace period so that it is restored at all.
+    rules.write_text(node_rules("3s"))
     with alert_tier(tmp_path) as tier:
         col = CollectorProc(tmp_path, rules=[rules], extra={"alerting": {
             "notifiers": {"alertmanager": {"urls": [tier.url]}}, "for_grace_period": "1s"}})

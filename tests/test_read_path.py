@@ -15,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +30,28 @@ from tests.services import REPO, free_port
 
 pytestmark = pytest.mark.services
 
-NOW_S = int(time.time())
-#: Two nodes' GPU temperatures, 10 samples each a second apart; node b's series ends with a stale marker.
-SAMPLES = {("a", "0"): [(NOW_S - 20 + i, 60.0 + i) for i in range(10)],
-           ("b", "1"): [(NOW_S - 20 + i, 70.0 + i) for i in range(10)]}
+@dataclass
+class Tsdb:
+    url: str
+    #: Two nodes' GPU temperatures, 10 samples each a second apart, written just before the
+    #: module's tests; node b's series ends with a stale marker.
+    samples: dict[tuple[str, str], list[tuple[int, float]]]
 
 
 @pytest.fixture(scope="module")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tsdb]:
     proc, url = start_victoria_metrics(tmp_path_factory.mktemp("vm"), extra=["-dedup.minScrapeInterval=1ms"])
+    now = int(time.time())
+    samples = {("a", "0"): [(now - 20 + i, 60.0 + i) for i in range(10)],
+               ("b", "1"): [(now - 20 + i, 70.0 + i) for i in range(10)]}
     try:
         points = [Point("gpu", "temperature_celsius", (("gpu", gpu), ("node", node)), v, t * 10**9)
-                  for (node, gpu), rows in SAMPLES.items() for t, v in rows]
+                  for (node, gpu), rows in samples.items() for t, v in rows]
         points.append(Point("gpu", "temperature_celsius", (("gpu", "1"), ("node", "b")), PROMETHEUS_STALE_NAN,
-                            (NOW_S - 10) * 10**9))
+                            (now - 10) * 10**9))
         remote_write(url, points)
         vm_export(url, "gpu_temperature_celsius", samples=21)
-        yield url
+        yield Tsdb(url, samples)
     finally:
         proc.stop()
 
@@ -59,17 +65,18 @@ def rows(out: str) -> dict[str, list[list[float]]]:
     return {json.loads(line)["labels"]["node"]: json.loads(line)["values"] for line in out.splitlines()}
 
 
-def test_fleetmon_query_reads_raw_samples_from_the_query_api(vm: str) -> None:
-    got = fleetmon_query("--query-url", vm, "--since", "5m", "--format", "json", "gpu_temperature_celsius")
+def test_fleetmon_query_reads_raw_samples_from_the_query_api(vm: Tsdb) -> None:
+    got = fleetmon_query("--query-url", vm.url, "--since", "5m", "--format", "json", "gpu_temperature_celsius")
     assert got.returncode == 0, got.stderr
     # Every sample as written, in order, once; the stale marker is the end of b's series, not a sample.
-    assert rows(got.stdout) == {node: [[float(t), v] for t, v in pts] for (node, _gpu), pts in SAMPLES.items()}
-    one = fleetmon_query("--query-url", vm, "--since", "5m", "--format", "json", 'gpu_temperature_celsius{node="b"}')
+    assert rows(got.stdout) == {node: [[float(t), v] for t, v in pts] for (node, _gpu), pts in vm.samples.items()}
+    one = fleetmon_query("--query-url", vm.url, "--since", "5m", "--format", "json",
+                         'gpu_temperature_celsius{node="b"}')
     assert list(rows(one.stdout)) == ["b"]
 
 
-def test_fleetmon_query_passes_promql_through(vm: str) -> None:
-    got = fleetmon_query("--query-url", vm, "--since", "60s", "--step", "5s", "--format", "json",
+def test_fleetmon_query_passes_promql_through(vm: Tsdb) -> None:
+    got = fleetmon_query("--query-url", vm.url, "--since", "3m", "--step", "10s", "--format", "json",
                          "max by (node) (gpu_temperature_celsius) * 2")
     assert got.returncode == 0, got.stderr
     answer = rows(got.stdout)
@@ -92,15 +99,15 @@ def get(col: CollectorProc, path: str, **q: str) -> tuple[int, Any]:
             return err.code, json.loads(err.read())
 
 
-def test_the_http_api_reads_the_whole_fleet_from_the_query_api(tmp_path: Path, vm: str) -> None:
+def test_the_http_api_reads_the_whole_fleet_from_the_query_api(tmp_path: Path, vm: Tsdb) -> None:
     # No agent streams to this collector: what it answers is the fleet's, from VictoriaMetrics.
-    col = CollectorProc(tmp_path, tls=False, extra={"query": {"url": vm}}).start()
+    col = CollectorProc(tmp_path, tls=False, extra={"query": {"url": vm.url}}).start()
     dead = CollectorProc(tmp_path, tls=False, name="orphan", extra={"query": {"url": f"http://127.0.0.1:{free_port()}"}})
     try:
         status, got = get(col, "/api/v1/query", selector="gpu_temperature_celsius", since="5m")
         assert status == 200
         assert {r["labels"]["node"]: [v for _t, v in r["values"]] for r in got} == {
-            node: [v for _t, v in pts] for (node, _gpu), pts in SAMPLES.items()}
+            node: [v for _t, v in pts] for (node, _gpu), pts in vm.samples.items()}
         status, got = get(col, "/api/v1/query", expr="count(gpu_temperature_celsius)", since="60s", step="10s")
         assert status == 200 and got and all(v in (1.0, 2.0) for _t, v in got[0]["values"])
         status, got = get(col, "/api/v1/query", expr="sum(", since="60s")
@@ -116,26 +123,26 @@ def test_the_http_api_reads_the_whole_fleet_from_the_query_api(tmp_path: Path, v
         dead.stop()
 
 
-def test_a_stale_marker_ends_an_alert_for_the_restore(vm: str) -> None:
+def test_a_stale_marker_ends_an_alert_for_the_restore(vm: Tsdb) -> None:
     """What the hand-over reads: the last ALERTS_FOR_STATE sample of each alert, a stale marker
     for an alert that ended (Prometheus's bit pattern survives the trip through VictoriaMetrics)."""
     from collector.handover import TsdbHistory  # noqa: PLC0415 - only this test reads the state
     from collector.promquery import PromQueryClient, QueryConfig  # noqa: PLC0415
 
-    points = [Point("ALERTS", "FOR_STATE", (("alertname", "A"), ("node", "c")), float(NOW_S - 60), (NOW_S - 5) * 10**9),
-              Point("ALERTS", "FOR_STATE", (("alertname", "B"), ("node", "c")), float(NOW_S - 60), (NOW_S - 6) * 10**9),
-              Point("ALERTS", "FOR_STATE", (("alertname", "B"), ("node", "c")), PROMETHEUS_STALE_NAN,
-                    (NOW_S - 5) * 10**9)]
-    remote_write(vm, points)
-    vm_export(vm, "ALERTS_FOR_STATE", samples=3)
+    now = int(time.time())
+    a, b = (("alertname", "A"), ("node", "c")), (("alertname", "B"), ("node", "c"))
+    remote_write(vm.url, [Point("ALERTS", "FOR_STATE", a, float(now - 60), (now - 5) * 10**9),
+                          Point("ALERTS", "FOR_STATE", b, float(now - 60), (now - 6) * 10**9),
+                          Point("ALERTS", "FOR_STATE", b, PROMETHEUS_STALE_NAN, (now - 5) * 10**9)])
+    vm_export(vm.url, "ALERTS_FOR_STATE", samples=3)
 
     async def go() -> dict[str, list[ForState]]:
-        client = PromQueryClient(QueryConfig(url=vm))
+        client = PromQueryClient(QueryConfig(url=vm.url))
         try:
             return await TsdbHistory(client, 3600).for_state(["c"], time.time())
         finally:
             await client.aclose()
 
     got = {dict(r.labels)["alertname"]: r for r in asyncio.run(go())["c"]}
-    assert got["A"].active_at == NOW_S - 60 and got["A"].ts_ms == (NOW_S - 5) * 1000 and not got["A"].stale
+    assert got["A"].active_at == now - 60 and got["A"].ts_ms == (now - 5) * 1000 and not got["A"].stale
     assert got["B"].stale and math.isnan(got["B"].active_at)
