@@ -5,8 +5,9 @@ one given twice is a ``400`` whose JSON body names the parameter and what it acc
 ``500``. Unknown API paths answer ``404`` and other methods ``405``, in JSON too; a bug in a
 handler answers a JSON ``500`` and logs its traceback once.
 
-Times (``since``, ``until``) are unix seconds, RFC 3339 (``2024-05-01T12:00:00Z``), or a
-duration meaning that long ago (``15m``, ``2h``).
+Times (``since``, ``until``, ``time``, ``start``, ``end``) are unix seconds, RFC 3339
+(``2024-05-01T12:00:00Z``), ``now``, or a duration meaning that long ago (``15m``, ``2h``)
+(fleetmon_common/timespec.py; the local-time forms of the command line are refused here).
 
 | path | parameters | answer |
 |---|---|---|
@@ -16,23 +17,20 @@ duration meaning that long ago (``15m``, ``2h``).
 | ``/api/v1/alerts`` | ``state``, ``node`` | pending and firing alerts with their runbook ``action`` and ``for`` |
 | ``/api/v1/alerts/transitions`` | ``since``, ``node``, ``limit`` | alert history: each state change, newest last |
 | ``/api/v1/events`` | ``since``, ``limit`` | hardware events, newest first |
-| ``/api/v1/query`` | ``selector`` or ``expr``, ``since``, ``until``, ``step`` | stored samples of the matching series |
+| ``/api/v1/query`` | ``query``, ``time`` | PromQL, an instant query (Prometheus format) |
+| ``/api/v1/query_range`` | ``query``, ``start``, ``end``, ``step`` | PromQL, a range query (Prometheus format) |
+| ``/api/v1/query`` | ``selector``, ``since``, ``until``, ``step`` | stored samples of the matching series |
 
-With a query API configured (``query.url``: the shared TSDB, VictoriaMetrics), ``/api/v1/query``
-reads from it, so it answers for every node of the fleet and a moved node's whole history (the
-embedded store when the API does not answer); ``expr`` passes any PromQL through to it as a
-range query (``step`` defaults to the range / 300).
+The last three are in collector/api_query.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -41,18 +39,11 @@ from alerts.model import Alert, AlertState
 from alerts.rulefile import AlertingRule
 from collector.errors import StoreError
 from collector.fleet import HEALTH_STATES, NodeHealth, fleet_by_model, node_health
-from collector.promquery import QueryError
-from collector.query import DEFAULT_POINTS, Selector, SeriesReader, iter_query, parse_selector
-from collector.remote_read import promql_range
 from collector.view import CollectorView, NodeRow
-from fleetmon_common.settings import parse_duration
+from fleetmon_common import timespec
 
 log = logging.getLogger("fleetmon.collector.http")
 
-#: Samples per series an ``/api/v1/query`` answer holds at most without ``step`` (the oldest).
-QUERY_POINTS = 10_000
-#: Points per series a ``step`` may ask for at most (Prometheus's range-query bound).
-MAX_STEPS = 11_000
 MAX_EVENTS = 1000
 MAX_TRANSITIONS = 1000
 
@@ -105,32 +96,11 @@ def params(req: web.Request, allowed: Collection[str]) -> dict[str, str]:
 
 
 def parse_time(name: str, text: str, now: float) -> float:
-    """Unix seconds, RFC 3339, or a duration ago (``15m``)."""
-    text = text.strip()
+    """Unix seconds, RFC 3339, ``now`` or a duration ago (``15m``)."""
     try:
-        value = float(text)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(value) or value < 0:
-            raise BadParameter(name, f"{text!r} is not a time (unix seconds, RFC 3339, or a duration ago like 15m)")
-        return value
-    if text[:1].isdigit() and ("T" in text or "-" in text[1:]):
-        try:
-            stamp = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-        except ValueError:
-            raise BadParameter(name, f"{text!r} is not an RFC 3339 time (e.g. 2024-05-01T12:00:00Z)") from None
-        if stamp.tzinfo is None:
-            raise BadParameter(name, f"{text!r} has no time zone; end it with Z or +hh:mm")
-        return stamp.timestamp()
-    try:
-        ago = parse_duration(text)
-    except ValueError:
-        raise BadParameter(name, f"{text!r} is not a time (unix seconds, RFC 3339 like 2024-05-01T12:00:00Z, "
-                                 "or a duration ago like 15m)") from None
-    if not math.isfinite(ago) or ago < 0:
-        raise BadParameter(name, f"{text!r}: a duration ago must be finite and positive")
-    return now - ago
+        return timespec.parse_time(text, now, local=False, bare_floor=0)
+    except timespec.TimeSpecError as err:
+        raise BadParameter(name, str(err)) from None
 
 
 def parse_count(name: str, text: str, maximum: int) -> int:
@@ -147,16 +117,6 @@ def parse_choice(name: str, text: str, choices: Collection[str]) -> str:
     if text not in choices:
         raise BadParameter(name, f"{text!r} is not one of {', '.join(choices)}")
     return text
-
-
-def parse_step(name: str, text: str) -> float:
-    try:
-        value = parse_duration(text)
-    except ValueError as err:
-        raise BadParameter(name, str(err)) from None
-    if not math.isfinite(value) or value <= 0:
-        raise BadParameter(name, f"{text!r} must be a positive duration (e.g. 15s)")
-    return value
 
 
 # --- answers ------------------------------------------------------------------------------------
@@ -228,69 +188,14 @@ def summary(c: CollectorView) -> dict[str, Any]:
     }
 
 
-def downsample(values: list[list[float]], step: float) -> list[list[float]]:
-    """The last sample of each ``step``-long slot (as a Prometheus range query steps over a
-    series), for plots of long ranges."""
-    out: list[list[float]] = []
-    slot = None
-    for point in values:
-        s = math.floor(point[0] / step)
-        if s == slot:
-            out[-1] = point
-        else:
-            out.append(point)
-            slot = s
-    return out
-
-
 # --- handlers -----------------------------------------------------------------------------------
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def stream_query(req: web.Request, c: CollectorView, sel: Selector, since: float, until: float, *,
-                       limit: int, step: float | None) -> web.StreamResponse:
-    """A JSON array written series by series as the store yields them (on the collector's read
-    thread): memory holds one node's answer and a few encoded series, whatever the query's size."""
-    resp = web.StreamResponse(headers={"Content-Type": "application/json"})
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
-
-    def produce(reader: SeriesReader) -> None:
-        try:
-            for row in iter_query(reader, sel, since, until, limit):
-                if step is not None:
-                    row["values"] = downsample(row["values"], step)
-                item = json.dumps(_clean(row), allow_nan=False).encode()
-                asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
-        finally:
-            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
-
-    done = asyncio.ensure_future(c.read_series(since, until, produce))
-    await resp.prepare(req)
-    await resp.write(b"[")
-    sep = b""
-    while (item := await queue.get()) is not None:
-        await resp.write(sep + item)
-        sep = b","
-    await done
-    await resp.write(b"]")
-    await resp.write_eof()
-    return resp
-
-
-async def promql_query(c: CollectorView, expr: str, since: float, until: float, step: float) -> web.Response:
-    """``expr`` through the query API; its errors (a PromQL mistake, the API away) are the caller's: 422/503."""
-    if (until - since) / step > MAX_STEPS:
-        raise BadParameter("step", f"gives more than {MAX_STEPS} points over this range")
-    try:
-        rows = await c.read_promql(lambda client: [_clean(r) for r in promql_range(client, expr, since, until, step)])
-    except QueryError as err:
-        status = 422 if "HTTP 4" in str(err) else 503
-        return json_response({"error": str(err), "parameter": "expr"}, status=status)
-    return json_response(rows)
-
-
 def api_routes(c: CollectorView) -> list[web.RouteDef]:
+    # collector/api_query.py builds on this module's parameter rules: imported here, not at the top.
+    from collector.api_query import query_routes  # noqa: PLC0415
+
     async def api_summary(req: web.Request) -> web.Response:
         params(req, ())
         return json_response(summary(c))
@@ -342,38 +247,11 @@ def api_routes(c: CollectorView) -> list[web.RouteDef]:
         since_ms = int(since * 1000)
         return json_response(await c.read_store(lambda r: r.events(since_ms, limit)))
 
-    async def api_query(req: web.Request) -> web.StreamResponse:
-        p = params(req, ("selector", "expr", "since", "until", "step"))
-        expr = p.get("expr", "").strip()
-        if not expr and not p.get("selector", "").strip():
-            raise BadParameter("selector", 'required, e.g. gpu_temperature_celsius{node="n1"} (or expr: any PromQL)')
-        if expr and "selector" in p:
-            raise BadParameter("expr", "give selector or expr, not both")
-        now = time.time()
-        since = parse_time("since", p["since"], now) if "since" in p else now - 600
-        until = parse_time("until", p["until"], now) if "until" in p else now
-        if since > until:
-            raise BadParameter("since", "is after until")
-        step = parse_step("step", p["step"]) if "step" in p else None
-        if expr:
-            return await promql_query(c, expr, since, until, step or max(1.0, (until - since) / DEFAULT_POINTS))
-        try:
-            sel = parse_selector(p["selector"])
-        except ValueError as err:
-            raise BadParameter("selector", str(err)) from None
-        if step is None:
-            return await stream_query(req, c, sel, since, until, limit=QUERY_POINTS, step=None)
-        if (until - since) / step > MAX_STEPS:
-            raise BadParameter("step", f"{p['step']} gives more than {MAX_STEPS} points over this range; "
-                                       f"give at least {math.ceil((until - since) / MAX_STEPS)}s")
-        # The whole range is read (no cap), so a long range is not cut to its oldest samples.
-        return await stream_query(req, c, sel, since, until, limit=0, step=step)
-
     return [
         web.get("/api/v1/summary", api_summary), web.get("/api/v1/nodes", api_nodes),
         web.get("/api/v1/nodes/{node}", api_node), web.get("/api/v1/alerts", api_alerts),
         web.get("/api/v1/alerts/transitions", api_transitions), web.get("/api/v1/events", api_events),
-        web.get("/api/v1/query", api_query),
+        *query_routes(c),
     ]
 
 

@@ -30,11 +30,11 @@ from collector.config import CollectorConfig, is_loopback
 from collector.errors import ConfigError
 from collector.fleet import Accelerator, Accelerators
 from collector.handover import Handover, sources_for
+from collector.history import EmbeddedHistory, HistoryReader
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
-from collector.promquery import PromQueryClient, PromQuerySync, QueryError
-from collector.query import SeriesReader
-from collector.remote_read import FallbackReader, RemoteReader
+from collector.promquery import PromQueryClient, PromQuerySync
+from collector.remote_read import FallbackHistory, RemoteHistory
 from collector.rulefeed import RuleFeed
 from collector.rulesproc import read_state
 from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
@@ -408,21 +408,11 @@ class Collector:
             out.extend(self.keeper.health())
         return out
 
-    async def read_series(self, since: float, until: float, fn: Callable[[SeriesReader], T]) -> T:
+    def history(self, reader: LogStoreReader) -> HistoryReader:
+        local = EmbeddedHistory(reader)
         if not self.cfg.query.enabled:
-            return await self.read_store(fn)
-
-        def run() -> T:
-            if self._reader is None:
-                self._reader = LogStoreReader(self.cfg.data_dir)
-            return fn(FallbackReader(RemoteReader(self._query_sync(), since, until), self._reader))
-
-        return await asyncio.get_running_loop().run_in_executor(self._reads, run)
-
-    async def read_promql(self, fn: Callable[[PromQuerySync], T]) -> T:
-        if not self.cfg.query.enabled:
-            raise QueryError("PromQL beyond a selector needs the shared TSDB's query API: set query.url")
-        return await asyncio.get_running_loop().run_in_executor(self._reads, lambda: fn(self._query_sync()))
+            return local
+        return FallbackHistory(RemoteHistory(self._query_sync()), local)
 
     def _query_sync(self) -> PromQuerySync:
         """The read thread's client of the query API (made there, used only there)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ import yaml
 from collector.alerting_config import BUILTIN, check_notifiers, check_rules, expand_rule_paths
 from collector.errors import ConfigError
 from collector.promquery import QueryConfig
-from fleetmon_common import settings
+from fleetmon_common import runtime, settings
 from fleetmon_common.secrets import Secret
 
 
@@ -82,13 +81,7 @@ class HttpAuthConfig:
 
 def is_loopback(addr: str) -> bool:
     """``host:port`` binds loopback only (127.0.0.0/8, ::1, localhost)."""
-    host = addr.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return runtime.is_loopback_host(addr.rpartition(":")[0].strip("[]"))
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 from collector.app import Collector
 from collector.config import load_config
 from collector.errors import ConfigError, StoreError
-from fleetmon_common import logs
+from fleetmon_common import logs, runtime
 
 log = logging.getLogger("fleetmon.collector")
 
@@ -43,13 +43,19 @@ async def serve(cfg: Any, ready: Any = None) -> int:
     await collector.start()
     if ready is not None:
         ready(collector)
+    # So that `fleetmon query/status/top` find this collector without --url (fleetmon_common/runtime.py).
+    http = runtime.dial_url(cfg.http, collector.http_port, cfg.http_auth.tls.enabled) if collector.http_port else ""
+    registration = runtime.register(http, cfg.data_dir)
     # A line on stdout that scripts (the demo, tests) can wait for.
     print(f"fleetmon collector ready grpc={collector.grpc_port} http={collector.http_port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    try:
+        await stop.wait()
+    finally:
+        runtime.unregister(registration)
     log.info("collector stopping: finishing in-flight batches")
     await collector.stop()
     return 0

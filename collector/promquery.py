@@ -1,10 +1,10 @@
 """A client of the Prometheus HTTP query API, as VictoriaMetrics (single: ``http://vm:8428``;
 cluster: ``http://vmselect:8481/select/<tenant>/prometheus``), Prometheus, Mimir and Thanos
-serve it: ``/api/v1/query``, ``/api/v1/query_range``, ``/api/v1/series``.
+serve it: ``/api/v1/query`` and ``/api/v1/series``.
 
 fleetmon reads the shared TSDB through it (DESIGN.md, Scale): a node's whole history and the
-whole fleet from any collector (``fleetmon query``, the HTTP API, the dashboard), and, when a
-collector adopts a node, the node's alert state and recent samples (``collector/handover.py``).
+whole fleet from any collector (collector/remote_read.py: the query engine's reader), and,
+when a collector adopts a node, the node's alert state and recent samples (collector/handover.py).
 
 Raw samples come from an instant query of a range selector (``x{node="n1"}[10m]``), which
 every one of these servers answers with the stored samples themselves, unevaluated; stale
@@ -104,12 +104,6 @@ def raw_call(selector: str, range_s: float, at: float) -> Call:
     """The stored samples of ``selector`` in ``(at - range_s, at]``: an instant query of a range
     selector, which answers with the samples themselves (stale markers as NaN)."""
     return Call("/api/v1/query", [("query", f"{selector}[{duration_ms(range_s)}]"), ("time", f"{at:.3f}")], matrix)
-
-
-def range_call(expr: str, start: float, end: float, step: float) -> Call:
-    """A range query: ``expr`` evaluated every ``step`` over ``[start, end]`` (PromQL passed through)."""
-    return Call("/api/v1/query_range", [("query", expr), ("start", f"{start:.3f}"), ("end", f"{end:.3f}"),
-                                        ("step", f"{step:g}")], matrix)
 
 
 def series_call(match: str, start: float, end: float) -> Call:

@@ -1,15 +1,17 @@
-"""History from the shared TSDB, behind the embedded store's reader interface.
+"""History from the shared TSDB, behind the query engine's reader interface.
 
-:class:`RemoteReader` answers ``find_series`` and ``query`` as
-:class:`collector.storage.logreader.LogStoreReader` does, from a Prometheus-compatible query API
-(VictoriaMetrics; collector/promquery.py), so ``fleetmon query``, ``/api/v1/query`` and the
-dashboard's plots read a moved node's whole history, and any node of the fleet, from any
-collector: whatever every collector wrote through its remote-write sink.
+:class:`RemoteHistory` is a :class:`collector.history.HistoryReader` over a Prometheus-compatible
+query API (VictoriaMetrics; collector/promquery.py): a collector with ``query.url`` set evaluates
+``/api/v1/query``, ``/api/v1/query_range`` and its dashboard's plots over it, so any collector
+answers for the whole fleet and a moved node's whole history — whatever every collector wrote
+through its remote-write sink — with the same PromQL engine as over its own store.
 
-A reader covers one query's time window (the series API needs one). Samples are read one node
-at a time, as the local reader does, so memory holds one node's answer whatever the query's
-size; they are the stored samples themselves (a range selector's raw answer), stale markers
-left out. PromQL beyond selectors goes straight to the API (:func:`promql_range`).
+``select`` lists the matching series in the window (``/api/v1/series``), then reads their
+samples a few nodes at a time (an instant query of a range selector returns the stored samples
+themselves, one millisecond wider than the window, which those servers leave open at its
+start), so memory holds a few nodes' answer, not the fleet's. Stale markers come back as NaN
+and become the engine's stale marker again (agents never send NaN). :class:`FallbackHistory`
+reads the embedded store instead while the API does not answer.
 """
 
 from __future__ import annotations
@@ -17,106 +19,81 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-import numpy as np
-
-from collector.promquery import (
-    PromQuerySync,
-    QueryError,
-    RawSeries,
-    any_of,
-    quote,
-    range_call,
-    raw_call,
-    series_call,
-)
-from collector.storage.codec import F64, I64
-from collector.storage.sqlite import Matcher, SeriesRow
+from alerts.promql.labels import Matcher
+from alerts.promql.values import STALE_NAN
+from collector.history import HistoryError, HistoryReader, HistorySeries
+from collector.promquery import PromQuerySync, QueryError, any_of, quote, raw_call, series_call
 
 log = logging.getLogger("fleetmon.collector.query")
 
-
-def promql_selector(name: str | None, matchers: Sequence[Matcher], node: str | None = None) -> str:
-    """``name{label op "value", …}`` (plus ``node="…"`` when given), as PromQL writes it."""
-    parts = [f"{m.label}{m.op}{quote(m.value)}" for m in matchers]
-    if node is not None:
-        parts.append(f"node={quote(node)}")
-    return f"{name or ''}{{{', '.join(parts)}}}"
+#: Nodes whose samples one raw query reads.
+NODES_PER_QUERY = 20
 
 
-def _key(name: str, labels: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
-    return name, tuple(sorted(labels.items()))
+class _Series:
+    __slots__ = ("labels", "ts_ms", "values")
+
+    def __init__(self, labels: dict[str, str], ts_ms: list[int], values: list[float]) -> None:
+        self.labels = labels
+        self.ts_ms = ts_ms
+        self.values = values
 
 
-class RemoteReader:
-    """``find_series`` / ``query`` over the query API, for the window ``[since, until]`` (unix s)."""
+def promql_selector(matchers: Sequence[Matcher], *extra: str) -> str:
+    """``{name="…", label=~"…", …}`` as PromQL writes it (``__name__`` as a matcher too)."""
+    return "{" + ", ".join([*(f"{m.name}{m.op}{quote(m.value)}" for m in matchers), *extra]) + "}"
 
-    def __init__(self, client: PromQuerySync, since: float, until: float) -> None:
+
+class RemoteHistory:
+    """A :class:`collector.history.HistoryReader` over the query API (blocking: the engine calls
+    it from the collector's read thread)."""
+
+    def __init__(self, client: PromQuerySync) -> None:
         self.client = client
-        self.since = since
-        self.until = until
+        self.description = f"query API {client.cfg.url}"
 
-    def find_series(self, name: str | None, matchers: Sequence[Matcher]) -> list[SeriesRow]:
-        found = self.client.call(series_call(promql_selector(name, matchers), self.since, self.until))
-        rows = sorted(_key(d.pop("__name__", ""), d) for d in found)
-        return [SeriesRow(i, n, dict(labels)) for i, (n, labels) in enumerate(rows)]
-
-    def query(self, series: Sequence[SeriesRow], since_ms: int, until_ms: int) -> Iterator[tuple[SeriesRow, I64, F64]]:
-        by_node: dict[str, list[SeriesRow]] = {}
-        for row in series:
-            by_node.setdefault(row.labels.get("node", ""), []).append(row)
-        range_s = (until_ms - since_ms + 1) / 1000  # the raw answer is (at - range, at]: since included
-        for node in sorted(by_node):
-            rows = by_node[node]
-            names = sorted({r.name for r in rows})
-            sel = f"{{__name__=~{quote(any_of(names))}, node={quote(node)}}}"
-            got: dict[Any, RawSeries] = {}
-            for s in self.client.call(raw_call(sel, range_s, until_ms / 1000)):
-                labels = dict(s.labels)
-                got[_key(labels.pop("__name__", ""), labels)] = s
-            for row in rows:
-                s = got.get(_key(row.name, row.labels))
-                if s is None:
-                    continue
-                keep = [i for i, v in enumerate(s.values) if not math.isnan(v)]  # stale markers are not samples
-                if keep:
-                    yield (row, np.array([s.ts_ms[i] for i in keep], np.int64),
-                           np.array([s.values[i] for i in keep], np.float64))
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Iterator[HistorySeries]:
+        sel = promql_selector(matchers)
+        try:
+            found = self.client.call(series_call(sel, start_ms / 1000, end_ms / 1000))
+            nodes = sorted({labels.get("node", "") for labels in found})
+            range_s = (end_ms - start_ms + 1) / 1000
+            for i in range(0, len(nodes), NODES_PER_QUERY):
+                chunk = nodes[i:i + NODES_PER_QUERY]
+                narrowed = promql_selector(matchers, f"node=~{quote(any_of(chunk))}")
+                for s in self.client.call(raw_call(narrowed, range_s, end_ms / 1000)):
+                    values = [STALE_NAN if math.isnan(v) else v for v in s.values]
+                    yield _Series(s.labels, s.ts_ms, values)
+        except QueryError as err:
+            raise HistoryError(str(err)) from err
 
     def close(self) -> None:
-        """The client is the caller's."""
+        """The client is the collector's, kept across queries."""
 
 
-def promql_range(client: PromQuerySync, expr: str, since: float, until: float,
-                 step: float) -> Iterator[dict[str, Any]]:
-    """``expr`` (any PromQL) evaluated by the API every ``step`` over the window, as rows of
-    ``fleetmon query`` and ``/api/v1/query`` (name, labels, values)."""
-    for s in client.call(range_call(expr, since, until, step)):
-        labels = dict(s.labels)
-        name = labels.pop("__name__", "")
-        yield {"name": name, "labels": labels,
-               "values": [[t / 1000, v] for t, v in zip(s.ts_ms, s.values, strict=True) if not math.isnan(v)]}
+class FallbackHistory:
+    """The query API first; the embedded store while the API does not answer (a TSDB outage
+    still leaves this collector's own history readable). Decided per ``select``, before any
+    series is returned, so one series never mixes the two."""
 
-
-class FallbackReader:
-    """The query API first; the embedded store when the API does not answer (a TSDB outage
-    still leaves this collector's own history readable). Decided at ``find_series``, so one
-    query reads one source."""
-
-    def __init__(self, remote: RemoteReader, local: Any) -> None:
+    def __init__(self, remote: RemoteHistory, local: HistoryReader) -> None:
         self.remote = remote
         self.local = local
-        self.source: Any = remote
+        self.description = remote.description
 
-    def find_series(self, name: str | None, matchers: Sequence[Matcher]) -> list[SeriesRow]:
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> Iterator[HistorySeries]:
+        got = self.remote.select(matchers, start_ms, end_ms)
         try:
-            self.source = self.remote
-            return self.remote.find_series(name, matchers)
-        except QueryError as err:
-            log.warning("query API unavailable, reading this collector's own store instead: %s", err)
-            self.source = self.local
-            return list(self.local.find_series(name, matchers))
+            first = next(got, None)
+        except HistoryError as err:
+            log.warning("%s; reading this collector's own store instead", err)
+            self.description = f"{self.local.description} ({self.remote.description} unavailable)"
+            yield from self.local.select(matchers, start_ms, end_ms)
+            return
+        if first is not None:
+            yield first
+            yield from got
 
-    def query(self, series: Sequence[SeriesRow], since_ms: int, until_ms: int) -> Iterator[tuple[SeriesRow, I64, F64]]:
-        return iter(self.source.query(series, since_ms, until_ms))
+    def close(self) -> None:
+        self.local.close()

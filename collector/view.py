@@ -8,20 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from alerts.engine import GroupHealth
 from alerts.model import Alert
 from alerts.notifiers.base import NotifierHealth
 from alerts.rulefile import AlertingRule
 from collector.fleet import Accelerator
+from collector.history import HistoryReader
 from collector.ingest import PluginState
-from collector.promquery import PromQuerySync
 from collector.storage.base import HealthSample
 from collector.storage.logreader import LogStoreReader
-
-if TYPE_CHECKING:  # collector.query imports the store readers this module's users see
-    from collector.query import SeriesReader
 
 T = TypeVar("T")
 
@@ -90,14 +87,10 @@ class CollectorView(Protocol):
         """Extra ``/metrics`` samples (sinks, spool, limits)."""
         ...
 
-    async def read_series(self, since: float, until: float, fn: Callable[[SeriesReader], T]) -> T:
-        """Run ``fn`` with the reader of samples over ``[since, until]``, off the event loop: the
-        shared TSDB's query API when one is configured (the whole fleet, whole histories),
-        else (or while it does not answer) the embedded store."""
-        ...
-
-    async def read_promql(self, fn: Callable[[PromQuerySync], T]) -> T:
-        """Run ``fn`` with the query API's client, off the event loop; QueryError when none is configured."""
+    def history(self, reader: LogStoreReader) -> HistoryReader:
+        """What PromQL over history and the stored-samples API read, on the read thread given the
+        store's reader: the shared TSDB's query API when one is configured (the whole fleet,
+        whole histories; the store while it does not answer), else the embedded store."""
         ...
 
     async def read_store(self, fn: Callable[[LogStoreReader], T]) -> T:

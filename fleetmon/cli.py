@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fleetmon import __version__, certs
+from fleetmon import __version__, certs, client
 from fleetmon_common import logs
 
 
@@ -57,27 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rules", action="append", type=Path)
     d.add_argument("--log-level")
 
-    q = sub.add_parser("query", help="read history: the embedded store, or the shared TSDB's query API")
-    q.add_argument("selector", help="e.g. 'gpu_temperature_celsius{node=\"n1\"}'; with a query API, any PromQL")
-    q.add_argument("--since", default="10m")
-    q.add_argument("--until", default=None)
-    q.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    q.add_argument("--data-dir", type=Path, default=None)
-    q.add_argument("--limit", type=int, default=0)
-    q.add_argument("--query-url", default=None,
-                   help="a Prometheus-compatible query API (VictoriaMetrics) to read from "
-                        "(default: $FLEETMON_QUERY_URL)")
-    q.add_argument("--config", type=Path, default=None, help="a collector config: its query.url and data_dir")
-    q.add_argument("--step", default=None, help="PromQL only: the range query's step (default: range/300)")
+    q = sub.add_parser(
+        "query", help="PromQL over the stored history (the running collector's, or a data dir)",
+        description="Evaluate a PromQL expression over the history, as Prometheus would: at one time "
+                    "(default now; --at), or over a range (--since [--until] [--step]). Times: 2h (ago), "
+                    "now, today, yesterday, RFC 3339 (2026-11-30T08:00:00Z), unix seconds.")
+    q.add_argument("expr", metavar="EXPR",
+                   help="e.g. 'max by (node) (gpu_temperature_celsius)', 'rate(ib_port_symbol_errors_total[5m])'")
+    q.add_argument("--at", help="instant query at this time (default: now)")
+    q.add_argument("--since", help="range query from this time, e.g. 2h, yesterday, 2026-11-30T08:00:00Z")
+    q.add_argument("--until", help="end of the range (default: now)")
+    q.add_argument("--step", help="range query resolution, e.g. 30s (default: the range / 250, rounded)")
+    q.add_argument("--format", choices=("table", "raw", "csv", "json"), default="table",
+                   help="table (default): one row per series (last, min, max, avg, count, trend); "
+                        "raw, csv, json: every point")
+    client.add_connection_args(q, data_dir=True)
 
-    url_help = "the collector's HTTP API (default: $FLEETMON_URL, else http://127.0.0.1:7780)"
-    default_url = os.environ.get("FLEETMON_URL", "http://127.0.0.1:7780")
     st = sub.add_parser("status", help="the fleet and its alerts, once (exit 1 if anything is unhealthy)")
-    st.add_argument("--url", default=default_url, help=url_help)
+    client.add_connection_args(st)
     st.add_argument("--all", action="store_true", help="list every node, not only the unhealthy ones")
     st.add_argument("--json", action="store_true", help="print the collector's answers as JSON, with health")
     tp = sub.add_parser("top", help="the fleet and its alerts, redrawn until Ctrl-C")
-    tp.add_argument("--url", default=default_url, help=url_help)
+    client.add_connection_args(tp)
     tp.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default 2)")
     tp.add_argument("-n", "--iterations", type=int, default=0, help="stop after this many redraws")
 
@@ -94,6 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly. Point stdout at /dev/null so the
+        # interpreter's last flush at exit does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "agent":
         from agent.main import main as agent_main  # noqa: PLC0415 - import only the side that runs
 

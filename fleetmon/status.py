@@ -18,13 +18,12 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_URL = "http://127.0.0.1:7780"
+from fleetmon.client import Api, ApiError, resolve
+
 HEALTH_ORDER = {"failed": 0, "degraded": 1, "unknown": 2, "healthy": 3}
 HEALTH_STYLE = {"failed": "bold red", "degraded": "yellow", "healthy": "green", "unknown": "dim"}
 #: Labels that say where an alert is (shown); identity labels the node column already shows are not.
@@ -35,7 +34,12 @@ MAX_LISTED = 25
 
 
 class FetchError(Exception):
-    """The collector's API could not be read; the message says which URL and why."""
+    """The collector's API could not be read; the message says which URL and why (never a token).
+    ``refused``: it answered 401/403, which retrying will not change."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 @dataclass
@@ -52,25 +56,23 @@ class Snapshot:
         return {n["node"]: n.get("health", "unknown") for n in self.nodes}
 
 
-def _get(url: str, timeout: float) -> Any:
+def fetch(api: Api) -> Snapshot:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        with err:
-            raise FetchError(f"{url}: HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
-        raise FetchError(f"{url}: {reason}; is the collector running, and is its `http` address this one? "
-                         "(--url or FLEETMON_URL)") from err
-    except ValueError as err:
-        raise FetchError(f"{url}: not a fleetmon collector API answer ({err})") from err
+        return Snapshot(api.url, api.get_json("/api/v1/summary"), api.get_json("/api/v1/nodes"),
+                        api.get_json("/api/v1/alerts"))
+    except ApiError as err:
+        raise FetchError(str(err), refused=err.status in (401, 403)) from err
 
 
-def fetch(url: str, timeout: float = 10.0) -> Snapshot:
-    base = url.rstrip("/")
-    return Snapshot(base, _get(f"{base}/api/v1/summary", timeout), _get(f"{base}/api/v1/nodes", timeout),
-                    _get(f"{base}/api/v1/alerts", timeout))
+def connect(args: argparse.Namespace, timeout: float = 10.0) -> Api:
+    """The API to read (fleetmon/client.py: --url, $FLEETMON_URL, the running collector, the
+    default URL), with the token and TLS settings of the command line."""
+    try:
+        target = resolve(args, probe=False)
+        assert target.url is not None
+        return Api.from_args(target.url, args, timeout=timeout)
+    except ApiError as err:
+        raise FetchError(str(err)) from err
 
 
 def _age(seconds: float | None) -> str:
@@ -176,7 +178,7 @@ def status_main(args: argparse.Namespace) -> int:
     except ImportError:
         return _rich_missing()
     try:
-        snap = fetch(args.url)
+        snap = fetch(connect(args))
     except FetchError as err:
         print(f"fleetmon status: {err}", file=sys.stderr)
         return 2
@@ -195,20 +197,34 @@ def top_main(args: argparse.Namespace) -> int:
         console = _console()
     except ImportError:
         return _rich_missing()
-    rounds = 0
-    max_nodes = max(5, console.size.height - 12) if console.is_terminal else MAX_LISTED
     try:
-        with Live(Text("connecting to " + args.url), console=console, auto_refresh=False,
-                  screen=console.is_terminal) as live:
+        api = connect(args)
+    except FetchError as err:
+        print(f"fleetmon top: {err}", file=sys.stderr)
+        return 2
+    max_nodes = max(5, console.size.height - 12) if console.is_terminal else MAX_LISTED
+
+    def view() -> Any:
+        try:
+            return render(fetch(api), max_nodes=max_nodes)
+        except FetchError as err:
+            if err.refused:  # a missing or wrong token: retrying would not help
+                raise
+            return Text(f"fleetmon top: {err} (retrying every {args.interval:g}s)", "bold red")
+
+    rounds = 0
+    try:
+        shown = view()
+        with Live(shown, console=console, auto_refresh=False, screen=console.is_terminal) as live:
             while True:
-                try:
-                    view: Any = render(fetch(args.url), max_nodes=max_nodes)
-                except FetchError as err:
-                    view = Text(f"fleetmon top: {err} (retrying every {args.interval:g}s)", "bold red")
-                live.update(view, refresh=True)
+                live.update(shown, refresh=True)
                 rounds += 1
                 if args.iterations and rounds >= args.iterations:
                     return 0
                 time.sleep(args.interval)
+                shown = view()
+    except FetchError as err:
+        print(f"fleetmon top: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 0

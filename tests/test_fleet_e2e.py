@@ -175,8 +175,8 @@ def test_one_fleet_across_three_collectors(fleet: dict[str, Any]) -> None:
     sent = sorted(r["ts_ms"] for r in rows)
     span = time.time() - sent[0] / 1000 + 60
 
-    def whole() -> list[int]:
-        got = query_history(fleet["vm"], span)
+    def whole() -> list[int]:  # read through a collector the node never streamed to
+        got = query_history(next(c for c in others if c is not adopter), span)
         return got if set(got) >= set(sent) else []
 
     history = wait_until(whole, 60, "the hot node's whole history in VictoriaMetrics")
@@ -197,10 +197,11 @@ def raw(vm: str, selector: str, since: float) -> list[int]:
     return asyncio.run(read())
 
 
-def query_history(vm: str, since: float) -> list[int]:
-    """The hot GPU's temperature samples (ms), as ``fleetmon query`` reads them from the query API."""
-    out = subprocess.run([sys.executable, "-m", "fleetmon", "query", "--query-url", vm, "--since", f"{since:.0f}s",
-                          "--format", "json", f'gpu_temperature_celsius{{node="{HOT}", gpu="0"}}'],
+def query_history(col: CollectorProc, since: float) -> list[int]:
+    """The hot GPU's stored temperature samples (ms), as ``fleetmon query`` reads them through a
+    collector (which reads VictoriaMetrics' query API)."""
+    out = subprocess.run([sys.executable, "-m", "fleetmon", "query", "--url", col.http, "--format", "json",
+                          f'gpu_temperature_celsius{{node="{HOT}", gpu="0"}}[{since:.0f}s]'],
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0, out.stderr
-    return [round(t * 1000) for line in out.stdout.splitlines() for t, _v in json.loads(line)["values"]]
+    return [round(float(t) * 1000) for line in out.stdout.splitlines() for t, _v in json.loads(line)["values"]]

@@ -61,33 +61,17 @@ def fleetmon_query(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=60, cwd=REPO)
 
 
-def rows(out: str) -> dict[str, list[list[float]]]:
-    return {json.loads(line)["labels"]["node"]: json.loads(line)["values"] for line in out.splitlines()}
+def points(out: str) -> dict[str, list[list[float]]]:
+    """``fleetmon query --format json`` lines by node: [[t, v], …]."""
+    got = {}
+    for line in out.splitlines():
+        item = json.loads(line)
+        got[item["metric"]["node"]] = [[float(t), float(v)] for t, v in item["values"]]
+    return got
 
 
-def test_fleetmon_query_reads_raw_samples_from_the_query_api(vm: Tsdb) -> None:
-    got = fleetmon_query("--query-url", vm.url, "--since", "5m", "--format", "json", "gpu_temperature_celsius")
-    assert got.returncode == 0, got.stderr
-    # Every sample as written, in order, once; the stale marker is the end of b's series, not a sample.
-    assert rows(got.stdout) == {node: [[float(t), v] for t, v in pts] for (node, _gpu), pts in vm.samples.items()}
-    one = fleetmon_query("--query-url", vm.url, "--since", "5m", "--format", "json",
-                         'gpu_temperature_celsius{node="b"}')
-    assert list(rows(one.stdout)) == ["b"]
-
-
-def test_fleetmon_query_passes_promql_through(vm: Tsdb) -> None:
-    got = fleetmon_query("--query-url", vm.url, "--since", "3m", "--step", "10s", "--format", "json",
-                         "max by (node) (gpu_temperature_celsius) * 2")
-    assert got.returncode == 0, got.stderr
-    answer = rows(got.stdout)
-    assert set(answer) == {"a", "b"}
-    assert all(v % 2 == 0 and 120 <= v <= 158 for _t, v in answer["a"])
-
-
-def test_promql_needs_a_query_api(tmp_path: Path) -> None:
-    got = fleetmon_query("--data-dir", str(tmp_path), "rate(gpu_energy_joules_total[5m])")
-    assert got.returncode == 2
-    assert "needs a query API" in got.stderr and "--query-url" in got.stderr
+def written(vm: Tsdb) -> dict[str, list[list[float]]]:
+    return {node: [[float(t), v] for t, v in pts] for (node, _gpu), pts in vm.samples.items()}
 
 
 def get(col: CollectorProc, path: str, **q: str) -> tuple[int, Any]:
@@ -99,28 +83,51 @@ def get(col: CollectorProc, path: str, **q: str) -> tuple[int, Any]:
             return err.code, json.loads(err.read())
 
 
-def test_the_http_api_reads_the_whole_fleet_from_the_query_api(tmp_path: Path, vm: Tsdb) -> None:
-    # No agent streams to this collector: what it answers is the fleet's, from VictoriaMetrics.
+def test_a_collector_answers_for_the_whole_fleet_from_the_query_api(tmp_path: Path, vm: Tsdb) -> None:
+    # No agent streams to this collector: what it answers is the fleet's, read from
+    # VictoriaMetrics and evaluated by its own PromQL engine.
     col = CollectorProc(tmp_path, tls=False, extra={"query": {"url": vm.url}}).start()
-    dead = CollectorProc(tmp_path, tls=False, name="orphan", extra={"query": {"url": f"http://127.0.0.1:{free_port()}"}})
     try:
-        status, got = get(col, "/api/v1/query", selector="gpu_temperature_celsius", since="5m")
+        # The stored samples, each once, in order; b's stale marker ends its series, it is no sample.
+        got = fleetmon_query("--url", col.http, "--format", "json", "gpu_temperature_celsius[5m]")
+        assert got.returncode == 0, got.stderr
+        assert points(got.stdout) == written(vm)
+        # Any PromQL, over a range.
+        got = fleetmon_query("--url", col.http, "--since", "3m", "--step", "10s", "--format", "json",
+                             "max by (node) (gpu_temperature_celsius) * 2")
+        assert got.returncode == 0, got.stderr
+        answer = points(got.stdout)
+        assert set(answer) == {"a", "b"} and all(v % 2 == 0 and 120 <= v <= 158 for _t, v in answer["a"])
+        # The dashboard's stored-samples form reads the same (b's end, the stale marker, is a "NaN":
+        # a gap in its plot).
+        status, rows = get(col, "/api/v1/query", selector="gpu_temperature_celsius", since="5m")
         assert status == 200
-        assert {r["labels"]["node"]: [v for _t, v in r["values"]] for r in got} == {
-            node: [v for _t, v in pts] for (node, _gpu), pts in vm.samples.items()}
-        status, got = get(col, "/api/v1/query", expr="count(gpu_temperature_celsius)", since="60s", step="10s")
-        assert status == 200 and got and all(v in (1.0, 2.0) for _t, v in got[0]["values"])
-        status, got = get(col, "/api/v1/query", expr="sum(", since="60s")
-        assert status == 422 and got["parameter"] == "expr"
-        # A query API that does not answer: the collector's own store (empty here) answers instead.
-        dead.start()
-        status, got = get(dead, "/api/v1/query", selector="gpu_temperature_celsius", since="5m")
-        assert (status, got) == (200, [])
-        status, got = get(dead, "/api/v1/query", expr="up", since="60s")
-        assert status == 503
+        assert {r["labels"]["node"]: [[t, v] for t, v in r["values"] if v != "NaN"] for r in rows} == written(vm)
     finally:
         col.stop()
-        dead.stop()
+
+
+def test_fleetmon_query_passes_promql_through_to_the_tsdb(vm: Tsdb) -> None:
+    got = fleetmon_query("--url", vm.url, "--format", "json", "gpu_temperature_celsius[5m]")
+    assert got.returncode == 0, got.stderr
+    # VictoriaMetrics answers a range selector with what it stores: b's stale marker too, as NaN.
+    answer = points(got.stdout)
+    assert math.isnan(answer["b"][-1][1])
+    assert {node: pts[:-1] if node == "b" else pts for node, pts in answer.items()} == written(vm)
+    got = fleetmon_query("--url", vm.url, "--format", "json", 'count(gpu_temperature_celsius{node="a"})')
+    assert got.returncode == 0, got.stderr
+
+
+def test_the_store_answers_while_the_query_api_does_not(tmp_path: Path) -> None:
+    col = CollectorProc(tmp_path, tls=False, extra={"query": {"url": f"http://127.0.0.1:{free_port()}"}}).start()
+    try:
+        status, body = get(col, "/api/v1/query", query="gpu_temperature_celsius[5m]")
+        assert (status, body["data"]["result"]) == (200, [])
+        status, rows = get(col, "/api/v1/query", selector="gpu_temperature_celsius", since="5m")
+        assert (status, rows) == (200, [])
+        assert "query API" in col.log.read_text() and "own store instead" in col.log.read_text()
+    finally:
+        col.stop()
 
 
 def test_a_stale_marker_ends_an_alert_for_the_restore(vm: Tsdb) -> None:

@@ -261,7 +261,8 @@ def main(args: argparse.Namespace) -> int:
     finally:
         fleet.stop()
     print("the history stays in the data folder; for example:", flush=True)
-    words = [fleetmon_command(), "query", shlex.quote('gpu_temperature_celsius{node="node-01",gpu="3"}'),
+    # A row per GPU of node-01 with its trend: GPU 3's scripted overheat stands out.
+    words = [fleetmon_command(), "query", shlex.quote('gpu_temperature_celsius{node="node-01"}'),
              "--since", "15m", "--data-dir", shlex.quote(str(fleet.data_dir))]
     print(shell_lines(words), flush=True)
     return 0
