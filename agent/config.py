@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from agent.errors import ConfigError
+from agent.failback import FailbackConfig
 from agent.model import check_label_name
 from agent.tls import AgentTlsConfig
 from fleetmon_common import settings
@@ -75,6 +76,8 @@ class AgentConfig:
     node: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     collectors: list[str] = field(default_factory=lambda: ["127.0.0.1:7700"])
+    #: Return to the preferred collector once it is healthy again, staggered (agent/failback.py).
+    failback: FailbackConfig = field(default_factory=FailbackConfig)
     #: TLS to the collectors (and this node's client certificate): agent/tls.py.
     tls: AgentTlsConfig | None = None
     #: Bearer token the collectors want (inline, {env: NAME} or {file: PATH}).

@@ -202,7 +202,8 @@ async def run_agent(cfg: AgentConfig, only: list[str] | None = None) -> int:
     security.check()
     transport = Transport(cfg.node, dict(cfg.labels), cfg.collectors, wal, table,
                           batch_interval=cfg.batch_interval, backfill_rate=cfg.wal.backfill_rate,
-                          plugin_status=plugin_status, on_connected=on_connected, security=security)
+                          plugin_status=plugin_status, on_connected=on_connected, security=security,
+                          failback=cfg.failback)
     batcher = Batcher(cfg, wal, table, transport)
     sink: Sink = batcher.sink
     exposition: Exposition | None = None

@@ -15,16 +15,17 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alerts.group import GroupRunner
+from alerts.group import ActiveState, GroupRunner
 from alerts.model import Alert, AlertState, Notifier
 from alerts.promql.labels import from_map
 from alerts.promql.values import LOOKBACK_MS
-from alerts.rulefile import AlertingRule, RuleGroup, load_files
+from alerts.restore import PROMETHEUS_GRACE_PERIOD_S, PROMETHEUS_OUTAGE_TOLERANCE_S, ForState
+from alerts.rulefile import AlertingRule, RecordingRule, RuleGroup, load_files
 from alerts.schedule import Scheduler
 from alerts.windows import Windows
 
@@ -62,7 +63,9 @@ class GroupHealth:
 class AlertEngine:
     def __init__(self, groups: list[RuleGroup], notifiers: Sequence[Notifier] = (), *,
                  external_labels: Mapping[str, str] | None = None, external_url: str = "",
-                 resend_delay: float = 60.0, resolved_retention: float = 900.0) -> None:
+                 resend_delay: float = 60.0, resolved_retention: float = 900.0,
+                 for_grace_period: float = PROMETHEUS_GRACE_PERIOD_S,
+                 for_outage_tolerance: float = PROMETHEUS_OUTAGE_TOLERANCE_S) -> None:
         self.groups = groups
         self.notifiers = list(notifiers)
         self.external_labels = dict(external_labels or {})
@@ -70,12 +73,18 @@ class AlertEngine:
         self.resolved_retention = resolved_retention
         self.windows = Windows(retention_ms=LOOKBACK_MS)
         self.scheduler = Scheduler(self.windows)
+        #: Nodes adopted and not restored yet (alerts/restore.py): their alerts of restorable rules
+        #: may not fire, and write no ALERTS_FOR_STATE, until :meth:`restore`.
+        self.restoring: set[str] = set()
+        self.grace_ms = round(for_grace_period * 1000)
+        self.tolerance_ms = round(for_outage_tolerance * 1000)
         # External labels reach templates ($externalLabels) here, as in `fleetmon rules test`,
         # and outgoing alerts in _notify, as Prometheus's notifier adds them.
         self._runners = [GroupRunner(g, self.windows, scheduler=self.scheduler, external_labels=self.external_labels,
                                      external_url=external_url,
                                      resolved_retention_ms=int(resolved_retention * 1000),
-                                     default_step_ms=DEFAULT_SUBQUERY_STEP_MS)
+                                     default_step_ms=DEFAULT_SUBQUERY_STEP_MS, restoring=self.restoring,
+                                     grace_ms=self.grace_ms)
                          for g in groups]
         self._next_eval = [0.0] * len(groups)
         self.stats = [GroupStats() for _ in groups]
@@ -113,6 +122,69 @@ class AlertEngine:
         series of a target that disappeared."""
         now = time.time() if ts is None else ts
         self.windows.mark_stale(round(now * 1000), labels_match)
+
+    # -- alert state across collectors (alerts/restore.py) --------------------------------------
+    def adopt(self, node: str) -> None:
+        """This collector takes the node on (it connected after a restart, or failed over from
+        another collector): until :meth:`restore`, its alerts of rules whose ``for`` is restorable
+        stay pending and write no ``ALERTS_FOR_STATE`` (Prometheus, before it restored a rule)."""
+        self.restoring.add(node)
+
+    def evaluated_since(self, t: float) -> bool:
+        """Whether every group has evaluated at or after ``t`` (unix s): an adopted node's
+        restore waits for an evaluation over its warmed windows, as Prometheus's for the
+        evaluations after its start."""
+        t_ms = round(t * 1000)
+        return all(r.last_t >= t_ms for r in self._runners)
+
+    def restore(self, node: str, records: Iterable[ForState], now: float) -> tuple[int, list[Alert]]:
+        """Restore the node's alerts from the last ``ALERTS_FOR_STATE`` samples of its previous
+        life (``records``; those older than the outage tolerance are ignored), as Prometheus's
+        ``RestoreForState``. Records of alerts that are not active here are alerts the previous
+        collector had and that are over: they are resolved now (and notified), so none is left
+        for Alertmanager to time out. Returns (alerts restored, alerts resolved)."""
+        t_ms = round(now * 1000)
+        self.restoring.discard(node)
+        by_key = {r.labels: r for r in records if r.ts_ms >= t_ms - self.tolerance_ms}
+        restored = sum(runner.restore_part(node, by_key, t_ms) for runner in self._runners)
+        resolved: list[Alert] = []
+        for record in by_key.values():
+            if record.stale:
+                continue
+            for runner in self._runners:
+                alert = runner.take_over(record, node, t_ms)
+                if alert is not None:
+                    resolved.append(alert)
+                    break
+        self._notify(now, resolved)
+        return restored, resolved
+
+    def release(self, node: str, now: float) -> int:
+        """The node streams to another collector now, which took its alerts over: forget them
+        here without resolving them, and end its series (stale markers) so nothing new starts.
+        Returns how many alerts were let go."""
+        self.restoring.discard(node)
+        n = sum(runner.release_part(node) for runner in self._runners)
+        self.windows.mark_stale(round(now * 1000), {self.windows.shard_label: node})
+        return n
+
+    def active_states(self) -> Iterator[ActiveState]:
+        """The pending and firing alerts whose state is this collector's (what it writes as
+        ``ALERTS_FOR_STATE``), restoring nodes excluded."""
+        for runner in self._runners:
+            yield from runner.active_states()
+
+    def warm_plan(self) -> dict[str, int]:
+        """Metric names the rules read, with how much history (ms) each needs: what an adopted
+        node's windows are warmed with. Rule outputs (recording rules, ALERTS) are left out:
+        they are computed here, not read back."""
+        outputs = {r.name for g in self.groups for r in g.rules if isinstance(r, RecordingRule)}
+        outputs |= {"ALERTS", "ALERTS_FOR_STATE"}
+        return {name: span for name, span in self.windows.keeps().items() if span > 0 and name not in outputs}
+
+    def backfill(self, name: str, labels: Mapping[str, str], ts_ms: Sequence[int], values: Sequence[float]) -> int:
+        """Older samples of one series, from history (``warm_plan``); see ``Windows.backfill``."""
+        return self.windows.backfill(name, from_map(labels), ts_ms, values)
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self, now: float) -> list[Alert]:

@@ -15,7 +15,8 @@ exercises the same code the collector runs.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+import math
+from collections.abc import Collection, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 
 from alerts.errors import AlertsError, EvalError
@@ -23,6 +24,7 @@ from alerts.model import Alert, AlertState
 from alerts.promql.evaluator import Evaluator
 from alerts.promql.labels import NAME, Labels, drop_name, from_pairs
 from alerts.promql.values import Vector
+from alerts.restore import ForState, restored_active_at
 from alerts.rulefile import AlertingRule, RecordingRule, Rule, RuleGroup
 from alerts.schedule import EVERYTHING, RuleSchedule, Scheduler, needs, selects_name
 from alerts.templates import Template
@@ -38,6 +40,17 @@ class _Active:
     part: str
     resolved_at_ms: int | None = None
     keep_firing_since_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ActiveState:
+    """A pending or firing alert as ``ALERTS_FOR_STATE`` / ``ALERTS`` carry it: its labels
+    (``alertname`` included, external labels not), its node, active time and state."""
+
+    labels: Labels
+    part: str
+    active_at_ms: int
+    state: AlertState
 
 
 @dataclass
@@ -69,7 +82,7 @@ class GroupRunner:
     def __init__(self, group: RuleGroup, windows: Windows, *, scheduler: Scheduler | None = None,
                  external_labels: Mapping[str, str] | None = None, external_url: str = "",
                  resolved_retention_ms: int = 900_000, log_errors: bool = True,
-                 default_step_ms: int = 60_000) -> None:
+                 default_step_ms: int = 60_000, restoring: Collection[str] = (), grace_ms: int = 0) -> None:
         self.group = group
         self.windows = windows
         self.scheduler = scheduler or Scheduler(windows)
@@ -78,6 +91,9 @@ class GroupRunner:
         self.resolved_retention_ms = resolved_retention_ms
         self.log_errors = log_errors
         self.default_step_ms = default_step_ms
+        #: Nodes whose alerts wait for their ``for`` state (alerts/restore.py): the engine's set, shared.
+        self.restoring = restoring
+        self.grace_ms = grace_ms
         self.last_t = -(2**62)
         #: rule evaluations by kind: over everything, over the changed nodes, or none needed
         self.stats = {"full": 0, "partial": 0, "skipped": 0}
@@ -260,13 +276,14 @@ class GroupRunner:
             else:
                 a.keep_firing_since_ms = None
             active_pending += 1
-            if alert.state == AlertState.PENDING and t_ms - a.active_at_ms >= rule.for_ms:
+            waits = a.part in self.restoring and self.restorable(rule)  # no ALERTS_FOR_STATE until restored
+            if alert.state == AlertState.PENDING and t_ms - a.active_at_ms >= rule.for_ms and not waits:
                 alert.state = AlertState.FIRING
                 alert.fired_at = t_s
                 alert.source_ts = newest(key, a.part)
                 if not any(c is alert for c in changed):
                     changed.append(alert)
-            if self.alerts_series:
+            if self.alerts_series and not waits:
                 # The ALERTS / ALERTS_FOR_STATE series Prometheus writes for every pending or
                 # firing alert, so rules and unit tests can query them.
                 with_state = dict(key)
@@ -302,6 +319,79 @@ class GroupRunner:
         if self.windows.wants(name):
             current.add((name, labels))
             self.windows.append(name, labels, t_ms, value)
+
+    # -- alert state across collectors (alerts/restore.py) -------------------------------------
+    def restorable(self, rule: AlertingRule) -> bool:
+        """Whether the rule's alerts get their ``for`` state back: as Prometheus, not when its
+        ``for`` is below the grace period (nor 0: such an alert fires at once anyway)."""
+        return rule.for_ms > 0 and rule.for_ms >= self.grace_ms
+
+    def restore_part(self, part: str, records: MutableMapping[Labels, ForState], t_ms: int) -> int:
+        """Give the active alerts of ``part`` their active time back from ``records`` (keyed by
+        alert labels); the records used are removed. Returns how many alerts were restored."""
+        n = 0
+        for st in self.states:
+            rule = st.rule
+            if not isinstance(rule, AlertingRule):
+                continue
+            for key, a in st.active.items():
+                if a.part != part or a.alert.state == AlertState.RESOLVED:
+                    continue
+                record = records.pop(key, None)
+                if record is None or record.stale or not self.restorable(rule):
+                    continue
+                a.active_at_ms = restored_active_at(record, rule.for_ms, t_ms, self.grace_ms)
+                a.alert.active_at = a.active_at_ms / 1000
+                n += 1
+        return n
+
+    def take_over(self, record: ForState, part: str, t_ms: int) -> Alert | None:
+        """An alert the node's previous collector had active and that is not active here: it is
+        over, and this collector, now the node's owner, resolves it (Alertmanager would otherwise
+        keep it until its ``endsAt``). Its annotations are expanded from the labels alone (the
+        value is not known: NaN)."""
+        labels = dict(record.labels)
+        for st in self.states:
+            rule = st.rule
+            if not isinstance(rule, AlertingRule) or rule.name != labels.get("alertname"):
+                continue
+            if record.labels in st.active:
+                return None
+            res = self._expand(rule, record.labels, math.nan)
+            if from_pairs(res.labels.items()) != record.labels:
+                continue  # another rule of that name (other static labels)
+            active_ms = int(record.active_at) * 1000
+            alert = Alert(labels=dict(record.labels), annotations=res.annotations, state=AlertState.RESOLVED,
+                          active_at=active_ms / 1000, value=math.nan, fired_at=(active_ms + rule.for_ms) / 1000,
+                          resolved_at=t_ms / 1000)
+            st.active[record.labels] = _Active(alert, active_ms, part, resolved_at_ms=t_ms)
+            return alert
+        return None
+
+    def release_part(self, part: str) -> int:
+        """The node moved to another collector, which now owns its alerts: forget them here
+        without resolving them, and the standing results they came from. Returns how many."""
+        n = 0
+        for st in self.states:
+            for key in [k for k, a in st.active.items() if a.part == part]:
+                del st.active[key]
+                n += 1
+            st.results.pop(part, None)
+            st.outputs.pop(part, None)
+        return n
+
+    def active_states(self) -> Iterator[ActiveState]:
+        """Every pending or firing alert whose state is its own (not waiting to be restored):
+        what ``ALERTS_FOR_STATE`` holds now."""
+        for st in self.states:
+            rule = st.rule
+            if not isinstance(rule, AlertingRule):
+                continue
+            for key, a in st.active.items():
+                state = a.alert.state
+                if state == AlertState.RESOLVED or (a.part in self.restoring and self.restorable(rule)):
+                    continue
+                yield ActiveState(key, a.part, a.active_at_ms, state)
 
     def alerts(self) -> list[tuple[AlertingRule, Alert]]:
         out: list[tuple[AlertingRule, Alert]] = []

@@ -411,6 +411,67 @@ class Windows:
             cell.dirty = True
             self._dirty.append(cell)
 
+    def backfill(self, name: str, labels: Labels, ts: Sequence[int], values: Sequence[float]) -> int:
+        """Older samples of ``name{labels}`` read back from history (a node a collector adopts:
+        its windows start with what the node's previous collector saw). Samples at or after the
+        series' first held one are dropped (live samples win); NaN is a stale marker. ``ts``
+        ascending. Returns how many were added."""
+        s = self.series(name, labels)
+        if s is None or not ts:
+            return 0
+        if s.ts:
+            cutoff = s.ts[0]
+        elif s.last_t != _OLDEST:
+            cutoff = s.last_t + 1  # trimmed already: only what came before its last sample
+        else:
+            cutoff = ts[-1] + 1
+        keep = bisect_left(ts, cutoff)
+        if keep == 0:
+            return 0
+        old_ts = array("q", ts[:keep])
+        old_vals = array("d", (STALE_NAN if math.isnan(v) else v for v in values[:keep]))
+        # The newest change and decrease among the added samples, and at the seam with the held ones.
+        chg = dec = _OLDEST
+        prev = math.nan
+        for t, v in zip(old_ts, old_vals, strict=True):
+            if not (v == prev or (math.isnan(v) and math.isnan(prev))):
+                chg = t
+                if v < prev:
+                    dec = t
+            prev = v
+        if s.ts:
+            first = s.vals[0]
+            if first != prev:
+                chg = s.ts[0]
+                if first < prev:
+                    dec = s.ts[0]
+            s.prev_t = max(s.prev_t, old_ts[-1]) if len(s.ts) == 1 else s.prev_t
+        else:
+            s.last_t = old_ts[-1]
+            s.prev_t = old_ts[-2] if keep > 1 else _OLDEST
+            s.last = math.nan if is_stale(old_vals[-1]) else old_vals[-1]
+        s.chg_ts = max(s.chg_ts, chg)
+        s.dec_ts = max(s.dec_ts, dec)
+        s.stale += sum(1 for v in old_vals if is_stale(v))
+        old_ts.extend(s.ts)
+        old_vals.extend(s.vals)
+        s.ts, s.vals = old_ts, old_vals
+        if not s.live:
+            self._index(s)
+        cell = s.cell
+        if not cell.dirty:
+            cell.dirty = True
+            self._dirty.append(cell)
+        return keep
+
+    def keeps(self) -> dict[str, int]:
+        """The metric names loaded rules select by name, with the longest span any of them reads
+        (what a collector warms an adopted node's windows with)."""
+        out: dict[str, int] = {}
+        for name, postings in self._postings_by_name.items():
+            out[name] = max(p.need.span_ms for p in postings)
+        return out
+
     @staticmethod
     def _trim(s: Series, cutoff: int) -> None:
         ts = s.ts

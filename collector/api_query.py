@@ -35,7 +35,7 @@ from aiohttp import web
 from alerts.promql import ast
 from alerts.promql.labels import NAME, Labels
 from collector.api import BadParameter, _clean, json_response, params, parse_time
-from collector.history import EmbeddedHistory, HistoryError
+from collector.history import HistoryError, HistoryReader
 from collector.queryengine import (
     MAX_STEPS,
     InstantVector,
@@ -171,8 +171,8 @@ _TAIL = b"]}}"
 Answer = tuple[bytes, Iterator[bytes], bytes]
 
 
-def instant_answer(reader: LogStoreReader, expr: ast.Expr, t_ms: int, timeout: float) -> Answer:
-    res = instant_query(EmbeddedHistory(reader), expr, t_ms, timeout=timeout)
+def instant_answer(hist: HistoryReader, expr: ast.Expr, t_ms: int, timeout: float) -> Answer:
+    res = instant_query(hist, expr, t_ms, timeout=timeout)
     if isinstance(res, RangeMatrix):
         # An empty answer still needs its first item fetched to find out: kept lazy.
         return _head("matrix"), (_encode_series(lb, ts, vals) for lb, ts, vals in res.series), _TAIL
@@ -184,9 +184,9 @@ def instant_answer(reader: LogStoreReader, expr: ast.Expr, t_ms: int, timeout: f
             iter([json.dumps([res.t_ms / 1000, shown]).encode()]), b"}}")
 
 
-def range_answer(reader: LogStoreReader, expr: ast.Expr, start_ms: int, end_ms: int, step_ms: int, *,
+def range_answer(hist: HistoryReader, expr: ast.Expr, start_ms: int, end_ms: int, step_ms: int, *,
                  timeout: float) -> Answer:
-    series = collect_matrix(range_query(EmbeddedHistory(reader), expr, start_ms, end_ms, step_ms, timeout=timeout))
+    series = collect_matrix(range_query(hist, expr, start_ms, end_ms, step_ms, timeout=timeout))
     return _head("matrix"), (_encode_series(lb, ts, vals) for lb, ts, vals in series), _TAIL
 
 
@@ -206,7 +206,7 @@ def promql_instant(c: CollectorView) -> Callable[[web.Request, dict[str, str]], 
         t = parse_time("time", p["time"], time.time()) if "time" in p else time.time()
         timeout = _timeout(p)
         t_ms = round(t * 1000)
-        return await _evaluate(req, c, lambda r: instant_answer(r, expr, t_ms, timeout))
+        return await _evaluate(req, c, lambda r: instant_answer(c.history(r), expr, t_ms, timeout))
 
     return handler
 
@@ -237,7 +237,7 @@ def promql_range(c: CollectorView) -> Callable[[web.Request], Any]:
         except BadParameter as err:
             return prom_error("bad_data", str(err), 400, err.parameter)
         s_ms, e_ms, st_ms = round(start * 1000), round(end * 1000), round(step * 1000)
-        return await _evaluate(req, c, lambda r: range_answer(r, expr, s_ms, e_ms, st_ms, timeout=timeout))
+        return await _evaluate(req, c, lambda r: range_answer(c.history(r), expr, s_ms, e_ms, st_ms, timeout=timeout))
 
     return handler
 
@@ -269,9 +269,9 @@ def downsample(values: list[list[float]], step: float) -> list[list[float]]:
     return out
 
 
-def stored_samples(reader: LogStoreReader, sel: ast.VectorSelector, since: float, until: float, *,
+def stored_samples(hist: HistoryReader, sel: ast.VectorSelector, since: float, until: float, *,
                    limit: int, step: float | None) -> Iterator[bytes]:
-    for s in EmbeddedHistory(reader).select(sel.matchers, int(since * 1000), int(until * 1000)):
+    for s in hist.select(sel.matchers, int(since * 1000), int(until * 1000)):
         labels = dict(s.labels)
         name = labels.pop(NAME, "")
         n = limit or len(s.ts_ms)
@@ -318,7 +318,7 @@ def query_routes(c: CollectorView) -> list[web.RouteDef]:
                                            f"give at least {math.ceil((until - since) / MAX_STEPS)}s")
         # With a step the whole range is read (no cap), so a long range is not cut to its oldest samples.
         limit = 0 if step is not None else QUERY_POINTS
-        return await stream_answer(req, c, lambda r: (b"[", stored_samples(r, sel, since, until, limit=limit,
-                                                                           step=step), b"]"))
+        return await stream_answer(req, c, lambda r: (b"[", stored_samples(c.history(r), sel, since, until,
+                                                                           limit=limit, step=step), b"]"))
 
     return [web.get("/api/v1/query", api_query), web.get("/api/v1/query_range", promql_range(c))]

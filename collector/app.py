@@ -25,20 +25,26 @@ from alerts.notifiers import build_notifiers
 from alerts.notifiers.base import NotifierBase, NotifierHealth
 from alerts.rulefile import AlertingRule, RuleGroup, load_files
 from alerts.rules import default_rule_files
+from collector.alertstate import AlertStateKeeper
 from collector.config import CollectorConfig, is_loopback
 from collector.errors import ConfigError
 from collector.fleet import Accelerator, Accelerators
+from collector.handover import Handover, sources_for
+from collector.history import EmbeddedHistory, HistoryReader
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
+from collector.promquery import PromQueryClient, PromQuerySync
+from collector.remote_read import FallbackHistory, RemoteHistory
 from collector.rulefeed import RuleFeed
 from collector.rulesproc import read_group_health, read_notifier_health, read_state
 from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
-from collector.server import TelemetryService
+from collector.server import TelemetryService, health_handler
 from collector.spool import Spool, build_sinks
 from collector.storage.base import HealthSample
 from collector.storage.compactor import CompactorThread
 from collector.storage.logreader import LogStoreReader
 from collector.storage.logstore import open_log_store
+from collector.storage.remote_write import RemoteWriteSink
 from collector.view import CollectorCounters, NodeRow, Transition
 
 log = logging.getLogger("fleetmon.collector")
@@ -74,10 +80,25 @@ class Collector:
             try:
                 self.engine = AlertEngine.from_files(
                     rules, self.notifiers, external_labels=cfg.alerting.external_labels,
-                    resend_delay=cfg.alerting.resend_delay)
+                    resend_delay=cfg.alerting.resend_delay, for_grace_period=cfg.alerting.for_grace_period,
+                    for_outage_tolerance=cfg.alerting.for_outage_tolerance)
             except AlertsError as err:
                 raise ConfigError(str(err)) from err
         self.sinks = build_sinks(cfg.sinks)
+        #: The shared TSDB's query API (cfg.query), when there is one.
+        self.query = PromQueryClient(cfg.query) if cfg.query.enabled else None
+        # Alert state across restarts and moves (collector/handover.py): kept after each
+        # evaluation, locally and in the TSDB through the remote-write sinks.
+        self.keeper: AlertStateKeeper | None = None
+        self.handover: Handover | None = None
+        if self.engine is not None:
+            tolerance = cfg.alerting.for_outage_tolerance
+            remote_write = [s.config for s in self.sinks if isinstance(s, RemoteWriteSink)]
+            self.keeper = AlertStateKeeper(cfg.data_dir, remote_write, tolerance)
+            sources, tsdb = sources_for(self.keeper, self.read_store, self.query, tolerance)
+            self.handover = Handover(self.engine, self.keeper, sources, hold=cfg.node_timeout, tsdb=tsdb)
+        self._last_sample_ms: dict[str, int] = {}
+        self._sync_query: PromQuerySync | None = None
         self.store.set_sinks([s.name for s in self.sinks])
         self.spool = Spool(self.store, self.sinks, cfg.spool_max_bytes) if self.sinks else None
         self.feed = RuleFeed(self.engine) if self.engine is not None else None
@@ -105,10 +126,14 @@ class Collector:
         self.grpc_port = 0
         self.http_port = 0
         self._down: set[str] = set()
+        self._serving = False  # the gRPC health check's answer: taking streams
 
     # --- callbacks from the stream handler -----------------------------------------------
     def _on_batch(self, session: StreamSession, decoded: Decoded) -> None:
         fleet = self.fleet
+        newest = newest_sample_ms(decoded)
+        if newest > self._last_sample_ms.get(session.node.node, 0):  # what the hand-over compares the TSDB's with
+            self._last_sample_ms[session.node.node] = newest
         for _name, labels, ts_s, value in decoded.watched:
             fleet.update(session.node.node, labels, ts_s, value)
         if self.feed is not None and self.engine is not None:
@@ -128,6 +153,11 @@ class Collector:
 
     def _on_node(self, node: NodeInfo, online: bool) -> None:
         status = NodeStatus(node=node.node, online=online, ts=time.time(), labels=dict(node.labels))
+        if self.handover is not None:
+            if online:
+                self.handover.online(node.node, status.ts)
+            else:
+                self.handover.offline(node.node, self._last_sample_ms.get(node.node, 0), status.ts)
         if self.rules_process:
             # The rules process learns it from the log, in order with the node's batches.
             task = asyncio.ensure_future(self.writer.run_in_thread(
@@ -177,12 +207,17 @@ class Collector:
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", self.cfg.limits.max_message_bytes),
             ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-            # Find peers that vanished without closing (a half-open stream holds a node's slot).
-            ("grpc.keepalive_time_ms", 60_000),
-            ("grpc.keepalive_timeout_ms", 20_000),
+            # Agents ping every 2 s to notice a dead collector host within 5 s (agent/transport.py,
+            # KEEPALIVE_MS); pings closer than this are strikes, and two strikes end the connection.
+            ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
+            # Find agents that vanished without closing (a half-open stream holds a node's slot)
+            # within 15 s, pinging between acks however long an agent's batch interval.
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.http2.ping_timeout_ms", 5_000),  # what gRPC core >= 1.5x times an unanswered ping with
+            ("grpc.http2.max_pings_without_data", 0),
         ])
-        server.add_generic_rpc_handlers((self.service.handler(),))
+        server.add_generic_rpc_handlers((self.service.handler(), health_handler(lambda: self._serving)))
         if self._grpc_creds is not None:
             self.grpc_port = server.add_secure_port(self.cfg.listen, self._grpc_creds)
         else:
@@ -192,11 +227,15 @@ class Collector:
         self._warn_insecure()
         await server.start()
         self._server = server
+        self._serving = True
         if self.engine is not None:
             await self.engine.start()
         else:
             for n in self.notifiers:
                 await n.start()
+        if self.keeper is not None and self.handover is not None:
+            await self.keeper.start()
+            await self.handover.start()
         if self.spool is not None:
             await self.spool.start()
         if self.cfg.http:
@@ -223,6 +262,7 @@ class Collector:
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful: stop taking streams, let in-flight batches commit, flush notifiers."""
+        self._serving = False
         if self._server is not None:
             await self._server.stop(grace)
         for t in self._tasks:
@@ -232,6 +272,12 @@ class Collector:
                 await t
         if self._http is not None:
             await self._http.cleanup()
+        if self.handover is not None:
+            await self.handover.aclose()
+        if self.keeper is not None:
+            await self.keeper.aclose()
+        if self.query is not None:
+            await self.query.aclose()
         if self.spool is not None:
             await self.spool.stop()
         await self.writer.stop()
@@ -240,6 +286,8 @@ class Collector:
             rules, self._rules = self._rules, None
             await asyncio.to_thread(_stop_child, rules)
         self._reads.shutdown(wait=True)
+        if self._sync_query is not None:
+            self._sync_query.close()
         if self._reader is not None:
             self._reader.close()
         if self.engine is not None:
@@ -268,9 +316,12 @@ class Collector:
             self._rate.append((now, self.ingestor.counters.samples))
             if self.engine is None:
                 continue
+            handover = self.handover
             for node, up in self.node_up(now).items():
+                if handover is not None and node in handover.released:
+                    continue  # it streams to another collector, which owns its alerts
                 info = self.ingestor.nodes[node]
-                if not up and node not in self._down:
+                if not up and node not in self._down and not (handover is not None and handover.holds(node, now)):
                     # Like Prometheus for a vanished target: the node's series end now, so
                     # device rules stop evaluating stale values (NodeAgentSilent covers it).
                     self.engine.mark_stale({"node": node}, now)
@@ -284,6 +335,9 @@ class Collector:
                     self.engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
             try:
                 self._record(now, self.engine.evaluate(now))
+                if self.keeper is not None and handover is not None:
+                    self.keeper.record(self.engine.active_states(), now)
+                    handover.after_evaluation(now)
             except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
                 log.exception("rule evaluation failed: %s", err)
 
@@ -315,9 +369,11 @@ class Collector:
 
     # --- the read-only view (collector/view.py) ---------------------------------------------
     def nodes(self, now: float) -> list[NodeRow]:
+        """The nodes this collector owns (one that moved to another collector is that one's)."""
         up = self.node_up(now)
+        moved = self.handover.released if self.handover is not None else set()
         return [NodeRow(n, up[n], i.connected, dict(i.labels), i.samples, i.batches, i.last_batch_at, i.clock_skew,
-                        i.agent_version, tuple(i.plugins)) for n, i in self.ingestor.nodes.items()]
+                        i.agent_version, tuple(i.plugins)) for n, i in self.ingestor.nodes.items() if n not in moved]
 
     def counters(self) -> CollectorCounters:
         i = self.ingestor.counters
@@ -358,7 +414,22 @@ class Collector:
         out.append(HealthSample("fleetmon_collector_series", (), float(self.store.series_count())))
         if self.spool is not None:
             out.extend(self.spool.health())
+        if self.handover is not None and self.keeper is not None:
+            out.extend(self.handover.health())
+            out.extend(self.keeper.health())
         return out
+
+    def history(self, reader: LogStoreReader) -> HistoryReader:
+        local = EmbeddedHistory(reader)
+        if not self.cfg.query.enabled:
+            return local
+        return FallbackHistory(RemoteHistory(self._query_sync()), local)
+
+    def _query_sync(self) -> PromQuerySync:
+        """The read thread's client of the query API (made there, used only there)."""
+        if self._sync_query is None:
+            self._sync_query = PromQuerySync(self.cfg.query)
+        return self._sync_query
 
     async def read_store(self, fn: Callable[[LogStoreReader], T]) -> T:
         def run() -> T:
@@ -390,3 +461,11 @@ def _stop_child(p: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         p.kill()
         p.wait()
+
+
+def newest_sample_ms(decoded: Decoded) -> int:
+    """The newest sample time (ms, the agent's clock) of a decoded batch, 0 for none."""
+    item = decoded.item
+    if item.blocks:
+        return max(b.ts_ms for b in item.blocks)
+    return max(item.samples.ts_ms, default=0)

@@ -11,6 +11,7 @@ import yaml
 
 from collector.alerting_config import BUILTIN, check_notifiers, check_rules, expand_rule_paths
 from collector.errors import ConfigError
+from collector.promquery import QueryConfig
 from fleetmon_common import runtime, settings
 from fleetmon_common.secrets import Secret
 
@@ -96,6 +97,16 @@ class AlertingConfig:
     #: It publishes alerts, notifier health and group counters for the HTTP API. ``false``: the
     #: engine runs in the collector's process (one process fewer, for small installs and tests).
     process: bool = True
+    #: Alert state restored when a collector adopts a node (alerts/restore.py), with the meaning
+    #: of Prometheus's --rules.alert.for-grace-period / --rules.alert.for-outage-tolerance.
+    #: The grace period is shorter than Prometheus's 10m: an adopted node's windows are warmed
+    #: from history, so a rule's data is whole at once (a restarted Prometheus starts empty).
+    for_grace_period: float = 10.0
+    for_outage_tolerance: float = 3600.0
+
+    def validate(self) -> None:
+        if self.for_grace_period < 0 or self.for_outage_tolerance <= 0:
+            raise ValueError("for_grace_period must not be negative and for_outage_tolerance must be positive")
 
 
 @dataclass
@@ -114,6 +125,9 @@ class CollectorConfig:
     retention: float = 30 * 86400.0
     #: External sinks by kind (influxdb_v1, influxdb_v2); the embedded store is always on.
     sinks: dict[str, Any] = field(default_factory=dict)
+    #: A Prometheus-compatible query API over the shared TSDB (VictoriaMetrics): where an adopted
+    #: node's alert state and windows come from, and whether a node streams elsewhere now.
+    query: QueryConfig = field(default_factory=QueryConfig)
     #: Bound of the spool that holds acked data for the external sinks; when full, agents wait.
     spool_max_bytes: int = 1 << 30
     node_timeout: float = 30.0

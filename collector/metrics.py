@@ -215,6 +215,18 @@ _HEALTH_HELP = {
     "fleetmon_sink_lag_seconds": "How long the oldest batch the sink has not confirmed has been waiting for it "
                                  "(0: caught up)",
     "fleetmon_sink_dropped_points_total": "Points and events a sink refused for good (4xx), dropped",
+    # Alert state across collectors (collector/handover.py, collector/alertstate.py).
+    "fleetmon_collector_nodes_adopted_total": "Nodes this collector took on (start, restart, fail-over, return), "
+                                              "their alert state and windows read back from history",
+    "fleetmon_collector_alerts_restored_total": "Alerts whose for state came back from ALERTS_FOR_STATE on adoption",
+    "fleetmon_collector_alerts_taken_over_total":
+        "Alerts a node's previous collector had that were over: resolved here",
+    "fleetmon_collector_nodes_handed_over_total": "Nodes that left for another collector, their alerts handed over",
+    "fleetmon_collector_alerts_handed_over_total": "Alerts dropped here without a resolve: another collector owns them",
+    "fleetmon_collector_warmed_samples_total": "Samples read back from history into the windows of adopted nodes",
+    "fleetmon_collector_history_errors_total": "Adoptions whose history a source (TSDB, local store) could not give",
+    "fleetmon_collector_last_adoption_seconds": "From the stream's start to the alerts restored, for the last adoption",
+    "fleetmon_collector_alert_state_samples_total": "ALERTS and ALERTS_FOR_STATE samples sent to the shared TSDB",
 }
 
 

@@ -34,10 +34,16 @@ from alerts.model import Alert, EventNotice, NodeStatus
 from alerts.notifiers import build_notifiers
 from alerts.notifiers.base import NotifierBase, NotifierHealth
 from alerts.rules import default_rule_files
+from collector.alertstate import AlertStateKeeper
 from collector.config import CollectorConfig
+from collector.handover import Handover, sources_for
+from collector.promquery import PromQueryClient
 from collector.rulefeed import NO_REF, RuleFeed
+from collector.spool import build_sinks
 from collector.storage import applog
+from collector.storage.logreader import LogStoreReader
 from collector.storage.logstore import LOG_DIR, STORE_FILE, open_db
+from collector.storage.remote_write import RemoteWriteSink
 from fleetmon_common import logs, settings
 
 log = logging.getLogger("fleetmon.collector.rules")
@@ -76,7 +82,8 @@ class RuleRunner:
         notifiers = build_notifiers(a.notifiers, "alerting.notifiers") if a.notifiers else []
         rules = default_rule_files() if a.rules is None else a.rules
         self.engine = AlertEngine.from_files(rules, notifiers, external_labels=a.external_labels,
-                                             resend_delay=a.resend_delay)
+                                             resend_delay=a.resend_delay, for_grace_period=a.for_grace_period,
+                                             for_outage_tolerance=a.for_outage_tolerance)
         self.notifiers = notifiers
         self.feed = RuleFeed(self.engine)
         self.folder = cfg.data_dir / LOG_DIR
@@ -89,6 +96,22 @@ class RuleRunner:
         self._db = open_db(cfg.data_dir / STORE_FILE)
         self._db.execute(_STATE_SCHEMA)
         self._known_series()
+        # Alert state across restarts and moves, as in the collector's process (collector/handover.py).
+        self.query = PromQueryClient(cfg.query) if cfg.query.enabled else None
+        remote_write = [s.config for s in build_sinks(cfg.sinks) if isinstance(s, RemoteWriteSink)]
+        self.keeper = AlertStateKeeper(cfg.data_dir, remote_write, a.for_outage_tolerance)
+        sources, tsdb = sources_for(self.keeper, self._read_store, self.query, a.for_outage_tolerance)
+        self.handover = Handover(self.engine, self.keeper, sources, hold=cfg.node_timeout, tsdb=tsdb)
+        self.last_sample_ms: dict[str, int] = {}
+        self._reader: LogStoreReader | None = None
+
+    async def _read_store(self, fn: Any) -> Any:
+        def run() -> Any:
+            if self._reader is None:
+                self._reader = LogStoreReader(self.cfg.data_dir)
+            return fn(self._reader)
+
+        return await asyncio.to_thread(run)
 
     def _define(self, sid: int, name: str, labels: str) -> None:
         self._ref_table(sid)
@@ -141,6 +164,10 @@ class RuleRunner:
         info = self.nodes.get(rec.node)
         if info is not None:
             info.last_batch_at = now
+        if rec.blocks:
+            newest = max(b.ts_ms for b in rec.blocks)
+            if newest > self.last_sample_ms.get(rec.node, 0):
+                self.last_sample_ms[rec.node] = newest
         for b in rec.blocks:
             sids = b.sids
             inside = sids < len(self.refs)
@@ -174,6 +201,10 @@ class RuleRunner:
             info.connected_at = float(body["ts"])
             info.clock_skew = float(body.get("skew", 0.0))
         status = NodeStatus(node=node, online=info.connected, ts=float(body["ts"]), labels=dict(info.labels))
+        if info.connected:
+            self.handover.online(node, status.ts)
+        else:
+            self.handover.offline(node, self.last_sample_ms.get(node, 0), status.ts)
         for n in self.notifiers:
             n.send_node_status(status)
 
@@ -186,8 +217,10 @@ class RuleRunner:
         timeout = self.cfg.node_timeout
         engine = self.engine
         for node, info in self.nodes.items():
+            if node in self.handover.released:
+                continue  # it streams to another collector, which owns its alerts
             up = info.connected and now - max(info.last_batch_at, info.connected_at) < timeout
-            if not up and node not in self.down:
+            if not up and node not in self.down and not self.handover.holds(node, now):
                 engine.mark_stale({"node": node}, now)
                 self.down.add(node)
             elif up:
@@ -199,6 +232,8 @@ class RuleRunner:
                 engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
         try:
             self._record(now, engine.evaluate(now))
+            self.keeper.record(engine.active_states(), now)
+            self.handover.after_evaluation(now)
         except Exception as err:  # supervision boundary: one bad evaluation never stops the loop
             log.exception("rule evaluation failed: %s", err)
         self.publish()
@@ -216,6 +251,8 @@ class RuleRunner:
 
     async def run(self, stop: asyncio.Event, parent: int | None) -> None:
         await self.engine.start()
+        await self.keeper.start()
+        await self.handover.start()
         interval = self.cfg.alerting.evaluation_interval
         next_eval = time.time()
         try:
@@ -232,6 +269,12 @@ class RuleRunner:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), min(0.05, max(0.0, next_eval - time.time())))
         finally:
+            await self.handover.aclose()
+            await self.keeper.aclose()
+            if self.query is not None:
+                await self.query.aclose()
+            if self._reader is not None:
+                self._reader.close()
             await self.engine.aclose()
             self._db.close()
 

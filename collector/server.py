@@ -19,7 +19,7 @@ no Hello in time, idle       DEADLINE_EXCEEDED
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -142,6 +142,45 @@ class _Reader:
     def interrupt(self) -> None:
         if self._deadline is not None:
             self._deadline.reschedule(asyncio.get_running_loop().time())
+
+
+def _health_classes() -> tuple[Any, Any]:
+    """``grpc.health.v1`` HealthCheckRequest{string service = 1} and HealthCheckResponse{
+    ServingStatus status = 1} (grpc/health/v1/health.proto), built here: two fields do not
+    need the grpcio-health-checking package."""
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="fleetmon_health.proto", package="grpc.health.v1",
+                                              syntax="proto3")
+    req = file.message_type.add(name="HealthCheckRequest")
+    req.field.add(name="service", number=1, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    resp = file.message_type.add(name="HealthCheckResponse")
+    resp.field.add(name="status", number=1, type=f.TYPE_INT32, label=f.LABEL_OPTIONAL)  # the enum, as its number
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return (message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckRequest")),
+            message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse")))
+
+
+_HealthRequest, _HealthResponse = _health_classes()
+SERVING, NOT_SERVING = 1, 2  # HealthCheckResponse.ServingStatus
+
+
+def health_handler(serving: Callable[[], bool]) -> grpc.GenericRpcHandler:
+    """gRPC's standard health check (``grpc.health.v1.Health/Check``) for the service ``""`` and
+    ``fleetmon.v1.Telemetry``: SERVING while the collector takes streams. Agents probe it before
+    moving back to their preferred collector (agent/failback.py); load balancers can use it too."""
+
+    async def check(raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            service = _HealthRequest.FromString(raw).service
+        except DecodeError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "undecodable HealthCheckRequest")
+        if service not in ("", SERVICE):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {service[:128]!r}")
+        return bytes(_HealthResponse(status=SERVING if serving() else NOT_SERVING).SerializeToString())
+
+    method = grpc.unary_unary_rpc_method_handler(check, request_deserializer=None, response_serializer=None)
+    return grpc.method_handlers_generic_handler("grpc.health.v1.Health", {"Check": method})
 
 
 class TelemetryService:

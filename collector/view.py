@@ -15,6 +15,7 @@ from alerts.model import Alert
 from alerts.notifiers.base import NotifierHealth
 from alerts.rulefile import AlertingRule
 from collector.fleet import Accelerator
+from collector.history import HistoryReader
 from collector.ingest import PluginState
 from collector.storage.base import HealthSample
 from collector.storage.logreader import LogStoreReader
@@ -84,6 +85,12 @@ class CollectorView(Protocol):
 
     def health(self) -> list[HealthSample]:
         """Extra ``/metrics`` samples (sinks, spool, limits)."""
+        ...
+
+    def history(self, reader: LogStoreReader) -> HistoryReader:
+        """What PromQL over history and the stored-samples API read, on the read thread given the
+        store's reader: the shared TSDB's query API when one is configured (the whole fleet,
+        whole histories; the store while it does not answer), else the embedded store."""
         ...
 
     async def read_store(self, fn: Callable[[LogStoreReader], T]) -> T:

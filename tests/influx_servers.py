@@ -11,17 +11,20 @@ this module in ``pytest_plugins``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from collector.storage.base import Point, SinkBatch
+from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
 from tests.services import Process, free_port, require_binary, wait_for_http
 
 INFLUXD_CONF = """\
@@ -77,8 +80,8 @@ def start_influxd(tmp_path: Path, port: int | None = None) -> tuple[Process, str
     return _started("influxd", [binary, "-config", str(conf)], root, port, "/ping", lambda code: code < 500)
 
 
-def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Process, str]:
-    """VictoriaMetrics single-node with its data under ``tmp_path/victoria-metrics``."""
+def start_victoria_metrics(tmp_path: Path, port: int | None = None, extra: Sequence[str] = ()) -> tuple[Process, str]:
+    """VictoriaMetrics single-node with its data under ``tmp_path/victoria-metrics``; ``extra``: more flags."""
     binary = require_binary("victoria-metrics", "/usr/bin/victoria-metrics")
     root = tmp_path / "victoria-metrics"
     root.mkdir(parents=True, exist_ok=True)
@@ -92,6 +95,7 @@ def start_victoria_metrics(tmp_path: Path, port: int | None = None) -> tuple[Pro
         # Queries see samples as soon as they are stored (the default hides the last 30 s).
         "-search.latencyOffset=0s",
         "-loggerLevel=WARN",
+        *extra,
     ]
     return _started("victoria-metrics", argv, root, port, "/health")
 
@@ -186,6 +190,21 @@ def influx_write(url: str, database: str, body: str) -> None:
     with urllib.request.urlopen(req, timeout=30) as resp:
         if resp.status != 204:
             raise RuntimeError(f"influxd answered {resp.status}")
+
+
+def remote_write(vm_url: str, points: list[Point]) -> None:
+    """Write ``points`` to VictoriaMetrics through fleetmon's remote-write sink, then make them readable."""
+    sink = RemoteWriteSink(RemoteWriteConfig(url=f"{vm_url}/api/v1/write"))
+
+    async def go() -> None:
+        await sink.start()
+        try:
+            await sink.write(SinkBatch(1, points))
+        finally:
+            await sink.aclose()
+
+    asyncio.run(go())
+    vm_flush(vm_url)
 
 
 def vm_flush(url: str) -> None:

@@ -152,6 +152,18 @@ def test_node_page_lists_devices_and_plots_their_history(page: Page, fleet: Flee
     page.screenshot(path=str(shots / "dashboard-node.png"), full_page=True)
 
 
+def test_a_node_of_another_collector_shows_its_history_only(page: Page, fleet: Fleet) -> None:
+    """A node that streams elsewhere (moved away, or never here): no state of it here, its plots
+    from the query API (none configured here: "no data")."""
+    page.goto(f"{fleet.collector.http}/#/node/elsewhere-1")
+    page.wait_for_selector('#health:has-text("not here")')
+    assert "does not stream to this collector" in page.inner_text("#reasons")
+    page.wait_for_function("""() => {
+        const d = document.getElementById("plot-gpu_temperature_celsius");
+        return d && d.layout && d.layout.annotations.length === 1;
+    }""", timeout=30_000)
+
+
 def test_alert_history_page(page: Page, fleet: Fleet, shots: Path) -> None:
     fleet.inject()
     page.goto(f"{fleet.collector.http}/#/alerts")

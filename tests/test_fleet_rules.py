@@ -4,7 +4,6 @@ vmalert over VictoriaMetrics (fed by fleetmon's remote-write sink) into Alertman
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import time
@@ -20,10 +19,9 @@ import yaml
 from alerts.rules import default_rule_files
 from alerts.rules.fleet import fleet_rule_files
 from collector.alerting_config import expand_rule_paths
-from collector.storage.base import Point, SinkBatch
-from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
+from collector.storage.base import Point
 from fleetmon_common.settings import Problems
-from tests.influx_servers import start_victoria_metrics, start_vmalert, vm_flush
+from tests.influx_servers import remote_write, start_victoria_metrics, start_vmalert
 from tests.services import REPO, free_port, require_binary, wait_until
 from tests.test_notifiers_alertmanager import start_alertmanager
 
@@ -126,19 +124,9 @@ def _am_alerts(url: str, name: str) -> list[dict[str, Any]]:
 def write_gpus(vm_url: str, cluster: str, up: list[int]) -> None:
     """One sample of gpu_up per GPU of ``cluster`` at now, through fleetmon's remote-write sink."""
     now = time.time_ns()
-    pts = [Point("gpu", "up", (("cluster", cluster), ("gpu", str(i % 8)), ("model", "H100"),
-                               ("node", f"{cluster}-n{i // 8}")), float(v), now) for i, v in enumerate(up)]
-    sink = RemoteWriteSink(RemoteWriteConfig(url=f"{vm_url}/api/v1/write"))
-
-    async def go() -> None:
-        await sink.start()
-        try:
-            await sink.write(SinkBatch(1, pts))
-        finally:
-            await sink.aclose()
-
-    asyncio.run(go())
-    vm_flush(vm_url)
+    remote_write(vm_url, [Point("gpu", "up", (("cluster", cluster), ("gpu", str(i % 8)), ("model", "H100"),
+                                              ("node", f"{cluster}-n{i // 8}")), float(v), now)
+                          for i, v in enumerate(up)])
 
 
 @pytest.mark.services

@@ -157,9 +157,28 @@ async function plot(spec, node) {
   if (typeof Plotly !== "undefined") Plotly.react(div, traces, layout, {displaylogo: false, responsive: true});
 }
 
+// A node that streams to another collector (it moved, or was never here): this collector knows
+// nothing live of it, but its history plots still come from the shared TSDB (query.url).
+function elsewhere(node) {
+  document.getElementById("health").innerHTML = badge("elsewhere").replace(">elsewhere<", ">not here<");
+  document.getElementById("reasons").innerHTML = `<div class="muted">${esc(node)} does not stream to this collector: ` +
+    "its state and alerts are on the collector it streams to; the history below comes from the shared TSDB " +
+    "when the collector has a query API (query.url)</div>";
+  for (const id of ["facts", "devices", "node-alerts", "node-history"]) document.getElementById(id).innerHTML = "";
+}
+
 async function refreshNode(now, node) {
-  const [n, history] = await Promise.all([api(`/api/v1/nodes/${encodeURIComponent(node)}`),
+  const [n, history] = await Promise.all([
+    api(`/api/v1/nodes/${encodeURIComponent(node)}`).catch(err => { if (/HTTP 404/.test(err.message)) return null; throw err; }),
     api(`/api/v1/alerts/transitions?node=${encodeURIComponent(node)}&limit=50`)]);
+  if (n === null) {
+    elsewhere(node);
+    if (now - plottedAt >= PLOT_EVERY_S[range] - 0.5) {
+      plottedAt = now;
+      await Promise.all(PLOTS.map(p => plot(p, node)));
+    }
+    return;
+  }
   document.getElementById("health").innerHTML = badge(n.health);
   document.getElementById("reasons").innerHTML = n.reasons.length ? `<div class="${esc(n.health)}">${n.reasons.map(esc).join("; ")}</div>` : "";
   document.getElementById("facts").innerHTML = [

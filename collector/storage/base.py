@@ -31,7 +31,8 @@ class Point:
 
     @property
     def name(self) -> str:
-        return f"{self.measurement}_{self.field}"
+        # A field-less series (``ALERTS``, which the remote-write sink alone carries) is its measurement.
+        return f"{self.measurement}_{self.field}" if self.field else self.measurement
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,8 @@ class SeriesKey:
 
     @property
     def name(self) -> str:
-        return f"{self.measurement}_{self.field}"
+        # A field-less series (``ALERTS``, which the remote-write sink alone carries) is its measurement.
+        return f"{self.measurement}_{self.field}" if self.field else self.measurement
 
 
 class SeriesCatalog:
