@@ -36,7 +36,7 @@ from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSes
 from collector.promquery import PromQueryClient, PromQuerySync
 from collector.remote_read import FallbackHistory, RemoteHistory
 from collector.rulefeed import RuleFeed
-from collector.rulesproc import read_group_health, read_notifier_health, read_state
+from collector.rulesproc import read_group_health, read_health, read_notifier_health, read_state
 from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
 from collector.server import TelemetryService, health_handler
 from collector.spool import Spool, build_sinks
@@ -382,7 +382,7 @@ class Collector:
 
     def active_alerts(self) -> list[Alert]:
         if self.rules_process:
-            return [_alert(a) for a in read_state(self.cfg.data_dir)[0]]
+            return [_alert(a) for a in read_state(self.cfg.data_dir, os.getpid())[0]]
         return self.engine.active() if self.engine is not None else []
 
     def alert_rules(self) -> list[AlertingRule]:
@@ -395,17 +395,18 @@ class Collector:
 
     def notifier_health(self) -> list[NotifierHealth]:
         if self.rules_process:
-            return read_notifier_health(self.cfg.data_dir)
+            return read_notifier_health(self.cfg.data_dir, os.getpid())
         return [h for n in self.notifiers if isinstance(n, NotifierBase) for h in n.health()]
 
     def rule_groups(self) -> list[GroupHealth]:
         if self.rules_process:
-            return read_group_health(self.cfg.data_dir)
+            return read_group_health(self.cfg.data_dir, os.getpid())
         return self.engine.group_health() if self.engine is not None else []
 
     def transitions(self, since: float) -> list[Transition]:
         if self.rules_process:
-            return [Transition(t["time"], _alert(t)) for t in read_state(self.cfg.data_dir)[1] if t["time"] > since]
+            published = read_state(self.cfg.data_dir, os.getpid())[1]
+            return [Transition(t["time"], _alert(t)) for t in published if t["time"] > since]
         return [t for t in self._transitions if t.time > since]
 
     def health(self) -> list[HealthSample]:
@@ -417,6 +418,8 @@ class Collector:
         if self.handover is not None and self.keeper is not None:
             out.extend(self.handover.health())
             out.extend(self.keeper.health())
+        elif self.rules_process:
+            out.extend(read_health(self.cfg.data_dir, os.getpid()))
         return out
 
     def history(self, reader: LogStoreReader) -> HistoryReader:
