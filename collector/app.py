@@ -36,7 +36,7 @@ from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSes
 from collector.promquery import PromQueryClient, PromQuerySync
 from collector.remote_read import FallbackHistory, RemoteHistory
 from collector.rulefeed import RuleFeed
-from collector.rulesproc import read_group_health, read_health, read_notifier_health, read_state
+from collector.rulesproc import read_group_health, read_health, read_notifier_health, read_released, read_state
 from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
 from collector.server import TelemetryService, health_handler
 from collector.spool import Spool, build_sinks
@@ -371,7 +371,10 @@ class Collector:
     def nodes(self, now: float) -> list[NodeRow]:
         """The nodes this collector owns (one that moved to another collector is that one's)."""
         up = self.node_up(now)
-        moved = self.handover.released if self.handover is not None else set()
+        if self.handover is not None:
+            moved = self.handover.released
+        else:
+            moved = read_released(self.cfg.data_dir, os.getpid()) if self.rules_process else set()
         return [NodeRow(n, up[n], i.connected, dict(i.labels), i.samples, i.batches, i.last_batch_at, i.clock_skew,
                         i.agent_version, tuple(i.plugins)) for n, i in self.ingestor.nodes.items() if n not in moved]
 

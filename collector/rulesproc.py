@@ -251,7 +251,8 @@ class RuleRunner:
                   for h in (*self.handover.health(), *self.keeper.health())]
         rows = [("active", json.dumps(active)), ("transitions", json.dumps(trans)),
                 ("notifiers", json.dumps(notifiers)), ("groups", json.dumps(groups)),
-                ("health", json.dumps(health)), ("publisher", json.dumps(self.parent))]
+                ("health", json.dumps(health)), ("released", json.dumps(sorted(self.handover.released))),
+                ("publisher", json.dumps(self.parent))]
         self._db.executemany("INSERT INTO alert_state VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                              "body = excluded.body", rows)
 
@@ -325,6 +326,11 @@ def read_health(data_dir: Path, parent: int | None = None) -> list[HealthSample]
     """The rules process's hand-over and alert-state counters, as it last published them."""
     return [HealthSample(h["name"], tuple((str(k), str(v)) for k, v in h["labels"]), float(h["value"]))
             for h in read_published(data_dir, "health", parent=parent)[0]]
+
+
+def read_released(data_dir: Path, parent: int | None = None) -> set[str]:
+    """Nodes the rules process handed over to another collector (they stream there now)."""
+    return {str(n) for n in read_published(data_dir, "released", parent=parent)[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
