@@ -6,6 +6,7 @@ node that left: its alerts dropped without a resolve)."""
 from __future__ import annotations
 
 import math
+from array import array
 from pathlib import Path
 
 import pytest
@@ -210,6 +211,24 @@ def test_backfill_keeps_live_samples_and_marks_stale(tmp_path: Path) -> None:
     e.evaluate(T0)
     hot = next(a for a in e.active() if a.name == "GpuHot")
     assert hot.value == 90.0
+
+
+def test_backfill_of_a_series_read_only_by_instant_selectors_then_blocks(tmp_path: Path) -> None:
+    """The rules process's path: blocks by ref, a backfill of the adopted node, blocks again (a
+    series only instant selectors read keeps tuples, which blocks share between series)."""
+    e, _ = engine(tmp_path)
+    ref = e.series_ref("gpu_temperature_celsius", HOT)
+    other = e.series_ref("gpu_temperature_celsius", {**HOT, "gpu": "1"})
+    assert ref is not None and other is not None
+    ms = round(T0 * 1000)
+    e.append_block(array("q", [ref, other]), ms, [90.0, 40.0])
+    e.evaluate(T0)
+    assert e.backfill("gpu_temperature_celsius", HOT, [ms - 20_000, ms - 10_000], [85.0, 88.0]) == 2
+    for i in range(1, 4):
+        e.append_block(array("q", [ref, other]), ms + i * 10_000, [90.0 + i, 40.0])
+        e.evaluate(T0 + i * 10)
+    hot = next(a for a in e.active() if a.name == "GpuHot")
+    assert hot.value == 93.0 and hot.state == AlertState.FIRING
 
 
 @pytest.mark.parametrize("grace", [0.0, 10.0])
