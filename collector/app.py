@@ -386,7 +386,7 @@ class Collector:
     def active_alerts(self) -> list[Alert]:
         if self.rules_process:
             return [_alert(a) for a in read_state(self.cfg.data_dir, os.getpid())[0]]
-        return self.engine.active() if self.engine is not None else []
+        return self.engine.active(restoring=False) if self.engine is not None else []
 
     def alert_rules(self) -> list[AlertingRule]:
         if self.rules_process:

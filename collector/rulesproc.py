@@ -241,7 +241,7 @@ class RuleRunner:
         self.publish()
 
     def publish(self) -> None:
-        active = [alert_dict(a) for a in self.engine.active()]
+        active = [alert_dict(a) for a in self.engine.active(restoring=False)]
         trans = [{"time": t, **a} for t, a in self.transitions]
         notifiers = [dataclasses.asdict(h) for n in self.notifiers if isinstance(n, NotifierBase) for h in n.health()]
         groups = [{"name": g.name, "file": g.file, "interval": g.interval, "rules": g.rules, "failing": g.failing,

@@ -122,11 +122,14 @@ def test_a_restoring_node_does_not_fire_a_restorable_rule_before_its_restore(tmp
     e.adopt("n1")
     run(e, T0, T0 + 30)
     assert state(e, "GpuHot") == AlertState.PENDING and "GpuHot" not in {a.name for a in rec.sent}
-    # GpuWarm's for (2 s) is under the grace period: never restored, so never held back.
+    # The API does not show its provisional timer; GpuWarm's for (2 s) is under the grace period:
+    # never restored, so never held back.
+    assert [a.name for a in e.active(restoring=False)] == ["GpuWarm"]
     assert state(e, "GpuWarm") == AlertState.FIRING
     e.restore("n1", [], T0 + 30)  # nothing to restore: the active time stands
     run(e, T0 + 30, T0 + 31)
     assert state(e, "GpuHot") == AlertState.FIRING
+    assert {a.name for a in e.active(restoring=False)} == {"GpuHot", "GpuWarm"}
 
 
 def test_pending_time_left_and_grace_period(tmp_path: Path) -> None:
