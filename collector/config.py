@@ -12,6 +12,7 @@ import yaml
 from collector.alerting_config import BUILTIN, check_notifiers, check_rules, expand_rule_paths
 from collector.errors import ConfigError
 from collector.promquery import QueryConfig
+from collector.spool import build_sinks
 from fleetmon_common import runtime, settings
 from fleetmon_common.secrets import Secret
 
@@ -191,10 +192,19 @@ def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -
     # Every problem in one pass, the alerting section's rule files and notifiers included.
     problems = settings.Problems(where)
     cfg = settings.build(CollectorConfig, data, "", error=ConfigError, problems=problems)
+    # A section with a wrong value is built with its defaults: its rule files, notifiers and
+    # the sinks are checked from the file's own text, so they are reported in this pass too.
+    raw_alerting = data.get("alerting")
+    alerting: dict[str, Any] = raw_alerting if isinstance(raw_alerting, dict) else {}
+    if problems and isinstance(alerting.get("rules"), list):
+        cfg.alerting.rules = [Path(str(r)) for r in alerting["rules"]]
     if cfg.alerting.rules is None:  # absent: the default rule pack; `rules: []` means none
         cfg.alerting.rules = [Path(f"{BUILTIN}*.yml")]
     cfg.alerting.rules = expand_rule_paths(cfg.alerting.rules, path.parent if path else Path.cwd(), problems)
     check_rules(cfg.alerting.rules, problems)
-    check_notifiers(cfg.alerting.notifiers, problems)
+    check_notifiers(alerting.get("notifiers", cfg.alerting.notifiers), problems)
+    if isinstance(data.get("sinks"), dict):
+        with problems.gather(ConfigError):
+            build_sinks(data["sinks"])  # built again (and started) by the collector
     problems.raise_if_any(ConfigError)
     return cfg

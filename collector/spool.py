@@ -99,17 +99,28 @@ def decode_spool_columns(body: bytes) -> tuple[Int64Array, Int64Array, Float64Ar
 
 
 def build_sinks(section: Mapping[str, Any] | None) -> list[Sink]:
-    """``sinks: {name: {type: influxdb_v1|influxdb_v2, ...}}``; a name that is a type may omit it."""
+    """``sinks: {name: {type: influxdb_v1|influxdb_v2, ...}}``; a name that is a type may omit it.
+    Every sink's problems are reported together (one ConfigError, a line each)."""
     if not section:
         return []
     sinks = []
+    problems: list[str] = []
     for name, raw in section.items():
+        if raw is not None and not isinstance(raw, Mapping):
+            problems.append(f"sinks.{name}: expected a mapping of settings, got {type(raw).__name__}")
+            continue
         body = dict(raw or {})
         kind = body.pop("type", name)
         if kind not in SINK_TYPES:
-            raise ConfigError(f"sinks.{name}.type: {kind!r} is not one of {', '.join(SINK_TYPES)}")
+            problems.append(f"sinks.{name}.type: {kind!r} is not one of {', '.join(SINK_TYPES)}")
+            continue
         body.setdefault("name", str(name))
-        sinks.append(build_sink(kind, body, f"sinks.{name}"))
+        try:
+            sinks.append(build_sink(kind, body, f"sinks.{name}"))
+        except ConfigError as err:
+            problems.append(str(err))
+    if problems:
+        raise ConfigError("\n".join(problems))
     return sinks
 
 

@@ -48,11 +48,19 @@ def test_collector_every_error_in_one_pass_printed_once(fleetmon_cmd: list[str],
     (tmp_path / "rules" / "bad.yml").write_text(bad)
     cfg = tmp_path / "collector.yml"
     cfg.write_text("retention: forever\nnode_timeout: 1h30m\nlimits: {max_labelz: 3}\n"
-                   "alerting:\n  rules: [rules/*.yml, nothing/*.yml]\n"
-                   "  notifiers: {mqtt: {host: m, keepalive: 30s, qos: 3}, pager: {}}\n")
+                   "alerting:\n  rules: [rules/*.yml, nothing/*.yml]\n  evaluation_interval: often\n"
+                   "  notifiers: {mqtt: {host: m, keepalive: 30s, qos: 3}, pager: {}}\n"
+                   "sinks:\n  vm: {type: remote_write, url: 'http://127.0.0.1:1/api/v1/write', flush_interval: 5s,"
+                   " batch_sise: 5}\n  old: {type: influxdb_v9}\n")
     lines = _stderr_lines([*fleetmon_cmd, "collector", "--config", str(cfg)])
     f = str(cfg)
-    assert len(lines) == len(set(lines)) == 6, lines
+    assert len(lines) == len(set(lines)) == 9, lines
+    # a wrong value in the alerting section: its rules, notifiers and the sinks are still checked
+    assert lines.pop(2) == f"{f}: alerting.evaluation_interval: 'often' is neither a number nor a duration; {_DURATION_FIX}"
+    assert lines[-2:] == [f"{f}: sinks.vm: unknown key 'batch_sise'; did you mean 'batch_size'?",
+                          f"{f}: sinks.old.type: 'influxdb_v9' is not one of influxdb, influxdb_v1, influxdb2, "
+                          "influxdb_v2, victoriametrics, remote_write"]
+    del lines[-2:]
     assert lines[:2] == [
         f"{f}: retention: 'forever' is neither a number nor a duration; {_DURATION_FIX}",
         f"{f}: limits: unknown key 'max_labelz'; did you mean 'max_labels'?",

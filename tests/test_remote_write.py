@@ -132,8 +132,10 @@ def test_basic_auth_and_an_unreachable_receiver(stub: Stub, monkeypatch: pytest.
     ({}, "url must start with http"),
     ({"url": "http://vm/api/v1/write", "batch_size": 0}, "batch_size must be 1..100000"),
     ({"url": "http://vm/api/v1/write", "headers": {"Content-Encoding": "gzip"}}, "set by the sink itself"),
-    ({"url": "http://vm/api/v1/write", "headers": ["X-Scope-OrgID"]}, r"sinks.rw.headers: expected mapping"),
-    ({"url": "http://vm/api/v1/write", "headers": {"X": 1}}, "mapping of strings to strings"),
+    ({"url": "http://vm/api/v1/write", "headers": ["X-Scope-OrgID"]}, r"sinks.rw.headers: expected a mapping"),
+    ({"url": "http://vm/api/v1/write", "headers": {"X": [1]}}, r"sinks.rw.headers.X: expected a string"),
+    ({"url": "http://vm/api/v1/write", "flush_interval": "soon", "bogus": 1},  # every key's problem at once
+     r"(?s)unknown key 'bogus'.*flush_interval: 'soon' is neither a number nor a duration"),
     ({"url": "http://vm/api/v1/write", "password": "a", "password_env": "B"}, "not both"),
     ({"url": "http://vm/api/v1/write", "username": "u", "bearer_token": "t"}, "not both"),
     ({"url": "http://vm/api/v1/write", "database": "x"}, "unknown key 'database'"),

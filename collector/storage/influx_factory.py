@@ -33,9 +33,6 @@ the kind.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
 from collections.abc import Mapping
 from typing import Any
 
@@ -44,6 +41,7 @@ from collector.storage.base import Sink
 from collector.storage.influx_v1 import InfluxV1Config, InfluxV1Sink
 from collector.storage.influx_v2 import InfluxV2Config, InfluxV2Sink
 from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteSink
+from fleetmon_common import settings
 
 KINDS = ("influxdb", "influxdb_v1", "influxdb2", "influxdb_v2", "victoriametrics", "remote_write")
 SINK_TYPES = KINDS
@@ -76,42 +74,6 @@ def _construct(cls: Any, config: Any, where: str) -> Sink:
 
 
 def _build(cls: type[Any], section: Mapping[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in section.items():
-        if key not in known:
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {', '.join(sorted(known))}")
-        values[key] = _coerce(value, hints[key], f"{where}.{key}")
-    return cls(**values)
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    for t in allowed:
-        if typing.get_origin(t) is typing.Literal:
-            if value in typing.get_args(t):
-                return value
-            continue
-        if t is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if t is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if t in (str, bool) and isinstance(value, t):
-            return value
-        if typing.get_origin(t) is dict and isinstance(value, Mapping):
-            if all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-                return dict(value)
-            raise ConfigError(f"{where}: expected a mapping of strings to strings, got {value!r}")
-    names = ", ".join(_type_name(t) for t in allowed)
-    raise ConfigError(f"{where}: expected {names}, got {value!r}")
-
-
-def _type_name(t: Any) -> str:
-    if typing.get_origin(t) is typing.Literal:
-        return " | ".join(repr(a) for a in typing.get_args(t))
-    if typing.get_origin(t) is dict:
-        return "mapping"
-    return "null" if t is type(None) else getattr(t, "__name__", str(t))
+    """The settings' common builder: every key's problem at once, durations and sizes as in
+    every other section, secrets from files or the environment."""
+    return settings.build(cls, section, where, error=ConfigError)
