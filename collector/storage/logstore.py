@@ -48,7 +48,7 @@ from collector.storage.blocks import (
 from collector.storage.codec import Block
 from collector.storage.embedded import EventRow, NewSeries, SampleColumns, SeriesMeta, SpoolDepth, SpoolRow, WriteItem
 from collector.storage.migrate import migrate, needs_migration
-from collector.storage.sqlite import recovery_hint
+from collector.storage.sqlite import move_aside
 
 log = logging.getLogger("fleetmon.collector.store")
 
@@ -476,20 +476,7 @@ def open_log_store(data_dir: Path, retention_s: float, *, check: str = "quick",
         _check_file(path, check)
         return LogStore(data_dir, retention_s)
     except CorruptStoreError as err:
-        if on_corrupt != "move_aside":
-            raise CorruptStoreError(f"{err} — the collector did not start. {recovery_hint(path)}") from err
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        moved = []
-        for suffix in ("", "-wal", "-shm"):
-            src = path.with_name(path.name + suffix)
-            if src.exists():
-                dst = path.with_name(f"{path.name}.corrupt-{stamp}{suffix}")
-                try:
-                    src.rename(dst)
-                except OSError as move_err:
-                    raise CorruptStoreError(f"{err}; moving it aside failed: {move_err.strerror}. "
-                                            f"{recovery_hint(path)}") from move_err
-                moved.append(str(dst))
+        moved = move_aside(path, err, on_corrupt)
         log.error("embedded store damaged (%s); moved it aside to %s and started an empty one; the batches "
                   "still in its append log are stored again, older history is not served any more. To read "
                   "the old file: sqlite3 %s .recover", err, ", ".join(moved), moved[0] if moved else path)

@@ -110,6 +110,27 @@ def recovery_hint(path: Path) -> str:
             "(`corrupt_store: move_aside` in the collector config does that by itself)")
 
 
+def move_aside(path: Path, err: CorruptStoreError, on_corrupt: str) -> list[str]:
+    """A damaged SQLite file (with its -wal and -shm) renamed ``<name>.corrupt-<UTC stamp>``;
+    the new names. With ``on_corrupt`` other than ``move_aside``, the CorruptStoreError that
+    says what to run instead."""
+    if on_corrupt != "move_aside":
+        raise CorruptStoreError(f"{err} — the collector did not start. {recovery_hint(path)}") from err
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = []
+    for suffix in ("", "-wal", "-shm"):
+        src = path.with_name(path.name + suffix)
+        if src.exists():
+            dst = path.with_name(f"{path.name}.corrupt-{stamp}{suffix}")
+            try:
+                src.rename(dst)
+            except OSError as move_err:
+                raise CorruptStoreError(f"{err}; moving it aside failed: {move_err.strerror}. "
+                                        f"{recovery_hint(path)}") from move_err
+            moved.append(str(dst))
+    return moved
+
+
 def open_store(path: Path, retention_s: float, *, check: str = "quick", on_corrupt: str = "move_aside") -> SqliteStore:
     """The embedded store at ``path``. A damaged file (issue 12: 8 KB of garbage in the middle
     was served silently) is moved aside with a clear error line and a fresh store started, or,
@@ -117,20 +138,7 @@ def open_store(path: Path, retention_s: float, *, check: str = "quick", on_corru
     try:
         return SqliteStore(path, retention_s, check)
     except CorruptStoreError as err:
-        if on_corrupt != "move_aside":
-            raise CorruptStoreError(f"{err} — the collector did not start. {recovery_hint(path)}") from err
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        moved = []
-        for suffix in ("", "-wal", "-shm"):
-            src = path.with_name(path.name + suffix)
-            if src.exists():
-                dst = path.with_name(f"{path.name}.corrupt-{stamp}{suffix}")
-                try:
-                    src.rename(dst)
-                except OSError as move_err:
-                    raise CorruptStoreError(f"{err}; moving it aside failed: {move_err.strerror}. "
-                                            f"{recovery_hint(path)}") from move_err
-                moved.append(str(dst))
+        moved = move_aside(path, err, on_corrupt)
         _log.error("embedded store damaged (%s); moved it aside to %s and started an empty store. What it held "
                    "(history, the spool for the external sinks, delivery state) is not served any more; agents "
                    "resend what their WALs still hold. To read the old file: sqlite3 %s .recover",
