@@ -3,9 +3,11 @@
     .venv/bin/python bench/bench_agent.py [--seconds 120] [--repeat 1] [--tree node-exporter] [--threads]
 
 1. **Memory floor**: a fresh interpreter imports, one by one, the libraries the agent cannot run
-   without (asyncio, sqlite3, protobuf and the wire schema, grpc, the NVML binding; the fake NVML
-   too, since this benchmark loads it) and prints the RSS after each: the floor under any agent
-   written in Python on these libraries.
+   without (asyncio, sqlite3, protobuf and the wire schema, grpc, the NVML binding, then the
+   rest of the standard library the agent's code imports, found by importing that code in
+   another interpreter; the fake NVML too, since this benchmark loads it) and prints the RSS
+   after each: the floor under any agent written in Python on these libraries. Nothing else is
+   imported (not the agent's own code, not the YAML parser it drops after start).
 2. **The real agent** (``python -m fleetmon agent``) with the nvidia (fake NVML, 8 H100-style
    GPUs, ``--latency-us`` per driver call), kmsg (``/dev/kmsg``), optics and power plugins at 1 Hz
    on the captured sysfs tree, streaming to a real collector, for ``--seconds`` after a warm-up;
@@ -24,6 +26,7 @@ same window), and use ``--repeat`` to see the spread.
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import os
@@ -64,25 +67,50 @@ FLOOR = [
     ("proto.telemetry_pb2", "protobuf runtime + the wire schema"),
     ("grpc", "grpc (+ grpc.aio)"),
     ("pynvml", "nvidia-ml-py (NVML binding)"),
+    ("stdlib", "the rest of the stdlib the agent uses"),
     ("tests.fakenvml", "the fake NVML this benchmark loads"),
 ]
+#: The code of the running agent in this benchmark (its own packages are not floor; the
+#: standard-library modules they import beyond the libraries above are).
+AGENT_CODE = ("agent.service", "agent.main", "agent.plugins.nvidia.plugin", "agent.plugins.kmsg.plugin",
+              "agent.plugins.optics.plugin", "agent.plugins.power.plugin")
+OWN_PACKAGES = ("agent", "fleetmon", "fleetmon_common", "proto", "tests")
 
 
-def memory_floor() -> list[tuple[str, float]]:
+def agent_stdlib() -> list[str]:
+    """The modules the agent's code imports beyond the libraries of FLOOR, its own packages and
+    what it drops after start (``agent.main.START_ONLY``): found by importing it in a fresh
+    interpreter, so the floor holds what the agent needs and nothing else."""
+    libraries = [m for m, _ in FLOOR if m != "stdlib"] + ["grpc.aio"]
     code = (
         "import importlib, json, sys\n"
+        f"for mod in {libraries!r}: importlib.import_module(mod)\n"
+        "before = set(sys.modules)\n"
+        f"for mod in {list(AGENT_CODE)!r}: importlib.import_module(mod)\n"
+        "from agent.main import START_ONLY\n"
+        f"skip = set({list(OWN_PACKAGES)!r}) | set(START_ONLY)\n"
+        "print(json.dumps(sorted(m for m in set(sys.modules) - before if m.split('.')[0] not in skip)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return list(json.loads(out.stdout))
+
+
+def memory_floor(stdlib: list[str]) -> list[tuple[str, float]]:
+    """RSS of a fresh interpreter after each import of FLOOR, in order; "stdlib" imports ``stdlib``."""
+    code = (
+        "import importlib, sys\n"
         "def rss():\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith('VmRSS'): return int(line.split()[1]) / 1024\n"
         "out = [('python', rss())]\n"
         f"for mod in {[m for m, _ in FLOOR]!r}:\n"
-        "    importlib.import_module(mod)\n"
-        "    if mod == 'grpc': importlib.import_module('grpc.aio')\n"
+        f"    for name in ({stdlib!r} if mod == 'stdlib' else [mod, 'grpc.aio'] if mod == 'grpc' else [mod]):\n"
+        "        importlib.import_module(name)\n"
         "    out.append((mod, rss()))\n"
-        "print(json.dumps(out))\n"
+        "print(repr(out))\n"  # repr, not json: json is one of the modules measured
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    return [(name, float(v)) for name, v in json.loads(out.stdout)]
+    return [(name, float(v)) for name, v in ast.literal_eval(out.stdout)]
 
 
 #: The same libraries in use, no agent: a grpc stream over mutual TLS to the collector (Hello, one
@@ -341,7 +369,8 @@ def main() -> int:
     tree = FIXTURES / "sysfs" / args.tree / "sys"
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
-    floor = memory_floor()
+    stdlib = agent_stdlib()
+    floor = memory_floor(stdlib)
     print("\nmemory floor (RSS of a fresh interpreter after each import):")
     prev = floor[0][1]
     print(f"  {'python':40s} {prev:6.1f} MiB")
@@ -349,6 +378,7 @@ def main() -> int:
     for name, rss in floor[1:]:
         print(f"  + {labels[name]:38s} {rss:6.1f} MiB  (+{rss - prev:.1f})")
         prev = rss
+    print(f"    (the rest of the stdlib: {len(stdlib)} modules: {', '.join(m for m in stdlib if '.' not in m)})")
     floor_real = floor[-2][1]  # up to the real NVML binding
     floor_bench = floor[-1][1]
 

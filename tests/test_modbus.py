@@ -15,7 +15,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 import agent.plugins.modbus.metrics as metrics
 from agent.config import build
-from agent.errors import PluginUnavailable
+from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection, Metric
 from agent.plugin import PluginContext
 from agent.plugins.modbus import ModbusPlugin
@@ -305,3 +305,20 @@ def test_readme_lists_every_metric(repo_root: Path) -> None:
     text = (repo_root / "agent" / "plugins" / "modbus" / "README.md").read_text()
     declared = {m.name for m in vars(metrics).values() if isinstance(m, Metric)}
     assert {n for n in declared if f"`{n}`" not in text} == set()
+
+
+def test_collect_never_discovers_on_the_event_loop() -> None:
+    """discover() reads every SunSpec model file: it belongs to the scheduler's worker thread at
+    start. A collection without it (before discover, after close) fails with a clear error
+    instead of reading files on the event loop; the plugin still works once discovered."""
+    cfg = build(ModbusConfig, {"devices": [{"name": "bess-1", "kind": "bess", "host": "127.0.0.1", "port": 502}],
+                               "models_dir": str(MODELS_DIR)}, "plugins.modbus")
+    p = ModbusPlugin(PluginContext(node="n"), cfg)
+    with pytest.raises(PluginError, match="modbus plugin collected before discover"):
+        asyncio.run(p.collect())
+    assert p.models == {}  # nothing was loaded on the loop
+    p.discover()
+    assert p.models
+    p.close()
+    with pytest.raises(PluginError, match="before discover"):
+        asyncio.run(p.collect())

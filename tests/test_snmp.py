@@ -23,7 +23,7 @@ import pytest
 
 import agent.plugins.snmp.metrics as metrics
 from agent.config import build
-from agent.errors import ConfigError
+from agent.errors import ConfigError, PluginError
 from agent.model import Collection, Metric
 from agent.plugin import PluginContext
 from agent.plugins.snmp import SnmpPlugin
@@ -400,3 +400,17 @@ def test_readme_lists_every_metric(repo_root: Path) -> None:
     declared |= {"sensor_temperature_celsius", "sensor_humidity_ratio", "ups_ambient_temperature_celsius"}
     assert {n for n in declared if f"`{n}`" not in text} == set()
 
+
+
+def test_collect_never_discovers_on_the_event_loop() -> None:
+    """discover() imports pysnmp and compiles the profiles: it belongs to the scheduler's worker
+    thread at start. A collection before it fails with a clear error instead of doing that work
+    on the event loop."""
+    cfg = build(SnmpConfig, {"devices": [device("env/geist-temperature-sensor", 161)]}, "plugins.snmp")
+    p = SnmpPlugin(PluginContext(node="poller-1"), cfg)
+    with pytest.raises(PluginError, match="snmp plugin collected before discover"):
+        asyncio.run(p.collect())
+    assert p.devices == []  # nothing was resolved on the loop
+    p.discover()
+    assert [d.cfg.name for d in p.devices] == ["geist-temperature-sensor"]
+    p.close()

@@ -74,7 +74,10 @@ class ModbusPlugin(AsyncPlugin):
 
     async def collect(self) -> Collection:
         if not self._clients:
-            self.discover()
+            # discover() reads the SunSpec model files: it runs on the scheduler's worker thread
+            # at start, never here on the event loop. A device that stops answering is found
+            # again per device (its model chain is walked anew, asynchronously).
+            raise PluginError("modbus plugin collected before discover() (or after close())")
         gate = asyncio.Semaphore(self.config.concurrency)
         try:
             results = await asyncio.gather(*(self._poll(c, gate) for c in self._clients))

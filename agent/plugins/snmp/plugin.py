@@ -132,7 +132,10 @@ class SnmpPlugin(AsyncPlugin):
 
     async def collect(self) -> Collection:
         if not self.devices:
-            self.discover()
+            # discover() imports pysnmp and compiles the profiles: it runs on the scheduler's
+            # worker thread at start, never here on the event loop; a device that stops
+            # answering costs its own samples and is asked again next time.
+            raise PluginError("snmp plugin collected before discover()")
         gate = asyncio.Semaphore(self.config.concurrency)
         try:
             results = await asyncio.gather(*(self._poll(i, dev, gate) for i, dev in enumerate(self.devices)))
