@@ -56,7 +56,8 @@ def test_collector_every_error_in_one_pass_printed_once(fleetmon_cmd: list[str],
     f = str(cfg)
     assert len(lines) == len(set(lines)) == 9, lines
     # a wrong value in the alerting section: its rules, notifiers and the sinks are still checked
-    assert lines.pop(2) == f"{f}: alerting.evaluation_interval: 'often' is neither a number nor a duration; {_DURATION_FIX}"
+    assert lines.pop(2) == (f"{f}: alerting.evaluation_interval: 'often' is neither a number nor a duration; "
+                            f"{_DURATION_FIX}")
     assert lines[-2:] == [f"{f}: sinks.vm: unknown key 'batch_sise'; did you mean 'batch_size'?",
                           f"{f}: sinks.old.type: 'influxdb_v9' is not one of influxdb, influxdb_v1, influxdb2, "
                           "influxdb_v2, victoriametrics, remote_write"]
