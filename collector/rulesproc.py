@@ -45,6 +45,7 @@ from collector.storage.logreader import LogStoreReader
 from collector.storage.logstore import LOG_DIR, STORE_FILE, open_db
 from collector.storage.remote_write import RemoteWriteSink
 from fleetmon_common import logs, settings
+from fleetmon_common.memory import Trimmer, limit_arenas
 
 log = logging.getLogger("fleetmon.collector.rules")
 
@@ -255,6 +256,7 @@ class RuleRunner:
         await self.handover.start()
         interval = self.cfg.alerting.evaluation_interval
         next_eval = time.time()
+        trimmer = Trimmer()
         try:
             while not stop.is_set():
                 if parent is not None and os.getppid() != parent:
@@ -265,6 +267,7 @@ class RuleRunner:
                 if now >= next_eval:
                     self.evaluate(now)
                     next_eval = (now // interval + 1) * interval
+                    trimmer.maybe()
                 if not got:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), min(0.05, max(0.0, next_eval - time.time())))
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     text = sys.stdin.read() if args.config_json == "-" else Path(args.config_json).read_text()
     cfg = settings.build(CollectorConfig, json.loads(text), "collector config")
     logs.setup(cfg.log_level)
+    limit_arenas()
     stop = asyncio.Event()
 
     async def go() -> None:
