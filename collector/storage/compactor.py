@@ -104,7 +104,7 @@ class Compactor:
             path.unlink(missing_ok=True)
 
     def run(self, stop: threading.Event, parent: int | None = None) -> None:
-        trimmer = Trimmer()
+        trimmer = Trimmer(every_s=10.0)  # heads come and go all the time: give their pages back soon
         while not stop.is_set():
             if parent is not None and os.getppid() != parent:
                 log.warning("compactor: the collector (pid %d) is gone; stopping", parent)
