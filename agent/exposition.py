@@ -65,7 +65,9 @@ def families(samples: Iterable[Sample], node_labels: Mapping[str, str], names: s
             if s.name == "gpu_info":
                 gpu_info[(s.labels.get("gpu"), s.labels.get("uuid"))] = dict(s.labels)
     for s in samples:
-        labels = {**s.labels, **node_labels}
+        labels = {**node_labels, **s.labels}  # a series' own label wins (the collector does the same)
+        if "node" in node_labels:
+            labels["node"] = node_labels["node"]
         fields = []
         if names != "fleetmon" and dcgm.applies(s.name, labels):
             fields = [f for f in dcgm.MAPPING[s.name] if f.matches(labels)]

@@ -270,10 +270,10 @@ class AlertEngine:
             except Exception:  # supervision boundary: one broken notifier must not stop the others
                 log.exception("notifier %s failed to queue %d alert(s)", getattr(n, "name", n), len(out))
 
-    def active(self) -> list[Alert]:
-        """Pending and firing alerts, for the dashboard and API."""
-        return [a for r in self._runners for _rule, a in r.alerts()
-                if a.state in (AlertState.PENDING, AlertState.FIRING)]
+    def active(self, *, restoring: bool = True) -> list[Alert]:
+        """Pending and firing alerts. ``restoring=False`` (the dashboard and API) leaves out
+        those of a node being restored: their timers are provisional until its state is back."""
+        return [a for r in self._runners for a in r.shown_alerts(restoring)]
 
     def rules(self) -> list[AlertingRule]:
         return [r for g in self.groups for r in g.rules if isinstance(r, AlertingRule)]

@@ -400,6 +400,21 @@ class GroupRunner:
                 out.extend((st.rule, a.alert) for a in st.active.values())
         return out
 
+    def shown_alerts(self, restoring: bool = True) -> list[Alert]:
+        """Pending and firing alerts; with ``restoring=False``, without those of a node being
+        restored (an adopted node's alert of a restorable rule has a provisional timer until its
+        state comes back)."""
+        out: list[Alert] = []
+        for st in self.states:
+            rule = st.rule
+            if not isinstance(rule, AlertingRule):
+                continue
+            hide = not restoring and self.restoring and self.restorable(rule)
+            out.extend(a.alert for a in st.active.values()
+                       if a.alert.state in (AlertState.PENDING, AlertState.FIRING)
+                       and not (hide and a.part in self.restoring))
+        return out
+
 
 def _replace(standing: dict[str, dict[Labels, _Result]] | dict[str, list[tuple[Labels, float]]],
              new: Mapping[str, object], parts: Collection[str] | None) -> None:

@@ -455,7 +455,10 @@ class Windows:
         s.stale += sum(1 for v in old_vals if is_stale(v))
         old_ts.extend(s.ts)
         old_vals.extend(s.vals)
-        s.ts, s.vals = old_ts, old_vals
+        if s.size.latest:  # such a series holds tuples (append_refs shares them between series)
+            s.ts, s.vals = tuple(old_ts), tuple(old_vals)
+        else:
+            s.ts, s.vals = old_ts, old_vals
         if not s.live:
             self._index(s)
         cell = s.cell

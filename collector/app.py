@@ -36,7 +36,7 @@ from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSes
 from collector.promquery import PromQueryClient, PromQuerySync
 from collector.remote_read import FallbackHistory, RemoteHistory
 from collector.rulefeed import RuleFeed
-from collector.rulesproc import read_group_health, read_notifier_health, read_state
+from collector.rulesproc import read_group_health, read_health, read_notifier_health, read_released, read_state
 from collector.security import Authenticator, ReloadingSslContext, grpc_server_credentials
 from collector.server import TelemetryService, health_handler
 from collector.spool import Spool, build_sinks
@@ -371,7 +371,10 @@ class Collector:
     def nodes(self, now: float) -> list[NodeRow]:
         """The nodes this collector owns (one that moved to another collector is that one's)."""
         up = self.node_up(now)
-        moved = self.handover.released if self.handover is not None else set()
+        if self.handover is not None:
+            moved = self.handover.released
+        else:
+            moved = read_released(self.cfg.data_dir, os.getpid()) if self.rules_process else set()
         return [NodeRow(n, up[n], i.connected, dict(i.labels), i.samples, i.batches, i.last_batch_at, i.clock_skew,
                         i.agent_version, tuple(i.plugins)) for n, i in self.ingestor.nodes.items() if n not in moved]
 
@@ -382,8 +385,8 @@ class Collector:
 
     def active_alerts(self) -> list[Alert]:
         if self.rules_process:
-            return [_alert(a) for a in read_state(self.cfg.data_dir)[0]]
-        return self.engine.active() if self.engine is not None else []
+            return [_alert(a) for a in read_state(self.cfg.data_dir, os.getpid())[0]]
+        return self.engine.active(restoring=False) if self.engine is not None else []
 
     def alert_rules(self) -> list[AlertingRule]:
         if self.rules_process:
@@ -395,17 +398,18 @@ class Collector:
 
     def notifier_health(self) -> list[NotifierHealth]:
         if self.rules_process:
-            return read_notifier_health(self.cfg.data_dir)
+            return read_notifier_health(self.cfg.data_dir, os.getpid())
         return [h for n in self.notifiers if isinstance(n, NotifierBase) for h in n.health()]
 
     def rule_groups(self) -> list[GroupHealth]:
         if self.rules_process:
-            return read_group_health(self.cfg.data_dir)
+            return read_group_health(self.cfg.data_dir, os.getpid())
         return self.engine.group_health() if self.engine is not None else []
 
     def transitions(self, since: float) -> list[Transition]:
         if self.rules_process:
-            return [Transition(t["time"], _alert(t)) for t in read_state(self.cfg.data_dir)[1] if t["time"] > since]
+            published = read_state(self.cfg.data_dir, os.getpid())[1]
+            return [Transition(t["time"], _alert(t)) for t in published if t["time"] > since]
         return [t for t in self._transitions if t.time > since]
 
     def health(self) -> list[HealthSample]:
@@ -417,6 +421,8 @@ class Collector:
         if self.handover is not None and self.keeper is not None:
             out.extend(self.handover.health())
             out.extend(self.keeper.health())
+        elif self.rules_process:
+            out.extend(read_health(self.cfg.data_dir, os.getpid()))
         return out
 
     def history(self, reader: LogStoreReader) -> HistoryReader:

@@ -460,7 +460,6 @@ class Ingestor:
                 live.append(LiveBlock(ts, refs, values))
         rows: list[EventRow] = []
         notices: list[EventNotice] = []
-        node_labels = {**node.labels, "node": node.node}
         for e in batch.events:
             if not e.kind or len(e.kind) > 128:
                 raise IngestError("event without a valid kind", "events")
@@ -476,7 +475,7 @@ class Ingestor:
                 if not label_name_ok(k) or len(v.encode()) > self.limits.max_label_value_bytes:
                     raise IngestError(f"event {e.kind}: label {k[:64]!r} is not valid or its value is longer than "
                                       f"{self.limits.max_label_value_bytes} bytes", "events")
-            lab = {**dict(e.labels), **node_labels}
+            lab = {**node.labels, **e.labels, "node": node.node}  # see define(): own labels win but node
             severity = severity_name(e.severity)
             message, action = e.message[:4096], e.action[:1024]
             rows.append(EventRow(e.timestamp_ms, e.kind, severity, message, action, json.dumps(lab, sort_keys=True)))
@@ -549,7 +548,10 @@ class Ingestor:
                     if len(v) * 4 > lim.max_label_value_bytes and len(v.encode()) > lim.max_label_value_bytes:
                         raise IngestError(f"series {d.measurement}_{d.field}: label {k} is longer than "
                                           f"{lim.max_label_value_bytes} bytes", "max_label_value_bytes")
-                lab.update(node_labels)
+                # The series' own labels win over the node's identity labels of the same name (a
+                # management node polling another rack's PDU labels it with that rack); `node` is the
+                # stream's identity, never a series'.
+                lab = {**info.labels, **lab, "node": node}
                 checked.append(NewSeries(f"{d.measurement}_{d.field}", d.measurement, d.field, lab, int(d.type),
                                          d.help[:1024]))
             new = sum(1 for sid in self.store.known_series(checked) if sid is None)

@@ -41,6 +41,7 @@ from collector.promquery import PromQueryClient
 from collector.rulefeed import NO_REF, RuleFeed
 from collector.spool import build_sinks
 from collector.storage import applog
+from collector.storage.base import HealthSample
 from collector.storage.logreader import LogStoreReader
 from collector.storage.logstore import LOG_DIR, STORE_FILE, open_db
 from collector.storage.remote_write import RemoteWriteSink
@@ -79,6 +80,7 @@ def log_end(folder: Path) -> int:
 class RuleRunner:
     def __init__(self, cfg: CollectorConfig, start: int | None = None) -> None:
         self.cfg = cfg
+        self.parent: int | None = None  # the collector process (published with the state)
         a = cfg.alerting
         notifiers = build_notifiers(a.notifiers, "alerting.notifiers") if a.notifiers else []
         rules = default_rule_files() if a.rules is None else a.rules
@@ -237,17 +239,23 @@ class RuleRunner:
         self.publish()
 
     def publish(self) -> None:
-        active = [alert_dict(a) for a in self.engine.active()]
+        active = [alert_dict(a) for a in self.engine.active(restoring=False)]
         trans = [{"time": t, **a} for t, a in self.transitions]
         notifiers = [dataclasses.asdict(h) for n in self.notifiers if isinstance(n, NotifierBase) for h in n.health()]
         groups = [{"name": g.name, "file": g.file, "interval": g.interval, "rules": g.rules, "failing": g.failing,
                    "stats": dataclasses.asdict(g.stats)} for g in self.engine.group_health()]
+        # The hand-over and alert-state counters, served on the collector's /metrics.
+        health = [{"name": h.name, "labels": [list(kv) for kv in h.labels], "value": h.value}
+                  for h in (*self.handover.health(), *self.keeper.health())]
         rows = [("active", json.dumps(active)), ("transitions", json.dumps(trans)),
-                ("notifiers", json.dumps(notifiers)), ("groups", json.dumps(groups))]
+                ("notifiers", json.dumps(notifiers)), ("groups", json.dumps(groups)),
+                ("health", json.dumps(health)), ("released", json.dumps(sorted(self.handover.released))),
+                ("publisher", json.dumps(self.parent))]
         self._db.executemany("INSERT INTO alert_state VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
                              "body = excluded.body", rows)
 
     async def run(self, stop: asyncio.Event, parent: int | None) -> None:
+        self.parent = parent
         await self.engine.start()
         await self.keeper.start()
         await self.handover.start()
@@ -279,33 +287,50 @@ class RuleRunner:
             self._db.close()
 
 
-def read_published(data_dir: Path, *keys: str) -> list[list[dict[str, Any]]]:
+def read_published(data_dir: Path, *keys: str, parent: int | None = None) -> list[list[dict[str, Any]]]:
     """What the rules process last published under each key (``active``, ``transitions``,
-    ``notifiers``, ``groups``); an empty list for a key not published yet."""
+    ``notifiers``, ``groups``); an empty list for a key not published yet.
+
+    With ``parent``, only what the rules process of that collector process published: a
+    restarted collector must not serve its previous life's alerts (their state is restored by
+    its own rules process, which publishes after its first evaluation)."""
     db = open_db(data_dir / STORE_FILE)
     try:
         db.execute(_STATE_SCHEMA)
         rows = dict(db.execute("SELECT key, body FROM alert_state").fetchall())
     finally:
         db.close()
+    if parent is not None and json.loads(rows.get("publisher", "null")) != parent:
+        return [[] for _ in keys]
     return [json.loads(rows.get(k, "[]")) for k in keys]
 
 
-def read_state(data_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def read_state(data_dir: Path, parent: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(active alerts, transitions) as the rules process last published them."""
-    active, transitions = read_published(data_dir, "active", "transitions")
+    active, transitions = read_published(data_dir, "active", "transitions", parent=parent)
     return active, transitions
 
 
-def read_notifier_health(data_dir: Path) -> list[NotifierHealth]:
+def read_notifier_health(data_dir: Path, parent: int | None = None) -> list[NotifierHealth]:
     """Every notifier target's counters, as the rules process last published them."""
-    return [NotifierHealth(**d) for d in read_published(data_dir, "notifiers")[0]]
+    return [NotifierHealth(**d) for d in read_published(data_dir, "notifiers", parent=parent)[0]]
 
 
-def read_group_health(data_dir: Path) -> list[GroupHealth]:
+def read_group_health(data_dir: Path, parent: int | None = None) -> list[GroupHealth]:
     """Every rule group's evaluation counters, as the rules process last published them."""
     return [GroupHealth(g["name"], g["file"], g["interval"], g["rules"], g["failing"], GroupStats(**g["stats"]))
-            for g in read_published(data_dir, "groups")[0]]
+            for g in read_published(data_dir, "groups", parent=parent)[0]]
+
+
+def read_health(data_dir: Path, parent: int | None = None) -> list[HealthSample]:
+    """The rules process's hand-over and alert-state counters, as it last published them."""
+    return [HealthSample(h["name"], tuple((str(k), str(v)) for k, v in h["labels"]), float(h["value"]))
+            for h in read_published(data_dir, "health", parent=parent)[0]]
+
+
+def read_released(data_dir: Path, parent: int | None = None) -> set[str]:
+    """Nodes the rules process handed over to another collector (they stream there now)."""
+    return {str(n) for n in read_published(data_dir, "released", parent=parent)[0]}
 
 
 def main(argv: list[str] | None = None) -> int:

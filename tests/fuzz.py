@@ -40,7 +40,7 @@ from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
 
 from agent.codec import SeriesTable, build_batch
-from agent.model import Collection, Event, MetricType, check_label_name
+from agent.model import Collection, Event, MetricType, Stamped, check_label_name
 from collector.config import Limits
 from tests.services import REPO
 
@@ -152,7 +152,7 @@ def assert_wire_ready(col: Collection, events: Sequence[Event] = (), now: float 
         assert math.isfinite(e.ts), f"event {e.kind} at {e.ts}"
         for k, v in e.labels.items():
             assert check_label_name(k) and isinstance(v, str), f"event {e.kind} label {k!r}={v!r}"
-    batch, _ = build_batch(SeriesTable(), [(now, col.samples)], list(events))
+    batch, _ = build_batch(SeriesTable(), [Stamped(now, col)], list(events))
     assert batch.ByteSize() >= 0  # it serialises (strings are UTF-8, timestamps fit int64)
 
 

@@ -29,7 +29,7 @@ from agent.plugins.power.config import IpmiConfig, NutConfig, RedfishConfig
 from agent.plugins.power.energy import PowerIntegrator
 from agent.plugins.power.ipmi import IpmiSource, parse_dcmi_power_reading, parse_sdr, psu_statuses
 from agent.plugins.power.nut import NutError, NutSource, parse_list, parse_ups, parse_vars, split_words
-from agent.plugins.power.source import Env, Source
+from agent.plugins.power.source import Env, LocalSource, Source
 from agent.plugins.power.sysfs import (
     AcpiSource,
     HwmonSource,
@@ -72,6 +72,20 @@ def collect_twice(src: Source) -> Collection:
             await asyncio.wait_for(src.collect(col, now), 10)
 
     call(asyncio.run, run(), errors=(PluginError,))
+    src.close()
+    return col
+
+
+def read_twice(src: LocalSource) -> Collection:
+    """A kernel source scanned once and read twice, a second apart, under the same contract."""
+    col = Collection()
+
+    def run() -> None:
+        src.scan()
+        for now in (1000.0, 1001.0):
+            src.read(col, now)
+
+    call(run, errors=(PluginError,))
     src.close()
     return col
 
@@ -331,15 +345,16 @@ def test_power_sysfs_sources(rapl1: dict[str, str], rapl2: dict[str, str], hwmon
         e = env(root)
         col = Collection()
         for src in (HwmonSource(e), PowerSupplySource(e), AcpiSource(e)):
-            col.extend(collect_twice(src))
+            col.extend(read_twice(src))
         rapl = RaplSource(e)
 
-        async def run() -> None:
-            await rapl.collect(col, 1000.0)
+        def run() -> None:
+            rapl.scan()
+            rapl.read(col, 1000.0)
             for name, value in rapl2.items():
                 if name and "/" not in name and name not in (".", ".."):
                     (root / "class/powercap/intel-rapl:0" / name).write_text(value)
-            await rapl.collect(col, 1001.0)
+            rapl.read(col, 1001.0)
 
-        call(asyncio.run, run(), errors=(PluginError,))
+        call(run, errors=(PluginError,))
     assert_wire_ready(col)

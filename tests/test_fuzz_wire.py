@@ -26,8 +26,8 @@ from google.protobuf.message import DecodeError
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
-from agent.codec import SeriesTable, build_batch, def_from_json, def_to_json, pack_values, unpack_values
-from agent.model import Event, Metric, MetricType, Sample, Severity
+from agent.codec import SeriesTable, build_batch, pack_values, series_from_json, series_to_json, unpack_values
+from agent.model import Collection, Event, Metric, MetricType, Sample, Severity, Stamped
 from agent.transport import METHOD
 from collector.app import Collector
 from collector.config import CollectorConfig
@@ -59,7 +59,7 @@ events = st.builds(Event, st.from_regex(r"[a-z]{1,8}\.[a-z_]{1,12}", fullmatch=T
 def test_batches_round_trip(items: list[tuple[float, list[Sample]]], evs: list[Event]) -> None:
     """Samples → batch → bytes → batch: every series, value (bit for bit) and event comes back."""
     table = SeriesTable()
-    batch, used = build_batch(table, items, evs)
+    batch, used = build_batch(table, [Stamped(ts, Collection(smps)) for ts, smps in items], evs)
     wire = pb.AgentMessage(batch=batch).SerializeToString()
     back = pb.AgentMessage.FromString(wire).batch
     got: dict[tuple[int, int], float] = {}
@@ -75,8 +75,8 @@ def test_batches_round_trip(items: list[tuple[float, list[Sample]]], evs: list[E
     assert all(got[k] == want[k] or (math.isnan(got[k]) and math.isnan(want[k])) for k in want)
     assert sorted(used) == sorted({sid for _, sid in want})
     for sid in used:
-        d = table.definition(sid)
-        assert def_from_json(sid, def_to_json(d)) == d  # as the WAL keeps them
+        series = table.series(sid)
+        assert series_from_json(series_to_json(series)).key == series.key  # as the WAL keeps them
     assert [(e.kind, e.message, dict(e.labels)) for e in back.events] == [(e.kind, e.message, e.labels) for e in evs]
 
 
@@ -102,8 +102,8 @@ def real_batch(seq: int) -> pb.AgentMessage:
              (now, [gpu.sample(42.5, {"gpu": "0"}), xid.sample(1.0, {"gpu": "0", "xid": "79"})])]
     ev = Event("gpu.xid", Severity.CRITICAL, "XID 79 on GPU 0", {"gpu": "0", "xid": "79"}, "reset", now)
     table = SeriesTable()
-    batch, _ = build_batch(table, items, [ev])
-    batch.series.extend(table.take_new())  # the transport sends definitions with their first use
+    batch, used = build_batch(table, [Stamped(ts, Collection(smps)) for ts, smps in items], [ev])
+    batch.series.extend(table.definition(sid) for sid in used)  # sent with their first use
     batch.sequence = seq
     return pb.AgentMessage(batch=batch)
 
