@@ -46,6 +46,7 @@ from collector.storage.logreader import LogStoreReader
 from collector.storage.logstore import LOG_DIR, STORE_FILE, open_db
 from collector.storage.remote_write import RemoteWriteSink
 from fleetmon_common import logs, settings
+from fleetmon_common.memory import Trimmer, limit_arenas
 
 log = logging.getLogger("fleetmon.collector.rules")
 
@@ -90,8 +91,7 @@ class RuleRunner:
         self.feed = RuleFeed(self.engine)
         self.folder = cfg.data_dir / LOG_DIR
         self.next = log_end(self.folder) if start is None else start
-        self.refs = np.full(1024, NO_REF, np.int64)  # store series id -> engine ref
-        self.names: list[str] = []  # store series id -> name, for the series rules read
+        self.refs = np.full(1024, NO_REF, np.int64)  # store series id -> engine ref (its name: the feed's)
         self.nodes: dict[str, _Node] = {}
         self.down: set[str] = set()
         self.transitions: deque[tuple[float, dict[str, Any]]] = deque(maxlen=1000)
@@ -120,10 +120,7 @@ class RuleRunner:
         if not self.engine.wants(name):  # most series: no rule reads their name (labels not parsed)
             self.refs[sid] = NO_REF
             return
-        self.refs[sid] = ref = self.feed.ref(name, json.loads(labels))
-        if ref != NO_REF:
-            self.names.extend([""] * (sid + 1 - len(self.names)))
-            self.names[sid] = sys.intern(name)
+        self.refs[sid] = self.feed.ref(name, json.loads(labels))
 
     def _known_series(self) -> None:
         """Series defined before our start position (streams that are already live): from the
@@ -171,10 +168,7 @@ class RuleRunner:
             if newest > self.last_sample_ms.get(rec.node, 0):
                 self.last_sample_ms[rec.node] = newest
         for b in rec.blocks:
-            sids = b.sids
-            inside = sids < len(self.refs)
-            refs = np.where(inside, self.refs[np.where(inside, sids, 0)], NO_REF)
-            self.feed.block(refs, b.ts_ms, b.values, now)
+            self.feed.block(self._refs_of(b.sids), b.ts_ms, b.values, now)
         if rec.events:
             node_labels = info.labels if info is not None else {}
             for ts, kind, severity, message, action, labels in rec.events:
@@ -188,9 +182,13 @@ class RuleRunner:
                 # reading the counters of this batch's series evaluate now, not at the next tick.
                 self._record(now, urgent(now, self._counter_names(rec)))
 
+    def _refs_of(self, sids: np.ndarray) -> np.ndarray:
+        inside = sids < len(self.refs)
+        return np.where(inside, self.refs[np.where(inside, sids, 0)], NO_REF)
+
     def _counter_names(self, rec: applog.BatchRecord) -> set[str]:
-        return {self.names[int(s)] for b in rec.blocks for s in b.sids.tolist()
-                if int(s) < len(self.names) and self.names[int(s)].endswith("_total")}
+        refs = (r for b in rec.blocks for r in self._refs_of(b.sids).tolist())
+        return {n for n in self.feed.names(refs) if n.endswith("_total")}
 
     def _node(self, body: dict[str, Any]) -> None:
         if body.get("op") != "status":
@@ -263,6 +261,7 @@ class RuleRunner:
         await self.handover.start()
         interval = self.cfg.alerting.evaluation_interval
         next_eval = time.time()
+        trimmer = Trimmer()
         try:
             while not stop.is_set():
                 if parent is not None and os.getppid() != parent:
@@ -273,6 +272,7 @@ class RuleRunner:
                 if now >= next_eval:
                     self.evaluate(now)
                     next_eval = (now // interval + 1) * interval
+                    trimmer.maybe()
                 if not got:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), min(0.05, max(0.0, next_eval - time.time())))
@@ -342,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     text = sys.stdin.read() if args.config_json == "-" else Path(args.config_json).read_text()
     cfg = settings.build(CollectorConfig, json.loads(text), "collector config")
     logs.setup(cfg.log_level)
+    limit_arenas()
     stop = asyncio.Event()
 
     async def go() -> None:

@@ -16,7 +16,15 @@ from collector.errors import CorruptStoreError
 from collector.sequence import NodeState
 from collector.spool import decode_spool, encode_spool
 from collector.storage import applog, codec
-from collector.storage.blocks import BlockReader, BlockStore, SeriesDef, decode_l0, encode_l0
+from collector.storage.blocks import (
+    BlockReader,
+    BlockStore,
+    SeriesDef,
+    SeriesIds,
+    decode_l0,
+    encode_l0,
+    series_key,
+)
 from collector.storage.codec import Block
 from collector.storage.compactor import Compactor
 from collector.storage.embedded import EventRow, NewSeries, SampleColumns, WriteItem
@@ -120,6 +128,27 @@ def test_series_are_defined_in_bulk_and_keep_their_ids(tmp_path: Path) -> None:
     r = BlockReader(tmp_path / "store.sqlite")
     rows = r.find_series("gpu_temperature_celsius", [Matcher("node", "=", "n2"), Matcher("gpu", "=~", "1|2")])
     assert sorted(x.id for x in rows) == [502, 503]
+
+
+def test_series_ids_in_sorted_columns_match_a_dict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys move from the dict into the sorted columns in bulk; lookups see both, a key defined
+    twice in one call gets one id, and keys ending in NUL bytes (numpy strips them from items)
+    are told apart."""
+    monkeypatch.setattr(SeriesIds, "MERGE", 64)
+    ids = SeriesIds()
+    defs = [(f"m{i % 7}", "m", "f", {"node": "n", "i": str(i)}, 0, "") for i in range(500)]
+    first, new = ids.resolve("n", defs[:300] + defs[:5])
+    assert len(new) == 300 and first[300:] == first[:5] and len(ids._keys) > 0
+    again, new = ids.resolve("n", defs)
+    assert again[:300] == first[:300] and len(new) == 200 and sorted(again) == list(range(1, 501))
+    assert ids.resolve("n", defs[::-1]) == (again[::-1], []) and len(ids) == 500
+    ids.forget(new[:3])
+    assert len(ids) == 497 and ids.get_many([series_key(r[1], r[4]) for r in new[:4]]) == [None] * 3 + [new[3][0]]
+    nul = SeriesIds()
+    a, b = b"a" + bytes(15), b"a" + bytes(14) + b"\x01"
+    nul._recent = {a: 1, b: 2}
+    nul.merge()
+    assert nul.get_many([a, b, b"b" * 16]) == [1, 2, None] and a in nul and len(nul) == 2
 
 
 def test_flush_merge_query_and_retention(tmp_path: Path) -> None:

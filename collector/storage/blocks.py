@@ -88,36 +88,98 @@ def series_key(name: str, labels_json: str) -> bytes:
 
 
 class SeriesIds:
-    """Series key → id, ids assigned here in order (the one writer of a store assigns them)."""
+    """Series key → id, ids assigned here in order (the one writer of a store assigns them).
+
+    A collector holds millions of series: their keys sit in sorted numpy columns (16 + 8 bytes
+    a series; a dict of bytes → int costs ~120), the newest in a dict merged into the columns
+    in bulk."""
+
+    #: New keys kept in the dict before they are merged into the sorted columns.
+    MERGE = 1 << 16
 
     def __init__(self) -> None:
-        self.keys: dict[bytes, int] = {}
+        self._keys = np.zeros(0, "S16")
+        self._sids = np.zeros(0, np.int64)
+        self._recent: dict[bytes, int] = {}
         self.next_id = 1
 
+    def __len__(self) -> int:
+        return len(self._keys) + len(self._recent)
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.get_many([key])[0] is not None
+
+    def get_many(self, keys: Sequence[bytes]) -> list[int | None]:
+        """The ids of these keys (None where unknown)."""
+        out: list[int | None] = [None] * len(keys)
+        if len(self._keys) and len(keys):
+            q = np.array(keys, "S16")  # compared as arrays: numpy strips trailing NULs from items
+            pos = np.minimum(np.searchsorted(self._keys, q), len(self._keys) - 1)
+            for i in np.flatnonzero(self._keys[pos] == q).tolist():
+                out[i] = int(self._sids[pos[i]])
+        recent = self._recent
+        if recent:
+            for i, k in enumerate(keys):
+                sid = recent.get(k)
+                if sid is not None:
+                    out[i] = sid
+        return out
+
     def add(self, sid: int, name: str, labels_json: str) -> None:
-        self.keys[series_key(name, labels_json)] = sid
+        self._recent[series_key(name, labels_json)] = sid
         self.next_id = max(self.next_id, sid + 1)
+        if len(self._recent) >= self.MERGE:
+            self.merge()
+
+    def merge(self) -> None:
+        """Move the dict's keys into the sorted columns (a key in both: the dict's id wins)."""
+        if not self._recent:
+            return
+        keys = np.array(list(self._recent), "S16")
+        sids = np.fromiter(self._recent.values(), np.int64, len(keys))
+        self._recent = {}
+        order = np.argsort(keys, kind="stable")
+        keys, sids = keys[order], sids[order]
+        if len(self._keys):
+            pos = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+            there = self._keys[pos] == keys
+            self._sids[pos[there]] = sids[there]
+            keys, sids = keys[~there], sids[~there]
+        at = np.searchsorted(self._keys, keys)
+        self._keys = np.insert(self._keys, at, keys)
+        self._sids = np.insert(self._sids, at, sids)
 
     def resolve(self, node: str, defs: Iterable[tuple[str, str, str, dict[str, str], int, str]]
                 ) -> tuple[list[int], list[tuple[int, str, str, str, str, str, int, str]]]:
         """Ids of (name, measurement, field, labels, type, help), and the rows of the new ones
         (id, name, measurement, field, labels json, node, type, help) to store."""
-        out: list[int] = []
+        rows = [(d, canonical_labels(d[3])) for d in defs]
+        keys = [series_key(d[0], lj) for d, lj in rows]
+        out = self.get_many(keys)
         new: list[tuple[int, str, str, str, str, str, int, str]] = []
-        for name, measurement, field_, labels, mtype, help_ in defs:
-            lj = canonical_labels(labels)
-            key = series_key(name, lj)
-            sid = self.keys.get(key)
-            if sid is None:
-                sid = self.keys[key] = self.next_id
+        recent = self._recent
+        for i, sid in enumerate(out):
+            if sid is not None:
+                continue
+            key = keys[i]
+            got = recent.get(key)  # defined twice in this call
+            if got is None:
+                got = recent[key] = self.next_id
                 self.next_id += 1
-                new.append((sid, name, measurement, field_, lj, node, mtype, help_))
-            out.append(sid)
-        return out, new
+                (name, measurement, field_, _labels, mtype, help_), lj = rows[i]
+                new.append((got, name, measurement, field_, lj, node, mtype, help_))
+            out[i] = got
+        if len(recent) >= self.MERGE:
+            self.merge()
+        return out, new  # type: ignore[return-value]  # every entry is an id now
 
     def forget(self, rows: Iterable[tuple[int, str, str, str, str, str, int, str]]) -> None:
-        for row in rows:
-            self.keys.pop(series_key(row[1], row[4]), None)
+        """Series whose definition could not be stored (their ids are not reused)."""
+        self.merge()
+        drop = np.array([series_key(row[1], row[4]) for row in rows], "S16")
+        if len(drop) and len(self._keys):
+            keep = ~np.isin(self._keys, drop)
+            self._keys, self._sids = self._keys[keep], self._sids[keep]
 
 
 @dataclass

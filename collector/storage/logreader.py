@@ -33,19 +33,28 @@ class LogStoreReader:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
         return int(row[0]) if row else 0
 
-    def _tail_series(self) -> dict[int, tuple[str, dict[str, str], str]]:
-        """Series defined in the log's tail (not copied into SQLite yet): id → (name, labels, node)."""
-        out: dict[int, tuple[str, dict[str, str], str]] = {}
+    def _tail_series(self, name: str | None = None, node: str | None = None,
+                     ids: set[int] | None = None) -> dict[int, tuple[str, str, str]]:
+        """Series defined in the log's tail (not copied into SQLite yet), of this name, node or
+        ids where given: id → (name, labels JSON, node). After a ramp the tail defines millions
+        of series: labels are parsed only for those a caller matches (parsing them all held
+        ~1 GB for a moment, on every adopted node's history read)."""
+        out: dict[int, tuple[str, str, str]] = {}
         for _pos, payload in applog.read(self.data_dir / LOG_DIR, self._low(), frozenset({applog.SERIES})):
             for r in applog.decode_json(payload)["series"]:
-                out[int(r[0])] = (r[1], json.loads(r[4]), r[5])
+                if (name is None or r[1] == name) and (node is None or r[5] == node) and \
+                        (ids is None or int(r[0]) in ids):
+                    out[int(r[0])] = (r[1], r[4], r[5])
         return out
 
     def find_series(self, name: str | None, matchers: Sequence[Matcher]) -> list[SeriesRow]:
         rows = self.blocks.find_series(name, matchers)
         have = {r.id for r in rows}
-        for sid, (n, labels, _node) in self._tail_series().items():
-            if sid not in have and (not name or n == name) and all(m.matches(labels) for m in matchers):
+        for sid, (n, labels_json, _node) in self._tail_series(name or None).items():
+            if sid in have:
+                continue
+            labels = json.loads(labels_json)
+            if all(m.matches(labels) for m in matchers):
                 rows.append(SeriesRow(sid, n, labels))
         return rows
 
@@ -62,7 +71,8 @@ class LogStoreReader:
     def query(self, series: Sequence[SeriesRow], since_ms: int, until_ms: int) -> Iterator[tuple[SeriesRow, I64, F64]]:
         node_of = self.blocks.node_of(series)
         if len(node_of) < len(series):
-            node_of.update({sid: v[2] for sid, v in self._tail_series().items()})
+            missing = {s.id for s in series} - set(node_of)
+            node_of.update({sid: v[2] for sid, v in self._tail_series(ids=missing).items()})
         tail = self._tail(set(node_of.values()))
         return self.blocks.query(series, since_ms, until_ms, head=lambda n: tail.get(n, []), node_of=node_of)
 
@@ -98,8 +108,8 @@ class LogStoreReader:
         rows = [SeriesRow(int(i), n, json.loads(lab)) for i, n, lab in self._db.execute(
             "SELECT id, name, labels FROM series WHERE node = ?", (node,))]
         have = {r.id for r in rows}
-        rows += [SeriesRow(sid, n, lab) for sid, (n, lab, nd) in self._tail_series().items()
-                 if nd == node and sid not in have]
+        rows += [SeriesRow(sid, n, json.loads(lab)) for sid, (n, lab, _nd) in self._tail_series(node=node).items()
+                 if sid not in have]
         for row, ts, vals in self.query(rows, -(2**62), 2**62):
             yield row.name, row.labels, ts, vals
 
