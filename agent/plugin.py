@@ -155,3 +155,22 @@ class AsyncPlugin(PluginBase, ABC):
 
 #: Either kind, as the registry hands them out and the scheduler runs them.
 AnyPlugin = Plugin | AsyncPlugin
+
+
+class FailureEpisodes:
+    """What a plugin with many devices or sources logs about them: a failure once per episode,
+    again only when its reason changes (a PDU or BMC that stays down must not flood the log every
+    interval; the up gauge tells rules every time), and the recovery once."""
+
+    def __init__(self) -> None:
+        self._reasons: dict[str, str] = {}
+
+    def failed(self, key: str, reason: str) -> bool:
+        """Record that ``key`` failed for ``reason``; True when that is news worth a log line."""
+        news = self._reasons.get(key) != reason
+        self._reasons[key] = reason
+        return news
+
+    def recovered(self, key: str) -> bool:
+        """Record that ``key`` works; True when it had been failing."""
+        return self._reasons.pop(key, None) is not None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection
-from agent.plugin import GpuRef, Plugin, PluginContext
+from agent.plugin import FailureEpisodes, GpuRef, Plugin, PluginContext
 from agent.plugins.accel import to_collection
 from agent.plugins.ascend.hccn import parse_link_stat, parse_optical, parse_stat, parse_status_line
 from agent.plugins.ascend.npu_smi import (
@@ -87,7 +87,7 @@ class AscendPlugin(Plugin):
         self._active_codes: set[tuple[str, str]] = set()
         self._hccn: Tool | None = None
         self._links = LinkTracker()
-        self._hccn_failing: dict[str, str] = {}
+        self._hccn_episodes = FailureEpisodes()
         self._appearances: dict[tuple[tuple[str, str], ...], int] = {}
 
     def discover(self) -> None:
@@ -182,11 +182,10 @@ class AscendPlugin(Plugin):
                     col.add(NET_HEALTH_INFO, 1, {**port_labels(index), "status": status})
             except PluginError as err:
                 # Once per query and reason: a port tool that keeps failing must not flood the log.
-                if self._hccn_failing.get(source) != str(err):
+                if self._hccn_episodes.failed(source, str(err)):
                     self.log.warning("ascend: %s", err)
-                self._hccn_failing[source] = str(err)
                 continue
-            self._hccn_failing.pop(source, None)
+            self._hccn_episodes.recovered(source)
 
     def close(self) -> None:
         self._tool = None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection
-from agent.plugin import AsyncPlugin, PluginContext
+from agent.plugin import AsyncPlugin, FailureEpisodes, PluginContext
 from agent.plugins.modbus import metrics as m
 from agent.plugins.modbus.client import ModbusError, SunSpecClient
 from agent.plugins.modbus.config import ModbusConfig, ModbusDeviceConfig
@@ -55,7 +55,7 @@ class ModbusPlugin(AsyncPlugin):
         super().__init__(ctx, config)
         self.models: dict[int, ModelDef] = {}
         self._clients: list[SunSpecClient] = []
-        self._failing: dict[str, str] = {}
+        self._episodes = FailureEpisodes()
 
     def discover(self) -> None:
         if not self.config.devices:
@@ -114,7 +114,7 @@ class ModbusPlugin(AsyncPlugin):
                 col = Collection()
                 col.add(m.UP, 0, labels)
                 return col
-        if self._failing.pop(key, None) is not None:
+        if self._episodes.recovered(key):
             self.log.info("modbus: %s answers again", client.where)
         col.add(m.UP, 1, labels)
         col.add(m.POLL_DURATION, round(time.monotonic() - started, 6), labels)
@@ -140,9 +140,8 @@ class ModbusPlugin(AsyncPlugin):
         return col
 
     def _fail(self, key: str, message: str) -> None:
-        if self._failing.get(key) != message:
+        if self._episodes.failed(key, message):
             self.log.warning("modbus: %s", message)
-        self._failing[key] = message
 
     def close(self) -> None:
         clients, self._clients = self._clients, []

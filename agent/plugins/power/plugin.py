@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from agent.errors import PluginError, PluginUnavailable
 from agent.model import Collection, Event, Severity
-from agent.plugin import AsyncPlugin, PluginContext
+from agent.plugin import AsyncPlugin, FailureEpisodes, PluginContext
 from agent.plugins.power import metrics as m
 from agent.plugins.power.config import PowerConfig
 from agent.plugins.power.energy import PowerIntegrator
@@ -55,7 +55,7 @@ class PowerPlugin(AsyncPlugin):
         self._rescannable: list[LocalSource] = []
         self._local: list[LocalSource] = []
         self._network: list[Source] = []
-        self._failing: dict[str, str] = {}
+        self._episodes = FailureEpisodes()
         self._psu_up: dict[tuple[tuple[str, str], ...], float] = {}
         self._reader: cf.ThreadPoolExecutor | None = None
         self._reading: cf.Future[list[Outcome]] | None = None
@@ -227,7 +227,7 @@ class PowerPlugin(AsyncPlugin):
     def _settle(self, src: SourceBase, err: Exception | None) -> None:
         """Log a source's failure once per reason, and its recovery."""
         if err is None:
-            if self._failing.pop(src.name, None) is not None:
+            if self._episodes.recovered(src.name):
                 self.log.info("%s recovered", _where(src))
             return
         where = _where(src)
@@ -237,16 +237,12 @@ class PowerPlugin(AsyncPlugin):
             prefix = f"power source {src.name}" if src.target and src.target in text else where
             self._fail(src.name, f"{prefix}: {text}")
             return
-        if self._failing.get(src.name) != repr(err):
+        if self._episodes.failed(src.name, repr(err)):
             self.log.error("%s crashed: %r", where, err, exc_info=err)
-        self._failing[src.name] = repr(err)
 
     def _fail(self, name: str, message: str) -> None:
-        # One line per failure episode, again only when the reason changes: a BMC that stays
-        # down must not flood the log every interval.
-        if self._failing.get(name) != message:
+        if self._episodes.failed(name, message):
             self.log.warning("%s", message)
-        self._failing[name] = message
 
     def _psu_events(self, col: Collection) -> None:
         present = {s.key[2]: v for s, v in col.pairs() if s.metric is m.PSU_PRESENT}

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.errors import ConfigError, PluginError, PluginUnavailable
 from agent.model import Collection, Metric
-from agent.plugin import AsyncPlugin, PluginContext
+from agent.plugin import AsyncPlugin, FailureEpisodes, PluginContext
 from agent.plugins.snmp import metrics as m
 from agent.plugins.snmp.apc import RPDU, RPDU2
 from agent.plugins.snmp.config import DeviceConfig, SnmpConfig
@@ -98,7 +98,7 @@ class SnmpPlugin(AsyncPlugin):
         # collection, on its event loop (client.open_engine / release_engine).
         self._engines: dict[int, Any] = {}
         self._clients: dict[int, SnmpClient] = {}
-        self._failing: dict[str, str] = {}
+        self._episodes = FailureEpisodes()
         self._missing_noted: set[tuple[str, str]] = set()
 
     def discover(self) -> None:
@@ -162,7 +162,7 @@ class SnmpPlugin(AsyncPlugin):
                 self._fail(key, str(err), getattr(err, "reason", str(err)))
                 return self._down(dev, labels)
             elapsed = time.monotonic() - started
-        if self._failing.pop(key, None) is not None:
+        if self._episodes.recovered(key):
             self.log.info("snmp: %s answers again", client.where)
         col, missing = parse_device(dev, snap)
         for name in missing:
@@ -192,12 +192,9 @@ class SnmpPlugin(AsyncPlugin):
         return col
 
     def _fail(self, key: str, message: str, reason: str) -> None:
-        # One line per failure episode, again only when the reason changes (a PDU that stays
-        # down must not flood the log every interval, whichever request timed out first this
-        # time); the up gauge tells rules every time.
-        if self._failing.get(key) != reason:
+        # A silent device times out on whichever request went first: one episode, one line.
+        if self._episodes.failed(key, reason):
             self.log.warning("snmp: %s", message)
-        self._failing[key] = reason
 
     def _release_engines(self) -> None:
         from agent.plugins.snmp.client import release_engine  # noqa: PLC0415
