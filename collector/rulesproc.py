@@ -297,7 +297,9 @@ def read_published(data_dir: Path, *keys: str, parent: int | None = None) -> lis
     db = open_db(data_dir / STORE_FILE)
     try:
         db.execute(_STATE_SCHEMA)
-        rows = dict(db.execute("SELECT key, body FROM alert_state").fetchall())
+        wanted = (*keys, "publisher")
+        rows = dict(db.execute(f"SELECT key, body FROM alert_state WHERE key IN ({','.join('?' * len(wanted))})",
+                               wanted).fetchall())
     finally:
         db.close()
     if parent is not None and json.loads(rows.get("publisher", "null")) != parent:
