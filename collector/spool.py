@@ -144,6 +144,7 @@ class Spool:
         #: Rows are read in order, so that batch is the sink's lag (fleetmon_sink_lag_seconds).
         self.pending_since: dict[str, float | None] = {s.name: None for s in sinks}
         self._backoff = Backoff(initial=0.5, maximum=30.0)
+        self.retry_s = 5.0  # after the spool itself failed (not the sink)
 
     async def start(self) -> None:
         for s in self.sinks:
@@ -269,8 +270,11 @@ class Spool:
             try:
                 await self._drain(sink)
             except StoreError as err:  # the store failed under us: say so, retry, never die silently
-                log.error("sink %s: reading the spool failed (%s); retrying in 5s", sink.name, err)
-                await asyncio.sleep(5)
+                log.error("sink %s: reading the spool failed (%s); retrying in %gs", sink.name, err, self.retry_s)
+                await asyncio.sleep(self.retry_s)
+            except Exception:  # a bug: a sink that stopped for good would only show as a growing spool
+                log.exception("sink %s: the spool worker failed; retrying in %gs", sink.name, self.retry_s)
+                await asyncio.sleep(self.retry_s)
 
     async def _drain(self, sink: Sink) -> None:
         names = [s.name for s in self.sinks]

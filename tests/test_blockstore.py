@@ -316,6 +316,53 @@ def test_embedded_store_recovers_from_the_log_and_compacts(tmp_path: Path) -> No
     comp.store.close()
 
 
+class _CompactorBetween:
+    """The store's SQLite connection, with the compactor run right after its ``after``-th statement:
+    the compactor is another process and may copy a series, move ``compactor_low`` past its record
+    and delete its log file between any two statements of the ingest side."""
+
+    def __init__(self, db: sqlite3.Connection, after: int, compact: Any) -> None:
+        self._db, self._after, self._compact, self.statements = db, after, compact, 0
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:
+        cur = self._db.execute(*args)
+        self.statements += 1
+        if self.statements == self._after:
+            self._compact()
+        return cur
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+@pytest.mark.parametrize("after", [1, 2])
+def test_a_new_series_is_found_while_the_compactor_moves_it(tmp_path: Path, after: int) -> None:
+    # The sinks look up a series defined moments ago (CI saw a KeyError that stopped a sink's
+    # spool): wherever the compactor runs, the series is in SQLite or in the log.
+    es = LogStore(tmp_path)
+    es.log.file_bytes = 256  # several log files: the one with the series record can be deleted
+    ids = es.series_ids("n1", _new_series("n1", 2))
+    agent = _Agent(es)
+    for seq in range(1, 20):
+        agent.commit([(seq, ids, TN + seq * 1000, [float(seq), 1.0])])
+    es.checkpoint()
+    comp = Compactor(tmp_path, flush_s=0)
+
+    def compact() -> None:
+        comp.poll()
+        comp._next_retention = 0
+        comp.maintain(force_flush=True)
+
+    spy = _CompactorBetween(es._db, after, compact)
+    es._db = spy  # type: ignore[assignment]
+    meta = es.series_meta(ids[1])
+    assert spy.statements >= after, "the compactor ran inside the lookup"
+    assert not (tmp_path / "log" / "00000001.log").exists(), "the series' log file was deleted meanwhile"
+    assert (meta.measurement, meta.field, dict(meta.tags)) == ("gpu", "temperature_celsius", {"gpu": "1", "node": "n1"})
+    es.close()
+    comp.store.close()
+
+
 def test_log_files_go_once_every_reader_passed_them(tmp_path: Path) -> None:
     es = LogStore(tmp_path)
     es.log.file_bytes = 512

@@ -5,6 +5,7 @@ answers a healthy receiver will not give on demand."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,6 +203,40 @@ def test_flush_interval_sends_what_it_has_when_it_runs_out(stub: Stub, store: Sq
     _spool_rows(store, 1)
     _drain(store, RemoteWriteSink(RemoteWriteConfig(url=f"{stub.url}/w", flush_interval=0.3)), stub, 1)
     assert _per_request(stub) == [[1, 1]]
+
+
+def test_a_failing_spool_worker_says_so_and_goes_on(stub: Stub, store: SqliteStore,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    # CI once saw a worker die of an unexpected KeyError: the sink then stopped for good, silently.
+    _spool_rows(store, 2)
+    real, failures = store.series_meta, list[int]()
+
+    def flaky(sid: int) -> Any:
+        if not failures:
+            failures.append(sid)
+            raise KeyError(f"series id {sid} (injected)")
+        return real(sid)
+
+    monkeypatch.setattr(store, "series_meta", flaky)
+    sink = RemoteWriteSink(RemoteWriteConfig(url=f"{stub.url}/w", write_samples=4))
+
+    async def go() -> None:
+        spool = Spool(store, [sink], max_bytes=1 << 30)
+        spool.retry_s = 0.05
+        await spool.start()
+        try:
+            deadline = time.monotonic() + 20
+            while not stub.seen or store.spool_depth()[0]:
+                assert time.monotonic() < deadline, "the worker did not recover"
+                await asyncio.sleep(0.05)
+        finally:
+            await spool.stop()
+
+    with caplog.at_level(logging.ERROR, logger="fleetmon.collector.spool"):
+        asyncio.run(go())
+    assert failures and _per_request(stub) == [[2, 2]]
+    assert any("sink remote_write: the spool worker failed" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 # --- against real receivers -----------------------------------------------------------------------

@@ -287,11 +287,14 @@ class LogStore:
         meta = self._meta.get(sid)
         if meta is not None:
             return meta
+        # The compactor (another process) copies a series into SQLite, then moves compactor_low
+        # past its log record, then may delete the log file. Hence this order: ``low`` first (a
+        # series SQLite lacks after that is at or after it in the log), and SQLite once more if
+        # the log no longer has it (copied and its file deleted meanwhile).
         with self._lock:
-            row = self._db.execute("SELECT measurement, field, labels FROM series WHERE id = ?", (sid,)).fetchone()
             low = self._meta_get("compactor_low")
-        if row is not None:
-            meta = self._meta[sid] = SeriesMeta(row[0], row[1], tuple(sorted(json.loads(row[2]).items())))
+        meta = self._meta_from_db(sid)
+        if meta is not None:
             return meta
         # Defined moments ago: the compactor has not copied it into SQLite yet. It is in the log.
         for _pos, payload in applog.read(self.data_dir / LOG_DIR, int(low or 0), frozenset({applog.SERIES})):
@@ -299,7 +302,18 @@ class LogStore:
                 if int(r[0]) == sid:
                     meta = self._meta[sid] = SeriesMeta(r[2], r[3], tuple(sorted(json.loads(r[4]).items())))
                     return meta
+        meta = self._meta_from_db(sid)
+        if meta is not None:
+            return meta
         raise KeyError(f"series id {sid} is neither in {self.path} nor in its log")
+
+    def _meta_from_db(self, sid: int) -> SeriesMeta | None:
+        with self._lock:
+            row = self._db.execute("SELECT measurement, field, labels FROM series WHERE id = ?", (sid,)).fetchone()
+        if row is None:
+            return None
+        meta = self._meta[sid] = SeriesMeta(row[0], row[1], tuple(sorted(json.loads(row[2]).items())))
+        return meta
 
     # --- batches --------------------------------------------------------------------------------
     def _first_only(self, node: str, blocks: list[Block]) -> list[Block]:
