@@ -356,6 +356,10 @@ class Target:
         if args.rules == "none":
             extra["alerting"]["rules"] = []
         extra["alerting"]["process"] = not args.rules_in_collector
+        # tests/fleet.py's 5 s (quick tests) is shorter than the batch interval: every node would
+        # be down between two batches (its series marked stale, NodeAgentSilent pending, every
+        # cycle). A fleet's collector waits several intervals, at least the default 30 s.
+        extra["node_timeout"] = max(30.0, 3 * args.interval)
         for kv in args.set or []:
             key, _, value = kv.partition("=")
             extra[key] = json.loads(value)

@@ -5,6 +5,7 @@ node that left: its alerts dropped without a resolve)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from array import array
 from pathlib import Path
@@ -15,6 +16,10 @@ from alerts import AlertEngine, AlertState
 from alerts.model import Alert
 from alerts.promql.labels import from_map
 from alerts.restore import ForState, restored_active_at
+from collector import handover
+from collector.alertstate import AlertStateKeeper
+from collector.errors import CollectorError
+from collector.promquery import RawSeries
 from tests.test_alerts_engine import Recorder as EngineRecorder
 
 RULES = """\
@@ -251,3 +256,46 @@ def test_a_move_keeps_one_alert_with_its_active_time(tmp_path: Path, grace: floa
     hot = next(a for a in new.active() if a.name == "GpuHot")
     assert hot.state == AlertState.FIRING and hot.active_at == T0
     assert [a.state for a in rec.sent if a.name == "GpuHot"] == [AlertState.FIRING]
+
+
+class _History:
+    """A history source (collector/handover.py's ``History``) answering from a dict, which
+    records what it was asked and can fail from its ``fail_at``-th samples request on."""
+
+    def __init__(self, name: str, series: dict[str, list[float]], fail_at: int = 10**9) -> None:
+        self.name = name
+        self.series = series  # metric name -> values, one a second before T0
+        self.fail_at = fail_at
+        self.asked: list[list[str]] = []
+
+    async def for_state(self, nodes: list[str], now: float) -> dict[str, list[ForState]]:
+        return {n: [] for n in nodes}
+
+    async def samples(self, nodes: list[str], plan: dict[str, int], now: float) -> list[RawSeries]:
+        self.asked.append(sorted(plan))
+        if len(self.asked) >= self.fail_at:
+            raise CollectorError(f"{self.name}: connection refused")
+        ms = round(T0 * 1000)
+        return [RawSeries({"__name__": name, **HOT}, [ms - (len(vals) - i) * 1000 for i in range(len(vals))], vals)
+                for name, vals in self.series.items() if name in plan]
+
+
+def test_adoption_warms_a_few_names_at_a_time_and_falls_back_per_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A batch of adopted nodes' whole history as Python lists was the rules process's peak memory
+    # at 2,500 nodes: it is read and backfilled a part of the plan at a time.
+    monkeypatch.setattr(handover, "WARM_NAMES", 1)
+    e, _ = engine(tmp_path)
+    history = {"gpu_temperature_celsius": [85.0, 86.0], "gpu_xid_errors_total": [0.0, 1.0]}
+    tsdb = _History("the shared TSDB", history, fail_at=2)  # answers the first part, then fails
+    local = _History("the local store", history)
+    h = handover.Handover(e, AlertStateKeeper(tmp_path, [], 3600.0), [tsdb, local], hold=30.0, tsdb=None)
+    h.online("n1", T0)
+    asyncio.run(h._adopt(["n1"]))
+    assert tsdb.asked == [["gpu_temperature_celsius"], ["gpu_xid_errors_total"]]
+    assert local.asked == [["gpu_temperature_celsius"], ["gpu_xid_errors_total"]]
+    # The TSDB's first part stayed; the local store's copy of it added nothing (older only).
+    assert h.stats.warmed_samples == 4 and h.stats.history_errors == 1
+    assert h._adopting["n1"].source == "the local store"
+    temp = e.windows.series("gpu_temperature_celsius", from_map(HOT))
+    assert temp is not None and list(temp.vals) == [85.0, 86.0]
