@@ -33,6 +33,7 @@ from collector.handover import Handover, sources_for
 from collector.history import EmbeddedHistory, HistoryReader
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
+from collector.liveness import QuietStreams
 from collector.promquery import PromQueryClient, PromQuerySync
 from collector.remote_read import FallbackHistory, RemoteHistory
 from collector.rulefeed import RuleFeed
@@ -126,6 +127,7 @@ class Collector:
         self.grpc_port = 0
         self.http_port = 0
         self._down: set[str] = set()
+        self._quiet = QuietStreams(cfg.node_timeout)
         self._serving = False  # the gRPC health check's answer: taking streams
 
     # --- callbacks from the stream handler -----------------------------------------------
@@ -326,8 +328,10 @@ class Collector:
                     # device rules stop evaluating stale values (NodeAgentSilent covers it).
                     self.engine.mark_stale({"node": node}, now)
                     self._down.add(node)
-                elif up:
+                    self._quiet.went_down(node, info.connected, info.connected_at, info.last_batch_at)
+                elif up and node in self._down:
                     self._down.discard(node)
+                    self._quiet.came_back(node, info.connected_at, info.last_batch_at)
                 labels = {**info.labels, "node": node}
                 if self.engine.wants("fleetmon_node_up"):
                     self.engine.ingest("fleetmon_node_up", labels, now, 1.0 if up else 0.0)
