@@ -33,7 +33,7 @@ from collector.handover import Handover, sources_for
 from collector.history import EmbeddedHistory, HistoryReader
 from collector.http import start_http
 from collector.ingest import Decoded, GroupWriter, Ingestor, NodeInfo, StreamSession
-from collector.liveness import QuietStreams
+from collector.liveness import NodeLiveness
 from collector.promquery import PromQueryClient, PromQuerySync
 from collector.remote_read import FallbackHistory, RemoteHistory
 from collector.rulefeed import RuleFeed
@@ -126,8 +126,7 @@ class Collector:
         self._http: Any = None
         self.grpc_port = 0
         self.http_port = 0
-        self._down: set[str] = set()
-        self._quiet = QuietStreams(cfg.node_timeout)
+        self._liveness = NodeLiveness(cfg.node_timeout)
         self._serving = False  # the gRPC health check's answer: taking streams
 
     # --- callbacks from the stream handler -----------------------------------------------
@@ -306,9 +305,7 @@ class Collector:
     # --- periodic work -------------------------------------------------------------------
     def node_up(self, now: float) -> dict[str, bool]:
         """Streaming, and a batch arrived within the node timeout (or it connected just now)."""
-        timeout = self.cfg.node_timeout
-        return {n: (i.connected and now - max(i.last_batch_at, i.connected_at) < timeout)
-                for n, i in self.ingestor.nodes.items()}
+        return {n: self._liveness.is_up(i, now) for n, i in self.ingestor.nodes.items()}
 
     async def _evaluate_loop(self) -> None:
         interval = self.cfg.alerting.evaluation_interval
@@ -319,24 +316,7 @@ class Collector:
             if self.engine is None:
                 continue
             handover = self.handover
-            for node, up in self.node_up(now).items():
-                if handover is not None and node in handover.released:
-                    continue  # it streams to another collector, which owns its alerts
-                info = self.ingestor.nodes[node]
-                if not up and node not in self._down and not (handover is not None and handover.holds(node, now)):
-                    # Like Prometheus for a vanished target: the node's series end now, so
-                    # device rules stop evaluating stale values (NodeAgentSilent covers it).
-                    self.engine.mark_stale({"node": node}, now)
-                    self._down.add(node)
-                    self._quiet.went_down(node, info.connected, info.connected_at, info.last_batch_at)
-                elif up and node in self._down:
-                    self._down.discard(node)
-                    self._quiet.came_back(node, info.connected_at, info.last_batch_at)
-                labels = {**info.labels, "node": node}
-                if self.engine.wants("fleetmon_node_up"):
-                    self.engine.ingest("fleetmon_node_up", labels, now, 1.0 if up else 0.0)
-                if self.engine.wants("fleetmon_node_clock_skew_seconds") and info.connected:
-                    self.engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
+            self._liveness.feed(self.engine, self.ingestor.nodes, handover, now)
             try:
                 self._record(now, self.engine.evaluate(now))
                 if self.keeper is not None and handover is not None:

@@ -37,7 +37,7 @@ from alerts.rules import default_rule_files
 from collector.alertstate import AlertStateKeeper
 from collector.config import CollectorConfig
 from collector.handover import Handover, sources_for
-from collector.liveness import QuietStreams
+from collector.liveness import NodeLiveness
 from collector.promquery import PromQueryClient
 from collector.rulefeed import NO_REF, RuleFeed
 from collector.spool import build_sinks
@@ -94,8 +94,7 @@ class RuleRunner:
         self.next = log_end(self.folder) if start is None else start
         self.refs = np.full(1024, NO_REF, np.int64)  # store series id -> engine ref (its name: the feed's)
         self.nodes: dict[str, _Node] = {}
-        self.down: set[str] = set()
-        self.quiet = QuietStreams(cfg.node_timeout)
+        self.liveness = NodeLiveness(cfg.node_timeout)
         self.transitions: deque[tuple[float, dict[str, Any]]] = deque(maxlen=1000)
         self._db = open_db(cfg.data_dir / STORE_FILE)
         self._db.execute(_STATE_SCHEMA)
@@ -216,24 +215,8 @@ class RuleRunner:
                 alert, labels=dict(alert.labels), annotations=dict(alert.annotations)))))
 
     def evaluate(self, now: float) -> None:
-        timeout = self.cfg.node_timeout
         engine = self.engine
-        for node, info in self.nodes.items():
-            if node in self.handover.released:
-                continue  # it streams to another collector, which owns its alerts
-            up = info.connected and now - max(info.last_batch_at, info.connected_at) < timeout
-            if not up and node not in self.down and not self.handover.holds(node, now):
-                engine.mark_stale({"node": node}, now)
-                self.down.add(node)
-                self.quiet.went_down(node, info.connected, info.connected_at, info.last_batch_at)
-            elif up and node in self.down:
-                self.down.discard(node)
-                self.quiet.came_back(node, info.connected_at, info.last_batch_at)
-            labels = {**info.labels, "node": node}
-            if engine.wants("fleetmon_node_up"):
-                engine.ingest("fleetmon_node_up", labels, now, 1.0 if up else 0.0)
-            if engine.wants("fleetmon_node_clock_skew_seconds") and info.connected:
-                engine.ingest("fleetmon_node_clock_skew_seconds", labels, now, info.clock_skew)
+        self.liveness.feed(engine, self.nodes, self.handover, now)
         try:
             self._record(now, engine.evaluate(now))
             self.keeper.record(engine.active_states(), now)
