@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,12 @@ from agent.plugins.modbus import ModbusPlugin
 from agent.plugins.modbus.config import ModbusConfig
 from agent.plugins.modbus.sunspec import GroupDef, SunSpecError, decode_model, load_models
 from tests.sample_lookup import one, values
-from tests.services import FIXTURES
+from tests.services import FIXTURES, free_port
 from tests.sunspec_image import image, model_regs
 
 MODELS_DIR = FIXTURES / "sunspec" / "models"
 MODELS = load_models(MODELS_DIR)
 WH = 3600.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 

@@ -33,7 +33,7 @@ from agent.plugins.snmp.plugin import resolve_devices
 from agent.plugins.snmp.upsmib import parse_ups_mib
 from tests import snmprec
 from tests.sample_lookup import one, values
-from tests.services import FIXTURES, Process
+from tests.services import FIXTURES, Process, free_port
 
 DATA = FIXTURES / "snmp" / "snmpsim-data"
 V3_USER, V3_AUTH, V3_PRIV = "fleetmon", "auth-key-123", "priv-key-456"
@@ -59,9 +59,7 @@ RECORDINGS: dict[str, tuple[str, list[str] | None]] = {
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port(socket.SOCK_DGRAM)
 
 
 def device(rec: str, port: int, **kw: Any) -> dict[str, Any]:
