@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import time
 from typing import Any
-
-log = logging.getLogger("fleetmon.memory")
 
 #: mallopt's parameter number for the arena cap (glibc malloc.h: M_ARENA_MAX = -8).
 _M_ARENA_MAX = -8

@@ -363,6 +363,35 @@ def test_a_new_series_is_found_while_the_compactor_moves_it(tmp_path: Path, afte
     comp.store.close()
 
 
+@pytest.mark.parametrize("after", [1, 2])
+def test_a_reader_finds_a_new_series_while_the_compactor_moves_it(tmp_path: Path, after: int) -> None:
+    # The same move as above, seen by a reader (queries, an adopted node's history).
+    es = LogStore(tmp_path)
+    es.log.file_bytes = 256
+    ids = es.series_ids("n1", _new_series("n1", 2))
+    agent = _Agent(es)
+    for seq in range(1, 20):
+        agent.commit([(seq, ids, TN + seq * 1000, [float(seq), 1.0])])
+    es.checkpoint()
+    comp = Compactor(tmp_path, flush_s=0)
+
+    def compact() -> None:
+        comp.poll()
+        comp._next_retention = 0
+        comp.maintain(force_flush=True)
+
+    reader = LogStoreReader(tmp_path)
+    spy = _CompactorBetween(reader._db, after, compact)
+    reader._db = reader.blocks._db = spy  # type: ignore[assignment]
+    rows = reader.find_series("gpu_temperature_celsius", [Matcher("node", "=", "n1")])
+    assert spy.statements >= after, "the compactor ran inside the lookup"
+    assert not (tmp_path / "log" / "00000001.log").exists(), "the series' log file was deleted meanwhile"
+    assert sorted(r.id for r in rows) == sorted(ids)
+    assert reader.count_samples("n1") == 38
+    es.close()
+    comp.store.close()
+
+
 def test_log_files_go_once_every_reader_passed_them(tmp_path: Path) -> None:
     es = LogStore(tmp_path)
     es.log.file_bytes = 512

@@ -14,7 +14,7 @@ from pathlib import Path
 from collector.storage import applog
 from collector.storage.blocks import BlockReader, blocks_samples, first_wins, segment_samples
 from collector.storage.codec import F64, I64, Block
-from collector.storage.logstore import LOG_DIR, STORE_FILE, Nodes
+from collector.storage.logstore import LOG_DIR, STORE_FILE, Nodes, across_compaction
 from collector.storage.sqlite import Matcher, SeriesRow
 
 
@@ -33,14 +33,15 @@ class LogStoreReader:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'compactor_low'").fetchone()
         return int(row[0]) if row else 0
 
-    def _tail_series(self, name: str | None = None, node: str | None = None,
+    def _tail_series(self, low: int, name: str | None = None, node: str | None = None,
                      ids: set[int] | None = None) -> dict[int, tuple[str, str, str]]:
-        """Series defined in the log's tail (not copied into SQLite yet), of this name, node or
-        ids where given: id → (name, labels JSON, node). After a ramp the tail defines millions
-        of series: labels are parsed only for those a caller matches (parsing them all held
-        ~1 GB for a moment, on every adopted node's history read)."""
+        """Series defined in the log's tail from ``low`` (not copied into SQLite yet), of this
+        name, node or ids where given: id → (name, labels JSON, node). Callers read SQLite and
+        this inside ``across_compaction``. After a ramp the tail defines millions of series:
+        labels are parsed only for those a caller matches (parsing them all held ~1 GB for a
+        moment, on every adopted node's history read)."""
         out: dict[int, tuple[str, str, str]] = {}
-        for _pos, payload in applog.read(self.data_dir / LOG_DIR, self._low(), frozenset({applog.SERIES})):
+        for _pos, payload in applog.read(self.data_dir / LOG_DIR, low, frozenset({applog.SERIES})):
             for r in applog.decode_json(payload)["series"]:
                 if (name is None or r[1] == name) and (node is None or r[5] == node) and \
                         (ids is None or int(r[0]) in ids):
@@ -48,15 +49,18 @@ class LogStoreReader:
         return out
 
     def find_series(self, name: str | None, matchers: Sequence[Matcher]) -> list[SeriesRow]:
-        rows = self.blocks.find_series(name, matchers)
-        have = {r.id for r in rows}
-        for sid, (n, labels_json, _node) in self._tail_series(name or None).items():
-            if sid in have:
-                continue
-            labels = json.loads(labels_json)
-            if all(m.matches(labels) for m in matchers):
-                rows.append(SeriesRow(sid, n, labels))
-        return rows
+        def read(low: int) -> list[SeriesRow]:
+            rows = self.blocks.find_series(name, matchers)
+            have = {r.id for r in rows}
+            for sid, (n, labels_json, _node) in self._tail_series(low, name or None).items():
+                if sid in have:
+                    continue
+                labels = json.loads(labels_json)
+                if all(m.matches(labels) for m in matchers):
+                    rows.append(SeriesRow(sid, n, labels))
+            return rows
+
+        return across_compaction(self._low, read)
 
     def _tail(self, nodes: set[str]) -> dict[str, list[Block]]:
         """Blocks of these nodes in the log that no segment holds yet."""
@@ -69,10 +73,14 @@ class LogStoreReader:
         return out
 
     def query(self, series: Sequence[SeriesRow], since_ms: int, until_ms: int) -> Iterator[tuple[SeriesRow, I64, F64]]:
-        node_of = self.blocks.node_of(series)
-        if len(node_of) < len(series):
-            missing = {s.id for s in series} - set(node_of)
-            node_of.update({sid: v[2] for sid, v in self._tail_series(ids=missing).items()})
+        def read(low: int) -> dict[int, str]:
+            node_of = self.blocks.node_of(series)
+            if len(node_of) < len(series):
+                missing = {s.id for s in series} - set(node_of)
+                node_of.update({sid: v[2] for sid, v in self._tail_series(low, ids=missing).items()})
+            return node_of
+
+        node_of = across_compaction(self._low, read)
         tail = self._tail(set(node_of.values()))
         return self.blocks.query(series, since_ms, until_ms, head=lambda n: tail.get(n, []), node_of=node_of)
 
@@ -91,8 +99,11 @@ class LogStoreReader:
 
     def count_by_node(self) -> dict[str, int]:
         """Distinct (series, ts) stored per node, every node, in one pass over the log's tail."""
-        nodes = [n for (n,) in self._db.execute("SELECT DISTINCT node FROM series")]
-        nodes += sorted({v[2] for v in self._tail_series().values()} - set(nodes))
+        def read(low: int) -> list[str]:
+            nodes = [n for (n,) in self._db.execute("SELECT DISTINCT node FROM series")]
+            return nodes + sorted({v[2] for v in self._tail_series(low).values()} - set(nodes))
+
+        nodes = across_compaction(self._low, read)
         tail = self._tail(set(nodes))
         out = {}
         for node in nodes:
@@ -105,11 +116,14 @@ class LogStoreReader:
 
     def stored(self, node: str) -> Iterator[tuple[str, dict[str, str], I64, F64]]:
         """Every sample of a node: (name, labels, ts, values) per series."""
-        rows = [SeriesRow(int(i), n, json.loads(lab)) for i, n, lab in self._db.execute(
-            "SELECT id, name, labels FROM series WHERE node = ?", (node,))]
-        have = {r.id for r in rows}
-        rows += [SeriesRow(sid, n, json.loads(lab)) for sid, (n, lab, _nd) in self._tail_series(node=node).items()
-                 if sid not in have]
+        def read(low: int) -> list[SeriesRow]:
+            rows = [SeriesRow(int(i), n, json.loads(lab)) for i, n, lab in self._db.execute(
+                "SELECT id, name, labels FROM series WHERE node = ?", (node,))]
+            have = {r.id for r in rows}
+            return rows + [SeriesRow(sid, n, json.loads(lab))
+                           for sid, (n, lab, _nd) in self._tail_series(low, node=node).items() if sid not in have]
+
+        rows = across_compaction(self._low, read)
         for row, ts, vals in self.query(rows, -(2**62), 2**62):
             yield row.name, row.labels, ts, vals
 

@@ -28,11 +28,11 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -53,6 +53,22 @@ from collector.storage.sqlite import move_aside
 log = logging.getLogger("fleetmon.collector.store")
 
 STORE_FILE = "fleetmon.sqlite"
+
+T = TypeVar("T")
+
+
+def across_compaction(low: Callable[[], int], read: Callable[[int], T]) -> T:
+    """``read(compactor_low)``, SQLite first and then the log's tail from that position, again
+    until ``compactor_low`` stayed put across it. The compactor (another process) copies series
+    into SQLite, then moves ``compactor_low`` past their log records, and only then may delete
+    those log files: with ``low`` unmoved, no series fell between the two reads."""
+    for _ in range(10):
+        before = low()
+        got = read(before)
+        if low() == before:
+            return got
+    return got  # the compactor kept moving: the last read, as good as any
+
 LOG_DIR = "log"
 
 _EXTRA_SCHEMA = """
@@ -287,25 +303,27 @@ class LogStore:
         meta = self._meta.get(sid)
         if meta is not None:
             return meta
-        # The compactor (another process) copies a series into SQLite, then moves compactor_low
-        # past its log record, then may delete the log file. Hence this order: ``low`` first (a
-        # series SQLite lacks after that is at or after it in the log), and SQLite once more if
-        # the log no longer has it (copied and its file deleted meanwhile).
+
+        def read(low: int) -> SeriesMeta | None:
+            got = self._meta_from_db(sid)
+            if got is not None:
+                return got
+            # Defined moments ago: the compactor has not copied it into SQLite yet. It is in the log.
+            for _pos, payload in applog.read(self.data_dir / LOG_DIR, low, frozenset({applog.SERIES})):
+                for r in applog.decode_json(payload)["series"]:
+                    if int(r[0]) == sid:
+                        got = self._meta[sid] = SeriesMeta(r[2], r[3], tuple(sorted(json.loads(r[4]).items())))
+                        return got
+            return None
+
+        meta = across_compaction(self._compactor_low, read)
+        if meta is None:
+            raise KeyError(f"series id {sid} is neither in {self.path} nor in its log")
+        return meta
+
+    def _compactor_low(self) -> int:
         with self._lock:
-            low = self._meta_get("compactor_low")
-        meta = self._meta_from_db(sid)
-        if meta is not None:
-            return meta
-        # Defined moments ago: the compactor has not copied it into SQLite yet. It is in the log.
-        for _pos, payload in applog.read(self.data_dir / LOG_DIR, int(low or 0), frozenset({applog.SERIES})):
-            for r in applog.decode_json(payload)["series"]:
-                if int(r[0]) == sid:
-                    meta = self._meta[sid] = SeriesMeta(r[2], r[3], tuple(sorted(json.loads(r[4]).items())))
-                    return meta
-        meta = self._meta_from_db(sid)
-        if meta is not None:
-            return meta
-        raise KeyError(f"series id {sid} is neither in {self.path} nor in its log")
+            return int(self._meta_get("compactor_low") or 0)
 
     def _meta_from_db(self, sid: int) -> SeriesMeta | None:
         with self._lock:
