@@ -186,8 +186,8 @@ def test_h100_node_prints_every_family(harness: list[Harness]) -> None:
             "gpu_sm_clock_hertz", "gpu_clock_event_active"}
     names2 = {s.name for s in col2.samples}
     assert not slow & names2 and "gpu_utilization_ratio" in names2 and "gpu_power_watts" in names2
-    errors2 = [s for s in col2.samples if s.name == "gpu_nvlink_errors_total"]
-    assert len(errors2) == 8 * (18 * 2 + 12 * 2)  # CRC counters of links 12-17 come with the details
+    # No NVLink state or counter changed: none of the 8 x 90 NVLink answers is sent again.
+    assert not {"gpu_nvlink_errors_total", "gpu_nvlink_up"} & names2
     h.plugin.close()
 
     # detail_interval 0: every collection is detailed. Per GPU: the 4 above, 12 details (encoder,
@@ -199,6 +199,42 @@ def test_h100_node_prints_every_family(harness: list[Harness]) -> None:
     before = cycle_calls(every)
     assert {s.name for s in every.plugin.collect().samples} == H100_FAMILIES
     assert cycle_calls(every) - before == 8 * (4 + 12 + 6 * 2)
+
+
+def test_nvlink_answers_are_sent_when_one_changes_and_with_the_details(harness: list[Harness]) -> None:
+    """NVLink states and error counters are most of an H100's samples and rarely change: after the
+    first collection they are sent again when one of a GPU's changes, and with every detailed
+    collection, so a series still has a sample at least every detail_interval."""
+    h = start(harness, "h100x8", detail_interval=3600)
+
+    def links(col: Collection, gpu: str) -> dict[tuple[str, str], float]:
+        return {(s.labels["link"], s.labels.get("type", "up")): s.value for s in col.samples
+                if s.name in ("gpu_nvlink_errors_total", "gpu_nvlink_up") and s.labels["gpu"] == gpu}
+
+    first = h.plugin.collect()
+    assert len(links(first, "2")) == 18 * 5  # up and four counters per link
+    calls = h.state.calls["nvmlDeviceGetFieldValues"]
+    quiet = h.plugin.collect()
+    assert links(quiet, "2") == {} and h.value(quiet, "gpu_power_watts", gpu="2") is not None
+    assert h.state.calls["nvmlDeviceGetFieldValues"] - calls == 8  # still asked every cycle
+
+    # A CRC error on link 3 of GPU 2 and link 7 going down on GPU 5: those GPUs send all their links.
+    assert h.state.devices is not None
+    h.state.devices[2].rec.nvlinks[3].crc_flit = 4
+    h.state.devices[5].rec.nvlinks[7].active = 0
+    h.state.field_answers.clear()  # the fake caches its answers per request
+    changed = h.plugin.collect()
+    gpu2 = links(changed, "2")
+    assert len(gpu2) == 18 * 3 + 12 * 2  # the CRC counters of links 12-17 only come with the details
+    assert gpu2[("3", "crc_flit")] == 4 and gpu2[("3", "crc_data")] == 0
+    assert links(changed, "5")[("7", "up")] == 0
+    assert links(changed, "0") == {}
+    assert links(h.plugin.collect(), "2") == {}  # unchanged since: quiet again
+
+    for state in h.plugin.gpus:
+        state.detail_at = float("-inf")  # as when detail_interval has passed
+    detailed = h.plugin.collect()
+    assert all(len(links(detailed, str(gpu))) == 18 * 5 for gpu in range(8))
 
 
 def test_not_supported_per_metric_is_omitted_for_that_gpu_only(harness: list[Harness]) -> None:
@@ -223,9 +259,9 @@ def test_nvlink_counters_without_the_scoped_field_are_asked_per_link(harness: li
     """A driver without the per-link scoped fields (pre-R525) still reports every link's counters."""
     h = start(harness, "h100x8")
     h.state.not_supported.update({(0, "field:161"), (0, "field:165")})
-    h.plugin.collect()
-    before = h.state.calls["nvmlDeviceGetNvLinkErrorCounter"], h.state.calls["nvmlDeviceGetNvLinkState"]
     col = h.plugin.collect()
+    before = h.state.calls["nvmlDeviceGetNvLinkErrorCounter"], h.state.calls["nvmlDeviceGetNvLinkState"]
+    h.plugin.collect()
     # GPU 0 alone: replay of links 12-17 and the state of all 18 links, one call each, every cycle.
     assert h.state.calls["nvmlDeviceGetNvLinkErrorCounter"] - before[0] == 6
     assert h.state.calls["nvmlDeviceGetNvLinkState"] - before[1] == 18

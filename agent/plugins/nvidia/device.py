@@ -170,6 +170,8 @@ class Gpu:
     fields: FieldRequest | None = None
     plan: FieldPlan | None = None
     series: GpuSeries | None = None
+    #: The NVLink answers last sent (``FieldPlan.links_at`` on), to send them again only on a change.
+    links_sent: list[float | None] | None = None
 
     @property
     def labels(self) -> dict[str, str]:
@@ -325,6 +327,9 @@ class FieldPlan:
         self.fallback: dict[int, Variant] = {}
         #: NVLink CRC counters without a field id: asked with the details.
         self.detail_calls: list[tuple[Series, Variant]] = []
+        #: Where the NVLink answers start in ``direct`` (states and error counters, most of a
+        #: GPU's samples): they are sent when one of them changes or with the details.
+        self.links_at = len(self.direct)
         for link in links:
             self._direct(FI_NVLINK_GET_STATE, link, s.nvlink_up[link], Variant("nvmlDeviceGetNvLinkState", (link,)))
             for kind in NVLINK_TYPES:
@@ -364,15 +369,23 @@ def _from_fields(nvml: Nvml, gpu: Gpu, col: Collection, v: list[float | None], d
     for i, series in plan.flags:
         put(series, _flag(v[i]))
     values = [v[i] for i in plan.direct]
-    if None not in values:  # the usual case: every field answered
-        col.series.extend(plan.series)
-        col.values.extend(values)  # type: ignore[arg-type]  # no None, checked above
-    else:
+    complete = None not in values  # the usual case: every field answered
+    if not complete:
         for j, call in plan.fallback.items():
             if values[j] is None:
                 values[j] = ask1(nvml, gpu, call.fname, *call.args)
+    targets = plan.series
+    links = values[plan.links_at:]
+    if detail or links != gpu.links_sent:
+        gpu.links_sent = links
+    else:  # no NVLink state or counter changed since they were last sent: not again until one does
+        targets, values = targets[:plan.links_at], values[:plan.links_at]
+    if complete:
+        col.series.extend(targets)
+        col.values.extend(values)  # type: ignore[arg-type]  # no None, checked above
+    else:
         present = [value is not None for value in values]
-        col.series.extend(itertools.compress(plan.series, present))
+        col.series.extend(itertools.compress(targets, present))
         col.values.extend(itertools.compress(values, present))  # type: ignore[arg-type]  # None left out
     if detail:  # counters no field covers (CRC of links past the field range): one call each
         for series, call in plan.detail_calls:
