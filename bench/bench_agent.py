@@ -192,7 +192,9 @@ def thread_cpu(pid: int, names: dict[int, str]) -> dict[int, tuple[str, float]]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(tid)] = (names.get(int(tid), "(grpc/native)"), (int(fields[11]) + int(fields[12])) / TICK)
+        # Without py-spy no thread has a name: say so rather than calling them all gRPC's.
+        unnamed = "(grpc/native)" if names else "(every thread: install py-spy to name them)"
+        out[int(tid)] = (names.get(int(tid), unnamed), (int(fields[11]) + int(fields[12])) / TICK)
     return out
 
 
