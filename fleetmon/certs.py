@@ -87,21 +87,6 @@ def issue(ca: Path, out: Path, name: str, *, server: bool, dns: Sequence[str] = 
     return Issued(cert, key)
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    c = sub.add_parser("certs", help="make a lab CA and certificates for mutual TLS (needs openssl)")
-    c.add_argument("--dir", type=Path, default=Path("pki"), help="where the CA lives and certificates go (./pki)")
-    c.add_argument("--days", type=int, default=0, help="validity (default: CA 10 years, others 825 days)")
-    c.add_argument("--print-commands", action="store_true", help="print each openssl command as it runs")
-    csub = c.add_subparsers(dest="certs_command", required=True)
-    csub.add_parser("ca", help="make the CA (ca.crt, ca.key)")
-    col = csub.add_parser("collector", help="a collector (server) certificate")
-    col.add_argument("name", help="the collector's DNS name (also the SAN)")
-    col.add_argument("--dns", action="append", default=[], help="another DNS name agents dial (repeatable)")
-    col.add_argument("--ip", action="append", default=[], help="an IP address agents dial (repeatable)")
-    node = csub.add_parser("node", help="node (agent) certificates, one per name")
-    node.add_argument("names", nargs="+", help="node names, exactly as in each agent's `node:`")
-
-
 def main(args: argparse.Namespace) -> int:
     out: Path = args.dir
     echo = args.print_commands
@@ -130,4 +115,4 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["CertError", "Issued", "add_parser", "issue", "main", "make_ca"]
+__all__ = ["CertError", "Issued", "issue", "main", "make_ca"]

@@ -1,4 +1,8 @@
-"""``fleetmon`` command: a thin dispatcher; each subcommand imports only its own side."""
+"""``fleetmon`` command: a thin dispatcher; each subcommand imports only its own side.
+
+The arguments of every command are defined here, so parsing imports nothing else: the agent on
+every node does not carry the HTTP client (urllib, http.client, email: ~1 MiB) or the certificate
+tool it never runs."""
 
 from __future__ import annotations
 
@@ -8,8 +12,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fleetmon import __version__, certs, client
+from fleetmon import __version__
 from fleetmon_common import logs
+
+#: The collector's HTTP API when nothing else says where (``fleetmon.client``).
+DEFAULT_URL = "http://127.0.0.1:7780"
 
 
 def _agent_args(p: argparse.ArgumentParser) -> None:
@@ -71,14 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--format", choices=("table", "raw", "csv", "json"), default="table",
                    help="table (default): one row per series (last, min, max, avg, count, trend); "
                         "raw, csv, json: every point")
-    client.add_connection_args(q, data_dir=True)
+    _connection_args(q, data_dir=True)
 
     st = sub.add_parser("status", help="the fleet and its alerts, once (exit 1 if anything is unhealthy)")
-    client.add_connection_args(st)
+    _connection_args(st)
     st.add_argument("--all", action="store_true", help="list every node, not only the unhealthy ones")
     st.add_argument("--json", action="store_true", help="print the collector's answers as JSON, with health")
     tp = sub.add_parser("top", help="the fleet and its alerts, redrawn until Ctrl-C")
-    client.add_connection_args(tp)
+    _connection_args(tp)
     tp.add_argument("--interval", type=float, default=2.0, help="seconds between redraws (default 2)")
     tp.add_argument("-n", "--iterations", type=int, default=0, help="stop after this many redraws")
 
@@ -89,8 +96,35 @@ def build_parser() -> argparse.ArgumentParser:
     rt = rsub.add_parser("test", help="run promtool-format rule unit tests")
     rt.add_argument("files", nargs="+", type=Path)
 
-    certs.add_parser(sub)
+    _certs_args(sub)
     return parser
+
+
+def _connection_args(p: argparse.ArgumentParser, *, data_dir: bool = False) -> None:
+    where = "the collector's HTTP API (default: $FLEETMON_URL, else the running collector, else " + DEFAULT_URL + ")"
+    p.add_argument("--url", help=where)
+    if data_dir:
+        p.add_argument("--data-dir", type=Path, help="read this embedded store directly instead of an API")
+    p.add_argument("--token-file", type=Path, metavar="FILE",
+                   help="file holding the API's bearer token (default: $FLEETMON_TOKEN)")
+    p.add_argument("--cacert", type=Path, metavar="FILE", help="CA certificate(s) to verify an https collector")
+    p.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (http_auth.tls.client_ca)")
+    p.add_argument("--key", type=Path, metavar="FILE", help="the client certificate's key")
+
+
+def _certs_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    c = sub.add_parser("certs", help="make a lab CA and certificates for mutual TLS (needs openssl)")
+    c.add_argument("--dir", type=Path, default=Path("pki"), help="where the CA lives and certificates go (./pki)")
+    c.add_argument("--days", type=int, default=0, help="validity (default: CA 10 years, others 825 days)")
+    c.add_argument("--print-commands", action="store_true", help="print each openssl command as it runs")
+    csub = c.add_subparsers(dest="certs_command", required=True)
+    csub.add_parser("ca", help="make the CA (ca.crt, ca.key)")
+    col = csub.add_parser("collector", help="a collector (server) certificate")
+    col.add_argument("name", help="the collector's DNS name (also the SAN)")
+    col.add_argument("--dns", action="append", default=[], help="another DNS name agents dial (repeatable)")
+    col.add_argument("--ip", action="append", default=[], help="an IP address agents dial (repeatable)")
+    node = csub.add_parser("node", help="node (agent) certificates, one per name")
+    node.add_argument("names", nargs="+", help="node names, exactly as in each agent's `node:`")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -131,6 +165,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return rules_main(args)
     if args.command == "certs":
+        from fleetmon import certs  # noqa: PLC0415 - import only the side that runs
+
         return certs.main(args)
     logs.setup()
     print(f"unknown command {args.command}", file=sys.stderr)

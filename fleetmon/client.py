@@ -32,9 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from fleetmon.cli import DEFAULT_URL
 from fleetmon_common import runtime
-
-DEFAULT_URL = "http://127.0.0.1:7780"
 
 
 class ApiError(Exception):
@@ -54,18 +53,6 @@ class Target:
     url: str | None
     data_dir: Path | None
     how: str
-
-
-def add_connection_args(p: argparse.ArgumentParser, *, data_dir: bool = False) -> None:
-    where = "the collector's HTTP API (default: $FLEETMON_URL, else the running collector, else " + DEFAULT_URL + ")"
-    p.add_argument("--url", help=where)
-    if data_dir:
-        p.add_argument("--data-dir", type=Path, help="read this embedded store directly instead of an API")
-    p.add_argument("--token-file", type=Path, metavar="FILE",
-                   help="file holding the API's bearer token (default: $FLEETMON_TOKEN)")
-    p.add_argument("--cacert", type=Path, metavar="FILE", help="CA certificate(s) to verify an https collector")
-    p.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (http_auth.tls.client_ca)")
-    p.add_argument("--key", type=Path, metavar="FILE", help="the client certificate's key")
 
 
 def resolve(args: argparse.Namespace, *, probe: bool = True) -> Target:
