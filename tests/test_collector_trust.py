@@ -233,11 +233,11 @@ def test_token_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
             for metadata, why in ((None, "no bearer token"), ((("authorization", "Bearer nope"),), "wrong bearer")):
                 client = Client(c.grpc_port, metadata=metadata)
                 call = client.open()
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    # The collector may refuse before it reads a thing: then the write fails.
-                    await call.write(hello("n1"))
+                # The collector refuses before it reads a thing, so nothing is written here: a write
+                # that fails as the stream ends makes grpcio (1.85) replace the collector's status
+                # with INTERNAL "Internal error from Core" (grpc/grpc#36066; 2 of ~330 runs here).
                 code, details = await status(call)
-                assert code == grpc.StatusCode.UNAUTHENTICATED and why in details
+                assert code == grpc.StatusCode.UNAUTHENTICATED and why in details, (code, details)
                 assert "t0ken" not in details
                 await client.close()
             client = Client(c.grpc_port, metadata=(("authorization", "Bearer t0ken-from-env"),))
