@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -335,37 +336,9 @@ class _CompactorBetween:
         return getattr(self._db, name)
 
 
-@pytest.mark.parametrize("after", [1, 2])
-def test_a_new_series_is_found_while_the_compactor_moves_it(tmp_path: Path, after: int) -> None:
-    # The sinks look up a series defined moments ago (CI saw a KeyError that stopped a sink's
-    # spool): wherever the compactor runs, the series is in SQLite or in the log.
-    es = LogStore(tmp_path)
-    es.log.file_bytes = 256  # several log files: the one with the series record can be deleted
-    ids = es.series_ids("n1", _new_series("n1", 2))
-    agent = _Agent(es)
-    for seq in range(1, 20):
-        agent.commit([(seq, ids, TN + seq * 1000, [float(seq), 1.0])])
-    es.checkpoint()
-    comp = Compactor(tmp_path, flush_s=0)
-
-    def compact() -> None:
-        comp.poll()
-        comp._next_retention = 0
-        comp.maintain(force_flush=True)
-
-    spy = _CompactorBetween(es._db, after, compact)
-    es._db = spy  # type: ignore[assignment]
-    meta = es.series_meta(ids[1])
-    assert spy.statements >= after, "the compactor ran inside the lookup"
-    assert not (tmp_path / "log" / "00000001.log").exists(), "the series' log file was deleted meanwhile"
-    assert (meta.measurement, meta.field, dict(meta.tags)) == ("gpu", "temperature_celsius", {"gpu": "1", "node": "n1"})
-    es.close()
-    comp.store.close()
-
-
-@pytest.mark.parametrize("after", [1, 2])
-def test_a_reader_finds_a_new_series_while_the_compactor_moves_it(tmp_path: Path, after: int) -> None:
-    # The same move as above, seen by a reader (queries, an adopted node's history).
+def _two_series_in_several_log_files(tmp_path: Path) -> tuple[LogStore, list[int], Compactor, Callable[[], None]]:
+    """A store whose two new series are defined in the first of several log files (so the file with
+    their record can be deleted), the compactor beside it, and a call that runs it to the end."""
     es = LogStore(tmp_path)
     es.log.file_bytes = 256
     ids = es.series_ids("n1", _new_series("n1", 2))
@@ -380,6 +353,28 @@ def test_a_reader_finds_a_new_series_while_the_compactor_moves_it(tmp_path: Path
         comp._next_retention = 0
         comp.maintain(force_flush=True)
 
+    return es, ids, comp, compact
+
+
+@pytest.mark.parametrize("after", [1, 2])
+def test_a_new_series_is_found_while_the_compactor_moves_it(tmp_path: Path, after: int) -> None:
+    # The sinks look up a series defined moments ago (CI saw a KeyError that stopped a sink's
+    # spool): wherever the compactor runs, the series is in SQLite or in the log.
+    es, ids, comp, compact = _two_series_in_several_log_files(tmp_path)
+    spy = _CompactorBetween(es._db, after, compact)
+    es._db = spy  # type: ignore[assignment]
+    meta = es.series_meta(ids[1])
+    assert spy.statements >= after, "the compactor ran inside the lookup"
+    assert not (tmp_path / "log" / "00000001.log").exists(), "the series' log file was deleted meanwhile"
+    assert (meta.measurement, meta.field, dict(meta.tags)) == ("gpu", "temperature_celsius", {"gpu": "1", "node": "n1"})
+    es.close()
+    comp.store.close()
+
+
+@pytest.mark.parametrize("after", [1, 2])
+def test_a_reader_finds_a_new_series_while_the_compactor_moves_it(tmp_path: Path, after: int) -> None:
+    # The same move as above, seen by a reader (queries, an adopted node's history).
+    es, ids, comp, compact = _two_series_in_several_log_files(tmp_path)
     reader = LogStoreReader(tmp_path)
     spy = _CompactorBetween(reader._db, after, compact)
     reader._db = reader.blocks._db = spy  # type: ignore[assignment]
