@@ -7,12 +7,14 @@ target writes the same points (GPUs x 10 fields x instants) through:
 
 * ``raw``: the request bodies made beforehand, in the sink's wire format (line protocol in
   5,000-line requests, uncompressed and gzipped; remote write as the snappy protobuf the sink
-  sends, in 10,000-sample requests), POSTed one after the other with one keep-alive httpx
-  client: the floor a sink can approach;
+  sends, in 10,000-sample requests), POSTed one after the other over one keep-alive
+  ``http.client`` connection in a worker thread (the leanest Python client: the sinks' own
+  transport, :mod:`collector.storage.poster`, with nothing to render): the floor a sink can
+  approach;
 * the sink's ``write()`` of one SinkBatch (planning, encoding, compression, HTTP, error checks),
   for the line-protocol sinks with gzip off and on (the default). The gzip sink is also set
   against the uncompressed raw POST: that ratio is the price of compression itself, on both
-  sides (level-1 zlib here, gunzip at the server).
+  sides (ISA-L level 1 here, gunzip at the server).
 
 Batches are what the spool hands the sinks: columns over a long-lived series catalog, so the
 sinks' per-series caches are warm after the first (untimed) write, as in a running collector.
@@ -22,8 +24,9 @@ values per batch is printed. ``--distinct`` makes every value distinct instead (
 
 Each run writes new timestamps into the same series (as a live fleet does); the best of
 ``--repeat`` runs is printed as points/s, and in brackets the median over the runs of the ratio
-sink/raw, each raw POST paired with the sink write right after it (the machine is shared: compare
-ratios, not absolute figures, between runs). The server's CPU time
+sink/raw, each raw POST paired with the sink write next to it (the machine is shared: compare
+ratios, not absolute figures, between runs). Within a pair the order alternates from run to run,
+since the server's deferred work lands on the second write; use an even ``--repeat``. The server's CPU time
 per million samples during the raw POSTs is printed too (``docs/capacity.md`` uses it).
 """
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import http.client
 import os
 import statistics
 import sys
@@ -41,8 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlencode, urlsplit
 
-import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -167,13 +171,20 @@ async def compare(target: Target, fleet: Fleet, repeat: int) -> None:
     """Per wire format, a raw POST of ready-made bodies and the sink making them from a batch,
     interleaved per repeat so all see the same server state."""
 
-    async def raw(client: httpx.AsyncClient, variant: Variant, bodies: list[bytes]) -> float:
+    async def raw(conn: http.client.HTTPConnection, variant: Variant, bodies: list[bytes]) -> float:
+        query = f"?{urlencode(target.raw_params)}" if target.raw_params else ""
+        target_path = urlsplit(target.raw_url).path + query
+
+        def post_all() -> None:
+            for body in bodies:
+                conn.request("POST", target_path, body=body, headers=variant.raw_headers)
+                resp = conn.getresponse()
+                answer = resp.read()
+                if resp.status not in (200, 204):
+                    raise RuntimeError(f"{target.raw_url} answered {resp.status}: {answer[:200]!r}")
+
         started = time.perf_counter()
-        for body in bodies:
-            resp = await client.post(target.raw_url, params=target.raw_params, content=body,
-                                     headers=variant.raw_headers)
-            if resp.status_code not in (200, 204):
-                raise RuntimeError(f"{target.raw_url} answered {resp.status_code}: {resp.text[:200]}")
+        await asyncio.to_thread(post_all)
         return time.perf_counter() - started
 
     async def via(sink: AnySink, batch: SinkBatch) -> float:
@@ -188,26 +199,36 @@ async def compare(target: Target, fleet: Fleet, repeat: int) -> None:
     paired: dict[str, list[float]] = {v.name: [] for v in target.variants}
     n = len(fleet.catalog) * fleet.instants
     cpu_raw = 0.0
-    async with httpx.AsyncClient(timeout=60) as client:
+    parts = urlsplit(target.raw_url)
+    client = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=60)
+    try:
         for sink in sinks.values():
             await sink.start()
         try:
             for v in target.variants:  # warm up: the series exist and the caches are full before timing
                 await raw(client, v, v.raw_bodies(fleet.batch()))
                 await via(sinks[v.name], fleet.batch())
-            for _ in range(repeat):
+            for round_ in range(repeat):
                 for v in target.variants:
-                    bodies = v.raw_bodies(fleet.batch())
+                    # Both made before either is timed, and the order alternates: the server's
+                    # deferred work (VictoriaMetrics answers before it merges) lands on whichever
+                    # write comes second, so each goes second as often as the other.
+                    bodies, batch = v.raw_bodies(fleet.batch()), fleet.batch()
+                    if round_ % 2:
+                        sink_s = await via(sinks[v.name], batch)
                     cpu = cpu_seconds(target.server_pid)
                     raw_s = await raw(client, v, bodies)
                     cpu_raw += cpu_seconds(target.server_pid) - cpu
-                    sink_s = await via(sinks[v.name], fleet.batch())
+                    if not round_ % 2:
+                        sink_s = await via(sinks[v.name], batch)
                     best[v.name, "raw"] = min(best[v.name, "raw"], raw_s)
                     best[v.name, "sink"] = min(best[v.name, "sink"], sink_s)
                     paired[v.name].append(raw_s / sink_s)
         finally:
             for sink in sinks.values():
                 await sink.aclose()
+    finally:
+        client.close()
     rate = {k: n / t for k, t in best.items()}
     cells = []
     for v in target.variants:
@@ -269,7 +290,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gpus", type=int, default=1000)
     ap.add_argument("--instants", type=int, default=8)
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=8)
     ap.add_argument("--distinct", action="store_true", help="every value distinct (the encoders' worst case)")
     args = ap.parse_args()
     fleet = Fleet(args.gpus, args.instants, args.distinct)

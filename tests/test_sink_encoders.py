@@ -1,10 +1,16 @@
 """The sinks' column encoders, without servers: line protocol byte-identical to
 ``proto.lineprotocol.encode_line``, remote write parsing (through the generated
-``proto/remote_pb2``) to exactly the samples given, and the column model they read."""
+``proto/remote_pb2``) to exactly the samples given, and the column model they read.
+
+Every encoder test runs twice: with the C module (``collector/storage/_native.c``, built by
+``pip install``) and with the pure-Python path used where it could not be built. The C module's
+absence fails the run when ``FLEETMON_REQUIRE_SERVICES`` is set (CI), else skips its half.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import struct
 from collections.abc import Iterable
 from typing import Any
@@ -14,6 +20,8 @@ import numpy as np
 import pytest
 
 from collector.spool import decode_spool, decode_spool_columns, encode_spool
+from collector.storage import lines as lines_module
+from collector.storage import remote_write as remote_write_module
 from collector.storage.base import Point, Samples, SeriesCatalog, SeriesKey, SinkBatch
 from collector.storage.columnar import stable_order
 from collector.storage.embedded import EventRow, SampleColumns
@@ -24,6 +32,27 @@ from proto.lineprotocol import Dialect, encode_line, format_float
 
 # Names that need escaping in one dialect or the other (see tests/test_lineprotocol.py).
 TRICKY = ["plain", "sp ace", "com,ma", "eq=ual", 'quo"te', "back\\slash", "trail\\", "new\nline", "ünï"]
+
+
+def native_module() -> Any:
+    """collector.storage._native, or a skip (a failure under FLEETMON_REQUIRE_SERVICES)."""
+    try:
+        from collector.storage import _native  # noqa: PLC0415 - whether it was built is the question
+    except ImportError:
+        if os.environ.get("FLEETMON_REQUIRE_SERVICES"):
+            raise AssertionError("collector/storage/_native.c was not built (pip install needs gcc and "
+                                 "python3-dev; .ci/setup installs them)") from None
+        pytest.skip("collector.storage._native is not built (no C compiler at install)")
+    return _native
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def encoder_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with the C encoders, then with the pure-Python ones."""
+    native = native_module() if request.param == "native" else None
+    monkeypatch.setattr(lines_module, "_native", native)
+    monkeypatch.setattr(remote_write_module, "_native", native)
+    return str(request.param)
 
 
 def _points(catalog_order: Iterable[tuple[str, str, tuple[tuple[str, str], ...]]], instants: Iterable[int],
@@ -134,6 +163,20 @@ def test_values_are_written_as_format_float_writes_them() -> None:
     assert written[-11:] == ["0.0", "-0.0", "1e+16", "0.00001", "0.000015", "0.0001", "2.5e-7", "123.0",
                              "5e-324", "-2.2250738585072014e-308", "0.30000000000000004"]
 
+
+
+def test_whole_numbers_and_the_rest_are_written_alike_through_the_encoder() -> None:
+    """Whole numbers below 1e15 are written by the native splice itself, the rest by orjson:
+    every line still equals encode_line's, at the edges of that split too."""
+    rng = np.random.default_rng(11)
+    edges = [0.0, -0.0, 47.0, -3.0, 999_999_999_999_999.0, -999_999_999_999_999.0, 1e15, -1e15, 1e15 + 2,
+             2.0**53, 1e16, 0.5, -0.5, 1e-7, 4219469824.0, 1_700_000_000_000.0, 5e-324]
+    mixed = np.concatenate([rng.integers(-10**14, 10**14, 300).astype(np.float64), rng.normal(0, 1e6, 300),
+                            np.round(rng.normal(0, 100, 300), 2), edges])
+    series = [("gpu", f"f{i % 7}", (("gpu", str(i // 7)),)) for i in range(len(mixed))]
+    points = [Point(m, f, tags, float(v), 1_700_000_000_000_000_000) for (m, f, tags), v in
+              zip(series, mixed.tolist(), strict=True)]
+    assert sorted(batch_lines(SinkBatch(1, points), "influxdb2")) == _expected_lines(points, "influxdb2")
 
 # --- remote write ---------------------------------------------------------------------------
 
@@ -253,3 +296,4 @@ def test_spool_columns_decode_like_the_lists() -> None:
     decoded = decode_spool(body)
     assert (sids.tolist(), ts.tolist(), vals.tolist()) == (cols.series_ids, cols.ts_ms, cols.values)
     assert decoded.samples == cols and evs == decoded.events == events
+

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from collector.errors import ConfigError
+from collector.errors import ConfigError, SinkError
 from collector.storage.base import HealthSample, SinkBatch
 from collector.storage.lines import ColumnLineEncoder, EncodedBatch, encode_batch
-from collector.storage.retry import MAX_LINES, SinkHealth, gzip_body, raise_refused, send_pipelined
+from collector.storage.poster import ChunkPoster
+from collector.storage.retry import MAX_LINES, SinkHealth, gzip_body, http_error, raise_refused
 from fleetmon_common.secrets import redact_url
 from proto.lineprotocol import DIALECTS, Dialect
 
@@ -115,28 +117,68 @@ class NamedSink:
 
 
 class HttpSinkBase(NamedSink):
-    """The name, health counters and line encoder of an InfluxDB-family sink, and how it sends a
-    batch: planned off the event loop, each chunk rendered (and gzipped) in a worker thread while
-    the previous one is on the wire (:func:`~collector.storage.retry.send_pipelined`)."""
+    """The name, health counters and line encoder of an InfluxDB-family sink, and how it writes a
+    batch: planned, rendered (and gzipped) and posted in one worker thread, each chunk rendered
+    while the server works on the one before (:class:`~collector.storage.poster.ChunkPoster`).
+
+    A subclass opens its poster in ``start()`` (:meth:`_open`) and may prepare the destination
+    before each write (:meth:`_before_write`).
+    """
 
     def __init__(self, config: HttpSinkConfig) -> None:
         super().__init__(config)
         self._lines = config
         self._encoder = ColumnLineEncoder(config.dialect)
+        self._poster: ChunkPoster | None = None
 
-    async def _send_lines(self, batch: SinkBatch, post: Callable[[bytes, bytes], Awaitable[None]]) -> EncodedBatch:
-        """Encode ``batch`` and ``post(chunk, body)`` each chunk; ``chunk`` is the plain text (to
-        name a refused line), ``body`` what goes on the wire."""
+    def _open(self, path: str, params: dict[str, str], headers: dict[str, str]) -> None:
+        """The poster for ``<url><path>?<params>``, with the line-protocol headers and ``headers``."""
         cfg = self._lines
-        encoded = await asyncio.to_thread(encode_batch, batch, self._encoder, events=cfg.events,
-                                          max_lines=cfg.batch_size)
+        own = {"User-Agent": "fleetmon-collector", "Content-Type": "text/plain; charset=utf-8"}
+        if cfg.gzip:
+            own["Content-Encoding"] = "gzip"
+        self._poster = ChunkPoster(self._health, cfg.url.rstrip("/") + path, params=params,
+                                   headers={**own, **headers}, timeout=cfg.timeout, verify=cfg.ssl_verify(),
+                                   refusal=self._refused)
+
+    def _refused(self, status: int, headers: Mapping[str, str], body: bytes, chunk: bytes) -> SinkError:
+        url = self._poster.url if self._poster is not None else redact_url(self._lines.url)
+        return http_error(self.name, status, headers=headers, body=body, chunk=chunk.decode("utf-8", "replace"),
+                          url=url)
+
+    async def _before_write(self) -> None:
+        """Anything the destination needs before a write (the v1 sink creates its database)."""
+
+    async def write(self, batch: SinkBatch) -> None:
+        poster = self._poster
+        if poster is None:
+            raise SinkError(f"sink {self.name}: write before start()", retryable=False)
+        self._health.attempt(batch)
+        started = time.monotonic()
+        try:
+            await self._before_write()
+            encoded = await asyncio.to_thread(self._write_lines, poster, batch)
+        except SinkError as err:
+            self._health.failure(batch, err, time.monotonic() - started)
+            raise
+        self._health.success(batch, encoded.n_lines, time.monotonic() - started, events=encoded.n_event_lines)
+
+    def _write_lines(self, poster: ChunkPoster, batch: SinkBatch) -> EncodedBatch:
+        """In the worker thread: plan the batch, then post its chunks (rendered one ahead)."""
+        cfg = self._lines
+        encoded = encode_batch(batch, self._encoder, events=cfg.events, max_lines=cfg.batch_size)
 
         def body(i: int) -> tuple[bytes, bytes]:
             chunk = encoded.render(i)
             return chunk, gzip_body(chunk) if cfg.gzip else chunk
 
-        await send_pipelined(encoded.n_chunks, body, lambda chunk_body: post(*chunk_body))
+        poster.post_all(encoded.n_chunks, body)
         return encoded
+
+    def _close_poster(self) -> None:
+        poster, self._poster = self._poster, None
+        if poster is not None:
+            poster.close()
 
 
 __all__ = ["HttpEndpointConfig", "HttpSinkBase", "HttpSinkConfig", "NamedSink", "raise_refused"]

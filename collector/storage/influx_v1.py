@@ -9,15 +9,14 @@ so a returned ``write()`` means durable.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from collector.errors import SinkError
-from collector.storage.base import SinkBatch
 from collector.storage.http_sink import HttpSinkBase, HttpSinkConfig
+from collector.storage.poster import basic_authorization
 from collector.storage.retry import http_error
 from fleetmon_common.secrets import Secret, redact_url, reveal
 
@@ -86,10 +85,18 @@ class InfluxV1Sink(HttpSinkBase):
         if self._client is not None:
             return
         auth = None
+        headers = {}
         if self.config.username is not None:
-            auth = httpx.BasicAuth(self.config.username, self.config.resolved_password() or "")
+            password = self.config.resolved_password() or ""
+            auth = httpx.BasicAuth(self.config.username, password)
+            headers["Authorization"] = basic_authorization(self.config.username, password)
+        # Queries (and CREATE DATABASE) go through an async client; writes through the poster.
         self._client = httpx.AsyncClient(timeout=self.config.timeout, auth=auth, verify=self.config.ssl_verify(),
                                          headers={"User-Agent": "fleetmon-collector"})
+        params = {"db": self.config.database, "precision": "ns"}
+        if self.config.retention_policy:
+            params["rp"] = self.config.retention_policy
+        self._open("/write", params, headers)
         # The server may be down now: the database is created before the first write instead,
         # so a collector starts (and spools) while InfluxDB is away.
         if not self._db_ready:
@@ -100,6 +107,7 @@ class InfluxV1Sink(HttpSinkBase):
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
+        self._close_poster()
         if client is not None:
             await client.aclose()
 
@@ -112,40 +120,9 @@ class InfluxV1Sink(HttpSinkBase):
         await self.query(f"CREATE DATABASE {quote_ident(self.config.database)}", database=None)
         self._db_ready = True
 
-    async def write(self, batch: SinkBatch) -> None:
-        self._health.attempt(batch)
-        started = time.monotonic()
-        try:
-            if not self._db_ready:
-                await self._create_database()
-            encoded = await self._send_lines(batch, self._post)
-        except SinkError as err:
-            self._health.failure(batch, err, time.monotonic() - started)
-            raise
-        self._health.success(batch, encoded.n_lines, time.monotonic() - started,
-                            events=encoded.n_event_lines)
-
-    async def _post(self, chunk: bytes, body: bytes) -> None:
-        params = {"db": self.config.database, "precision": "ns"}
-        if self.config.retention_policy:
-            params["rp"] = self.config.retention_policy
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if self.config.gzip:
-            headers["Content-Encoding"] = "gzip"
-        url = f"{self._base}/write"
-        self._health.requests += 1
-        try:
-            resp = await self._http().post(url, params=params, content=body, headers=headers)
-        except httpx.TimeoutException as err:
-            raise SinkError(f"sink {self.name}: {redact_url(url)} timed out after {self.config.timeout:g}s: "
-                            f"{type(err).__name__}", retryable=True) from err
-        except httpx.TransportError as err:
-            raise SinkError(f"sink {self.name}: cannot reach {redact_url(url)}: {type(err).__name__}: {err}",
-                            retryable=True) from err
-        if resp.status_code in (200, 204):
-            return
-        raise http_error(self.name, resp.status_code, headers=resp.headers, body=resp.content,
-                         chunk=chunk.decode("utf-8", "replace"), url=redact_url(url))
+    async def _before_write(self) -> None:
+        if not self._db_ready:
+            await self._create_database()
 
     async def query(self, influxql: str, *, database: str | None = "", epoch: str = "ns") -> list[Series]:
         """Run InfluxQL (one statement) and return its series; ``database=""`` means the

@@ -33,6 +33,11 @@ from collector.storage.columnar import Grow, last_of_runs, rank, stable_order
 from collector.storage.retry import MAX_BYTES, MAX_LINES, chunk_lines, cut_chunks
 from proto.lineprotocol import Dialect, encode_line, escape_field_key, series_prefix
 
+try:  # built from _native.c by `pip install` where a C compiler is present (pyproject.toml)
+    from collector.storage import _native
+except ImportError:  # the same bytes, from the pure-Python path: ~3x slower to render
+    _native = None  # type: ignore[assignment]
+
 #: Upper bounds used to size chunks before their text exists: the longest ``repr`` of a float
 #: (``-2.2250738585072014e-308``) and the longest tail (`` -9223372036854775808\n``).
 _MAX_VALUE_CHARS = 24
@@ -49,6 +54,9 @@ class _SeriesTokens:
         self.mids = Grow(object)
         self.width = Grow(np.int64)  # the longer of the two tokens, in bytes, for sizing chunks
         self.n_groups = 0
+        # Every series' mid and head token, back to back (token 2*id is its mid, 2*id + 1 its
+        # head), with their offsets: what the native splice takes; made when first asked for.
+        self._table: tuple[bytes, Int64Array, np.ndarray] | None = None
         self._groups: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[int, str | None]] = {}
         self._fields: dict[str, str] = {}
 
@@ -83,15 +91,39 @@ class _SeriesTokens:
         self.heads.extend(heads)
         self.mids.extend(mids)
         self.width.extend(widths)
+        self._table = None
+
+    def table(self) -> tuple[bytes, Int64Array, np.ndarray]:
+        """(every token back to back, their offsets, the tokens as an object array): token
+        ``2 * id`` is series ``id``'s mid, ``2 * id + 1`` its head."""
+        if self._table is None:
+            tokens = np.empty(2 * self.group.n, object)
+            tokens[0::2] = self.mids.view
+            tokens[1::2] = self.heads.view
+            offsets = np.zeros(len(tokens) + 1, np.int64)
+            np.cumsum([len(t) for t in tokens.tolist()], out=offsets[1:])
+            self._table = (b"".join(tokens.tolist()), offsets, tokens)
+        return self._table
+
+
+def format_array(values: npt.NDArray[np.float64]) -> bytes:
+    """Finite floats as one JSON array (``[47.0,0.5]``) of line-protocol field values: orjson
+    writes shortest round-trip numbers, exactly :func:`proto.lineprotocol.format_float`."""
+    return orjson.dumps(np.ascontiguousarray(values, np.float64), option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def whole_numbers(values: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Where a value is a whole number below 1e15 in magnitude (and not -0.0): ``format_float``
+    writes those as their digits and ``.0`` (``47.0``), which the native splice writes itself, so
+    only the others go through orjson. Most telemetry is whole: degrees, bytes, hertz, counts."""
+    return (np.trunc(values) == values) & (np.abs(values) < 1e15) & ~((values == 0) & np.signbit(values))
 
 
 def format_values(values: npt.NDArray[np.float64]) -> list[bytes]:
-    """Finite floats as line-protocol field values, all at once (orjson writes a float64 array as
-    a JSON list of shortest round-trip numbers: exactly :func:`proto.lineprotocol.format_float`)."""
+    """Finite floats as line-protocol field values, one ``bytes`` each."""
     if len(values) == 0:
         return []
-    data = orjson.dumps(np.ascontiguousarray(values, np.float64), option=orjson.OPT_SERIALIZE_NUMPY)
-    return data[1:-1].split(b",")
+    return format_array(values)[1:-1].split(b",")
 
 
 class _Tails:
@@ -125,7 +157,8 @@ class LinePlan:
     can render the next chunk while the previous one is on the wire.
     """
 
-    tokens: np.ndarray  # object: the head or mid token of each sample, in line order
+    tokens: tuple[bytes, Int64Array, np.ndarray]  # the catalog's token table (_SeriesTokens.table)
+    ids: Int64Array  # each sample's token, in line order: 2 * series id, + 1 where it opens a line
     values: npt.NDArray[np.float64]
     line_starts: Int64Array  # sample positions where a line opens
     line_ts: Int64Array  # each line's timestamp
@@ -140,13 +173,24 @@ class LinePlan:
         first, end = self.chunks[chunk]
         a = int(self.line_starts[first])
         b = int(self.line_starts[end]) if end < self.n_lines else len(self.values)
+        if _native is not None:
+            blob, offsets, _ = self.tokens
+            values = self.values[a:b]
+            whole = whole_numbers(values)
+            closes = np.ones(b - a, np.uint8)
+            closes[:-1] = (self.ids[a + 1:b] & 1).astype(np.uint8)  # the next sample opens a line
+            return _native.splice_lines(blob, offsets, self.ids[a:b], values, whole.view(np.uint8),
+                                        format_array(values[~whole]), closes, self.line_ts[first:end])
+        return self._render_python(first, end, a, b)
+
+    def _render_python(self, first: int, end: int, a: int, b: int) -> bytes:
+        """The same bytes without the native module: one ``bytes.join`` of the pieces."""
         # Each sample is two pieces, its token and its value; a line's tail (" <ts>\n") goes in
         # front of the next line's head token, the last one at the end: one join makes the chunk.
-        tokens = self.tokens[a:b]
+        tokens = self.tokens[2][self.ids[a:b]]
         tails = self.tails(self.line_ts[first:end])
         opens = self.line_starts[first + 1:end] - a
         if len(opens):
-            tokens = tokens.copy()
             tokens[opens] = tails[:-1] + tokens[opens]  # object arrays: bytes + bytes, element-wise
         parts: list[bytes] = [b""] * (2 * (b - a) + 1)
         parts[0:-1:2] = tokens.tolist()
@@ -179,7 +223,7 @@ class ColumnLineEncoder:
             sid, ts, vals, group = sid[keep], ts[keep], vals[keep], group[keep]
         if len(sid) == 0:
             empty = np.empty(0, np.int64)
-            return LinePlan(np.empty(0, object), np.empty(0, np.float64), empty, empty, [], self._tails)
+            return LinePlan(tok.table(), empty, np.empty(0, np.float64), empty, empty, [], self._tails)
         # One line per (instant, group): a stable sort by instant, group, series.
         instant, n_instants = rank(ts)
         order, line_key = stable_order([instant, group, sid], [n_instants, tok.n_groups, len(samples.catalog)])
@@ -190,12 +234,11 @@ class ColumnLineEncoder:
         opens = np.ones(len(sid), bool)
         opens[1:] = line_key[1:] != line_key[:-1]
         starts = np.flatnonzero(opens)
-        tokens = tok.mids.view[sid]
-        tokens[starts] = tok.heads.view[sid[starts]]
+        ids = 2 * sid + opens
         width = tok.width.view[sid] + (_MAX_VALUE_CHARS + 1)
         line_bytes = np.add.reduceat(width, starts) + _MAX_TAIL_CHARS
         chunks = cut_chunks(np.arange(1, len(starts) + 1), np.cumsum(line_bytes), max_lines, max_bytes)
-        return LinePlan(tokens, vals, starts, ts[starts], chunks, self._tails)
+        return LinePlan(tok.table(), ids, vals, starts, ts[starts], chunks, self._tails)
 
 
 @dataclass

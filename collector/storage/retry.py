@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -73,7 +73,7 @@ def cut_chunks(cum_counts: npt.NDArray[np.int64], cum_bytes: npt.NDArray[np.int6
     per range; a single unit larger than that still gets a range of its own.
 
     When more than one range is needed, the first holds at most ``1/ramp`` of the limits: the
-    sink renders the next request while one is on the wire (:func:`send_pipelined`), and a
+    sink renders the next request while one is on the wire (:mod:`collector.storage.poster`), and a
     small first request puts the server to work sooner.
     """
     if max_count < 1:
@@ -295,38 +295,6 @@ async def write_with_retry(
 
 
 
-Body = TypeVar("Body")
-
-
-async def send_pipelined(n_chunks: int, render: Callable[[int], Body],
-                         post: Callable[[Body], Awaitable[None]]) -> None:
-    """Post chunks 0..n-1 in order while the next one is rendered in a worker thread.
-
-    Rendering (encoding, compressing) is CPU work and posting is mostly waiting for the server,
-    so overlapping them is what lets a sink approach a raw POST of ready-made bodies
-    (``bench/bench_sinks.py``). A retryable failure stops at once (the spool sends the whole batch
-    again; the servers overwrite what was already stored); a refused chunk does not stop the
-    others, and the refusals are raised together at the end (:func:`raise_refused`).
-    """
-    rejected: list[SinkError] = []
-    upcoming: asyncio.Future[Body] | None = None
-    try:
-        for i in range(n_chunks):
-            body = await (upcoming or asyncio.to_thread(render, i))
-            upcoming = asyncio.ensure_future(asyncio.to_thread(render, i + 1)) if i + 1 < n_chunks else None
-            try:
-                await post(body)
-            except SinkError as err:
-                if err.retryable:
-                    raise
-                rejected.append(err)
-    finally:
-        if upcoming is not None:
-            # Stopped early: the render in flight is not needed; its outcome is collected so an
-            # error in it is not reported as "never retrieved".
-            upcoming.add_done_callback(lambda f: f.cancelled() or f.exception())
-            upcoming.cancel()
-    raise_refused(rejected)
 
 
 def raise_refused(rejected: list[SinkError]) -> None:
