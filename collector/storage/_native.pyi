@@ -4,7 +4,7 @@ import numpy as np
 
 _Buffer = bytes | bytearray | memoryview | np.ndarray
 
-def splice_lines(tokens: _Buffer, offsets: _Buffer, ids: _Buffer, values: _Buffer, closes: _Buffer,
-                 stamps: _Buffer) -> bytes: ...
+def splice_lines(tokens: _Buffer, offsets: _Buffer, ids: _Buffer, numbers: _Buffer, whole: _Buffer, text: _Buffer,
+                 closes: _Buffer, stamps: _Buffer) -> bytes: ...
 def write_request(labels: _Buffer, offsets: _Buffer, series: _Buffer, starts: _Buffer, values: _Buffer,
                   stamps: _Buffer) -> bytes: ...
