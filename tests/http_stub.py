@@ -44,11 +44,23 @@ class Stub:
     replies: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
     seen: list[Seen] = field(default_factory=list)
     delay: float = 0.0
+    #: HTTP/1.1 with keep-alive (the default is HTTP/1.0: a connection per request) ...
+    keep_alive: bool = False
+    #: ... and then close each connection after answering without saying so, as a server does
+    #: whose idle timeout ran out between two requests.
+    drop_idle: bool = False
+    connections: int = 0
 
 
 @contextlib.contextmanager
 def _serve(state: Stub, tls: ssl.SSLContext | None = None) -> Iterator[Stub]:
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if state.keep_alive else "HTTP/1.0"
+
+        def setup(self) -> None:
+            super().setup()
+            state.connections += 1
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             state.seen.append(Seen("POST", self.path, dict(self.headers.items()), body))
@@ -61,6 +73,8 @@ def _serve(state: Stub, tls: ssl.SSLContext | None = None) -> Iterator[Stub]:
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
+            if state.drop_idle:
+                self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -82,6 +96,13 @@ def _serve(state: Stub, tls: ssl.SSLContext | None = None) -> Iterator[Stub]:
 @pytest.fixture
 def stub() -> Iterator[Stub]:
     with _serve(Stub()) as state:
+        yield state
+
+
+@pytest.fixture
+def keepalive_stub() -> Iterator[Stub]:
+    """An HTTP/1.1 stub: connections stay open between requests unless ``drop_idle`` is set."""
+    with _serve(Stub(keep_alive=True)) as state:
         yield state
 
 

@@ -19,7 +19,7 @@ from collector.storage.influx_v1 import InfluxV1Config, InfluxV1Sink
 from collector.storage.influx_v2 import InfluxV2Config, InfluxV2Sink
 from collector.storage.retry import Backoff, chunk_lines, http_error, parse_retry_after, write_with_retry
 from tests.fleet import metric_value
-from tests.http_stub import Stub, stub, tls_stub
+from tests.http_stub import Stub, keepalive_stub, stub, tls_stub
 from tests.influx_servers import (
     Server,
     influx_create_database,
@@ -31,7 +31,7 @@ from tests.influx_servers import (
 )
 from tests.services import Process, free_port, wait_for_port, wait_until
 
-_ = (influxd, victoria_metrics, stub, tls_stub)  # pytest fixtures used by name below
+_ = (influxd, victoria_metrics, stub, keepalive_stub, tls_stub)  # pytest fixtures used by name below
 
 NOW_MS = time.time_ns() // 1_000_000 // 1000 * 1000  # whole seconds: VictoriaMetrics keeps ms
 
@@ -172,6 +172,25 @@ def test_v1_basic_auth_password_from_env(stub: Stub, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("FLEETMON_TEST_INFLUX_PW")
     with pytest.raises(ConfigError, match="FLEETMON_TEST_INFLUX_PW"):
         run(InfluxV1Sink(cfg).start())
+
+
+@pytest.mark.parametrize("kind", ["v1", "v2"])
+@pytest.mark.parametrize("drop_idle", [False, True])
+def test_one_kept_alive_connection_reopened_when_the_server_closed_it(keepalive_stub: Stub, kind: str,
+                                                                      drop_idle: bool) -> None:
+    """Batches share one connection; one the server closed while idle (its keep-alive timeout)
+    is opened again and the request sent again, once: nothing lost, nothing stored twice."""
+    keepalive_stub.drop_idle = drop_idle
+    sink = _sinks_for(keepalive_stub.url)[0 if kind == "v1" else 1]
+    batches = [SinkBatch(b, [Point("gpu", "power_watts", (("gpu", str(i)),), float(b), 1_000 + b)
+                             for i in range(6_000)], []) for b in range(3)]
+    run(_write(sink, *batches))
+    assert len(keepalive_stub.seen) == 6  # 1,250 + 4,750 lines per batch, each request stored once
+    assert sum(s.text.count("\n") for s in keepalive_stub.seen) == 18_000
+    assert keepalive_stub.connections == (6 if drop_idle else 1)
+    health = {h.name: h.value for h in sink.health()}
+    assert health["fleetmon_sink_written_points_total"] == 18_000
+    assert health["fleetmon_sink_failed_writes_total"] == 0
 
 
 @pytest.mark.parametrize("kind", ["v1", "v2"])

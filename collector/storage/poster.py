@@ -124,24 +124,27 @@ class ChunkPoster:
                 self.close()  # in an unknown state: the next batch starts on a new connection
                 raise SinkError(f"sink {self._health.sink}: cannot reach {self.url}: {type(err).__name__}: {err}",
                                 retryable=True) from err
+            except BaseException:
+                self.close()  # a render failed with a request unanswered: not a connection to reuse
+                raise
 
     def _post_all(self, n_chunks: int, render: Callable[[int], Rendered]) -> None:
         rejected: list[SinkError] = []
         upcoming = render(0)
         for i in range(n_chunks):
             chunk, body = upcoming
-            reused = self._send(body)
+            conn, reused = self._send(body)
             # The body is on its way: make the next one while the server parses this one.
             if i + 1 < n_chunks:
                 upcoming = render(i + 1)
             try:
-                status, headers, answer = self._answer()
+                status, headers, answer = self._answer(conn)
             except _DROPPED:
                 if not reused:
                     raise
                 self.close()  # closed while idle (keep-alive timeout): once more on a new connection
-                self._send(body)
-                status, headers, answer = self._answer()
+                conn, _ = self._send(body)
+                status, headers, answer = self._answer(conn)
             if 200 <= status < 300:
                 continue
             err = self._refusal(status, headers, answer, chunk)
@@ -150,11 +153,10 @@ class ChunkPoster:
             rejected.append(err)
         raise_refused(rejected)
 
-    def _send(self, body: bytes) -> bool:
-        """Send one request; True when it went on a connection that had carried one before."""
+    def _send(self, body: bytes) -> tuple[http.client.HTTPConnection, bool]:
+        """Send one request: the connection it went on, and whether that had carried one before."""
         conn = self._connection()
         reused = self._used
-        self._health.requests += 1
         try:
             conn.request("POST", self._target, body=body, headers=self._headers)
         except _DROPPED:
@@ -165,11 +167,11 @@ class ChunkPoster:
             conn.request("POST", self._target, body=body, headers=self._headers)
             reused = False
         self._used = True
-        return reused
+        self._health.requests += 1
+        return conn, reused
 
-    def _answer(self) -> tuple[int, Mapping[str, str], bytes]:
-        assert self._conn is not None
-        resp = self._conn.getresponse()
+    def _answer(self, conn: http.client.HTTPConnection) -> tuple[int, Mapping[str, str], bytes]:
+        resp = conn.getresponse()
         body = resp.read()  # read whole, so the connection can carry the next request
         if resp.will_close:
             self.close()
