@@ -7,8 +7,8 @@ Kinds:
     url, database, retention_policy, username, password | password_env, timeout, gzip,
     batch_size, create_database, dialect, name.
 ``influxdb2`` (alias ``influxdb_v2``)
-    :class:`~collector.storage.influx_v2.InfluxV2Sink`: ``/api/v2/write`` through
-    influxdb-client. Keys: url, org, bucket, token | token_env, timeout, gzip, batch_size,
+    :class:`~collector.storage.influx_v2.InfluxV2Sink`: ``/api/v2/write`` with
+    ``Authorization: Token``. Keys: url, org, bucket, token | token_env, timeout, gzip, batch_size,
     dialect, name.
 ``victoriametrics``
     The v2 sink with VictoriaMetrics' defaults: bucket/org/token are ignored by it; the
