@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from collector.errors import ConfigError, SinkError
 from collector.storage.base import HealthSample, SinkBatch
-from collector.storage.lines import ColumnLineEncoder, EncodedBatch, encode_batch
+from collector.storage.lines import ColumnLineEncoder, encode_batch
 from collector.storage.poster import ChunkPoster
 from collector.storage.retry import MAX_LINES, SinkHealth, gzip_body, http_error, raise_refused
 from fleetmon_common.secrets import redact_url
@@ -95,13 +95,16 @@ class HttpSinkConfig(HttpEndpointConfig):
 
 
 class NamedSink:
-    """The name and health counters of a sink, and how the spool should batch for it."""
+    """The name and health counters of an HTTP sink, how the spool should batch for it, and how a
+    write goes: ``_before_write`` on the event loop, then ``_post_batch`` (plan, render and post
+    through the sink's :class:`~collector.storage.poster.ChunkPoster`) in one worker thread."""
 
     def __init__(self, config: HttpEndpointConfig) -> None:
         config.validate()
         self._health = SinkHealth(config.name)
         self.flush_interval = config.flush_interval
         self.write_samples = config.write_samples
+        self._poster: ChunkPoster | None = None  # made by start()
 
     @property
     def name(self) -> str:
@@ -115,21 +118,43 @@ class NamedSink:
     def health(self) -> list[HealthSample]:
         return self._health.samples()
 
+    async def write(self, batch: SinkBatch) -> None:
+        poster = self._poster
+        if poster is None:
+            raise SinkError(f"sink {self.name}: write before start()", retryable=False)
+        self._health.attempt(batch)
+        started = time.monotonic()
+        try:
+            await self._before_write()
+            written, events = await asyncio.to_thread(self._post_batch, poster, batch)
+        except SinkError as err:
+            self._health.failure(batch, err, time.monotonic() - started)
+            raise
+        self._health.success(batch, written, time.monotonic() - started, events=events)
+
+    async def _before_write(self) -> None:
+        """Anything the destination needs before a write (the v1 sink creates its database)."""
+
+    def _post_batch(self, poster: ChunkPoster, batch: SinkBatch) -> tuple[int, int]:
+        """In the worker thread: write ``batch``; (lines or TimeSeries written, events written)."""
+        raise NotImplementedError
+
+    def _close_poster(self) -> None:
+        poster, self._poster = self._poster, None
+        if poster is not None:
+            poster.close()
+
 
 class HttpSinkBase(NamedSink):
-    """The name, health counters and line encoder of an InfluxDB-family sink, and how it writes a
-    batch: planned, rendered (and gzipped) and posted in one worker thread, each chunk rendered
-    while the server works on the one before (:class:`~collector.storage.poster.ChunkPoster`).
-
-    A subclass opens its poster in ``start()`` (:meth:`_open`) and may prepare the destination
-    before each write (:meth:`_before_write`).
-    """
+    """The line encoder of an InfluxDB-family sink and how it writes a batch: planned, rendered
+    (and gzipped) and posted in one worker thread, each chunk rendered while the server works on
+    the one before (:class:`~collector.storage.poster.ChunkPoster`). A subclass opens its poster
+    in ``start()`` (:meth:`_open`)."""
 
     def __init__(self, config: HttpSinkConfig) -> None:
         super().__init__(config)
         self._lines = config
         self._encoder = ColumnLineEncoder(config.dialect)
-        self._poster: ChunkPoster | None = None
 
     def _open(self, path: str, params: dict[str, str], headers: dict[str, str]) -> None:
         """The poster for ``<url><path>?<params>``, with the line-protocol headers and ``headers``."""
@@ -146,25 +171,7 @@ class HttpSinkBase(NamedSink):
         return http_error(self.name, status, headers=headers, body=body, chunk=chunk.decode("utf-8", "replace"),
                           url=url)
 
-    async def _before_write(self) -> None:
-        """Anything the destination needs before a write (the v1 sink creates its database)."""
-
-    async def write(self, batch: SinkBatch) -> None:
-        poster = self._poster
-        if poster is None:
-            raise SinkError(f"sink {self.name}: write before start()", retryable=False)
-        self._health.attempt(batch)
-        started = time.monotonic()
-        try:
-            await self._before_write()
-            encoded = await asyncio.to_thread(self._write_lines, poster, batch)
-        except SinkError as err:
-            self._health.failure(batch, err, time.monotonic() - started)
-            raise
-        self._health.success(batch, encoded.n_lines, time.monotonic() - started, events=encoded.n_event_lines)
-
-    def _write_lines(self, poster: ChunkPoster, batch: SinkBatch) -> EncodedBatch:
-        """In the worker thread: plan the batch, then post its chunks (rendered one ahead)."""
+    def _post_batch(self, poster: ChunkPoster, batch: SinkBatch) -> tuple[int, int]:
         cfg = self._lines
         encoded = encode_batch(batch, self._encoder, events=cfg.events, max_lines=cfg.batch_size)
 
@@ -173,12 +180,7 @@ class HttpSinkBase(NamedSink):
             return chunk, gzip_body(chunk) if cfg.gzip else chunk
 
         poster.post_all(encoded.n_chunks, body)
-        return encoded
-
-    def _close_poster(self) -> None:
-        poster, self._poster = self._poster, None
-        if poster is not None:
-            poster.close()
+        return encoded.n_lines, encoded.n_event_lines
 
 
 __all__ = ["HttpEndpointConfig", "HttpSinkBase", "HttpSinkConfig", "NamedSink", "raise_refused"]

@@ -32,10 +32,8 @@ identical (series, timestamp) samples, so sending a batch again stores nothing t
 
 from __future__ import annotations
 
-import asyncio
 import re
 import struct
-import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -393,7 +391,6 @@ class RemoteWriteSink(NamedSink):
     def __init__(self, config: RemoteWriteConfig) -> None:
         super().__init__(config)
         self.config = config
-        self._poster: ChunkPoster | None = None
         self._encoder = RemoteWriteEncoder()
 
     async def start(self) -> None:
@@ -409,29 +406,12 @@ class RemoteWriteSink(NamedSink):
                                    verify=self.config.ssl_verify(), refusal=self._refused)
 
     async def aclose(self) -> None:
-        poster, self._poster = self._poster, None
-        if poster is not None:
-            poster.close()
+        self._close_poster()
 
     def _refused(self, status: int, headers: Mapping[str, str], body: bytes, _chunk: bytes) -> SinkError:
         return classify(self.name, status, headers, body, redact_url(self.config.url))
 
-    async def write(self, batch: SinkBatch) -> None:
-        poster = self._poster
-        if poster is None:
-            raise SinkError(f"sink {self.name}: write before start()", retryable=False)
-        self._health.attempt(batch)
-        started = time.monotonic()
-        try:
-            plan = await asyncio.to_thread(self._write_requests, poster, batch)
-        except SinkError as err:
-            self._health.failure(batch, err, time.monotonic() - started)
-            raise
-        # Events carry strings, which the protocol cannot: none were written.
-        self._health.success(batch, plan.n_series, time.monotonic() - started, events=0)
-
-    def _write_requests(self, poster: ChunkPoster, batch: SinkBatch) -> WritePlan:
-        """In the worker thread: plan the batch, then post its requests (rendered one ahead)."""
+    def _post_batch(self, poster: ChunkPoster, batch: SinkBatch) -> tuple[int, int]:
         plan = self._encoder.plan(batch, self.config.batch_size)
         poster.post_all(len(plan.chunks), lambda i: (b"", plan.render(i)[1]))
-        return plan
+        return plan.n_series, 0  # events carry strings, which the protocol cannot: none are written
