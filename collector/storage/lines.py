@@ -5,11 +5,15 @@ series) made the sinks reach 0.2–0.7x of a raw POST of the same lines (issue 1
 
 * what a series contributes to a line is computed once per series and catalog, and kept by series
   id: ``head`` (``measurement,tags field=``, which opens a line) and ``mid`` (``,field=``);
-* grouping samples into lines (one line per series prefix and instant) is one numpy sort;
-* a chunk of lines is one ``bytes.join`` over three interleaved lists: the tokens (picked from
-  the cached heads/mids by numpy indexing), the values (the whole column formatted by orjson,
-  whose Ryu formatter is ~3x faster per float than ``repr``, which was most of the cost), and
-  the line tails (`` <ts>\\n`` after a line's last value).
+* grouping samples into lines (one line per series prefix and instant) is one numpy sort, which
+  leaves each sample a token id (its series' mid, or head where it opens a line);
+* a chunk is made by the C module (``_native.c``, built by ``pip install``): it copies each
+  sample's token and value and each line's tail (`` <ts>\\n``) into one buffer, writing whole
+  numbers itself and copying the other values from orjson's text of the column (orjson's Ryu
+  formatter is ~3x faster per float than ``repr``). That is 19.5 M points per CPU-second against
+  5-6 M for the pure-Python path, which is used when the module was not built: one
+  ``bytes.join`` over the tokens (picked by numpy indexing), the values (orjson's text split)
+  and the tails. Both give the same bytes (``tests/test_fuzz_sink_encoders.py``).
 
 Every line is byte-identical to :func:`proto.lineprotocol.encode_line` given the same fields (the
 escaping is that module's, and :func:`proto.lineprotocol.format_float` writes floats as orjson

@@ -7,11 +7,13 @@ accept. Each series is ``__name__`` = ``<measurement>_<field>`` plus its tags; e
 strings, are not sent (their counter series, e.g. ``gpu_xid_errors_total``, are).
 
 Encoding is vectorised like the line-protocol sinks' (:mod:`collector.storage.lines`): each
-series' labels are encoded to protobuf bytes once per catalog and kept in one byte array; a
-chunk's samples (value + varint timestamp) are laid out as a numpy byte matrix, each series'
-header (field tag + varint length) computed over the whole chunk, and the request assembled by
-numpy gathers. ``tests/test_remote_write.py`` checks the bytes parse, through the generated
-``proto/remote_pb2.py``, to exactly the series and samples given.
+series' labels are encoded to protobuf bytes once per catalog and kept in one byte array; the
+batch is sorted by series and time with numpy, and each request assembled by the C module
+(``_native.c``: per TimeSeries its header, labels and samples, 17-18 M samples per CPU-second with
+snappy) or, where it was not built, by numpy (the samples as a byte matrix, each series' header
+computed over the whole chunk, one ``bytes.join``: 9.8 M). ``tests/test_sink_encoders.py`` checks
+the bytes parse, through the generated ``proto/remote_pb2.py``, to exactly the series and samples
+given, both ways; ``tests/test_fuzz_sink_encoders.py`` that the two give the same bytes.
 
 What the specification asks of a sender, and where it is done here:
 
