@@ -60,3 +60,14 @@ def test_native_write_request_refuses_what_does_not_fit() -> None:
     with pytest.raises(ValueError, match=r"TimeSeries 0 spans samples 0\.\.3 of 2"):
         native.write_request(labels, offsets, np.array([0, 0], np.int64), np.array([0, 3], np.int64),
                              np.array([2.5, 3.5]), np.array([1, 2], np.int64))
+
+
+def test_native_series_order_is_a_stable_grouping_and_checks_ids() -> None:
+    native = native_module()
+    ids = np.array([2, 0, 2, 1, 0, 2], np.int64)
+    assert np.frombuffer(native.series_order(ids, 3), np.int64).tolist() == [1, 4, 3, 0, 2, 5]
+    assert native.series_order(np.empty(0, np.int64), 0) == b""
+    with pytest.raises(ValueError, match="sample 0 names series 2 of 2"):
+        native.series_order(ids, 2)
+    with pytest.raises(ValueError, match="n_series is negative"):
+        native.series_order(ids, -1)

@@ -246,6 +246,16 @@ def test_remote_write_uneven_series_split_series_and_duplicates() -> None:
     assert _as_samples(got) == expected
 
 
+def test_remote_write_samples_in_time_order_whatever_the_batch_order() -> None:
+    """A series' samples out of order in the batch (a backfill merged in) go out in time order."""
+    t0 = 1_700_000_000_000_000_000
+    points = [Point("gpu", "power_watts", (("gpu", str(g)),), float(t), t0 + t * 1_000_000_000)
+              for t in (5, 1, 4, 2, 3) for g in range(3)]
+    got = _remote(SinkBatch(1, points))
+    assert [[s.timestamp for s in ts.samples] for ts in got] == [[t0 // 1_000_000 + t * 1000 for t in range(1, 6)]] * 3
+    assert _as_samples(got) == _expected_remote(points)
+
+
 def test_remote_write_timestamps_of_any_varint_length() -> None:
     stamps = [-5_000_000, 0, 1_000_000, 200_000_000_000, 1_700_000_000_000_000_000, 9_000_000_000_000_000_000]
     points = [Point("m", "f", (("s", str(i % 2)),), float(i), ts) for i, ts in enumerate(stamps)]

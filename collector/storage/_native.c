@@ -31,6 +31,11 @@
  *   Each TimeSeries is 0a <len> <labels> then per sample 12 <len> 09 <value, 8 bytes little
  *   endian> 10 <timestamp varint> (the protobuf wire format of proto/remote.proto).
  *
+ * series_order(ids, n_series) -> bytes
+ *
+ *   int64 positions that group the samples by series id (0 <= id < n_series), keeping their
+ *   order within each series: a stable counting sort, O(n + n_series).
+ *
  * Every input is checked (lengths, ids, offsets): a bad call raises, it never reads or writes out
  * of bounds. The copying runs without the GIL.
  */
@@ -303,6 +308,54 @@ done:
     return out;
 }
 
+static PyObject *series_order(PyObject *self, PyObject *args)
+{
+    PyObject *obj;
+    Py_ssize_t n_series;
+    Py_buffer buf;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "On:series_order", &obj, &n_series))
+        return NULL;
+    if (n_series < 0) {
+        PyErr_SetString(PyExc_ValueError, "series_order: n_series is negative");
+        return NULL;
+    }
+    if (view(obj, &buf, 8, "ids") < 0)
+        return NULL;
+    const int64_t *ids = buf.buf;
+    Py_ssize_t n = buf.len / 8;
+    PyObject *out = NULL;
+    Py_ssize_t *next = PyMem_Calloc((size_t)n_series + 1, sizeof(Py_ssize_t));
+    if (next == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= n_series) {
+            PyErr_Format(PyExc_ValueError, "series_order: sample %zd names series %lld of %zd", i,
+                         (long long)ids[i], n_series);
+            goto done;
+        }
+        next[ids[i] + 1]++;
+    }
+    for (Py_ssize_t k = 0; k < n_series; k++) /* where each series' samples start */
+        next[k + 1] += next[k];
+    out = PyBytes_FromStringAndSize(NULL, n * 8);
+    if (out == NULL)
+        goto done;
+    int64_t *order = (int64_t *)PyBytes_AS_STRING(out);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++)
+        order[next[ids[i]]++] = i;
+    Py_END_ALLOW_THREADS
+
+done:
+    PyMem_Free(next);
+    PyBuffer_Release(&buf);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"splice_lines", splice_lines, METH_VARARGS,
      "splice_lines(tokens, offsets, ids, numbers, whole, text, closes, stamps) -> bytes: line protocol from "
@@ -310,6 +363,9 @@ static PyMethodDef methods[] = {
     {"write_request", write_request, METH_VARARGS,
      "write_request(labels, offsets, series, starts, values, stamps) -> bytes: an uncompressed remote-write "
      "WriteRequest (see collector/storage/remote_write.py)"},
+    {"series_order", series_order, METH_VARARGS,
+     "series_order(ids, n_series) -> bytes: int64 positions of the samples grouped by series id, in their "
+     "order within each series (a stable counting sort; see collector/storage/remote_write.py)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -326,6 +326,19 @@ class WritePlan:
         return bytes(out)
 
 
+def _by_series(sid: Int64Array, ts: Int64Array, values: npt.NDArray[np.float64],
+               n_series: int) -> tuple[Int64Array, Int64Array, npt.NDArray[np.float64]]:
+    """The samples sorted by series, then time: a counting sort by series (C, O(n)), which keeps
+    each series' samples in batch order; that is time order unless a series' samples came out of
+    order (a backfill), and then a full sort by series and time."""
+    order = np.frombuffer(_native.series_order(sid, n_series), np.int64)
+    sid, ts = sid[order], ts[order]
+    if len(ts) > 1 and not bool(np.all((ts[1:] >= ts[:-1]) | (sid[1:] != sid[:-1]))):
+        again, _ = stable_order([sid, rank(ts)[0]], [n_series, len(ts)])
+        order, sid, ts = order[again], sid[again], ts[again]
+    return sid, ts, values[order]
+
+
 class RemoteWriteEncoder:
     """Plans and renders WriteRequests for :class:`Samples`; one per sink (it caches per catalog)."""
 
@@ -344,14 +357,20 @@ class RemoteWriteEncoder:
         labels = self.labels_for(samples.catalog)
         sid = samples.series
         ts = samples.ts_ns // 1_000_000  # the protocol's timestamps are milliseconds
-        instant, n_instants = rank(ts)
-        distinct = np.empty(n_instants, np.int64)
-        distinct[instant] = ts
-        order, _ = stable_order([sid, instant], [len(samples.catalog), n_instants])
-        sid, ts, vals, instant = sid[order], ts[order], samples.values[order], instant[order]
+        if _native is not None:
+            sid, ts, vals = _by_series(sid, ts, samples.values, len(samples.catalog))
+            instant = distinct = np.empty(0, np.int64)  # (the native encoder writes timestamps itself)
+        else:
+            instant, n_instants = rank(ts)
+            distinct = np.empty(n_instants, np.int64)
+            distinct[instant] = ts
+            order, _ = stable_order([sid, instant], [len(samples.catalog), n_instants])
+            sid, ts, vals, instant = sid[order], ts[order], samples.values[order], instant[order]
         last = last_of_runs(sid, ts)  # two samples of one series and millisecond: the later wins
         if not last.all():
-            sid, ts, vals, instant = sid[last], ts[last], vals[last], instant[last]
+            sid, ts, vals = sid[last], ts[last], vals[last]
+            if len(instant):
+                instant = instant[last]
         n = len(sid)
         opens = np.ones(n, bool)
         if n > 1:
