@@ -37,8 +37,7 @@ Layouts (``--layout``, both by default on a machine with two CPUs or more):
   is then what the sink's own work adds to the server's time.
 * **shared cores**: everything on every CPU. On a small machine the server uses every core while
   it parses, so each CPU-millisecond a sink spends encoding is taken from the server: the ratio
-  then measures the machine as much as the sink (on 2 cores, 0.70-0.96x where separate cores
-  give 0.82-0.99x).
+  then measures the machine as much as the sink (``docs/capacity.md`` has both on 2 cores).
 """
 
 from __future__ import annotations
