@@ -294,6 +294,32 @@ def test_slow_server_times_out_retryably(stub: Stub, kind: str) -> None:
     assert info.value.retryable
 
 
+@pytest.mark.parametrize("kind", ["v1", "v2"])
+def test_closing_a_sink_ends_a_write_waiting_on_the_server(stub: Stub, kind: str) -> None:
+    """The spool stops (collector shutdown): aclose() ends a write blocked on a server that does
+    not answer, retryably, instead of leaving its worker thread to the timeout."""
+    stub.delay = 20.0
+    sink = _sinks_for(stub.url)[0 if kind == "v1" else 1]
+    sink.config.timeout = 60.0  # (read when start() opens the poster)
+
+    async def go() -> BaseException | None:
+        await sink.start()
+        write = asyncio.create_task(sink.write(SinkBatch(1, _points(1, 1), [])))
+        deadline = time.monotonic() + 10
+        while not stub.seen:  # the request is at the stub, which holds its answer back
+            assert time.monotonic() < deadline, "the write never reached the stub"
+            await asyncio.sleep(0.01)
+        await sink.aclose()
+        try:
+            await asyncio.wait_for(write, 10)
+        except SinkError as err:
+            return err
+        return None
+
+    err = run(go())
+    assert isinstance(err, SinkError) and err.retryable and "cannot reach" in str(err)
+
+
 def test_events_can_be_left_out(stub: Stub) -> None:
     sink = build_sink("victoriametrics", {"url": stub.url}, "sinks.vm")
     run(_write(sink, SinkBatch(1, _points(1, 1), _events())))  # type: ignore[arg-type]

@@ -25,7 +25,9 @@ raised together at the end (:func:`~collector.storage.retry.raise_refused`).
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
@@ -100,8 +102,14 @@ class ChunkPoster:
         return self._conn
 
     def close(self) -> None:
+        """Close the connection; a batch being posted from another thread fails at once (the
+        socket is shut down first: closing alone would not wake a thread blocked reading it)."""
         conn, self._conn = self._conn, None
         if conn is not None:
+            sock = conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
             conn.close()
 
     def post_all(self, n_chunks: int, render: Callable[[int], Rendered]) -> None:
