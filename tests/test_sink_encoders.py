@@ -23,7 +23,7 @@ from collector.spool import decode_spool, decode_spool_columns, encode_spool
 from collector.storage import lines as lines_module
 from collector.storage import remote_write as remote_write_module
 from collector.storage.base import Point, Samples, SeriesCatalog, SeriesKey, SinkBatch
-from collector.storage.columnar import stable_order
+from collector.storage.columnar import ByteTable, stable_order
 from collector.storage.embedded import EventRow, SampleColumns
 from collector.storage.lines import ColumnLineEncoder, batch_lines, encode_batch, format_values
 from collector.storage.remote_write import RemoteWriteEncoder, series_labels
@@ -307,3 +307,13 @@ def test_spool_columns_decode_like_the_lists() -> None:
     assert (sids.tolist(), ts.tolist(), vals.tolist()) == (cols.series_ids, cols.ts_ms, cols.values)
     assert decoded.samples == cols and evs == decoded.events == events
 
+
+
+def test_byte_table_holds_items_back_to_back_and_as_objects() -> None:
+    table = ByteTable()
+    table.extend([b"ab", b"", b"cde"])
+    table.extend([])
+    assert (bytes(table.blob), table.offsets.view.tolist(), len(table)) == (b"abcde", [0, 2, 2, 5], 3)
+    assert table.objects().tolist() == [b"ab", b"", b"cde"]
+    table.extend([b"f"])  # the object array grows by the new items only
+    assert table.objects().tolist() == [b"ab", b"", b"cde", b"f"]

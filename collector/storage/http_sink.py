@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ class NamedSink:
         self.flush_interval = config.flush_interval
         self.write_samples = config.write_samples
         self._poster: ChunkPoster | None = None  # made by start()
+        # One batch at a time through the encoder's caches (their byte tables grow in place) and
+        # the poster's connection, should two writes of this sink ever overlap.
+        self._write_lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -126,7 +130,7 @@ class NamedSink:
         started = time.monotonic()
         try:
             await self._before_write()
-            written, events = await asyncio.to_thread(self._post_batch, poster, batch)
+            written, events = await asyncio.to_thread(self._post_locked, poster, batch)
         except SinkError as err:
             self._health.failure(batch, err, time.monotonic() - started)
             raise
@@ -134,6 +138,10 @@ class NamedSink:
 
     async def _before_write(self) -> None:
         """Anything the destination needs before a write (the v1 sink creates its database)."""
+
+    def _post_locked(self, poster: ChunkPoster, batch: SinkBatch) -> tuple[int, int]:
+        with self._write_lock:
+            return self._post_batch(poster, batch)
 
     def _post_batch(self, poster: ChunkPoster, batch: SinkBatch) -> tuple[int, int]:
         """In the worker thread: write ``batch``; (lines or TimeSeries written, events written)."""

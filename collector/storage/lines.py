@@ -26,14 +26,15 @@ dict grouped them.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from collector.storage.base import Int64Array, Samples, SeriesCatalog, SinkBatch, StoredEvent
-from collector.storage.columnar import Grow, last_of_runs, rank, stable_order
+from collector.storage.base import Int64Array, Samples, SeriesCatalog, SeriesKey, SinkBatch, StoredEvent
+from collector.storage.columnar import ByteTable, Grow, last_of_runs, rank, stable_order
 from collector.storage.retry import MAX_BYTES, MAX_LINES, chunk_lines, cut_chunks
 from proto.lineprotocol import Dialect, encode_line, escape_field_key, series_prefix
 
@@ -46,30 +47,37 @@ except ImportError:  # the same bytes, from the pure-Python path: ~3x slower to 
 #: (``-2.2250738585072014e-308``) and the longest tail (`` -9223372036854775808\n``).
 _MAX_VALUE_CHARS = 24
 _MAX_TAIL_CHARS = 22
+#: Series whose tokens are made at a time.
+_UPDATE_SLICE = 65_536
 
 
 class _SeriesTokens:
-    """For one catalog and dialect: each series' line group, head and mid token (UTF-8), widths."""
+    """For one catalog and dialect: each series' line group, tokens (UTF-8) and width.
+
+    ``tokens`` holds two per series, back to back: token ``2 * id`` is its mid (``,field=``),
+    ``2 * id + 1`` its head (``measurement,tags field=``).
+    """
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect: Dialect = dialect
         self.group = Grow(np.int64)  # -1: the series cannot be written (nothing left of its names)
-        self.heads = Grow(object)
-        self.mids = Grow(object)
+        self.tokens = ByteTable()
         self.width = Grow(np.int64)  # the longer of the two tokens, in bytes, for sizing chunks
         self.n_groups = 0
-        # Every series' mid and head token, back to back (token 2*id is its mid, 2*id + 1 its
-        # head), with their offsets: what the native splice takes; made when first asked for.
-        self._table: tuple[bytes, Int64Array, np.ndarray] | None = None
         self._groups: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[int, str | None]] = {}
         self._fields: dict[str, str] = {}
 
     def update(self, catalog: SeriesCatalog) -> None:
-        start = self.group.n
-        if start == len(catalog):
-            return
-        groups, heads, mids, widths = [], [], [], []
-        for key in catalog.keys[start:]:
+        # In slices, so that a catalog of millions of series (a restarted collector's) never has
+        # an object per token all at once.
+        for start in range(self.group.n, len(catalog), _UPDATE_SLICE):
+            self._add(catalog.keys[start:start + _UPDATE_SLICE])
+
+    def _add(self, keys: Sequence[SeriesKey]) -> None:
+        groups: list[int] = []
+        tokens: list[bytes] = []
+        widths: list[int] = []
+        for key in keys:
             gkey = (key.measurement, key.tags)
             found = self._groups.get(gkey)
             if found is None:
@@ -82,32 +90,16 @@ class _SeriesTokens:
                 fkey = self._fields[key.field] = escape_field_key(key.field, self.dialect)
             if prefix is None or not fkey:
                 groups.append(-1)
-                heads.append(b"")
-                mids.append(b"")
+                tokens += (b"", b"")
                 widths.append(0)
                 continue
             head = f"{prefix} {fkey}=".encode()
             groups.append(gid)
-            heads.append(head)
-            mids.append(f",{fkey}=".encode())
+            tokens += (f",{fkey}=".encode(), head)
             widths.append(len(head))
         self.group.extend(groups)
-        self.heads.extend(heads)
-        self.mids.extend(mids)
+        self.tokens.extend(tokens)
         self.width.extend(widths)
-        self._table = None
-
-    def table(self) -> tuple[bytes, Int64Array, np.ndarray]:
-        """(every token back to back, their offsets, the tokens as an object array): token
-        ``2 * id`` is series ``id``'s mid, ``2 * id + 1`` its head."""
-        if self._table is None:
-            tokens = np.empty(2 * self.group.n, object)
-            tokens[0::2] = self.mids.view
-            tokens[1::2] = self.heads.view
-            offsets = np.zeros(len(tokens) + 1, np.int64)
-            np.cumsum([len(t) for t in tokens.tolist()], out=offsets[1:])
-            self._table = (b"".join(tokens.tolist()), offsets, tokens)
-        return self._table
 
 
 def format_array(values: npt.NDArray[np.float64]) -> bytes:
@@ -161,7 +153,7 @@ class LinePlan:
     can render the next chunk while the previous one is on the wire.
     """
 
-    tokens: tuple[bytes, Int64Array, np.ndarray]  # the catalog's token table (_SeriesTokens.table)
+    tokens: ByteTable  # the catalog's tokens (_SeriesTokens.tokens)
     ids: Int64Array  # each sample's token, in line order: 2 * series id, + 1 where it opens a line
     values: npt.NDArray[np.float64]
     line_starts: Int64Array  # sample positions where a line opens
@@ -178,20 +170,20 @@ class LinePlan:
         a = int(self.line_starts[first])
         b = int(self.line_starts[end]) if end < self.n_lines else len(self.values)
         if _native is not None:
-            blob, offsets, _ = self.tokens
             values = self.values[a:b]
             whole = whole_numbers(values)
             closes = np.ones(b - a, np.uint8)
             closes[:-1] = (self.ids[a + 1:b] & 1).astype(np.uint8)  # the next sample opens a line
-            return _native.splice_lines(blob, offsets, self.ids[a:b], values, whole.view(np.uint8),
-                                        format_array(values[~whole]), closes, self.line_ts[first:end])
+            return _native.splice_lines(self.tokens.blob, self.tokens.offsets.view, self.ids[a:b], values,
+                                        whole.view(np.uint8), format_array(values[~whole]), closes,
+                                        self.line_ts[first:end])
         return self._render_python(first, end, a, b)
 
     def _render_python(self, first: int, end: int, a: int, b: int) -> bytes:
         """The same bytes without the native module: one ``bytes.join`` of the pieces."""
         # Each sample is two pieces, its token and its value; a line's tail (" <ts>\n") goes in
         # front of the next line's head token, the last one at the end: one join makes the chunk.
-        tokens = self.tokens[2][self.ids[a:b]]
+        tokens = self.tokens.objects()[self.ids[a:b]]
         tails = self.tails(self.line_ts[first:end])
         opens = self.line_starts[first + 1:end] - a
         if len(opens):
@@ -227,7 +219,7 @@ class ColumnLineEncoder:
             sid, ts, vals, group = sid[keep], ts[keep], vals[keep], group[keep]
         if len(sid) == 0:
             empty = np.empty(0, np.int64)
-            return LinePlan(tok.table(), empty, np.empty(0, np.float64), empty, empty, [], self._tails)
+            return LinePlan(tok.tokens, empty, np.empty(0, np.float64), empty, empty, [], self._tails)
         # One line per (instant, group): a stable sort by instant, group, series.
         instant, n_instants = rank(ts)
         order, line_key = stable_order([instant, group, sid], [n_instants, tok.n_groups, len(samples.catalog)])
@@ -242,7 +234,7 @@ class ColumnLineEncoder:
         width = tok.width.view[sid] + (_MAX_VALUE_CHARS + 1)
         line_bytes = np.add.reduceat(width, starts) + _MAX_TAIL_CHARS
         chunks = cut_chunks(np.arange(1, len(starts) + 1), np.cumsum(line_bytes), max_lines, max_bytes)
-        return LinePlan(tok.table(), ids, vals, starts, ts[starts], chunks, self._tails)
+        return LinePlan(tok.tokens, ids, vals, starts, ts[starts], chunks, self._tails)
 
 
 @dataclass

@@ -46,7 +46,7 @@ import numpy.typing as npt
 
 from collector.errors import SinkError
 from collector.storage.base import Int64Array, SeriesCatalog, SeriesKey, SinkBatch, Tags
-from collector.storage.columnar import Grow, last_of_runs, rank, stable_order
+from collector.storage.columnar import ByteTable, Grow, last_of_runs, rank, stable_order
 from collector.storage.http_sink import HttpEndpointConfig, NamedSink
 from collector.storage.poster import ChunkPoster, basic_authorization
 from collector.storage.retry import MAX_BYTES, cut_chunks, http_error
@@ -189,40 +189,31 @@ def _varint_len(x: int) -> int:
 
 
 class _Labels:
-    """For one catalog, by series id: the label bytes and their length, and the series' last
-    TimeSeries prefix (``0a <len>`` + labels) with the body length it was made for: a series
-    usually brings as many samples every time, so its prefix is made once, not per request."""
+    """For one catalog, by series id: the encoded labels (``table``, one buffer) and their length,
+    and, for the numpy path, the series' last TimeSeries prefix (``0a <len>`` + labels) with the
+    body length it was made for: a series usually brings as many samples every time, so its
+    prefix is made once, not per request."""
 
     def __init__(self) -> None:
-        self.encoded = Grow(object)
+        self.table = ByteTable()
         self.length = Grow(np.int64)
         self.prefix = Grow(object)
         self.prefix_body = Grow(np.int64)
         self._groups: dict[Tags, tuple[bytes, bytes]] = {}
         self._names: dict[str, bytes] = {}
-        self._table: tuple[bytes, Int64Array] | None = None
-
-    def table(self) -> tuple[bytes, Int64Array]:
-        """Every series' labels back to back, and their offsets (what the native encoder takes)."""
-        if self._table is None:
-            offsets = np.zeros(self.length.n + 1, np.int64)
-            np.cumsum(self.length.view, out=offsets[1:])
-            self._table = (b"".join(self.encoded.view.tolist()), offsets)
-        return self._table
 
     def update(self, catalog: SeriesCatalog) -> None:
-        start = self.encoded.n
-        if start == len(catalog):
-            return
-        encoded = [series_labels(key, self._groups, self._names) for key in catalog.keys[start:]]
-        if len(self._groups) + len(self._names) > 1_000_000:
-            self._groups.clear()
-            self._names.clear()
-        self.encoded.extend(encoded)
-        self.length.extend([len(e) for e in encoded])
-        self.prefix.extend([b""] * len(encoded))
-        self.prefix_body.extend([-1] * len(encoded))
-        self._table = None
+        # In slices, so that a catalog of millions of series (a restarted collector's) never has
+        # an object per series' labels all at once.
+        for start in range(len(self.table), len(catalog), 65_536):
+            encoded = [series_labels(key, self._groups, self._names) for key in catalog.keys[start:start + 65_536]]
+            if len(self._groups) + len(self._names) > 1_000_000:
+                self._groups.clear()
+                self._names.clear()
+            self.table.extend(encoded)
+            self.length.extend([len(e) for e in encoded])
+            self.prefix.extend([b""] * len(encoded))
+            self.prefix_body.extend([-1] * len(encoded))
 
 
 _HEADS: dict[int, bytes] = {}
@@ -269,8 +260,8 @@ class WritePlan:
         a = int(self.seg_starts[first])
         b = int(self.seg_starts[end]) if end < self.n_series else len(self.values)
         if _native is not None:
-            table, table_offsets = self.labels.table()
-            return _native.write_request(table, table_offsets, self.seg_series[first:end],
+            table = self.labels.table
+            return _native.write_request(table.blob, table.offsets.view, self.seg_series[first:end],
                                          self.seg_starts[first:end] - a, self.values[a:b], self.ts_ms[a:b])
         if self.stamps is None:
             return self._request_slow(first, end, b)
@@ -294,7 +285,7 @@ class WritePlan:
         prefixes = labels.prefix.view[series]
         stale = labels.prefix_body.view[series] != body_len
         if stale.any():
-            fresh = _heads(body_len[stale]) + labels.encoded.view[series[stale]]
+            fresh = _heads(body_len[stale]) + labels.table.objects()[series[stale]]
             prefixes[stale] = fresh
             labels.prefix.data[series[stale]] = fresh
             labels.prefix_body.data[series[stale]] = body_len[stale]
@@ -317,7 +308,7 @@ class WritePlan:
         bounds = [*self.seg_starts[first:end].tolist(), stop]
         series = self.seg_series[first:end].tolist()
         for i, sid in enumerate(series):
-            body = bytearray(self.labels.encoded.view[sid])
+            body = bytearray(self.labels.table.objects()[sid])
             for j in range(bounds[i], bounds[i + 1]):
                 stamp = int(self.ts_ms[j]) & 0xFFFF_FFFF_FFFF_FFFF  # int64 as protobuf's varint
                 sample = b"\x09" + struct.pack("<d", float(self.values[j])) + b"\x10" + _varint(stamp)
