@@ -15,6 +15,7 @@ import os
 import ssl
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -95,7 +96,7 @@ class HttpSinkConfig(HttpEndpointConfig):
             raise ValueError(f"dialect must be one of {', '.join(DIALECTS)}, got {self.dialect!r}")
 
 
-class NamedSink:
+class NamedSink(ABC):
     """The name and health counters of an HTTP sink, how the spool should batch for it, and how a
     write goes: ``_before_write`` on the event loop, then ``_post_batch`` (plan, render and post
     through the sink's :class:`~collector.storage.poster.ChunkPoster`) in one worker thread."""
@@ -143,9 +144,9 @@ class NamedSink:
         with self._write_lock:
             return self._post_batch(poster, batch)
 
+    @abstractmethod
     def _post_batch(self, poster: ChunkPoster, batch: SinkBatch) -> tuple[int, int]:
         """In the worker thread: write ``batch``; (lines or TimeSeries written, events written)."""
-        raise NotImplementedError
 
     def _close_poster(self) -> None:
         poster, self._poster = self._poster, None
