@@ -34,6 +34,11 @@ class Grow:
         return self.data[: self.n]
 
 
+#: Series whose tokens or labels an encoder makes at a time, so that a catalog of millions of
+#: series (a restarted collector's) never has an object per item all at once.
+TABLE_SLICE = 65_536
+
+
 class ByteTable:
     """Byte strings back to back in one growing ``bytearray``: item ``i`` is
     ``blob[offsets[i]:offsets[i + 1]]``. What the C encoders read (one buffer, no object per item:

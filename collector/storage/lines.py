@@ -34,7 +34,7 @@ import numpy.typing as npt
 import orjson
 
 from collector.storage.base import Int64Array, Samples, SeriesCatalog, SeriesKey, SinkBatch, StoredEvent
-from collector.storage.columnar import ByteTable, Grow, last_of_runs, rank, stable_order
+from collector.storage.columnar import TABLE_SLICE, ByteTable, Grow, last_of_runs, rank, stable_order
 from collector.storage.retry import MAX_BYTES, MAX_LINES, chunk_lines, cut_chunks
 from proto.lineprotocol import Dialect, encode_line, escape_field_key, series_prefix
 
@@ -47,8 +47,6 @@ except ImportError:  # the same bytes, from the pure-Python path: ~3x slower to 
 #: (``-2.2250738585072014e-308``) and the longest tail (`` -9223372036854775808\n``).
 _MAX_VALUE_CHARS = 24
 _MAX_TAIL_CHARS = 22
-#: Series whose tokens are made at a time.
-_UPDATE_SLICE = 65_536
 
 
 class _SeriesTokens:
@@ -68,10 +66,8 @@ class _SeriesTokens:
         self._fields: dict[str, str] = {}
 
     def update(self, catalog: SeriesCatalog) -> None:
-        # In slices, so that a catalog of millions of series (a restarted collector's) never has
-        # an object per token all at once.
-        for start in range(self.group.n, len(catalog), _UPDATE_SLICE):
-            self._add(catalog.keys[start:start + _UPDATE_SLICE])
+        for start in range(self.group.n, len(catalog), TABLE_SLICE):
+            self._add(catalog.keys[start:start + TABLE_SLICE])
 
     def _add(self, keys: Sequence[SeriesKey]) -> None:
         groups: list[int] = []

@@ -29,7 +29,6 @@ import contextlib
 import http.client
 import socket
 import ssl
-import threading
 from collections.abc import Callable, Mapping
 from urllib.parse import unquote, urlencode, urlsplit
 
@@ -65,7 +64,8 @@ class ChunkPoster:
     """POSTs a batch's bodies to one URL over one connection, from the calling (worker) thread.
 
     ``url`` may carry ``user:password@`` (sent as Basic authentication unless ``headers`` has an
-    Authorization) but no query: ``params`` is the query string. One batch at a time.
+    Authorization) but no query: ``params`` is the query string. One batch at a time: the sink
+    calls it under its write lock (:class:`~collector.storage.http_sink.NamedSink`).
     """
 
     def __init__(self, sink: SinkHealth, url: str, *, params: Mapping[str, str] | None = None,
@@ -89,7 +89,6 @@ class ChunkPoster:
         self._refusal = refusal
         self._conn: http.client.HTTPConnection | None = None
         self._used = False  # the connection has carried a request: the server may have closed it since
-        self._lock = threading.Lock()
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._conn is None:
@@ -119,22 +118,21 @@ class ChunkPoster:
         """
         if n_chunks == 0:
             return
-        with self._lock:
-            try:
-                self._post_all(n_chunks, render)
-            except SinkError:
-                raise
-            except TimeoutError as err:
-                self.close()
-                raise SinkError(f"sink {self._health.sink}: {self.url} timed out after {self._timeout:g}s: "
-                                f"{type(err).__name__}", retryable=True) from err
-            except (OSError, http.client.HTTPException) as err:
-                self.close()  # in an unknown state: the next batch starts on a new connection
-                raise SinkError(f"sink {self._health.sink}: cannot reach {self.url}: {type(err).__name__}: {err}",
-                                retryable=True) from err
-            except BaseException:
-                self.close()  # a render failed with a request unanswered: not a connection to reuse
-                raise
+        try:
+            self._post_all(n_chunks, render)
+        except SinkError:
+            raise
+        except TimeoutError as err:
+            self.close()
+            raise SinkError(f"sink {self._health.sink}: {self.url} timed out after {self._timeout:g}s: "
+                            f"{type(err).__name__}", retryable=True) from err
+        except (OSError, http.client.HTTPException) as err:
+            self.close()  # in an unknown state: the next batch starts on a new connection
+            raise SinkError(f"sink {self._health.sink}: cannot reach {self.url}: {type(err).__name__}: {err}",
+                            retryable=True) from err
+        except BaseException:
+            self.close()  # a render failed with a request unanswered: not a connection to reuse
+            raise
 
     def _post_all(self, n_chunks: int, render: Callable[[int], Rendered]) -> None:
         rejected: list[SinkError] = []
