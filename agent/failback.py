@@ -21,8 +21,6 @@ import asyncio
 import random
 from dataclasses import dataclass
 
-import grpc
-
 from agent.tls import ChannelSecurity, TlsFilesError
 
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
@@ -69,6 +67,10 @@ async def probe(security: ChannelSecurity, addr: str, timeout: float) -> bool:
     """Whether the collector at ``addr`` says it serves (TLS, client certificate and token as
     the stream uses them). A collector too old for the health service answers UNIMPLEMENTED:
     it is up, and counts as serving."""
+    # Here, not at the top: agent.config imports this module, and grpc must load only after its
+    # settings (agent/main.py, tune_grpc).
+    import grpc  # noqa: PLC0415
+
     try:
         async with security.channel(addr, _PROBE_OPTIONS) as channel:
             check = channel.unary_unary(HEALTH_METHOD, request_serializer=lambda b: b,
