@@ -1,9 +1,15 @@
 """Runs each plugin at its own interval, off the event loop, with a deadline.
 
-Every plugin gets its own single worker thread. A collection that runs past its deadline is
-abandoned (Python cannot kill a thread stuck in C) and counted as failed; while it is still
-stuck, that plugin's later runs are skipped rather than piling up threads, and every other
-plugin keeps its own timing.
+The thread plugins due in a cycle run in turn on one worker thread, the *lane* (an
+:class:`~agent.plugin.AsyncPlugin` runs on the loop). Each has its deadline counted from its own
+turn. At 1 Hz every plugin is done in a few milliseconds, and one thread that runs them in turn
+costs the node less than one thread each: the threads of the same cycle no longer wake together
+and pass the GIL to one another. A plugin that runs past its deadline is abandoned (Python cannot
+kill a thread stuck in C) and counted as failed: the lane's thread is left to it, the plugins
+after it continue at once on a fresh one, and from then on that plugin collects on a thread of
+its own, where, while it is still stuck, its later runs are skipped rather than piling up threads.
+So a hung plugin delays the others once, by at most its own deadline, and never again; every
+other plugin keeps its own timing.
 
 One timer drives every plugin: intervals are aligned to wall-clock multiples, so the plugins due
 at one instant (all of them, at 1 Hz) start together and are awaited together, and the event
@@ -102,30 +108,45 @@ class RunResult(NamedTuple):
 
 
 class PluginRunner:
-    """One plugin instance, its thread and its deadline."""
+    """One plugin instance, its deadline, and its thread when it has one of its own (at
+    discovery; after it ran past a deadline on the lane; or when collected outside a lane)."""
 
     def __init__(self, plugin: AnyPlugin, section: PluginSection) -> None:
         self.plugin = plugin
         self.section = section
         self.name = section.name
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fleetmon-{self.name}")
+        self._pool: ThreadPoolExecutor | None = None
         self._busy: Future[Any] | None = None
+        #: Collects on a thread of its own, not on the lane: it once ran past its deadline there.
+        self.own_thread = False
         self.enabled = True
         self.detail = ""
         self._stuck_logged = False
 
+    def _own_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"fleetmon-{self.name}")
+        return self._pool
+
+    def _release_pool(self) -> None:
+        """Let the own thread go (it ends once its call, if one is stuck, returns)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
     async def _in_thread(self, fn: Callable[[], Any], timeout: float) -> Any:
         if self._busy is not None and not self._busy.done():
             raise TimeoutError("previous call is still running")
-        fut = self._pool.submit(fn)
+        fut = self._own_pool().submit(fn)
         self._busy = fut
         return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
 
     async def discover(self) -> bool:
         try:
             await self._in_thread(self.plugin.discover, self.section.timeout)
-            if isinstance(self.plugin, AsyncPlugin):
-                self._pool.shutdown(wait=False)  # collect runs on the loop: the worker thread is not needed again
+            # Discoveries run side by side, each on its own thread; collections run on the loop
+            # (an AsyncPlugin) or, in turn, on the lane: the thread is not needed again.
+            self._release_pool()
         except PluginUnavailable as err:
             self.enabled, self.detail = False, str(err)
             log.warning("plugin %s disabled: %s", self.name, err)
@@ -138,11 +159,15 @@ class PluginRunner:
         return self.enabled
 
     async def collect(self) -> RunResult:
-        """Run one collection. Never raises."""
+        """Run one collection (on its own thread, or on the loop). Never raises."""
         return (await collect_together([self]))[0]
 
+    def on_lane(self) -> bool:
+        """Whether its collections run on the lane: a thread plugin that never overran there."""
+        return not self.own_thread and not isinstance(self.plugin, AsyncPlugin)
+
     def _start(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
-        """Start one collection: on the worker thread, or as a task on the loop (an AsyncPlugin)."""
+        """Start one collection: on its own thread, or as a task on the loop (an AsyncPlugin)."""
         plugin = self.plugin
         if isinstance(plugin, AsyncPlugin):
             task = loop.create_task(_within(plugin.collect(), self.section.timeout))
@@ -153,12 +178,32 @@ class PluginRunner:
             job.error = TimeoutError("previous call is still running")
             job.done_on_loop(None)
             return
-        fut = self._pool.submit(plugin.collect)
+        fut = self._own_pool().submit(plugin.collect)
         self._busy = job.future = fut
         fut.add_done_callback(job.done_in_thread)
 
+    def _to_lane(self, job: _Job) -> None:
+        """Queue one collection for the lane (started by :meth:`Lane.run`)."""
+        if self._busy is not None and not self._busy.done():
+            job.error = TimeoutError("previous call is still running")
+            job.finished = time.perf_counter()
+            return
+        fut: Future[Collection] = Future()
+        self._busy = job.future = fut
+        job.runner = self
+        fut.add_done_callback(job.done_in_thread)
+
+    def leave_lane(self) -> None:
+        """It ran past its deadline on the lane: from now on it collects on a thread of its own."""
+        if not self.own_thread:
+            self.own_thread = True
+            log.warning("plugin %s ran past its %gs deadline: it collects on a thread of its own from now on",
+                        self.name, self.section.timeout)
+
     def _result(self, job: _Job, started: float) -> RunResult:
         """What one started collection came to; logs its failure."""
+        if job.runner is not None and job.began is not None:
+            started = job.began  # on the lane, its deadline counts from its own turn
         seconds = (job.finished if job.finished is not None else time.perf_counter()) - started
         fut = job.future
         err: BaseException | None = job.error
@@ -174,6 +219,8 @@ class PluginRunner:
             self._stuck_logged = False
             return RunResult(fut.result(), True, seconds)
         if isinstance(err, TimeoutError):
+            if job.runner is not None and job.began is not None:
+                self.leave_lane()
             if not self._stuck_logged:
                 log.warning("plugin %s: collection ran past its %gs deadline", self.name, self.section.timeout)
                 self._stuck_logged = True
@@ -190,19 +237,23 @@ class PluginRunner:
             self.plugin.close()
         except Exception as err:  # noqa: BLE001 - supervision boundary: closing one plugin never blocks the others
             log.warning("plugin %s: close failed: %s", self.name, err)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
 
 class _Job:
     """One collection in flight within :func:`collect_together`."""
 
-    __slots__ = ("error", "finished", "future", "group")
+    __slots__ = ("began", "error", "finished", "future", "group", "runner")
 
     def __init__(self, group: _Group) -> None:
         self.group = group
         self.future: Future[Collection] | asyncio.Future[Collection] | None = None
         self.error: BaseException | None = None  # set when it could not even start
         self.finished: float | None = None
+        self.runner: PluginRunner | None = None  # set when it runs on the lane
+        self.began: float | None = None  # when its turn on the lane began
 
     def done_in_thread(self, _fut: object) -> None:
         self.finished = time.perf_counter()
@@ -216,19 +267,27 @@ class _Job:
 
 
 class _Group:
-    """Counts the collections of one cycle down; the last one wakes the loop, once."""
+    """Counts the collections of one cycle down; the last one wakes the loop, once (every one
+    does once :meth:`rearm` was called: the cycle waits for a lane that lost a plugin)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, count: int) -> None:
         self.loop = loop
         self.left = count
         self.lock = threading.Lock()
         self.all_done: asyncio.Future[None] = loop.create_future()
+        self.eager = False
+
+    def rearm(self) -> None:
+        with self.lock:
+            self.all_done = self.loop.create_future()
+            self.eager = True
 
     def one_done(self, *, in_thread: bool) -> None:
         with self.lock:
             self.left -= 1
             last = self.left == 0
-        if not last:
+            eager = self.eager
+        if not (last or eager):
             return
         if in_thread:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the agent is stopping
@@ -246,29 +305,125 @@ async def _within(coro: Awaitable[Collection], seconds: float) -> Collection:
         return await coro
 
 
-async def collect_together(runners: Sequence[PluginRunner]) -> list[RunResult]:
+class Lane:
+    """The one worker thread on which the thread plugins of a cycle collect in turn."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._stop = threading.Event()
+
+    def run(self, jobs: list[_Job]) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-plugins")
+            self._stop = threading.Event()
+        self._pool.submit(_run_turns, jobs, self._stop)
+
+    def abandon(self) -> None:
+        """Leave the worker to the plugin it is stuck in: it ends once that call returns and
+        starts nothing more; the next :meth:`run` starts a fresh worker."""
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _run_turns(jobs: list[_Job], stop: threading.Event) -> None:
+    """On the lane: each collection in turn, until the loop moves the rest to a fresh worker."""
+    for job in jobs:
+        if stop.is_set():
+            return
+        fut = job.future
+        assert isinstance(fut, Future) and job.runner is not None
+        try:
+            if not fut.set_running_or_notify_cancel():
+                continue  # cancelled: the agent stops
+        except RuntimeError:
+            continue  # already taken by the worker this lane replaced
+        plugin = job.runner.plugin
+        assert not isinstance(plugin, AsyncPlugin)  # those run on the loop
+        job.began = time.perf_counter()
+        try:
+            result = plugin.collect()
+        except BaseException as err:  # noqa: BLE001 - handed to the loop through the future, as a pool's worker does
+            fut.set_exception(err)
+        else:
+            fut.set_result(result)
+
+
+async def collect_together(runners: Sequence[PluginRunner], lane: Lane | None = None) -> list[RunResult]:
     """One collection of each runner, all started at once and awaited together. Never raises.
 
-    The loop wakes once, when the last collection is done or when the longest deadline among
-    them has passed, whichever comes first; a collection that finished past its own deadline
-    counts as failed, as one still running does (its result is not used).
+    With a ``lane``, the thread plugins that never overran collect on it in turn; the others
+    run on their own threads, or on the loop. The loop wakes once, when the last collection is
+    done or when the longest deadline among them has passed, whichever comes first; a
+    collection that finished past its own deadline counts as failed, as one still running does
+    (its result is not used). Only when a plugin holds the lane past its deadline does the loop
+    wake more often: to move the plugins after it to a fresh worker, and to wait for them.
     """
     loop = asyncio.get_running_loop()
     group = _Group(loop, len(runners))
     jobs = [_Job(group) for _ in runners]
     started = time.perf_counter()
+    on_lane: list[_Job] = []
     for runner, job in zip(runners, jobs, strict=True):
-        runner._start(job, loop)
+        if lane is not None and runner.on_lane():
+            runner._to_lane(job)
+            if job.runner is not None:
+                on_lane.append(job)
+            else:
+                group.one_done(in_thread=False)  # skipped: its previous call is still running
+        else:
+            runner._start(job, loop)
+    if on_lane:
+        assert lane is not None
+        lane.run(on_lane)
     if group.left > 0:
-        handle = loop.call_later(max(r.section.timeout for r in runners), group.release)
         try:
-            await group.all_done
+            await _await_cycle(group, lane, on_lane, max(r.section.timeout for r in runners))
         finally:
-            handle.cancel()
             for job in jobs:
                 if isinstance(job.future, asyncio.Task) and not job.future.done() and group.all_done.cancelled():
                     job.future.cancel()  # this cycle was cancelled (the agent stops): so are its tasks
     return [runner._result(job, started) for runner, job in zip(runners, jobs, strict=True)]
+
+
+async def _await_cycle(group: _Group, lane: Lane | None, on_lane: list[_Job], first_wait: float) -> None:
+    """Until every collection is done, or past its deadline; on the lane, each deadline counts
+    from that plugin's own turn, and a plugin stuck past it gets the lane's thread to itself."""
+    wait = first_wait
+    while True:
+        handle = group.loop.call_later(max(0.0, wait), group.release)
+        try:
+            await group.all_done
+        finally:
+            handle.cancel()
+        pending = [job for job in on_lane if job.future is not None and not job.future.done()]
+        if group.left == 0 or not pending:
+            return  # all done; or the ones left run on their own threads or the loop, past their deadlines
+        assert lane is not None
+        now = time.perf_counter()
+        current = next((job for job in pending if job.began is not None), None)
+        if current is not None and current.runner is not None and current.began is not None:
+            timeout = current.runner.section.timeout
+            if now - current.began >= timeout:
+                current.runner.leave_lane()
+                lane.abandon()
+                pending.remove(current)
+                if not pending:
+                    return
+                lane.run(pending)
+                wait = max(job.runner.section.timeout for job in pending if job.runner is not None)
+            else:
+                wait = current.began + timeout - now
+        else:  # between two turns: the worker is about to start the next one
+            wait = max(job.runner.section.timeout for job in pending if job.runner is not None)
+        group.rearm()
 
 
 def add_self_metrics(col: Collection, name: str, ok: bool, seconds: float) -> None:
@@ -344,6 +499,7 @@ class Scheduler:
         self.on_cycle = on_cycle
         self._tasks: list[asyncio.Task[None]] = []
         self._cycles: set[asyncio.Task[None]] = set()
+        self.lane = Lane()
 
     def status(self) -> list[PluginStatus]:
         return [PluginStatus(r.name, r.enabled, r.detail) for r in self.runners]
@@ -376,7 +532,7 @@ class Scheduler:
                     due_at[i] += ((now - due_at[i]) // interval + 1) * interval
 
     async def _cycle(self, runners: list[PluginRunner], ts: float) -> None:
-        results = await collect_together(runners)
+        results = await collect_together(runners, self.lane)
         for runner, (result, ok, secs) in zip(runners, results, strict=True):
             add_self_metrics(result, runner.name, ok, secs)
             await self.sink(ts, result)
@@ -401,6 +557,7 @@ class Scheduler:
                 await t
         for r in self.runners:
             r.close()
+        self.lane.close()
 
 
 async def collect_once(runners: list[PluginRunner], events: EventBuffer) -> Stamped:
@@ -408,7 +565,11 @@ async def collect_once(runners: list[PluginRunner], events: EventBuffer) -> Stam
     await asyncio.gather(*(r.discover() for r in runners))
     ts = time.time()
     live = [r for r in runners if r.enabled]
-    results = await collect_together(live) if live else []
+    lane = Lane()
+    try:
+        results = await collect_together(live, lane) if live else []
+    finally:
+        lane.close()
     total = Collection()
     for r, (result, ok, secs) in zip(live, results, strict=True):
         add_self_metrics(result, r.name, ok, secs)

@@ -18,7 +18,7 @@ from agent.errors import ConfigError, PluginError, PluginUnavailable
 from agent.model import Collection, Event, Severity, counter, gauge
 from agent.output import to_influx, to_json, to_prom
 from agent.plugin import AsyncPlugin, NodeDirectory, Plugin, PluginContext
-from agent.scheduler import EventBuffer, PluginRunner, Scheduler, collect_once
+from agent.scheduler import EventBuffer, Lane, PluginRunner, Scheduler, collect_once, collect_together
 from tests.services import require_binary
 
 TEMP = gauge("gpu_temperature_celsius", "GPU temperature", "celsius")
@@ -234,6 +234,89 @@ def test_hung_plugin_never_delays_the_others() -> None:
     # the hung plugin reported failure each cycle, and was not called again while stuck
     assert seen["hung"] and set(seen["hung"]) == {0.0}
     assert hung.plugin.calls == 1
+
+
+class _Late(Plugin):
+    """Returns, but past the deadline of the runner the tests give it (0.15 s)."""
+
+    name = "late"
+
+    def __init__(self, ctx: PluginContext, config: object) -> None:
+        super().__init__(ctx, config)
+        self.where: list[threading.Thread] = []  # the objects: a thread's ident is reused after it ends
+
+    def collect(self) -> Collection:
+        self.where.append(threading.current_thread())
+        time.sleep(0.3)  # the behaviour under test (a slow collection), not a synchronisation
+        return Collection()
+
+
+def test_thread_plugins_share_one_lane_and_a_hung_one_leaves_it() -> None:
+    """The thread plugins of a cycle run in turn on one thread. A plugin stuck on it first in
+    the turn costs the ones after it nothing but the wait for its deadline: they collect within
+    their own deadlines (counted from their turn) on a fresh thread, and the stuck one collects
+    on a thread of its own from then on (skipped while its one call is still stuck)."""
+    hung, first, second = _runner(_Hung, interval=0.2), _runner(_Threads, interval=0.2), _runner(_Fast, interval=0.2)
+    seen: dict[str, list[float]] = {"hung": [], "threads": [], "fast": []}
+
+    async def sink(ts: float, col: Collection) -> None:
+        for s in col.samples:
+            if s.name == "fleetmon_agent_plugin_success":
+                seen[s.labels["plugin"]].append(s.value)
+
+    async def main() -> None:
+        sched = Scheduler([hung, first, second], EventBuffer(), sink)
+        await sched.start()
+        deadline = time.monotonic() + 30
+        while (len(seen["fast"]) < 5 or len(seen["hung"]) < 3) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await sched.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        assert isinstance(hung.plugin, _Hung)
+        stuck = hung.plugin.returned == 0
+        hung.plugin.release.set()
+    assert stuck and len(seen["fast"]) >= 5
+    # Every collection of the other two succeeded, the first cycle's (behind the stuck one) too.
+    assert set(seen["fast"]) == {1.0} and set(seen["threads"]) == {1.0}
+    assert len(seen["threads"]) == len(seen["fast"])
+    assert set(seen["hung"]) == {0.0} and hung.plugin.calls == 1
+    assert hung.own_thread and not first.own_thread and not second.own_thread
+
+
+def test_lane_runs_the_thread_plugins_on_one_thread_and_loses_a_late_one() -> None:
+    one, two, late = _runner(_Threads), _runner(_Threads), _runner(_Late)
+
+    async def main() -> list[list[bool]]:
+        lane = Lane()
+        out = []
+        try:
+            for _ in range(2):
+                out.append([ok for _col, ok, _secs in await collect_together([one, late, two], lane)])
+                # The next cycle once the late call has returned (else it is skipped as still running).
+                deadline = time.monotonic() + 30
+                while late._busy is not None and not late._busy.done() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+            return out
+        finally:
+            lane.close()
+
+    first, second = asyncio.run(main())
+    assert isinstance(one.plugin, _Threads) and isinstance(two.plugin, _Threads) and isinstance(late.plugin, _Late)
+    # The late one returned past its deadline: counted as failed, both times; the ones after it
+    # in the turn were not.
+    assert first == second == [True, False, True]
+    # In the second cycle one thread ran both of the others (the lane), and the late one ran on
+    # a thread of its own: not the lane's, not the one it overran on.
+    lane_thread = one.plugin.where["collect"]
+    assert two.plugin.where["collect"] == lane_thread
+    assert late.own_thread and not one.own_thread and not two.own_thread
+    overran_on, own = late.plugin.where
+    assert own is not overran_on and own.ident != lane_thread and own.name.startswith("fleetmon-late")
+    for r in (one, two, late):
+        r.close()
 
 
 def test_unavailable_plugin_is_disabled_and_others_run() -> None:
