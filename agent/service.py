@@ -18,6 +18,7 @@ from agent.scheduler import EventBuffer, Scheduler, Sink, build_runners, make_co
 from agent.tls import ChannelSecurity
 from agent.transport import Transport
 from agent.wal import Wal, WalError, WalFull
+from fleetmon_common import memory
 from proto import telemetry_pb2 as pb
 
 if TYPE_CHECKING:
@@ -149,26 +150,15 @@ class Batcher:
 
 
 async def _settle_memory() -> None:
-    """Once the agent has run a while (every plugin collected, batches sent), and every hour after."""
+    """Once the agent has run a while (every plugin collected, batches sent), and every hour
+    after: collect the garbage and give the C heap's free pages back to the system. Start-up
+    (imports, discovery, the first batches) leaves freed memory behind in the heap that glibc
+    keeps for reuse; an agent that runs for years at a steady size never needs it again."""
     await asyncio.sleep(30)
     while True:
         gc.collect()
-        release_memory()
+        memory.trim()
         await asyncio.sleep(3600)
-
-
-def release_memory() -> None:
-    """Give the C heap's free pages back to the system (glibc ``malloc_trim``).
-
-    Start-up (imports, discovery, the first batches) leaves freed memory behind in the heap that
-    glibc keeps for reuse; an agent that runs for years at a steady size never needs it again.
-    A no-op where the C library has no such call.
-    """
-    import ctypes  # noqa: PLC0415 - loaded already when a vendor library is; here only for this call
-
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
 
 
 def wal_path(cfg: AgentConfig) -> Path:

@@ -1,4 +1,4 @@
-"""glibc malloc settings for the collector's long-lived processes.
+"""glibc malloc settings for fleetmon's long-lived processes (the collector's, and the agent).
 
 Measured at 2,500 nodes (README, "Capacity of one collector"): what the Python heap frees
 after the ramp (decoded definitions, a backlog of batches) stays in the process' RSS unless
@@ -38,6 +38,15 @@ def limit_arenas(arenas: int = 2) -> bool:
     return bool(lib) and bool(lib.mallopt(_M_ARENA_MAX, arenas))
 
 
+def trim() -> bool:
+    """``malloc_trim(0)`` now: the heap's free pages back to the system. False: not glibc."""
+    lib = _glibc()
+    if not lib:
+        return False
+    lib.malloc_trim(0)
+    return True
+
+
 class Trimmer:
     """``malloc_trim(0)`` at most every ``every_s`` seconds: free heap pages back to the system."""
 
@@ -49,10 +58,9 @@ class Trimmer:
     def maybe(self, now: float | None = None) -> bool:
         """Trim if it is time; True when it did."""
         now = time.monotonic() if now is None else now
-        lib = _glibc()
-        if now < self._next or not lib:
+        if now < self._next or not _glibc():
             return False
         self._next = now + self.every_s
-        lib.malloc_trim(0)
+        trim()
         self.trims += 1
         return True
