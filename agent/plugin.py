@@ -4,8 +4,12 @@ A plugin is a class with a ``name``, a ``Config`` dataclass (its YAML section, v
 ``agent.config.build``) and three methods. It derives from one of two bases, and the scheduler
 dispatches on which (``isinstance``, never by inspecting the function at run time):
 
-- :class:`Plugin` (blocking): ``collect()`` runs in the plugin's own worker thread with a
-  deadline, so it may block on sysfs, ioctl or a vendor library.
+- :class:`Plugin` (blocking): ``collect()`` runs off the event loop with a deadline, so it may
+  block on sysfs, ioctl or a vendor library. The blocking plugins due in a cycle run in turn on
+  one worker thread (the scheduler's lane, agent/scheduler.py); one that holds it for more than
+  half its interval (or its deadline) collects on a thread of its own from then on. A slow
+  collection (a tool that takes a large part of the interval) delays the ones after it in the
+  turn until then: keep it short.
 - :class:`AsyncPlugin`: ``async def collect()`` is awaited on the agent's event loop with a
   deadline. For plugins that wait on the network (Redfish, NUT, SNMP, Modbus): they wait
   without parking a thread. It must never block the loop; a short blocking step (a batch of
@@ -15,8 +19,8 @@ For both:
 
 - ``discover()`` finds the hardware. It raises :class:`~agent.errors.PluginUnavailable` when the
   node has none (no driver, no library, no permission): the agent disables the plugin with one
-  log line and goes on. It may block (it runs off the event loop, in the plugin's worker
-  thread, with a deadline), and it runs once: ``collect`` never calls it again on the loop.
+  log line and goes on. It may block (it runs off the event loop, on a thread of its own, with a
+  deadline; the plugins discover side by side), and it runs once: ``collect`` never calls it again on the loop.
 - ``close()`` releases what ``discover`` took. Safe to call twice and without ``discover``.
 
 Plugins that watch something continuously (NVML events, the kernel log) start their own thread
@@ -138,7 +142,7 @@ class PluginBase:
 
 
 class Plugin(PluginBase, ABC):
-    """A blocking plugin: ``collect`` runs in the plugin's own thread with a deadline."""
+    """A blocking plugin: ``collect`` runs off the loop with a deadline (on the lane, in turn)."""
 
     @abstractmethod
     def collect(self) -> Collection:

@@ -4,12 +4,13 @@ The thread plugins due in a cycle run in turn on one worker thread, the *lane* (
 :class:`~agent.plugin.AsyncPlugin` runs on the loop). Each has its deadline counted from its own
 turn. At 1 Hz every plugin is done in a few milliseconds, and one thread that runs them in turn
 costs the node less than one thread each: the threads of the same cycle no longer wake together
-and pass the GIL to one another. A plugin that runs past its deadline is abandoned (Python cannot
-kill a thread stuck in C) and counted as failed: the lane's thread is left to it, the plugins
+and pass the GIL to one another. A plugin that holds the lane for more than half its interval
+(or its deadline, if shorter) is moved off it: the lane's thread is left to it, the plugins
 after it continue at once on a fresh one, and from then on that plugin collects on a thread of
-its own, where, while it is still stuck, its later runs are skipped rather than piling up threads.
-So a hung plugin delays the others once, by at most its own deadline, and never again; every
-other plugin keeps its own timing.
+its own. Its collection still counts if it ends within its deadline; past that it is abandoned
+(Python cannot kill a thread stuck in C) and counted as failed, and while it is still stuck its
+later runs are skipped rather than piling up threads. So a hung plugin delays the others once,
+by at most half an interval, and never again; every other plugin keeps its own timing.
 
 One timer drives every plugin: intervals are aligned to wall-clock multiples, so the plugins due
 at one instant (all of them, at 1 Hz) start together and are awaited together, and the event
@@ -245,7 +246,7 @@ class PluginRunner:
 class _Job:
     """One collection in flight within :func:`collect_together`."""
 
-    __slots__ = ("began", "error", "finished", "future", "group", "runner")
+    __slots__ = ("began", "error", "finished", "future", "group", "runner", "stop")
 
     def __init__(self, group: _Group) -> None:
         self.group = group
@@ -254,6 +255,7 @@ class _Job:
         self.finished: float | None = None
         self.runner: PluginRunner | None = None  # set when it runs on the lane
         self.began: float | None = None  # when its turn on the lane began
+        self.stop: threading.Event | None = None  # set: the lane's worker it was handed to starts nothing more
 
     def done_in_thread(self, _fut: object) -> None:
         self.finished = time.perf_counter()
@@ -306,23 +308,35 @@ async def _within(coro: Awaitable[Collection], seconds: float) -> Collection:
 
 
 class Lane:
-    """The one worker thread on which the thread plugins of a cycle collect in turn."""
+    """The worker thread on which the thread plugins of a cycle collect in turn.
+
+    A turn is never queued behind one still running (a cycle that overlaps a slow one): it goes
+    to a fresh worker, and the busy one ends after its turn. A worker whose plugin got stuck is
+    told to start nothing more (:meth:`abandon`) and ends once that call returns.
+    """
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._stop = threading.Event()
+        self._turn: Future[None] | None = None  # the last turn handed to the worker
 
     def run(self, jobs: list[_Job]) -> None:
+        if self._pool is not None and self._turn is not None and not self._turn.done():
+            self._pool.shutdown(wait=False)  # busy: it ends after the turn it has
+            self._pool = None
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleetmon-plugins")
             self._stop = threading.Event()
-        self._pool.submit(_run_turns, jobs, self._stop)
+        for job in jobs:
+            job.stop = self._stop
+        self._turn = self._pool.submit(_run_turns, jobs, self._stop)
 
-    def abandon(self) -> None:
-        """Leave the worker to the plugin it is stuck in: it ends once that call returns and
-        starts nothing more; the next :meth:`run` starts a fresh worker."""
-        self._stop.set()
-        if self._pool is not None:
+    def abandon(self, job: _Job) -> None:
+        """``job`` is stuck: its worker starts nothing more and ends once the call returns."""
+        if job.stop is None:
+            return
+        job.stop.set()
+        if job.stop is self._stop and self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
 
@@ -393,37 +407,95 @@ async def collect_together(runners: Sequence[PluginRunner], lane: Lane | None = 
     return [runner._result(job, started) for runner, job in zip(runners, jobs, strict=True)]
 
 
+#: A thread plugin may hold the lane for this share of its interval (or its deadline, if
+#: shorter); past it, it is moved to a thread of its own and the plugins after it go on on a
+#: fresh worker. Its collection still counts if it ends within its deadline. So the next cycle
+#: never finds the lane held by a plugin of this one, whatever the deadlines.
+LANE_SHARE = 0.5
+
+
+def _patience(runner: PluginRunner) -> float:
+    return min(runner.section.timeout, LANE_SHARE * runner.section.interval)
+
+
 async def _await_cycle(group: _Group, lane: Lane | None, on_lane: list[_Job], first_wait: float) -> None:
-    """Until every collection is done, or past its deadline; on the lane, each deadline counts
-    from that plugin's own turn, and a plugin stuck past it gets the lane's thread to itself."""
+    """Until every collection is done, or past its deadline. On the lane each deadline counts
+    from that plugin's own turn, and a plugin that holds the lane too long (:data:`LANE_SHARE`)
+    gets the worker to itself: the plugins after it move to a fresh one.
+
+    Collections that never started (their worker gone astray) move to a fresh worker once,
+    then are given up; whatever never started is cancelled, so it neither runs late nor keeps
+    its plugin marked busy.
+    """
+    if on_lane:
+        first_wait = min(first_wait, *(_patience(job.runner) for job in on_lane if job.runner is not None))
     wait = first_wait
-    while True:
-        handle = group.loop.call_later(max(0.0, wait), group.release)
-        try:
-            await group.all_done
-        finally:
-            handle.cancel()
-        pending = [job for job in on_lane if job.future is not None and not job.future.done()]
-        if group.left == 0 or not pending:
-            return  # all done; or the ones left run on their own threads or the loop, past their deadlines
-        assert lane is not None
-        now = time.perf_counter()
-        current = next((job for job in pending if job.began is not None), None)
-        if current is not None and current.runner is not None and current.began is not None:
-            timeout = current.runner.section.timeout
-            if now - current.began >= timeout:
-                current.runner.leave_lane()
-                lane.abandon()
-                pending.remove(current)
-                if not pending:
-                    return
-                lane.run(pending)
-                wait = max(job.runner.section.timeout for job in pending if job.runner is not None)
-            else:
-                wait = current.began + timeout - now
-        else:  # between two turns: the worker is about to start the next one
-            wait = max(job.runner.section.timeout for job in pending if job.runner is not None)
-        group.rearm()
+    moved_unstarted = False
+    unstarted_since: float | None = None
+    moved: list[_Job] = []  # moved off the lane (its worker left to them): waited for until their deadline
+    try:
+        while True:
+            handle = group.loop.call_later(max(0.0, wait), group.release)
+            try:
+                await group.all_done
+            finally:
+                handle.cancel()
+            if group.left == 0:
+                return
+            now = time.perf_counter()
+            running = [job for job in moved if not _finished(job) and now < _deadline(job)]
+            pending = [job for job in on_lane if not _finished(job) and job not in moved]
+            if not pending and not running:
+                return  # the ones left run on their own threads or the loop, past their deadlines
+            assert lane is not None
+            wake = [_deadline(job) for job in running]
+            current = next((job for job in pending if job.began is not None), None)
+            if current is not None and current.runner is not None and current.began is not None:
+                unstarted_since = None
+                if now < current.began + _patience(current.runner):
+                    wake.append(current.began + _patience(current.runner))
+                else:  # it holds the lane too long: the worker is left to it
+                    current.runner.leave_lane()
+                    lane.abandon(current)
+                    moved.append(current)
+                    pending.remove(current)
+                    moved_unstarted = False
+                    if now < _deadline(current):
+                        wake.append(_deadline(current))
+                    if pending:
+                        lane.run(pending)
+                        wake.append(now + max(_patience(job.runner) for job in pending if job.runner is not None))
+            elif pending:
+                # None of them started: between two turns, they start in a moment. Should their
+                # worker not start them within their longest deadline, a fresh one gets them, once.
+                longest = max(job.runner.section.timeout for job in pending if job.runner is not None)
+                unstarted_since = now if unstarted_since is None else unstarted_since
+                if now - unstarted_since < longest:
+                    wake.append(unstarted_since + longest)
+                elif not moved_unstarted:
+                    moved_unstarted, unstarted_since = True, None
+                    for job in pending:
+                        lane.abandon(job)
+                    lane.run(pending)
+                    wake.append(now + longest)
+            if not wake:
+                return  # given up: what never started is cancelled below
+            wait = min(wake) - now
+            group.rearm()
+    finally:
+        for job in on_lane:
+            if job.began is None and job.future is not None:
+                job.future.cancel()  # never started, and now never will (a running one is not cancelled)
+
+
+def _finished(job: _Job) -> bool:
+    return job.future is None or job.future.done()
+
+
+def _deadline(job: _Job) -> float:
+    """When a collection on the lane ran out of time: its own deadline from its turn."""
+    assert job.runner is not None and job.began is not None
+    return job.began + job.runner.section.timeout
 
 
 def add_self_metrics(col: Collection, name: str, ok: bool, seconds: float) -> None:

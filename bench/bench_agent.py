@@ -184,17 +184,21 @@ def thread_names(pid: int) -> dict[int, str]:
     return names
 
 
-def thread_cpu(pid: int, names: dict[int, str]) -> dict[int, tuple[str, float]]:
+def thread_cpu(pid: int, names: dict[int, str]) -> dict[int, tuple[str, float, int]]:
+    """Per thread: (name, CPU seconds, context switches so far)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
+        switches = sum(int(line.split()[1]) for line in status.splitlines()
+                       if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
         # Without py-spy no thread has a name: say so rather than calling them all gRPC's.
         unnamed = "(grpc/native)" if names else "(every thread: install py-spy to name them)"
-        out[int(tid)] = (names.get(int(tid), unnamed), (int(fields[11]) + int(fields[12])) / TICK)
+        out[int(tid)] = (names.get(int(tid), unnamed), (int(fields[11]) + int(fields[12])) / TICK, switches)
     return out
 
 
@@ -218,7 +222,7 @@ class Run:
     ne_pss: float
     ne_series: int
     agent_samples_per_s: float
-    threads: dict[str, float]
+    threads: dict[str, tuple[float, float]]  # name: (CPU s per s, context switches per s)
     floor_in_use: float
 
 
@@ -288,10 +292,12 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
         else:
             os.environ["FAKENVML_LATENCY_US"] = env_before
     elapsed = w1 - w0
-    threads: dict[str, float] = {}
-    for tid, (name, cpu) in th1.items():
+    threads: dict[str, tuple[float, float]] = {}
+    for tid, (name, cpu, switches) in th1.items():
         key = name.rstrip("0123456789_") if name.startswith("fleetmon-") else name
-        threads[key] = threads.get(key, 0.0) + (cpu - th0.get(tid, (name, 0.0))[1]) / elapsed
+        _name, cpu0, switches0 = th0.get(tid, (name, 0.0, 0))
+        had_cpu, had_switches = threads.get(key, (0.0, 0.0))
+        threads[key] = (had_cpu + (cpu - cpu0) / elapsed, had_switches + (switches - switches0) / elapsed)
     return Run((a1 - a0) / elapsed, a_rss, a_pss, (n1 - n0) / elapsed, n_rss, n_pss, series[0],
                (samples1 - samples0) / elapsed, threads, in_use)
 
@@ -402,9 +408,11 @@ def main() -> int:
         print(f"  the same libraries in use (a grpc stream and a SQLite WAL, no agent): {r.floor_in_use:.1f} MiB; "
               f"the agent {r.agent_rss - r.floor_in_use:+.1f} MiB above that")
         if args.threads:
-            for name, cpu in sorted(r.threads.items(), key=lambda kv: -kv[1]):
-                if cpu > 0:
-                    print(f"    {cpu * 1e3:6.2f} ms/s  {name}")
+            print(f"    per thread, CPU and context switches a second ({sum(w for _c, w in r.threads.values()):.0f}/s "
+                  f"in all):")
+            for name, (cpu, switches) in sorted(r.threads.items(), key=lambda kv: -kv[1][0]):
+                if cpu > 0 or switches >= 0.5:
+                    print(f"    {cpu * 1e3:6.2f} ms/s {switches:6.1f}/s  {name}")
     if len(runs) > 1:
         cpus = sorted(r.agent_cpu * 100 for r in runs)
         ratios = sorted(r.agent_cpu / r.ne_cpu for r in runs)

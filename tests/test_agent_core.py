@@ -18,7 +18,7 @@ from agent.errors import ConfigError, PluginError, PluginUnavailable
 from agent.model import Collection, Event, Severity, counter, gauge
 from agent.output import to_influx, to_json, to_prom
 from agent.plugin import AsyncPlugin, NodeDirectory, Plugin, PluginContext
-from agent.scheduler import EventBuffer, Lane, PluginRunner, Scheduler, collect_once, collect_together
+from agent.scheduler import EventBuffer, Lane, PluginRunner, RunResult, Scheduler, collect_once, collect_together
 from tests.services import require_binary
 
 TEMP = gauge("gpu_temperature_celsius", "GPU temperature", "celsius")
@@ -251,12 +251,15 @@ class _Late(Plugin):
         return Collection()
 
 
-def test_thread_plugins_share_one_lane_and_a_hung_one_leaves_it() -> None:
+@pytest.mark.parametrize("timeout", [0.15, 0.5], ids=["deadline-within-interval", "cycles-overlap"])
+def test_thread_plugins_share_one_lane_and_a_hung_one_leaves_it(timeout: float) -> None:
     """The thread plugins of a cycle run in turn on one thread. A plugin stuck on it first in
-    the turn costs the ones after it nothing but the wait for its deadline: they collect within
-    their own deadlines (counted from their turn) on a fresh thread, and the stuck one collects
-    on a thread of its own from then on (skipped while its one call is still stuck)."""
-    hung, first, second = _runner(_Hung, interval=0.2), _runner(_Threads, interval=0.2), _runner(_Fast, interval=0.2)
+    the turn costs the ones after it nothing but a wait (half the interval, or its deadline if
+    shorter): they collect within their own deadlines (counted from their turn) on a fresh
+    thread, and the stuck one collects on a thread of its own from then on (skipped while its one
+    call is still stuck). With a deadline longer than the interval, the next cycle still finds
+    the lane free: the stuck plugin was moved off it at half the interval."""
+    hung, first, second = (_runner(cls, interval=0.2, timeout=timeout) for cls in (_Hung, _Threads, _Fast))
     seen: dict[str, list[float]] = {"hung": [], "threads": [], "fast": []}
 
     async def sink(ts: float, col: Collection) -> None:
@@ -316,6 +319,28 @@ def test_lane_runs_the_thread_plugins_on_one_thread_and_loses_a_late_one() -> No
     overran_on, own = late.plugin.where
     assert own is not overran_on and own.ident != lane_thread and own.name.startswith("fleetmon-late")
     for r in (one, two, late):
+        r.close()
+
+
+def test_a_slow_plugin_leaves_the_lane_and_still_counts_within_its_deadline() -> None:
+    """0.3 s a collection at a 0.2 s interval with a 1 s deadline: it holds the lane past half
+    its interval, so it moves to a thread of its own (the plugin after it does not wait for it),
+    and its collection counts: it ended within its deadline."""
+    slow = _runner(_Late, interval=0.2, timeout=1.0)
+    after = _runner(_Threads, interval=0.2, timeout=1.0)
+
+    async def main() -> list[RunResult]:
+        lane = Lane()
+        try:
+            return await collect_together([slow, after], lane)
+        finally:
+            lane.close()
+
+    (_c1, slow_ok, slow_secs), (_c2, after_ok, after_secs) = asyncio.run(main())
+    assert slow_ok and slow_secs >= 0.3 and slow.own_thread
+    assert after_ok and not after.own_thread
+    assert after_secs < slow_secs  # it ran beside the slow one, not after it
+    for r in (slow, after):
         r.close()
 
 
