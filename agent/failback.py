@@ -21,13 +21,13 @@ import asyncio
 import random
 from dataclasses import dataclass
 
+from agent.rpc import RpcError
 from agent.tls import ChannelSecurity, TlsFilesError
 
 HEALTH_METHOD = "/grpc.health.v1.Health/Check"
 #: ``HealthCheckResponse{status: SERVING}`` as protobuf bytes (grpc/health/v1/health.proto:
 #: field 1, varint, SERVING = 1). Encoded by hand: a two-byte message needs no generated module.
 SERVING = b"\x08\x01"
-_PROBE_OPTIONS = [("grpc.enable_retries", 0)]
 
 
 @dataclass
@@ -67,20 +67,18 @@ async def probe(security: ChannelSecurity, addr: str, timeout: float) -> bool:
     """Whether the collector at ``addr`` says it serves (TLS, client certificate and token as
     the stream uses them). A collector too old for the health service answers UNIMPLEMENTED:
     it is up, and counts as serving."""
-    # Here, not at the top: agent.config imports this module, and grpc must load only after its
-    # settings (agent/main.py, tune_grpc).
-    import grpc  # noqa: PLC0415
-
     try:
-        async with security.channel(addr, _PROBE_OPTIONS) as channel:
-            check = channel.unary_unary(HEALTH_METHOD, request_serializer=lambda b: b,
-                                        response_deserializer=lambda b: b)
-            answer = await check(b"", timeout=timeout, metadata=security.metadata())
-    except grpc.aio.AioRpcError as err:
-        return err.code() == grpc.StatusCode.UNIMPLEMENTED
+        async with asyncio.timeout(timeout):
+            conn = await security.connect(addr, timeout)
+            try:
+                answer = await conn.unary(HEALTH_METHOD, b"", security.metadata() or ())
+            finally:
+                await conn.aclose()
+    except RpcError as err:
+        return err.code == "UNIMPLEMENTED"
     except (OSError, TimeoutError, TlsFilesError):
         return False
-    return bool(answer == SERVING)
+    return answer == SERVING
 
 
 async def watch(order: list[str], current: int, security: ChannelSecurity, cfg: FailbackConfig) -> int:

@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import logging
-import os
-import re
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from agent.config import AgentConfig, load_config
@@ -69,11 +65,10 @@ def main(args: argparse.Namespace) -> int:
         logs.setup(cfg.log_level)
         if args.once:
             return asyncio.run(_once(cfg, only, args.format, args.names or cfg.prometheus.names))
-        tune_grpc()
         # Before any thread: each one that allocates would get a glibc arena of its own, which
         # keeps its high-water mark (~0.8 MiB of the agent's RSS on bench_agent's node).
         memory.limit_arenas()
-        from agent.service import run_agent  # noqa: PLC0415 - grpc (~30 MiB) only for a streaming agent, not --once
+        from agent.service import run_agent  # noqa: PLC0415 - the stream's modules only for a streaming agent
 
         drop_modules(START_ONLY)
         return asyncio.run(_run_until_signal(run_agent(cfg, only)))
@@ -85,50 +80,6 @@ def main(args: argparse.Namespace) -> int:
     except AgentError as err:  # e.g. a WAL that cannot be created: say so, do not print a traceback
         print(f"fleetmon agent: {err}", file=sys.stderr)
         return 1
-
-
-#: gRPC core settings for the agent's one long-lived stream. grpc reads them once, when it is
-#: imported, so they are set before that and only where the operator has not set them.
-#:
-#: ``-event_engine_client``: the EventEngine client endpoint hands every read and write of the
-#: socket to a pool of four threads (``event_engine``) that poll for work backing off from 15 ms
-#: after each message: ~35 wake-ups a second for one batch a second. The iomgr endpoint reads
-#: the socket on the completion-queue thread grpc.aio polls anyway. Measured with grpcio 1.85,
-#: mutual TLS, one 8 KiB batch and one ack a second (with ``grpc.http2.bdp_probe`` off, see
-#: agent/transport.py): grpc's native threads 1.2 -> 0.4 ms of CPU a second, 36 -> 12 wake-ups.
-#: Set GRPC_EXPERIMENTS (even to "") to keep grpc's own default.
-GRPC_SETTINGS = {"GRPC_EXPERIMENTS": "-event_engine_client"}
-#: grpcio releases that know that experiment (1.66 is the oldest this project supports; an
-#: unknown name costs an "Unknown experiment" line at start, nothing else). Measure a newer
-#: release with bench/bench_agent.py before widening the range.
-GRPC_TUNED_RELEASES = ((1, 66), (1, 89))
-
-
-def tune_grpc() -> None:
-    if "grpc" in sys.modules:
-        return  # too late: grpc has read its settings (an agent started inside another program)
-    version = grpc_release()
-    if version is None or not GRPC_TUNED_RELEASES[0] <= version <= GRPC_TUNED_RELEASES[1]:
-        return
-    for key, value in GRPC_SETTINGS.items():
-        os.environ.setdefault(key, value)
-
-
-def grpc_release() -> tuple[int, int] | None:
-    """(major, minor) of the installed grpcio, read without importing grpc (which would read
-    its settings): from the version file its wheel ships (``grpc/_grpcio_metadata.py``)."""
-    spec = importlib.util.find_spec("grpc")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        try:
-            text = (Path(folder) / "_grpcio_metadata.py").read_text()
-        except OSError:
-            continue
-        found = re.search(r"(\d+)\.(\d+)\.", text)
-        if found:
-            return int(found.group(1)), int(found.group(2))
-    return None
 
 
 #: Modules the long-running agent needs only while it starts: the YAML parser (the config is

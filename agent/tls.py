@@ -11,22 +11,18 @@ Config (``agent.yml``)::
 
 The files are read again for every connection, so a renewed certificate is used from the next
 reconnect on, without a restart. The transport (agent/transport.py) asks :class:`ChannelSecurity`
-for its channel and call metadata and nothing else.
+for its connection and call metadata and nothing else.
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from agent.errors import ConfigError
+from agent.rpc import Connection, connect
 from fleetmon_common.secrets import Secret
-
-if TYPE_CHECKING:  # grpc is imported by the streaming agent only (agent/main.py: its settings come first)
-    import grpc
 
 
 @dataclass
@@ -77,21 +73,33 @@ class ChannelSecurity:
             except ssl.SSLError as err:
                 raise ConfigError(f"tls: {tls.key} does not go with {tls.cert}: {err.reason or err}") from err
 
-    def channel(self, addr: str, options: Sequence[tuple[str, object]]) -> grpc.aio.Channel:
-        import grpc  # noqa: PLC0415 - see the TYPE_CHECKING import above
-
+    def context(self) -> ssl.SSLContext | None:
+        """The TLS settings for one connection, the files read now (None: plaintext)."""
         tls = self.tls
         if tls is None:
-            return grpc.aio.insecure_channel(addr, options=options)
+            return None
         try:
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=_read(tls.ca, "ca") if tls.ca is not None else None,
-                private_key=_read(tls.key, "key") if tls.key is not None else None,
-                certificate_chain=_read(tls.cert, "cert") if tls.cert is not None else None)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if tls.ca is not None:
+                ctx.load_verify_locations(cadata=_read(tls.ca, "ca").decode("ascii", "replace"))
+            else:
+                ctx.load_default_certs()
+            if tls.cert is not None and tls.key is not None:
+                _read(tls.cert, "cert")
+                _read(tls.key, "key")
+                ctx.load_cert_chain(tls.cert, tls.key)
         except ConfigError as err:
             raise TlsFilesError(str(err)) from err
-        extra = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
-        return grpc.aio.secure_channel(addr, creds, options=[*options, *extra])
+        except ssl.SSLError as err:  # a renewal half-way: a key that does not go with its certificate yet
+            raise TlsFilesError(f"tls: {tls.cert} or {tls.key}: {err.reason or err}") from err
+        ctx.set_alpn_protocols(["h2"])
+        return ctx
+
+    async def connect(self, addr: str, timeout: float, keepalive: float = 2.0,
+                      keepalive_timeout: float = 2.0) -> Connection:
+        """An HTTP/2 connection to the collector at ``addr`` (agent/rpc.py)."""
+        return await connect(addr, self.context(), server_name=self.tls.server_name if self.tls else "",
+                             timeout=timeout, keepalive=keepalive, keepalive_timeout=keepalive_timeout)
 
     def metadata(self) -> tuple[tuple[str, str], ...] | None:
         if self.token is None:
@@ -100,12 +108,15 @@ class ChannelSecurity:
 
     def explain(self, why: str) -> str:
         """A failed connection's reason, with what to check when TLS is the likely cause (the
-        collector refusing a client certificate shows here only as a closed socket)."""
+        collector refusing a client certificate shows here only as a closed connection or a TLS
+        alert after the handshake)."""
+        lowered = why.lower()
         if self.tls is None:
-            if "ssl" in why.lower() or "tls" in why.lower():
+            if "ssl" in lowered or "tls" in lowered:
                 return f"{why} (the collector wants TLS? set tls: in the agent config)"
             return why
-        if self.tls.cert is not None and ("Socket closed" in why or "handshake" in why.lower()):
+        refused = ("socket closed", "handshake", "alert", "connection reset", "eof occurred")
+        if self.tls.cert is not None and any(word in lowered for word in refused):
             return (f"{why} (TLS: if this persists, the collector refused {self.tls.cert}: check that it is "
                     "signed by the collector's client_ca, not expired, and names this node; the collector's log "
                     "says which)")

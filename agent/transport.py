@@ -31,11 +31,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import grpc
+from google.protobuf.message import DecodeError
 
 from agent import __version__
 from agent.codec import SeriesTable
 from agent.failback import FailbackConfig, MovingBack, watch
+from agent.rpc import Call, RpcError
 from agent.tls import ChannelSecurity
 from agent.wal import ACKS_PER_DELETE, Wal, WalEntry, WalError, WalFull
 from proto import telemetry_pb2 as pb
@@ -51,22 +52,6 @@ KEEPALIVE_TIMEOUT_MS = 2_000
 #: TCP, TLS and HTTP/2 set-up with a collector; a paused one accepts TCP (the kernel does) and
 #: then answers nothing.
 CONNECT_TIMEOUT = 5.0
-_CHANNEL_OPTIONS = [
-    # No BDP probing: it sizes the window for data this side *receives*, and the agent receives
-    # only acks; every probe is a ping, its answer and a timer on grpc's threads (see agent/main.py).
-    ("grpc.http2.bdp_probe", 0),
-    ("grpc.keepalive_time_ms", KEEPALIVE_MS),
-    ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-    # gRPC core >= 1.5x times an unanswered ping out with this one, not keepalive_timeout_ms
-    # (grpc/grpc pull 39239: "keepalive_timeout is never triggered, we solely rely on the ping timeout").
-    ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-    ("grpc.keepalive_permit_without_calls", 1),
-    # Keep pinging between batches however long the batch interval (the default stops after 2).
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_send_message_length", 16 << 20),
-    ("grpc.max_receive_message_length", 4 << 20),
-    ("grpc.enable_retries", 0),
-]
 #: Batch intervals after an ack before it gets a WAL transaction of its own (see _acks_pending).
 ACK_TIMER_BATCHES = 5
 
@@ -171,7 +156,7 @@ class Transport:
                     log.info("node %s: collector %s is healthy again; moving back to it from %s", self.node,
                              move.addr, addr)
                     break
-                except (grpc.aio.AioRpcError, StreamClosed, OSError, TimeoutError, WalError) as err:
+                except (RpcError, StreamClosed, OSError, TimeoutError, WalError) as err:
                     self._lost(addr, self.security.explain(_describe(err)))
                 if time.monotonic() - started > 10:
                     attempt = 0  # a session that lived resets the back-off
@@ -210,39 +195,42 @@ class Transport:
                         wal_id=self.wal.wal_id, oldest_sequence=self.wal.oldest)
 
     async def _session(self, index: int, addr: str) -> None:
-        async with self.security.channel(addr, _CHANNEL_OPTIONS) as channel:
-            await _connected(channel, addr)
-            stream = channel.stream_stream(METHOD, request_serializer=lambda b: b,
-                                           response_deserializer=pb.CollectorMessage.FromString)
-            call = stream(metadata=self.security.metadata())
+        conn = await self.security.connect(addr, CONNECT_TIMEOUT, KEEPALIVE_MS / 1000, KEEPALIVE_TIMEOUT_MS / 1000)
+        try:
+            call = conn.open(METHOD, self.security.metadata() or ())
             await call.write(pb.AgentMessage(hello=self._hello()).SerializeToString())
-            first = await asyncio.wait_for(call.read(), 15)
-            if first is grpc.aio.EOF or not first.HasField("welcome"):
-                raise StreamClosed(await _status(call))
-            durable = first.welcome.last_durable_sequence
-            try:
-                await self.wal.run(self.wal.ack_upto, durable)
-            except WalError as err:  # not deleted now: the next write or ack retries; nothing is lost
-                log.warning("node %s: %s", self.node, err)
-            if self.stats.outage_started is not None:
-                log.warning("node %s: streaming to collector %s again after %.0fs", self.node, addr,
-                            time.time() - self.stats.outage_started)
-                self.stats.reconnects += 1
-            self.stats.outage_started = None
-            self.stats.connected, self.stats.collector = True, addr
-            try:
-                self.on_connected()
-            except Exception as err:  # noqa: BLE001 - supervision boundary: a hook never ends the stream
-                log.warning("node %s: after connecting: %s", self.node, err)
-            self._leaving = None
-            watcher = asyncio.create_task(self._watch_preferred(index)) if index > 0 else None
-            try:
-                await self._pump(call, durable)
-            finally:
-                if watcher is not None:
-                    watcher.cancel()
+            first = _message(await asyncio.wait_for(call.read(), 15))
+            if first is None or not first.HasField("welcome"):
+                raise StreamClosed(call.status_text())
+            await self._stream(index, addr, call, first.welcome.last_durable_sequence)
+        finally:
+            await conn.aclose()
 
-    async def _pump(self, call: grpc.aio.StreamStreamCall, durable: int) -> None:
+    async def _stream(self, index: int, addr: str, call: Call, durable: int) -> None:
+        """The stream is open and welcomed: note the collector's durable point, then pump."""
+        try:
+            await self.wal.run(self.wal.ack_upto, durable)
+        except WalError as err:  # not deleted now: the next write or ack retries; nothing is lost
+            log.warning("node %s: %s", self.node, err)
+        if self.stats.outage_started is not None:
+            log.warning("node %s: streaming to collector %s again after %.0fs", self.node, addr,
+                        time.time() - self.stats.outage_started)
+            self.stats.reconnects += 1
+        self.stats.outage_started = None
+        self.stats.connected, self.stats.collector = True, addr
+        try:
+            self.on_connected()
+        except Exception as err:  # noqa: BLE001 - supervision boundary: a hook never ends the stream
+            log.warning("node %s: after connecting: %s", self.node, err)
+        self._leaving = None
+        watcher = asyncio.create_task(self._watch_preferred(index)) if index > 0 else None
+        try:
+            await self._pump(call, durable)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _pump(self, call: Call, durable: int) -> None:
         defined: set[int] = set()
         inflight: set[int] = set()
         live_from = self.wal.newest()  # everything newer is live; older unacked is backfill
@@ -256,7 +244,7 @@ class Transport:
             while True:
                 if reader.done():
                     reader.result()
-                    raise StreamClosed(await _status(call))
+                    raise StreamClosed(call.status_text())
                 if self._leaving is not None:  # moving back: send nothing more, leave once drained
                     if self._leave_now(inflight):
                         raise MovingBack(self._leaving[0], self.order[self._leaving[0]])
@@ -290,7 +278,7 @@ class Transport:
                     await self._wake.wait()
         finally:
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, StreamClosed):
+            with contextlib.suppress(asyncio.CancelledError, RpcError, StreamClosed):
                 await reader
             call.cancel()
 
@@ -306,7 +294,7 @@ class Transport:
             return out
         return await self.wal.run(self.wal.read, after, self.wal.newest(), limit)
 
-    async def _send(self, call: grpc.aio.StreamStreamCall, e: WalEntry, defined: set[int],
+    async def _send(self, call: Call, e: WalEntry, defined: set[int],
                     inflight: set[int]) -> None:
         # Every series this agent knows is defined on this stream already (the steady state):
         # nothing to look up among the batch's ids.
@@ -317,10 +305,10 @@ class Transport:
         inflight.add(e.seq)
         self.stats.sent_batches += 1
 
-    async def _read_acks(self, call: grpc.aio.StreamStreamCall, inflight: set[int]) -> None:
+    async def _read_acks(self, call: Call, inflight: set[int]) -> None:
         while True:
-            msg = await call.read()
-            if msg is grpc.aio.EOF:
+            msg = _message(await call.read())
+            if msg is None:
                 return
             if not msg.HasField("ack"):
                 continue
@@ -368,35 +356,17 @@ class Transport:
             self._ack_error = ""
 
 
-async def _connected(channel: grpc.aio.Channel, addr: str) -> None:
-    """Wait until the channel is ready, or has failed (nothing listens, TLS refused: the call
-    that follows fails at once with gRPC's reason); TimeoutError after ``CONNECT_TIMEOUT`` when
-    the set-up hangs (a host that is down, a paused process)."""
-    deadline = time.monotonic() + CONNECT_TIMEOUT
-    state = channel.get_state(try_to_connect=True)
-    while state != grpc.ChannelConnectivity.READY:
-        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
-            return
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no answer from {addr} within {CONNECT_TIMEOUT:g}s (host down or process paused?)")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(channel.wait_for_state_change(state), left)
-        state = channel.get_state()
-
-
-async def _status(call: grpc.aio.StreamStreamCall) -> str:
+def _message(body: bytes | None) -> pb.CollectorMessage | None:
+    """A message from the collector, None at the end of the stream."""
+    if body is None:
+        return None
     try:
-        code = await asyncio.wait_for(call.code(), 2)
-        details = await asyncio.wait_for(call.details(), 2)
-    except (TimeoutError, grpc.aio.AioRpcError):
-        return "stream closed"
-    return f"{code.name}: {details}" if details else str(code.name)
+        return pb.CollectorMessage.FromString(body)
+    except DecodeError as err:
+        raise StreamClosed(f"undecodable message from the collector ({len(body)} bytes): {err}") from err
 
 
 def _describe(err: BaseException) -> str:
-    if isinstance(err, grpc.aio.AioRpcError):
-        return f"{err.code().name}: {err.details()}"
     return str(err) or type(err).__name__
 
 

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_agent.py [--seconds 120] [--repeat 1] [--tree node-exporter] [--threads]
 
 1. **Memory floor**: a fresh interpreter imports, one by one, the libraries the agent cannot run
-   without (asyncio, sqlite3, protobuf and the wire schema, grpc, the NVML binding, then the
+   without (asyncio, sqlite3, protobuf and the wire schema, h2, the NVML binding, then the
    rest of the standard library the agent's code imports, found by importing that code in
    another interpreter; the fake NVML too, since this benchmark loads it) and prints the RSS
    after each: the floor under any agent written in Python on these libraries. Nothing else is
@@ -65,11 +65,13 @@ FLOOR = [
     ("asyncio", "asyncio (imports ssl, so OpenSSL)"),
     ("sqlite3", "sqlite3 (the WAL)"),
     ("proto.telemetry_pb2", "protobuf runtime + the wire schema"),
-    ("grpc", "grpc (+ grpc.aio)"),
+    ("h2.connection", "h2 (HTTP/2 for the gRPC stream)"),
     ("pynvml", "nvidia-ml-py (NVML binding)"),
     ("stdlib", "the rest of the stdlib the agent uses"),
     ("tests.fakenvml", "the fake NVML this benchmark loads"),
 ]
+#: What the agent's gRPC client (agent/rpc.py) imports of h2.
+H2_MODULES = ("h2.connection", "h2.config", "h2.errors", "h2.events", "h2.exceptions", "hpack")
 #: The code of the running agent in this benchmark (its own packages are not floor; the
 #: standard-library modules they import beyond the libraries above are).
 AGENT_CODE = ("agent.service", "agent.main", "agent.plugins.nvidia.plugin", "agent.plugins.kmsg.plugin",
@@ -81,7 +83,7 @@ def agent_stdlib() -> list[str]:
     """The modules the agent's code imports beyond the libraries of FLOOR, its own packages and
     what it drops after start (``agent.main.START_ONLY``): found by importing it in a fresh
     interpreter, so the floor holds what the agent needs and nothing else."""
-    libraries = [m for m, _ in FLOOR if m != "stdlib"] + ["grpc.aio"]
+    libraries = [m for m, _ in FLOOR if m != "stdlib"] + list(H2_MODULES)
     code = (
         "import importlib, json, sys\n"
         f"for mod in {libraries!r}: importlib.import_module(mod)\n"
@@ -104,7 +106,8 @@ def memory_floor(stdlib: list[str]) -> list[tuple[str, float]]:
         "        if line.startswith('VmRSS'): return int(line.split()[1]) / 1024\n"
         "out = [('python', rss())]\n"
         f"for mod in {[m for m, _ in FLOOR]!r}:\n"
-        f"    for name in ({stdlib!r} if mod == 'stdlib' else [mod, 'grpc.aio'] if mod == 'grpc' else [mod]):\n"
+        f"    for name in ({stdlib!r} if mod == 'stdlib' else {list(H2_MODULES)!r} if mod == 'h2.connection' "
+        "else [mod]):\n"
         "        importlib.import_module(name)\n"
         "    out.append((mod, rss()))\n"
         "print(repr(out))\n"  # repr, not json: json is one of the modules measured
@@ -113,12 +116,14 @@ def memory_floor(stdlib: list[str]) -> list[tuple[str, float]]:
     return [(name, float(v)) for name, v in ast.literal_eval(out.stdout)]
 
 
-#: The same libraries in use, no agent: a grpc stream over mutual TLS to the collector (Hello, one
-#: small batch every half second) and a SQLite file in WAL mode written as often: the code pages
-#: and buffers any agent on these libraries touches.
+#: The same libraries in use, no agent: a gRPC stream over mutual TLS to the collector (the
+#: agent's HTTP/2 client, agent/rpc.py: h2 on asyncio; Hello, one small batch every half second)
+#: and a SQLite file in WAL mode written as often: the code pages and buffers any agent on these
+#: libraries touches.
 IN_USE = """
-import asyncio, os, sqlite3, sys, tempfile, time
-import grpc, grpc.aio, pynvml, tests.fakenvml
+import asyncio, os, sqlite3, ssl, sys, tempfile, time
+import pynvml, tests.fakenvml
+from agent.rpc import connect
 from proto import telemetry_pb2 as pb
 
 def rss():
@@ -130,25 +135,28 @@ async def main(addr, ca, cert, key):
     db = sqlite3.connect(os.path.join(tempfile.mkdtemp(), "w.sqlite"), isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("CREATE TABLE b (seq INTEGER PRIMARY KEY, body BLOB)")
-    creds = grpc.ssl_channel_credentials(*(open(p, "rb").read() for p in (ca, key, cert)))
-    async with grpc.aio.secure_channel(addr, creds) as channel:
-        call = channel.stream_stream("/fleetmon.v1.Telemetry/Stream", request_serializer=lambda b: b,
-                                     response_deserializer=pb.CollectorMessage.FromString)()
-        hello = pb.Hello(node="floor", wal_id=os.urandom(8).hex(), agent_version="0")  # the cert's name
-        await call.write(pb.AgentMessage(hello=hello).SerializeToString())
-        seq = (await call.read()).welcome.last_durable_sequence
-        for i in range(40):
-            seq += 1
-            batch = pb.Batch(sequence=seq, oldest_sequence=seq)
-            if i == 0:
-                batch.series.add(id=1, measurement="floor", field="value", type=pb.GAUGE, help="h")
-            batch.blocks.add(timestamp_ms=int(time.time() * 1000), series_ids=[1], values=bytes(8))
-            body = batch.SerializeToString()
-            db.execute("INSERT INTO b VALUES (?, ?)", (seq, body))
-            await call.write(pb.AgentMessage(batch=batch).SerializeToString())
-            await asyncio.sleep(0.5)
-        print(rss())
-        call.cancel()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["h2"])
+    conn = await connect(addr, ctx, timeout=5, keepalive=2, keepalive_timeout=2)
+    call = conn.open("/fleetmon.v1.Telemetry/Stream")
+    hello = pb.Hello(node="floor", wal_id=os.urandom(8).hex(), agent_version="0")  # the cert's name
+    await call.write(pb.AgentMessage(hello=hello).SerializeToString())
+    seq = pb.CollectorMessage.FromString(await call.read()).welcome.last_durable_sequence
+    for i in range(40):
+        seq += 1
+        batch = pb.Batch(sequence=seq, oldest_sequence=seq)
+        if i == 0:
+            batch.series.add(id=1, measurement="floor", field="value", type=pb.GAUGE, help="h")
+        batch.blocks.add(timestamp_ms=int(time.time() * 1000), series_ids=[1], values=bytes(8))
+        body = batch.SerializeToString()
+        db.execute("INSERT INTO b VALUES (?, ?)", (seq, body))
+        await call.write(pb.AgentMessage(batch=batch).SerializeToString())
+        await asyncio.sleep(0.5)
+    print(rss())
+    call.cancel()
+    await conn.aclose()
 
 asyncio.run(main(*sys.argv[1:5]))
 """
@@ -196,8 +204,8 @@ def thread_cpu(pid: int, names: dict[int, str]) -> dict[int, tuple[str, float, i
         fields = stat[stat.rindex(")") + 2 :].split()
         switches = sum(int(line.split()[1]) for line in status.splitlines()
                        if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
-        # Without py-spy no thread has a name: say so rather than calling them all gRPC's.
-        unnamed = "(grpc/native)" if names else "(every thread: install py-spy to name them)"
+        # Without py-spy no thread has a name: say so rather than calling them all native.
+        unnamed = "(native)" if names else "(every thread: install py-spy to name them)"
         out[int(tid)] = (names.get(int(tid), unnamed), (int(fields[11]) + int(fields[12])) / TICK, switches)
     return out
 
@@ -405,7 +413,7 @@ def main() -> int:
         print(f"  ratio agent/node_exporter: CPU {r.agent_cpu / r.ne_cpu:.2f}   RSS {r.agent_rss / r.ne_rss:.2f}")
         print(f"  agent RSS above the floor: {r.agent_rss - floor_bench:+.1f} MiB (floor with the fake NVML "
               f"{floor_bench:.1f} MiB; with the real binding only {floor_real:.1f} MiB)")
-        print(f"  the same libraries in use (a grpc stream and a SQLite WAL, no agent): {r.floor_in_use:.1f} MiB; "
+        print(f"  the same libraries in use (a gRPC stream and a SQLite WAL, no agent): {r.floor_in_use:.1f} MiB; "
               f"the agent {r.agent_rss - r.floor_in_use:+.1f} MiB above that")
         if args.threads:
             print(f"    per thread, CPU and context switches a second ({sum(w for _c, w in r.threads.values()):.0f}/s "

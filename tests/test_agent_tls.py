@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import ssl
 from pathlib import Path
 
 import pytest
@@ -35,7 +35,7 @@ def test_config_check_and_renewal_failures(tmp_path: Path) -> None:
     security = ChannelSecurity(AgentTlsConfig(pki.ca, n1.cert, gone), None)
     gone.unlink()
     with pytest.raises(TlsFilesError, match=r"tls\.key: cannot read"):
-        security.channel("127.0.0.1:1", [])
+        security.context()
     assert issubclass(TlsFilesError, OSError)
 
 
@@ -54,8 +54,6 @@ def test_token_metadata_and_hints(tmp_path: Path) -> None:
     assert "the collector refused" in hint and str(n1.cert) in hint
     assert "set tls:" in ChannelSecurity(None, None).explain("UNAVAILABLE: Ssl handshake failed")
 
-    async def open_close() -> None:
-        channel = with_cert.channel("127.0.0.1:1", [])
-        await channel.close()
-
-    asyncio.run(open_close())
+    context = with_cert.context()  # the files read now, ALPN h2 for gRPC
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert ChannelSecurity(None, None).context() is None
