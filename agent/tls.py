@@ -79,7 +79,8 @@ class ChannelSecurity:
         if tls is None:
             return None
         try:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the collector's certificate and name
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             if tls.ca is not None:
                 ctx.load_verify_locations(cadata=_read(tls.ca, "ca").decode("ascii", "replace"))
             else:

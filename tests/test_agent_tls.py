@@ -56,4 +56,5 @@ def test_token_metadata_and_hints(tmp_path: Path) -> None:
 
     context = with_cert.context()  # the files read now, ALPN h2 for gRPC
     assert context is not None and context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
     assert ChannelSecurity(None, None).context() is None
