@@ -204,9 +204,12 @@ def _runner(cls: type[Plugin] | type[AsyncPlugin], interval: float = 0.2, timeou
     return PluginRunner(cls(ctx, _Cfg()), PluginSection(cls.name, interval, timeout, True, {}))
 
 
-def test_hung_plugin_never_delays_the_others() -> None:
-    fast, hung = _runner(_Fast), _runner(_Hung)
-    seen: dict[str, list[float]] = {"fast": [], "hung": []}
+def _success_while_one_hangs(runners: list[PluginRunner], hung: PluginRunner, *, fast: int,
+                             misses: int) -> dict[str, list[float]]:
+    """Each plugin's ``plugin_success`` values from a scheduler over ``runners``, run until the
+    plugin named "fast" collected ``fast`` times and ``hung`` missed ``misses`` deadlines; the
+    hung plugin's one call is still stuck when it stops (checked), and released after."""
+    seen: dict[str, list[float]] = {r.name: [] for r in runners}
 
     async def sink(ts: float, col: Collection) -> None:
         for s in col.samples:
@@ -214,11 +217,10 @@ def test_hung_plugin_never_delays_the_others() -> None:
                 seen[s.labels["plugin"]].append(s.value)
 
     async def main() -> None:
-        sched = Scheduler([fast, hung], EventBuffer(), sink)
+        sched = Scheduler(runners, EventBuffer(), sink)
         await sched.start()
         deadline = time.monotonic() + 30
-        # Run until fast has collected 5 times and hung has missed 2 deadlines (one stuck call).
-        while (len(seen["fast"]) < 5 or len(seen["hung"]) < 2) and time.monotonic() < deadline:
+        while (len(seen["fast"]) < fast or len(seen[hung.name]) < misses) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await sched.stop()
 
@@ -228,10 +230,18 @@ def test_hung_plugin_never_delays_the_others() -> None:
         assert isinstance(hung.plugin, _Hung)
         stuck = hung.plugin.returned == 0
         hung.plugin.release.set()
+    assert stuck, "the hung plugin's call returned: nothing was tested"
+    return seen
+
+
+def test_hung_plugin_never_delays_the_others() -> None:
+    fast, hung = _runner(_Fast), _runner(_Hung)
+    seen = _success_while_one_hangs([fast, hung], hung, fast=5, misses=2)
     # fast kept collecting, all successful, while hung's one call was still stuck
-    assert stuck and len(seen["fast"]) >= 5
+    assert len(seen["fast"]) >= 5
     assert set(seen["fast"]) == {1.0}
     # the hung plugin reported failure each cycle, and was not called again while stuck
+    assert isinstance(hung.plugin, _Hung)
     assert seen["hung"] and set(seen["hung"]) == {0.0}
     assert hung.plugin.calls == 1
 
@@ -260,31 +270,12 @@ def test_thread_plugins_share_one_lane_and_a_hung_one_leaves_it(timeout: float) 
     call is still stuck). With a deadline longer than the interval, the next cycle still finds
     the lane free: the stuck plugin was moved off it at half the interval."""
     hung, first, second = (_runner(cls, interval=0.2, timeout=timeout) for cls in (_Hung, _Threads, _Fast))
-    seen: dict[str, list[float]] = {"hung": [], "threads": [], "fast": []}
-
-    async def sink(ts: float, col: Collection) -> None:
-        for s in col.samples:
-            if s.name == "fleetmon_agent_plugin_success":
-                seen[s.labels["plugin"]].append(s.value)
-
-    async def main() -> None:
-        sched = Scheduler([hung, first, second], EventBuffer(), sink)
-        await sched.start()
-        deadline = time.monotonic() + 30
-        while (len(seen["fast"]) < 5 or len(seen["hung"]) < 3) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await sched.stop()
-
-    try:
-        asyncio.run(main())
-    finally:
-        assert isinstance(hung.plugin, _Hung)
-        stuck = hung.plugin.returned == 0
-        hung.plugin.release.set()
-    assert stuck and len(seen["fast"]) >= 5
+    seen = _success_while_one_hangs([hung, first, second], hung, fast=5, misses=3)
+    assert len(seen["fast"]) >= 5
     # Every collection of the other two succeeded, the first cycle's (behind the stuck one) too.
     assert set(seen["fast"]) == {1.0} and set(seen["threads"]) == {1.0}
     assert len(seen["threads"]) == len(seen["fast"])
+    assert isinstance(hung.plugin, _Hung)
     assert set(seen["hung"]) == {0.0} and hung.plugin.calls == 1
     assert hung.own_thread and not first.own_thread and not second.own_thread
 
