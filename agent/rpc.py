@@ -47,6 +47,11 @@ STATUS = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
 _RESET_STATUS = {h2.errors.ErrorCodes.REFUSED_STREAM: "UNAVAILABLE", h2.errors.ErrorCodes.CANCEL: "CANCELLED",
                  h2.errors.ErrorCodes.ENHANCE_YOUR_CALM: "RESOURCE_EXHAUSTED",
                  h2.errors.ErrorCodes.INADEQUATE_SECURITY: "PERMISSION_DENIED"}
+#: A ping after 2 s without a frame from the collector, the connection dropped when its answer
+#: takes 2 s more: a dead or paused collector host is noticed within 4 s (issue 14 asks 5 s). The
+#: collector permits pings this often (collector/app.py, ``min_ping_interval_without_data_ms``).
+KEEPALIVE = 2.0
+KEEPALIVE_TIMEOUT = 2.0
 _USER_AGENT = f"fleetmon-agent/{__version__}"
 #: Messages above this are refused (the collector's acks and welcome are a few bytes).
 MAX_RECEIVE = 4 << 20
@@ -422,7 +427,7 @@ def _http_status(status: str) -> str:
 
 
 async def connect(addr: str, context: ssl.SSLContext | None, *, server_name: str = "", timeout: float,
-                  keepalive: float, keepalive_timeout: float) -> Connection:
+                  keepalive: float = KEEPALIVE, keepalive_timeout: float = KEEPALIVE_TIMEOUT) -> Connection:
     """Open a connection to ``addr``: TCP, TLS when ``context`` is given (ALPN h2, the collector's
     certificate checked against ``server_name`` or the host dialled) and the HTTP/2 preface.
     TimeoutError after ``timeout`` seconds (a host that is down, a paused process)."""

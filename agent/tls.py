@@ -96,11 +96,10 @@ class ChannelSecurity:
         ctx.set_alpn_protocols(["h2"])
         return ctx
 
-    async def connect(self, addr: str, timeout: float, keepalive: float = 2.0,
-                      keepalive_timeout: float = 2.0) -> Connection:
-        """An HTTP/2 connection to the collector at ``addr`` (agent/rpc.py)."""
+    async def connect(self, addr: str, timeout: float) -> Connection:
+        """An HTTP/2 connection to the collector at ``addr`` (agent/rpc.py, its keepalive)."""
         return await connect(addr, self.context(), server_name=self.tls.server_name if self.tls else "",
-                             timeout=timeout, keepalive=keepalive, keepalive_timeout=keepalive_timeout)
+                             timeout=timeout)
 
     def metadata(self) -> tuple[tuple[str, str], ...] | None:
         if self.token is None:

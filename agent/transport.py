@@ -4,7 +4,7 @@
   the first that answers and fails over in order.
 - Reconnect with exponential back-off and jitter; one log line per outage, one on recovery.
 - A collector that vanished without closing the connection (host down, process paused) is
-  noticed by HTTP/2 keepalive pings within ``KEEPALIVE_MS + KEEPALIVE_TIMEOUT_MS`` (4 s); one
+  noticed by HTTP/2 keepalive pings within 4 s (agent/rpc.py, ``KEEPALIVE``); one
   that does not finish the TLS handshake within ``CONNECT_TIMEOUT`` is skipped.
 - While streaming to a collector that is not the first of its order, the agent watches the ones
   above it and moves back, staggered, when one is healthy again (agent/failback.py).
@@ -44,11 +44,6 @@ from proto import telemetry_pb2 as pb
 log = logging.getLogger("fleetmon.agent.transport")
 
 METHOD = "/fleetmon.v1.Telemetry/Stream"
-#: A ping after 2 s without a frame from the collector, the connection dropped when its answer
-#: takes 2 s more: a dead or paused collector host is noticed within 4 s (issue 14 asks 5 s). The
-#: collector permits pings this often (collector/app.py, ``min_ping_interval_without_data_ms``).
-KEEPALIVE_MS = 2_000
-KEEPALIVE_TIMEOUT_MS = 2_000
 #: TCP, TLS and HTTP/2 set-up with a collector; a paused one accepts TCP (the kernel does) and
 #: then answers nothing.
 CONNECT_TIMEOUT = 5.0
@@ -195,7 +190,7 @@ class Transport:
                         wal_id=self.wal.wal_id, oldest_sequence=self.wal.oldest)
 
     async def _session(self, index: int, addr: str) -> None:
-        conn = await self.security.connect(addr, CONNECT_TIMEOUT, KEEPALIVE_MS / 1000, KEEPALIVE_TIMEOUT_MS / 1000)
+        conn = await self.security.connect(addr, CONNECT_TIMEOUT)
         try:
             call = conn.open(METHOD, self.security.metadata() or ())
             await call.write(pb.AgentMessage(hello=self._hello()).SerializeToString())

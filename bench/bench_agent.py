@@ -139,7 +139,7 @@ async def main(addr, ca, cert, key):
     ctx.load_verify_locations(ca)
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["h2"])
-    conn = await connect(addr, ctx, timeout=5, keepalive=2, keepalive_timeout=2)
+    conn = await connect(addr, ctx, timeout=5)
     call = conn.open("/fleetmon.v1.Telemetry/Stream")
     hello = pb.Hello(node="floor", wal_id=os.urandom(8).hex(), agent_version="0")  # the cert's name
     await call.write(pb.AgentMessage(hello=hello).SerializeToString())

@@ -208,8 +208,8 @@ class Collector:
         server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", self.cfg.limits.max_message_bytes),
             ("grpc.keepalive_permit_without_calls", 1),
-            # Agents ping every 2 s to notice a dead collector host within 5 s (agent/transport.py,
-            # KEEPALIVE_MS); pings closer than this are strikes, and two strikes end the connection.
+            # Agents ping after 2 s of silence to notice a dead collector host within 5 s (agent/rpc.py,
+            # KEEPALIVE); pings closer than this are strikes, and two strikes end the connection.
             ("grpc.http2.min_ping_interval_without_data_ms", 1_000),
             # Find agents that vanished without closing (a half-open stream holds a node's slot)
             # within 15 s, pinging between acks however long an agent's batch interval.

@@ -43,7 +43,7 @@ def test_a_batch_larger_than_the_flow_control_windows_reaches_the_collector(tmp_
     col = CollectorProc(tmp_path).start()
     try:
         async def stream() -> pb.Ack:
-            conn = await connect(col.addr, _context(col, "big"), timeout=10, keepalive=2, keepalive_timeout=2)
+            conn = await connect(col.addr, _context(col, "big"), timeout=10)
             try:
                 call = conn.open(METHOD)
                 hello = pb.Hello(node="big", wal_id="b1g", agent_version="test")
