@@ -423,14 +423,13 @@ async def _await_cycle(group: _Group, lane: Lane | None, on_lane: list[_Job], fi
     from that plugin's own turn, and a plugin that holds the lane too long (:data:`LANE_SHARE`)
     gets the worker to itself: the plugins after it move to a fresh one.
 
-    Collections that never started (their worker gone astray) move to a fresh worker once,
-    then are given up; whatever never started is cancelled, so it neither runs late nor keeps
-    its plugin marked busy.
+    A turn never waits behind another (:meth:`Lane.run`), so collections not started are between
+    two turns; should they still not have started after their longest deadline, they are given
+    up. Whatever never started is cancelled, so it neither runs late nor keeps its plugin busy.
     """
     if on_lane:
         first_wait = min(first_wait, *(_patience(job.runner) for job in on_lane if job.runner is not None))
     wait = first_wait
-    moved_unstarted = False
     unstarted_since: float | None = None
     moved: list[_Job] = []  # moved off the lane (its worker left to them): waited for until their deadline
     try:
@@ -459,25 +458,16 @@ async def _await_cycle(group: _Group, lane: Lane | None, on_lane: list[_Job], fi
                     lane.abandon(current)
                     moved.append(current)
                     pending.remove(current)
-                    moved_unstarted = False
                     if now < _deadline(current):
                         wake.append(_deadline(current))
                     if pending:
                         lane.run(pending)
                         wake.append(now + max(_patience(job.runner) for job in pending if job.runner is not None))
-            elif pending:
-                # None of them started: between two turns, they start in a moment. Should their
-                # worker not start them within their longest deadline, a fresh one gets them, once.
+            elif pending:  # none of them started: between two turns, they start in a moment
                 longest = max(job.runner.section.timeout for job in pending if job.runner is not None)
                 unstarted_since = now if unstarted_since is None else unstarted_since
                 if now - unstarted_since < longest:
                     wake.append(unstarted_since + longest)
-                elif not moved_unstarted:
-                    moved_unstarted, unstarted_since = True, None
-                    for job in pending:
-                        lane.abandon(job)
-                    lane.run(pending)
-                    wake.append(now + longest)
             if not wake:
                 return  # given up: what never started is cancelled below
             wait = min(wake) - now
