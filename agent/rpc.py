@@ -92,7 +92,6 @@ class Connection(asyncio.Protocol):
         self._calls: dict[int, Call] = {}
         self._window: asyncio.Event = asyncio.Event()  # set when the peer grants send window
         self._last_heard = time.monotonic()
-        self._heard = False  # any byte from the collector yet
         self._opening: bytes | None = b""  # its first bytes, until its first frame's type is known
         self._lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ping_at: float | None = None  # when the unanswered ping was sent
@@ -110,7 +109,6 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_heard = time.monotonic()
-        self._heard = True
         if self._opening is not None:
             # A server's first frame is SETTINGS (RFC 9113, 3.4): anything else is not an HTTP/2
             # server, and h2 would wait for the rest of a "frame" that never comes.
@@ -131,7 +129,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         why = exc or "Socket closed"
-        if self.scheme == "https" and not self._heard:
+        if self.scheme == "https" and self._opening == b"":  # not a byte from the collector
             # TLS 1.3: a collector that refuses the client certificate says so after the
             # handshake, by closing; the transport's hint names the certificate (agent/tls.py).
             self._fail(RpcError("UNAVAILABLE", f"the collector closed the connection right after the TLS "
