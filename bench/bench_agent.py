@@ -117,13 +117,15 @@ def memory_floor(stdlib: list[str]) -> list[tuple[str, float]]:
 
 
 #: The same libraries in use, no agent: a gRPC stream over mutual TLS to the collector (the
-#: agent's HTTP/2 client, agent/rpc.py: h2 on asyncio; Hello, one small batch every half second)
+#: agent's TLS settings and HTTP/2 client, agent/tls.py and agent/rpc.py: h2 on asyncio; Hello,
+#: one small batch every half second)
 #: and a SQLite file in WAL mode written as often: the code pages and buffers any agent on these
 #: libraries touches.
 IN_USE = """
-import asyncio, os, sqlite3, ssl, sys, tempfile, time
+import asyncio, os, sqlite3, sys, tempfile, time
+from pathlib import Path
 import pynvml, tests.fakenvml
-from agent.rpc import connect
+from agent.tls import AgentTlsConfig, ChannelSecurity
 from proto import telemetry_pb2 as pb
 
 def rss():
@@ -135,11 +137,7 @@ async def main(addr, ca, cert, key):
     db = sqlite3.connect(os.path.join(tempfile.mkdtemp(), "w.sqlite"), isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("CREATE TABLE b (seq INTEGER PRIMARY KEY, body BLOB)")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(ca)
-    ctx.load_cert_chain(cert, key)
-    ctx.set_alpn_protocols(["h2"])
-    conn = await connect(addr, ctx, timeout=5)
+    conn = await ChannelSecurity(AgentTlsConfig(Path(ca), Path(cert), Path(key)), None).connect(addr, 5)
     call = conn.open("/fleetmon.v1.Telemetry/Stream")
     hello = pb.Hello(node="floor", wal_id=os.urandom(8).hex(), agent_version="0")  # the cert's name
     await call.write(pb.AgentMessage(hello=hello).SerializeToString())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -21,19 +20,16 @@ import h2.events
 import pytest
 
 from agent.rpc import MAX_RECEIVE, Call, Connection, RpcError, connect
+from agent.tls import AgentTlsConfig, ChannelSecurity
 from agent.transport import METHOD
 from proto import telemetry_pb2 as pb
 from tests.fleet import CollectorProc
 
 
-def _context(col: CollectorProc, node: str) -> ssl.SSLContext:
+def _security(col: CollectorProc, node: str) -> ChannelSecurity:
     assert col.pki is not None
     own = col.pki.node(node)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.load_verify_locations(col.pki.ca)
-    ctx.load_cert_chain(own.cert, own.key)
-    ctx.set_alpn_protocols(["h2"])
-    return ctx
+    return ChannelSecurity(AgentTlsConfig(col.pki.ca, own.cert, own.key), None)
 
 
 @pytest.mark.services
@@ -43,7 +39,7 @@ def test_a_batch_larger_than_the_flow_control_windows_reaches_the_collector(tmp_
     col = CollectorProc(tmp_path).start()
     try:
         async def stream() -> pb.Ack:
-            conn = await connect(col.addr, _context(col, "big"), timeout=10)
+            conn = await _security(col, "big").connect(col.addr, 10)
             try:
                 call = conn.open(METHOD)
                 hello = pb.Hello(node="big", wal_id="b1g", agent_version="test")
