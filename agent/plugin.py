@@ -156,6 +156,17 @@ class AsyncPlugin(PluginBase, ABC):
     async def collect(self) -> Collection:
         """One collection; must not block the loop (hand blocking reads to ``asyncio.to_thread``)."""
 
+    def blocking_collect(self) -> Callable[[], Collection] | None:
+        """This cycle's collection as a blocking call, when it has nothing to await; else None.
+
+        A plugin whose sources are all local this time (the power plugin without a BMC or UPS
+        to ask: file reads only) returns a function that collects the same samples as
+        :meth:`collect`. The scheduler then runs it on the lane, in turn with the blocking
+        plugins, with no task on the loop and no thread hop of its own. Should it hold the lane
+        past its share, the plugin collects with :meth:`collect` from then on.
+        """
+        return None
+
 
 #: Either kind, as the registry hands them out and the scheduler runs them.
 AnyPlugin = Plugin | AsyncPlugin

@@ -1,7 +1,8 @@
 """Runs each plugin at its own interval, off the event loop, with a deadline.
 
 The thread plugins due in a cycle run in turn on one worker thread, the *lane* (an
-:class:`~agent.plugin.AsyncPlugin` runs on the loop). Each has its deadline counted from its own
+:class:`~agent.plugin.AsyncPlugin` runs on the loop, or on the lane too in a cycle where it has
+nothing to await: :meth:`~agent.plugin.AsyncPlugin.blocking_collect`). Each has its deadline counted from its own
 turn. At 1 Hz every plugin is done in a few milliseconds, and one thread that runs them in turn
 costs the node less than one thread each: the threads of the same cycle no longer wake together
 and pass the GIL to one another. A plugin that holds the lane for more than half its interval
@@ -163,9 +164,19 @@ class PluginRunner:
         """Run one collection (on its own thread, or on the loop). Never raises."""
         return (await collect_together([self]))[0]
 
-    def on_lane(self) -> bool:
-        """Whether its collections run on the lane: a thread plugin that never overran there."""
-        return not self.own_thread and not isinstance(self.plugin, AsyncPlugin)
+    def lane_call(self) -> Callable[[], Collection] | None:
+        """What it collects with on the lane this cycle, or None (on a thread of its own, or on
+        the loop): a thread plugin that never overran there, or an AsyncPlugin with nothing to
+        await this time (:meth:`~agent.plugin.AsyncPlugin.blocking_collect`)."""
+        if self.own_thread:
+            return None
+        if isinstance(self.plugin, AsyncPlugin):
+            try:
+                return self.plugin.blocking_collect()
+            except Exception as err:  # noqa: BLE001 - supervision boundary: it collects on the loop instead
+                log.error("plugin %s: blocking_collect failed: %s", self.name, err, exc_info=err)
+                return None
+        return self.plugin.collect
 
     def _start(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         """Start one collection: on its own thread, or as a task on the loop (an AsyncPlugin)."""
@@ -183,7 +194,7 @@ class PluginRunner:
         self._busy = job.future = fut
         fut.add_done_callback(job.done_in_thread)
 
-    def _to_lane(self, job: _Job) -> None:
+    def _to_lane(self, job: _Job, call: Callable[[], Collection]) -> None:
         """Queue one collection for the lane (started by :meth:`Lane.run`)."""
         if self._busy is not None and not self._busy.done():
             job.error = TimeoutError("previous call is still running")
@@ -191,7 +202,7 @@ class PluginRunner:
             return
         fut: Future[Collection] = Future()
         self._busy = job.future = fut
-        job.runner = self
+        job.runner, job.call = self, call
         fut.add_done_callback(job.done_in_thread)
 
     def leave_lane(self) -> None:
@@ -246,7 +257,7 @@ class PluginRunner:
 class _Job:
     """One collection in flight within :func:`collect_together`."""
 
-    __slots__ = ("began", "error", "finished", "future", "group", "runner", "stop")
+    __slots__ = ("began", "call", "error", "finished", "future", "group", "runner", "stop")
 
     def __init__(self, group: _Group) -> None:
         self.group = group
@@ -254,6 +265,7 @@ class _Job:
         self.error: BaseException | None = None  # set when it could not even start
         self.finished: float | None = None
         self.runner: PluginRunner | None = None  # set when it runs on the lane
+        self.call: Callable[[], Collection] | None = None  # what the lane calls
         self.began: float | None = None  # when its turn on the lane began
         self.stop: threading.Event | None = None  # set: the lane's worker it was handed to starts nothing more
 
@@ -352,18 +364,16 @@ def _run_turns(jobs: list[_Job], stop: threading.Event) -> None:
     for job in jobs:
         if stop.is_set():
             return
-        fut = job.future
-        assert isinstance(fut, Future) and job.runner is not None
+        fut, call = job.future, job.call
+        assert isinstance(fut, Future) and call is not None
         try:
             if not fut.set_running_or_notify_cancel():
                 continue  # cancelled: the agent stops
         except RuntimeError:
             continue  # already taken by the worker this lane replaced
-        plugin = job.runner.plugin
-        assert not isinstance(plugin, AsyncPlugin)  # those run on the loop
         job.began = time.perf_counter()
         try:
-            result = plugin.collect()
+            result = call()
         except BaseException as err:  # noqa: BLE001 - handed to the loop through the future, as a pool's worker does
             fut.set_exception(err)
         else:
@@ -386,8 +396,9 @@ async def collect_together(runners: Sequence[PluginRunner], lane: Lane | None = 
     started = time.perf_counter()
     on_lane: list[_Job] = []
     for runner, job in zip(runners, jobs, strict=True):
-        if lane is not None and runner.on_lane():
-            runner._to_lane(job)
+        call = runner.lane_call() if lane is not None else None
+        if call is not None:
+            runner._to_lane(job, call)
             if job.runner is not None:
                 on_lane.append(job)
             else:

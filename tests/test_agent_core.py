@@ -7,6 +7,7 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,6 +333,63 @@ def test_a_slow_plugin_leaves_the_lane_and_still_counts_within_its_deadline() ->
     assert after_ok and not after.own_thread
     assert after_secs < slow_secs  # it ran beside the slow one, not after it
     for r in (slow, after):
+        r.close()
+
+
+class _AsyncLocal(AsyncPlugin):
+    """Nothing to await (a plugin with only local files to read): it offers a blocking collection."""
+
+    name = "async_local"
+
+    def __init__(self, ctx: PluginContext, config: object) -> None:
+        super().__init__(ctx, config)
+        self.where: list[tuple[str, threading.Thread]] = []  # (how it collected, on which thread)
+        self.delay = 0.0
+
+    def blocking_collect(self) -> Callable[[], Collection]:
+        return self._read
+
+    def _read(self) -> Collection:
+        self.where.append(("blocking", threading.current_thread()))
+        time.sleep(self.delay)  # the behaviour under test (a slow read), not a synchronisation
+        return self._result()
+
+    async def collect(self) -> Collection:
+        self.where.append(("loop", threading.current_thread()))
+        return self._result()
+
+    def _result(self) -> Collection:
+        col = Collection()
+        col.add(TEMP, 30.0, {"gpu": "2"})
+        return col
+
+
+def test_an_async_plugin_with_nothing_to_await_collects_on_the_lane() -> None:
+    """An AsyncPlugin whose collection is blocking only this time (blocking_collect) runs on the
+    lane in turn with the thread plugins, not on the loop; once it holds the lane past half its
+    interval it leaves the lane, and collects with its coroutine on the loop from then on."""
+    threads, local = _runner(_Threads, interval=0.2, timeout=1.0), _runner(_AsyncLocal, interval=0.2, timeout=1.0)
+    assert isinstance(threads.plugin, _Threads) and isinstance(local.plugin, _AsyncLocal)
+    plugin = local.plugin
+
+    async def main() -> tuple[int, int, list[list[RunResult]]]:
+        lane = Lane()
+        try:
+            first = await collect_together([threads, local], lane)
+            lane_thread = threads.plugin.where["collect"]
+            plugin.delay = 0.3
+            rest = [await collect_together([threads, local], lane) for _ in range(2)]
+            return threading.get_ident(), lane_thread, [first, *rest]
+        finally:
+            lane.close()
+
+    loop_thread, lane_thread, cycles = asyncio.run(main())
+    assert [[ok for _col, ok, _secs in cycle] for cycle in cycles] == [[True, True]] * 3  # the slow one within 1 s
+    assert [s.value for s in cycles[0][1][0].samples] == [30.0]
+    how = [h for h, _thread in plugin.where]
+    assert how == ["blocking", "blocking", "loop"] and local.own_thread and not threads.own_thread
+    assert plugin.where[0][1].ident == lane_thread and plugin.where[2][1].ident == loop_thread
+    for r in (threads, local):
         r.close()
 
 

@@ -87,6 +87,30 @@ def test_hung_bmc_and_upsd_cost_one_source_deadline_not_the_collection(
     assert lines[1].startswith("power source redfish (BMC 127.0.0.1:") and "no answer within 1s" in lines[1]
 
 
+def test_kernel_sources_alone_collect_as_one_blocking_call(fixtures_dir: Path) -> None:
+    """Without a BMC or UPS to ask, a collection is file reads only: the plugin offers it as a
+    blocking call (the scheduler runs it on its lane), with the same series as its coroutine.
+    With a network source configured it has something to await, and offers none."""
+    ctx = PluginContext(node="t", sysfs_root=fixtures_dir / "sysfs" / "node-exporter" / "sys")
+    local = PowerPlugin(ctx, build(PowerConfig, {"ipmi": {"enabled": False}}, "plugins.power"))
+    local.discover()
+    on_loop = asyncio.run(local.collect())  # a first reading: rates need two
+    call = local.blocking_collect()
+    assert call is not None
+    blocking = call()
+    on_loop = asyncio.run(local.collect())
+    assert sorted(s.key() for s in blocking.samples) == sorted(s.key() for s in on_loop.samples)
+    up = {s.labels["source"]: s.value for s in blocking.samples if s.name == "power_source_up"}
+    assert up and set(up.values()) == {1.0}
+    assert any(s.name == "rapl_power_watts" for s in blocking.samples)
+    local.close()
+    cfg = build(PowerConfig, {"ipmi": {"enabled": False}, "nut": {"host": "127.0.0.1", "port": 9}}, "plugins.power")
+    mixed = PowerPlugin(ctx, cfg)
+    mixed.discover()
+    assert mixed.blocking_collect() is None
+    mixed.close()
+
+
 def test_every_metric_is_in_the_readme(repo_root: Path) -> None:
     text = (repo_root / "agent" / "plugins" / "power" / "README.md").read_text()
     declared = [v for v in vars(metrics).values() if isinstance(v, Metric)]

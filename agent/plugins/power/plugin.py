@@ -3,9 +3,12 @@
 ``collect`` is a coroutine (an :class:`~agent.plugin.AsyncPlugin`, STYLE 13):
 
 - the kernel sources (RAPL, hwmon, power_supply, ACPI meter) found their files at discovery;
-  each collection reads them in **one** pass on the plugin's reader thread (plain file reads, no
-  directory listing), under ``source_timeout``. They are rescanned when a file vanishes, on a
-  kernel hot-plug event (uevent) for their classes, and every ``rescan_interval``;
+  each collection reads them in **one** pass (plain file reads, no directory listing): on the
+  plugin's reader thread under ``source_timeout``, or, when no network source is configured, on
+  the scheduler's lane in turn with the blocking plugins (:meth:`PowerPlugin.blocking_collect`:
+  no task and no thread hop; a read that holds the lane too long moves the plugin back to its
+  reader thread for good). They are rescanned when a file vanishes, on a kernel hot-plug event
+  (uevent) for their classes, and every ``rescan_interval``;
 - network sources (Redfish, NUT, ipmitool as a subprocess) wait on the event loop without a
   thread, concurrently, each under its own ``source_timeout``.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from agent.errors import PluginError, PluginUnavailable
@@ -143,6 +147,23 @@ class PowerPlugin(AsyncPlugin):
         by_source: dict[str, Outcome] = {}
         for result in results:
             by_source.update(result)
+        return self._compose(by_source)
+
+    def blocking_collect(self) -> Callable[[], Collection] | None:
+        """Kernel sources only (no BMC or UPS configured): a collection is file reads alone, so
+        the scheduler may run it on its lane with the blocking plugins, not on the reader thread."""
+        if self._network or not self._local or (self._reading is not None and not self._reading.done()):
+            return None  # something to await, or a read of a previous collection is still stuck
+        return self._collect_local
+
+    def _collect_local(self) -> Collection:
+        outcomes = self._read_local(time.monotonic())
+        for src, outcome in zip(self._local, outcomes, strict=True):
+            self._settle(src, outcome.error)
+        return self._compose({src.name: outcome for src, outcome in zip(self._local, outcomes, strict=True)})
+
+    def _compose(self, by_source: dict[str, Outcome]) -> Collection:
+        """The collection from each source's outcome: its samples and ``power_source_up``."""
         col = Collection()
         for src in self.sources:
             outcome = by_source.get(src.name, Outcome(Collection(), PluginError("not collected")))
