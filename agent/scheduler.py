@@ -173,7 +173,7 @@ class PluginRunner:
         if isinstance(self.plugin, AsyncPlugin):
             try:
                 return self.plugin.blocking_collect()
-            except Exception as err:  # noqa: BLE001 - supervision boundary: it collects on the loop instead
+            except Exception as err:  # supervision boundary: it collects on the loop instead
                 log.error("plugin %s: blocking_collect failed: %s", self.name, err, exc_info=err)
                 return None
         return self.plugin.collect
