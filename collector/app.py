@@ -217,6 +217,10 @@ class Collector:
             ("grpc.keepalive_timeout_ms", 5_000),
             ("grpc.http2.ping_timeout_ms", 5_000),  # what gRPC core >= 1.5x times an unanswered ping with
             ("grpc.http2.max_pings_without_data", 0),
+            # No bandwidth-delay probing: an agent's stream carries a batch a second (a backfill, 20 a
+            # second), far below what the initial window moves per round trip, and each probe is a
+            # PING the agent must wake to answer: a quarter of the wake-ups the collector cost it.
+            ("grpc.http2.bdp_probe", 0),
         ])
         server.add_generic_rpc_handlers((self.service.handler(), health_handler(lambda: self._serving)))
         if self._grpc_creds is not None:
