@@ -2,8 +2,8 @@
 
 The thread plugins due in a cycle run in turn on one worker thread, the *lane* (an
 :class:`~agent.plugin.AsyncPlugin` runs on the loop, or on the lane too in a cycle where it has
-nothing to await: :meth:`~agent.plugin.AsyncPlugin.blocking_collect`). Each has its deadline counted from its own
-turn. At 1 Hz every plugin is done in a few milliseconds, and one thread that runs them in turn
+nothing to await: :meth:`~agent.plugin.AsyncPlugin.blocking_collect`). Each has its deadline
+counted from its own turn. At 1 Hz every plugin is done in a few milliseconds, and one thread that runs them in turn
 costs the node less than one thread each: the threads of the same cycle no longer wake together
 and pass the GIL to one another. A plugin that holds the lane for more than half its interval
 (or its deadline, if shorter) is moved off it: the lane's thread is left to it, the plugins
