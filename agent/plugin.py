@@ -20,7 +20,8 @@ For both:
 - ``discover()`` finds the hardware. It raises :class:`~agent.errors.PluginUnavailable` when the
   node has none (no driver, no library, no permission): the agent disables the plugin with one
   log line and goes on. It may block (it runs off the event loop, on a thread of its own, with a
-  deadline; the plugins discover side by side), and it runs once: ``collect`` never calls it again on the loop.
+  deadline; the plugins discover side by side), and it runs once: ``collect`` never calls it
+  again on the loop.
 - ``close()`` releases what ``discover`` took. Safe to call twice and without ``discover``.
 
 Plugins that watch something continuously (NVML events, the kernel log) start their own thread

@@ -3,9 +3,9 @@
 The thread plugins due in a cycle run in turn on one worker thread, the *lane* (an
 :class:`~agent.plugin.AsyncPlugin` runs on the loop, or on the lane too in a cycle where it has
 nothing to await: :meth:`~agent.plugin.AsyncPlugin.blocking_collect`). Each has its deadline
-counted from its own turn. At 1 Hz every plugin is done in a few milliseconds, and one thread that runs them in turn
-costs the node less than one thread each: the threads of the same cycle no longer wake together
-and pass the GIL to one another. A plugin that holds the lane for more than half its interval
+counted from its own turn. At 1 Hz every plugin is done in a few milliseconds, and one thread
+that runs them in turn costs the node less than one thread each: the threads of the same cycle
+no longer wake together and pass the GIL to one another. A plugin that holds the lane for more than half its interval
 (or its deadline, if shorter) is moved off it: the lane's thread is left to it, the plugins
 after it continue at once on a fresh one, and from then on that plugin collects on a thread of
 its own. Its collection still counts if it ends within its deadline; past that it is abandoned
@@ -119,7 +119,8 @@ class PluginRunner:
         self.name = section.name
         self._pool: ThreadPoolExecutor | None = None
         self._busy: Future[Any] | None = None
-        #: Collects on a thread of its own, not on the lane: it once ran past its deadline there.
+        #: Collects off the lane (on a thread of its own, or an AsyncPlugin with its coroutine on
+        #: the loop): it once held the lane too long.
         self.own_thread = False
         self.enabled = True
         self.detail = ""
@@ -206,11 +207,12 @@ class PluginRunner:
         fut.add_done_callback(job.done_in_thread)
 
     def leave_lane(self) -> None:
-        """It ran past its deadline on the lane: from now on it collects on a thread of its own."""
+        """It held the lane too long (:data:`LANE_SHARE`, or its deadline): it collects off it from now on."""
         if not self.own_thread:
             self.own_thread = True
-            log.warning("plugin %s ran past its %gs deadline: it collects on a thread of its own from now on",
-                        self.name, self.section.timeout)
+            where = "on the loop" if isinstance(self.plugin, AsyncPlugin) else "on a thread of its own"
+            log.warning("plugin %s held the plugin lane for more than %gs: it collects %s from now on",
+                        self.name, _patience(self), where)
 
     def _result(self, job: _Job, started: float) -> RunResult:
         """What one started collection came to; logs its failure."""
