@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -69,8 +70,8 @@ class ByteTable:
         """Every item as a ``bytes`` object (an object array), made for the new items only."""
         have, n = self._objects.n, len(self)
         if have < n:
-            offsets, blob = self.offsets.view.tolist(), self.blob
-            self._objects.extend([bytes(blob[offsets[i]:offsets[i + 1]]) for i in range(have, n)])
+            offsets, blob = self.offsets.view[have:].tolist(), self.blob  # the new items' bounds only
+            self._objects.extend([bytes(blob[start:end]) for start, end in itertools.pairwise(offsets)])
         return self._objects.view
 
 
