@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from bench_power import collect_as_the_agent  # noqa: E402
 from bench_power import compare as power_compare  # noqa: E402
 from bench_power import report as power_report  # noqa: E402
 
@@ -118,9 +119,8 @@ def memory_floor(stdlib: list[str]) -> list[tuple[str, float]]:
 
 #: The same libraries in use, no agent: a gRPC stream over mutual TLS to the collector (the
 #: agent's TLS settings and HTTP/2 client, agent/tls.py and agent/rpc.py: h2 on asyncio; Hello,
-#: one small batch every half second)
-#: and a SQLite file in WAL mode written as often: the code pages and buffers any agent on these
-#: libraries touches.
+#: one small batch every half second) and a SQLite file in WAL mode written as often: the code
+#: pages and buffers any agent on these libraries touches.
 IN_USE = """
 import asyncio, os, sqlite3, sys, tempfile, time
 from pathlib import Path
@@ -350,7 +350,7 @@ def in_process(tree: Path, latency_us: int, cycles: int = 60) -> tuple[float, in
                 if i == 1:
                     c0 = time.process_time()  # the first cycle asks the details and defines every series
                 items = [Stamped(time.time(), p.collect()) for p in sync_plugins]
-                items.append(Stamped(time.time(), await power.collect()))
+                items.append(Stamped(time.time(), await collect_as_the_agent(power)))
                 batch, ids = build_batch(table, items, [])
                 samples = sum(len(item.collection) for item in items)
                 wal.append(batch, ids, table.take_new(), samples, 0)

@@ -6,9 +6,10 @@ On each captured sysfs tree, the power plugin's kernel sources (RAPL, hwmon, pow
 
 * ``bare reads``: opening and reading every attribute file the sources know of, in a plain loop
   (the kernel's work, no parsing, no threads);
-* ``collect``: ``PowerPlugin.collect()`` awaited on one event loop (one pass on the reader thread,
-  parsing, unit conversion, energy bookkeeping), plus encoding the result into a wire batch the
-  way the agent does (``build_batch``): what the node pays up to the WAL;
+* ``collect``: a collection as the agent's scheduler runs it (:func:`collect_as_the_agent`: with
+  kernel sources only, the plugin's blocking call, as on the scheduler's lane; one pass, parsing,
+  unit conversion, energy bookkeeping), plus encoding the result into a wire batch the way the
+  agent does (``build_batch``): what the node pays up to the WAL;
 * node_exporter (Debian's ``prometheus-node-exporter``, ``--collector.disable-defaults
   --collector.rapl --collector.powersupplyclass --collector.hwmon``, ``--path.sysfs`` on the same
   tree) scraped ``-n`` times over loopback in the same run; its CPU is the utime+stime delta of
@@ -34,6 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.codec import SeriesTable, Stamped, build_batch
+from agent.model import Collection
 from agent.plugin import PluginContext
 from agent.plugins.power import PowerPlugin
 from agent.plugins.power.config import PowerConfig
@@ -83,14 +85,21 @@ def plugin_for(root: Path) -> PowerPlugin:
     return plugin
 
 
+async def collect_as_the_agent(plugin: PowerPlugin) -> Collection:
+    """One collection the way the agent's scheduler makes it: the plugin's blocking call when it
+    offers one (kernel sources only: run on the lane), else its coroutine."""
+    call = plugin.blocking_collect()
+    return call() if call is not None else await plugin.collect()
+
+
 def fleetmon(plugin: PowerPlugin, n: int) -> Figures:
     async def run() -> Figures:
         table = SeriesTable()
-        col = await plugin.collect()  # warm: the first collection starts the energy counters
+        col = await collect_as_the_agent(plugin)  # warm: the first collection starts the energy counters
         build_batch(table, [Stamped(time.time(), col)], col.events)
         c0, w0 = time.process_time(), time.perf_counter()
         for _ in range(n):
-            col = await plugin.collect()
+            col = await collect_as_the_agent(plugin)
             build_batch(table, [Stamped(time.time(), col)], col.events)
         return Figures((time.process_time() - c0) / n, (time.perf_counter() - w0) / n, len(col))
 
