@@ -13,7 +13,10 @@
    on the captured sysfs tree, streaming to a real collector, for ``--seconds`` after a warm-up;
    beside it node_exporter (default collectors, ``--path.sysfs`` on the same tree) scraped once a
    second. CPU is the utime+stime delta of ``/proc/<pid>/stat`` over the same window for both
-   processes; RSS and PSS at the end. ``--threads`` adds the agent's CPU per thread.
+   processes; RSS and PSS at the end. ``--threads`` adds the agent's CPU per thread. Beside them,
+   in the same window, ``bench/driver_floor.py`` replays the NVML calls the agent makes, at its
+   cadence, with no agent code: the driver's share of the agent's CPU, a floor no agent that asks
+   the same questions goes below; the agent's own cost is what it spends above that.
 3. **NVIDIA per GPU per cycle** (in this process, same fake and latency): CPU of one collection
    divided by the GPUs, and the part spent inside the fake itself.
 4. **Power per series** on each captured tree with power files, against node_exporter's rapl,
@@ -230,6 +233,13 @@ class Run:
     agent_samples_per_s: float
     threads: dict[str, tuple[float, float]]  # name: (CPU s per s, context switches per s)
     floor_in_use: float
+    driver_cpu: float  # fraction of one core: the agent's NVML calls replayed alone (driver_floor.py)
+    driver_calls_per_s: float
+
+
+def above(run: Run) -> float:
+    """The agent's CPU above what the driver alone costs for the same calls (fraction of a core)."""
+    return run.agent_cpu - run.driver_cpu
 
 
 def scrape_loop(url: str, stop: threading.Event, series: list[int]) -> None:
@@ -267,7 +277,16 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
                          t / "node_exporter.log")
             stop = threading.Event()
             series = [0]
+            detail = (nvidia or {}).get("detail_interval", NvidiaConfig.detail_interval)
+            driver: subprocess.Popen[str] | None = None
             try:
+                driver = subprocess.Popen([sys.executable, str(REPO / "bench" / "driver_floor.py"),
+                                           "--detail-interval", str(detail)],
+                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+                assert driver.stdout is not None
+                calls = json.loads(driver.stdout.readline() or "null")
+                if calls is None:
+                    raise RuntimeError("bench/driver_floor.py did not start (see its error above)")
                 url = f"http://127.0.0.1:{port}/metrics"
                 wait_for_http(url, proc=ne.proc)
                 wait_until(lambda: col.get("/api/v1/summary")["nodes_up"] == 1, 60, "agent streaming")
@@ -279,9 +298,9 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
                 names = thread_names(a_pid) if per_thread else {}
                 th0 = thread_cpu(a_pid, names)
                 samples0 = col.get("/api/v1/summary")["samples_total"]
-                a0, n0, w0 = proc_cpu(a_pid), proc_cpu(n_pid), time.monotonic()
+                a0, n0, d0, w0 = proc_cpu(a_pid), proc_cpu(n_pid), proc_cpu(driver.pid), time.monotonic()
                 time.sleep(seconds)
-                a1, n1, w1 = proc_cpu(a_pid), proc_cpu(n_pid), time.monotonic()
+                a1, n1, d1, w1 = proc_cpu(a_pid), proc_cpu(n_pid), proc_cpu(driver.pid), time.monotonic()
                 samples1 = col.get("/api/v1/summary")["samples_total"]
                 th1 = thread_cpu(a_pid, names)
                 a_rss, a_pss = memory(a_pid)
@@ -289,6 +308,8 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
                 in_use = floor_in_use(col)
             finally:
                 stop.set()
+                if driver is not None:
+                    driver.communicate(timeout=30)  # stdin closed: it stops
                 ne.stop()
                 agent.stop()
                 col.stop()
@@ -305,7 +326,8 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
         had_cpu, had_switches = threads.get(key, (0.0, 0.0))
         threads[key] = (had_cpu + (cpu - cpu0) / elapsed, had_switches + (switches - switches0) / elapsed)
     return Run((a1 - a0) / elapsed, a_rss, a_pss, (n1 - n0) / elapsed, n_rss, n_pss, series[0],
-               (samples1 - samples0) / elapsed, threads, in_use)
+               (samples1 - samples0) / elapsed, threads, in_use, (d1 - d0) / elapsed,
+               (calls["plain"] * (calls["period"] - 1) + calls["detail"]) / calls["period"])
 
 
 def nvidia_per_gpu(latency_us: int, cycles: int = 120) -> tuple[float, float, float, int]:
@@ -409,6 +431,8 @@ def main() -> int:
         print(f"  node_exporter: CPU {r.ne_cpu * 100:5.2f} % of a core   RSS {r.ne_rss:5.1f} MiB   "
               f"PSS {r.ne_pss:5.1f} MiB   ({r.ne_series} series, scraped at 1 Hz)")
         print(f"  ratio agent/node_exporter: CPU {r.agent_cpu / r.ne_cpu:.2f}   RSS {r.agent_rss / r.ne_rss:.2f}")
+        print(f"  the driver alone (the agent's {r.driver_calls_per_s:.0f} NVML calls/s replayed in one thread, no "
+              f"agent code): CPU {r.driver_cpu * 100:5.2f} % of a core; the agent above it {above(r) * 100:5.2f} %")
         print(f"  agent RSS above the floor: {r.agent_rss - floor_bench:+.1f} MiB (floor with the fake NVML "
               f"{floor_bench:.1f} MiB; with the real binding only {floor_real:.1f} MiB)")
         print(f"  the same libraries in use (a gRPC stream and a SQLite WAL, no agent): {r.floor_in_use:.1f} MiB; "
@@ -423,8 +447,11 @@ def main() -> int:
         cpus = sorted(r.agent_cpu * 100 for r in runs)
         ratios = sorted(r.agent_cpu / r.ne_cpu for r in runs)
         rss = sorted(r.agent_rss for r in runs)
+        driver = sorted(r.driver_cpu * 100 for r in runs)
+        own = sorted(above(r) * 100 for r in runs)
         print(f"\nspread over {len(runs)} runs: agent CPU {cpus[0]:.2f}-{cpus[-1]:.2f} %, ratio to node_exporter "
-              f"{ratios[0]:.2f}-{ratios[-1]:.2f}, RSS {rss[0]:.1f}-{rss[-1]:.1f} MiB")
+              f"{ratios[0]:.2f}-{ratios[-1]:.2f}, RSS {rss[0]:.1f}-{rss[-1]:.1f} MiB; the driver alone "
+              f"{driver[0]:.2f}-{driver[-1]:.2f} %, the agent above it {own[0]:.2f}-{own[-1]:.2f} %")
 
     cpu, samples = in_process(tree, args.latency_us)
     print(f"\nthe same plugins' work in-process (collect, encode, WAL append; no scheduler, threads or stream): "
