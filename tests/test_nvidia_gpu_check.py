@@ -1,10 +1,12 @@
-"""bench/gpu_check.py's parsing and comparison, fed the fake T4 (the script itself needs a real GPU)."""
+"""bench/gpu_check.py's parsing and comparison, fed the fake T4 (the script itself needs a real GPU);
+bench/driver_floor.py's recording of the plugin's NVML calls."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import sys
+from collections import Counter
 from types import ModuleType
 
 import tests.fakenvml as fake
@@ -20,11 +22,11 @@ GPU-d37e67a5-91dd-3774-a5cb-99096249601a, 40, 26.78 W, 15360 MiB, 585 MHz
 """
 
 
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
+def load_script(name: str = "gpu_check") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses resolve annotations through sys.modules
+    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 
@@ -58,3 +60,25 @@ def test_compare_passes_on_agreement_and_flags_drift() -> None:
     hot = gc.parse_smi_csv(T4_CSV.replace(", 40,", ", 43,").replace("26.78 W", "30.00 W"))
     fails = [line for line in gc.compare(t4_rows(), hot, hot) if line.startswith("FAIL")]
     assert len(fails) == 2 and "temperature" in fails[0] and "power" in fails[1]
+
+
+def test_the_driver_floor_replays_the_calls_a_collection_makes() -> None:
+    """The floor beside the agent is only a floor if it asks what the plugin asks, no more, no less."""
+    floor = load_script("driver_floor")
+    plain, detail, plugins = floor.record(10.0)
+    try:
+        names = Counter(fn.__name__ for fn, _args, _kwargs in plain)
+        # What a collection after the first asks, counted by the fake itself.
+        fake.state.calls.clear()
+        plugins[0].collect()
+        assert names == fake.state.calls
+        assert names["nvmlDeviceGetFieldValues"] == 8  # one field-value call per GPU (h100x8)
+        detail_names = Counter(fn.__name__ for fn, _args, _kwargs in detail)
+        assert detail_names - names, "the detail collection asks more than a plain one"
+        assert not names - detail_names
+        fake.state.calls.clear()
+        floor.replay(detail)
+        assert fake.state.calls == detail_names
+    finally:
+        for plugin in plugins:
+            plugin.close()
