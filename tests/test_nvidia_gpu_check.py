@@ -65,19 +65,20 @@ def test_compare_passes_on_agreement_and_flags_drift() -> None:
 def test_the_driver_floor_replays_the_calls_a_collection_makes() -> None:
     """The floor beside the agent is only a floor if it asks what the plugin asks, no more, no less."""
     floor = load_script("driver_floor")
-    plain, detail, plugins = floor.record(10.0)
+    fake.reset("h100x8")
+    plain, detail, plugins, recorder = floor.record("tests.fakenvml", 10.0)
     try:
-        names = Counter(fn.__name__ for fn, _args, _kwargs in plain)
-        # What a collection after the first asks, counted by the fake itself.
+        names = Counter(name for name, _fn, _args, _kwargs in plain)
+        # What a collection after the first asks, as the fake itself counts it.
         fake.state.calls.clear()
         plugins[0].collect()
         assert names == fake.state.calls
         assert names["nvmlDeviceGetFieldValues"] == 8  # one field-value call per GPU (h100x8)
-        detail_names = Counter(fn.__name__ for fn, _args, _kwargs in detail)
+        detail_names = Counter(name for name, _fn, _args, _kwargs in detail)
         assert detail_names - names, "the detail collection asks more than a plain one"
         assert not names - detail_names
         fake.state.calls.clear()
-        floor.replay(detail)
+        floor.replay(detail, recorder.binding.NVMLError)
         assert fake.state.calls == detail_names
     finally:
         for plugin in plugins:

@@ -100,9 +100,6 @@ class FakeState:
     seconds_inside: float = 0.0
     #: Field-value answers per device, request and injected faults (see ``_fill_fields``).
     field_answers: dict[int, dict[Any, bytes]] = field(default_factory=dict)
-    #: When a list, every API call is appended as (function, args, kwargs): a benchmark replays
-    #: them to measure the driver's share alone (``bench/driver_floor.py``).
-    trace: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] | None = None
 
 
 state = FakeState()
@@ -180,8 +177,6 @@ def _api(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         st = state
         st.calls[name] += 1
-        if st.trace is not None:
-            st.trace.append((wrapper, args, kwargs))
         t0 = time.thread_time()  # CPU of this thread: GIL waits under concurrency do not count
         try:
             return _checked(st, name, fn, args, kwargs)
