@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import math
 import re
 import types
@@ -197,6 +196,8 @@ def build(cls: type[T], data: Mapping[str, Any] | None, where: str, *,
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     for key in data:
         if key not in fields:
+            import difflib  # noqa: PLC0415 - only for a config with a mistake, not in every agent's memory
+
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields) or 'none'}"
             found.add(_at(where, f"unknown key {key!r}{hint}"))
