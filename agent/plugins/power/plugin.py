@@ -157,10 +157,7 @@ class PowerPlugin(AsyncPlugin):
         return self._collect_local
 
     def _collect_local(self) -> Collection:
-        outcomes = self._read_local(time.monotonic())
-        for src, outcome in zip(self._local, outcomes, strict=True):
-            self._settle(src, outcome.error)
-        return self._compose({src.name: outcome for src, outcome in zip(self._local, outcomes, strict=True)})
+        return self._compose(self._settled(self._read_local(time.monotonic())))
 
     def _compose(self, by_source: dict[str, Outcome]) -> Collection:
         """The collection from each source's outcome: its samples and ``power_source_up``."""
@@ -172,7 +169,7 @@ class PowerPlugin(AsyncPlugin):
         self._psu_events(col)
         return col
 
-    # -- kernel sources: one pass on the reader thread --------------------------------------
+    # -- kernel sources: one pass on the reader thread or the lane --------------------------
 
     async def _run_local(self, now: float) -> dict[str, Outcome]:
         timeout = self.config.source_timeout
@@ -191,6 +188,10 @@ class PowerPlugin(AsyncPlugin):
                 self._fail(src.name, f"power source {src.name} ({src.target}): no answer within {timeout:g}s "
                                      f"(plugins.power.source_timeout)")
             return {src.name: Outcome(Collection(), TimeoutError()) for src in self._local}
+        return self._settled(outcomes)
+
+    def _settled(self, outcomes: list[Outcome]) -> dict[str, Outcome]:
+        """Each kernel source's outcome of one pass, by name, its failure or recovery logged."""
         out = {}
         for src, outcome in zip(self._local, outcomes, strict=True):
             self._settle(src, outcome.error)
@@ -198,7 +199,8 @@ class PowerPlugin(AsyncPlugin):
         return out
 
     def _read_local(self, now: float) -> list[Outcome]:
-        """On the reader thread: rescan if something changed, then read every kernel source once."""
+        """Off the loop (the reader thread, or the scheduler's lane): rescan if something changed,
+        then read every kernel source once."""
         due = now - self._scanned_at >= self.config.rescan_interval
         hotplug = self._uevents is not None and self._uevents.changed()
         if due or hotplug or any(src.stale for src in self._local):
