@@ -5,13 +5,14 @@ The thread plugins due in a cycle run in turn on one worker thread, the *lane* (
 nothing to await: :meth:`~agent.plugin.AsyncPlugin.blocking_collect`). Each has its deadline
 counted from its own turn. At 1 Hz every plugin is done in a few milliseconds, and one thread
 that runs them in turn costs the node less than one thread each: the threads of the same cycle
-no longer wake together and pass the GIL to one another. A plugin that holds the lane for more than half its interval
-(or its deadline, if shorter) is moved off it: the lane's thread is left to it, the plugins
-after it continue at once on a fresh one, and from then on that plugin collects on a thread of
-its own. Its collection still counts if it ends within its deadline; past that it is abandoned
-(Python cannot kill a thread stuck in C) and counted as failed, and while it is still stuck its
-later runs are skipped rather than piling up threads. So a hung plugin delays the others once,
-by at most half an interval, and never again; every other plugin keeps its own timing.
+no longer wake together and pass the GIL to one another. A plugin that holds the lane for more
+than half its interval (or its deadline, if shorter) is moved off it: the lane's thread is left
+to it, the plugins after it continue at once on a fresh one, and from then on that plugin
+collects on a thread of its own. Its collection still counts if it ends within its deadline;
+past that it is abandoned (Python cannot kill a thread stuck in C) and counted as failed, and
+while it is still stuck its later runs are skipped rather than piling up threads. So a hung
+plugin delays the others once, by at most half an interval, and never again; every other plugin
+keeps its own timing.
 
 One timer drives every plugin: intervals are aligned to wall-clock multiples, so the plugins due
 at one instant (all of them, at 1 Hz) start together and are awaited together, and the event
