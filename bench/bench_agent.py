@@ -16,7 +16,11 @@
    processes; RSS and PSS at the end. ``--threads`` adds the agent's CPU per thread. Beside them,
    in the same window, ``bench/driver_floor.py`` replays the NVML calls the agent makes, at its
    cadence, with no agent code: the driver's share of the agent's CPU, a floor no agent that asks
-   the same questions goes below; the agent's own cost is what it spends above that.
+   the same questions goes below; the agent's own cost is what it spends above that. And a
+   stream floor (:data:`IN_USE`): the same libraries sending a batch of the agent's size once a
+   second to the same collector, storing it in SQLite first and deleting it on its ack, with no
+   scheduler, plugins or encoding: what the stream and the WAL cost any agent on them. What the
+   agent spends above the driver and the stream is its scheduler, plugins and encoding.
 3. **NVIDIA per GPU per cycle** (in this process, same fake and latency): CPU of one collection
    divided by the GPUs, and the part spent inside the fake itself.
 4. **Power per series** on each captured tree with power files, against node_exporter's rapl,
@@ -121,11 +125,16 @@ def memory_floor(stdlib: list[str]) -> list[tuple[str, float]]:
 
 
 #: The same libraries in use, no agent: a gRPC stream over mutual TLS to the collector (the
-#: agent's TLS settings and HTTP/2 client, agent/tls.py and agent/rpc.py: h2 on asyncio; Hello,
-#: one small batch every half second) and a SQLite file in WAL mode written as often: the code
-#: pages and buffers any agent on these libraries touches.
+#: agent's TLS settings and HTTP/2 client, agent/tls.py and agent/rpc.py: h2 on asyncio) and a
+#: SQLite file in WAL mode, doing what the agent's stream does at its cadence: once a second a
+#: batch of the agent's size (pre-built: no samples are collected or encoded) is stored and sent,
+#: and each ack read deletes what it acknowledges. It runs beside the agent until its stdin
+#: closes, then prints its RSS: the code pages and buffers any agent on these libraries touches,
+#: and (its CPU, measured by the caller over the agent's window) the stream's cost without the
+#: agent's scheduler, plugins or encoding. The database calls run on the event loop itself,
+#: without the agent's WAL thread: one hand-off fewer, so the floor is if anything low.
 IN_USE = """
-import asyncio, os, sqlite3, sys, tempfile, time
+import asyncio, os, sqlite3, sys, tempfile, threading, time
 from pathlib import Path
 import pynvml, tests.fakenvml
 from agent.tls import AgentTlsConfig, ChannelSecurity
@@ -136,41 +145,79 @@ def rss():
         if line.startswith("VmRSS"):
             return int(line.split()[1]) / 1024
 
-async def main(addr, ca, cert, key):
+async def acks(call, db, acked):
+    while (body := await call.read()) is not None:
+        msg = pb.CollectorMessage.FromString(body)
+        if msg.HasField("ack"):
+            db.execute("DELETE FROM b WHERE seq <= ?", (msg.ack.contiguous,))
+            acked[0] = msg.ack.contiguous
+
+async def main(addr, ca, cert, key, samples):
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), loop.call_soon_threadsafe(stop.set)), daemon=True).start()
     db = sqlite3.connect(os.path.join(tempfile.mkdtemp(), "w.sqlite"), isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
     db.execute("CREATE TABLE b (seq INTEGER PRIMARY KEY, body BLOB)")
     conn = await ChannelSecurity(AgentTlsConfig(Path(ca), Path(cert), Path(key)), None).connect(addr, 5)
     call = conn.open("/fleetmon.v1.Telemetry/Stream")
     hello = pb.Hello(node="floor", wal_id=os.urandom(8).hex(), agent_version="0")  # the cert's name
     await call.write(pb.AgentMessage(hello=hello).SerializeToString())
     seq = pb.CollectorMessage.FromString(await call.read()).welcome.last_durable_sequence
-    for i in range(40):
+    acked = [seq]
+    reader = asyncio.create_task(acks(call, db, acked))
+    ids = list(range(1, samples + 1))
+    parts = [ids[i::4] for i in range(4)]  # one block per plugin's collection
+    batch = pb.Batch()
+    for sid in ids:
+        batch.series.add(id=sid, measurement="floor", field=f"v{sid}", type=pb.GAUGE, help="h")
+    next_at = loop.time()
+    while not stop.is_set():
         seq += 1
-        batch = pb.Batch(sequence=seq, oldest_sequence=seq)
-        if i == 0:
-            batch.series.add(id=1, measurement="floor", field="value", type=pb.GAUGE, help="h")
-        batch.blocks.add(timestamp_ms=int(time.time() * 1000), series_ids=[1], values=bytes(8))
+        batch.sequence = batch.oldest_sequence = seq
+        del batch.blocks[:]
+        now = int(time.time() * 1000)
+        for part in parts:
+            batch.blocks.add(timestamp_ms=now, series_ids=part, values=bytes(8 * len(part)))
         body = batch.SerializeToString()
         db.execute("INSERT INTO b VALUES (?, ?)", (seq, body))
         await call.write(pb.AgentMessage(batch=batch).SerializeToString())
-        await asyncio.sleep(0.5)
-    print(rss())
+        del batch.series[:]  # defined once, as the agent does
+        next_at += 1.0
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+    deadline = loop.time() + 10  # as an agent that stops drains: until the last batch is acked
+    while acked[0] < seq and loop.time() < deadline and not reader.done():
+        await asyncio.sleep(0.05)
+    print(rss(), db.execute("SELECT count(*) FROM b").fetchone()[0])
+    reader.cancel()
     call.cancel()
     await conn.aclose()
 
-asyncio.run(main(*sys.argv[1:5]))
+asyncio.run(main(*sys.argv[1:5], int(sys.argv[5])))
 """
+#: Samples a second in the stream floor's batches: about what the agent sends on this benchmark's
+#: node (~380 a second stored by the collector).
+IN_USE_SAMPLES = 380
 
 
-def floor_in_use(col: CollectorProc) -> float:
+def start_in_use(col: CollectorProc) -> subprocess.Popen[str]:
+    """The stream floor (:data:`IN_USE`), running until its stdin closes."""
     assert col.pki is not None, "the bench's collector speaks mutual TLS, as a deployed one does"
     own = col.pki.node("floor")
-    out = subprocess.run([sys.executable, "-c", IN_USE, col.addr, str(col.pki.ca), str(own.cert), str(own.key)],
-                         cwd=REPO, capture_output=True, text=True, check=False, timeout=120)
-    if out.returncode != 0:
-        raise RuntimeError(f"the in-use floor did not run: {out.stderr[-2000:]}")
-    return float(out.stdout.split()[-1])
+    return subprocess.Popen([sys.executable, "-c", IN_USE, col.addr, str(col.pki.ca), str(own.cert), str(own.key),
+                             str(IN_USE_SAMPLES)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def stop_in_use(proc: subprocess.Popen[str]) -> tuple[float, int]:
+    """Close the stream floor's stdin; its RSS at the end (MiB) and the batches its WAL still
+    held once the collector had acked what it sent (0: every ack arrived and was applied)."""
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the in-use floor did not run: {err[-2000:]}")
+    rss, unacked = out.split()[-2:]
+    return float(rss), int(unacked)
 
 
 def proc_cpu(pid: int) -> float:
@@ -235,11 +282,17 @@ class Run:
     floor_in_use: float
     driver_cpu: float  # fraction of one core: the agent's NVML calls replayed alone (driver_floor.py)
     driver_calls_per_s: float
+    stream_cpu: float  # fraction of one core: the same libraries streaming at the agent's cadence (IN_USE)
 
 
 def above(run: Run) -> float:
     """The agent's CPU above what the driver alone costs for the same calls (fraction of a core)."""
     return run.agent_cpu - run.driver_cpu
+
+
+def agent_own(run: Run) -> float:
+    """The agent's CPU above the driver and the stream floor: its scheduler, plugins and encoding."""
+    return run.agent_cpu - run.driver_cpu - run.stream_cpu
 
 
 def scrape_loop(url: str, stop: threading.Event, series: list[int]) -> None:
@@ -279,6 +332,7 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
             series = [0]
             detail = (nvidia or {}).get("detail_interval", NvidiaConfig.detail_interval)
             driver: subprocess.Popen[str] | None = None
+            in_use: subprocess.Popen[str] | None = None
             try:
                 driver = subprocess.Popen([sys.executable, str(REPO / "bench" / "driver_floor.py"),
                                            "--detail-interval", str(detail)],
@@ -292,22 +346,29 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
                 wait_until(lambda: col.get("/api/v1/summary")["nodes_up"] == 1, 60, "agent streaming")
                 scraper = threading.Thread(target=scrape_loop, args=(url, stop, series), daemon=True)
                 scraper.start()
+                in_use = start_in_use(col)
                 time.sleep(warmup)  # past imports, discovery and the first batches
                 assert agent.proc is not None
                 a_pid, n_pid = agent.proc.pid, ne.pid
                 names = thread_names(a_pid) if per_thread else {}
                 th0 = thread_cpu(a_pid, names)
-                samples0 = col.get("/api/v1/summary")["samples_total"]
-                a0, n0, d0, w0 = proc_cpu(a_pid), proc_cpu(n_pid), proc_cpu(driver.pid), time.monotonic()
+                samples0 = col.get("/api/v1/nodes/bench")["samples"]
+                pids = (a_pid, n_pid, driver.pid, in_use.pid)
+                a0, n0, d0, s0 = (proc_cpu(pid) for pid in pids)
+                w0 = time.monotonic()
                 time.sleep(seconds)
-                a1, n1, d1, w1 = proc_cpu(a_pid), proc_cpu(n_pid), proc_cpu(driver.pid), time.monotonic()
-                samples1 = col.get("/api/v1/summary")["samples_total"]
+                a1, n1, d1, s1 = (proc_cpu(pid) for pid in pids)
+                w1 = time.monotonic()
+                samples1 = col.get("/api/v1/nodes/bench")["samples"]
                 th1 = thread_cpu(a_pid, names)
                 a_rss, a_pss = memory(a_pid)
                 n_rss, n_pss = memory(n_pid)
-                in_use = floor_in_use(col)
+                in_use_rss, _unacked = stop_in_use(in_use)
             finally:
                 stop.set()
+                if in_use is not None and in_use.returncode is None:
+                    in_use.kill()
+                    in_use.wait()
                 if driver is not None:
                     driver.communicate(timeout=30)  # stdin closed: it stops
                 ne.stop()
@@ -326,8 +387,8 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
         had_cpu, had_switches = threads.get(key, (0.0, 0.0))
         threads[key] = (had_cpu + (cpu - cpu0) / elapsed, had_switches + (switches - switches0) / elapsed)
     return Run((a1 - a0) / elapsed, a_rss, a_pss, (n1 - n0) / elapsed, n_rss, n_pss, series[0],
-               (samples1 - samples0) / elapsed, threads, in_use, (d1 - d0) / elapsed,
-               (calls["plain"] * (calls["period"] - 1) + calls["detail"]) / calls["period"])
+               (samples1 - samples0) / elapsed, threads, in_use_rss, (d1 - d0) / elapsed,
+               (calls["plain"] * (calls["period"] - 1) + calls["detail"]) / calls["period"], (s1 - s0) / elapsed)
 
 
 def nvidia_per_gpu(latency_us: int, cycles: int = 120) -> tuple[float, float, float, int]:
@@ -433,6 +494,9 @@ def main() -> int:
         print(f"  ratio agent/node_exporter: CPU {r.agent_cpu / r.ne_cpu:.2f}   RSS {r.agent_rss / r.ne_rss:.2f}")
         print(f"  the driver alone (the agent's {r.driver_calls_per_s:.0f} NVML calls/s replayed in one thread, no "
               f"agent code): CPU {r.driver_cpu * 100:5.2f} % of a core; the agent above it {above(r) * 100:5.2f} %")
+        print(f"  the stream alone (the same libraries sending a batch of {IN_USE_SAMPLES} samples a second, WAL "
+              f"and acks, no agent): CPU {r.stream_cpu * 100:5.2f} % of a core; the driver and the stream together "
+              f"{(r.driver_cpu + r.stream_cpu) * 100:5.2f} %, the agent above both {agent_own(r) * 100:5.2f} %")
         print(f"  agent RSS above the floor: {r.agent_rss - floor_bench:+.1f} MiB (floor with the fake NVML "
               f"{floor_bench:.1f} MiB; with the real binding only {floor_real:.1f} MiB)")
         print(f"  the same libraries in use (a gRPC stream and a SQLite WAL, no agent): {r.floor_in_use:.1f} MiB; "
@@ -448,10 +512,13 @@ def main() -> int:
         ratios = sorted(r.agent_cpu / r.ne_cpu for r in runs)
         rss = sorted(r.agent_rss for r in runs)
         driver = sorted(r.driver_cpu * 100 for r in runs)
-        own = sorted(above(r) * 100 for r in runs)
+        over = sorted(above(r) * 100 for r in runs)
+        stream = sorted(r.stream_cpu * 100 for r in runs)
+        rest = sorted(agent_own(r) * 100 for r in runs)
         print(f"\nspread over {len(runs)} runs: agent CPU {cpus[0]:.2f}-{cpus[-1]:.2f} %, ratio to node_exporter "
               f"{ratios[0]:.2f}-{ratios[-1]:.2f}, RSS {rss[0]:.1f}-{rss[-1]:.1f} MiB; the driver alone "
-              f"{driver[0]:.2f}-{driver[-1]:.2f} %, the agent above it {own[0]:.2f}-{own[-1]:.2f} %")
+              f"{driver[0]:.2f}-{driver[-1]:.2f} %, the agent above it {over[0]:.2f}-{over[-1]:.2f} %; the stream "
+              f"alone {stream[0]:.2f}-{stream[-1]:.2f} %, the agent above both {rest[0]:.2f}-{rest[-1]:.2f} %")
 
     cpu, samples = in_process(tree, args.latency_us)
     print(f"\nthe same plugins' work in-process (collect, encode, WAL append; no scheduler, threads or stream): "

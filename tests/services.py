@@ -7,17 +7,20 @@ it (``.ci/run``), so there a missing server is a failure, never a silent skip.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TypeVar
 
 import pytest
@@ -212,3 +215,13 @@ def running(argv: Sequence[str], log_path: Path, **kw: object) -> Iterator[Proce
         yield proc
     finally:
         proc.stop()
+
+
+def bench_script(name: str = "gpu_check") -> ModuleType:
+    """A script of ``bench/`` loaded as a module (they are run as files, not imported as a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module

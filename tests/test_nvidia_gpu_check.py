@@ -3,32 +3,20 @@ bench/driver_floor.py's recording of the plugin's NVML calls."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections import Counter
-from types import ModuleType
 
 import tests.fakenvml as fake
 from agent.output import to_json
 from agent.plugin import PluginContext
 from agent.plugins.nvidia.plugin import NvidiaConfig, NvidiaPlugin
-from tests.services import REPO
+from tests.services import bench_script
 
 # nvidia-smi --query-gpu=uuid,temperature.gpu,power.draw,memory.total,clocks.sm --format=csv, with the
 # T4 recording's values (tesla-t4.xml).
 T4_CSV = """uuid, temperature.gpu, power.draw [W], memory.total [MiB], clocks.sm [MHz]
 GPU-d37e67a5-91dd-3774-a5cb-99096249601a, 40, 26.78 W, 15360 MiB, 585 MHz
 """
-
-
-def load_script(name: str = "gpu_check") -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 def t4_rows() -> list[dict[str, object]]:
@@ -43,7 +31,7 @@ def t4_rows() -> list[dict[str, object]]:
 
 
 def test_parse_smi_csv() -> None:
-    gc = load_script()
+    gc = bench_script()
     [gpu] = gc.parse_smi_csv(T4_CSV)
     assert (gpu.uuid, gpu.temperature, gpu.power, gpu.memory_total_mib, gpu.sm_clock_mhz) == (
         "GPU-d37e67a5-91dd-3774-a5cb-99096249601a", 40.0, 26.78, 15360.0, 585.0)
@@ -52,7 +40,7 @@ def test_parse_smi_csv() -> None:
 
 
 def test_compare_passes_on_agreement_and_flags_drift() -> None:
-    gc = load_script()
+    gc = bench_script()
     smi = gc.parse_smi_csv(T4_CSV)
     lines = gc.compare(t4_rows(), smi, smi)
     assert [line for line in lines if line.startswith("FAIL")] == []
@@ -64,7 +52,7 @@ def test_compare_passes_on_agreement_and_flags_drift() -> None:
 
 def test_the_driver_floor_replays_the_calls_a_collection_makes() -> None:
     """The floor beside the agent is only a floor if it asks what the plugin asks, no more, no less."""
-    floor = load_script("driver_floor")
+    floor = bench_script("driver_floor")
     fake.reset("h100x8")
     plain, detail, plugins, recorder = floor.record("tests.fakenvml", 10.0)
     try:
