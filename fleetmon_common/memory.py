@@ -58,9 +58,10 @@ class Trimmer:
     def maybe(self, now: float | None = None) -> bool:
         """Trim if it is time; True when it did."""
         now = time.monotonic() if now is None else now
-        if now < self._next or not _glibc():
+        if now < self._next:
             return False
         self._next = now + self.every_s
-        trim()
+        if not trim():  # not glibc
+            return False
         self.trims += 1
         return True
