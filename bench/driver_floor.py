@@ -13,6 +13,13 @@ questions the GPUs do not answer, which the plugin then stops asking), records t
 plain collection and of one with the detail questions, prints ``{"plain": N, "detail": M,
 "period": P}`` and replays them once a second in one thread, the detail calls every P-th second:
 for ``--seconds``, then it prints its CPU, or until stdin closes.
+
+``--per-call N`` prints instead what each question costs: every recorded call timed alone over N
+rounds (wall and CPU per call, and CPU a second at the plugin's cadence), then each field of the
+field-value request asked alone, with the time the driver itself reports for it (nvml.h
+``nvmlFieldValue_t.latencyUsec``). On a GPU node this says which questions to drop, batch or ask
+less often. (With GSP firmware, as on H100 and H200, the kernel driver waits for the GSP's answer
+to a call in a spin loop, so there a call's CPU is about its wall time.)
 """
 
 from __future__ import annotations
@@ -25,7 +32,9 @@ import sys
 import threading
 import time
 import types
+from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +103,104 @@ def replay(calls: list[Call], error: type[BaseException]) -> None:
             fn(*args, **kwargs)
 
 
+@dataclass
+class CallCost:
+    """One driver function, or one field of the field-value request asked alone."""
+
+    name: str
+    per_second: float  # how often the plugin asks it, at its cadence (0 for a field alone)
+    wall_us: float  # per call
+    cpu_us: float  # per call, the calling thread's
+    answered: bool = True
+    driver_us: float | None = None  # a field's latencyUsec, as the driver reports it
+
+
+def _timed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+           error: type[BaseException]) -> tuple[float, float, Any]:
+    wall, cpu = time.perf_counter(), time.thread_time()
+    try:
+        answer = fn(*args, **kwargs)
+    except error:
+        answer = None
+    return time.perf_counter() - wall, time.thread_time() - cpu, answer
+
+
+def per_call(plain: list[Call], detail: list[Call], period: int, rounds: int,
+             recorder: Recorder) -> tuple[list[CallCost], list[CallCost]]:
+    """Each function of the detail trace (a superset of the plain one) timed call by call, and
+    each field of the first GPU's field-value request asked alone."""
+    error = recorder.binding.NVMLError
+    rate: dict[str, float] = defaultdict(float)
+    for name, *_ in plain:
+        rate[name] += (period - 1) / period
+    for name, *_ in detail:
+        rate[name] += 1 / period
+    spent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])  # calls, wall s, CPU s
+    for _ in range(rounds):
+        for name, fn, args, kwargs in detail:
+            wall, cpu, _answer = _timed(fn, args, kwargs, error)
+            entry = spent[name]
+            entry[0] += 1
+            entry[1] += wall
+            entry[2] += cpu
+    calls = [CallCost(name, rate[name], w / n * 1e6, c / n * 1e6) for name, (n, w, c) in spent.items()]
+    calls.sort(key=lambda cost: -cost.per_second * cost.cpu_us)
+    names = {value: key for key, value in vars(recorder.binding).items()
+             if key.startswith("NVML_FI_DEV_") and isinstance(value, int)}
+    fields: list[CallCost] = []
+    request = next((args for name, _fn, args, _kw in detail if name == "nvmlDeviceGetFieldValues"), None)
+    if request is not None:
+        handle, array = request[0], getattr(request[2], "_obj", request[2])  # byref(array) or the array
+        keys = [(int(entry.fieldId), int(entry.scopeId)) for entry in array]
+        scoped = {fid for fid, n in Counter(fid for fid, _scope in keys).items() if n > 1}  # asked per link
+        for key in keys:
+            wall = cpu = latency = 0.0
+            answered = True
+            for _ in range(rounds):
+                w, c, answer = _timed(recorder.binding.nvmlDeviceGetFieldValues, (handle, [key]), {}, error)
+                wall, cpu = wall + w, cpu + c
+                answered = answer is not None and int(answer[0].nvmlReturn) == 0
+                latency += int(answer[0].latencyUsec) if answered else 0
+            label = names.get(key[0], str(key[0])) + (f" scope {key[1]}" if key[0] in scoped else "")
+            fields.append(CallCost(label, 0.0, wall / rounds * 1e6, cpu / rounds * 1e6, answered,
+                                   latency / rounds if answered else None))
+    return calls, fields
+
+
+def print_per_call(library: str, rounds: int, period: int, calls: list[CallCost], fields: list[CallCost]) -> None:
+    print(f"\n{library}: each question timed alone ({rounds} rounds); calls/s at the plugin's cadence (plain "
+          f"every second, the details every {period} s)")
+    print(f"  {'function':48s} {'calls/s':>8s} {'wall us':>9s} {'CPU us':>8s} {'CPU ms/s':>9s}")
+    for cost in calls:
+        print(f"  {cost.name:48s} {cost.per_second:8.1f} {cost.wall_us:9.1f} {cost.cpu_us:8.1f} "
+              f"{cost.per_second * cost.cpu_us / 1e3:9.2f}")
+    total = sum(cost.per_second * cost.cpu_us for cost in calls) / 1e3
+    print(f"  {'all':48s} {sum(cost.per_second for cost in calls):8.1f} {'':9s} {'':8s} {total:9.2f}")
+    if fields:
+        print("\n  each field of the first GPU's field-value request, asked alone (driver: its latencyUsec):")
+        print(f"  {'field':48s} {'wall us':>9s} {'CPU us':>8s} {'driver us':>10s}")
+        for cost in fields:
+            driver = f"{cost.driver_us:10.1f}" if cost.driver_us is not None else f"{'not answered':>10s}"
+            print(f"  {cost.name:48s} {cost.wall_us:9.1f} {cost.cpu_us:8.1f} {driver}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--library", default="tests.fakenvml", help="the NVML binding (pynvml on a GPU node)")
     ap.add_argument("--detail-interval", type=float, default=NvidiaConfig.detail_interval)
     ap.add_argument("--seconds", type=float, default=0.0,
                     help="run this long, then print the CPU (0: until stdin closes)")
+    ap.add_argument("--per-call", type=int, default=0, metavar="ROUNDS",
+                    help="print what each call and each field costs, timed over ROUNDS rounds, and stop")
     args = ap.parse_args()
     plain, detail, plugins, recorder = record(args.library, args.detail_interval)
     period = max(1, round(args.detail_interval))  # collections between two with the details
+    if args.per_call > 0:
+        calls, fields = per_call(plain, detail, period, args.per_call, recorder)
+        print_per_call(args.library, args.per_call, period, calls, fields)
+        for plugin in plugins:
+            plugin.close()
+        return 0
     print(json.dumps({"plain": len(plain), "detail": len(detail), "period": period}), flush=True)
     done = threading.Event()
     if args.seconds > 0:

@@ -1,10 +1,12 @@
 """bench/gpu_check.py's parsing and comparison, fed the fake T4 (the script itself needs a real GPU);
-bench/driver_floor.py's recording of the plugin's NVML calls."""
+bench/driver_floor.py's recording of the plugin's NVML calls, and its price of each call."""
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+
+import pytest
 
 import tests.fakenvml as fake
 from agent.output import to_json
@@ -68,6 +70,34 @@ def test_the_driver_floor_replays_the_calls_a_collection_makes() -> None:
         fake.state.calls.clear()
         floor.replay(detail, recorder.binding.NVMLError)
         assert fake.state.calls == detail_names
+    finally:
+        for plugin in plugins:
+            plugin.close()
+
+
+def test_the_driver_floor_prices_each_call_and_each_field(capsys: pytest.CaptureFixture[str]) -> None:
+    floor = bench_script("driver_floor")
+    fake.reset("h100x8")
+    plain, detail, plugins, recorder = floor.record("tests.fakenvml", 10.0)
+    try:
+        calls, fields = floor.per_call(plain, detail, 10, 2, recorder)
+        # Each function once, at the rate the plugin asks it: plain every second, details every 10th.
+        plain_names = Counter(name for name, _fn, _args, _kwargs in plain)
+        detail_names = Counter(name for name, _fn, _args, _kwargs in detail)
+        assert {c.name: round(c.per_second * 10) for c in calls} == {
+            name: plain_names[name] * 9 + detail_names[name] for name in detail_names}
+        assert all(c.wall_us > 0 and c.cpu_us >= 0 for c in calls)
+        # The first GPU's field-value request, field by field, per link where asked per link.
+        request = next(args for name, _fn, args, _kw in plain if name == "nvmlDeviceGetFieldValues")
+        assert len(fields) == request[1].value
+        names = [f.name for f in fields]
+        assert "NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION" in names
+        assert "NVML_FI_DEV_NVLINK_GET_STATE scope 17" in names
+        # The fake H100 answers the 1 s average power, so not the instant one (as the driver does).
+        assert [f.name for f in fields if not f.answered] == ["NVML_FI_DEV_POWER_INSTANT"]
+        floor.print_per_call("tests.fakenvml", 2, 10, calls, fields)
+        out = capsys.readouterr().out
+        assert "nvmlDeviceGetFieldValues" in out and "NVML_FI_DEV_NVLINK_GET_STATE scope 17" in out
     finally:
         for plugin in plugins:
             plugin.close()
