@@ -217,7 +217,7 @@ def running(argv: Sequence[str], log_path: Path, **kw: object) -> Iterator[Proce
         proc.stop()
 
 
-def bench_script(name: str = "gpu_check") -> ModuleType:
+def bench_script(name: str) -> ModuleType:
     """A script of ``bench/`` loaded as a module (they are run as files, not imported as a package)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     assert spec is not None and spec.loader is not None

@@ -33,7 +33,7 @@ def t4_rows() -> list[dict[str, object]]:
 
 
 def test_parse_smi_csv() -> None:
-    gc = bench_script()
+    gc = bench_script("gpu_check")
     [gpu] = gc.parse_smi_csv(T4_CSV)
     assert (gpu.uuid, gpu.temperature, gpu.power, gpu.memory_total_mib, gpu.sm_clock_mhz) == (
         "GPU-d37e67a5-91dd-3774-a5cb-99096249601a", 40.0, 26.78, 15360.0, 585.0)
@@ -42,7 +42,7 @@ def test_parse_smi_csv() -> None:
 
 
 def test_compare_passes_on_agreement_and_flags_drift() -> None:
-    gc = bench_script()
+    gc = bench_script("gpu_check")
     smi = gc.parse_smi_csv(T4_CSV)
     lines = gc.compare(t4_rows(), smi, smi)
     assert [line for line in lines if line.startswith("FAIL")] == []
