@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from agent.attrfiles import PAGE, HeldFiles
 from agent.errors import PluginUnavailable
 from agent.model import Collection
 from agent.plugin import PluginContext
-from agent.plugins.power import PowerPlugin, sysfs
+from agent.plugins.power import PowerPlugin
 from agent.plugins.power.config import PowerConfig
 from agent.plugins.power.energy import PowerIntegrator, WrappingCounter
 from agent.plugins.power.sysfs import parse_acpi_power_meter, parse_hwmon_chip
@@ -177,15 +178,15 @@ def test_integrator_trapezoid_and_gap() -> None:
 def test_unreadable_energy_uj_names_the_file_and_the_fix(
         node_exporter_sys: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # Root reads any file, so the EACCES of a non-root agent (Linux >= 5.10) is simulated
-    # at the one read function.
-    real = sysfs.read_file
+    # at the one read function of a collection.
+    real = HeldFiles.read
 
-    def read_file(path: str) -> bytes:
+    def read(self: HeldFiles, path: str, size: int = PAGE) -> bytes:
         if path.endswith("/energy_uj"):
             raise PermissionError(13, "Permission denied", path)
-        return real(path)
+        return real(self, path, size)
 
-    monkeypatch.setattr(sysfs, "read_file", read_file)
+    monkeypatch.setattr(HeldFiles, "read", read)
     plugin = plugin_for(node_exporter_sys)
     plugin.discover()
     with caplog.at_level(logging.WARNING):

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agent.attrfiles import HeldFiles
 from agent.errors import PluginUnavailable
 from agent.model import Collection, Event, Severity
 from agent.plugin import Plugin, PluginContext
@@ -87,6 +88,8 @@ class OpticsPlugin(Plugin):
         self._devices: list[DevicePlan] = []
         self._nics: list[tuple[str, bytes | None]] = []  # (interface, hardware address)
         self._scanned_at = float("-inf")
+        #: The attribute files a collection reads, held open between collections.
+        self._files = HeldFiles()
 
     def discover(self) -> None:
         c = self.config
@@ -104,6 +107,7 @@ class OpticsPlugin(Plugin):
 
     def _scan(self) -> None:
         c = self.config
+        self._files.release()  # the files to read may change with the scan
         self._devices = [scan_ib_device(self._root, name)
                          for name in ib_devices(self._root, c.ib_devices, c.exclude_ib_devices)]
         self._nics = [(n, parse_address(read_text(f"{self._root}/class/net/{n}/address")))
@@ -115,17 +119,17 @@ class OpticsPlugin(Plugin):
         col = Collection()
         if time.monotonic() - self._scanned_at >= c.rescan_interval:
             self._scan()
-        devices = [read_ib_ports(self._root, plan) for plan in self._devices]
+        devices = [read_ib_ports(self._root, plan, self._files) for plan in self._devices]
         if any(dev is None for dev in devices):  # a port went away: scan again, read again
             self._scan()
-            devices = [read_ib_ports(self._root, plan) for plan in self._devices]
+            devices = [read_ib_ports(self._root, plan, self._files) for plan in self._devices]
         for dev in devices:
             if dev is None:
                 continue
             emit.ib_device_samples(col, dev)
             for port in dev.ports:
                 self._watch_link_downed(col, port.device, port.port, port.counters.get("link_downed"))
-        nics = [read_net(self._root, name, address) for name, address in self._nics]
+        nics = [read_net(self._root, name, self._files, address) for name, address in self._nics]
         for nic in nics:
             emit.net_samples(col, nic)
             self._watch_carrier(col, nic)
@@ -202,6 +206,7 @@ class OpticsPlugin(Plugin):
         self.log.warning(msg, *args)
 
     def close(self) -> None:
+        self._files.release()
         if self._reader is not None:
             self._reader.close()
             self._reader = None

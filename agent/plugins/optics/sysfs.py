@@ -1,7 +1,8 @@
 """InfiniBand ports and network interfaces from sysfs: small readers, pure parsers.
 
-Reads use ``os.open``/``os.read`` on string paths: this plugin reads ~50 files per IB port
-every 10 s, and pathlib's ``read_text`` costs several times more per file.
+A collection reads ~50 files per IB port with ``pread`` on descriptors held from one read to the
+next (:mod:`agent.attrfiles`), on string paths: pathlib's ``read_text`` costs several times more
+per file. Scans list the folders and read the facts that do not change with plain reads.
 
 A file that cannot be read (EINVAL for ``speed`` on a link without carrier, EACCES, a counter
 that reads ``N/A (no PMA)`` on an iWARP device) is unsupported: it yields None, never 0.
@@ -14,6 +15,8 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+
+from agent.attrfiles import HeldFiles
 
 _READ_SIZE = 4096
 
@@ -124,47 +127,20 @@ class IbDevice:
     ports: list[IbPort] = field(default_factory=list)
 
 
-def _read_at(dfd: int, name: str, size: int = _READ_SIZE) -> bytes | None:
-    """One file relative to an open directory (openat); None when the kernel refuses it."""
-    try:
-        fd = os.open(name, os.O_RDONLY, dir_fd=dfd)
-    except OSError:
-        return None
-    try:
-        return os.read(fd, size)
-    except OSError:
-        return None  # EINVAL / EACCES on read: unsupported, omitted
-    finally:
-        os.close(fd)
-
-
-def _text_at(dfd: int, name: str) -> str | None:
-    raw = _read_at(dfd, name)
-    return None if raw is None else raw.decode("utf-8", "replace").strip()
-
-
-def _read_numbers(pfd: int, folder: str, names: tuple[str, ...] | None = None) -> dict[str, int]:
-    """Every numeric file of a counters folder (or the ``names`` a scan found there). Files are
-    opened relative to the folder's descriptor (openat), so the kernel walks the long sysfs path
-    once per folder rather than once per file: this halves the cost of a 45-file port."""
+def _numbers(files: HeldFiles, folder: str, names: tuple[str, ...]) -> dict[str, int]:
+    """The numeric files ``names`` of a counters folder, as the kernel prints them."""
     out: dict[str, int] = {}
-    try:
-        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY, dir_fd=pfd)
-    except OSError:
-        return out
-    try:
-        for name in names if names is not None else sorted(os.listdir(dfd)):
-            raw = _read_at(dfd, name, 64)
-            if raw is None:
-                continue
-            try:
-                value = int(raw)
-            except ValueError:
-                continue  # "N/A (no PMA)" and the like: unsupported, never 0
-            if 0 <= value < 1 << 64:  # the kernel prints u64 counters; anything else is not one
-                out[name] = value
-    finally:
-        os.close(dfd)
+    for name in names:
+        try:
+            raw = files.read(f"{folder}/{name}", 64)
+        except OSError:
+            continue  # EINVAL / EACCES: unsupported, omitted
+        try:
+            value = int(raw)
+        except ValueError:
+            continue  # "N/A (no PMA)" and the like: unsupported, never 0
+        if 0 <= value < 1 << 64:  # the kernel prints u64 counters; anything else is not one
+            out[name] = value
     return out
 
 
@@ -179,23 +155,19 @@ class PortPlan:
     hw_counters: tuple[str, ...]
 
 
-def read_ib_port(base: str, device: str, port: str, plan: PortPlan | None = None) -> IbPort | None:
-    """One port; with a ``plan`` only the files that change are read, without listing a folder.
-    None when the port is gone."""
-    ib = IbPort(device=device, port=port)
-    try:
-        pfd = os.open(f"{base}/{device}/ports/{port}", os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
+def read_ib_port(base: str, plan: PortPlan, files: HeldFiles) -> IbPort | None:
+    """One scanned port now: only the files that change, without listing a folder. None when
+    the port is gone."""
+    path = f"{base}/{plan.device}/ports/{plan.port}"
+    if not os.path.isdir(path):  # a held file of a removed port may still read (a regular file)
         return None
-    try:
-        ib.state = parse_state(_text_at(pfd, "state"))
-        ib.phys_state = parse_state(_text_at(pfd, "phys_state"))
-        ib.rate = parse_rate(_text_at(pfd, "rate"))
-        ib.link_layer = plan.link_layer if plan is not None else _text_at(pfd, "link_layer") or None
-        ib.counters = _read_numbers(pfd, "counters", plan.counters if plan is not None else None)
-        ib.hw_counters = _read_numbers(pfd, "hw_counters", plan.hw_counters if plan is not None else None)
-    finally:
-        os.close(pfd)
+    ib = IbPort(device=plan.device, port=plan.port, link_layer=plan.link_layer)
+    text = files.text
+    ib.state = parse_state(text(f"{path}/state"))
+    ib.phys_state = parse_state(text(f"{path}/phys_state"))
+    ib.rate = parse_rate(text(f"{path}/rate"))
+    ib.counters = _numbers(files, f"{path}/counters", plan.counters)
+    ib.hw_counters = _numbers(files, f"{path}/hw_counters", plan.hw_counters)
     return ib
 
 
@@ -209,18 +181,6 @@ def scan_ib_port(base: str, device: str, port: str) -> PortPlan | None:
 
 def ib_devices(sysfs_root: str, include: list[str], exclude: list[str]) -> list[str]:
     return [d for d in list_dir(f"{sysfs_root}/class/infiniband") if selected(d, include, exclude)]
-
-
-def read_ib_device(sysfs_root: str, device: str) -> IbDevice:
-    """A device and all its ports, listing and reading everything (``scan_ib_device`` once, then
-    ``read_ib_ports`` each collection, reads only what changes)."""
-    base = f"{sysfs_root}/class/infiniband"
-    dev = _ib_identity(base, device)
-    ports = list_dir(f"{base}/{device}/ports")
-    for port in sorted(ports, key=lambda p: (len(p), p)):
-        ib = read_ib_port(base, device, port)
-        dev.ports.append(ib if ib is not None else IbPort(device=device, port=port))
-    return dev
 
 
 def _ib_identity(base: str, device: str) -> IbDevice:
@@ -247,13 +207,13 @@ def scan_ib_device(sysfs_root: str, device: str) -> DevicePlan:
     return DevicePlan(_ib_identity(base, device), plans)
 
 
-def read_ib_ports(sysfs_root: str, plan: DevicePlan) -> IbDevice | None:
+def read_ib_ports(sysfs_root: str, plan: DevicePlan, files: HeldFiles) -> IbDevice | None:
     """A scanned device's ports now; None when one of them is gone (time to scan again)."""
     base = f"{sysfs_root}/class/infiniband"
     ident = plan.identity
     dev = IbDevice(name=ident.name, hca_type=ident.hca_type, fw_ver=ident.fw_ver, board_id=ident.board_id)
     for port in plan.ports:
-        ib = read_ib_port(base, ident.name, port.port, port)
+        ib = read_ib_port(base, port, files)
         if ib is None:
             return None
         dev.ports.append(ib)
@@ -298,18 +258,19 @@ def net_interfaces(sysfs_root: str, include: list[str], exclude: list[str], phys
     return out
 
 
-def read_net(sysfs_root: str, name: str, address: bytes | None = None) -> NetInterface:
+def read_net(sysfs_root: str, name: str, files: HeldFiles, address: bytes | None = None) -> NetInterface:
     """One interface; ``address`` known from a scan (a hardware address does not change) is not
     read again."""
     path = f"{sysfs_root}/class/net/{name}"
+    text = files.text
     return NetInterface(
         name=name,
-        operstate=read_text(f"{path}/operstate") or None,
-        carrier=parse_int(read_text(f"{path}/carrier")),
-        carrier_changes=parse_count(read_text(f"{path}/carrier_changes")),
-        carrier_up=parse_count(read_text(f"{path}/carrier_up_count")),
-        carrier_down=parse_count(read_text(f"{path}/carrier_down_count")),
-        speed=parse_speed(read_text(f"{path}/speed")),
-        mtu=parse_int(read_text(f"{path}/mtu")),
-        address=address if address is not None else parse_address(read_text(f"{path}/address")),
+        operstate=text(f"{path}/operstate") or None,
+        carrier=parse_int(text(f"{path}/carrier")),
+        carrier_changes=parse_count(text(f"{path}/carrier_changes")),
+        carrier_up=parse_count(text(f"{path}/carrier_up_count")),
+        carrier_down=parse_count(text(f"{path}/carrier_down_count")),
+        speed=parse_speed(text(f"{path}/speed")),
+        mtu=parse_int(text(f"{path}/mtu")),
+        address=address if address is not None else parse_address(text(f"{path}/address")),
     )

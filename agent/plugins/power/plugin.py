@@ -220,6 +220,7 @@ class PowerPlugin(AsyncPlugin):
 
     def _rescan(self, now: float) -> None:
         for src in self._rescannable:
+            src.close()  # its held files: the plan may change
             try:
                 src.scan()
             except PluginError as err:

@@ -4,8 +4,9 @@ Each source (RAPL, hwmon, power_supply, ACPI, IPMI, Redfish, NUT) is optional an
 its own: a failure costs that source's samples and one log line, never the others'.
 
 - :class:`LocalSource` (the kernel's sysfs): ``scan()`` finds the files once (and again on a
-  hot-plug signal or the rescan timer), ``read()`` reads them with plain file reads. The plugin
-  reads every local source in one pass on one worker thread, under one deadline.
+  hot-plug signal or the rescan timer), ``read()`` reads them (on descriptors held from one
+  read to the next, :mod:`agent.attrfiles`). The plugin reads every local source in one pass on
+  one worker thread, under one deadline.
 - :class:`Source` (a BMC, a UPS daemon): ``async collect()`` on the event loop, each under its
   own deadline, concurrently.
 """
@@ -17,6 +18,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from agent.attrfiles import HeldFiles
 from agent.errors import PluginError
 from agent.model import Collection, Labels
 from agent.plugin import PluginContext
@@ -82,6 +84,18 @@ class LocalSource(SourceBase, ABC):
 
     #: Set by ``read`` when a planned file vanished (a device unplugged): the plugin rescans.
     stale = False
+    _files: HeldFiles | None = None
+
+    @property
+    def files(self) -> HeldFiles:
+        """The planned files, held open between reads (released by :meth:`close` and before a rescan)."""
+        if self._files is None:
+            self._files = HeldFiles()
+        return self._files
+
+    def close(self) -> None:
+        if self._files is not None:
+            self._files.release()
 
     @abstractmethod
     def scan(self) -> None:

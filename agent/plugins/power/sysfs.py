@@ -2,12 +2,13 @@
 
 Each source scans its class directory once (:meth:`LocalSource.scan`: which devices, which
 attribute files, the facts that never change such as names, labels and ranges) and then reads
-only the files that change, with plain ``open``/``read``/``close`` calls and no directory
-listing (:meth:`LocalSource.read`). A file that vanishes (a device unplugged) marks the source
-stale and the plugin rescans; new devices appear at the next rescan (hot-plug signal or timer).
+only the files that change, with no directory listing (:meth:`LocalSource.read`): ``pread`` on
+descriptors held from one read to the next (:mod:`agent.attrfiles`; sysfs answers afresh at
+offset 0). A file that vanishes (a device unplugged) marks the source stale and the plugin
+rescans; new devices appear at the next rescan (hot-plug signal or timer).
 
-Reading is apart from parsing: :func:`read_file` is the one read, and the pure functions below
-turn attribute texts into readings in base units, so tests feed them captured data.
+Reading is apart from parsing: :func:`read_file` reads a file once (scans), and the pure
+functions below turn attribute texts into readings in base units, so tests feed them captured data.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ class _Reader:
         """The file's bytes; None when it is absent now or unreadable (a refusal is noted, a
         vanished file marks the source for a rescan)."""
         try:
-            return read_file(path)
+            return self.source.files.read(path)
         except PermissionError:
             self.denied.append(path)
         except OSError as err:
