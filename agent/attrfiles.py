@@ -108,6 +108,14 @@ class HeldFiles:
         with contextlib.suppress(OSError):
             os.close(fd)
 
+    def __del__(self) -> None:
+        # An owner dropped without release(): its descriptors and its share of the budget come
+        # back. Late in interpreter shutdown this module's globals may be gone already.
+        try:  # noqa: SIM105 - contextlib itself may be gone by then
+            self.release()
+        except Exception:  # noqa: BLE001
+            pass
+
     def release(self) -> None:
         """Close every held file (a scan changed the plan, or the reader stops)."""
         fds, self._fds = self._fds, {}
