@@ -4,16 +4,18 @@ the process-wide budget is kept, and the plugins release what they hold."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from agent import attrfiles
-from agent.attrfiles import HeldFiles
+from agent.attrfiles import PAGE, HeldFiles
 from agent.plugin import PluginContext
 from agent.plugins.optics import OpticsPlugin
 from agent.plugins.optics.plugin import OpticsConfig
@@ -134,3 +136,48 @@ def test_power_holds_its_files_until_a_rescan_or_close(fixtures_dir: Path) -> No
     finally:
         plugin.close()
     assert attrfiles.held_total() == held_before
+
+
+def test_a_power_read_stuck_on_the_lane_is_waited_for_not_read_beside(
+        fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel read stuck in a driver cannot be interrupted. When it happened on the scheduler's
+    lane and the plugin moved to its coroutine, the next collection says the read is stuck and
+    reads nothing beside it (the two would share the held descriptors)."""
+    stuck, entered = threading.Event(), threading.Event()
+    readers: set[int] = set()
+    real = HeldFiles.read
+
+    def read(self: HeldFiles, path: str, size: int = PAGE) -> bytes:
+        readers.add(threading.get_ident())
+        if path.endswith("/energy_uj") and not stuck.is_set():
+            entered.set()
+            stuck.wait(30)  # a driver that does not answer, until the test lets it
+        return real(self, path, size)
+
+    monkeypatch.setattr(HeldFiles, "read", read)
+    plugin = PowerPlugin(PluginContext(node="t", sysfs_root=fixtures_dir / "sysfs" / "node-exporter" / "sys"),
+                         PowerConfig())
+    plugin.discover()
+    try:
+        lane_call = plugin.blocking_collect()
+        assert lane_call is not None
+        lane = threading.Thread(target=lane_call)
+        lane.start()
+        assert entered.wait(30)
+        assert plugin.blocking_collect() is None  # not on the lane again while it is stuck
+        readers.clear()
+        col = asyncio.run(plugin.collect())  # off the lane, as after leaving it
+        up = {dict(s.key[2])["source"]: v for s, v in zip(col.series, col.values, strict=True)
+              if s.metric.name == "power_source_up"}
+        assert up and set(up.values()) == {0.0}  # every kernel source: the previous read is stuck
+        assert readers == set()  # and nothing read beside it
+        stuck.set()
+        lane.join(30)
+        assert not lane.is_alive()
+        col = asyncio.run(plugin.collect())
+        up = {dict(s.key[2])["source"]: v for s, v in zip(col.series, col.values, strict=True)
+              if s.metric.name == "power_source_up"}
+        assert set(up.values()) == {1.0}
+    finally:
+        stuck.set()
+        plugin.close()
