@@ -68,8 +68,7 @@ class HeldFiles:
     """The attribute files one reader keeps open; one thread at a time uses an instance (a
     plugin's collection), :meth:`release` may come from another once collections stopped."""
 
-    def __init__(self, hold: bool = True) -> None:
-        self.hold = hold
+    def __init__(self) -> None:
         self._fds: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -89,7 +88,7 @@ class HeldFiles:
         except BaseException:
             os.close(fd)
             raise
-        if self.hold and _take():
+        if _take():
             self._fds[path] = fd
         else:
             os.close(fd)
