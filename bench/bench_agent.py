@@ -331,11 +331,12 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
             stop = threading.Event()
             series = [0]
             detail = (nvidia or {}).get("detail_interval", NvidiaConfig.detail_interval)
+            crc = (nvidia or {}).get("nvlink_crc_interval", NvidiaConfig.nvlink_crc_interval)
             driver: subprocess.Popen[str] | None = None
             in_use: subprocess.Popen[str] | None = None
             try:
                 driver = subprocess.Popen([sys.executable, str(REPO / "bench" / "driver_floor.py"),
-                                           "--detail-interval", str(detail)],
+                                           "--detail-interval", str(detail), "--nvlink-crc-interval", str(crc)],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
                 assert driver.stdout is not None
                 calls = json.loads(driver.stdout.readline() or "null")
@@ -388,7 +389,7 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
         threads[key] = (had_cpu + (cpu - cpu0) / elapsed, had_switches + (switches - switches0) / elapsed)
     return Run((a1 - a0) / elapsed, a_rss, a_pss, (n1 - n0) / elapsed, n_rss, n_pss, series[0],
                (samples1 - samples0) / elapsed, threads, in_use_rss, (d1 - d0) / elapsed,
-               (calls["plain"] * (calls["period"] - 1) + calls["detail"]) / calls["period"], (s1 - s0) / elapsed)
+               calls["per_second"], (s1 - s0) / elapsed)
 
 
 def nvidia_per_gpu(latency_us: int, cycles: int = 120) -> tuple[float, float, float, int]:

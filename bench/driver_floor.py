@@ -10,9 +10,11 @@ runs it (without ``--seconds``) beside the real agent and reads its CPU over the
 It builds the nvidia plugin on the binding (``--library``; for the fake, ``FAKENVML_NODE`` and
 ``FAKENVML_LATENCY_US`` as the agent sees them), lets it collect once (the static facts, and the
 questions the GPUs do not answer, which the plugin then stops asking), records the calls of one
-plain collection and of one with the detail questions, prints ``{"plain": N, "detail": M,
-"period": P}`` and replays them once a second in one thread, the detail calls every P-th second:
-for ``--seconds``, then it prints its CPU, or until stdin closes.
+plain collection, of one with the detail questions and of one with the details and the NVLink
+CRC counters no field id covers, prints their counts, cadence and calls a second (``{"plain": N,
+"detail": M, "crc": K, "period": P, "crc_period": Q, "per_second": R}``) and replays them once a
+second in one thread, the details every P-th second, the CRC counters every Q-th: for
+``--seconds``, then it prints its CPU, or until stdin closes.
 
 ``--per-call N`` prints instead what each question costs: every recorded call timed alone over N
 rounds (wall and CPU per call, and CPU a second at the plugin's cadence), then each field of the
@@ -28,6 +30,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import sys
 import threading
 import time
@@ -73,19 +76,55 @@ class Recorder(types.ModuleType):
         return call
 
 
-def record(library: str, detail_interval: float) -> tuple[list[Call], list[Call], list[NvidiaPlugin], Recorder]:
-    """The calls of a plain collection and of one with the details, after a first collection.
+@dataclass
+class Traces:
+    """The calls of the plugin's three kinds of collection, and how often each comes."""
 
-    The plugins stay open: the recorded calls hold their handles (close them when done)."""
+    plain: list[Call]
+    detail: list[Call]  # with the detail questions, not the CRC counters without a field id
+    crc: list[Call]  # with both
+    period: int  # seconds between collections with the details (at 1 Hz)
+    crc_period: int  # seconds between those that also read the CRC counters (a multiple of period)
+    plugins: list[NvidiaPlugin]  # open: the recorded calls hold their handles (close them when done)
+    recorder: Recorder
+
+    def at(self, second: int) -> list[Call]:
+        """The calls of the collection at ``second`` (0: the first, with everything)."""
+        if second % self.crc_period == 0:
+            return self.crc
+        return self.detail if second % self.period == 0 else self.plain
+
+    def rates(self) -> dict[str, float]:
+        """Calls a second of each driver function at the plugin's cadence."""
+        rate: dict[str, float] = defaultdict(float)
+        for trace, share in ((self.plain, 1 - 1 / self.period), (self.detail, 1 / self.period - 1 / self.crc_period),
+                             (self.crc, 1 / self.crc_period)):
+            for name, *_ in trace:
+                rate[name] += share
+        return rate
+
+    def per_second(self) -> float:
+        return sum(self.rates().values())
+
+    def close(self) -> None:
+        for plugin in self.plugins:
+            plugin.close()
+
+
+def record(library: str, detail_interval: float, crc_interval: float) -> Traces:
+    """The calls of a plain collection, of one with the details and of one with the details and the
+    NVLink CRC counters without a field id, each recorded after a first collection (which reads the
+    static facts and learns what the GPUs do not answer)."""
     recorder = Recorder(importlib.import_module(library))
     sys.modules[RECORDER] = recorder
     traces = []
     plugins = []
-    # detail_interval 0 asks the details at every collection; the configured one only at the first.
-    for interval in (detail_interval, 0.0):
+    # detail_interval 0 asks the details at every collection, nvlink_crc_interval 0 the CRC
+    # counters at every detailed one; the configured (or a day) only at the first.
+    for detail, crc in ((detail_interval, crc_interval), (0.0, 86400.0), (0.0, 0.0)):
         plugin = NvidiaPlugin(PluginContext(node="floor"),
                               NvidiaConfig(library=RECORDER, events=False, isolation="none",
-                                           detail_interval=interval))
+                                           detail_interval=detail, nvlink_crc_interval=crc))
         plugins.append(plugin)
         plugin.discover()
         plugin.collect()
@@ -93,7 +132,9 @@ def record(library: str, detail_interval: float) -> tuple[list[Call], list[Call]
         plugin.collect()
         traces.append(recorder.calls)
         recorder.calls = None
-    return traces[0], traces[1], plugins, recorder
+    period = max(1, round(detail_interval))  # collections between two with the details
+    crc_period = period * max(1, math.ceil(crc_interval / period))
+    return Traces(traces[0], traces[1], traces[2], period, crc_period, plugins, recorder)
 
 
 def replay(calls: list[Call], error: type[BaseException]) -> None:
@@ -125,16 +166,12 @@ def _timed(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     return time.perf_counter() - wall, time.thread_time() - cpu, answer
 
 
-def per_call(plain: list[Call], detail: list[Call], period: int, rounds: int,
-             recorder: Recorder) -> tuple[list[CallCost], list[CallCost]]:
-    """Each function of the detail trace (a superset of the plain one) timed call by call, and
+def per_call(traces: Traces, rounds: int) -> tuple[list[CallCost], list[CallCost]]:
+    """Each function of the fullest trace (a superset of the others) timed call by call, and
     each field of the first GPU's field-value request asked alone."""
+    recorder, detail = traces.recorder, traces.crc
     error = recorder.binding.NVMLError
-    rate: dict[str, float] = defaultdict(float)
-    for name, *_ in plain:
-        rate[name] += (period - 1) / period
-    for name, *_ in detail:
-        rate[name] += 1 / period
+    rate = traces.rates()
     spent: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])  # calls, wall s, CPU s
     for _ in range(rounds):
         for name, fn, args, kwargs in detail:
@@ -167,9 +204,10 @@ def per_call(plain: list[Call], detail: list[Call], period: int, rounds: int,
     return calls, fields
 
 
-def print_per_call(library: str, rounds: int, period: int, calls: list[CallCost], fields: list[CallCost]) -> None:
+def print_per_call(library: str, rounds: int, traces: Traces, calls: list[CallCost], fields: list[CallCost]) -> None:
     print(f"\n{library}: each question timed alone ({rounds} rounds); calls/s at the plugin's cadence (plain "
-          f"every second, the details every {period} s)")
+          f"every second, the details every {traces.period} s, the NVLink CRC counters without a field id "
+          f"every {traces.crc_period} s)")
     print(f"  {'function':48s} {'calls/s':>8s} {'wall us':>9s} {'CPU us':>8s} {'CPU ms/s':>9s}")
     for cost in calls:
         print(f"  {cost.name:48s} {cost.per_second:8.1f} {cost.wall_us:9.1f} {cost.cpu_us:8.1f} "
@@ -188,20 +226,21 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--library", default="tests.fakenvml", help="the NVML binding (pynvml on a GPU node)")
     ap.add_argument("--detail-interval", type=float, default=NvidiaConfig.detail_interval)
+    ap.add_argument("--nvlink-crc-interval", type=float, default=NvidiaConfig.nvlink_crc_interval)
     ap.add_argument("--seconds", type=float, default=0.0,
                     help="run this long, then print the CPU (0: until stdin closes)")
     ap.add_argument("--per-call", type=int, default=0, metavar="ROUNDS",
                     help="print what each call and each field costs, timed over ROUNDS rounds, and stop")
     args = ap.parse_args()
-    plain, detail, plugins, recorder = record(args.library, args.detail_interval)
-    period = max(1, round(args.detail_interval))  # collections between two with the details
+    traces = record(args.library, args.detail_interval, args.nvlink_crc_interval)
     if args.per_call > 0:
-        calls, fields = per_call(plain, detail, period, args.per_call, recorder)
-        print_per_call(args.library, args.per_call, period, calls, fields)
-        for plugin in plugins:
-            plugin.close()
+        calls, fields = per_call(traces, args.per_call)
+        print_per_call(args.library, args.per_call, traces, calls, fields)
+        traces.close()
         return 0
-    print(json.dumps({"plain": len(plain), "detail": len(detail), "period": period}), flush=True)
+    print(json.dumps({"plain": len(traces.plain), "detail": len(traces.detail), "crc": len(traces.crc),
+                      "period": traces.period, "crc_period": traces.crc_period,
+                      "per_second": traces.per_second()}), flush=True)
     done = threading.Event()
     if args.seconds > 0:
         threading.Timer(args.seconds, done.set).start()
@@ -211,20 +250,18 @@ def main() -> int:
             done.set()
 
         threading.Thread(target=until_stdin_closes, daemon=True).start()
-    error = recorder.binding.NVMLError
+    error = traces.recorder.binding.NVMLError
     cpu0, start, i = time.process_time(), time.monotonic(), 0
     while not done.is_set():
-        replay(detail if i % period == 0 else plain, error)
+        replay(traces.at(i), error)
         i += 1
         done.wait(max(0.0, start + i - time.monotonic()))
     if args.seconds > 0:
         elapsed = time.monotonic() - start
         cpu = (time.process_time() - cpu0) / elapsed
-        calls = (len(plain) * (period - 1) + len(detail)) / period
-        print(f"{args.library}: {calls:.0f} NVML calls/s in one thread: CPU {cpu * 1e3:.2f} ms/s "
+        print(f"{args.library}: {traces.per_second():.0f} NVML calls/s in one thread: CPU {cpu * 1e3:.2f} ms/s "
               f"= {cpu * 100:.3f} % of a core over {elapsed:.0f} s")
-    for plugin in plugins:
-        plugin.close()
+    traces.close()
     return 0
 
 

@@ -18,8 +18,8 @@ import pynvml
 import pytest
 
 import tests.fakenvml as fake
-from agent.config import PluginSection
-from agent.errors import PluginUnavailable
+from agent.config import PluginSection, build
+from agent.errors import ConfigError, PluginUnavailable
 from agent.model import Collection, Event, Severity
 from agent.plugin import PluginContext
 from agent.plugins.kmsg.plugin import KmsgConfig, KmsgPlugin
@@ -192,19 +192,44 @@ def test_h100_node_prints_every_family(harness: list[Harness]) -> None:
 
     # detail_interval 0: every collection is detailed. Per GPU: the 4 above, 12 details (encoder,
     # decoder, SM, memory and graphics clocks, clock event reasons, P-state, PCIe generation,
-    # width, TX, RX, MIG mode; the fan is N/A in the recording and not asked twice) and 6 NVLinks
-    # x 2 CRC counters.
-    every = start(harness, "h100x8", detail_interval=0)
+    # width, TX, RX, MIG mode; the fan is N/A in the recording and not asked twice) and, with
+    # nvlink_crc_interval 0 too, 6 NVLinks x 2 CRC counters.
+    every = start(harness, "h100x8", detail_interval=0, nvlink_crc_interval=0)
     every.plugin.collect()
     before = cycle_calls(every)
     assert {s.name for s in every.plugin.collect().samples} == H100_FAMILIES
     assert cycle_calls(every) - before == 8 * (4 + 12 + 6 * 2)
+    every.plugin.close()
+
+    # By default the CRC counters without a field id (links 12-17) are read once a minute: a
+    # detailed collection in between asks the 4 + 12 and sends the CRC series of links 0-11 only.
+    minute = start(harness, "h100x8", detail_interval=0)
+    first = minute.plugin.collect()
+    before = cycle_calls(minute)
+    second = minute.plugin.collect()
+    assert cycle_calls(minute) - before == 8 * (4 + 12)
+
+    def crc_links(col: Collection) -> set[int]:
+        return {int(s.labels["link"]) for s in col.samples
+                if s.name == "gpu_nvlink_errors_total" and s.labels["type"] in ("crc_flit", "crc_data")}
+
+    assert crc_links(first) == set(range(18))
+    assert crc_links(second) == set(range(12))
+    minute.plugin.close()
+
+
+def test_the_cadences_are_checked_and_named_when_wrong() -> None:
+    assert build(NvidiaConfig, {"nvlink_crc_interval": "2m"}, "plugins.nvidia").nvlink_crc_interval == 120.0
+    for key in ("detail_interval", "nvlink_crc_interval"):
+        with pytest.raises(ConfigError, match=f"plugins.nvidia: {key} must be 0"):
+            build(NvidiaConfig, {key: -1}, "plugins.nvidia")
 
 
 def test_nvlink_answers_are_sent_when_one_changes_and_with_the_details(harness: list[Harness]) -> None:
     """NVLink states and error counters are most of an H100's samples and rarely change: after the
     first collection they are sent again when one of a GPU's changes, and with every detailed
-    collection, so a series still has a sample at least every detail_interval."""
+    collection, so a series still has a sample at least every detail_interval (the CRC counters
+    no field id covers, links 12-17, every nvlink_crc_interval)."""
     h = start(harness, "h100x8", detail_interval=3600)
 
     def links(col: Collection, gpu: str) -> dict[tuple[str, str], float]:
@@ -225,7 +250,7 @@ def test_nvlink_answers_are_sent_when_one_changes_and_with_the_details(harness: 
     h.state.field_answers.clear()  # the fake caches its answers per request
     changed = h.plugin.collect()
     gpu2 = links(changed, "2")
-    assert len(gpu2) == 18 * 3 + 12 * 2  # the CRC counters of links 12-17 only come with the details
+    assert len(gpu2) == 18 * 3 + 12 * 2  # the CRC counters of links 12-17 have their own cadence
     assert gpu2[("3", "crc_flit")] == 4 and gpu2[("3", "crc_data")] == 0
     assert links(changed, "5")[("7", "up")] == 0
     assert links(changed, "0") == {}
@@ -233,6 +258,10 @@ def test_nvlink_answers_are_sent_when_one_changes_and_with_the_details(harness: 
 
     for state in h.plugin.gpus:
         state.detail_at = float("-inf")  # as when detail_interval has passed
+    detailed = h.plugin.collect()
+    assert all(len(links(detailed, str(gpu))) == 18 * 3 + 12 * 2 for gpu in range(8))
+    for state in h.plugin.gpus:
+        state.detail_at = state.crc_at = float("-inf")  # and nvlink_crc_interval too
     detailed = h.plugin.collect()
     assert all(len(links(detailed, str(gpu))) == 18 * 5 for gpu in range(8))
 

@@ -56,36 +56,46 @@ def test_the_driver_floor_replays_the_calls_a_collection_makes() -> None:
     """The floor beside the agent is only a floor if it asks what the plugin asks, no more, no less."""
     floor = bench_script("driver_floor")
     fake.reset("h100x8")
-    plain, detail, plugins, recorder = floor.record("tests.fakenvml", 10.0)
+    traces = floor.record("tests.fakenvml", 10.0, 60.0)
     try:
-        names = Counter(name for name, _fn, _args, _kwargs in plain)
+        names = Counter(name for name, _fn, _args, _kwargs in traces.plain)
         # What a collection after the first asks, as the fake itself counts it.
         fake.state.calls.clear()
-        plugins[0].collect()
+        traces.plugins[0].collect()
         assert names == fake.state.calls
         assert names["nvmlDeviceGetFieldValues"] == 8  # one field-value call per GPU (h100x8)
-        detail_names = Counter(name for name, _fn, _args, _kwargs in detail)
+        detail_names = Counter(name for name, _fn, _args, _kwargs in traces.detail)
         assert detail_names - names, "the detail collection asks more than a plain one"
         assert not names - detail_names
+        crc_names = Counter(name for name, _fn, _args, _kwargs in traces.crc)
+        # The CRC counters of links 12-17 (no field id): 6 links x 2 counters per GPU, with the details.
+        assert crc_names - detail_names == Counter({"nvmlDeviceGetNvLinkErrorCounter": 8 * 6 * 2})
+        assert (traces.period, traces.crc_period) == (10, 60)
+        assert [traces.at(i) is traces.crc for i in range(61)].count(True) == 2  # seconds 0 and 60
+        assert [traces.at(i) is traces.detail for i in range(61)].count(True) == 5
         fake.state.calls.clear()
-        floor.replay(detail, recorder.binding.NVMLError)
-        assert fake.state.calls == detail_names
+        floor.replay(traces.crc, traces.recorder.binding.NVMLError)
+        assert fake.state.calls == crc_names
+        per_second = (sum(names.values()) * 54 + sum(detail_names.values()) * 5 + sum(crc_names.values())) / 60
+        assert abs(traces.per_second() - per_second) < 1e-9
     finally:
-        for plugin in plugins:
-            plugin.close()
+        traces.close()
 
 
 def test_the_driver_floor_prices_each_call_and_each_field(capsys: pytest.CaptureFixture[str]) -> None:
     floor = bench_script("driver_floor")
     fake.reset("h100x8")
-    plain, detail, plugins, recorder = floor.record("tests.fakenvml", 10.0)
+    traces = floor.record("tests.fakenvml", 10.0, 60.0)
+    plain = traces.plain
     try:
-        calls, fields = floor.per_call(plain, detail, 10, 2, recorder)
-        # Each function once, at the rate the plugin asks it: plain every second, details every 10th.
+        calls, fields = floor.per_call(traces, 2)
+        # Each function once, at the rate the plugin asks it: plain every second, details every
+        # 10th, the CRC counters without a field id every 60th.
         plain_names = Counter(name for name, _fn, _args, _kwargs in plain)
-        detail_names = Counter(name for name, _fn, _args, _kwargs in detail)
-        assert {c.name: round(c.per_second * 10) for c in calls} == {
-            name: plain_names[name] * 9 + detail_names[name] for name in detail_names}
+        detail_names = Counter(name for name, _fn, _args, _kwargs in traces.detail)
+        crc_names = Counter(name for name, _fn, _args, _kwargs in traces.crc)
+        assert {c.name: round(c.per_second * 60) for c in calls} == {
+            name: plain_names[name] * 54 + detail_names[name] * 5 + crc_names[name] for name in crc_names}
         assert all(c.wall_us > 0 and c.cpu_us >= 0 for c in calls)
         # The first GPU's field-value request, field by field, per link where asked per link.
         request = next(args for name, _fn, args, _kw in plain if name == "nvmlDeviceGetFieldValues")
@@ -95,9 +105,8 @@ def test_the_driver_floor_prices_each_call_and_each_field(capsys: pytest.Capture
         assert "NVML_FI_DEV_NVLINK_GET_STATE scope 17" in names
         # The fake H100 answers the 1 s average power, so not the instant one (as the driver does).
         assert [f.name for f in fields if not f.answered] == ["NVML_FI_DEV_POWER_INSTANT"]
-        floor.print_per_call("tests.fakenvml", 2, 10, calls, fields)
+        floor.print_per_call("tests.fakenvml", 2, traces, calls, fields)
         out = capsys.readouterr().out
         assert "nvmlDeviceGetFieldValues" in out and "NVML_FI_DEV_NVLINK_GET_STATE scope 17" in out
     finally:
-        for plugin in plugins:
-            plugin.close()
+        traces.close()

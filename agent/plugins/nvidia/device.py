@@ -10,9 +10,12 @@ Each collection then asks:
   memory, temperature;
 - every ``detail_interval`` seconds only (and at the first collection), the slower or secondary
   ones: clocks and clock event reasons, performance state, encoder/decoder utilization, fan, PCIe
-  link and throughput, MIG state, the NVLink CRC counters that have no field id, and the static
-  facts. Their series then have one sample per ``detail_interval``, not one per cycle (the rule
-  pack's throttling alerts wait a minute anyway; ``detail_interval: 0`` asks everything every time).
+  link and throughput, MIG state and the static facts. Their series then have one sample per
+  ``detail_interval``, not one per cycle (the rule pack's throttling alerts wait a minute anyway;
+  ``detail_interval: 0`` asks everything every time);
+- with the details, at most every ``nvlink_crc_interval`` seconds, the NVLink CRC counters that
+  have no field id (links 12 and up: one call per link and counter, 12 of an H100's 24 detail
+  calls; the rule pack's CRC alert looks at a 5-minute rate).
 
 Each series is resolved once per GPU (:class:`GpuSeries`), so a collection appends values only.
 """
@@ -240,8 +243,10 @@ def discover_gpu(nvml: Nvml, index: int, driver: str, cuda: str) -> Gpu:
     return gpu
 
 
-def collect_gpu(nvml: Nvml, gpu: Gpu, *, detail: bool, use_fields: bool, pcie_throughput: bool) -> Collection:
-    """What changes, for one GPU (the slow and static part only when ``detail``).
+def collect_gpu(nvml: Nvml, gpu: Gpu, *, detail: bool, use_fields: bool, pcie_throughput: bool,
+                crc: bool) -> Collection:
+    """What changes, for one GPU (the slow and static part only when ``detail``, the NVLink CRC
+    counters without a field id only when ``crc``).
 
     Raises DeviceLost when the GPU stops answering.
     """
@@ -264,9 +269,9 @@ def collect_gpu(nvml: Nvml, gpu: Gpu, *, detail: bool, use_fields: bool, pcie_th
 
     values = _field_values(nvml, gpu) if use_fields else None
     if values is not None:
-        _from_fields(nvml, gpu, col, values, detail)
+        _from_fields(nvml, gpu, col, values, detail=detail, crc=crc)
     else:
-        _one_by_one(nvml, gpu, col, detail)
+        _one_by_one(nvml, gpu, col, crc)
 
     if detail:
         _details(nvml, gpu, col, pcie_throughput)
@@ -325,7 +330,7 @@ class FieldPlan:
         #: Direct answers an older driver may lack (per-link scoped fields, R525+), by their place in
         #: ``direct``, with the per-link call that answers instead.
         self.fallback: dict[int, Variant] = {}
-        #: NVLink CRC counters without a field id: asked with the details.
+        #: NVLink CRC counters without a field id: asked every ``nvlink_crc_interval``.
         self.detail_calls: list[tuple[Series, Variant]] = []
         #: Where the NVLink answers start in ``direct`` (states and error counters, most of a
         #: GPU's samples): they are sent when one of them changes or with the details.
@@ -350,7 +355,7 @@ class FieldPlan:
         self.keys.append((fid, scope) if scope is not None else fid)
 
 
-def _from_fields(nvml: Nvml, gpu: Gpu, col: Collection, v: list[float | None], detail: bool) -> None:
+def _from_fields(nvml: Nvml, gpu: Gpu, col: Collection, v: list[float | None], *, detail: bool, crc: bool) -> None:
     assert gpu.series is not None and gpu.plan is not None
     s, plan, put = gpu.series, gpu.plan, col.put
     # Power and its limits (milliwatts); a driver without the fields answers the older calls.
@@ -387,12 +392,12 @@ def _from_fields(nvml: Nvml, gpu: Gpu, col: Collection, v: list[float | None], d
         present = [value is not None for value in values]
         col.series.extend(itertools.compress(targets, present))
         col.values.extend(itertools.compress(values, present))  # type: ignore[arg-type]  # None left out
-    if detail:  # counters no field covers (CRC of links past the field range): one call each
+    if crc:  # counters no field covers (CRC of links past the field range): one call each
         for series, call in plan.detail_calls:
             put(series, ask1(nvml, gpu, call.fname, *call.args))
 
 
-def _one_by_one(nvml: Nvml, gpu: Gpu, col: Collection, detail: bool) -> None:
+def _one_by_one(nvml: Nvml, gpu: Gpu, col: Collection, crc: bool) -> None:
     """The same counters for drivers without nvmlDeviceGetFieldValues (pre-R418), or when configured."""
     assert gpu.series is not None
     s, put = gpu.series, col.put
@@ -420,7 +425,7 @@ def _one_by_one(nvml: Nvml, gpu: Gpu, col: Collection, detail: bool) -> None:
     for link in gpu.links:
         put(s.nvlink_up[link], ask1(nvml, gpu, "nvmlDeviceGetNvLinkState", link))
         for kind, counter_id in _NVLINK_COUNTER.items():
-            if detail or nvlink_key(kind, link) is not None:  # the same cadence as with fields
+            if crc or nvlink_key(kind, link) is not None:  # the same cadence as with fields
                 put(s.nvlink_errors[(link, kind)],
                     ask1(nvml, gpu, "nvmlDeviceGetNvLinkErrorCounter", link, counter_id))
 

@@ -71,15 +71,21 @@ class NvidiaConfig:
     #: Batch counters into nvmlDeviceGetFieldValues (False: one call per counter, for comparison).
     field_values: bool = True
     #: Seconds between readings of the slower or secondary values (clocks and clock event reasons,
-    #: P-state, encoder/decoder, fan, PCIe link and throughput, MIG, static facts, CRC counters of
-    #: NVLinks past the field range); 0 reads them every collection.
+    #: P-state, encoder/decoder, fan, PCIe link and throughput, MIG, static facts); 0 reads them
+    #: every collection.
     detail_interval: float = 10.0
+    #: Seconds between readings of the NVLink CRC counters no field id covers (links 12 and up:
+    #: one driver call per link and counter, 12 a GPU on H100), read with the details; 0 reads
+    #: them with every detailed collection.
+    nvlink_crc_interval: float = 60.0
 
     def validate(self) -> None:
         if self.gpu_timeout <= 0:
             raise ValueError("gpu_timeout must be positive (seconds)")
         if self.detail_interval < 0:
             raise ValueError("detail_interval must be 0 (every collection) or a number of seconds")
+        if self.nvlink_crc_interval < 0:
+            raise ValueError("nvlink_crc_interval must be 0 (with every detailed collection) or a number of seconds")
         if not 10 <= self.event_wait_ms <= 10_000:
             raise ValueError("event_wait_ms must be between 10 and 10000")
 
@@ -91,6 +97,7 @@ class _GpuState:
     down_reason: str = ""  # why gpu_up is 0; "" while it answers
     announced: bool = False  # the outage's event was emitted (one event per outage)
     detail_at: float = float("-inf")  # monotonic time of the last detailed collection
+    crc_at: float = float("-inf")  # and of the last that read the CRC counters without a field id
 
 
 class NvidiaPlugin(Plugin):
@@ -230,7 +237,10 @@ class NvidiaPlugin(Plugin):
         detail = now - state.detail_at >= self.config.detail_interval
         if detail:
             state.detail_at = now
-        return functools.partial(collect_gpu, self.nvml, state.gpu, detail=detail,
+        crc = detail and now - state.crc_at >= self.config.nvlink_crc_interval
+        if crc:
+            state.crc_at = now
+        return functools.partial(collect_gpu, self.nvml, state.gpu, detail=detail, crc=crc,
                                  use_fields=self.config.field_values, pcie_throughput=self.config.pcie_throughput)
 
     def _run_each(self, jobs: list[tuple[_GpuState, Callable[[], Collection]]]) -> None:
