@@ -183,14 +183,16 @@ class PluginRunner:
     def _start(self, job: _Job, loop: asyncio.AbstractEventLoop) -> None:
         """Start one collection: on its own thread, or as a task on the loop (an AsyncPlugin)."""
         plugin = self.plugin
+        if self._busy is not None and not self._busy.done():
+            # Still stuck in a call on its thread or on the lane (an AsyncPlugin's blocking
+            # collection that made it leave the lane): never a second one beside it.
+            job.error = TimeoutError("previous call is still running")
+            job.done_on_loop(None)
+            return
         if isinstance(plugin, AsyncPlugin):
             task = loop.create_task(_within(plugin.collect(), self.section.timeout))
             job.future = task
             task.add_done_callback(job.done_on_loop)
-            return
-        if self._busy is not None and not self._busy.done():
-            job.error = TimeoutError("previous call is still running")
-            job.done_on_loop(None)
             return
         fut = self._own_pool().submit(plugin.collect)
         self._busy = job.future = fut

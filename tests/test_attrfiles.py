@@ -10,17 +10,20 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from agent import attrfiles
 from agent.attrfiles import PAGE, HeldFiles
+from agent.config import PluginSection
 from agent.plugin import PluginContext
 from agent.plugins.optics import OpticsPlugin
 from agent.plugins.optics.plugin import OpticsConfig
 from agent.plugins.power import PowerPlugin
 from agent.plugins.power.config import PowerConfig
+from agent.scheduler import Lane, PluginRunner, collect_together
 
 LO_TX = "/sys/class/net/lo/statistics/tx_packets"
 
@@ -43,7 +46,7 @@ def test_a_held_sysfs_file_gives_the_value_of_now() -> None:
 def test_a_file_that_is_gone_is_let_go_and_reported_as_a_fresh_open_would() -> None:
     # /proc/<pid>/stat behaves as a sysfs attribute of an unplugged device: the held descriptor
     # fails (ESRCH here, ENODEV in sysfs) and the path no longer opens (ENOENT).
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     files = HeldFiles()
     try:
         path = f"/proc/{child.pid}/stat"
@@ -57,7 +60,7 @@ def test_a_file_that_is_gone_is_let_go_and_reported_as_a_fresh_open_would() -> N
         assert files.text(path) is None
     finally:
         child.kill()
-        child.wait()
+        child.communicate()  # reaped, its stdin closed
         files.release()
 
 
@@ -141,8 +144,8 @@ def test_power_holds_its_files_until_a_rescan_or_close(fixtures_dir: Path) -> No
 def test_a_power_read_stuck_on_the_lane_is_waited_for_not_read_beside(
         fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel read stuck in a driver cannot be interrupted. When it happened on the scheduler's
-    lane and the plugin moved to its coroutine, the next collection says the read is stuck and
-    reads nothing beside it (the two would share the held descriptors)."""
+    lane and the plugin left the lane for its coroutine, the next cycle says the previous call is
+    still running and reads nothing beside it (the two would share the held descriptors)."""
     stuck, entered = threading.Event(), threading.Event()
     readers: set[int] = set()
     real = HeldFiles.read
@@ -157,27 +160,30 @@ def test_a_power_read_stuck_on_the_lane_is_waited_for_not_read_beside(
     monkeypatch.setattr(HeldFiles, "read", read)
     plugin = PowerPlugin(PluginContext(node="t", sysfs_root=fixtures_dir / "sysfs" / "node-exporter" / "sys"),
                          PowerConfig())
-    plugin.discover()
+    runner = PluginRunner(plugin, PluginSection("power", 1.0, 0.3, True, {}))
+
+    async def cycles() -> list[bool]:
+        assert await runner.discover()
+        lane = Lane()
+        try:
+            first = await collect_together([runner], lane)  # stuck on the lane past its deadline
+            assert entered.is_set() and runner.own_thread  # it left the lane
+            readers.clear()
+            second = await collect_together([runner], lane)  # off the lane: the read is still stuck
+            assert readers == set()  # nothing read beside it
+            stuck.set()
+            deadline = time.monotonic() + 30
+            busy = runner._busy  # the lane's call
+            while busy is not None and not busy.done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # until the stuck read has returned
+            third = await collect_together([runner], lane)
+            return [ok for (_col, ok, _secs) in (*first, *second, *third)]
+        finally:
+            stuck.set()
+            lane.close()
+
     try:
-        lane_call = plugin.blocking_collect()
-        assert lane_call is not None
-        lane = threading.Thread(target=lane_call)
-        lane.start()
-        assert entered.wait(30)
-        assert plugin.blocking_collect() is None  # not on the lane again while it is stuck
-        readers.clear()
-        col = asyncio.run(plugin.collect())  # off the lane, as after leaving it
-        up = {dict(s.key[2])["source"]: v for s, v in zip(col.series, col.values, strict=True)
-              if s.metric.name == "power_source_up"}
-        assert up and set(up.values()) == {0.0}  # every kernel source: the previous read is stuck
-        assert readers == set()  # and nothing read beside it
-        stuck.set()
-        lane.join(30)
-        assert not lane.is_alive()
-        col = asyncio.run(plugin.collect())
-        up = {dict(s.key[2])["source"]: v for s, v in zip(col.series, col.values, strict=True)
-              if s.metric.name == "power_source_up"}
-        assert set(up.values()) == {1.0}
+        assert asyncio.run(cycles()) == [False, False, True]
     finally:
         stuck.set()
-        plugin.close()
+        runner.close()

@@ -157,19 +157,7 @@ class PowerPlugin(AsyncPlugin):
         return self._collect_local
 
     def _collect_local(self) -> Collection:
-        # The lane's read is the read in flight: should it stick in a driver and the plugin leave
-        # the lane, its next collection waits for it (``_run_local``) rather than reading the same
-        # files beside it (the held descriptors are one reader's at a time).
-        reading: cf.Future[list[Outcome]] = cf.Future()
-        reading.set_running_or_notify_cancel()
-        self._reading = reading
-        try:
-            outcomes = self._read_local(time.monotonic())
-        except BaseException as err:
-            reading.set_exception(err)
-            raise
-        reading.set_result(outcomes)
-        return self._compose(self._settled(outcomes))
+        return self._compose(self._settled(self._read_local(time.monotonic())))
 
     def _compose(self, by_source: dict[str, Outcome]) -> Collection:
         """The collection from each source's outcome: its samples and ``power_source_up``."""
