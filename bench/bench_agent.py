@@ -348,7 +348,7 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
                 scraper = threading.Thread(target=scrape_loop, args=(url, stop, series), daemon=True)
                 scraper.start()
                 in_use = start_in_use(col)
-                time.sleep(warmup)  # past imports, discovery and the first batches
+                time.sleep(warmup)  # past imports, discovery, the first batches and the one-off settle (30 s)
                 assert agent.proc is not None
                 a_pid, n_pid = agent.proc.pid, ne.pid
                 names = thread_names(a_pid) if per_thread else {}
@@ -452,7 +452,9 @@ def in_process(tree: Path, latency_us: int, cycles: int = 60) -> tuple[float, in
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=120.0)
-    ap.add_argument("--warmup", type=float, default=15.0)
+    ap.add_argument("--warmup", type=float, default=40.0,
+                    help="seconds before the window: past discovery, the first batches and the agent's one-off "
+                         "memory settle 30 s after start (a garbage collection and heap trim, 20-40 ms once)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--tree", default="node-exporter", help="captured tree for the real agent and node_exporter")
     ap.add_argument("--latency-us", type=int, default=100, help="fake NVML: driver time per call")
