@@ -4,8 +4,8 @@
     .venv/bin/python bench/agent_ab.py --breakdown [--seconds 120]
 
 ``bench/bench_agent.py`` gives the agent's CPU beside node_exporter's, but the host's speed
-drifts by ±10 % over a day (the same agent read 0.62 % and 0.72 % an hour apart), more than most
-single changes are worth. Here two agents run at once (A and B, each with the benchmark's
+drifts by more than most single changes are worth (the same agent read 0.52-0.80 % of a core over
+one day, 0.64-0.80 % within 15 minutes). Here two agents run at once (A and B, each with the benchmark's
 plugins: nvidia on the fake NVML with 8 GPUs at ``--latency-us`` per driver call, kmsg, optics,
 power, all at 1 Hz on the captured tree), stream to one collector, and are measured over the
 same window, so the host's speed cancels out of B/A; an A/A run reads 1.000.
