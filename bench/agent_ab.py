@@ -34,17 +34,13 @@ from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_agent import PLUGINS, agent_options, proc_cpu  # noqa: E402
 
 from tests.fleet import AgentProc, CollectorProc  # noqa: E402
 from tests.services import FIXTURES, Process, wait_until  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
-PLUGINS: dict[str, dict[str, Any]] = {
-    "nvidia": {"interval": 1, "library": "tests.fakenvml"},
-    "kmsg": {"interval": 1, "path": "/dev/kmsg"},
-    "optics": {"interval": 1},
-    "power": {"interval": 1},
-}
 #: --breakdown: (what B lacks, B's plugin changes, B's environment).
 PARTS: list[tuple[str, dict[str, Any], dict[str, str]]] = [
     ("nvidia plugin (all of it)", {"nvidia": None}, {}),
@@ -67,11 +63,6 @@ def plugins_with(changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 #: One side of a pair: plugin changes, environment, source tree.
 Side = tuple[dict[str, Any], dict[str, str], Path]
 
@@ -91,9 +82,7 @@ def pair(a: Side, b: Side, *, tree: Path, seconds: float, warmup: float, latency
         agents: list[tuple[AgentProc, Process]] = []
         try:
             for name, (changes, env, repo) in zip(("a", "b"), (a, b), strict=True):
-                agent = AgentProc(t, name, [col.addr], plugins=plugins_with(changes),
-                                  extra={"batch_interval": 1, "log_level": "warning", "audit_log": None,
-                                         "sysfs_root": str(tree)})
+                agent = AgentProc(t, name, [col.addr], plugins=plugins_with(changes), extra=agent_options(tree))
                 proc_env = {**os.environ, "FAKENVML_LATENCY_US": str(latency_us), "PYTHONPATH": str(repo), **env}
                 proc = Process([sys.executable, "-m", "fleetmon", "agent", "--config", str(agent.config)],
                                agent.log, env=proc_env, cwd=repo)

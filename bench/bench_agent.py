@@ -68,6 +68,19 @@ from tests.services import FIXTURES, Process, free_port, wait_for_http, wait_unt
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 TICK = os.sysconf("SC_CLK_TCK")
+#: The agent's plugins in this benchmark, all at 1 Hz (``bench/agent_ab.py`` runs the same).
+PLUGINS: dict[str, dict[str, object]] = {
+    "nvidia": {"interval": 1, "library": "tests.fakenvml"},
+    "kmsg": {"interval": 1, "path": "/dev/kmsg"},
+    "optics": {"interval": 1},  # EEPROMs as configured by default (none is live on a captured tree)
+    "power": {"interval": 1},
+}
+
+
+def agent_options(tree: Path) -> dict[str, object]:
+    """The agent's settings beside its plugins: a batch a second, quiet, on the captured ``tree``."""
+    return {"batch_interval": 1, "log_level": "warning", "audit_log": None, "sysfs_root": str(tree)}
+
 #: The libraries the agent needs, in import order, for the floor (module, what it is).
 FLOOR = [
     ("asyncio", "asyncio (imports ssl, so OpenSSL)"),
@@ -316,15 +329,8 @@ def real_agent(tree: Path, seconds: float, latency_us: int, *, warmup: float, pe
         with tempfile.TemporaryDirectory() as tmp:
             t = Path(tmp)
             col = CollectorProc(t, extra={"log_level": "warning"}).start()
-            plugins = {
-                "nvidia": {"interval": 1, "library": "tests.fakenvml", **(nvidia or {})},
-                "kmsg": {"interval": 1, "path": "/dev/kmsg"},
-                "optics": {"interval": 1},  # EEPROMs as configured by default (none is live on a captured tree)
-                "power": {"interval": 1},
-            }
-            agent = AgentProc(t, "bench", [col.addr], plugins=plugins,
-                              extra={"batch_interval": 1, "log_level": "warning", "audit_log": None,
-                                     "sysfs_root": str(tree)}).start()
+            plugins = {**PLUGINS, "nvidia": {**PLUGINS["nvidia"], **(nvidia or {})}}
+            agent = AgentProc(t, "bench", [col.addr], plugins=plugins, extra=agent_options(tree)).start()
             port = free_port()
             ne = Process([NODE_EXPORTER, f"--path.sysfs={tree}", f"--web.listen-address=127.0.0.1:{port}"],
                          t / "node_exporter.log")
