@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import subprocess
 import time
@@ -154,6 +155,30 @@ def test_agent_metrics_endpoint(agent: tuple[Process, int]) -> None:
         urllib.request.urlopen(req, timeout=10)
     err.value.close()
     assert err.value.code == 405
+
+
+def _cpu_and_rss(pid: int) -> tuple[float, int]:
+    """The kernel's count of a process's CPU seconds (user + system) and its resident bytes."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return cpu, rss
+
+
+@pytest.mark.services
+def test_agent_reports_its_own_cpu_and_memory(agent: tuple[Process, int]) -> None:
+    """What the agent costs its node goes out with its own metrics: the CPU the kernel counted
+    for it between two readings taken around the scrape, and its resident memory."""
+    proc, port = agent
+    cpu0, rss0 = _cpu_and_rss(proc.pid)
+    series = _series(_get(port, "/metrics")[2].decode())
+    cpu1, rss1 = _cpu_and_rss(proc.pid)
+    cpu = series['fleetmon_agent_cpu_seconds_total{cluster="c1",node="expo-1"}']
+    rss = series['fleetmon_agent_resident_bytes{cluster="c1",node="expo-1"}']
+    assert 0 < cpu0 - 1e-6 <= cpu <= cpu1 + 1e-6, (cpu0, cpu, cpu1)  # the same clock ticks, summed apart
+    # Resident memory moves between readings; pages counted as bytes, not pages or KiB.
+    assert min(rss0, rss1) / 2 <= rss <= max(rss0, rss1) * 2, (rss0, rss, rss1)
+    assert rss > 10 << 20
 
 
 @pytest.mark.services
