@@ -48,15 +48,14 @@ class Footprint:
     has it); resident memory from ``/proc/self/statm``, held open and read with one ``pread``.
     Where that file is absent (not Linux) the memory is omitted, not guessed."""
 
-    def __init__(self, statm: str = "/proc/self/statm") -> None:
-        self.statm = statm
+    def __init__(self) -> None:
         self._files = HeldFiles()
         self._page = os.sysconf("SC_PAGE_SIZE")
 
     def add_to(self, col: Collection) -> None:
         t = os.times()
         col.add(CPU, t.user + t.system)
-        text = self._files.text(self.statm)  # "size resident shared text lib data dt", in pages
+        text = self._files.text("/proc/self/statm")  # "size resident shared text lib data dt", in pages
         fields = text.split() if text else []
         if len(fields) > 1 and fields[1].isdigit():
             col.add(RESIDENT, int(fields[1]) * self._page)

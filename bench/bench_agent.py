@@ -64,7 +64,7 @@ from agent.plugins.power import PowerPlugin  # noqa: E402
 from agent.plugins.power.config import PowerConfig  # noqa: E402
 from agent.wal import Wal  # noqa: E402
 from tests.fleet import AgentProc, CollectorProc  # noqa: E402
-from tests.services import FIXTURES, Process, free_port, wait_for_http, wait_until  # noqa: E402
+from tests.services import FIXTURES, Process, free_port, proc_cpu, wait_for_http, wait_until  # noqa: E402
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -231,12 +231,6 @@ def stop_in_use(proc: subprocess.Popen[str]) -> tuple[float, int]:
         raise RuntimeError(f"the in-use floor did not run: {err[-2000:]}")
     rss, unacked = out.split()[-2:]
     return float(rss), int(unacked)
-
-
-def proc_cpu(pid: int) -> float:
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def thread_names(pid: int) -> dict[int, str]:

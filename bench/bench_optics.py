@@ -34,7 +34,7 @@ from agent.plugins.optics import OpticsPlugin
 from agent.plugins.optics.eeprom import EepromImage, decode
 from agent.plugins.optics.emit import module_samples
 from agent.plugins.optics.plugin import OpticsConfig
-from tests.services import FIXTURES, Process, free_port, wait_for_http
+from tests.services import FIXTURES, Process, free_port, proc_cpu, wait_for_http
 from tests.test_optics_eeprom import cmis_pages, sff8472_internal, sff8636_pages
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
@@ -84,14 +84,6 @@ def bench_fleetmon(root: Path, cycles: int) -> dict[str, float]:
             "prom_cpu": prom_cpu, "eeprom_cpu": eeprom_cpu}
 
 
-def _proc_cpu(pid: int) -> float:
-    # /proc/<pid>/stat fields 14 and 15 (utime, stime) in clock ticks; the command name in
-    # parentheses may contain spaces, so split after the closing parenthesis.
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def bench_node_exporter(root: Path, cycles: int) -> dict[str, float] | None:
     if not os.access(NODE_EXPORTER, os.X_OK):
         print(f"node_exporter: {NODE_EXPORTER} not installed (Debian prometheus-node-exporter); no baseline")
@@ -107,10 +99,10 @@ def bench_node_exporter(root: Path, cycles: int) -> dict[str, float] | None:
             body = urllib.request.urlopen(url, timeout=10).read().decode()  # warm up
             own = ("go_", "process_", "promhttp_")
             series = sum(1 for ln in body.splitlines() if ln and not ln.startswith("#") and not ln.startswith(own))
-            before = _proc_cpu(proc.pid)
+            before = proc_cpu(proc.pid)
             for _ in range(cycles):
                 urllib.request.urlopen(url, timeout=10).read()
-            cpu = (_proc_cpu(proc.pid) - before) / cycles
+            cpu = (proc_cpu(proc.pid) - before) / cycles
         finally:
             proc.stop()
     return {"cpu": cpu, "series": series}

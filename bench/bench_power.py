@@ -40,7 +40,7 @@ from agent.plugin import PluginContext
 from agent.plugins.power import PowerPlugin
 from agent.plugins.power.config import PowerConfig
 from agent.plugins.power.sysfs import class_entries
-from tests.services import FIXTURES, Process, free_port, wait_for_http
+from tests.services import FIXTURES, Process, free_port, proc_cpu, wait_for_http
 
 NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 _FILES = re.compile(r"^(name|energy_uj|max_energy_range_uj|constraint_\d+_(name|power_limit_uw)|"
@@ -104,14 +104,6 @@ def fleetmon(plugin: PowerPlugin, n: int) -> Figures:
         return Figures((time.process_time() - c0) / n, (time.perf_counter() - w0) / n, len(col))
 
     return asyncio.run(run())
-
-
-def proc_cpu(pid: int) -> float:
-    # /proc/<pid>/stat fields 14 and 15 (utime, stime) in clock ticks; the command name in
-    # parentheses may contain spaces, so split after the closing parenthesis.
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def node_exporter(root: Path, n: int) -> Figures | None:

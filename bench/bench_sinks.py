@@ -69,6 +69,7 @@ from collector.storage.lines import ColumnLineEncoder, encode_batch
 from collector.storage.remote_write import RemoteWriteConfig, RemoteWriteEncoder, RemoteWriteSink
 from collector.storage.retry import gzip_body
 from tests.influx_servers import influx_create_database, start_influxd, start_victoria_metrics, start_vmagent
+from tests.services import proc_cpu
 
 FIELDS = ("temperature_celsius", "memory_temperature_celsius", "power_watts", "utilization_ratio",
           "memory_used_bytes", "sm_clock_hertz", "energy_joules_total", "pcie_replay_total",
@@ -173,11 +174,6 @@ def remote_write_variant(url: str) -> list[Variant]:
     return [Variant("snappy", remote_write_bodies, headers, lambda: RemoteWriteSink(RemoteWriteConfig(url=url)))]
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 async def compare(target: Target, fleet: Fleet, repeat: int) -> list[float]:
     """Per wire format, a raw POST of ready-made bodies and the sink making them from a batch,
     interleaved per repeat so all see the same server state."""
@@ -226,9 +222,9 @@ async def compare(target: Target, fleet: Fleet, repeat: int) -> list[float]:
                     # write comes second, so each goes second as often as the other.
                     bodies, batch = v.raw_bodies(fleet.batch()), fleet.batch()
                     sink_s = await via(sinks[v.name], batch) if round_ % 2 else 0.0
-                    cpu = cpu_seconds(target.server_pid)
+                    cpu = proc_cpu(target.server_pid)
                     raw_s = await raw(client, v, bodies)
-                    cpu_raw += cpu_seconds(target.server_pid) - cpu
+                    cpu_raw += proc_cpu(target.server_pid) - cpu
                     if not round_ % 2:
                         sink_s = await via(sinks[v.name], batch)
                     best[v.name, "raw"] = min(best[v.name, "raw"], raw_s)

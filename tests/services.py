@@ -71,6 +71,14 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) the kernel has counted for process ``pid``:
+    fields 14 and 15 of ``/proc/<pid>/stat`` in clock ticks. The command name in parentheses may
+    hold spaces, so the fields are split after the last closing parenthesis."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
     """A loopback port nothing listens on, for a server a test starts.
 

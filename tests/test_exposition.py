@@ -21,7 +21,7 @@ from agent import dcgm
 from agent.exposition import families, render
 from agent.model import Collection
 from agent.plugins.accel import GPU_INFO, MEMORY_USED, TEMPERATURE
-from tests.services import Process, free_port, require_binary, running, wait_for_http
+from tests.services import Process, free_port, proc_cpu, require_binary, running, wait_for_http
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "prometheus.md"
 
@@ -158,11 +158,9 @@ def test_agent_metrics_endpoint(agent: tuple[Process, int]) -> None:
 
 
 def _cpu_and_rss(pid: int) -> tuple[float, int]:
-    """The kernel's count of a process's CPU seconds (user + system) and its resident bytes."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """The kernel's count of a process's CPU seconds and its resident bytes."""
     rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    return cpu, rss
+    return proc_cpu(pid), rss
 
 
 @pytest.mark.services
